@@ -1,0 +1,539 @@
+"""The trio UDP endpoint: the only place where dofpy touches the network.
+
+It drives one sans-IO :class:`~dofpy._core.DatagramCore` over one UDP socket
+with three tasks in one nursery:
+
+* a receive loop, which drains up to ``recv_batch`` waiting datagrams into
+  ``core.receive_datagram`` and then flushes once;
+* one timer task, which sleeps until ``core.get_timer()`` and calls
+  ``core.handle_timer``; it is re-armed by poking an event whenever the core's
+  deadline changes, never by a cancel scope per receive (that halves trio's
+  datagram rate, see docs/DESIGN);
+* a sender task that only works when the kernel's send buffer is full: it
+  waits for the socket to become writable and drains the bounded send queue.
+
+Flushing is synchronous: the socket is non-blocking, and each datagram the core
+returns from ``datagrams_to_send`` is handed to ``sendto`` directly, so there is
+no scheduler round trip per datagram. When the kernel says "would block", the
+rest waits in the send queue, and the core is not asked for more until the
+queue has drained (its own pacing and congestion control then see the
+back-pressure). Sending errors (ICMP port unreachable reported as
+``ConnectionRefusedError``, oversized datagrams, unreachable networks) are
+counted, and the datagram is dropped, as the network would drop it.
+
+Time is ``trio.current_time()``, so ``trio.testing.MockClock`` drives tests.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import socket
+import sys
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from dofpy._core import Address, DatagramCore
+from dofpy.errors import BadPacket, ClosedResourceError
+from dofpy.trio._pcapfile import PcapWriter
+
+__all__ = ["EndpointStatistics", "UdpEndpoint", "open_udp_endpoint"]
+
+DEFAULT_RECV_BUFFER = 4 * 1024 * 1024
+DEFAULT_SEND_QUEUE_LIMIT = 1024
+DEFAULT_RECV_BATCH = 64
+_MAX_UDP_PAYLOAD = 65535
+_ADDRESS_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatistics:
+    """Counters of one endpoint, as a snapshot.
+
+    ``receive_buffer_granted`` is what the kernel reports for ``SO_RCVBUF``
+    after our request (Linux reports twice the usable size, capped by
+    ``net.core.rmem_max`` unless the process may force it).
+    """
+
+    datagrams_sent: int
+    bytes_sent: int
+    datagrams_received: int
+    bytes_received: int
+    send_errors: int
+    """Datagrams the kernel refused to send (dropped), or with an unusable address."""
+    receive_errors: int
+    """Errors the kernel reported when receiving (e.g. ICMP port unreachable)."""
+    dropped_oversize: int
+    """Received datagrams longer than ``max_datagram``, dropped unread."""
+    dropped_malformed: int
+    """Received datagrams the core rejected by raising ``BadPacket``."""
+    dropped_send_queue_full: int
+    """Datagrams the core wanted sent while the send queue was full."""
+    send_queue_length: int
+    """Datagrams waiting for the kernel's send buffer, now."""
+    timer_fires: int
+    """Calls to ``core.handle_timer``."""
+    pcap_records_written: int
+    receive_buffer_requested: int | None
+    receive_buffer_granted: int
+    last_send_error: str | None
+    last_receive_error: str | None
+
+    @property
+    def datagrams_dropped(self) -> int:
+        """Every datagram dropped by the endpoint, whatever the reason."""
+        return (
+            self.dropped_oversize
+            + self.dropped_malformed
+            + self.dropped_send_queue_full
+            + self.send_errors
+        )
+
+
+class _UnusableAddress(Exception):
+    """A destination the socket cannot send to (not numeric, wrong family)."""
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class UdpEndpoint:
+    """One bound UDP socket driving one core. Made by :func:`open_udp_endpoint`."""
+
+    def __init__(
+        self,
+        core: DatagramCore,
+        sock: socket.socket,
+        *,
+        pcap: PcapWriter | None,
+        max_datagram: int,
+        send_queue_limit: int,
+        recv_batch: int,
+        receive_buffer_requested: int | None,
+    ) -> None:
+        self._core = core
+        self._sock = sock
+        self._family = sock.family
+        self._pcap = pcap
+        self._max_datagram = max_datagram
+        self._send_queue_limit = send_queue_limit
+        self._recv_batch = recv_batch
+        self._receive_buffer_requested = receive_buffer_requested
+        self._receive_buffer_granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        bound = sock.getsockname()
+        self._local: Address = (_strip_scope(bound[0]), bound[1])
+        self._closed = False
+        # (payload, destination as the core gave it, destination for sendto)
+        self._send_queue: deque[tuple[bytes, Address, tuple[Any, ...]]] = deque()
+        self._send_ready = trio.Event()
+        self._timer_changed = trio.Event()
+        self._armed_deadline: float | None = None
+        self._sockaddrs: dict[Address, tuple[Any, ...]] = {}
+        self._datagrams_sent = 0
+        self._bytes_sent = 0
+        self._datagrams_received = 0
+        self._bytes_received = 0
+        self._send_errors = 0
+        self._receive_errors = 0
+        self._dropped_oversize = 0
+        self._dropped_malformed = 0
+        self._dropped_send_queue_full = 0
+        self._timer_fires = 0
+        self._last_send_error: str | None = None
+        self._last_receive_error: str | None = None
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def local_address(self) -> Address:
+        """The bound ``(host, port)``; the port is the real one when 0 was asked."""
+        return self._local
+
+    @property
+    def core(self) -> DatagramCore:
+        """The core this endpoint drives."""
+        return self._core
+
+    def wakeup(self) -> None:
+        """Send what the core now has to send and re-arm the timer.
+
+        Call it from the trio run after calling into the core from application
+        code (e.g. after starting a request); the endpoint cannot otherwise know
+        that the core has something new.
+        """
+        if self._closed:
+            raise ClosedResourceError("the UDP endpoint is closed")
+        self._flush()
+
+    def statistics(self) -> EndpointStatistics:
+        """A snapshot of the endpoint's counters."""
+        return EndpointStatistics(
+            datagrams_sent=self._datagrams_sent,
+            bytes_sent=self._bytes_sent,
+            datagrams_received=self._datagrams_received,
+            bytes_received=self._bytes_received,
+            send_errors=self._send_errors,
+            receive_errors=self._receive_errors,
+            dropped_oversize=self._dropped_oversize,
+            dropped_malformed=self._dropped_malformed,
+            dropped_send_queue_full=self._dropped_send_queue_full,
+            send_queue_length=len(self._send_queue),
+            timer_fires=self._timer_fires,
+            pcap_records_written=0 if self._pcap is None else self._pcap.records_written,
+            receive_buffer_requested=self._receive_buffer_requested,
+            receive_buffer_granted=self._receive_buffer_granted,
+            last_send_error=self._last_send_error,
+            last_receive_error=self._last_receive_error,
+        )
+
+    # ----------------------------------------------------------------- sending
+
+    def _flush(self) -> None:
+        """Send everything the core has, unless the send queue is backed up."""
+        if self._closed:
+            return
+        if not self._send_queue:
+            for data, addr in self._core.datagrams_to_send(trio.current_time()):
+                if self._send_queue:
+                    self._enqueue(data, addr)
+                else:
+                    self._send_or_enqueue(data, addr)
+            if self._send_queue:
+                self._send_ready.set()
+        # else: the sender task asks the core for more once the queue drains.
+        deadline = self._core.get_timer()
+        armed = self._armed_deadline
+        # Wake the timer task only for an earlier deadline: for a later one (a
+        # retransmit timer pushed back by every acknowledgement) it wakes at the
+        # old deadline, finds nothing due and sleeps again, which costs far less
+        # than a wake-up per received batch.
+        if deadline is not None and (armed is None or deadline < armed):
+            self._timer_changed.set()
+
+    def _sockaddr(self, addr: Address) -> tuple[Any, ...]:
+        cached = self._sockaddrs.get(addr)
+        if cached is not None:
+            return cached
+        host, port = addr
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            raise _UnusableAddress(f"not a numeric IP address: {host!r}") from None
+        if not isinstance(port, int) or not 0 < port < 65536:
+            raise _UnusableAddress(f"bad UDP port: {port!r}")
+        if self._family == socket.AF_INET:
+            if ip.version != 4:
+                raise _UnusableAddress(f"IPv6 destination on an IPv4 socket: {host}")
+            sockaddr: tuple[Any, ...] = (str(ip), port)
+        elif ip.version == 4:
+            sockaddr = (f"::ffff:{ip}", port, 0, 0)
+        else:
+            sockaddr = (str(ip), port, 0, 0)
+        if len(self._sockaddrs) >= _ADDRESS_CACHE_LIMIT:
+            self._sockaddrs.clear()
+        self._sockaddrs[addr] = sockaddr
+        return sockaddr
+
+    def _send_or_enqueue(self, data: bytes, addr: Address) -> None:
+        try:
+            sockaddr = self._sockaddr(addr)
+        except _UnusableAddress as exc:
+            self._count_send_error(exc)
+            return
+        try:
+            self._sock.sendto(data, sockaddr)
+        except BlockingIOError:
+            self._send_queue.append((data, addr, sockaddr))
+        except OSError as exc:
+            self._count_send_error(exc)
+        else:
+            self._count_sent(data, addr)
+
+    def _enqueue(self, data: bytes, addr: Address) -> None:
+        if len(self._send_queue) >= self._send_queue_limit:
+            self._dropped_send_queue_full += 1
+            return
+        try:
+            sockaddr = self._sockaddr(addr)
+        except _UnusableAddress as exc:
+            self._count_send_error(exc)
+            return
+        self._send_queue.append((data, addr, sockaddr))
+
+    def _count_sent(self, data: bytes, addr: Address) -> None:
+        self._datagrams_sent += 1
+        self._bytes_sent += len(data)
+        if self._pcap is not None:
+            self._pcap.write(_pcap_local(self._local, addr), addr, data)
+
+    def _count_send_error(self, exc: Exception) -> None:
+        self._send_errors += 1
+        self._last_send_error = _describe(exc)
+
+    async def _send_loop(self) -> None:
+        sock = self._sock
+        queue = self._send_queue
+        while True:
+            while not queue:
+                await self._send_ready.wait()
+                self._send_ready = trio.Event()
+            await trio.lowlevel.wait_writable(sock)
+            while queue:
+                data, addr, sockaddr = queue[0]
+                try:
+                    sock.sendto(data, sockaddr)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self._count_send_error(exc)
+                else:
+                    self._count_sent(data, addr)
+                queue.popleft()
+            if not queue:
+                self._flush()
+
+    # --------------------------------------------------------------- receiving
+
+    async def _receive_loop(self) -> None:
+        sock = self._sock
+        core = self._core
+        buffer = bytearray(self._max_datagram + 1)
+        view = memoryview(buffer)
+        peer = _peer_ipv4 if self._family == socket.AF_INET else _peer_ipv6
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(self._recv_batch):
+                try:
+                    size, raw_addr = sock.recvfrom_into(buffer)
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    self._receive_errors += 1
+                    self._last_receive_error = _describe(exc)
+                    continue
+                if size > self._max_datagram:
+                    self._dropped_oversize += 1
+                    continue
+                data = bytes(view[:size])
+                addr = peer(raw_addr)
+                self._datagrams_received += 1
+                self._bytes_received += size
+                if self._pcap is not None:
+                    self._pcap.write(addr, _pcap_local(self._local, addr), data)
+                try:
+                    core.receive_datagram(data, addr, trio.current_time())
+                except BadPacket:
+                    self._dropped_malformed += 1
+            self._flush()
+
+    # ------------------------------------------------------------------ timer
+
+    async def _timer_loop(self) -> None:
+        core = self._core
+        while True:
+            deadline = core.get_timer()
+            self._armed_deadline = deadline
+            self._timer_changed = trio.Event()
+            with trio.move_on_at(math.inf if deadline is None else deadline):
+                await self._timer_changed.wait()
+            now = trio.current_time()
+            deadline = core.get_timer()
+            if deadline is not None and now >= deadline:
+                self._timer_fires += 1
+                core.handle_timer(now)
+                self._flush()
+
+    # ---------------------------------------------------------------- closing
+
+    def _close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._send_queue.clear()
+        try:
+            trio.lowlevel.notify_closing(self._sock)
+        finally:
+            self._sock.close()
+            if self._pcap is not None:
+                self._pcap.close()
+
+
+def _strip_scope(host: str) -> str:
+    return host.partition("%")[0]
+
+
+def _peer_ipv4(raw: tuple[Any, ...]) -> Address:
+    return (raw[0], raw[1])
+
+
+def _peer_ipv6(raw: tuple[Any, ...]) -> Address:
+    host: str = raw[0]
+    if host.startswith("::ffff:") and "." in host:
+        return (host[7:], raw[1])
+    return (_strip_scope(host), raw[1])
+
+
+def _pcap_local(local: Address, peer: Address) -> Address:
+    """Our address as a capture should show it to ``peer``: same family as the peer."""
+    local_v4 = ":" not in local[0]
+    peer_v4 = ":" not in peer[0]
+    if local_v4 == peer_v4:
+        return local
+    if peer_v4:
+        # A dual-stack socket talking IPv4: the kernel does not tell us which of
+        # our IPv4 addresses was used, so the capture shows the unspecified one.
+        host = local[0]
+        mapped = host[7:] if host.startswith("::ffff:") and "." in host else "0.0.0.0"  # noqa: S104 (a label)
+        return (mapped, local[1])
+    return ("::", local[1])
+
+
+async def _bind(local: Address, recv_buffer: int | None, send_buffer: int | None) -> socket.socket:
+    host, port = local
+    infos = await trio.socket.getaddrinfo(
+        host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE
+    )
+    if not infos:
+        raise OSError(f"cannot resolve local address {local!r}")
+    family, _, _, _, sockaddr = infos[0]
+    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    try:
+        if family == socket.AF_INET6 and ipaddress.ip_address(sockaddr[0]).is_unspecified:
+            # "::" means every address: accept IPv4 too where the OS allows it.
+            with suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        if recv_buffer is not None:
+            _set_receive_buffer(sock, recv_buffer)
+        if send_buffer is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        sock.bind(sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _adopt(sock: socket.socket, recv_buffer: int | None, send_buffer: int | None) -> None:
+    """Check that a caller's socket is a bound UDP socket, and configure it."""
+    if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        raise ValueError("sock must be an IPv4 or IPv6 UDP socket")
+    if sock.getsockname()[1] == 0:
+        raise ValueError("sock must be bound")
+    if recv_buffer is not None:
+        _set_receive_buffer(sock, recv_buffer)
+    if send_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+    sock.setblocking(False)
+
+
+def _set_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a receive buffer of ``size`` bytes; take what the kernel grants.
+
+    A burst of a window of large datagrams overflows the default buffer (about
+    200 KiB on Linux) and stalls the peer; ``SO_RCVBUF`` is capped by
+    ``net.core.rmem_max``, so a privileged process also tries ``SO_RCVBUFFORCE``.
+    """
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    # Linux reports (and books) twice the size asked for.
+    full = 2 * size if sys.platform.startswith("linux") else size
+    if force is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < full:
+        with suppress(OSError):  # not privileged: keep what SO_RCVBUF granted
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+
+
+@asynccontextmanager
+async def _unwrap_single_exception() -> AsyncIterator[None]:
+    """Let a lone exception out of the endpoint's nursery as itself.
+
+    The body of ``async with open_udp_endpoint(...)`` runs inside the nursery, so
+    trio would wrap even a plain ``KeyError`` of the caller in an exception group.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
+
+
+@asynccontextmanager
+async def open_udp_endpoint(
+    core: DatagramCore,
+    local: Address = ("127.0.0.1", 0),
+    *,
+    pcap_path: str | os.PathLike[str] | None = None,
+    recv_buffer: int | None = DEFAULT_RECV_BUFFER,
+    send_buffer: int | None = None,
+    sock: socket.socket | None = None,
+    max_datagram: int = _MAX_UDP_PAYLOAD,
+    send_queue_limit: int = DEFAULT_SEND_QUEUE_LIMIT,
+    recv_batch: int = DEFAULT_RECV_BATCH,
+) -> AsyncIterator[UdpEndpoint]:
+    """Bind a UDP socket at ``local`` and drive ``core`` with it until the block exits.
+
+    ``local`` picks the family: an IPv4 or IPv6 host (``"::"`` is dual-stack
+    where the OS allows it), port 0 for any free port (see
+    :attr:`UdpEndpoint.local_address`). ``recv_buffer`` is the ``SO_RCVBUF``
+    to request (``None``: the OS default); ``send_buffer`` likewise for
+    ``SO_SNDBUF``. With ``sock``, the endpoint uses that already bound UDP socket
+    instead (bound before dropping privileges, or handed over by a service
+    manager), ignores ``local``, and owns it: it is closed on exit. Datagrams
+    longer than ``max_datagram`` are dropped and counted. At most
+    ``send_queue_limit`` datagrams wait when the kernel's send buffer is full.
+    ``recv_batch`` datagrams at most are read per scheduling round before the
+    endpoint flushes and yields. With ``pcap_path``, every
+    datagram sent and received is appended to that pcap file.
+
+    On exit the tasks are cancelled, queued datagrams discarded, the socket
+    closed and the pcap file flushed and closed. An exception raised by the core
+    (or by the body of the ``async with``) ends the block with that exception,
+    not wrapped in an exception group when it is the only one.
+    """
+    if not 1 <= max_datagram <= _MAX_UDP_PAYLOAD:
+        raise ValueError(f"max_datagram must be 1..{_MAX_UDP_PAYLOAD}, not {max_datagram}")
+    if send_queue_limit < 1:
+        raise ValueError(f"send_queue_limit must be at least 1, not {send_queue_limit}")
+    if recv_batch < 1:
+        raise ValueError(f"recv_batch must be at least 1, not {recv_batch}")
+    for name, size in (("recv_buffer", recv_buffer), ("send_buffer", send_buffer)):
+        if size is not None and size < 1:
+            raise ValueError(f"{name} must be positive or None, not {size}")
+    if sock is None:
+        sock = await _bind(local, recv_buffer, send_buffer)
+    else:
+        _adopt(sock, recv_buffer, send_buffer)
+    try:
+        pcap = None if pcap_path is None else PcapWriter(pcap_path)
+    except BaseException:
+        sock.close()
+        raise
+    endpoint = UdpEndpoint(
+        core,
+        sock,
+        pcap=pcap,
+        max_datagram=max_datagram,
+        send_queue_limit=send_queue_limit,
+        recv_batch=recv_batch,
+        receive_buffer_requested=recv_buffer,
+    )
+    try:
+        async with _unwrap_single_exception(), trio.open_nursery() as nursery:
+            nursery.start_soon(endpoint._receive_loop)
+            nursery.start_soon(endpoint._timer_loop)
+            nursery.start_soon(endpoint._send_loop)
+            try:
+                endpoint._flush()  # whatever the core had to send before we started
+                yield endpoint
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        endpoint._close()
