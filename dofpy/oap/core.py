@@ -1,0 +1,843 @@
+"""The sans-IO OAP core: objects with providers and requestors on a DPS node.
+
+:class:`OapCore` wraps a :class:`dofpy.session.Node` and implements the
+:class:`dofpy._core.DatagramCore` protocol by delegation. On the requestor side
+it turns ``get``/``set``/``invoke``/``subscribe``/``register`` into OAP
+commands and the responses into :class:`RequestCompleted`,
+:class:`RequestFailed` and :class:`Notification` events. On the provider side
+it checks every incoming command against the provided interface (object,
+item, kind of item, value types) before the application sees it, emits
+:class:`IncomingRequest` for the application to answer with
+:meth:`OapCore.respond` or :meth:`OapCore.respond_error`, keeps subscribers and
+registrants, and sends Change and Signal commands to them.
+
+Subscriptions are leases (a dofpy convention, see docs/protocol.md): the
+provider keeps a subscriber for ``subscription_lease`` seconds after its last
+Subscribe or Register; the requestor re-sends the command every
+``subscription_refresh`` seconds while the subscription is wanted. Change and
+Signal commands are sent once (OAP defines no response to them); their 16-bit
+sequence lets the requestor count what it missed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dofpy._core import Address
+from dofpy.errors import BadPacket, DofError, LocalProtocolError
+from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
+from dofpy.oap.interface import (
+    Event,
+    ExceptionDef,
+    Interface,
+    Item,
+    Method,
+    Property,
+    check_values,
+)
+from dofpy.session.node import (
+    CommandReceived,
+    Node,
+    NodeConfig,
+    NodeStatistics,
+    PeerClosed,
+    ResponseReceived,
+    SessionOpened,
+)
+from dofpy.session.node import (
+    RequestFailed as NodeRequestFailed,
+)
+from dofpy.wire.dpp import AppId
+from dofpy.wire.oap import (
+    Alias,
+    Binding,
+    ChangeCommand,
+    ExceptionResponse,
+    GetCommand,
+    GetResponse,
+    InvokeCommand,
+    InvokeResponse,
+    ProvideCommand,
+    RegisterCommand,
+    RegisterResponse,
+    SetCommand,
+    SetResponse,
+    SignalCommand,
+    SubscribeCommand,
+    SubscribeResponse,
+    decode_oap_untrusted,
+    encode_oap,
+)
+from dofpy.wire.oid import IID, OID
+
+__all__ = [
+    "IncomingRequest",
+    "Notification",
+    "OapConfig",
+    "OapCore",
+    "OapEvent",
+    "OapStatistics",
+    "PeerClosed",
+    "ProviderAnnounced",
+    "RequestCompleted",
+    "RequestFailed",
+    "RequestKind",
+    "SessionOpened",
+    "SubscriptionEnded",
+]
+
+
+class RequestKind(enum.Enum):
+    GET = "get"
+    SET = "set"
+    INVOKE = "invoke"
+    SUBSCRIBE = "subscribe"
+    REGISTER = "register"
+    PROVIDE = "provide"
+    PING = "ping"
+    OPEN = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class OapConfig:
+    """Configuration of an OAP core (the node's own limits are in ``node``)."""
+
+    node: NodeConfig = field(default_factory=NodeConfig)
+    subscription_lease: float = 60.0
+    subscription_refresh: float = 20.0
+    max_subscribers: int = 65536
+    max_subscriptions: int = 4096
+    max_incoming: int = 4096
+
+    def __post_init__(self) -> None:
+        if not 0 < self.subscription_refresh < self.subscription_lease:
+            raise ValueError("need 0 < subscription_refresh < subscription_lease")
+        for name in ("max_subscribers", "max_subscriptions", "max_incoming"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+
+
+# -- events ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A checked Get, Set or Invoke for one of our providers.
+
+    Answer with :meth:`OapCore.respond` (the property value for GET, nothing for
+    SET, the results for INVOKE) or :meth:`OapCore.respond_error`.
+    """
+
+    handle: int
+    peer: Address
+    kind: RequestKind
+    object_id: OID
+    interface: Interface
+    item: Item
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    """Our request succeeded. ``values``: (value,) for a Get, () for a Set or a
+    subscription, the results for an Invoke."""
+
+    request_id: int
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """Our request failed: ``error`` is an :class:`OapError`,
+    :class:`ProviderException`, timeout or resource error."""
+
+    request_id: int
+    error: DofError
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """A Change (subscribed property) or Signal (registered event) arrived.
+
+    ``missed`` counts the notifications lost before this one (from the gap in
+    the 16-bit sequence).
+    """
+
+    subscription_id: int
+    values: tuple[Any, ...]
+    sequence: int
+    missed: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionEnded:
+    """A subscription ended: cancelled by us or refused / lost (``error``)."""
+
+    subscription_id: int
+    error: DofError | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAnnounced:
+    """``peer`` sent a Provide: it provides ``binding`` under ``alias``."""
+
+    peer: Address
+    binding: Binding
+    alias: Alias
+
+
+OapEvent = (
+    IncomingRequest
+    | RequestCompleted
+    | RequestFailed
+    | Notification
+    | SubscriptionEnded
+    | ProviderAnnounced
+    | SessionOpened
+    | PeerClosed
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OapStatistics:
+    node: NodeStatistics
+    bad_oap_payloads: int
+    requests_refused: int
+    notifications_sent: int
+    notifications_received: int
+    notifications_unmatched: int
+    notifications_missed: int
+    subscribers: int
+    subscriptions: int
+
+
+# -- internal records ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    kind: RequestKind
+    interface: Interface | None
+    item: Item | None
+    subscription: int | None = None  # the subscription this (re)subscribe serves
+
+
+@dataclass(slots=True)
+class _Incoming:
+    peer: Address
+    op_count: int | None
+    kind: RequestKind
+    item: Item
+
+
+@dataclass(slots=True)
+class _Subscription:
+    """Requestor side: a subscription we hold."""
+
+    sub_id: int
+    peer: Address
+    binding: Binding
+    interface: Interface
+    item: Property | Event
+    kind: RequestKind  # SUBSCRIBE or REGISTER
+    minimum_delta: int
+    next_refresh: float
+    established: bool = False
+    last_sequence: int | None = None
+
+
+@dataclass(slots=True)
+class _Subscriber:
+    """Provider side: a peer that subscribed or registered."""
+
+    expires: float
+    sequence: int
+
+
+_SubscriberKey = tuple[Address, OID, IID, int, RequestKind]
+
+
+def _key(oid: OID) -> OID:
+    return oid.without_attributes()
+
+
+class OapCore:
+    """A sans-IO OAP node: providers and requestors. A ``DatagramCore``."""
+
+    def __init__(self, config: OapConfig | None = None) -> None:
+        self.config = config or OapConfig()
+        self.node = Node(self.config.node)
+        self._providers: dict[tuple[OID, IID], Interface] = {}
+        self._aliases: dict[int, Binding] = {}
+        self._outgoing: dict[int, _Outgoing] = {}
+        self._incoming: dict[int, _Incoming] = {}
+        self._next_handle = 1
+        self._subscriptions: dict[int, _Subscription] = {}
+        self._subscribers: dict[_SubscriberKey, _Subscriber] = {}
+        self._sequences: dict[tuple[OID, IID, int, RequestKind], int] = {}
+        self._events: deque[OapEvent] = deque()
+        self._counts = dict.fromkeys(
+            (
+                "bad_oap_payloads",
+                "requests_refused",
+                "notifications_sent",
+                "notifications_received",
+                "notifications_unmatched",
+                "notifications_missed",
+            ),
+            0,
+        )
+
+    # -- DatagramCore --------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.node.receive_datagram(data, addr, now)
+        self._drain(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self.node.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        timers = [self.node.get_timer()]
+        timers += [s.next_refresh for s in self._subscriptions.values()]
+        if self._subscribers:
+            timers.append(min(s.expires for s in self._subscribers.values()))
+        present = [t for t in timers if t is not None]
+        return min(present) if present else None
+
+    def handle_timer(self, now: float) -> None:
+        self.node.handle_timer(now)
+        for key, subscriber in list(self._subscribers.items()):
+            if subscriber.expires <= now:
+                del self._subscribers[key]
+        for sub in list(self._subscriptions.values()):
+            if sub.next_refresh <= now:
+                self._send_subscribe(sub, now)
+        self._drain(now)
+
+    def next_event(self) -> OapEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def statistics(self) -> OapStatistics:
+        return OapStatistics(
+            node=self.node.statistics(),
+            subscribers=len(self._subscribers),
+            subscriptions=len(self._subscriptions),
+            **self._counts,
+        )
+
+    # -- provider side ----------------------------------------------------------------
+
+    def provide(self, object_id: OID, interface: Interface) -> None:
+        """Provide ``interface`` on ``object_id`` here (commands to it are accepted)."""
+        self._providers[(_key(object_id), interface.iid)] = interface
+
+    def withdraw(self, object_id: OID, interface: Interface) -> None:
+        """Stop providing; its subscribers are dropped."""
+        oid = _key(object_id)
+        self._providers.pop((oid, interface.iid), None)
+        for key in [k for k in self._subscribers if k[1] == oid and k[2] == interface.iid]:
+            del self._subscribers[key]
+
+    def announce(self, peer: Address, object_id: OID, interface: Interface, now: float) -> int:
+        """Send a Provide to ``peer`` for a binding we provide; returns the alias."""
+        oid = _key(object_id)
+        if (oid, interface.iid) not in self._providers:
+            raise LocalProtocolError(f"{oid} does not provide {interface.name} here")
+        binding = Binding(interface.iid, oid)
+        alias = next((a for a, b in self._aliases.items() if b == binding), len(self._aliases))
+        if alias > 0xFFFF:
+            raise LocalProtocolError("alias space exhausted")
+        self._aliases[alias] = binding
+        pdu = ProvideCommand(Alias(alias, 1 if alias < 0x100 else 2), binding)
+        self.node.send_command(peer, AppId.OAP, encode_oap(pdu), now, expect_response=False)
+        return alias
+
+    def respond(self, request: IncomingRequest, values: Sequence[Any], now: float) -> None:
+        """Answer an :class:`IncomingRequest` successfully."""
+        record = self._incoming.pop(request.handle, None)
+        if record is None:
+            raise LocalProtocolError(f"request {request.handle} was already answered")
+        values = tuple(values)
+        item = record.item
+        try:
+            if isinstance(item, Property) and record.kind is RequestKind.GET:
+                check_values(item.params, values, f"{item.name} value")
+                payload = encode_oap(GetResponse(values))
+            elif isinstance(item, Method):
+                check_values(item.results, values, f"{item.name} results")
+                payload = encode_oap(InvokeResponse(values))
+            else:
+                if values:
+                    raise ValueError("a Set response carries no values")
+                payload = encode_oap(SetResponse())
+        except (TypeError, ValueError) as exc:
+            # The application answered with values its own interface does not allow.
+            self._send_exception(record, OapErrorCode.INTERNAL, True, (str(exc),), now)
+            raise LocalProtocolError(f"bad response to {item.name}: {exc}") from None
+        self.node.send_response(record.peer, record.op_count, AppId.OAP, payload, now)
+
+    def respond_error(
+        self, request: IncomingRequest, error: ProviderException | OapError, now: float
+    ) -> None:
+        """Refuse an :class:`IncomingRequest` with a declared or protocol exception."""
+        record = self._incoming.pop(request.handle, None)
+        if record is None:
+            raise LocalProtocolError(f"request {request.handle} was already answered")
+        if isinstance(error, ProviderException):
+            self._send_exception(record, error.definition.item_id, False, error.values, now)
+        else:
+            assert error.code is not None
+            self._send_exception(record, error.code, True, (str(error),), now)
+
+    def notify_change(
+        self, object_id: OID, interface: Interface, prop: str | int, value: Any, now: float
+    ) -> int:
+        """Send the new value of an observable property to its subscribers."""
+        item = interface.property(prop)
+        check_values(item.params, (value,), f"{item.name} value")
+        return self._notify(object_id, interface, item, RequestKind.SUBSCRIBE, (value,), now)
+
+    def signal(
+        self,
+        object_id: OID,
+        interface: Interface,
+        event: str | int,
+        values: Sequence[Any],
+        now: float,
+    ) -> int:
+        """Signal an event to every registrant; returns how many were sent."""
+        item = interface.event(event)
+        check_values(item.values, tuple(values), f"{item.name} values")
+        return self._notify(object_id, interface, item, RequestKind.REGISTER, tuple(values), now)
+
+    # -- requestor side ----------------------------------------------------------------
+
+    def get(
+        self, peer: Address, object_id: OID, interface: Interface, prop: str | int, now: float
+    ) -> int:
+        item = interface.property(prop)
+        if not item.readable:
+            raise LocalProtocolError(f"{interface.name}.{item.name} is not readable")
+        pdu = GetCommand(item.item_id, Binding(interface.iid, object_id))
+        return self._request(peer, pdu, _Outgoing(RequestKind.GET, interface, item), now)
+
+    def set(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str | int,
+        value: Any,
+        now: float,
+    ) -> int:
+        item = interface.property(prop)
+        if not item.writable:
+            raise LocalProtocolError(f"{interface.name}.{item.name} is not writable")
+        check_values(item.params, (value,), f"{item.name} value")
+        pdu = SetCommand(item.item_id, Binding(interface.iid, object_id), (value,))
+        return self._request(peer, pdu, _Outgoing(RequestKind.SET, interface, item), now)
+
+    def invoke(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        method: str | int,
+        arguments: Sequence[Any],
+        now: float,
+    ) -> int:
+        item = interface.method(method)
+        check_values(item.arguments, tuple(arguments), f"{item.name} arguments")
+        pdu = InvokeCommand(item.item_id, Binding(interface.iid, object_id), tuple(arguments))
+        return self._request(peer, pdu, _Outgoing(RequestKind.INVOKE, interface, item), now)
+
+    def subscribe(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        item_key: str | int,
+        now: float,
+        *,
+        minimum_delta: int = 0,
+    ) -> int:
+        """Subscribe to an observable property (Change) or register for an event
+        (Signal). Returns the subscription id; :class:`RequestCompleted` with that
+        id confirms it, :class:`Notification` events follow."""
+        item = interface.item(item_key)
+        if isinstance(item, Property):
+            if not item.observable:
+                raise LocalProtocolError(f"{interface.name}.{item.name} is not observable")
+            kind = RequestKind.SUBSCRIBE
+        elif isinstance(item, Event):
+            kind = RequestKind.REGISTER
+        else:
+            raise LocalProtocolError(f"{interface.name}.{item.name} is neither property nor event")
+        if len(self._subscriptions) >= self.config.max_subscriptions:
+            raise LocalProtocolError("max_subscriptions reached")
+        sub = _Subscription(
+            sub_id=-1,
+            peer=peer,
+            binding=Binding(interface.iid, _key(object_id)),
+            interface=interface,
+            item=item,
+            kind=kind,
+            minimum_delta=minimum_delta,
+            next_refresh=now,
+        )
+        sub.sub_id = self._send_subscribe(sub, now)
+        self._subscriptions[sub.sub_id] = sub
+        return sub.sub_id
+
+    def unsubscribe(self, subscription_id: int) -> None:
+        """Stop a subscription here; the provider lets it lapse at its lease end."""
+        sub = self._subscriptions.pop(subscription_id, None)
+        if sub is not None:
+            self._events.append(SubscriptionEnded(subscription_id, None))
+
+    def ping(self, peer: Address, now: float) -> int:
+        request_id = self.node.ping(peer, now)
+        self._outgoing[request_id] = _Outgoing(RequestKind.PING, None, None)
+        return request_id
+
+    def open_session(self, peer: Address, now: float) -> int:
+        """Send a DSP Open; :class:`SessionOpened` (or :class:`RequestFailed`) follows."""
+        request_id = self.node.open_session(peer, now)
+        self._outgoing[request_id] = _Outgoing(RequestKind.OPEN, None, None)
+        return request_id
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _request(
+        self,
+        peer: Address,
+        pdu: GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand,
+        record: _Outgoing,
+        now: float,
+    ) -> int:
+        request_id = self.node.send_command(peer, AppId.OAP, encode_oap(pdu), now)
+        self._outgoing[request_id] = record
+        return request_id
+
+    def _send_subscribe(self, sub: _Subscription, now: float) -> int:
+        pdu: SubscribeCommand | RegisterCommand
+        if sub.kind is RequestKind.SUBSCRIBE:
+            pdu = SubscribeCommand(sub.item.item_id, sub.binding, sub.minimum_delta)
+        else:
+            pdu = RegisterCommand(sub.item.item_id, sub.binding)
+        sub.next_refresh = now + self.config.subscription_refresh
+        record = _Outgoing(sub.kind, sub.interface, sub.item, subscription=sub.sub_id)
+        request_id = self._request(sub.peer, pdu, record, now)
+        if sub.sub_id == -1:
+            record.subscription = request_id
+        return request_id
+
+    def _notify(
+        self,
+        object_id: OID,
+        interface: Interface,
+        item: Property | Event,
+        kind: RequestKind,
+        values: tuple[Any, ...],
+        now: float,
+    ) -> int:
+        oid = _key(object_id)
+        seq_key = (oid, interface.iid, item.item_id, kind)
+        sequence = (self._sequences.get(seq_key, 0) + 1) & 0xFFFF
+        self._sequences[seq_key] = sequence
+        binding = Binding(interface.iid, oid)
+        pdu: ChangeCommand | SignalCommand
+        if kind is RequestKind.SUBSCRIBE:
+            pdu = ChangeCommand(item.item_id, binding, sequence, values)
+        else:
+            pdu = SignalCommand(item.item_id, binding, sequence, values)
+        payload = encode_oap(pdu)
+        sent = 0
+        for key, subscriber in self._subscribers.items():
+            peer, s_oid, s_iid, s_item, s_kind = key
+            if (s_oid, s_iid, s_item, s_kind) == (oid, interface.iid, item.item_id, kind):
+                subscriber.sequence = sequence
+                self.node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
+                sent += 1
+        self._counts["notifications_sent"] += sent
+        return sent
+
+    def _send_exception(
+        self, record: _Incoming, code: int, internal: bool, values: Sequence[Any], now: float
+    ) -> None:
+        pdu = ExceptionResponse(int(code), tuple(values), internal=internal, final=True)
+        self.node.send_response(record.peer, record.op_count, AppId.OAP, encode_oap(pdu), now)
+
+    def _drain(self, now: float) -> None:
+        while (event := self.node.next_event()) is not None:
+            match event:
+                case CommandReceived():
+                    try:
+                        self._on_command(event, now)
+                    except BadPacket:
+                        self._counts["bad_oap_payloads"] += 1
+                case ResponseReceived():
+                    self._on_response(event)
+                case NodeRequestFailed():
+                    self._on_failure(event.request_id, event.error)
+                case SessionOpened():
+                    self._outgoing.pop(event.request_id, None)
+                    self._events.append(event)
+                case PeerClosed():
+                    self._events.append(event)
+
+    # -- provider dispatch ---------------------------------------------------------------
+
+    def _refuse(
+        self, peer: Address, op: int | None, code: OapErrorCode, message: str, now: float
+    ) -> None:
+        self._counts["requests_refused"] += 1
+        if op is None:
+            return
+        pdu = ExceptionResponse(int(code), (message,), internal=True, final=True)
+        self.node.send_response(peer, op, AppId.OAP, encode_oap(pdu), now)
+
+    def _resolve(self, target: Alias | Binding) -> Binding | None:
+        if isinstance(target, Alias):
+            return self._aliases.get(target.value)
+        return target
+
+    def _on_command(self, event: CommandReceived, now: float) -> None:
+        pdu = decode_oap_untrusted(event.payload, False)
+        peer, op = event.peer, event.op_count
+        if isinstance(pdu, ChangeCommand | SignalCommand):
+            self._on_notification(peer, pdu)
+            return
+        if isinstance(pdu, ProvideCommand):
+            self._events.append(ProviderAnnounced(peer, pdu.binding, pdu.alias))
+            return
+        if not isinstance(
+            pdu, GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand
+        ):
+            self._refuse(peer, op, OapErrorCode.NOT_SUPPORTED, f"{pdu.OPCODE.name} unsupported", now)
+            return
+        binding = self._resolve(pdu.target)
+        interface = None if binding is None else self._providers.get(
+            (_key(binding.object_id), binding.interface)
+        )
+        if binding is None or interface is None:
+            self._refuse(peer, op, OapErrorCode.NOT_FOUND, "no such object or interface", now)
+            return
+        try:
+            item = interface.item(pdu.item_id)
+        except KeyError:
+            self._refuse(peer, op, OapErrorCode.NO_SUCH_ITEM, f"no item {pdu.item_id}", now)
+            return
+        kind, values, problem = self._check_command(pdu, item)
+        if problem is not None:
+            code, message = problem
+            self._refuse(peer, op, code, message, now)
+            return
+        if kind in (RequestKind.SUBSCRIBE, RequestKind.REGISTER):
+            self._add_subscriber(peer, op, binding, item, kind, now)
+            return
+        if len(self._incoming) >= self.config.max_incoming:
+            self._refuse(peer, op, OapErrorCode.BUSY, "too many requests in progress", now)
+            return
+        handle = self._next_handle
+        self._next_handle += 1
+        self._incoming[handle] = _Incoming(peer, op, kind, item)
+        self._events.append(
+            IncomingRequest(handle, peer, kind, binding.object_id, interface, item, values)
+        )
+
+    @staticmethod
+    def _check_command(
+        pdu: GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand,
+        item: Item,
+    ) -> tuple[RequestKind, tuple[Any, ...], tuple[OapErrorCode, str] | None]:
+        """Which kind of request ``pdu`` is, its values, and why it is refused (if so)."""
+        values: tuple[Any, ...] = ()
+        try:
+            match pdu:
+                case GetCommand():
+                    if not (isinstance(item, Property) and item.readable):
+                        raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not readable")
+                    return RequestKind.GET, values, None
+                case SetCommand():
+                    if not (isinstance(item, Property) and item.writable):
+                        raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not writable")
+                    values = pdu.values
+                    _check(item.params, values, item.name)
+                    return RequestKind.SET, values, None
+                case InvokeCommand():
+                    if not isinstance(item, Method):
+                        raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not a method")
+                    values = pdu.values
+                    _check(item.arguments, values, item.name)
+                    return RequestKind.INVOKE, values, None
+                case SubscribeCommand():
+                    if not (isinstance(item, Property) and item.observable):
+                        raise _Refusal(
+                            OapErrorCode.NOT_SUPPORTED, f"{item.name} is not observable"
+                        )
+                    return RequestKind.SUBSCRIBE, values, None
+                case RegisterCommand():
+                    if not isinstance(item, Event):
+                        raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not an event")
+                    return RequestKind.REGISTER, values, None
+        except _Refusal as refusal:
+            return RequestKind.GET, values, (refusal.code, refusal.message)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _add_subscriber(
+        self,
+        peer: Address,
+        op: int | None,
+        binding: Binding,
+        item: Item,
+        kind: RequestKind,
+        now: float,
+    ) -> None:
+        oid = _key(binding.object_id)
+        key: _SubscriberKey = (peer, oid, binding.interface, item.item_id, kind)
+        if key not in self._subscribers and len(self._subscribers) >= self.config.max_subscribers:
+            self._refuse(peer, op, OapErrorCode.BUSY, "too many subscribers", now)
+            return
+        sequence = self._sequences.get((oid, binding.interface, item.item_id, kind), 0)
+        self._subscribers[key] = _Subscriber(now + self.config.subscription_lease, sequence)
+        if op is None:
+            return
+        reply: SubscribeResponse | RegisterResponse = (
+            SubscribeResponse() if kind is RequestKind.SUBSCRIBE else RegisterResponse(sequence)
+        )
+        self.node.send_response(peer, op, AppId.OAP, encode_oap(reply), now)
+
+    # -- requestor dispatch ---------------------------------------------------------------
+
+    def _on_notification(self, peer: Address, pdu: ChangeCommand | SignalCommand) -> None:
+        kind = RequestKind.SUBSCRIBE if isinstance(pdu, ChangeCommand) else RequestKind.REGISTER
+        binding = self._resolve_remote(pdu.target)
+        for sub in self._subscriptions.values():
+            if (
+                sub.peer == peer
+                and sub.kind is kind
+                and sub.item.item_id == pdu.item_id
+                and binding is not None
+                and sub.binding.interface == binding.interface
+                and sub.binding.object_id == _key(binding.object_id)
+            ):
+                params = sub.item.params if isinstance(sub.item, Property) else sub.item.values
+                try:
+                    check_values(params, pdu.values, sub.item.name)
+                except (TypeError, ValueError):
+                    self._counts["bad_oap_payloads"] += 1
+                    return
+                missed = 0
+                if sub.last_sequence is not None:
+                    gap = (pdu.sequence - sub.last_sequence) & 0xFFFF
+                    if gap == 0 or gap > 0x8000:
+                        return  # a duplicate or an old copy
+                    missed = gap - 1
+                sub.last_sequence = pdu.sequence
+                self._counts["notifications_received"] += 1
+                self._counts["notifications_missed"] += missed
+                self._events.append(Notification(sub.sub_id, pdu.values, pdu.sequence, missed))
+                return
+        self._counts["notifications_unmatched"] += 1
+
+    @staticmethod
+    def _resolve_remote(target: Alias | Binding) -> Binding | None:
+        return target if isinstance(target, Binding) else None
+
+    def _on_response(self, event: ResponseReceived) -> None:
+        record = self._outgoing.pop(event.request_id, None)
+        if record is None:
+            return
+        if record.kind is RequestKind.PING:
+            self._events.append(RequestCompleted(event.request_id, ()))
+            return
+        try:
+            pdu = decode_oap_untrusted(event.payload, True)
+        except BadPacket as exc:
+            self._counts["bad_oap_payloads"] += 1
+            self._on_failure(event.request_id, exc, record)
+            return
+        if isinstance(pdu, ExceptionResponse):
+            self._on_failure(event.request_id, self._exception_error(pdu, record), record)
+            return
+        expected: dict[RequestKind, type[Any]] = {
+            RequestKind.GET: GetResponse,
+            RequestKind.SET: SetResponse,
+            RequestKind.INVOKE: InvokeResponse,
+            RequestKind.SUBSCRIBE: SubscribeResponse,
+            RequestKind.REGISTER: RegisterResponse,
+        }
+        if not isinstance(pdu, expected[record.kind]):
+            self._on_failure(
+                event.request_id,
+                BadPacket(f"{type(pdu).__name__} in answer to a {record.kind.value}"),
+                record,
+            )
+            return
+        values: tuple[Any, ...] = ()
+        if isinstance(pdu, GetResponse | InvokeResponse):
+            values = pdu.values
+            params = (
+                record.item.params if isinstance(record.item, Property) else record.item.results
+            ) if isinstance(record.item, Property | Method) else ()
+            try:
+                check_values(params, values, f"response of {record.item.name if record.item else ''}")
+            except (TypeError, ValueError) as exc:
+                self._on_failure(event.request_id, BadPacket(str(exc)), record)
+                return
+        if record.subscription is not None:
+            sub = self._subscriptions.get(record.subscription)
+            if sub is None:
+                return
+            if isinstance(pdu, RegisterResponse) and sub.last_sequence is None:
+                sub.last_sequence = pdu.sequence
+            if sub.established:
+                return  # a refresh
+            sub.established = True
+            self._events.append(RequestCompleted(record.subscription, ()))
+            return
+        self._events.append(RequestCompleted(event.request_id, values))
+
+    def _exception_error(self, pdu: ExceptionResponse, record: _Outgoing) -> DofError:
+        if not pdu.internal and record.interface is not None:
+            try:
+                definition = record.interface.exception(pdu.code)
+            except (KeyError, TypeError):
+                definition = ExceptionDef(pdu.code, f"exception {pdu.code}")
+            return ProviderException(definition, pdu.values)
+        message = pdu.values[0] if pdu.values and isinstance(pdu.values[0], str) else ""
+        return OapError(pdu.code, message)
+
+    def _on_failure(self, request_id: int, error: DofError, record: _Outgoing | None = None) -> None:
+        record = record or self._outgoing.pop(request_id, None)
+        if record is None:
+            return
+        if record.subscription is not None:
+            sub = self._subscriptions.pop(record.subscription, None)
+            if sub is not None:
+                if sub.established:
+                    self._events.append(SubscriptionEnded(sub.sub_id, error))
+                else:
+                    self._events.append(RequestFailed(sub.sub_id, error))
+            return
+        self._events.append(RequestFailed(request_id, error))
+
+
+class _Refusal(Exception):
+    def __init__(self, code: OapErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _check(params: Sequence[Any], values: tuple[Any, ...], name: str) -> None:
+    try:
+        check_values(params, values, name)
+    except (TypeError, ValueError) as exc:
+        raise _Refusal(OapErrorCode.INVALID_VALUE, str(exc)) from None

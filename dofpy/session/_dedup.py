@@ -1,0 +1,83 @@
+"""Duplicate suppression for commands that must execute at most once.
+
+A provider remembers, per (peer, operation id), whether the command is still
+being handled or which response it produced. A retransmitted copy is answered
+from here instead of being executed again. The cache is bounded in entries and
+in age; entries dropped for space are counted.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+__all__ = ["DuplicateCache", "PENDING"]
+
+
+class _Pending:
+    def __repr__(self) -> str:
+        return "PENDING"
+
+
+PENDING = _Pending()
+"""Marker: the command is being handled; a duplicate is dropped, not re-executed."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    expires: float
+    responses: list[bytes] | _Pending
+
+
+class DuplicateCache:
+    """Bounded map of recently seen commands to their encoded responses."""
+
+    def __init__(self, max_entries: int = 4096, lifetime: float = 60.0) -> None:
+        if max_entries < 1 or lifetime <= 0:
+            raise ValueError("max_entries must be >= 1 and lifetime > 0")
+        self._max_entries = max_entries
+        self._lifetime = lifetime
+        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _expire(self, now: float) -> None:
+        while self._entries:
+            key, entry = next(iter(self._entries.items()))
+            if entry.expires > now:
+                break
+            del self._entries[key]
+
+    def lookup(self, key: Hashable, now: float) -> list[bytes] | _Pending | None:
+        """``None`` for a new command; ``PENDING``; or the responses already sent."""
+        self._expire(now)
+        entry = self._entries.get(key)
+        return None if entry is None else entry.responses
+
+    def begin(self, key: Hashable, now: float) -> None:
+        """Record that the command ``key`` is now being handled."""
+        self._expire(now)
+        self._entries[key] = _Entry(now + self._lifetime, PENDING)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+            self.evicted += 1
+
+    def add_response(self, key: Hashable, response: bytes, now: float) -> None:
+        """Remember a response sent for ``key`` (there may be several)."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return  # evicted or expired meanwhile: nothing to answer duplicates with
+        if isinstance(entry.responses, _Pending):
+            entry.responses = []
+        entry.responses.append(response)
+        entry.expires = now + self._lifetime
+        self._entries.move_to_end(key)
+
+    def earliest_expiry(self) -> float | None:
+        if not self._entries:
+            return None
+        return next(iter(self._entries.values())).expires

@@ -1,0 +1,396 @@
+"""The async API: an OAP node on a trio UDP endpoint.
+
+:func:`open_node` binds a UDP socket, runs an :class:`~dofpy.oap.core.OapCore`
+on it and gives back a :class:`DofNode` whose methods are awaitable:
+``await node.get(peer, oid, interface, "temp")``. Providers are plain objects
+(see :class:`Provider`); each incoming request runs as its own task, and the
+core bounds how many may be in progress.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from dofpy._core import Address
+from dofpy.errors import ClosedResourceError, DofError
+from dofpy.oap.core import (
+    IncomingRequest,
+    Notification,
+    OapConfig,
+    OapCore,
+    OapStatistics,
+    PeerClosed,
+    ProviderAnnounced,
+    RequestCompleted,
+    RequestFailed,
+    RequestKind,
+    SessionOpened,
+    SubscriptionEnded,
+)
+from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
+from dofpy.oap.interface import Interface, Method, Property
+from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
+from dofpy.wire.oid import OID
+
+__all__ = ["DofNode", "NodeStatistics", "Provider", "Subscription", "open_node"]
+
+logger = logging.getLogger("dofpy.node")
+
+
+class Provider:
+    """Base class for object providers, dispatching by item name.
+
+    For a property ``temp`` define ``get_temp(self)`` and, if writable,
+    ``set_temp(self, value)``; for a method ``add`` define ``add(self, *args)``
+    returning the result (one value, or a tuple when the method declares
+    several results). Each may be a plain or an ``async`` function. Raise
+    :class:`~dofpy.oap.errors.ProviderException` for a declared exception.
+    Override :meth:`handle` to see the whole request (peer, object, item).
+    """
+
+    async def handle(self, request: IncomingRequest) -> Sequence[Any]:
+        """Serve one request; return the response values."""
+        item = request.item
+        if request.kind is RequestKind.GET:
+            assert isinstance(item, Property)
+            value = await _call(self._handler(f"get_{item.name}"))
+            return (value,)
+        if request.kind is RequestKind.SET:
+            assert isinstance(item, Property)
+            await _call(self._handler(f"set_{item.name}"), *request.values)
+            return ()
+        assert isinstance(item, Method)
+        result = await _call(self._handler(item.name), *request.values)
+        if len(item.results) == 0:
+            return ()
+        if len(item.results) == 1:
+            return (result,)
+        return tuple(result)
+
+    def _handler(self, name: str) -> Callable[..., Any]:
+        handler = getattr(self, name, None)
+        if handler is None or not callable(handler):
+            raise OapError(OapErrorCode.NOT_SUPPORTED, f"{type(self).__name__} has no {name}")
+        result: Callable[..., Any] = handler
+        return result
+
+
+async def _call(function: Callable[..., Any], *args: Any) -> Any:
+    result = function(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatistics:
+    """A node's counters: the UDP endpoint's and the OAP core's."""
+
+    endpoint: EndpointStatistics
+    oap: OapStatistics
+    notifications_dropped: int
+    handler_errors: int
+
+
+class Subscription:
+    """An active subscription: iterate it for :class:`Notification` values."""
+
+    def __init__(self, node: DofNode, subscription_id: int, buffer: int) -> None:
+        self.id = subscription_id
+        self._node = node
+        self._send, self._receive = trio.open_memory_channel[Notification](buffer)
+        self.dropped = 0
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Notification:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def receive(self) -> Notification:
+        """The next notification; ``trio.EndOfChannel`` once the subscription ended."""
+        return await self._receive.receive()
+
+
+class _Waiter:
+    __slots__ = ("done", "error", "values")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.values: tuple[Any, ...] = ()
+        self.error: DofError | None = None
+
+
+class _DispatchingCore:
+    """A DatagramCore that hands the OAP core's events to waiting tasks."""
+
+    def __init__(self, core: OapCore, node: DofNode) -> None:
+        self.core = core
+        self._node = node
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.core.receive_datagram(data, addr, now)
+        self._node._dispatch()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self.core.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self.core.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.core.handle_timer(now)
+        self._node._dispatch()
+
+
+class DofNode:
+    """An OAP node on a UDP socket: provide objects, request from peers.
+
+    Create it with :func:`open_node`. All methods must be called from the trio
+    run that opened it.
+    """
+
+    def __init__(self, core: OapCore, nursery: trio.Nursery, notification_buffer: int) -> None:
+        self.core = core
+        self._nursery = nursery
+        self._endpoint: UdpEndpoint | None = None
+        self._waiters: dict[int, _Waiter] = {}
+        self._subscriptions: dict[int, Subscription] = {}
+        self._handlers: dict[tuple[OID, bytes], Provider] = {}
+        self._notification_buffer = notification_buffer
+        self._notifications_dropped = 0
+        self._handler_errors = 0
+        self._announcements: list[ProviderAnnounced] = []
+        self._closed = False
+
+    # -- plumbing ------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> Address:
+        assert self._endpoint is not None
+        return self._endpoint.local_address
+
+    def statistics(self) -> NodeStatistics:
+        assert self._endpoint is not None
+        return NodeStatistics(
+            endpoint=self._endpoint.statistics(),
+            oap=self.core.statistics(),
+            notifications_dropped=self._notifications_dropped,
+            handler_errors=self._handler_errors,
+        )
+
+    def _wakeup(self) -> None:
+        if self._closed or self._endpoint is None:
+            raise ClosedResourceError("the node is closed")
+        self._endpoint.wakeup()
+
+    def _dispatch(self) -> None:
+        while (event := self.core.next_event()) is not None:
+            match event:
+                case RequestCompleted() | SessionOpened():
+                    waiter = self._waiters.pop(event.request_id, None)
+                    if waiter is None:
+                        subscription = None
+                        if isinstance(event, RequestCompleted):
+                            subscription = self._subscriptions.get(event.request_id)
+                        if subscription is None:
+                            logger.debug("completion of a request nobody awaits: %r", event)
+                        continue
+                    if isinstance(event, RequestCompleted):
+                        waiter.values = event.values
+                    waiter.done.set()
+                case RequestFailed():
+                    waiter = self._waiters.pop(event.request_id, None)
+                    if waiter is not None:
+                        waiter.error = event.error
+                        waiter.done.set()
+                    self._end_subscription(event.request_id)
+                case Notification():
+                    subscription = self._subscriptions.get(event.subscription_id)
+                    if subscription is None:
+                        continue
+                    try:
+                        subscription._send.send_nowait(event)
+                    except trio.WouldBlock:
+                        subscription.dropped += 1
+                        self._notifications_dropped += 1
+                case SubscriptionEnded():
+                    self._end_subscription(event.subscription_id)
+                case IncomingRequest():
+                    self._nursery.start_soon(self._serve, event)
+                case ProviderAnnounced():
+                    self._announcements.append(event)
+                    del self._announcements[:-256]
+                case PeerClosed():
+                    logger.info("session with %s closed (by peer: %s)", event.peer, event.by_peer)
+
+    def _end_subscription(self, subscription_id: int) -> None:
+        subscription = self._subscriptions.pop(subscription_id, None)
+        if subscription is not None:
+            subscription._send.close()
+
+    async def _serve(self, request: IncomingRequest) -> None:
+        handler = self._handlers.get((request.object_id.without_attributes(), request.interface.iid.encode()))
+        now = trio.current_time
+        try:
+            if handler is None:
+                raise OapError(OapErrorCode.NOT_FOUND, "provider withdrawn")
+            values = await handler.handle(request)
+        except (ProviderException, OapError) as exc:
+            self.core.respond_error(request, exc, now())
+        except Exception:
+            self._handler_errors += 1
+            logger.exception("provider %r failed on %s", handler, request.item.name)
+            self.core.respond_error(request, OapError(OapErrorCode.INTERNAL, "provider failed"), now())
+        else:
+            try:
+                self.core.respond(request, values, now())
+            except DofError:
+                self._handler_errors += 1
+                logger.exception("provider %r answered %s wrongly", handler, request.item.name)
+        if not self._closed:
+            self._wakeup()
+
+    async def _await(self, request_id: int) -> tuple[Any, ...]:
+        waiter = _Waiter()
+        self._waiters[request_id] = waiter
+        try:
+            self._wakeup()
+            await waiter.done.wait()
+        finally:
+            if self._waiters.pop(request_id, None) is not None:
+                self.core.node.cancel(request_id)
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.values
+
+    # -- provider side -------------------------------------------------------------
+
+    def provide(self, object_id: OID, interface: Interface, provider: Provider) -> None:
+        """Serve ``interface`` on ``object_id`` with ``provider``."""
+        self.core.provide(object_id, interface)
+        self._handlers[(object_id.without_attributes(), interface.iid.encode())] = provider
+
+    def withdraw(self, object_id: OID, interface: Interface) -> None:
+        self.core.withdraw(object_id, interface)
+        self._handlers.pop((object_id.without_attributes(), interface.iid.encode()), None)
+
+    def announce(self, peer: Address, object_id: OID, interface: Interface) -> int:
+        """Send a Provide for one of our bindings to ``peer``; returns the alias."""
+        alias = self.core.announce(peer, object_id, interface, trio.current_time())
+        self._wakeup()
+        return alias
+
+    def notify_change(self, object_id: OID, interface: Interface, prop: str, value: Any) -> int:
+        """Tell subscribers of ``prop`` its new value; returns how many were told."""
+        sent = self.core.notify_change(object_id, interface, prop, value, trio.current_time())
+        self._wakeup()
+        return sent
+
+    def signal(
+        self, object_id: OID, interface: Interface, event: str, *values: Any
+    ) -> int:
+        """Signal ``event`` to its registrants; returns how many were signalled."""
+        sent = self.core.signal(object_id, interface, event, values, trio.current_time())
+        self._wakeup()
+        return sent
+
+    # -- requestor side --------------------------------------------------------------
+
+    async def get(self, peer: Address, object_id: OID, interface: Interface, prop: str) -> Any:
+        """Read a property of a remote object."""
+        request_id = self.core.get(peer, object_id, interface, prop, trio.current_time())
+        return (await self._await(request_id))[0]
+
+    async def set(
+        self, peer: Address, object_id: OID, interface: Interface, prop: str, value: Any
+    ) -> None:
+        """Write a property of a remote object (executed at most once)."""
+        request_id = self.core.set(peer, object_id, interface, prop, value, trio.current_time())
+        await self._await(request_id)
+
+    async def invoke(
+        self, peer: Address, object_id: OID, interface: Interface, method: str, *args: Any
+    ) -> tuple[Any, ...]:
+        """Call a method of a remote object (executed at most once); its results."""
+        request_id = self.core.invoke(peer, object_id, interface, method, args, trio.current_time())
+        return await self._await(request_id)
+
+    async def ping(self, peer: Address) -> float:
+        """DPP ping; returns the round-trip time in seconds."""
+        start = trio.current_time()
+        await self._await(self.core.ping(peer, start))
+        return trio.current_time() - start
+
+    async def open_session(self, peer: Address) -> None:
+        """DSP Open with ``peer``."""
+        await self._await(self.core.open_session(peer, trio.current_time()))
+
+    @asynccontextmanager
+    async def subscribe(
+        self, peer: Address, object_id: OID, interface: Interface, item: str
+    ) -> AsyncIterator[Subscription]:
+        """Subscribe to an observable property or register for an event.
+
+        ``async with node.subscribe(...) as sub: async for n in sub: ...``; the
+        subscription is confirmed before the block starts and ends with it.
+        """
+        sub_id = self.core.subscribe(peer, object_id, interface, item, trio.current_time())
+        subscription = Subscription(self, sub_id, self._notification_buffer)
+        self._subscriptions[sub_id] = subscription
+        try:
+            await self._await(sub_id)
+            yield subscription
+        finally:
+            self._subscriptions.pop(sub_id, None)
+            self.core.unsubscribe(sub_id)
+            subscription._send.close()
+
+
+@asynccontextmanager
+async def open_node(
+    local: Address = ("127.0.0.1", 0),
+    config: OapConfig | None = None,
+    *,
+    pcap_path: str | os.PathLike[str] | None = None,
+    notification_buffer: int = 256,
+    **endpoint_options: Any,
+) -> AsyncIterator[DofNode]:
+    """Run an OAP node on a UDP socket bound at ``local`` for the block's lifetime.
+
+    ``pcap_path`` captures every datagram to a pcap file (Wireshark reads it with
+    ``-d udp.port==PORT,dof``). Other keyword arguments go to
+    :func:`~dofpy.trio.open_udp_endpoint`.
+    """
+    core = OapCore(config)
+    async with trio.open_nursery() as nursery:
+        node = DofNode(core, nursery, notification_buffer)
+        dispatching = _DispatchingCore(core, node)
+        try:
+            async with open_udp_endpoint(
+                dispatching, local, pcap_path=pcap_path, **endpoint_options
+            ) as endpoint:
+                node._endpoint = endpoint
+                try:
+                    yield node
+                finally:
+                    node._closed = True
+                    for waiter in node._waiters.values():
+                        waiter.error = ClosedResourceError("the node was closed")
+                        waiter.done.set()
+                    for subscription in node._subscriptions.values():
+                        subscription._send.close()
+        finally:
+            nursery.cancel_scope.cancel()
+

@@ -1,0 +1,60 @@
+"""A small interface and provider shared by OAP tests, the demo and interop."""
+
+from __future__ import annotations
+
+from dofpy.oap.errors import ProviderException
+from dofpy.oap.interface import (
+    Event,
+    ExceptionDef,
+    Interface,
+    Method,
+    Param,
+    Property,
+    ValueType,
+)
+from dofpy.trio import Provider
+from dofpy.wire.oid import OID
+
+THERMOSTAT = Interface.define(
+    "[1:{01000001}]",
+    "Thermostat",
+    [
+        Property(1, "temperature", ValueType.INT, observable=True),
+        Property(2, "label", ValueType.TEXT, writable=True),
+        Method(
+            3,
+            "add",
+            (Param("a", ValueType.INT), Param("b", ValueType.INT)),
+            (Param("sum", ValueType.INT),),
+        ),
+        Event(4, "alarm", (Param("reason", ValueType.TEXT),)),
+        ExceptionDef(5, "Overflow", (Param("limit", ValueType.INT),)),
+        Method(6, "count_calls", (), (Param("calls", ValueType.INT),)),
+    ],
+)
+THERMOSTAT_OID = OID(3, b"thermostat@example.org")
+
+
+class Thermostat(Provider):
+    def __init__(self) -> None:
+        self.temperature = 21
+        self.label = "hall"
+        self.add_calls = 0
+
+    def get_temperature(self) -> int:
+        return self.temperature
+
+    def get_label(self) -> str:
+        return self.label
+
+    async def set_label(self, value: str) -> None:
+        self.label = value
+
+    def add(self, a: int, b: int) -> int:
+        self.add_calls += 1
+        if a + b > 1000:
+            raise ProviderException(THERMOSTAT.exception("Overflow"), [1000])
+        return a + b
+
+    def count_calls(self) -> int:
+        return self.add_calls
