@@ -411,9 +411,7 @@ async def test_pcap_records_every_datagram(tmp_path: Path) -> None:
 async def test_pcap_is_readable_by_tshark(tmp_path: Path) -> None:
     tshark = require_tshark()
     capture = tmp_path / "endpoint.pcap"
-    _, _, _, server_stats = await exchange(
-        ("127.0.0.1", 0), ("127.0.0.1", 0), 4, pcap_path=capture
-    )
+    _, _, _, server_stats = await exchange(("127.0.0.1", 0), ("127.0.0.1", 0), 4, pcap_path=capture)
     assert server_stats.pcap_records_written == 8
     fields = subprocess.run(
         [tshark, "-n", "-r", str(capture), "-T", "fields", "-e", "udp.length", "-e", "data.data"],

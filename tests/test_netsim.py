@@ -290,7 +290,7 @@ def test_bad_configuration_is_refused() -> None:
         {"mtu": 0},
     ):
         with pytest.raises(ValueError):
-            LinkConditions(**options)  # type: ignore[arg-type]
+            LinkConditions(**options)
     with pytest.raises(ValueError):
         Network(0, trace_limit=0)
     network = Network(0)
