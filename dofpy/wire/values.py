@@ -1,0 +1,228 @@
+"""OAP value lists as CBOR (a dofpy extension).
+
+The DOF dissector treats an OAP value list as opaque bytes running to the end
+of the OAP payload, and reports a malformed packet when such a list is empty
+(zero bytes). dofpy therefore encodes a value list as exactly one CBOR array
+(RFC 8949) holding the values: never empty (an empty list is the single byte
+``0x80``) and self-delimiting.
+
+Only a safe subset of CBOR is used, in deterministic form:
+
+- integers in -2**64 .. 2**64-1 (major types 0 and 1; no bignum tags),
+- byte strings, UTF-8 text strings, ``False``, ``True``, ``None``, floats,
+- arrays and maps (map keys: ``int``, ``str`` or ``bytes``),
+- no tags, no ``undefined`` or other simple values, no indefinite lengths,
+- at most ``MAX_DEPTH`` levels of nesting, ``MAX_ITEMS`` data items and
+  ``MAX_VALUES_SIZE`` bytes,
+- the canonical encoding of ``cbor2.dumps(..., canonical=True)``: shortest
+  heads, shortest exact float, sorted map keys, no duplicate keys.
+
+Decoding refuses anything else with ``BadPacket``, so that a value list has
+exactly one encoding; encoding refuses values outside the subset with
+``ValueError``. Arrays decode to ``list``, maps to ``dict``; ``tuple`` is
+accepted as an array when encoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cbor2
+
+from dofpy.errors import BadPacket
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_VALUES_SIZE",
+    "decode_values_untrusted",
+    "encode_values",
+]
+
+MAX_DEPTH = 16
+"""Containers that may nest inside the outer array (which itself is level 0)."""
+
+MAX_ITEMS = 8192
+"""Data items allowed in one value list, the outer array and map keys included."""
+
+MAX_VALUES_SIZE = 1 << 20
+"""Bytes allowed in one encoded value list."""
+
+_INT_MIN = -(1 << 64)
+_INT_MAX = (1 << 64) - 1
+
+_MAJOR_UINT, _MAJOR_NINT, _MAJOR_BYTES, _MAJOR_TEXT = 0, 1, 2, 3
+_MAJOR_ARRAY, _MAJOR_MAP, _MAJOR_TAG, _MAJOR_SIMPLE = 4, 5, 6, 7
+# Simple values we allow: false (20), true (21), null (22); floats are 25-27.
+_ALLOWED_SIMPLE = frozenset({20, 21, 22})
+_FLOAT_INFO = frozenset({25, 26, 27})
+_ARG_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
+_ARG_MINIMUM = {24: 24, 25: 0x100, 26: 0x1_0000, 27: 0x1_0000_0000}
+
+
+class _Budget:
+    """Counts data items against ``MAX_ITEMS`` while scanning or walking."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items = 0
+
+    def spend(self) -> bool:
+        self.items += 1
+        return self.items <= MAX_ITEMS
+
+
+# -- encoding ------------------------------------------------------------------
+
+
+def _check_value(value: object, depth: int, budget: _Budget) -> None:
+    if not budget.spend():
+        raise ValueError(f"value list has more than {MAX_ITEMS} items")
+    # Exact type checks: subclasses (IntEnum, bool-as-int, str subclasses)
+    # could carry meaning that CBOR cannot round-trip.
+    kind = type(value)
+    if value is None or kind is bool or kind is float or kind is bytes:
+        return
+    if kind is int:
+        assert isinstance(value, int)
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValueError(f"integer {value} outside the CBOR range -2**64 .. 2**64-1")
+        return
+    if kind is str:
+        assert isinstance(value, str)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text value is not encodable as UTF-8") from None
+        return
+    if kind is list or kind is tuple or kind is dict:
+        if depth > MAX_DEPTH:
+            raise ValueError(f"values nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if type(key) not in (int, str, bytes):
+                    raise ValueError(f"map key of type {type(key).__name__}: use int, str or bytes")
+                _check_value(key, depth + 1, budget)
+                _check_value(item, depth + 1, budget)
+        else:
+            assert isinstance(value, list | tuple)
+            for item in value:
+                _check_value(item, depth + 1, budget)
+        return
+    raise ValueError(
+        f"cannot encode a value of type {kind.__name__}: "
+        "use int, float, bool, None, str, bytes, list, tuple or dict"
+    )
+
+
+def encode_values(values: Sequence[object]) -> bytes:
+    """Encode ``values`` as one canonical CBOR array (the OAP value list).
+
+    Raises ``ValueError`` for a value outside the supported subset or limits.
+    """
+    if isinstance(values, str | bytes | bytearray | memoryview):
+        raise ValueError("values must be a sequence of values, not a string or bytes")
+    items = list(values)
+    _check_value(items, 0, _Budget())
+    encoded: bytes = cbor2.dumps(items, canonical=True)
+    if len(encoded) > MAX_VALUES_SIZE:
+        raise ValueError(f"value list of {len(encoded)} bytes exceeds {MAX_VALUES_SIZE}")
+    return encoded
+
+
+# -- decoding ------------------------------------------------------------------
+
+
+def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget) -> int:
+    """Check the structure of one CBOR data item at ``pos``; return its end.
+
+    This runs before cbor2 sees the bytes, so that tags, indefinite lengths,
+    excessive nesting and lengths that exceed the data are refused without
+    asking cbor2 to allocate or interpret anything.
+    """
+    if not budget.spend():
+        raise BadPacket(f"value list has more than {MAX_ITEMS} items")
+    if pos >= len(data):
+        raise BadPacket("value list truncated")
+    initial = data[pos]
+    pos += 1
+    major, info = initial >> 5, initial & 0x1F
+    if major == _MAJOR_SIMPLE:
+        if info in _ALLOWED_SIMPLE:
+            return pos
+        if info in _FLOAT_INFO:
+            end = pos + _ARG_BYTES[info]
+            if end > len(data):
+                raise BadPacket("value list truncated in a float")
+            return end
+        raise BadPacket(f"CBOR simple value or break (0x{initial:02x}) not allowed")
+    if major == _MAJOR_TAG:
+        raise BadPacket("CBOR tags are not allowed in a value list")
+    if info < 24:
+        argument = info
+    elif info in _ARG_BYTES:
+        width = _ARG_BYTES[info]
+        if pos + width > len(data):
+            raise BadPacket("value list truncated in a CBOR head")
+        argument = int.from_bytes(data[pos : pos + width], "big")
+        pos += width
+        if argument < _ARG_MINIMUM[info]:
+            raise BadPacket("CBOR head not minimally encoded")
+    else:
+        raise BadPacket(f"CBOR indefinite length or reserved head 0x{initial:02x} not allowed")
+    if major in (_MAJOR_UINT, _MAJOR_NINT):
+        return pos
+    if major in (_MAJOR_BYTES, _MAJOR_TEXT):
+        if argument > len(data) - pos:
+            raise BadPacket("CBOR string runs past the end of the value list")
+        return pos + argument
+    # An array or a map: every contained item takes at least one byte.
+    count = argument if major == _MAJOR_ARRAY else 2 * argument
+    if count > len(data) - pos:
+        raise BadPacket("CBOR container claims more items than bytes remain")
+    if depth > MAX_DEPTH:
+        raise BadPacket(f"value list nested deeper than {MAX_DEPTH} levels")
+    for _ in range(count):
+        pos = _scan_item(data, pos, depth + 1, budget)
+    return pos
+
+
+def _check_keys(value: object) -> None:
+    """Map keys must be int, str or bytes (cbor2 would also accept others)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if type(key) not in (int, str, bytes):
+                raise BadPacket(f"map key of type {type(key).__name__} not allowed")
+            _check_keys(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_keys(item)
+
+
+def decode_values_untrusted(data: bytes) -> tuple[object, ...]:
+    """Decode an OAP value list (one canonical CBOR array) into a tuple.
+
+    Raises only ``BadPacket``: on anything but exactly one array in the
+    supported subset, in canonical form, within the limits.
+    """
+    raw = bytes(data)
+    if len(raw) > MAX_VALUES_SIZE:
+        raise BadPacket(f"value list of {len(raw)} bytes exceeds {MAX_VALUES_SIZE}")
+    if not raw or raw[0] >> 5 != _MAJOR_ARRAY:
+        raise BadPacket("a value list must be one CBOR array")
+    end = _scan_item(raw, 0, 0, _Budget())
+    if end != len(raw):
+        raise BadPacket(f"value list: {len(raw) - end} trailing bytes after the array")
+    try:
+        decoded = cbor2.loads(raw, max_depth=MAX_DEPTH + 1, allow_indefinite=False)
+        _check_keys(decoded)
+        canonical = cbor2.dumps(decoded, canonical=True)
+    except BadPacket:
+        raise
+    except Exception as exc:  # cbor2 raises several unrelated types (bad UTF-8, unhashable keys...)
+        raise BadPacket(f"value list does not decode: {exc}") from None
+    if canonical != raw:
+        raise BadPacket("value list is not in canonical CBOR form")
+    assert isinstance(decoded, list)
+    return tuple(decoded)
