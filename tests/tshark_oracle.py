@@ -57,19 +57,34 @@ def write_pcap(path: Path, datagrams: Iterable[Datagram | bytes], port: int = PO
             out.write(pcap_record(1_700_000_000 + index * 0.001, src, dst, dg.payload))
 
 
-def run_tshark(
-    pcap: Path, port: int = PORT, extra: Sequence[str] = ()
-) -> OracleResult:
+def run_tshark(pcap: Path, port: int = PORT, extra: Sequence[str] = ()) -> OracleResult:
     tshark = require_tshark()
     base = [tshark, "-n", "-r", str(pcap), "-2", "-d", f"udp.port=={port},dof", *extra]
     problems = subprocess.run(
-        [*base, "-Y", f"_ws.malformed || _ws.expert.severity >= {WARNING_LEVEL}",
-         "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info", "-e", "_ws.expert.message"],
-        capture_output=True, text=True, check=True, timeout=120,
+        [
+            *base,
+            "-Y",
+            f"_ws.malformed || _ws.expert.severity >= {WARNING_LEVEL}",
+            "-T",
+            "fields",
+            "-e",
+            "frame.number",
+            "-e",
+            "_ws.col.Info",
+            "-e",
+            "_ws.expert.message",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout.splitlines()
     fields = subprocess.run(
         [*base, "-T", "fields", "-E", "separator=|", "-e", "frame.protocols", "-e", "_ws.col.Info"],
-        capture_output=True, text=True, check=True, timeout=120,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     ).stdout.splitlines()
     verbose = subprocess.run(
         [*base, "-V"], capture_output=True, text=True, check=True, timeout=120

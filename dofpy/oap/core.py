@@ -619,11 +619,20 @@ class OapCore:
         if not isinstance(
             pdu, GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand
         ):
-            self._refuse(peer, op, OapErrorCode.NOT_SUPPORTED, f"{pdu.OPCODE.name} unsupported", now)
+            self._refuse(
+                peer, op, OapErrorCode.NOT_SUPPORTED, f"{pdu.OPCODE.name} unsupported", now
+            )
+            return
+        if op is None:
+            # Without an operation id no answer can reach the requestor: a Get or
+            # Invoke would be wasted work, and a Set could not be acknowledged.
+            self._counts["requests_refused"] += 1
             return
         binding = self._resolve(pdu.target)
-        interface = None if binding is None else self._providers.get(
-            (_key(binding.object_id), binding.interface)
+        interface = (
+            None
+            if binding is None
+            else self._providers.get((_key(binding.object_id), binding.interface))
         )
         if binding is None or interface is None:
             self._refuse(peer, op, OapErrorCode.NOT_FOUND, "no such object or interface", now)
@@ -678,9 +687,7 @@ class OapCore:
                     return RequestKind.INVOKE, values, None
                 case SubscribeCommand():
                     if not (isinstance(item, Property) and item.observable):
-                        raise _Refusal(
-                            OapErrorCode.NOT_SUPPORTED, f"{item.name} is not observable"
-                        )
+                        raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not observable")
                     return RequestKind.SUBSCRIBE, values, None
                 case RegisterCommand():
                     if not isinstance(item, Event):
@@ -784,10 +791,14 @@ class OapCore:
         if isinstance(pdu, GetResponse | InvokeResponse):
             values = pdu.values
             params = (
-                record.item.params if isinstance(record.item, Property) else record.item.results
-            ) if isinstance(record.item, Property | Method) else ()
+                (record.item.params if isinstance(record.item, Property) else record.item.results)
+                if isinstance(record.item, Property | Method)
+                else ()
+            )
             try:
-                check_values(params, values, f"response of {record.item.name if record.item else ''}")
+                check_values(
+                    params, values, f"response of {record.item.name if record.item else ''}"
+                )
             except (TypeError, ValueError) as exc:
                 self._on_failure(event.request_id, BadPacket(str(exc)), record)
                 return
@@ -814,7 +825,9 @@ class OapCore:
         message = pdu.values[0] if pdu.values and isinstance(pdu.values[0], str) else ""
         return OapError(pdu.code, message)
 
-    def _on_failure(self, request_id: int, error: DofError, record: _Outgoing | None = None) -> None:
+    def _on_failure(
+        self, request_id: int, error: DofError, record: _Outgoing | None = None
+    ) -> None:
         record = record or self._outgoing.pop(request_id, None)
         if record is None:
             return

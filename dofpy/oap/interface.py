@@ -176,7 +176,9 @@ class Interface:
     def _typed(self, key: int | str, kind: type[Any]) -> Any:
         item = self.item(key)
         if not isinstance(item, kind):
-            raise TypeError(f"{self.name}.{item.name} is a {type(item).__name__}, not a {kind.__name__}")
+            raise TypeError(
+                f"{self.name}.{item.name} is a {type(item).__name__}, not a {kind.__name__}"
+            )
         return item
 
     def property(self, key: int | str) -> Property:

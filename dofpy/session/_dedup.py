@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-__all__ = ["DuplicateCache", "PENDING"]
+__all__ = ["PENDING", "DuplicateCache"]
 
 
 class _Pending:

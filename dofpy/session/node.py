@@ -434,12 +434,16 @@ class Node:
 
     def _fail(self, pending: _Pending, error: DofError) -> None:
         if pending.internal in (None, _Internal.PING):
-            self._emit_event(RequestFailed(pending.request_id, pending.peer, error), droppable=False)
+            self._emit_event(
+                RequestFailed(pending.request_id, pending.peer, error), droppable=False
+            )
         elif pending.internal is _Internal.DSP_OPEN:
             known = self._peers.get(pending.peer)
             if known is not None and known.state is PeerState.OPENING:
                 self._transition(known, PeerState.CLOSED)
-            self._emit_event(RequestFailed(pending.request_id, pending.peer, error), droppable=False)
+            self._emit_event(
+                RequestFailed(pending.request_id, pending.peer, error), droppable=False
+            )
 
     # -- internals: peers ------------------------------------------------------------
 

@@ -241,26 +241,33 @@ class DofNode:
             subscription._send.close()
 
     async def _serve(self, request: IncomingRequest) -> None:
-        handler = self._handlers.get((request.object_id.without_attributes(), request.interface.iid.encode()))
-        now = trio.current_time
+        key = (request.object_id.without_attributes(), request.interface.iid.encode())
+        handler = self._handlers.get(key)
+        error: ProviderException | OapError | None = None
+        values: Sequence[Any] = ()
         try:
             if handler is None:
                 raise OapError(OapErrorCode.NOT_FOUND, "provider withdrawn")
             values = await handler.handle(request)
         except (ProviderException, OapError) as exc:
-            self.core.respond_error(request, exc, now())
+            error = exc
         except Exception:
             self._handler_errors += 1
             logger.exception("provider %r failed on %s", handler, request.item.name)
-            self.core.respond_error(request, OapError(OapErrorCode.INTERNAL, "provider failed"), now())
-        else:
-            try:
-                self.core.respond(request, values, now())
-            except DofError:
-                self._handler_errors += 1
-                logger.exception("provider %r answered %s wrongly", handler, request.item.name)
-        if not self._closed:
-            self._wakeup()
+            error = OapError(OapErrorCode.INTERNAL, "provider failed")
+        if self._closed:
+            return
+        try:
+            if error is None:
+                self.core.respond(request, values, trio.current_time())
+            else:
+                self.core.respond_error(request, error, trio.current_time())
+        except DofError:
+            # The handler's answer did not fit its interface: the core has sent
+            # an INTERNAL exception instead; the node keeps serving.
+            self._handler_errors += 1
+            logger.exception("provider %r answered %s wrongly", handler, request.item.name)
+        self._wakeup()
 
     async def _await(self, request_id: int) -> tuple[Any, ...]:
         waiter = _Waiter()
@@ -298,9 +305,7 @@ class DofNode:
         self._wakeup()
         return sent
 
-    def signal(
-        self, object_id: OID, interface: Interface, event: str, *values: Any
-    ) -> int:
+    def signal(self, object_id: OID, interface: Interface, event: str, *values: Any) -> int:
         """Signal ``event`` to its registrants; returns how many were signalled."""
         sent = self.core.signal(object_id, interface, event, values, trio.current_time())
         self._wakeup()
@@ -393,4 +398,3 @@ async def open_node(
                         subscription._send.close()
         finally:
             nursery.cancel_scope.cancel()
-

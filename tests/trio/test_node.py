@@ -39,14 +39,14 @@ async def test_subscribe_receives_events_and_changes() -> None:
     async with open_node() as provider, open_node() as requestor:
         provider.provide(THERMOSTAT_OID, THERMOSTAT, Thermostat())
         peer = provider.local_address
-        async with requestor.subscribe(peer, THERMOSTAT_OID, THERMOSTAT, "alarm") as alarms:
-            async with requestor.subscribe(
-                peer, THERMOSTAT_OID, THERMOSTAT, "temperature"
-            ) as temps:
-                assert provider.signal(THERMOSTAT_OID, THERMOSTAT, "alarm", "too hot") == 1
-                assert provider.notify_change(THERMOSTAT_OID, THERMOSTAT, "temperature", 30) == 1
-                first = await alarms.receive()
-                change = await temps.receive()
+        async with (
+            requestor.subscribe(peer, THERMOSTAT_OID, THERMOSTAT, "alarm") as alarms,
+            requestor.subscribe(peer, THERMOSTAT_OID, THERMOSTAT, "temperature") as temps,
+        ):
+            assert provider.signal(THERMOSTAT_OID, THERMOSTAT, "alarm", "too hot") == 1
+            assert provider.notify_change(THERMOSTAT_OID, THERMOSTAT, "temperature", 30) == 1
+            first = await alarms.receive()
+            change = await temps.receive()
         assert first.values == ("too hot",)
         assert first.missed == 0
         assert change.values == (30,)
@@ -57,7 +57,5 @@ async def test_request_to_silent_peer_times_out(autojump_clock: trio.testing.Moc
         silent = trio.socket.socket(type=trio.socket.SOCK_DGRAM)
         await silent.bind(("127.0.0.1", 0))
         with silent, pytest.raises(DofTimeoutError):
-            await requestor.get(
-                silent.getsockname(), THERMOSTAT_OID, THERMOSTAT, "temperature"
-            )
+            await requestor.get(silent.getsockname(), THERMOSTAT_OID, THERMOSTAT, "temperature")
         assert requestor.statistics().oap.node.requests_timed_out == 1
