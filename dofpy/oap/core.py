@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +54,7 @@ from dofpy.session.node import (
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import (
     Alias,
+    OapPdu,
     Binding,
     ChangeCommand,
     ExceptionResponse,
@@ -260,6 +261,11 @@ class _Subscriber:
 
 _SubscriberKey = tuple[Address, OID, IID, int, RequestKind]
 
+Interceptor = Callable[[Address, int | None, OapPdu, float], None]
+"""Takes every OAP command addressed (by full binding) to one interface:
+``(peer, op_count, pdu, now)``. Protocols built on OAP messages with their own
+recovery (the block transfer) use it instead of the request/response path."""
+
 
 def _key(oid: OID) -> OID:
     return oid.without_attributes()
@@ -280,6 +286,7 @@ class OapCore:
         self._subscribers: dict[_SubscriberKey, _Subscriber] = {}
         self._sequences: dict[tuple[OID, IID, int, RequestKind], int] = {}
         self._events: deque[OapEvent] = deque()
+        self._interceptors: dict[IID, Interceptor] = {}
         self._counts = dict.fromkeys(
             (
                 "bad_oap_payloads",
@@ -342,6 +349,13 @@ class OapCore:
         self._providers.pop((oid, interface.iid), None)
         for key in [k for k in self._subscribers if k[1] == oid and k[2] == interface.iid]:
             del self._subscribers[key]
+
+    def intercept(self, interface: IID, handler: Interceptor) -> None:
+        """Hand every OAP command whose target binding names ``interface`` to
+        ``handler`` instead of the provider path (one handler per IID)."""
+        if interface in self._interceptors:
+            raise LocalProtocolError(f"{interface} is already intercepted")
+        self._interceptors[interface] = handler
 
     def announce(self, peer: Address, object_id: OID, interface: Interface, now: float) -> int:
         """Send a Provide to ``peer`` for a binding we provide; returns the alias."""
@@ -610,6 +624,10 @@ class OapCore:
     def _on_command(self, event: CommandReceived, now: float) -> None:
         pdu = decode_oap_untrusted(event.payload, False)
         peer, op = event.peer, event.op_count
+        target = getattr(pdu, "target", None)
+        if isinstance(target, Binding) and target.interface in self._interceptors:
+            self._interceptors[target.interface](peer, op, pdu, now)
+            return
         if isinstance(pdu, ChangeCommand | SignalCommand):
             self._on_notification(peer, pdu)
             return
