@@ -1,5 +1,27 @@
-"""dofpy: the OpenDOF protocol stack on UDP, in Python."""
+"""dofpy: the OpenDOF protocol stack on UDP, in Python.
 
+dofpy speaks the OpenDOF protocol stack (DNP/DPP framing, DSP, OAP objects,
+DPP common operations) so that Wireshark's DOF dissector decodes every packet.
+It is built as a sans-IO core with a thin trio shell:
+
+- objects: :class:`Interface` with typed :class:`Property`, :class:`Method`,
+  :class:`Event` and :class:`ExceptionDef` items, addressed by :class:`OID`
+  and :class:`IID`;
+- the async API: :func:`open_node` gives a :class:`DofNode` that provides
+  objects (subclass :class:`Provider`) and requests from peers
+  (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
+- the sans-IO cores for other event loops and deterministic tests:
+  :class:`OapCore` (objects) over :class:`Node` (DPS sessions), both
+  ``DatagramCore``\\ s driven by :func:`open_udp_endpoint` or by
+  :mod:`dofpy.testing.netsim`;
+- errors: every exception is a :class:`DofError`; malformed input raises only
+  :class:`BadPacket`; refusals by a provider raise :class:`OapError` or
+  :class:`ProviderException` at the requestor.
+
+The wire codecs live in :mod:`dofpy.wire` (``*_untrusted`` decoders).
+"""
+
+from dofpy._core import Address, DatagramCore
 from dofpy.errors import (
     BadPacket,
     BrokenResourceError,
@@ -10,14 +32,53 @@ from dofpy.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
+from dofpy.oap.core import OapConfig, OapCore
+from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
+from dofpy.oap.interface import (
+    Event,
+    ExceptionDef,
+    Interface,
+    Method,
+    Param,
+    Property,
+    ValueType,
+)
+from dofpy.session._retry import RetryPolicy
+from dofpy.session.node import Node, NodeConfig
+from dofpy.trio import DofNode, Provider, Subscription, open_node, open_udp_endpoint
+from dofpy.wire.oid import IID, OID
 
 __all__ = [
+    "IID",
+    "OID",
+    "Address",
     "BadPacket",
     "BrokenResourceError",
     "ClosedResourceError",
+    "DatagramCore",
     "DofError",
+    "DofNode",
     "DofTimeoutError",
+    "Event",
+    "ExceptionDef",
+    "Interface",
     "LocalProtocolError",
+    "Method",
+    "Node",
+    "NodeConfig",
+    "OapConfig",
+    "OapCore",
+    "OapError",
+    "OapErrorCode",
+    "Param",
+    "Property",
     "ProtocolError",
+    "Provider",
+    "ProviderException",
     "RemoteProtocolError",
+    "RetryPolicy",
+    "Subscription",
+    "ValueType",
+    "open_node",
+    "open_udp_endpoint",
 ]

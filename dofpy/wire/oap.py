@@ -8,7 +8,7 @@ Whether the PDU is a command or a response is the DPP response flag, not a bit
 of the opcode byte, so decoding needs it: ``decode_oap_untrusted(payload,
 is_response)``.
 
-Layouts (learnt from Wireshark's DOF dissector; see docs/protocol-oap.md):
+Layouts (learnt from Wireshark's DOF dissector; see docs/protocol.md, section 2):
 
 =====================  ==========================================================
 Get / Set / Invoke     op · [cc] · item c2 · target · [values: Set, Invoke]
