@@ -101,6 +101,7 @@ async def manage(console: DofNode, row: Row, progress: list[int]) -> None:
         row.self_test = f"{exc.definition.name}{exc.values}"
     row.rtt_ms = 1000 * await console.ping(peer)
     progress[0] += 1
+    print(f"\r  managed {progress[0]:3}/{progress[1]} devices", end="", flush=True)
 
 
 async def run_demo(devices: int, pcap: Path | None) -> int:
@@ -115,15 +116,12 @@ async def run_demo(devices: int, pcap: Path | None) -> int:
             node.provide(oid, DEVICE, DemoDevice(index))
             nodes.append(node)
             rows.append(Row(oid, node.local_address))
-        progress = [0]
+        progress = [0, devices]
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
                 for row in rows:
                     nursery.start_soon(manage, console, row, progress)
-                while progress[0] < devices:
-                    print(f"\r  managed {progress[0]:3}/{devices} devices", end="", flush=True)
-                    await trio.sleep(0.02)
-            print(f"\r  managed {progress[0]:3}/{devices} devices")
+            print()
             # Events: register with every device, then each reports a status.
             async with AsyncExitStack() as subs:
                 streams = [
@@ -138,12 +136,12 @@ async def run_demo(devices: int, pcap: Path | None) -> int:
                     (row.status,) = (await stream.receive()).values
         print()
         print(
-            f"  {'device':26} {'type':8} {'version':8} {'label':14} {'self-test':22} "
+            f"  {'device':31} {'type':8} {'version':8} {'label':14} {'self-test':22} "
             f"{'status':16} {'ping':>8}"
         )
         for row in rows:
             print(
-                f"  {row.oid!s:26} {row.device_type:8} {row.version:8} {row.label:14} "
+                f"  {row.oid!s:31} {row.device_type:8} {row.version:8} {row.label:14} "
                 f"{row.self_test:22} {row.status:16} {row.rtt_ms:6.2f}ms"
             )
         stats = console.statistics()

@@ -54,7 +54,6 @@ from dofpy.session.node import (
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import (
     Alias,
-    OapPdu,
     Binding,
     ChangeCommand,
     ExceptionResponse,
@@ -62,6 +61,7 @@ from dofpy.wire.oap import (
     GetResponse,
     InvokeCommand,
     InvokeResponse,
+    OapPdu,
     ProvideCommand,
     RegisterCommand,
     RegisterResponse,

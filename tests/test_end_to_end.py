@@ -1,0 +1,47 @@
+"""The demo and the tshark interop exchange, end to end over loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dofpy_services.demo import run_demo
+from interop.tshark_check import _provider_port, exchange, run_tshark
+from tests.tshark_oracle import require_tshark
+
+
+async def test_demo_manages_every_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_demo(4, tmp_path / "demo.pcap") == 0
+    out = capsys.readouterr().out
+    assert "managed   4/4 devices" in out
+    assert out.count("ready (") == 4
+    assert "TestFailed" not in out  # device 6 is the one that fails its test
+    assert (tmp_path / "demo.pcap").stat().st_size > 24
+
+
+async def test_interop_capture_decodes_cleanly_in_tshark(tmp_path: Path) -> None:
+    require_tshark()
+    pcap = tmp_path / "interop.pcap"
+    done = await exchange(pcap)
+    assert "OAP change + signal events" in done
+    report = run_tshark(pcap, _provider_port(pcap))
+    assert report.problems == []
+    kinds = {info.split(" [")[0].strip() for info in report.infos}
+    for wanted in (
+        "DSP Open",
+        "OAP Provide",
+        "OAP Get",
+        "OAP Set",
+        "OAP Invoke",
+        "OAP Subscribe",
+        "OAP Register",
+        "OAP Signal",
+        "OAP Change",
+        "OAP Exception Response",
+        "DPP Ping",
+        "DPP Ping Response",
+    ):
+        assert wanted in kinds
