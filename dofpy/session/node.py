@@ -129,11 +129,13 @@ class PeerState(enum.Enum):
 
 
 # Allowed transitions of a peer's session state. Anything else is a bug.
+# Opening again (from OPENING or OPEN) re-negotiates; a closed peer starts over
+# when either side speaks again.
 _PEER_TRANSITIONS: dict[PeerState, frozenset[PeerState]] = {
     PeerState.IDLE: frozenset({PeerState.OPENING, PeerState.OPEN, PeerState.CLOSED}),
-    PeerState.OPENING: frozenset({PeerState.OPEN, PeerState.CLOSED}),
-    PeerState.OPEN: frozenset({PeerState.OPEN, PeerState.CLOSED}),
-    PeerState.CLOSED: frozenset({PeerState.IDLE}),
+    PeerState.OPENING: frozenset({PeerState.OPENING, PeerState.OPEN, PeerState.CLOSED}),
+    PeerState.OPEN: frozenset({PeerState.OPENING, PeerState.OPEN, PeerState.CLOSED}),
+    PeerState.CLOSED: frozenset({PeerState.IDLE, PeerState.OPENING}),
 }
 
 
