@@ -1,0 +1,205 @@
+"""The Authenticator: CLI round trip on a temporary database, and a served AS
+answering a TRP Request Session over 127.0.0.1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from dofpy.security.authority import TicketRole, open_session_ticket
+from dofpy.security.identity import Domain
+from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
+from dofpy.wire.oid import IID, OID
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
+from dofpy.wire.trp import (
+    InitiatorBlock,
+    KeyRequest,
+    RequestSessionCommand,
+    RequestSessionResponse,
+    SecurityIdentity,
+    TrpError,
+    TrpReject,
+    decode_trp_untrusted,
+    default_ccm_mode,
+    encode_trp,
+)
+from dofpy_services.authenticator import SqliteStore, serve
+from dofpy_services.cli import main
+
+DOMAIN = OID(6, b"example.org")
+DEVICE = OID(3, b"device@example.org")
+CLIENT = OID(3, b"client@example.org")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = main(["authenticator", *argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def enrol(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "init-domain", "--db", str(db), "example.org")[0] == 0
+    for name in ("device@example.org", "client@example.org"):
+        assert run(capsys, "add-node", "--db", str(db), "--domain", "example.org", name)[0] == 0
+    status, out, _ = run(
+        capsys,
+        "grant",
+        "--db",
+        str(db),
+        "--domain",
+        "[6:example.org]",
+        "client@example.org",
+        "--actions",
+        "rs",
+        "--object",
+        "*",
+        "--interface",
+        "[1:{01}]",
+    )
+    assert status == 0 and "rs * [{01}:{01}]" in out
+
+
+def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "as.db"
+    enrol(db, capsys)
+    assert (db.stat().st_mode & 0o777) == 0o600
+    db_arg = ["--db", str(db), "--domain", "example.org"]
+    assert run(capsys, "grant", *db_arg, "device@example.org", "--provider")[0] == 0
+    assert (
+        run(
+            capsys, "grant", *db_arg, "device@example.org", "--actions", "p", "--object", "class:9"
+        )[0]
+        == 0
+    )
+    assert run(capsys, "grant", *db_arg, "device@example.org", "--iam", "[3:alias]")[0] == 0
+    status, out, _ = run(capsys, "list", "--db", str(db))
+    assert status == 0
+    assert "[{03}:client@example.org] domain=[{06}:example.org] active generation=0" in out
+    assert "    provider" in out and "    p class:9 *" in out and "    iam [{03}:alias]" in out
+
+    # The secret add-node printed is the HKDF derivation from the stored master key.
+    with SqliteStore(db) as store:
+        secret = store.domain(DOMAIN).credential_for(CLIENT).secret
+    status, out, _ = run(capsys, "rotate", *db_arg, "client@example.org")
+    assert status == 0 and "generation 1" in out and secret.hex() not in out
+    status, out, _ = run(capsys, "revoke", *db_arg, "device@example.org", "--reason", "stolen")
+    assert status == 0
+    status, out, _ = run(capsys, "list", "--db", str(db), "--domain", "example.org")
+    assert "[{03}:device@example.org] domain=[{06}:example.org] revoked" in out
+    assert "generation=1" in out
+
+    with SqliteStore(db) as store:
+        record = store.lookup(DOMAIN, DEVICE)
+        assert record is not None and record.revoked
+        events = [entry.event for entry in store.audit_log()]
+        assert events[:3] == ["init-domain", "add-node", "add-node"]
+        assert events[-2:] == ["rotate", "revoke"]
+        assert not store.try_tamper_audit()
+        assert len(store.audit_log()) == len(events)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["add-node", "--db", "{db}", "--domain", "nowhere.org", "x"], "unknown domain"),
+        (
+            ["add-node", "--db", "{db}", "--domain", "example.org", "device@example.org"],
+            "already enrolled",
+        ),
+        (
+            ["grant", "--db", "{db}", "--domain", "example.org", "ghost", "--provider"],
+            "not enrolled",
+        ),
+        (["grant", "--db", "{db}", "--domain", "example.org", "device@example.org"], "exactly one"),
+        (
+            [
+                "grant",
+                "--db",
+                "{db}",
+                "--domain",
+                "example.org",
+                "device@example.org",
+                "--actions",
+                "rq",
+            ],
+            "letter",
+        ),
+        (["init-domain", "--db", "{db}", "example.org"], "already exists"),
+        (["list", "--db", "{missing}"], "no database"),
+        (["serve", "--db", "{db}", "--listen", "nonsense"], "HOST:PORT"),
+        (["add-node", "--db", "{db}", "--domain", "[6:bad", "x"], "bad domain"),
+    ],
+)
+def test_cli_errors_are_clear(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    db = tmp_path / "as.db"
+    enrol(db, capsys)
+    filled = [a.format(db=db, missing=tmp_path / "missing.db") for a in argv]
+    status, _, err = run(capsys, *filled)
+    assert status == 2
+    assert err.startswith("dofpy: error:") and message in err
+
+
+def request(initiator: OID) -> RequestSessionCommand:
+    asks = PermissionSet((BindingPermission(Action.READ, OID(0), IID(1, b"\x01")),))
+    return RequestSessionCommand(
+        DOMAIN,
+        KeyRequest(SecurityIdentity(DEVICE), bytes(16)),
+        InitiatorBlock(30, default_ccm_mode(), KeyRequest(SecurityIdentity(initiator), b"n", asks)),
+    )
+
+
+async def exchange(address: tuple[str, int], command: RequestSessionCommand, op: int) -> bytes:
+    frame = encode_frame(
+        DppPacket(
+            app_id=AppId.TRP,
+            payload=encode_trp(command),
+            op_id_type=OpIdType.IMPLIED_SENDER,
+            op_count=op,
+        )
+    )
+    sock = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    with sock:
+        await sock.bind(("127.0.0.1", 0))
+        await sock.sendto(frame, address)
+        with trio.fail_after(10):
+            data, _ = await sock.recvfrom(65536)
+    return data
+
+
+async def test_served_authenticator_answers_over_udp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "as.db"
+    keylog = tmp_path / "keys.log"
+    enrol(db, capsys)
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(serve, ("127.0.0.1", 0), db, keylog)
+        _, packet = decode_frame_untrusted(await exchange(address, request(CLIENT), 7))
+        _, refused = decode_frame_untrusted(
+            await exchange(address, request(OID(3, b"nobody@example.org")), 8)
+        )
+        nursery.cancel_scope.cancel()
+
+    assert packet.is_response and packet.op_count == 7 and packet.app_id == AppId.TRP
+    response = decode_trp_untrusted(packet.payload, is_response=True)
+    assert isinstance(response, RequestSessionResponse)
+    with SqliteStore(db) as store:
+        master = store.domain(DOMAIN).master_key
+        events = [entry.event for entry in store.audit_log()]
+    client_secret = Domain(DOMAIN, master).credential_for(CLIENT).secret
+    key = open_session_ticket(
+        response.initiator_ticket,
+        client_secret,
+        TicketRole.INITIATOR,
+        request(CLIENT),
+        response.authenticator,
+    )
+    assert keylog.read_text().startswith(f"DOF_SESSION_KEY {key.hex()} initiator=")
+    assert decode_trp_untrusted(refused.payload, is_response=True) == TrpReject(
+        TrpError.UNKNOWN_INITIATOR
+    )
+    assert events[-3:] == ["serve", "trp-granted", "trp-refused"]

@@ -1,0 +1,289 @@
+"""TRP (application 129) PDUs: round trips, refusals, and tshark decoding them."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dofpy.errors import BadPacket
+from dofpy.wire import trp
+from dofpy.wire._codec import C4_MAX
+from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
+from dofpy.wire.dsp import DspOption
+from dofpy.wire.oid import OID
+from dofpy.wire.trp import (
+    GROUP_SESSION_SCOPE,
+    AuthenticatorBlock,
+    IdentityResolution,
+    InitiatorBlock,
+    KeyRequest,
+    PermissionScope,
+    RequestKekCommand,
+    RequestKekResponse,
+    RequestRandomCommand,
+    RequestRandomResponse,
+    RequestScopesCommand,
+    RequestScopesResponse,
+    RequestSessionCommand,
+    RequestSessionResponse,
+    ResolveCredentialCommand,
+    ResolveCredentialResponse,
+    ScopeMode,
+    SecurityIdentity,
+    Ticket,
+    TrpError,
+    TrpPdu,
+    TrpReject,
+    ValidateCredentialCommand,
+    ValidateCredentialResponse,
+    decode_trp_untrusted,
+    default_ccm_mode,
+    encode_trp,
+)
+from tests.tshark_oracle import Datagram, check_datagrams
+from tests.wire.test_permissions import oids, permission_sets
+
+u8 = st.integers(0, 255)
+group_ids = st.lists(st.integers(0, C4_MAX), max_size=4).map(tuple)
+identities = st.builds(SecurityIdentity, oids, st.integers(0, 0x7FFF))
+key_requests = st.builds(
+    KeyRequest,
+    identities,
+    st.binary(min_size=1, max_size=16),
+    permission_sets,
+    l_flag=st.booleans(),
+    f_flag=st.booleans(),
+)
+modes = st.builds(DspOption, u8, st.integers(0x6000, 0x6FFF), st.binary(max_size=6))
+tickets = st.builds(
+    Ticket, st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32)
+)
+scopes = st.one_of(
+    st.just(PermissionScope(ScopeMode.REFERENCE)),
+    st.builds(
+        PermissionScope,
+        st.sampled_from([ScopeMode.RELATIVE, ScopeMode.ABSOLUTE, ScopeMode.CONTINUED]),
+        group_ids,
+    ),
+)
+validations = st.lists(scopes, max_size=3).map(tuple)
+resolutions = st.builds(IdentityResolution, st.integers(0, 0x7FFF), u8, st.binary(max_size=8))
+initiator_blocks = st.builds(InitiatorBlock, u8, modes, key_requests)
+authenticators = st.builds(AuthenticatorBlock, u8, group_ids, validations, validations)
+
+STRATEGIES: dict[type, st.SearchStrategy[TrpPdu]] = {
+    TrpReject: st.builds(TrpReject, st.sampled_from(TrpError)),
+    RequestKekCommand: st.builds(RequestKekCommand, oids, key_requests, oids),
+    RequestKekResponse: st.builds(
+        RequestKekResponse,
+        tickets,
+        u8,
+        u8,
+        u8,
+        st.integers(0, 0xFFFF),
+        oids,
+        group_ids,
+        modes,
+        st.integers(0, C4_MAX),
+        permission_sets,
+        validations,
+        validations,
+    ),
+    RequestRandomCommand: st.builds(RequestRandomCommand, oids, key_requests),
+    RequestRandomResponse: st.builds(RequestRandomResponse, tickets),
+    RequestSessionCommand: st.builds(RequestSessionCommand, oids, key_requests, initiator_blocks),
+    RequestSessionResponse: st.builds(RequestSessionResponse, tickets, tickets, authenticators),
+    RequestScopesCommand: st.builds(RequestScopesCommand, oids, u8, key_requests, oids),
+    RequestScopesResponse: st.builds(RequestScopesResponse, tickets, u8, group_ids, validations),
+    ResolveCredentialCommand: st.builds(ResolveCredentialCommand, oids, resolutions),
+    ResolveCredentialResponse: st.builds(ResolveCredentialResponse, resolutions),
+    ValidateCredentialCommand: st.builds(
+        ValidateCredentialCommand, oids, identities, st.binary(max_size=8)
+    ),
+    ValidateCredentialResponse: st.builds(ValidateCredentialResponse, st.binary(max_size=8)),
+}
+any_pdu = st.one_of(*STRATEGIES.values())
+
+
+def test_every_pdu_class_has_a_strategy() -> None:
+    assert set(typing.get_args(trp.TrpPdu)) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize("cls", list(STRATEGIES), ids=lambda c: c.__name__)
+@given(data=st.data())
+def test_round_trip(cls: type, data: st.DataObject) -> None:
+    pdu = data.draw(STRATEGIES[cls])
+    assert decode_trp_untrusted(encode_trp(pdu), pdu.is_response) == pdu
+
+
+@given(any_pdu)
+def test_every_truncation_and_extension_is_refused(pdu: TrpPdu) -> None:
+    encoded = encode_trp(pdu)
+    opaque_tail = isinstance(pdu, ValidateCredentialCommand | ValidateCredentialResponse)
+    for cut in range(len(encoded)):
+        if opaque_tail and cut >= len(encoded) - len(pdu.data):
+            break  # the opaque data may be any length
+        with pytest.raises(BadPacket):
+            decode_trp_untrusted(encoded[:cut], pdu.is_response)
+    if not opaque_tail:
+        with pytest.raises(BadPacket):
+            decode_trp_untrusted(encoded + b"\x00", pdu.is_response)
+
+
+@given(any_pdu, st.data())
+def test_mutations_raise_only_badpacket_or_are_canonical(pdu: TrpPdu, data: st.DataObject) -> None:
+    encoded = bytearray(encode_trp(pdu))
+    index = data.draw(st.integers(0, len(encoded) - 1))
+    encoded[index] = data.draw(u8)
+    try:
+        decoded = decode_trp_untrusted(bytes(encoded), pdu.is_response)
+    except BadPacket:
+        return
+    assert encode_trp(decoded) == bytes(encoded)
+
+
+@given(st.binary(max_size=200), st.booleans())
+def test_arbitrary_bytes_raise_only_badpacket(blob: bytes, is_response: bool) -> None:
+    try:
+        decoded = decode_trp_untrusted(blob, is_response)
+    except BadPacket:
+        return
+    assert encode_trp(decoded) == blob
+
+
+@pytest.mark.parametrize(
+    ("payload", "is_response", "reason"),
+    [
+        ("", False, "empty"),
+        ("07", False, "unsupported"),
+        ("00", False, "unsupported"),
+        ("83", True, "unsupported"),
+        ("0009", True, "error code"),
+        # key request with reserved bits 0x30 set
+        ("02 0600 30 0100 0300 00 00", False, "reserved"),
+        # identity stage 1
+        ("02 0600 00 0101 0300 00 00", False, "stage"),
+        # security mode id outside 0x6000..0x6FFF (Request Session initiator block)
+        ("03 0600 00 0100 0300 00 00 05 02 5001 00", False, "security mode"),
+        # reference permission scope with a count
+        ("03" + "00" * 128 + "05 00 01 01 00", True, "reference"),
+    ],
+)
+def test_refused_payloads(payload: str, is_response: bool, reason: str) -> None:
+    with pytest.raises(BadPacket, match=reason):
+        decode_trp_untrusted(bytes.fromhex(payload), is_response)
+
+
+def test_request_session_layout() -> None:
+    command = RequestSessionCommand(
+        OID(6, b"d"),
+        KeyRequest(SecurityIdentity(OID(3, b"r")), b"\xaa"),
+        InitiatorBlock(
+            9, default_ccm_mode(16), KeyRequest(SecurityIdentity(OID(3, b"i")), b"\xbb\xcc")
+        ),
+    )
+    assert encode_trp(command) == bytes.fromhex(
+        "03"  # opcode
+        "06 01 64"  # domain [6:d]
+        "00 01 00 03 01 72 aa 00"  # responder: flags, identity, nonce, no permissions
+        "09 02 6001 03 01 01 87"  # duration, CCM mode (AES-256, 16-byte tag)
+        "01 01 00 03 01 69 bbcc 00"  # initiator key request
+    )
+
+
+def test_constructors_refuse_bad_values() -> None:
+    identity = SecurityIdentity(OID(3, b"x"))
+    with pytest.raises(ValueError, match="nonce"):
+        KeyRequest(identity, b"")
+    with pytest.raises(ValueError, match="nonce"):
+        KeyRequest(identity, bytes(17))
+    with pytest.raises(ValueError, match="ticket"):
+        Ticket(bytes(31), bytes(32))
+    with pytest.raises(ValueError, match="64"):
+        Ticket.from_bytes(bytes(63))
+    with pytest.raises(ValueError, match="reference"):
+        PermissionScope(ScopeMode.REFERENCE, (1,))
+    with pytest.raises(ValueError, match="security mode"):
+        InitiatorBlock(1, DspOption(2, 0x5000), KeyRequest(identity, b"x"))
+    with pytest.raises(ValueError, match="tag length"):
+        default_ccm_mode(5)
+    with pytest.raises(ValueError, match="SSID"):
+        RequestKekResponse(
+            Ticket(bytes(32), bytes(32)), 0, 0, 0, 0, OID(4), (), default_ccm_mode(), -1
+        )
+
+
+EXPECTED_INFO = {
+    TrpReject: "Reject",
+    RequestKekCommand: "TRP Request KEK",
+    RequestKekResponse: "TRP Request KEK Response",
+    RequestRandomCommand: "TRP Request Random",
+    RequestRandomResponse: "TRP Request Random Response",
+    RequestSessionCommand: "TRP Request Session",
+    RequestSessionResponse: "TRP Request Session Response",
+    RequestScopesCommand: "TRP Request Security Scopes",
+    RequestScopesResponse: "TRP Request Security Scopes Response",
+    ResolveCredentialCommand: "TRP Resolve Credential",
+    ResolveCredentialResponse: "TRP Resolve Credential Response",
+    ValidateCredentialCommand: "TRP Validate Credential",
+    ValidateCredentialResponse: "TRP Validate Credential Response",
+}
+
+
+def frame(pdu: TrpPdu, op_count: int) -> Datagram:
+    packet = DppPacket(
+        app_id=AppId.TRP,
+        payload=encode_trp(pdu),
+        is_response=pdu.is_response,
+        op_id_type=OpIdType.IMPLIED_RECEIVER if pdu.is_response else OpIdType.IMPLIED_SENDER,
+        op_count=op_count,
+    )
+    return Datagram(encode_frame(packet), from_client=not pdu.is_response)
+
+
+@settings(max_examples=3, deadline=None)
+@given(st.tuples(*(STRATEGIES[cls] for cls in EXPECTED_INFO)))
+def test_tshark_decodes_every_pdu(pdus: tuple[TrpPdu, ...]) -> None:
+    result = check_datagrams([frame(pdu, index + 1) for index, pdu in enumerate(pdus)])
+    assert result.problems == []
+    assert [info.strip() for info in result.info] == list(EXPECTED_INFO.values())
+    assert all(proto.startswith("raw:ip:udp:dof:dof.trp") for proto in result.protocols)
+
+
+def test_tshark_shows_the_fields_we_meant() -> None:
+    command = RequestSessionCommand(
+        OID(6, b"example.org"),
+        KeyRequest(SecurityIdentity(OID(3, b"resp@example.org")), bytes(range(16))),
+        InitiatorBlock(
+            42,
+            default_ccm_mode(8),
+            KeyRequest(SecurityIdentity(OID(3, b"init@example.org")), b"\x01\x02\x03\x04"),
+        ),
+    )
+    response = RequestSessionResponse(
+        Ticket(b"\x11" * 32, b"\x22" * 32),
+        Ticket(b"\x33" * 32, b"\x44" * 32),
+        AuthenticatorBlock(
+            30,
+            (7, GROUP_SESSION_SCOPE),
+            (PermissionScope(ScopeMode.ABSOLUTE, (1, 300)),),
+            (PermissionScope(ScopeMode.REFERENCE),),
+        ),
+    )
+    reject = TrpReject(TrpError.UNKNOWN_INITIATOR)
+    result = check_datagrams([frame(command, 5), frame(response, 5), frame(reject, 6)])
+    assert result.problems == []
+    verbose = result.verbose
+    assert "[{06}:example.org]" in verbose
+    assert "[{03}:init@example.org]" in verbose
+    assert "Desired Duration: 42" in verbose
+    assert "Nonce: 000102030405060708090a0b0c0d0e0f" in verbose
+    assert "MAC: " + "11" * 32 in verbose
+    assert "KEY: " + "44" * 32 in verbose
+    assert "Granted Duration: 30" in verbose
+    assert "1073741821 (session scope)" in verbose
+    assert "Permission Group Identifier: 300" in verbose
+    assert "Unknown Initiator (3)" in verbose
