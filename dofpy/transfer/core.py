@@ -1,0 +1,460 @@
+"""``TransferCore``: the block transfer plugged into an :class:`~dofpy.oap.core.OapCore`.
+
+It is a :class:`~dofpy._core.DatagramCore` (delegating to the OAP core), and
+takes every OAP command on ``TRANSFER_IID`` through ``OapCore.intercept``.
+Provider side: objects published or served from a :class:`BlockStore` through
+a :class:`BlockCache`, one :class:`BlockSender` per (requestor, object),
+served round robin, paced per transfer and under a provider-wide rate cap.
+Requestor side: one :class:`Receiver` per object being fetched. Relay: an
+object registered with :meth:`TransferCore.relay` is fetched from upstream
+(once, on the first downstream demand) into this core's store while its
+verified leaves are served downstream as they arrive.
+
+Messages are sent with ``node.send_command(peer, AppId.OAP, payload, now,
+expect_response=False)``: OAP Signal and (here) Invoke get no response; the
+transfer recovers losses itself.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from dofpy._core import Address
+from dofpy.errors import BadPacket, DofError, LocalProtocolError
+from dofpy.oap.core import OapConfig, OapCore
+from dofpy.transfer.cache import BlockCache, CacheStatistics
+from dofpy.transfer.manifest import Manifest, ObjectHashes
+from dofpy.transfer.messages import (
+    TRANSFER_IID,
+    BlockMessage,
+    FetchRequest,
+    RefuseCode,
+    RefusedMessage,
+    TransferMessage,
+    decode_transfer_untrusted,
+    encode_transfer,
+)
+from dofpy.transfer.rangeset import RangeSet
+from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
+from dofpy.transfer.sender import BlockSender, SenderConfig, SendState
+from dofpy.transfer.store import BlockStore, MemoryStore
+from dofpy.wire.dpp import AppId
+from dofpy.wire.oap import OapPdu
+
+__all__ = [
+    "TransferCompleted",
+    "TransferConfig",
+    "TransferCore",
+    "TransferEvent",
+    "TransferFailed",
+    "TransferStatistics",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferConfig:
+    """Configuration: the OAP core's, the provider's and requestors' defaults,
+    the provider-wide rate cap (bytes/s) and the block cache size."""
+
+    oap: OapConfig = field(default_factory=OapConfig)
+    sender: SenderConfig = field(default_factory=SenderConfig)
+    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
+    provider_rate_cap: float | None = None
+    cache_bytes: int = 16 << 20
+    max_senders: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.provider_rate_cap is not None and self.provider_rate_cap <= 0:
+            raise ValueError("provider_rate_cap must be > 0")
+        if self.max_senders < 1:
+            raise ValueError("max_senders must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCompleted:
+    """Transfer ``transfer_id`` of ``object_id`` finished: every byte verified and stored."""
+
+    transfer_id: int
+    object_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFailed:
+    """Transfer ``transfer_id`` gave up (``error`` says why)."""
+
+    transfer_id: int
+    object_id: bytes
+    error: DofError
+
+
+TransferEvent = TransferCompleted | TransferFailed
+
+
+@dataclass(frozen=True, slots=True)
+class TransferStatistics:
+    """Counters of the whole core (requestor side summed over its transfers)."""
+
+    retransmissions: int
+    timeouts: int
+    verification_failures: int
+    duplicates: int
+    blocks_received: int
+    blocks_sent: int
+    bytes_sent: int
+    units_dropped: int
+    fetches_received: int
+    refusals_sent: int
+    bad_messages: int
+    unmatched_messages: int
+    active_senders: int
+    active_transfers: int
+    cache: CacheStatistics
+
+
+class _Source:
+    """An object this core serves (a :class:`~dofpy.transfer.sender.BlockSource`)."""
+
+    def __init__(
+        self, manifest: Manifest, cache: BlockCache, verified: RangeSet, hashes: ObjectHashes | None
+    ) -> None:
+        self.manifest = manifest
+        self.cache = cache
+        self.verified = verified
+        self.hashes = hashes
+
+    def has_hashes(self) -> bool:
+        return self.hashes is not None
+
+    def chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
+        assert self.hashes is not None
+        return self.hashes.chunk(chunk)
+
+    def has_leaves(self, start: int, end: int) -> bool:
+        return self.verified.covers(start, end)
+
+    def read(self, start: int, end: int) -> bytes:
+        manifest = self.manifest
+        return self.cache.read(
+            manifest.object_id, start * manifest.leaf_size, manifest.span_length(start, end)
+        )
+
+
+class TransferCore:
+    """Block transfer provider, requestor and relay over one OAP core."""
+
+    def __init__(
+        self,
+        config: TransferConfig | None = None,
+        *,
+        store: BlockStore | None = None,
+        oap: OapCore | None = None,
+    ) -> None:
+        self.config = config or TransferConfig()
+        self.oap = oap or OapCore(self.config.oap)
+        self.oap.intercept(TRANSFER_IID, self._on_command)
+        self.store: BlockStore = store if store is not None else MemoryStore()
+        self.cache = BlockCache(self.store, self.config.cache_bytes)
+        self._sources: dict[bytes, _Source] = {}
+        self._relayable: dict[bytes, tuple[Manifest, list[Address]]] = {}
+        self._relay_transfers: dict[bytes, int] = {}
+        self._senders: dict[tuple[Address, bytes], BlockSender] = {}
+        self._active: deque[BlockSender] = deque()
+        self._receivers: dict[int, Receiver] = {}
+        self._by_object: dict[bytes, int] = {}
+        self._finished: set[int] = set()
+        self._next_transfer = 1
+        self._events: deque[TransferEvent] = deque()
+        self._provider_credit = 0.0
+        self._provider_time = 0.0
+        self._next_sweep: float | None = None
+        self._counts = dict.fromkeys(
+            (
+                "fetches_received",
+                "refusals_sent",
+                "bad_messages",
+                "unmatched_messages",
+                "blocks_sent",
+                "bytes_sent",
+            ),
+            0,
+        )
+        self._dropped_closed = 0
+
+    # -- DatagramCore ----------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.oap.receive_datagram(data, addr, now)
+        self._after(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        self._pump(now)
+        return self.oap.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        timers = [self.oap.get_timer(), self._next_sweep]
+        for receiver in self._receivers.values():
+            if not receiver.done:
+                timers.append(receiver.get_timer())
+        if self._active:
+            timers.append(self._paced_until())
+        present = [t for t in timers if t is not None]
+        return min(present) if present else None
+
+    def handle_timer(self, now: float) -> None:
+        self.oap.handle_timer(now)
+        for receiver in list(self._receivers.values()):
+            if not receiver.done:
+                receiver.handle_timer(now)
+        if self._next_sweep is not None and now >= self._next_sweep:
+            self._sweep(now)
+        self._after(now)
+
+    # -- application API ----------------------------------------------------------------------
+
+    def next_event(self) -> TransferEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def publish(self, data: bytes, leaf_size: int = 1024) -> Manifest:
+        """Hash ``data``, store it and serve it; returns its manifest."""
+        hashes = ObjectHashes.build(data, leaf_size)
+        manifest = hashes.manifest
+        self.store.open(manifest)
+        self.store.write_verified(manifest.object_id, 0, bytes(data))
+        self.serve(hashes)
+        return manifest
+
+    def serve(self, hashes: ObjectHashes) -> None:
+        """Serve an object whose leaves are (being) verified in the store."""
+        manifest = hashes.manifest
+        verified = self.store.open(manifest)
+        self._sources[manifest.object_id] = _Source(manifest, self.cache, verified, hashes)
+
+    def relay(self, manifest: Manifest, upstream: list[Address]) -> None:
+        """Offer ``manifest``'s object downstream, fetched from ``upstream`` on first demand."""
+        if not upstream:
+            raise LocalProtocolError("a relay needs at least one upstream provider")
+        self._relayable[manifest.object_id] = (manifest, list(upstream))
+
+    def fetch(
+        self,
+        manifest: Manifest,
+        providers: list[Address],
+        now: float,
+        *,
+        store: BlockStore | None = None,
+        config: ReceiverConfig | None = None,
+    ) -> int:
+        """Start fetching ``manifest``'s object; returns the transfer id.
+
+        Leaves already verified in the store are not fetched again (resume).
+        """
+        if manifest.object_id in self._by_object:
+            raise LocalProtocolError("this object is already being fetched here")
+        receiver = Receiver(
+            manifest,
+            providers,
+            store if store is not None else self.store,
+            now,
+            config or self.config.receiver,
+        )
+        transfer_id = self._next_transfer
+        self._next_transfer += 1
+        self._receivers[transfer_id] = receiver
+        self._by_object[manifest.object_id] = transfer_id
+        self._after(now)
+        return transfer_id
+
+    def receiver(self, transfer_id: int) -> Receiver:
+        """The requestor state of a transfer (finished ones included)."""
+        return self._receivers[transfer_id]
+
+    def transfer_statistics(self, transfer_id: int, now: float) -> ReceiverStatistics:
+        """RTT, window, rate, retransmissions... of one transfer."""
+        return self._receivers[transfer_id].statistics(now)
+
+    def relay_transfer(self, object_id: bytes) -> int | None:
+        """The id of the upstream transfer a relay started for ``object_id``."""
+        return self._relay_transfers.get(object_id)
+
+    def statistics(self) -> TransferStatistics:
+        totals = dict.fromkeys(
+            (
+                "retransmissions",
+                "timeouts",
+                "verification_failures",
+                "duplicates",
+                "blocks_received",
+            ),
+            0,
+        )
+        for receiver in self._receivers.values():
+            stats = receiver.statistics(0.0)
+            for name in totals:
+                totals[name] += getattr(stats, name)
+        return TransferStatistics(
+            **totals,
+            units_dropped=self._dropped_closed
+            + sum(s.dropped_units for s in self._senders.values()),
+            active_senders=sum(s.state is SendState.SENDING for s in self._senders.values()),
+            active_transfers=sum(not r.done for r in self._receivers.values()),
+            cache=self.cache.statistics(),
+            **self._counts,
+        )
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _send(self, peer: Address, message: TransferMessage, now: float) -> None:
+        payload = encode_transfer(message)
+        self.oap.node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
+
+    def _on_command(self, peer: Address, op: int | None, pdu: OapPdu, now: float) -> None:
+        try:
+            message = decode_transfer_untrusted(pdu)
+        except BadPacket:
+            self._counts["bad_messages"] += 1
+            return
+        if isinstance(message, FetchRequest):
+            self._on_fetch(peer, message, now)
+            return
+        transfer_id = self._by_object.get(message.object_id)
+        if transfer_id is None:
+            self._counts["unmatched_messages"] += 1
+            return
+        receiver = self._receivers[transfer_id]
+        receiver.receive(peer, message, now)
+        source = self._sources.get(message.object_id)
+        if source is not None and self._relay_transfers.get(message.object_id) == transfer_id:
+            if source.hashes is None and receiver.hashes_known():
+                source.hashes = ObjectHashes(receiver.manifest, receiver.leaf_hashes())
+            for sender in self._senders_of(message.object_id):
+                sender.on_available(now)
+                self._activate(sender)
+
+    def _senders_of(self, object_id: bytes) -> list[BlockSender]:
+        return [s for (_, oid), s in self._senders.items() if oid == object_id]
+
+    def _refuse(self, peer: Address, request: FetchRequest, code: RefuseCode, now: float) -> None:
+        self._counts["refusals_sent"] += 1
+        self._send(
+            peer,
+            RefusedMessage(request.object_id, 0, code, self.config.sender.max_block_size),
+            now,
+        )
+
+    def _on_fetch(self, peer: Address, request: FetchRequest, now: float) -> None:
+        self._counts["fetches_received"] += 1
+        object_id = request.object_id
+        source = self._sources.get(object_id)
+        if source is None and object_id in self._relayable:
+            source = self._start_relay(object_id, now)
+        key = (peer, object_id)
+        if source is None:
+            if not request.is_done:
+                self._refuse(peer, request, RefuseCode.UNKNOWN_OBJECT, now)
+            return
+        leaf_size = source.manifest.leaf_size
+        if not request.is_done and (
+            request.block_size % leaf_size or request.block_size > self.config.sender.max_block_size
+        ):
+            self._refuse(peer, request, RefuseCode.BLOCK_SIZE, now)
+            return
+        sender = self._senders.get(key)
+        if sender is None or sender.state is SendState.CLOSED:
+            if request.is_done:
+                return
+            if sender is None and len(self._senders) >= self.config.max_senders:
+                self._refuse(peer, request, RefuseCode.BUSY, now)
+                return
+            sender = BlockSender(peer, source, self.config.sender, now)
+            self._senders[key] = sender
+            if self._next_sweep is None:
+                self._next_sweep = now + self.config.sender.idle_timeout / 4
+        sender.on_fetch(request, now)
+        if sender.state is SendState.CLOSED:
+            self._dropped_closed += sender.dropped_units
+            del self._senders[key]
+        else:
+            self._activate(sender)
+
+    def _activate(self, sender: BlockSender) -> None:
+        if sender.state is SendState.SENDING and sender not in self._active:
+            self._active.append(sender)
+
+    def _start_relay(self, object_id: bytes, now: float) -> _Source:
+        manifest, upstream = self._relayable[object_id]
+        transfer_id = self.fetch(manifest, upstream, now)
+        self._relay_transfers[object_id] = transfer_id
+        receiver = self._receivers[transfer_id]
+        source = _Source(manifest, self.cache, receiver.verified, None)
+        self._sources[object_id] = source
+        return source
+
+    def _sweep(self, now: float) -> None:
+        idle = self.config.sender.idle_timeout
+        for key, sender in list(self._senders.items()):
+            if now - sender.last_heard >= idle:
+                self._dropped_closed += sender.dropped_units
+                sender.expire()
+                del self._senders[key]
+        self._active = deque(s for s in self._active if s.state is SendState.SENDING)
+        self._next_sweep = now + idle / 4 if self._senders else None
+
+    def _provider_ready(self, now: float) -> bool:
+        cap = self.config.provider_rate_cap
+        if cap is None:
+            return True
+        burst = float(self.config.sender.burst_bytes)
+        self._provider_credit = min(
+            burst, self._provider_credit + (now - self._provider_time) * cap
+        )
+        self._provider_time = now
+        return self._provider_credit >= 0
+
+    def _paced_until(self) -> float | None:
+        now = self._provider_time
+        times = [s.ready_at(now) for s in self._active]
+        present = [t for t in times if t is not None]
+        earliest = min(present) if present else None
+        cap = self.config.provider_rate_cap
+        if earliest is not None and cap is not None and self._provider_credit < 0:
+            earliest = max(earliest, now + (-self._provider_credit) / cap)
+        return earliest
+
+    def _pump(self, now: float) -> None:
+        active = self._active
+        idle_turns = 0
+        while active and idle_turns < len(active):
+            if not self._provider_ready(now):
+                return
+            sender = active.popleft()
+            message = sender.next_message(now)
+            if message is not None:
+                idle_turns = 0
+                self._send(sender.peer, message, now)
+                size = (
+                    len(message.data) if isinstance(message, BlockMessage) else len(message.hashes)
+                )
+                self._counts["blocks_sent"] += 1
+                self._counts["bytes_sent"] += size
+                if self.config.provider_rate_cap is not None:
+                    self._provider_credit -= size
+                active.append(sender)
+            elif sender.state is SendState.SENDING:
+                idle_turns += 1
+                active.append(sender)
+
+    def _after(self, now: float) -> None:
+        for transfer_id, receiver in self._receivers.items():
+            for peer, request in receiver.take_fetches():
+                self._send(peer, request, now)
+            if receiver.done and transfer_id not in self._finished:
+                self._finished.add(transfer_id)
+                object_id = receiver.manifest.object_id
+                if self._by_object.get(object_id) == transfer_id:
+                    del self._by_object[object_id]
+                if receiver.error is None:
+                    self._events.append(TransferCompleted(transfer_id, object_id))
+                else:
+                    self._events.append(TransferFailed(transfer_id, object_id, receiver.error))
+        self._pump(now)

@@ -1,0 +1,338 @@
+"""The transfer messages: OAP commands on the transfer interface (dofpy extension).
+
+Every message is an ordinary OAP command (so tshark's DOF dissector checks its
+framing) addressed by full binding to ``Binding(TRANSFER_IID, object_oid(object_id))``,
+where the object OID (class ``OBJECT_OID_CLASS``) carries the object's SHA-256.
+Values are the CBOR value list of ``dofpy.wire.values``.
+
+=================  =====================================================================
+requestor → provider
+Fetch              Invoke item 1: ``[fetch seq, block size, rate, window,
+                   hash ranges, leaf ranges]``; ranges are flat lists
+                   ``[start0, end0, start1, end1, ...]``, sorted, disjoint, not touching.
+                   Sent without expecting an OAP response: the transfer recovers by itself.
+                   Empty ranges and window 0: the requestor is done (the provider forgets it).
+provider → requestor (Signal, DPP command with no response; 16-bit OAP sequence)
+Block              Signal item 2: ``[first leaf, data, fetch seq, hold µs]``
+Hash chunk         Signal item 3: ``[chunk, hashes, fetch seq, hold µs, proof]`` (hashes and
+                   proof are concatenated 32-byte SHA-256 values)
+Refused            Signal item 4: ``[code, max block size]``
+=================  =====================================================================
+
+``fetch seq`` identifies the Fetch that asked for a block (echoed so the
+requestor can measure RTT without ambiguity); ``hold µs`` is how long the
+block waited in the provider's pacing queue (subtracted from the RTT sample).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from dofpy.errors import BadPacket
+from dofpy.transfer.manifest import HASH_SIZE
+from dofpy.wire.oap import Binding, InvokeCommand, OapPdu, SignalCommand, encode_oap
+from dofpy.wire.oid import IID, OID
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "LAN_BLOCK_SIZE",
+    "MAX_BLOCK_SIZE",
+    "MAX_FETCH_RANGES",
+    "MAX_SEQ",
+    "OBJECT_OID_CLASS",
+    "TRANSFER_IID",
+    "BlockMessage",
+    "FetchRequest",
+    "HashChunkMessage",
+    "RefuseCode",
+    "RefusedMessage",
+    "TransferItem",
+    "TransferMessage",
+    "decode_transfer_untrusted",
+    "encode_transfer",
+    "object_oid",
+]
+
+TRANSFER_IID = IID(1, b"\xd0\xf1")
+"""The interface of the block transfer (dofpy extension)."""
+
+OBJECT_OID_CLASS = 0x7F
+"""OID class naming a content-addressed object by its SHA-256 (dofpy extension)."""
+
+DEFAULT_BLOCK_SIZE = 1024
+"""Bytes of data per block datagram by default: a Block datagram then stays within
+1232 bytes (the IPv6 minimum MTU 1280 less 40 bytes IPv6 and 8 bytes UDP header)."""
+
+LAN_BLOCK_SIZE = 8192
+MAX_BLOCK_SIZE = 1 << 16
+MAX_FETCH_RANGES = 64
+"""Ranges of each kind one Fetch may carry (keeps a Fetch within one datagram)."""
+MAX_SEQ = 0xFFFFFFFF
+_MAX_INDEX = 1 << 32
+
+
+class TransferItem(enum.IntEnum):
+    """Item ids on the transfer interface."""
+
+    FETCH = 1
+    BLOCK = 2
+    HASH_CHUNK = 3
+    REFUSED = 4
+
+
+class RefuseCode(enum.IntEnum):
+    """Why a provider refused a Fetch."""
+
+    UNKNOWN_OBJECT = 1
+    BLOCK_SIZE = 2
+    BUSY = 3
+
+
+Ranges: TypeAlias = tuple[tuple[int, int], ...]
+
+
+def object_oid(object_id: bytes) -> OID:
+    """The OID naming the object whose SHA-256 is ``object_id``."""
+    return OID(OBJECT_OID_CLASS, object_id)
+
+
+def _check_int(value: object, name: str, maximum: int) -> None:
+    if type(value) is not int or not 0 <= value <= maximum:
+        raise ValueError(f"{name} must be an int in 0..{maximum}, got {value!r}")
+
+
+def _check_ranges(ranges: Ranges, name: str) -> None:
+    if len(ranges) > MAX_FETCH_RANGES:
+        raise ValueError(f"{name}: at most {MAX_FETCH_RANGES} ranges")
+    previous_end = -1
+    for pair in ranges:
+        if len(pair) != 2:
+            raise ValueError(f"{name}: ranges are (start, end) pairs")
+        start, end = pair
+        _check_int(start, name, _MAX_INDEX)
+        _check_int(end, name, _MAX_INDEX)
+        if not start < end or start <= previous_end:
+            raise ValueError(f"{name}: ranges must be non-empty, sorted and not touching")
+        previous_end = end
+
+
+def _check_object_id(object_id: bytes) -> None:
+    if type(object_id) is not bytes or len(object_id) != HASH_SIZE:
+        raise ValueError("object_id must be a 32-byte SHA-256")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchRequest:
+    """Requestor → provider: send these hash chunks and leaves.
+
+    ``rate`` is the pacing rate the provider should use, bytes/s (0: no limit);
+    ``window`` the requestor's window in blocks; ``block_size`` the bytes of data
+    per Block datagram (a multiple of the leaf size).
+    """
+
+    object_id: bytes
+    fetch_seq: int
+    block_size: int
+    rate: int
+    window: int
+    hash_chunks: Ranges = ()
+    leaves: Ranges = ()
+
+    def __post_init__(self) -> None:
+        _check_object_id(self.object_id)
+        _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
+        _check_int(self.block_size, "block_size", MAX_BLOCK_SIZE)
+        if self.block_size == 0:
+            raise ValueError("block_size must be > 0")
+        _check_int(self.rate, "rate", (1 << 63) - 1)
+        _check_int(self.window, "window", 0xFFFF)
+        for name in ("hash_chunks", "leaves"):
+            value = tuple(tuple(pair) for pair in getattr(self, name))
+            object.__setattr__(self, name, value)
+            _check_ranges(value, name)
+
+    @property
+    def is_done(self) -> bool:
+        """The requestor needs nothing more: the provider may forget it."""
+        return not self.hash_chunks and not self.leaves and self.window == 0
+
+
+@dataclass(frozen=True, slots=True)
+class BlockMessage:
+    """Provider → requestor: the data of leaves starting at ``leaf``."""
+
+    object_id: bytes
+    sequence: int
+    leaf: int
+    data: bytes
+    fetch_seq: int
+    hold_us: int
+
+    def __post_init__(self) -> None:
+        _check_object_id(self.object_id)
+        _check_int(self.sequence, "sequence", 0xFFFF)
+        _check_int(self.leaf, "leaf", _MAX_INDEX)
+        if type(self.data) is not bytes or not 0 < len(self.data) <= MAX_BLOCK_SIZE:
+            raise ValueError(f"data must be 1..{MAX_BLOCK_SIZE} bytes")
+        _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
+        _check_int(self.hold_us, "hold_us", MAX_SEQ)
+
+
+@dataclass(frozen=True, slots=True)
+class HashChunkMessage:
+    """Provider → requestor: leaf hashes of chunk ``chunk`` with the chunk's audit path."""
+
+    object_id: bytes
+    sequence: int
+    chunk: int
+    hashes: bytes
+    proof: tuple[bytes, ...]
+    fetch_seq: int
+    hold_us: int
+
+    def __post_init__(self) -> None:
+        _check_object_id(self.object_id)
+        _check_int(self.sequence, "sequence", 0xFFFF)
+        _check_int(self.chunk, "chunk", _MAX_INDEX)
+        if type(self.hashes) is not bytes or not self.hashes or len(self.hashes) % HASH_SIZE:
+            raise ValueError("hashes must be a non-empty concatenation of 32-byte hashes")
+        object.__setattr__(self, "proof", tuple(self.proof))
+        if len(self.proof) > 64 or any(
+            type(p) is not bytes or len(p) != HASH_SIZE for p in self.proof
+        ):
+            raise ValueError("proof must be at most 64 hashes of 32 bytes")
+        _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
+        _check_int(self.hold_us, "hold_us", MAX_SEQ)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedMessage:
+    """Provider → requestor: the Fetch was refused (``max_block_size``: the
+    largest block size the provider serves)."""
+
+    object_id: bytes
+    sequence: int
+    code: RefuseCode
+    max_block_size: int
+
+    def __post_init__(self) -> None:
+        _check_object_id(self.object_id)
+        _check_int(self.sequence, "sequence", 0xFFFF)
+        if not isinstance(self.code, RefuseCode):
+            raise ValueError("code must be a RefuseCode")
+        _check_int(self.max_block_size, "max_block_size", MAX_BLOCK_SIZE)
+
+
+TransferMessage: TypeAlias = FetchRequest | BlockMessage | HashChunkMessage | RefusedMessage
+
+
+def _flat(ranges: Ranges) -> list[int]:
+    return [bound for pair in ranges for bound in pair]
+
+
+def to_oap(message: TransferMessage) -> OapPdu:
+    """The OAP command carrying ``message``."""
+    target = Binding(TRANSFER_IID, object_oid(message.object_id))
+    if isinstance(message, FetchRequest):
+        values: tuple[object, ...] = (
+            message.fetch_seq,
+            message.block_size,
+            message.rate,
+            message.window,
+            _flat(message.hash_chunks),
+            _flat(message.leaves),
+        )
+        return InvokeCommand(TransferItem.FETCH.value, target, values)
+    if isinstance(message, BlockMessage):
+        values = (message.leaf, message.data, message.fetch_seq, message.hold_us)
+        return SignalCommand(TransferItem.BLOCK.value, target, message.sequence, values)
+    if isinstance(message, HashChunkMessage):
+        values = (
+            message.chunk,
+            message.hashes,
+            message.fetch_seq,
+            message.hold_us,
+            b"".join(message.proof),
+        )
+        return SignalCommand(TransferItem.HASH_CHUNK.value, target, message.sequence, values)
+    if isinstance(message, RefusedMessage):
+        values = (message.code.value, message.max_block_size)
+        return SignalCommand(TransferItem.REFUSED.value, target, message.sequence, values)
+    raise ValueError(f"not a transfer message: {type(message).__name__}")
+
+
+def encode_transfer(message: TransferMessage) -> bytes:
+    """The OAP payload (bytes after the DPP application id) carrying ``message``."""
+    return encode_oap(to_oap(message))
+
+
+def _ints(values: tuple[object, ...], count: int, what: str) -> None:
+    if len(values) != count:
+        raise BadPacket(f"{what}: expected {count} values, got {len(values)}")
+
+
+def _read_ranges(value: object, name: str) -> Ranges:
+    if not isinstance(value, list) or len(value) % 2 or len(value) > 2 * MAX_FETCH_RANGES:
+        raise BadPacket(f"{name}: expected a flat list of range bounds")
+    if not all(type(v) is int for v in value):
+        raise BadPacket(f"{name}: range bounds must be integers")
+    return tuple((value[i], value[i + 1]) for i in range(0, len(value), 2))
+
+
+def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
+    """The transfer message an OAP command carries; raises only ``BadPacket``."""
+    if not isinstance(pdu, InvokeCommand | SignalCommand):
+        raise BadPacket(f"transfer: unexpected OAP {type(pdu).__name__}")
+    target = pdu.target
+    if not isinstance(target, Binding) or target.interface != TRANSFER_IID:
+        raise BadPacket("transfer: not addressed to the transfer interface")
+    oid = target.object_id
+    if oid.class_id != OBJECT_OID_CLASS or oid.attributes or len(oid.data) != HASH_SIZE:
+        raise BadPacket("transfer: the target is not a content-addressed object OID")
+    object_id = oid.data
+    values = pdu.values
+    try:
+        if isinstance(pdu, InvokeCommand):
+            if pdu.item_id != TransferItem.FETCH or pdu.command_control is not None:
+                raise BadPacket(f"transfer: Invoke of item {pdu.item_id}")
+            _ints(values, 6, "Fetch")
+            seq, block_size, rate, window, hashes, leaves = values
+            return FetchRequest(
+                object_id,
+                seq,  # type: ignore[arg-type]
+                block_size,  # type: ignore[arg-type]
+                rate,  # type: ignore[arg-type]
+                window,  # type: ignore[arg-type]
+                _read_ranges(hashes, "hash ranges"),
+                _read_ranges(leaves, "leaf ranges"),
+            )
+        if pdu.item_id == TransferItem.BLOCK:
+            _ints(values, 4, "Block")
+            leaf, data, seq, hold = values
+            return BlockMessage(object_id, pdu.sequence, leaf, data, seq, hold)  # type: ignore[arg-type]
+        if pdu.item_id == TransferItem.HASH_CHUNK:
+            _ints(values, 5, "Hash chunk")
+            chunk, hashes_data, seq, hold, proof = values
+            if type(proof) is not bytes or len(proof) % HASH_SIZE:
+                raise BadPacket("Hash chunk: proof must be concatenated 32-byte hashes")
+            proofs = tuple(proof[i : i + HASH_SIZE] for i in range(0, len(proof), HASH_SIZE))
+            return HashChunkMessage(
+                object_id,
+                pdu.sequence,
+                chunk,  # type: ignore[arg-type]
+                hashes_data,  # type: ignore[arg-type]
+                proofs,
+                seq,  # type: ignore[arg-type]
+                hold,  # type: ignore[arg-type]
+            )
+        if pdu.item_id == TransferItem.REFUSED:
+            _ints(values, 2, "Refused")
+            code, max_block = values
+            if type(code) is not int or code not in RefuseCode._value2member_map_:
+                raise BadPacket(f"Refused: unknown code {code!r}")
+            return RefusedMessage(object_id, pdu.sequence, RefuseCode(code), max_block)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise BadPacket(f"transfer: {exc}") from None
+    raise BadPacket(f"transfer: Signal of unknown item {pdu.item_id}")

@@ -1,0 +1,560 @@
+"""The requestor side of one transfer: a sans-IO state machine.
+
+It pulls an object from a list of providers: first the hash chunks (each
+proved against the manifest's Merkle root), then the leaves (each checked
+against its verified hash before it is written to the store). It runs the
+window and loss recovery:
+
+* Every requested block (a hash chunk, or a piece of up to ``block_size``
+  bytes of leaves, aligned to the block size) gets an *ordinal* in request
+  order; the provider serves in that order. When a block arrives, every
+  block still outstanding with a lower ordinal must arrive within a
+  reordering window (``min_rtt / 4``, doubled after each spurious loss, up to
+  16 times; half an RTT more for a block of an earlier Fetch, since Fetches
+  may overtake each other) or is declared lost and asked for again (fast
+  retransmit of gaps, RACK-style). No timer per block: one send-ordered
+  queue, range sets of what is needed, one deadline for the transfer.
+* The retransmission timeout (``rtt.RttEstimator``: RFC 6298, back-off,
+  cap) fires when nothing arrives for an RTO while blocks are outstanding:
+  everything outstanding is asked for again. After ``max_timeouts`` timeouts
+  in a row the next provider is tried; when every provider failed that way,
+  the transfer fails with :class:`~dofpy.errors.BrokenResourceError`.
+* A block that fails verification is dropped, counted and asked for again;
+  after ``max_bad_blocks`` failures from one provider, the next provider is
+  tried (when there is another).
+* Congestion control and pacing: :mod:`dofpy.transfer.congestion`.
+
+Memory: the window (at most ``max_window`` blocks outstanding), range sets,
+and the object's leaf hashes (32 bytes per leaf).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from dofpy._core import Address
+from dofpy.errors import BrokenResourceError, DofError, LocalProtocolError, RemoteProtocolError
+from dofpy.transfer.congestion import CongestionConfig, CongestionController
+from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
+from dofpy.transfer.messages import (
+    DEFAULT_BLOCK_SIZE,
+    MAX_FETCH_RANGES,
+    MAX_SEQ,
+    BlockMessage,
+    FetchRequest,
+    HashChunkMessage,
+    RefuseCode,
+    RefusedMessage,
+)
+from dofpy.transfer.rangeset import RangeSet
+from dofpy.transfer.rtt import RttConfig, RttEstimator
+from dofpy.transfer.store import BlockStore
+
+__all__ = ["FetchState", "Receiver", "ReceiverConfig", "ReceiverStatistics"]
+
+
+class FetchState(enum.Enum):
+    """Where a transfer is. HASHES: some hash chunks are still missing (leaves of
+    verified chunks are fetched meanwhile); BLOCKS: all hashes verified."""
+
+    HASHES = "hashes"
+    BLOCKS = "blocks"
+    COMPLETE = "complete"
+    FAILED = "failed"
+
+
+class _Input(enum.Enum):
+    HASHES_DONE = "hashes done"
+    LEAVES_DONE = "leaves done"
+    GIVE_UP = "give up"
+
+
+_TRANSITIONS: dict[tuple[FetchState, _Input], FetchState] = {
+    (FetchState.HASHES, _Input.HASHES_DONE): FetchState.BLOCKS,
+    (FetchState.HASHES, _Input.GIVE_UP): FetchState.FAILED,
+    (FetchState.BLOCKS, _Input.LEAVES_DONE): FetchState.COMPLETE,
+    (FetchState.BLOCKS, _Input.GIVE_UP): FetchState.FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverConfig:
+    """Parameters of a requestor. ``block_size``: bytes of data per Block
+    datagram (rounded down to a multiple of the leaf size)."""
+
+    block_size: int = DEFAULT_BLOCK_SIZE
+    congestion: CongestionConfig = field(default_factory=CongestionConfig)
+    rtt: RttConfig = field(default_factory=RttConfig)
+    max_timeouts: int = 6
+    max_bad_blocks: int = 64
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1:
+            raise ValueError("block_size must be > 0")
+        if self.max_timeouts < 1 or self.max_bad_blocks < 1:
+            raise ValueError("max_timeouts and max_bad_blocks must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiverStatistics:
+    """Counters of one transfer (``rate``: verified bytes/s since the start)."""
+
+    state: FetchState
+    bytes_verified: int
+    blocks_received: int
+    duplicates: int
+    unrequested: int
+    retransmissions: int
+    timeouts: int
+    verification_failures: int
+    fetches_sent: int
+    window: int
+    srtt: float | None
+    min_rtt: float | None
+    rto: float
+    rate: float
+    provider: Address
+
+
+@dataclass(slots=True)
+class _Outstanding:
+    ordinal: int
+    fetch_seq: int
+    end: int  # leaf pieces: the end leaf; hash chunks: chunk + 1
+
+
+class Receiver:
+    """Fetches one object (``manifest``) from ``providers`` into ``store``."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        providers: list[Address],
+        store: BlockStore,
+        now: float,
+        config: ReceiverConfig | None = None,
+    ) -> None:
+        if not providers:
+            raise LocalProtocolError("a transfer needs at least one provider")
+        self.manifest = manifest
+        self.config = config or ReceiverConfig()
+        self.providers = list(providers)
+        self.store = store
+        self.state = FetchState.HASHES
+        self.error: DofError | None = None
+        self._provider_index = 0
+        self._failed_providers = 0
+        self._leaves_per_block = max(1, self.config.block_size // manifest.leaf_size)
+        self.rtt = RttEstimator(self.config.rtt)
+        self.cc = CongestionController(self.config.congestion)
+        self._hashes = bytearray(manifest.leaf_count * HASH_SIZE)
+        self._chunks_verified = RangeSet()
+        self.verified = store.open(manifest)
+        self._need_chunks = RangeSet([(0, manifest.chunk_count)])
+        self._need_leaves = RangeSet()
+        self._outstanding: dict[int, _Outstanding] = {}
+        self._order: deque[tuple[int, int]] = deque()
+        self._next_ordinal = 0
+        self._largest_arrived = -1
+        self._marks: deque[tuple[int, float, int]] = deque()
+        self._reorder_factor = 1
+        self._fetch_seq = 0
+        self._fetch_times: OrderedDict[int, float] = OrderedDict()
+        self._fetches: deque[tuple[Address, FetchRequest]] = deque()
+        self._started = now
+        self._finished: float | None = None
+        self._last_activity = now
+        self._timeouts_in_row = 0
+        self._bad_from_provider = 0
+        self._counts = dict.fromkeys(
+            (
+                "blocks_received",
+                "duplicates",
+                "unrequested",
+                "retransmissions",
+                "timeouts",
+                "verification_failures",
+                "fetches_sent",
+            ),
+            0,
+        )
+        self._fetch(now, force=True)
+
+    # -- public --------------------------------------------------------------------
+
+    @property
+    def provider(self) -> Address:
+        """The provider asked now."""
+        return self.providers[self._provider_index]
+
+    @property
+    def done(self) -> bool:
+        return self.state in (FetchState.COMPLETE, FetchState.FAILED)
+
+    @property
+    def block_bytes(self) -> int:
+        return self._leaves_per_block * self.manifest.leaf_size
+
+    def take_fetches(self) -> list[tuple[Address, FetchRequest]]:
+        """The Fetch requests to send now, with their destination."""
+        out = list(self._fetches)
+        self._fetches.clear()
+        return out
+
+    def get_timer(self) -> float | None:
+        if self.done or not self._outstanding:
+            return None
+        rto = self._last_activity + self.rtt.rto()
+        loss = self._loss_deadline()
+        return rto if loss is None else min(rto, loss)
+
+    def hashes_known(self) -> bool:
+        """Whether every leaf hash is verified."""
+        return self._chunks_verified.covers(0, self.manifest.chunk_count)
+
+    def leaf_hashes(self) -> bytes:
+        """The verified leaf hashes (complete once :meth:`hashes_known`)."""
+        return bytes(self._hashes)
+
+    def statistics(self, now: float) -> ReceiverStatistics:
+        elapsed = (self._finished if self._finished is not None else now) - self._started
+        verified_bytes = sum(self.manifest.span_length(s, e) for s, e in self.verified)
+        return ReceiverStatistics(
+            state=self.state,
+            bytes_verified=verified_bytes,
+            window=self.cc.window,
+            srtt=self.rtt.srtt,
+            min_rtt=self.rtt.min_rtt,
+            rto=self.rtt.rto(),
+            rate=verified_bytes / elapsed if elapsed > 0 else 0.0,
+            provider=self.provider,
+            **self._counts,
+        )
+
+    def handle_timer(self, now: float) -> None:
+        if self.done or not self._outstanding:
+            return
+        self._detect_losses(now)
+        if now < self._last_activity + self.rtt.rto() or not self._outstanding:
+            self._fetch(now, force=False)
+            return
+        self._counts["timeouts"] += 1
+        self._timeouts_in_row += 1
+        self.rtt.on_timeout()
+        self.cc.on_timeout()
+        self._requeue_all()
+        if self._timeouts_in_row >= self.config.max_timeouts:
+            self._next_provider(
+                now,
+                BrokenResourceError(
+                    f"provider {self.provider[0]}:{self.provider[1]} sent nothing for "
+                    f"{self._timeouts_in_row} retransmission timeouts"
+                ),
+            )
+        if not self.done:
+            self._fetch(now, force=True)
+
+    def receive(
+        self, peer: Address, message: BlockMessage | HashChunkMessage | RefusedMessage, now: float
+    ) -> None:
+        """A message for this transfer arrived from ``peer``."""
+        if self.done:
+            if not isinstance(message, RefusedMessage):
+                self._counts["duplicates"] += 1
+            return
+        if isinstance(message, RefusedMessage):
+            self._refused(peer, message, now)
+        elif isinstance(message, HashChunkMessage):
+            self._hash_chunk(message, now)
+        else:
+            self._block(message, now)
+        if not self.done:
+            self._fetch(now, force=False)
+
+    # -- arrivals ------------------------------------------------------------------
+
+    def _arrived(self, key: int, fetch_seq: int, hold_us: int, now: float) -> bool:
+        """Bookkeeping for a verified arrival; True if it was outstanding."""
+        self._last_activity = now
+        self._timeouts_in_row = 0
+        record = self._outstanding.get(key)
+        if record is None or record.fetch_seq != fetch_seq:
+            # Declared lost too early (reordering): widen the reordering window.
+            self._reorder_factor = min(self._reorder_factor * 2, 16)
+        if record is None:
+            self._counts["unrequested"] += 1
+            return False
+        del self._outstanding[key]
+        self.cc.on_delivered(1)
+        if record.fetch_seq == fetch_seq:
+            sent = self._fetch_times.get(fetch_seq)
+            if sent is not None:
+                self.rtt.sample(now - sent - hold_us / 1e6)
+        if record.ordinal > self._largest_arrived:
+            self._largest_arrived = record.ordinal
+            self._marks.append((record.ordinal, now + self._reorder_window(), record.fetch_seq))
+        self._detect_losses(now)
+        return True
+
+    def _reorder_window(self) -> float:
+        base = self.rtt.min_rtt if self.rtt.min_rtt is not None else self.rtt.config.initial_rto
+        return max(self.rtt.config.granularity, base / 4) * self._reorder_factor
+
+    def _deadline(self, mark: tuple[int, float, int], record: _Outstanding) -> float:
+        """When ``record`` counts as lost given that a later-requested block arrived.
+
+        Within one Fetch the provider sends in order, so only network reordering
+        delays an earlier block: the reordering window. Fetches themselves may
+        overtake each other on the way, so a block of an earlier Fetch gets half
+        an RTT more."""
+        if mark[2] == record.fetch_seq:
+            return mark[1]
+        srtt = self.rtt.srtt if self.rtt.srtt is not None else self.rtt.config.initial_rto
+        return mark[1] + srtt / 2
+
+    def _detect_losses(self, now: float) -> None:
+        """Declare lost every outstanding block requested before one that arrived
+        more than a reordering window ago (RACK-style, in request order)."""
+        lost = 0
+        order, marks = self._order, self._marks
+        while order:
+            ordinal, key = order[0]
+            record = self._outstanding.get(key)
+            if record is None or record.ordinal != ordinal:
+                order.popleft()
+                continue
+            while marks and marks[0][0] <= ordinal:
+                marks.popleft()
+            if not marks or self._deadline(marks[0], record) > now:
+                break
+            order.popleft()
+            del self._outstanding[key]
+            self._requeue(key, record)
+            lost += 1
+        if lost:
+            self._counts["retransmissions"] += lost
+            self.cc.on_lost(lost, now, self.rtt.srtt, self.rtt.min_rtt)
+
+    def _loss_deadline(self) -> float | None:
+        """When the oldest outstanding block will count as lost (if nothing comes)."""
+        order, marks = self._order, self._marks
+        while order:
+            ordinal, key = order[0]
+            record = self._outstanding.get(key)
+            if record is None or record.ordinal != ordinal:
+                order.popleft()
+                continue
+            for mark in marks:
+                if mark[0] > ordinal:
+                    return self._deadline(mark, record)
+            return None
+        return None
+
+    def _requeue(self, key: int, record: _Outstanding) -> None:
+        if key < 0:
+            self._need_chunks.add(-1 - key, -key)
+        else:
+            self._need_leaves.add(key, record.end)
+
+    def _requeue_all(self) -> None:
+        self._counts["retransmissions"] += len(self._outstanding)
+        for key, record in self._outstanding.items():
+            self._requeue(key, record)
+        self._outstanding.clear()
+        self._order.clear()
+        self._marks.clear()
+
+    def _bad(self, key: int, now: float) -> None:
+        self._counts["verification_failures"] += 1
+        self._bad_from_provider += 1
+        record = self._outstanding.pop(key, None)
+        if record is not None:
+            self._requeue(key, record)
+            self._counts["retransmissions"] += 1
+        if self._bad_from_provider >= self.config.max_bad_blocks and len(self.providers) > 1:
+            self._next_provider(
+                now, RemoteProtocolError("providers kept sending blocks that fail verification")
+            )
+
+    def _hash_chunk(self, message: HashChunkMessage, now: float) -> None:
+        chunk = message.chunk
+        key = -1 - chunk
+        if chunk < self.manifest.chunk_count and chunk in self._chunks_verified:
+            self._counts["duplicates"] += 1
+            return
+        if not self.manifest.verify_chunk(chunk, message.hashes, message.proof):
+            self._bad(key, now)
+            return
+        self._counts["blocks_received"] += 1
+        start, end = self.manifest.chunk_range(chunk)
+        self._hashes[start * HASH_SIZE : end * HASH_SIZE] = message.hashes
+        self._chunks_verified.add(chunk, chunk + 1)
+        self._need_chunks.discard(chunk, chunk + 1)
+        wanted = RangeSet([(start, end)])
+        wanted.difference_update(self.verified)
+        self._need_leaves.update(wanted)
+        self._arrived(key, message.fetch_seq, message.hold_us, now)
+        if self.hashes_known():
+            self._transition(_Input.HASHES_DONE, now)
+            self._check_complete(now)
+
+    def _block(self, message: BlockMessage, now: float) -> None:
+        manifest = self.manifest
+        first, data = message.leaf, message.data
+        count = -(-len(data) // manifest.leaf_size)
+        end = first + count
+        if end > manifest.leaf_count or len(data) != manifest.span_length(first, end):
+            self._bad(first, now)  # more (or other) data than the manifest declares
+            return
+        if self.verified.covers(first, end):
+            self._counts["duplicates"] += 1
+            return
+        if not self._chunks_verified.covers(
+            first // manifest.chunk_leaves, (end - 1) // manifest.chunk_leaves + 1
+        ):
+            self._counts["unrequested"] += 1  # cannot verify yet: drop
+            return
+        view = memoryview(data)
+        size = manifest.leaf_size
+        for i in range(count):
+            expected = self._hashes[(first + i) * HASH_SIZE : (first + i + 1) * HASH_SIZE]
+            if leaf_hash(view[i * size : (i + 1) * size]) != expected:
+                self._bad(first, now)
+                return
+        self._counts["blocks_received"] += 1
+        self.store.write_verified(manifest.object_id, first, data)
+        self.verified.add(first, end)
+        self._need_leaves.discard(first, end)
+        self._arrived(first, message.fetch_seq, message.hold_us, now)
+        self._check_complete(now)
+
+    def _refused(self, peer: Address, message: RefusedMessage, now: float) -> None:
+        if peer != self.provider:
+            return
+        if message.code is RefuseCode.BLOCK_SIZE:
+            leaves = message.max_block_size // self.manifest.leaf_size
+            if 1 <= leaves < self._leaves_per_block:
+                self._leaves_per_block = leaves
+                self._requeue_all()
+                self._fetch(now, force=True)
+                return
+        self._requeue_all()
+        self._next_provider(
+            now, RemoteProtocolError(f"provider {peer[0]}:{peer[1]} refused: {message.code.name}")
+        )
+        if not self.done:
+            self._fetch(now, force=True)
+
+    # -- state -----------------------------------------------------------------------
+
+    def _transition(self, event: _Input, now: float) -> None:
+        new = _TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise LocalProtocolError(f"transfer: {event.value} in state {self.state.value}")
+        self.state = new
+        if new in (FetchState.COMPLETE, FetchState.FAILED):
+            self._finished = now
+            self._outstanding.clear()
+            self._order.clear()
+
+    def _check_complete(self, now: float) -> None:
+        manifest = self.manifest
+        if self.state is not FetchState.BLOCKS or not self.verified.covers(0, manifest.leaf_count):
+            return
+        digest = hashlib.sha256()
+        for offset in range(0, manifest.size, 1 << 20):
+            digest.update(
+                self.store.read(manifest.object_id, offset, min(1 << 20, manifest.size - offset))
+            )
+        if digest.digest() != manifest.object_id:
+            self.error = RemoteProtocolError("object SHA-256 differs from the manifest")
+            self._transition(_Input.GIVE_UP, now)
+            return
+        self._transition(_Input.LEAVES_DONE, now)
+        # Tell the provider it may forget us (best effort: it also times out).
+        self._fetches.append(
+            (
+                self.provider,
+                FetchRequest(manifest.object_id, self._next_seq(now), self._block_size(), 0, 0),
+            )
+        )
+        self._counts["fetches_sent"] += 1
+
+    def _next_provider(self, now: float, error: DofError) -> None:
+        self._failed_providers += 1
+        self._timeouts_in_row = 0
+        self._bad_from_provider = 0
+        if self._failed_providers >= len(self.providers):
+            self.error = error
+            self._transition(_Input.GIVE_UP, now)
+            return
+        self._provider_index = (self._provider_index + 1) % len(self.providers)
+        self._requeue_all()
+        self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
+        self.rtt = RttEstimator(self.config.rtt)
+        self.cc = CongestionController(self.config.congestion)
+
+    # -- requesting --------------------------------------------------------------------
+
+    def _block_size(self) -> int:
+        return self._leaves_per_block * self.manifest.leaf_size
+
+    def _next_seq(self, now: float) -> int:
+        self._fetch_seq = 0 if self._fetch_seq >= MAX_SEQ else self._fetch_seq + 1
+        self._fetch_times[self._fetch_seq] = now
+        while len(self._fetch_times) > 4 * self.cc.config.max_window:
+            self._fetch_times.popitem(last=False)
+        return self._fetch_seq
+
+    def _fetch(self, now: float, *, force: bool) -> None:
+        window = self.cc.window
+        free = window - len(self._outstanding)
+        if free <= 0 or not (self._need_chunks or self._need_leaves):
+            return
+        needed = self._need_chunks.count() + -(-self._need_leaves.count() // self._leaves_per_block)
+        if not force and free < max(1, window // 4) and needed > free:
+            return
+        was_idle = not self._outstanding
+        seq = self._next_seq(now)
+        chunks = RangeSet()
+        while free > 0 and self._need_chunks and len(chunks) < MAX_FETCH_RANGES:
+            chunk = self._need_chunks.first()
+            assert chunk is not None
+            self._need_chunks.discard(chunk, chunk + 1)
+            chunks.add(chunk, chunk + 1)
+            self._request(-1 - chunk, chunk + 1, seq)
+            free -= 1
+        leaves = RangeSet()
+        per_block = self._leaves_per_block
+        while free > 0 and self._need_leaves:
+            first, range_end = next(iter(self._need_leaves))
+            stop = min((first // per_block + 1) * per_block, range_end)
+            if len(leaves) >= MAX_FETCH_RANGES and first not in leaves and first - 1 not in leaves:
+                break
+            self._need_leaves.discard(first, stop)
+            leaves.add(first, stop)
+            self._request(first, stop, seq)
+            free -= 1
+        rate = self.cc.pacing_rate(self.block_bytes, self.rtt.srtt)
+        request = FetchRequest(
+            self.manifest.object_id,
+            seq,
+            self._block_size(),
+            0 if rate is None else max(1, int(rate)),
+            min(window, 0xFFFF),
+            tuple(chunks),
+            tuple(leaves),
+        )
+        self._fetches.append((self.provider, request))
+        self._counts["fetches_sent"] += 1
+        if was_idle:
+            self._last_activity = now
+
+    def _request(self, key: int, end: int, seq: int) -> None:
+        ordinal = self._next_ordinal
+        self._next_ordinal += 1
+        self._outstanding[key] = _Outstanding(ordinal, seq, end)
+        self._order.append((ordinal, key))

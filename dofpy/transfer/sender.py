@@ -1,0 +1,287 @@
+"""The provider side of one transfer (one requestor, one object): a sans-IO
+state machine that queues what a Fetch asked for and paces it out.
+
+Each Fetch appends a *batch* (its fetch seq, arrival time, wanted hash chunks
+and leaves) to a bounded queue; a leaf asked for again is moved to the newest
+batch (so the requestor's latest fetch seq is echoed). Batches are served
+oldest first, each in ascending order, leaves cut into pieces of at most
+``block_size`` bytes at block-size-aligned boundaries (the requestor cuts them
+the same way). What is not yet available (a relay still fetching it from
+upstream) waits, and is served as soon as :meth:`BlockSender.on_available` is
+called. Pacing is a token bucket at the rate the requestor asked for, capped
+by the provider's per-transfer cap; the provider-wide cap is the core's.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from dofpy._core import Address
+from dofpy.errors import LocalProtocolError
+from dofpy.transfer.manifest import Manifest
+from dofpy.transfer.messages import (
+    MAX_SEQ,
+    BlockMessage,
+    FetchRequest,
+    HashChunkMessage,
+)
+from dofpy.transfer.rangeset import RangeSet
+
+__all__ = ["BlockSender", "BlockSource", "SendState", "SenderConfig", "message_size"]
+
+
+def message_size(message: BlockMessage | HashChunkMessage) -> int:
+    """Payload bytes a message carries (what pacing and rate caps count)."""
+    return len(message.data) if isinstance(message, BlockMessage) else len(message.hashes)
+
+
+class BlockSource(Protocol):
+    """What a sender serves from: an object's hashes and verified leaves."""
+
+    manifest: Manifest
+
+    def has_hashes(self) -> bool:
+        """Whether hash chunks (with proofs) can be served."""
+        ...
+
+    def chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
+        """Hash chunk ``chunk``: concatenated hashes and proof."""
+        ...
+
+    def has_leaves(self, start: int, end: int) -> bool:
+        """Whether leaves ``[start, end)`` are verified here."""
+        ...
+
+    def read(self, start: int, end: int) -> bytes:
+        """The bytes of leaves ``[start, end)``."""
+        ...
+
+
+class SendState(enum.Enum):
+    """SENDING: something queued; IDLE: nothing queued (or only waiting for
+    data); CLOSED: the requestor is done or went quiet."""
+
+    SENDING = "sending"
+    IDLE = "idle"
+    CLOSED = "closed"
+
+
+class _Input(enum.Enum):
+    FETCH = "fetch"
+    DRAINED = "drained"
+    DONE = "done"
+    EXPIRED = "expired"
+
+
+_TRANSITIONS: dict[tuple[SendState, _Input], SendState] = {
+    (SendState.IDLE, _Input.FETCH): SendState.SENDING,
+    (SendState.SENDING, _Input.FETCH): SendState.SENDING,
+    (SendState.SENDING, _Input.DRAINED): SendState.IDLE,
+    (SendState.IDLE, _Input.DRAINED): SendState.IDLE,
+    (SendState.IDLE, _Input.DONE): SendState.CLOSED,
+    (SendState.SENDING, _Input.DONE): SendState.CLOSED,
+    (SendState.IDLE, _Input.EXPIRED): SendState.CLOSED,
+    (SendState.SENDING, _Input.EXPIRED): SendState.CLOSED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SenderConfig:
+    """Provider limits: largest block, queued leaves per transfer, per-transfer
+    rate cap (bytes/s, ``None`` = none), burst (bytes), idle expiry (s)."""
+
+    max_block_size: int = 8192
+    max_queued_units: int = 4096
+    rate_cap: float | None = None
+    burst_bytes: int = 64 * 1024
+    idle_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_block_size < 1 or self.max_queued_units < 1 or self.burst_bytes < 1:
+            raise ValueError("max_block_size, max_queued_units and burst_bytes must be >= 1")
+        if self.rate_cap is not None and self.rate_cap <= 0:
+            raise ValueError("rate_cap must be > 0")
+        if self.idle_timeout <= 0:
+            raise ValueError("idle_timeout must be > 0")
+
+
+_CREDIT_SLACK = 1e-3
+
+
+def _before(a: int, b: int) -> bool:
+    """Serial-number order of 32-bit fetch seqs (RFC 1982)."""
+    return a != b and ((b - a) & MAX_SEQ) < (1 << 31)
+
+
+@dataclass(slots=True)
+class _Batch:
+    fetch_seq: int
+    arrived: float
+    chunks: RangeSet
+    leaves: RangeSet
+
+
+class BlockSender:
+    """Serves one requestor ``peer`` one object from ``source``."""
+
+    def __init__(
+        self, peer: Address, source: BlockSource, config: SenderConfig, now: float
+    ) -> None:
+        self.peer = peer
+        self.source = source
+        self.config = config
+        self.state = SendState.IDLE
+        self._batches: deque[_Batch] = deque()
+        self._waiting = _Batch(0, now, RangeSet(), RangeSet())
+        self._leaves_per_block = 1
+        self._rate: float | None = config.rate_cap
+        self._credit = float(config.burst_bytes)
+        self._credit_time = now
+        self._sequence = 0
+        self.last_heard = now
+        self.sent_blocks = 0
+        self.sent_bytes = 0
+        self.dropped_units = 0
+
+    # -- input -------------------------------------------------------------------------
+
+    def on_fetch(self, request: FetchRequest, now: float) -> None:
+        """Queue what ``request`` asks for (block size already checked by the core)."""
+        self.last_heard = now
+        if request.is_done:
+            self._transition(_Input.DONE)
+            self._batches.clear()
+            return
+        self._leaves_per_block = max(1, request.block_size // self.source.manifest.leaf_size)
+        asked = float(request.rate) if request.rate else None
+        cap = self.config.rate_cap
+        self._rate = asked if cap is None else (cap if asked is None else min(asked, cap))
+        manifest = self.source.manifest
+        chunks = RangeSet(request.hash_chunks)
+        chunks.discard(manifest.chunk_count, 1 << 33)
+        leaves = RangeSet(request.leaves)
+        leaves.discard(manifest.leaf_count, 1 << 33)
+        for batch in (*self._batches, self._waiting):
+            batch.chunks.difference_update(chunks)
+            batch.leaves.difference_update(leaves)
+        budget = self.config.max_queued_units - self._queued_units()
+        units = chunks.count() + leaves.count()
+        if units > budget:
+            self.dropped_units += units - max(budget, 0)
+            chunks_kept = chunks.take(max(budget, 0))
+            leaves = leaves.take(max(budget - chunks_kept.count(), 0))
+            chunks = chunks_kept
+        if chunks or leaves:
+            # Fetches may overtake each other on the way: serve in the requestor's
+            # order (its loss detection assumes it), not in arrival order.
+            batch = _Batch(request.fetch_seq, now, chunks, leaves)
+            position = len(self._batches)
+            while position > 0 and _before(batch.fetch_seq, self._batches[position - 1].fetch_seq):
+                position -= 1
+            self._batches.insert(position, batch)
+        self._transition(_Input.FETCH)
+
+    def _queued_units(self) -> int:
+        return sum(b.chunks.count() + b.leaves.count() for b in (*self._batches, self._waiting))
+
+    def on_available(self, now: float) -> None:
+        """More of the source became available: retry what was waiting."""
+        waiting = self._waiting
+        if waiting.chunks or waiting.leaves:
+            self._waiting = _Batch(waiting.fetch_seq, now, RangeSet(), RangeSet())
+            self._batches.append(waiting)
+            if self.state is SendState.IDLE:
+                self._transition(_Input.FETCH)
+
+    def expire(self) -> None:
+        """The requestor went quiet: forget it."""
+        self._batches.clear()
+        self._transition(_Input.EXPIRED)
+
+    # -- output ------------------------------------------------------------------------
+
+    def ready_at(self, now: float) -> float | None:
+        """When the next message may go (``None``: nothing to send)."""
+        if self.state is not SendState.SENDING:
+            return None
+        if self._credit >= -_CREDIT_SLACK or self._rate is None:
+            return now
+        return self._credit_time + (-self._credit) / self._rate
+
+    def _refill(self, now: float) -> None:
+        if self._rate is None:
+            self._credit = float(self.config.burst_bytes)
+        else:
+            self._credit = min(
+                float(self.config.burst_bytes),
+                self._credit + (now - self._credit_time) * self._rate,
+            )
+        self._credit_time = now
+
+    def next_message(self, now: float) -> BlockMessage | HashChunkMessage | None:
+        """The next message to send now (paced), or ``None``."""
+        if self.state is not SendState.SENDING:
+            return None
+        self._refill(now)
+        if self._credit < -_CREDIT_SLACK:  # the slack absorbs float rounding at ready_at()
+            return None
+        while self._batches:
+            batch = self._batches[0]
+            message = self._from_batch(batch, now)
+            if message is not None:
+                size = (
+                    len(message.data) if isinstance(message, BlockMessage) else len(message.hashes)
+                )
+                self._credit -= size
+                self.sent_blocks += 1
+                self.sent_bytes += size
+                return message
+            self._batches.popleft()
+        self._transition(_Input.DRAINED)
+        return None
+
+    def _seq(self) -> int:
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        return self._sequence
+
+    def _from_batch(self, batch: _Batch, now: float) -> BlockMessage | HashChunkMessage | None:
+        source = self.source
+        object_id = source.manifest.object_id
+        hold = min(int((now - batch.arrived) * 1e6), MAX_SEQ)
+        while batch.chunks:
+            chunk = batch.chunks.first()
+            assert chunk is not None
+            batch.chunks.discard(chunk, chunk + 1)
+            if not source.has_hashes():
+                self._wait(batch, chunk, chunk + 1, is_chunk=True)
+                continue
+            hashes, proof = source.chunk(chunk)
+            return HashChunkMessage(
+                object_id, self._seq(), chunk, hashes, tuple(proof), batch.fetch_seq, hold
+            )
+        while batch.leaves:
+            first, range_end = next(iter(batch.leaves))
+            per_block = self._leaves_per_block
+            stop = min((first // per_block + 1) * per_block, range_end)
+            batch.leaves.discard(first, stop)
+            if not source.has_leaves(first, stop):
+                self._wait(batch, first, stop, is_chunk=False)
+                continue
+            return BlockMessage(
+                object_id, self._seq(), first, source.read(first, stop), batch.fetch_seq, hold
+            )
+        return None
+
+    def _wait(self, batch: _Batch, start: int, end: int, *, is_chunk: bool) -> None:
+        waiting = self._waiting
+        waiting.fetch_seq = batch.fetch_seq
+        (waiting.chunks if is_chunk else waiting.leaves).add(start, end)
+
+    def _transition(self, event: _Input) -> None:
+        new = _TRANSITIONS.get((self.state, event))
+        if new is None:
+            raise LocalProtocolError(f"sender: {event.value} in state {self.state.value}")
+        self.state = new
