@@ -51,21 +51,22 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from dofpy.errors import BadPacket
-from dofpy.security.crypto import make_ticket as _make_ticket_bytes
-from dofpy.security.crypto import session_key_from_ticket
+from dofpy.security.crypto import make_ticket, session_key_from_ticket
 from dofpy.security.identity import SECRET_SIZE, Domain, KeyCredential, NodeIdentity
 from dofpy.security.permissions import covers
+from dofpy.wire.ccm import CCM_PROTOCOL_ID
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
-from dofpy.wire.trp import (
-    CCM_SECURITY_MODE,
+from dofpy.wire.security import (
     KEY_CREDENTIAL,
     AuthenticatorBlock,
     InitiatorBlock,
     KeyRequest,
+    Ticket,
+)
+from dofpy.wire.trp import (
     RequestSessionCommand,
     RequestSessionResponse,
-    Ticket,
     TrpError,
     TrpPdu,
     TrpReject,
@@ -159,7 +160,7 @@ class AuthorityPolicy:
     """Limits the AS applies to every grant."""
 
     max_duration: int = 255
-    security_modes: frozenset[int] = frozenset({CCM_SECURITY_MODE})
+    security_modes: frozenset[int] = frozenset({CCM_PROTOCOL_ID})
 
     def __post_init__(self) -> None:
         if isinstance(self.max_duration, bool) or not 0 <= self.max_duration <= 0xFF:
@@ -231,7 +232,7 @@ def make_session_ticket(
         authenticator,
         session_key,
     )
-    return Ticket.from_bytes(_make_ticket_bytes(session_key, secret, mac))
+    return make_ticket(session_key, secret, mac)
 
 
 def open_session_ticket(
@@ -244,7 +245,7 @@ def open_session_ticket(
     """Recover K from ``ticket`` and verify its MAC (constant-time); raises
     :class:`TicketError` when the ticket was not made for this secret, role
     and context."""
-    session_key = session_key_from_ticket(ticket.encode(), secret)
+    session_key = session_key_from_ticket(ticket, secret)
     expected = ticket_mac(
         secret,
         role,
@@ -331,7 +332,7 @@ class TrpAuthority:
         )
         if not isinstance(initiator, NodeRecord):
             return refuse(*initiator)
-        mode = command.initiator.security_mode.data
+        mode = command.initiator.security_mode.protocol_id
         if mode not in self._policy.security_modes:
             return refuse(TrpError.BAD_MODE, f"security mode {mode:#06x} not allowed")
         duration = min(

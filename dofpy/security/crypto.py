@@ -34,18 +34,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 from dofpy.errors import BadPacket
 from dofpy.wire.ccm import CcmOptions
 from dofpy.wire.oid import OID
-from dofpy.wire.tep import (
+from dofpy.wire.permissions import PermissionSet
+from dofpy.wire.security import (
+    KEY_CREDENTIAL,
+    TICKET_PART_SIZE,
     AuthenticatorBlock,
-    Credential,
     InitiatorBlock,
     KeyRequest,
-    PermissionSet,
-    ResponderInit,
+    SecurityIdentity,
     SecurityMode,
-    TepAccept,
-    TepConfirm,
-    TepRekey,
+    Ticket,
 )
+from dofpy.wire.tep import ResponderInit, TepAccept, TepConfirm, TepRekey
 
 __all__ = [
     "CCM_NONCE_SIZE",
@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 KEY_SIZE = 32
-TICKET_MAC_SIZE = 32
+TICKET_MAC_SIZE = TICKET_PART_SIZE
 CCM_NONCE_SIZE = 11
 INITIATOR_NODE = 0
 RESPONDER_NODE = 1
@@ -98,27 +98,26 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
-def session_key_from_ticket(ticket: bytes, identity_secret: bytes) -> bytes:
+def session_key_from_ticket(ticket: Ticket, identity_secret: bytes) -> bytes:
     """The session key K in ``ticket`` (MAC ‖ KEY) for the holder of
     ``identity_secret``: ``KEY xor AES-256-ECB(secret, MAC)``."""
-    if not isinstance(ticket, bytes) or len(ticket) != 2 * KEY_SIZE:
-        raise ValueError("a ticket is 64 bytes")
+    if not isinstance(ticket, Ticket):
+        raise ValueError("ticket must be a Ticket")
     _check_key(identity_secret, "identity secret")
-    mac, masked = ticket[:TICKET_MAC_SIZE], ticket[TICKET_MAC_SIZE:]
-    return _xor(masked, _aes_ecb(identity_secret, mac))
+    return _xor(ticket.key, _aes_ecb(identity_secret, ticket.mac))
 
 
-def make_ticket(session_key: bytes, identity_secret: bytes, mac: bytes) -> bytes:
+def make_ticket(session_key: bytes, identity_secret: bytes, mac: bytes) -> Ticket:
     """A ticket carrying ``session_key`` to the holder of ``identity_secret``.
 
     ``mac`` is 32 bytes chosen by the issuer (fresh random bytes in practice;
-    injected here). Returns MAC ‖ (K xor AES-256-ECB(secret, MAC)).
+    injected here). The ticket is MAC ‖ (K xor AES-256-ECB(secret, MAC)).
     """
     _check_key(session_key, "session key")
     _check_key(identity_secret, "identity secret")
     if not isinstance(mac, bytes) or len(mac) != TICKET_MAC_SIZE:
         raise ValueError("a ticket MAC is 32 bytes")
-    return mac + _xor(session_key, _aes_ecb(identity_secret, mac))
+    return Ticket(mac, _xor(session_key, _aes_ecb(identity_secret, mac)))
 
 
 def _pad16(nonce: bytes) -> bytes:
@@ -175,11 +174,12 @@ def build_rekey(
     options: CcmOptions | None = None,
     permissions: PermissionSet | None = None,
     desired_duration: int = 0,
-    credential_type: int = 1,
+    credential_type: int = KEY_CREDENTIAL,
 ) -> TepRekey:
     """Initiator, step 1: the Rekey command for ``node`` in ``domain`` (give
     ``domain=None`` when the Rekey travels inside a secure session)."""
-    request = KeyRequest(Credential(node, credential_type), nonce, permissions or PermissionSet())
+    identity = SecurityIdentity(node, credential_type)
+    request = KeyRequest(identity, nonce, permissions or PermissionSet())
     block = InitiatorBlock(request, SecurityMode.ccm(options), desired_duration)
     return TepRekey(domain, block)
 
@@ -188,7 +188,7 @@ def build_accept(
     initiator: InitiatorBlock,
     *,
     session_key: bytes,
-    ticket: bytes,
+    ticket: Ticket,
     responder: KeyRequest,
     responder_init: ResponderInit,
     authenticator: AuthenticatorBlock | None = None,

@@ -6,7 +6,7 @@ a body. As for DSP, the DPP response flag (not the opcode byte) marks a
 response; the dissector ORs 0x80 into the opcode of responses, so the byte on
 the wire is always below 0x80 and a response carries its command's opcode.
 Layouts, as Wireshark's DOF dissector reads them (Security.N are the shared
-blocks of DOF 2008.16, below)::
+blocks of DOF 2008.16, see the end)::
 
     Reject              0  rsp  error code (1 byte, TrpError)
     Request KEK         1  cmd  domain (OID) · key request · group (OID)
@@ -30,26 +30,9 @@ blocks of DOF 2008.16, below)::
 Opcodes 7, 8 and 10 (local / remote domain) have no public layout; the
 decoder refuses them.
 
-Shared security blocks:
-
-- identity (Security.3.1): credential type (c2) · stage (1 byte, must be 0) ·
-  node (OID)
-- identity resolution (3.2): credential type (c2) · stage (1) · length (c2) ·
-  public data
-- key request (Security.4): flags (0x80 L, 0x40 F, 0x30 reserved zero, 0x0F
-  nonce length - 1) · identity · nonce (1..16 bytes) · permission set
-- ticket (Security.5): MAC (32) · KEY (32)
-- initiator block (6.1): desired duration (1) · security mode · key request
-- responder block (6.2): key request
-- authenticator block (6.3): granted duration (1) · security scope ·
-  initiator validation · responder validation
-- security scope (10): count (c2) · permission group id (c4) each
-- validation (11): count (c2) · permission scope (12) each
-- permission scope (12): byte (bits 7-6 mode: 0 reference, 1 relative,
-  2 absolute, 3 continued; bits 5-0 count) · count group ids (c4), absent for
-  mode 0
-- security mode (13): a DSP option (code, protocol id 0x6000..0x6FFF, length,
-  value), e.g. CCM 0x6001
+The identity, identity resolution, key request, ticket, initiator /
+responder / authenticator blocks, security scope, validation and security mode
+are the shared security blocks of :mod:`dofpy.wire.security`.
 """
 
 from __future__ import annotations
@@ -60,23 +43,35 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from dofpy.errors import BadPacket
-from dofpy.wire._codec import C2_MAX, C4_MAX, Reader, encode_c2, encode_c4
-from dofpy.wire.dsp import DspOption, DspOptionFamily
+from dofpy.wire._codec import C4_MAX, Reader, encode_c4
 from dofpy.wire.oid import OID, read_oid
 from dofpy.wire.permissions import PermissionSet, encode_permission_set, read_permission_set
+from dofpy.wire.security import (
+    AuthenticatorBlock,
+    IdentityResolution,
+    InitiatorBlock,
+    KeyRequest,
+    PermissionScope,
+    SecurityIdentity,
+    SecurityMode,
+    Ticket,
+    check_group_ids,
+    check_u8,
+    check_validation,
+    encode_security_scope,
+    encode_validation,
+    read_authenticator_block,
+    read_identity,
+    read_identity_resolution,
+    read_initiator_block,
+    read_key_request,
+    read_security_mode,
+    read_security_scope,
+    read_ticket,
+    read_validation,
+)
 
 __all__ = [
-    "CCM_SECURITY_MODE",
-    "GROUP_ALL_SCOPES",
-    "GROUP_NO_MASK",
-    "GROUP_SESSION_SCOPE",
-    "KEY_CREDENTIAL",
-    "TICKET_SIZE",
-    "AuthenticatorBlock",
-    "IdentityResolution",
-    "InitiatorBlock",
-    "KeyRequest",
-    "PermissionScope",
     "RequestKekCommand",
     "RequestKekResponse",
     "RequestRandomCommand",
@@ -87,9 +82,6 @@ __all__ = [
     "RequestSessionResponse",
     "ResolveCredentialCommand",
     "ResolveCredentialResponse",
-    "ScopeMode",
-    "SecurityIdentity",
-    "Ticket",
     "TrpError",
     "TrpOpcode",
     "TrpPdu",
@@ -97,30 +89,8 @@ __all__ = [
     "ValidateCredentialCommand",
     "ValidateCredentialResponse",
     "decode_trp_untrusted",
-    "default_ccm_mode",
     "encode_trp",
-    "read_authenticator_block",
-    "read_identity",
-    "read_identity_resolution",
-    "read_initiator_block",
-    "read_key_request",
-    "read_security_mode",
-    "read_ticket",
 ]
-
-TICKET_SIZE = 32
-# dofpy's credential type for a 256-bit key credential (identity secret). No
-# public registry gives the number; it only has to agree between our nodes.
-KEY_CREDENTIAL = 1
-# Permission group ids with a meaning of their own (the dissector names them).
-GROUP_ALL_SCOPES = 0x3FFFFFFF
-GROUP_NO_MASK = 0x3FFFFFFE
-GROUP_SESSION_SCOPE = 0x3FFFFFFD
-_NONCE_MAX = 16
-_KEY_REQUEST_L = 0x80
-_KEY_REQUEST_F = 0x40
-_KEY_REQUEST_RESERVED = 0x30
-_SCOPE_MAX_IDS = 0x3F
 
 
 class TrpOpcode(enum.IntEnum):
@@ -149,322 +119,6 @@ class TrpError(enum.IntEnum):
     INTERNAL_ERROR = 127
 
 
-class ScopeMode(enum.IntEnum):
-    """Mode of a permission scope (Security.12)."""
-
-    REFERENCE = 0
-    RELATIVE = 1
-    ABSOLUTE = 2
-    CONTINUED = 3
-
-
-def _check_u8(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0xFF:
-        raise ValueError(f"{name} {value!r} outside 0..255")
-
-
-def _check_c2(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= C2_MAX:
-        raise ValueError(f"{name} {value!r} outside 0..{C2_MAX:#x}")
-
-
-def _check_group_ids(ids: tuple[int, ...], name: str, maximum: int = C2_MAX) -> None:
-    if not isinstance(ids, tuple):
-        raise ValueError(f"{name} must be a tuple")
-    if len(ids) > maximum:
-        raise ValueError(f"{name} has {len(ids)} ids, more than {maximum}")
-    for group in ids:
-        if isinstance(group, bool) or not isinstance(group, int) or not 0 <= group <= C4_MAX:
-            raise ValueError(f"{name}: permission group id {group!r} outside 0..{C4_MAX:#x}")
-
-
-# -- shared security blocks -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityIdentity:
-    """Security.3.1: who a key request is for (credential type and node OID)."""
-
-    node: OID
-    credential_type: int = KEY_CREDENTIAL
-
-    def __post_init__(self) -> None:
-        _check_c2(self.credential_type, "credential type")
-
-    def encode(self) -> bytes:
-        """The Security.3.1 encoding (stage is always 0)."""
-        return encode_c2(self.credential_type) + b"\x00" + self.node.encode()
-
-
-def read_identity(reader: Reader) -> SecurityIdentity:
-    """Read a Security.3.1 identity (untrusted input)."""
-    credential_type = reader.c2()
-    if reader.u8() != 0:
-        raise BadPacket("identity: stage must be 0")
-    return SecurityIdentity(read_oid(reader), credential_type)
-
-
-@dataclass(frozen=True, slots=True)
-class IdentityResolution:
-    """Security.3.2: a credential's public data."""
-
-    credential_type: int
-    stage: int = 0
-    public_data: bytes = b""
-
-    def __post_init__(self) -> None:
-        _check_c2(self.credential_type, "credential type")
-        _check_u8(self.stage, "identity resolution stage")
-        if len(self.public_data) > C2_MAX:
-            raise ValueError(f"public data of {len(self.public_data)} bytes exceeds {C2_MAX}")
-
-    def encode(self) -> bytes:
-        """The Security.3.2 encoding."""
-        return (
-            encode_c2(self.credential_type)
-            + bytes((self.stage,))
-            + encode_c2(len(self.public_data))
-            + self.public_data
-        )
-
-
-def read_identity_resolution(reader: Reader) -> IdentityResolution:
-    """Read a Security.3.2 identity resolution (untrusted input)."""
-    credential_type = reader.c2()
-    stage = reader.u8()
-    return IdentityResolution(credential_type, stage, reader.take(reader.c2()))
-
-
-@dataclass(frozen=True, slots=True)
-class KeyRequest:
-    """Security.4: a node's key request: identity, nonce (1..16 bytes) and the
-    permissions it asks for. ``l_flag``/``f_flag`` are the L and F bits, carried
-    as they are."""
-
-    identity: SecurityIdentity
-    nonce: bytes
-    permissions: PermissionSet = field(default_factory=PermissionSet)
-    l_flag: bool = False
-    f_flag: bool = False
-
-    def __post_init__(self) -> None:
-        if not 1 <= len(self.nonce) <= _NONCE_MAX:
-            raise ValueError(f"key request nonce of {len(self.nonce)} bytes: needs 1..16")
-
-    def encode(self) -> bytes:
-        """The Security.4 encoding."""
-        flags = (len(self.nonce) - 1) | (_KEY_REQUEST_L if self.l_flag else 0)
-        flags |= _KEY_REQUEST_F if self.f_flag else 0
-        return (
-            bytes((flags,))
-            + self.identity.encode()
-            + self.nonce
-            + encode_permission_set(self.permissions)
-        )
-
-
-def read_key_request(reader: Reader) -> KeyRequest:
-    """Read a Security.4 key request (untrusted input)."""
-    flags = reader.u8()
-    if flags & _KEY_REQUEST_RESERVED:
-        raise BadPacket("key request: reserved bits 0x30 set")
-    identity = read_identity(reader)
-    nonce = reader.take((flags & 0x0F) + 1)
-    permissions = read_permission_set(reader)
-    return KeyRequest(
-        identity,
-        nonce,
-        permissions,
-        l_flag=bool(flags & _KEY_REQUEST_L),
-        f_flag=bool(flags & _KEY_REQUEST_F),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Ticket:
-    """Security.5: a key grant, ``MAC (32) || KEY (32)``; the holder of the
-    identity secret recovers the key from it."""
-
-    mac: bytes
-    key: bytes
-
-    def __post_init__(self) -> None:
-        if len(self.mac) != TICKET_SIZE or len(self.key) != TICKET_SIZE:
-            raise ValueError("a ticket is a 32-byte MAC and a 32-byte KEY")
-
-    def encode(self) -> bytes:
-        """The 64-byte encoding."""
-        return self.mac + self.key
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Ticket:
-        """Split 64 bytes into MAC and KEY; ``ValueError`` on another length."""
-        if len(data) != 2 * TICKET_SIZE:
-            raise ValueError(f"a ticket is 64 bytes, not {len(data)}")
-        return cls(data[:TICKET_SIZE], data[TICKET_SIZE:])
-
-
-def read_ticket(reader: Reader) -> Ticket:
-    """Read a Security.5 ticket (untrusted input)."""
-    return Ticket(reader.take(TICKET_SIZE), reader.take(TICKET_SIZE))
-
-
-CCM_SECURITY_MODE = 0x6001
-
-
-def _check_security_mode(mode: DspOption) -> None:
-    if not 0x6000 <= mode.data <= 0x6FFF:
-        raise ValueError(f"security mode protocol {mode.data:#x} outside 0x6000..0x6FFF")
-
-
-def read_security_mode(reader: Reader) -> DspOption:
-    """Read a Security.13 security mode (a DSP option; untrusted input)."""
-    code = reader.u8()
-    data = reader.u16()
-    value = reader.take(reader.u8())
-    if not 0x6000 <= data <= 0x6FFF:
-        raise BadPacket(f"security mode protocol {data:#x} outside 0x6000..0x6FFF")
-    return DspOption(code, data, value)
-
-
-def default_ccm_mode(mac_length: int = 16) -> DspOption:
-    """The CCM security mode option as the dissector's CCM code reads it: a
-    strength count of 1, strength 1 (AES-256), then a flags byte with 0x80
-    (encrypted) and the tag length ``mac_length`` (4, 6, ..., 16) as
-    ``(mac_length - 2) / 2`` in bits 0-2."""
-    if mac_length not in range(4, 17, 2):
-        raise ValueError(f"CCM tag length {mac_length} not one of 4, 6, ..., 16")
-    flags = 0x80 | (mac_length - 2) // 2
-    return DspOption(DspOptionFamily.CCM, CCM_SECURITY_MODE, bytes((1, 1, flags)))
-
-
-@dataclass(frozen=True, slots=True)
-class InitiatorBlock:
-    """Security.6.1: the initiator's desired duration, security mode and key
-    request."""
-
-    desired_duration: int
-    security_mode: DspOption
-    request: KeyRequest
-
-    def __post_init__(self) -> None:
-        _check_u8(self.desired_duration, "desired duration")
-        _check_security_mode(self.security_mode)
-
-    def encode(self) -> bytes:
-        """The Security.6.1 encoding."""
-        return bytes((self.desired_duration,)) + self.security_mode.encode() + self.request.encode()
-
-
-def read_initiator_block(reader: Reader) -> InitiatorBlock:
-    """Read a Security.6.1 initiator block (untrusted input)."""
-    duration = reader.u8()
-    mode = read_security_mode(reader)
-    return InitiatorBlock(duration, mode, read_key_request(reader))
-
-
-@dataclass(frozen=True, slots=True)
-class PermissionScope:
-    """Security.12: a mode and up to 63 permission group ids (none for
-    ``REFERENCE``)."""
-
-    mode: ScopeMode
-    group_ids: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mode", ScopeMode(self.mode))
-        _check_group_ids(self.group_ids, "permission scope", _SCOPE_MAX_IDS)
-        if self.mode == ScopeMode.REFERENCE and self.group_ids:
-            raise ValueError("a reference permission scope carries no group ids")
-
-    def encode(self) -> bytes:
-        """The Security.12 encoding."""
-        out = bytearray(((self.mode << 6) | len(self.group_ids),))
-        for group in self.group_ids:
-            out += encode_c4(group)
-        return bytes(out)
-
-
-def _read_group_ids(reader: Reader, count: int) -> tuple[int, ...]:
-    if count > reader.remaining():
-        raise BadPacket(f"{count} group ids cannot fit in {reader.remaining()} bytes")
-    return tuple(reader.c4() for _ in range(count))
-
-
-def _read_permission_scope(reader: Reader) -> PermissionScope:
-    first = reader.u8()
-    mode, count = ScopeMode(first >> 6), first & _SCOPE_MAX_IDS
-    if mode == ScopeMode.REFERENCE:
-        if count:
-            raise BadPacket("reference permission scope with a non-zero count")
-        return PermissionScope(mode)
-    return PermissionScope(mode, _read_group_ids(reader, count))
-
-
-def _encode_scope(group_ids: tuple[int, ...]) -> bytes:
-    out = bytearray(encode_c2(len(group_ids)))
-    for group in group_ids:
-        out += encode_c4(group)
-    return bytes(out)
-
-
-def _read_scope(reader: Reader) -> tuple[int, ...]:
-    return _read_group_ids(reader, reader.c2())
-
-
-def _encode_validation(scopes: tuple[PermissionScope, ...]) -> bytes:
-    out = bytearray(encode_c2(len(scopes)))
-    for scope in scopes:
-        out += scope.encode()
-    return bytes(out)
-
-
-def _read_validation(reader: Reader) -> tuple[PermissionScope, ...]:
-    count = reader.c2()
-    if count > reader.remaining():
-        raise BadPacket(f"{count} permission scopes cannot fit in {reader.remaining()} bytes")
-    return tuple(_read_permission_scope(reader) for _ in range(count))
-
-
-def _check_validation(scopes: tuple[PermissionScope, ...], name: str) -> None:
-    if not isinstance(scopes, tuple) or len(scopes) > C2_MAX:
-        raise ValueError(f"{name} must be a tuple of at most {C2_MAX} permission scopes")
-
-
-@dataclass(frozen=True, slots=True)
-class AuthenticatorBlock:
-    """Security.6.3: what the AS granted: duration, the session's security
-    scope (permission group ids) and the initiator's / responder's validations."""
-
-    granted_duration: int
-    scope: tuple[int, ...] = ()
-    initiator_validation: tuple[PermissionScope, ...] = ()
-    responder_validation: tuple[PermissionScope, ...] = ()
-
-    def __post_init__(self) -> None:
-        _check_u8(self.granted_duration, "granted duration")
-        _check_group_ids(self.scope, "security scope")
-        _check_validation(self.initiator_validation, "initiator validation")
-        _check_validation(self.responder_validation, "responder validation")
-
-    def encode(self) -> bytes:
-        """The Security.6.3 encoding."""
-        return (
-            bytes((self.granted_duration,))
-            + _encode_scope(self.scope)
-            + _encode_validation(self.initiator_validation)
-            + _encode_validation(self.responder_validation)
-        )
-
-
-def read_authenticator_block(reader: Reader) -> AuthenticatorBlock:
-    """Read a Security.6.3 authenticator block (untrusted input)."""
-    duration = reader.u8()
-    scope = _read_scope(reader)
-    initiator = _read_validation(reader)
-    return AuthenticatorBlock(duration, scope, initiator, _read_validation(reader))
-
-
 # -- PDUs ---------------------------------------------------------------------------
 
 
@@ -477,7 +131,7 @@ class TrpReject:
     is_response: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_u8(int(self.error), "TRP error code")
+        check_u8(int(self.error), "TRP error code")
 
     def body(self) -> bytes:
         return bytes((int(self.error),))
@@ -508,7 +162,7 @@ class RequestKekResponse:
     epoch: int
     group_sid: OID
     scope: tuple[int, ...]
-    security_mode: DspOption
+    security_mode: SecurityMode
     ssid: int
     permissions: PermissionSet = field(default_factory=PermissionSet)
     group_validation: tuple[PermissionScope, ...] = ()
@@ -518,15 +172,16 @@ class RequestKekResponse:
 
     def __post_init__(self) -> None:
         for name in ("thb", "tmin", "tmax"):
-            _check_u8(getattr(self, name), name.upper())
+            check_u8(getattr(self, name), name.upper())
         if isinstance(self.epoch, bool) or not 0 <= self.epoch <= 0xFFFF:
             raise ValueError(f"epoch {self.epoch} outside 0..65535")
-        _check_group_ids(self.scope, "security scope")
-        _check_security_mode(self.security_mode)
+        check_group_ids(self.scope, "security scope")
+        if not isinstance(self.security_mode, SecurityMode):
+            raise ValueError("security_mode must be a SecurityMode")
         if isinstance(self.ssid, bool) or not 0 <= self.ssid <= C4_MAX:
             raise ValueError(f"SSID {self.ssid} outside 0..{C4_MAX:#x}")
-        _check_validation(self.group_validation, "group validation")
-        _check_validation(self.initiator_validation, "initiator validation")
+        check_validation(self.group_validation, "group validation")
+        check_validation(self.initiator_validation, "initiator validation")
 
     def body(self) -> bytes:
         return (
@@ -534,12 +189,12 @@ class RequestKekResponse:
             + bytes((self.thb, self.tmin, self.tmax))
             + self.epoch.to_bytes(2, "big")
             + self.group_sid.encode()
-            + _encode_scope(self.scope)
+            + encode_security_scope(self.scope)
             + self.security_mode.encode()
             + encode_c4(self.ssid)
             + encode_permission_set(self.permissions)
-            + _encode_validation(self.group_validation)
-            + _encode_validation(self.initiator_validation)
+            + encode_validation(self.group_validation)
+            + encode_validation(self.initiator_validation)
         )
 
 
@@ -615,7 +270,7 @@ class RequestScopesCommand:
     is_response: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        _check_u8(self.duration, "duration")
+        check_u8(self.duration, "duration")
 
     def body(self) -> bytes:
         return (
@@ -638,16 +293,16 @@ class RequestScopesResponse:
     is_response: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        _check_u8(self.duration, "duration")
-        _check_group_ids(self.scope, "security scope")
-        _check_validation(self.validation, "validation")
+        check_u8(self.duration, "duration")
+        check_group_ids(self.scope, "security scope")
+        check_validation(self.validation, "validation")
 
     def body(self) -> bytes:
         return (
             self.ticket.encode()
             + bytes((self.duration,))
-            + _encode_scope(self.scope)
-            + _encode_validation(self.validation)
+            + encode_security_scope(self.scope)
+            + encode_validation(self.validation)
         )
 
 
@@ -750,11 +405,11 @@ def _kek_response(reader: Reader) -> TrpPdu:
     thb, tmin, tmax = reader.u8(), reader.u8(), reader.u8()
     epoch = reader.u16()
     group_sid = read_oid(reader)
-    scope = _read_scope(reader)
+    scope = read_security_scope(reader)
     mode = read_security_mode(reader)
     ssid = reader.c4()
     permissions = read_permission_set(reader)
-    group_validation = _read_validation(reader)
+    group_validation = read_validation(reader)
     return RequestKekResponse(
         ticket,
         thb,
@@ -767,7 +422,7 @@ def _kek_response(reader: Reader) -> TrpPdu:
         ssid,
         permissions,
         group_validation,
-        _read_validation(reader),
+        read_validation(reader),
     )
 
 
@@ -798,8 +453,8 @@ def _scopes_command(reader: Reader) -> TrpPdu:
 def _scopes_response(reader: Reader) -> TrpPdu:
     ticket = read_ticket(reader)
     duration = reader.u8()
-    scope = _read_scope(reader)
-    return RequestScopesResponse(ticket, duration, scope, _read_validation(reader))
+    scope = read_security_scope(reader)
+    return RequestScopesResponse(ticket, duration, scope, read_validation(reader))
 
 
 def _resolve_command(reader: Reader) -> TrpPdu:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from dofpy.security.crypto import build_rekey
 from dofpy.wire.oid import OID
+from dofpy.wire.permissions import PermissionSet, RawPermission, RequestorPermission
+from dofpy.wire.security import KeyRequest, SecurityIdentity, Ticket
 from dofpy.wire.tep import (
-    Credential,
-    KeyRequest,
-    PermissionSet,
     ResponderInit,
     TepAccept,
     TepConfirm,
@@ -22,11 +21,13 @@ from dofpy.wire.tep import (
 
 _REKEY = build_rekey(OID(6, b"example.org"), OID(3, b"a@example.org"), b"\x01" * 16)
 _ACCEPT = TepAccept(
-    bytes(64),
+    Ticket.from_bytes(bytes(64)),
     bytes(32),
     ResponderInit(5, b"\x01"),
     KeyRequest(
-        Credential(OID(3, b"b@example.org")), b"\x02" * 8, PermissionSet(b"\x02\x02\x03\x01\x09")
+        SecurityIdentity(OID(3, b"b@example.org")),
+        b"\x02" * 8,
+        PermissionSet((RawPermission(2), RequestorPermission())),
     ),
 )
 

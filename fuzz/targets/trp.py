@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action, BindingPermission, PermissionSet, RequestorPermission
-from dofpy.wire.trp import (
+from dofpy.wire.security import (
     AuthenticatorBlock,
     IdentityResolution,
     InitiatorBlock,
     KeyRequest,
     PermissionScope,
+    ScopeMode,
+    SecurityIdentity,
+    SecurityMode,
+    Ticket,
+)
+from dofpy.wire.trp import (
     RequestKekCommand,
     RequestKekResponse,
     RequestRandomCommand,
@@ -24,16 +30,12 @@ from dofpy.wire.trp import (
     RequestSessionResponse,
     ResolveCredentialCommand,
     ResolveCredentialResponse,
-    ScopeMode,
-    SecurityIdentity,
-    Ticket,
     TrpError,
     TrpPdu,
     TrpReject,
     ValidateCredentialCommand,
     ValidateCredentialResponse,
     decode_trp_untrusted,
-    default_ccm_mode,
     encode_trp,
 )
 
@@ -49,11 +51,11 @@ _PDUS: tuple[TrpPdu, ...] = (
     TrpReject(TrpError.UNKNOWN_INITIATOR),
     RequestKekCommand(_DOMAIN, _REQUEST, OID(4, b"group")),
     RequestKekResponse(
-        _TICKET, 1, 2, 3, 4, OID(4, b"g"), (5,), default_ccm_mode(), 77, _PERMISSIONS, _SCOPES
+        _TICKET, 1, 2, 3, 4, OID(4, b"g"), (5,), SecurityMode.ccm(), 77, _PERMISSIONS, _SCOPES
     ),
     RequestRandomCommand(_DOMAIN, _REQUEST),
     RequestRandomResponse(_TICKET),
-    RequestSessionCommand(_DOMAIN, _REQUEST, InitiatorBlock(30, default_ccm_mode(), _REQUEST)),
+    RequestSessionCommand(_DOMAIN, _REQUEST, InitiatorBlock(_REQUEST, desired_duration=30)),
     RequestSessionResponse(_TICKET, _TICKET, AuthenticatorBlock(30, (1,), _SCOPES, _SCOPES)),
     RequestScopesCommand(_DOMAIN, 3, _REQUEST, OID(3, b"n")),
     RequestScopesResponse(_TICKET, 3, (1,), _SCOPES),

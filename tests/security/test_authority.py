@@ -20,19 +20,15 @@ from dofpy.security.authority import (
 )
 from dofpy.security.crypto import session_key_from_ticket
 from dofpy.security.identity import Domain
-from dofpy.wire.dsp import DspOption
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action, BindingPermission, PermissionSet, RequestorPermission
+from dofpy.wire.security import InitiatorBlock, KeyRequest, SecurityIdentity, SecurityMode
 from dofpy.wire.trp import (
-    InitiatorBlock,
-    KeyRequest,
     RequestRandomCommand,
     RequestSessionCommand,
     RequestSessionResponse,
-    SecurityIdentity,
     TrpError,
     TrpReject,
-    default_ccm_mode,
 )
 
 DOMAIN = Domain(OID(6, b"example.org"), bytes(range(32)))
@@ -68,15 +64,15 @@ def command(
     domain: OID = DOMAIN.oid,
     permissions: PermissionSet = CLIENT_ASKS,
     duration: int = 200,
-    mode: DspOption | None = None,
+    mode: SecurityMode | None = None,
 ) -> RequestSessionCommand:
     return RequestSessionCommand(
         domain,
         KeyRequest(SecurityIdentity(responder), b"R" * 16),
         InitiatorBlock(
-            duration,
-            mode or default_ccm_mode(),
             KeyRequest(SecurityIdentity(initiator), b"I" * 16, permissions),
+            mode or SecurityMode.ccm(),
+            duration,
         ),
     )
 
@@ -92,8 +88,8 @@ def test_grant_gives_both_sides_the_same_key() -> None:
     # The initiator's ticket decrypts to K with its secret: KEY xor AES-ECB(secret, MAC).
     client_secret = DOMAIN.credential_for(CLIENT).secret
     device_secret = DOMAIN.credential_for(DEVICE).secret
-    assert session_key_from_ticket(response.initiator_ticket.encode(), client_secret) == key
-    assert session_key_from_ticket(response.responder_ticket.encode(), device_secret) == key
+    assert session_key_from_ticket(response.initiator_ticket, client_secret) == key
+    assert session_key_from_ticket(response.responder_ticket, device_secret) == key
     # And each MAC verifies for its own role and context only.
     auth = response.authenticator
     assert (
@@ -158,7 +154,7 @@ def test_fresh_keys_per_request() -> None:
             command(permissions=PermissionSet((BindingPermission(Action.WRITE, OID(0)),))),
             TrpError.ACCESS_DENIED,
         ),
-        (command(mode=DspOption(2, 0x6002, b"")), TrpError.BAD_MODE),
+        (command(mode=SecurityMode(0x6002)), TrpError.BAD_MODE),
     ],
 )
 def test_refusals(cmd: RequestSessionCommand, error: TrpError) -> None:

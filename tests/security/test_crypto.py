@@ -14,15 +14,8 @@ from dofpy.errors import BadPacket
 from dofpy.security import crypto
 from dofpy.security.crypto import AuthenticationFailed
 from dofpy.wire.oid import OID
-from dofpy.wire.tep import (
-    Credential,
-    InitiatorBlock,
-    KeyRequest,
-    ResponderInit,
-    TepAccept,
-    TepConfirm,
-    TepRekey,
-)
+from dofpy.wire.security import InitiatorBlock, KeyRequest, SecurityIdentity, Ticket
+from dofpy.wire.tep import ResponderInit, TepAccept, TepConfirm, TepRekey
 
 keys = st.binary(min_size=32, max_size=32)
 DOMAIN = OID(6, b"example.org")
@@ -41,7 +34,7 @@ def aes_block(key: bytes, block: bytes) -> bytes:
 @given(keys, keys, keys)
 def test_ticket_round_trip(session_key: bytes, secret: bytes, mac: bytes) -> None:
     ticket = crypto.make_ticket(session_key, secret, mac)
-    assert ticket[:32] == mac
+    assert ticket.mac == mac
     assert crypto.session_key_from_ticket(ticket, secret) == session_key
 
 
@@ -49,8 +42,8 @@ def test_ticket_matches_the_dissectors_construction() -> None:
     ticket = crypto.make_ticket(SESSION_KEY, SECRET, MAC)
     # K = KEY xor (AES(S, MAC[0:16]) || AES(S, MAC[16:32])), block by block.
     pad = aes_block(SECRET, MAC[:16]) + aes_block(SECRET, MAC[16:])
-    assert bytes(a ^ b for a, b in zip(ticket[32:], pad, strict=True)) == SESSION_KEY
-    assert ticket.hex() == (
+    assert bytes(a ^ b for a, b in zip(ticket.key, pad, strict=True)) == SESSION_KEY
+    assert ticket.encode().hex() == (
         "c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedfe0e1e2e3e4e5e6e7"
         "cd16e1facf54f01b34bb619d68e3858d2028d71d1911a55ea34efe108da9fd9a"
     )
@@ -62,7 +55,7 @@ def exchange() -> tuple[TepRekey, TepAccept]:
         rekey.initiator,
         session_key=SESSION_KEY,
         ticket=crypto.make_ticket(SESSION_KEY, SECRET, MAC),
-        responder=KeyRequest(Credential(SERVER), b"\x22" * 5),
+        responder=KeyRequest(SecurityIdentity(SERVER), b"\x22" * 5),
         responder_init=ResponderInit(5, b"\x09"),
     )
     return rekey, accept
@@ -99,14 +92,18 @@ def test_wrong_secret_fails_the_accept() -> None:
         crypto.session_key_from_accept(accept, rekey.initiator, bytes(32))
 
 
+def flip_last_bit(data: bytes) -> bytes:
+    return data[:-1] + bytes((data[-1] ^ 1,))
+
+
 @pytest.mark.parametrize("field", ["confirmation", "ticket", "responder_init", "responder"])
 def test_altered_accept_fails(field: str) -> None:
     rekey, accept = exchange()
     changed = {
         "confirmation": {"confirmation": b"\x00" + accept.confirmation[1:]},
-        "ticket": {"ticket": accept.ticket[:-1] + bytes((accept.ticket[-1] ^ 1,))},
+        "ticket": {"ticket": Ticket(accept.ticket.mac, flip_last_bit(accept.ticket.key))},
         "responder_init": {"responder_init": ResponderInit(6, b"\x09")},
-        "responder": {"responder": KeyRequest(Credential(CLIENT), b"\x22" * 5)},
+        "responder": {"responder": KeyRequest(SecurityIdentity(CLIENT), b"\x22" * 5)},
     }[field]
     altered = TepAccept(**{**{f: getattr(accept, f) for f in accept.__slots__}, **changed})  # type: ignore[arg-type]
     with pytest.raises(AuthenticationFailed):
@@ -188,8 +185,8 @@ def test_ccm_wrong_key_nonce_or_tag_length_fails() -> None:
         lambda: crypto.ccm_open(bytes(32), bytes(7), b"", bytes(20), 16),
         lambda: crypto.make_ticket(bytes(32), bytes(32), bytes(31)),
         lambda: crypto.make_ticket(bytes(31), bytes(32), bytes(32)),
-        lambda: crypto.session_key_from_ticket(bytes(63), bytes(32)),
-        lambda: crypto.session_key_from_ticket(bytes(64), bytes(33)),
+        lambda: crypto.session_key_from_ticket(bytes(64), bytes(32)),  # not a Ticket
+        lambda: crypto.session_key_from_ticket(Ticket.from_bytes(bytes(64)), bytes(33)),
         lambda: crypto.accept_confirmation(bytes(31), *exchange_parts()),
     ],
 )

@@ -25,7 +25,8 @@ from dofpy.wire.ccm import CcmOptions
 from dofpy.wire.dpp import AppId, DppPacket, DppSecurityHeader, OpIdType, encode_frame
 from dofpy.wire.oap import OAP_APP_ID, Binding, GetCommand, GetResponse, encode_oap
 from dofpy.wire.oid import IID, OID
-from dofpy.wire.tep import Credential, KeyRequest, ResponderInit, TepPdu, encode_tep
+from dofpy.wire.security import KeyRequest, SecurityIdentity
+from dofpy.wire.tep import ResponderInit, TepPdu, encode_tep
 from tests.tshark_oracle import Datagram, check_datagrams
 
 KEY = bytes(range(100, 132))
@@ -207,7 +208,7 @@ def conversation(tag: int) -> list[Datagram]:
         rekey.initiator,
         session_key=KEY,
         ticket=crypto.make_ticket(KEY, SECRET, bytes(range(200, 232))),
-        responder=KeyRequest(Credential(SERVER), b"\x5a" * 12),
+        responder=KeyRequest(SecurityIdentity(SERVER), b"\x5a" * 12),
         responder_init=ResponderInit(SSID),
     )
     key = crypto.session_key_from_accept(accept, rekey.initiator, SECRET)

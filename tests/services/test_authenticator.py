@@ -13,16 +13,13 @@ from dofpy.security.identity import Domain
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
+from dofpy.wire.security import InitiatorBlock, KeyRequest, SecurityIdentity
 from dofpy.wire.trp import (
-    InitiatorBlock,
-    KeyRequest,
     RequestSessionCommand,
     RequestSessionResponse,
-    SecurityIdentity,
     TrpError,
     TrpReject,
     decode_trp_untrusted,
-    default_ccm_mode,
     encode_trp,
 )
 from dofpy_services.authenticator import SqliteStore, serve
@@ -148,7 +145,7 @@ def request(initiator: OID) -> RequestSessionCommand:
     return RequestSessionCommand(
         DOMAIN,
         KeyRequest(SecurityIdentity(DEVICE), bytes(16)),
-        InitiatorBlock(30, default_ccm_mode(), KeyRequest(SecurityIdentity(initiator), b"n", asks)),
+        InitiatorBlock(KeyRequest(SecurityIdentity(initiator), b"n", asks), desired_duration=30),
     )
 
 

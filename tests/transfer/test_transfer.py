@@ -59,7 +59,7 @@ def test_lossy_link_completes_byte_identical(loss: float) -> None:
 
 @pytest.mark.parametrize("loss", [0.0, 0.01, 0.05, 0.10])
 def test_retransmission_stays_proportional(loss: float) -> None:
-    """Data bytes sent <= size x (1 + loss) + 32 blocks (see docs/protocol-transfer.md)."""
+    """Data bytes sent <= size x (1 + loss) + 32 blocks (see docs/protocol.md, section 6)."""
     provider, _req, _net, _tid, data = _transfer(
         LinkConditions(loss=loss, delay=0.02, jitter=0.002), seed=7, size=1 << 20
     )

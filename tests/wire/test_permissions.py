@@ -25,7 +25,8 @@ from dofpy.wire.permissions import (
     decode_permission_set_untrusted,
     encode_permission,
 )
-from dofpy.wire.trp import KeyRequest, RequestRandomCommand, SecurityIdentity, encode_trp
+from dofpy.wire.security import KeyRequest, SecurityIdentity
+from dofpy.wire.trp import RequestRandomCommand, encode_trp
 from tests.tshark_oracle import Datagram, check_datagrams
 
 oids = st.builds(OID, st.integers(1, 0x3FFFFFFF), st.binary(max_size=20))

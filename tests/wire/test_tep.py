@@ -9,19 +9,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
-from dofpy.wire._codec import C2_MAX, C4_MAX, encode_c2
+from dofpy.wire._codec import C4_MAX
 from dofpy.wire.ccm import CcmOptions
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.oid import OID
-from dofpy.wire.tep import (
+from dofpy.wire.permissions import IamPermission, PermissionSet, RawPermission
+from dofpy.wire.security import (
     AuthenticatorBlock,
-    Credential,
     InitiatorBlock,
     KeyRequest,
     PermissionScope,
-    PermissionSet,
-    ResponderInit,
+    ScopeMode,
+    SecurityIdentity,
     SecurityMode,
+    Ticket,
+)
+from dofpy.wire.tep import (
+    ResponderInit,
     TepAccept,
     TepConfirm,
     TepConfirmAck,
@@ -35,43 +39,19 @@ from dofpy.wire.tep import (
     encode_tep,
 )
 from tests.tshark_oracle import Datagram, check_datagrams
+from tests.wire.test_permissions import oids
+from tests.wire.test_security_blocks import (
+    authenticators,
+    initiator_blocks,
+    key_requests,
+    tickets,
+)
 
-# -- strategies ----------------------------------------------------------------
+# -- strategies (the blocks' are in test_security_blocks.py) ---------------------
 
 c4s = st.integers(0, C4_MAX)
-oids = st.builds(OID, st.integers(1, C4_MAX), st.binary(max_size=24))
-permission = st.one_of(
-    st.integers(0, C2_MAX // 2).map(lambda t: encode_c2(2 * t)),
-    st.tuples(st.integers(0, C2_MAX // 2 - 1), st.binary(max_size=6)).map(
-        lambda tv: encode_c2(2 * tv[0] + 1) + encode_c2(len(tv[1])) + tv[1]
-    ),
-)
-permission_sets = st.lists(permission, max_size=3).map(
-    lambda items: PermissionSet(encode_c2(len(items)) + b"".join(items))
-)
-credentials = st.builds(Credential, oids, st.integers(0, C2_MAX), st.integers(0, 255))
-key_requests = st.builds(
-    KeyRequest,
-    credentials,
-    st.binary(min_size=1, max_size=16),
-    permission_sets,
-    st.booleans(),
-    st.booleans(),
-)
-modes = st.builds(
-    SecurityMode, st.integers(0x6000, 0x6FFF), st.binary(max_size=8), st.integers(0, 255)
-)
-initiator_blocks = st.builds(InitiatorBlock, key_requests, modes, st.integers(0, 255))
-scopes = st.just(PermissionScope(0)) | st.builds(
-    PermissionScope, st.integers(1, 3), st.lists(c4s, max_size=3).map(tuple)
-)
-authenticators = st.builds(
-    AuthenticatorBlock,
-    st.integers(0, 255),
-    st.lists(c4s, max_size=3).map(tuple),
-    st.lists(scopes, max_size=2).map(tuple),
-    st.lists(scopes, max_size=2).map(tuple),
-)
+TICKET = Ticket.from_bytes(bytes(64))
+_REQUEST = KeyRequest(SecurityIdentity(OID(3)), b"1")
 responder_inits = st.builds(ResponderInit, st.none() | c4s, st.binary(max_size=8))
 pdus: st.SearchStrategy[TepPdu] = st.one_of(
     st.builds(TepRekey, st.none() | oids, initiator_blocks),
@@ -83,7 +63,7 @@ pdus: st.SearchStrategy[TepPdu] = st.one_of(
     st.builds(TepReject, st.integers(0, 255), st.binary(max_size=8)),
     st.builds(
         TepAccept,
-        st.binary(min_size=64, max_size=64),
+        tickets,
         st.binary(min_size=32, max_size=32),
         st.none() | responder_inits,
         key_requests,
@@ -138,14 +118,10 @@ def test_mutations_raise_only_bad_packet(pdu: TepPdu, data: st.DataObject) -> No
 
 
 def test_known_encodings() -> None:
-    node = OID(3, b"a")
-    request = KeyRequest(Credential(node), b"\x07")
-    block = InitiatorBlock(request)
-    # duration · mode (family 2, 0x6001, 3 bytes: 1 strength AES-256, flags ff)
-    # · key request (flags: nonce length 1; type 1, stage 0, OID; nonce; no perms)
-    assert block.encode() == bytes.fromhex("00026001030101ff0001000301610700")
+    block = InitiatorBlock(KeyRequest(SecurityIdentity(OID(3, b"a")), b"\x07"))
     rekey = TepRekey(OID(6, b"d"), block)
-    assert encode_tep(rekey) == b"\x11" + bytes.fromhex("060164") + block.encode()
+    # opcode · domain · initiator block (see test_security_blocks.py)
+    assert encode_tep(rekey) == bytes.fromhex("11 060164 00026001030101ff0001000301610700")
     assert encode_tep(TepConfirm(bytes(32))) == b"\x21" + bytes(32)
     assert encode_tep(TepReject(4)) == b"\x00\x04"
     assert encode_tep(TepConfirmAck()) == b"\x21"
@@ -154,9 +130,6 @@ def test_known_encodings() -> None:
     init = ResponderInit(0x80, b"\xaa")
     assert init.encode() == bytes.fromhex("808001aa")
     assert ResponderInit(None).encode() == b"\x00"
-    assert PermissionScope(1, (5,)).encode() == bytes.fromhex("4105")
-    assert AuthenticatorBlock(3, (0x3FFFFFFD,)).encode() == bytes.fromhex("0301fffffffd0000")
-    assert SecurityMode.ccm(CcmOptions(min_tag=8)).ccm_options().tag_length == 8
 
 
 @pytest.mark.parametrize(
@@ -179,7 +152,8 @@ def test_bad_payloads(payload: bytes, kwargs: dict[str, bool], why: str) -> None
 
 
 def test_permission_scope_mode_zero_with_count_is_refused() -> None:
-    accept = TepAccept(bytes(64), bytes(32), None, KeyRequest(Credential(OID(3, b"b")), b"\x01"))
+    responder = KeyRequest(SecurityIdentity(OID(3, b"b")), b"\x01")
+    accept = TepAccept(TICKET, bytes(32), None, responder)
     data = bytearray(encode_tep(accept))
     data[-2:] = b"\x01\x01"  # responder validation: one scope, mode 0, count 1
     with pytest.raises(BadPacket, match="mode 0"):
@@ -187,51 +161,21 @@ def test_permission_scope_mode_zero_with_count_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", [b"", b"\x01", b"\x01\x01", b"\x01\x03\x05", b"\x00\x00", b"\x80\x01\x00", b"x"]
-)
-def test_permission_set_refuses_bad_encodings(raw: bytes) -> None:
-    with pytest.raises(ValueError):
-        PermissionSet(raw)
-
-
-@pytest.mark.parametrize(
     "make",
     [
-        lambda: KeyRequest(Credential(OID(3, b"a")), b""),
-        lambda: KeyRequest(Credential(OID(3, b"a")), bytes(17)),
-        lambda: KeyRequest("who", b"\x01"),  # type: ignore[arg-type]
-        lambda: KeyRequest(Credential(OID(3, b"a")), b"\x01", b"\x00"),  # type: ignore[arg-type]
-        lambda: Credential("node"),  # type: ignore[arg-type]
-        lambda: Credential(OID(3, b"a"), credential_type=C2_MAX + 1),
-        lambda: Credential(OID(3, b"a"), stage=256),
-        lambda: SecurityMode(0x5FFF),
-        lambda: SecurityMode(value=bytes(256)),
-        lambda: SecurityMode(family=-1),
-        lambda: InitiatorBlock("r"),  # type: ignore[arg-type]
-        lambda: InitiatorBlock(KeyRequest(Credential(OID(3)), b"1"), "m"),  # type: ignore[arg-type]
-        lambda: InitiatorBlock(KeyRequest(Credential(OID(3)), b"1"), desired_duration=256),
         lambda: ResponderInit(C4_MAX + 1),
         lambda: ResponderInit(1, "state"),  # type: ignore[arg-type]
-        lambda: PermissionScope(4),
-        lambda: PermissionScope(0, (1,)),
-        lambda: PermissionScope(1, (C4_MAX + 1,)),
-        lambda: PermissionScope(1, tuple(range(64))),
-        lambda: PermissionSet("00"),  # type: ignore[arg-type]
-        lambda: AuthenticatorBlock(responder_validation=[PermissionScope(0)]),  # type: ignore[arg-type]
-        lambda: AuthenticatorBlock(scope=[1]),  # type: ignore[arg-type]
-        lambda: AuthenticatorBlock(initiator_validation=(1,)),  # type: ignore[arg-type]
-        lambda: AuthenticatorBlock(granted_duration=True),
-        lambda: TepRekey("d", InitiatorBlock(KeyRequest(Credential(OID(3)), b"1"))),  # type: ignore[arg-type]
+        lambda: TepRekey("d", InitiatorBlock(_REQUEST)),  # type: ignore[arg-type]
         lambda: TepRekey(None, "block"),  # type: ignore[arg-type]
         lambda: TepRequest("block"),  # type: ignore[arg-type]
         lambda: TepConfirm(bytes(31)),
         lambda: TepReject(256),
         lambda: TepReject(1, "why"),  # type: ignore[arg-type]
-        lambda: TepAccept(bytes(63), bytes(32), None, KeyRequest(Credential(OID(3)), b"1")),
-        lambda: TepAccept(bytes(64), bytes(32), "init", KeyRequest(Credential(OID(3)), b"1")),  # type: ignore[arg-type]
-        lambda: TepAccept(bytes(64), bytes(32), None, "responder"),  # type: ignore[arg-type]
-        lambda: TepAccept(bytes(64), bytes(32), None, KeyRequest(Credential(OID(3)), b"1"), "a"),  # type: ignore[arg-type]
-        lambda: SecurityMode(0x6002).ccm_options(),
+        lambda: TepAccept(bytes(64), bytes(32), None, _REQUEST),  # type: ignore[arg-type]
+        lambda: TepAccept(TICKET, bytes(31), None, _REQUEST),
+        lambda: TepAccept(TICKET, bytes(32), "init", _REQUEST),  # type: ignore[arg-type]
+        lambda: TepAccept(TICKET, bytes(32), None, "responder"),  # type: ignore[arg-type]
+        lambda: TepAccept(TICKET, bytes(32), None, _REQUEST, "a"),  # type: ignore[arg-type]
     ],
 )
 def test_constructors_refuse_bad_values(make: object) -> None:
@@ -260,22 +204,23 @@ def frame(pdu: TepPdu, op_count: int) -> Datagram:
 
 @pytest.mark.external
 def test_tshark_decodes_our_tep() -> None:
-    permissions = PermissionSet(bytes.fromhex("02040302abcd"))
+    permissions = PermissionSet((RawPermission(4), IamPermission(OID(3, b"me"))))
     block = InitiatorBlock(
-        KeyRequest(Credential(INITIATOR), bytes(range(16)), permissions),
+        KeyRequest(SecurityIdentity(INITIATOR), bytes(range(16)), permissions),
         SecurityMode.ccm(CcmOptions(min_tag=8, max_tag=16)),
         desired_duration=9,
     )
-    responder = KeyRequest(Credential(RESPONDER, credential_type=2), b"\x55" * 8)
+    responder = KeyRequest(SecurityIdentity(RESPONDER, credential_type=2), b"\x55" * 8)
     authenticator = AuthenticatorBlock(
-        7, (0x3FFFFFFD,), (PermissionScope(1, (4, 5)),), (PermissionScope(0),)
+        7,
+        (0x3FFFFFFD,),
+        (PermissionScope(ScopeMode.RELATIVE, (4, 5)),),
+        (PermissionScope(ScopeMode.REFERENCE),),
     )
     sequence: list[tuple[TepPdu, int]] = [
         (TepRekey(DOMAIN, block), 1),
         (
-            TepAccept(
-                bytes(64), bytes(32), ResponderInit(9, b"\x01\x02"), responder, authenticator
-            ),
+            TepAccept(TICKET, bytes(32), ResponderInit(9, b"\x01\x02"), responder, authenticator),
             1,
         ),
         (TepConfirm(b"\x33" * 32), 1),

@@ -11,16 +11,21 @@ from hypothesis import strategies as st
 from dofpy.errors import BadPacket
 from dofpy.wire import trp
 from dofpy.wire._codec import C4_MAX
+from dofpy.wire.ccm import CcmOptions
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
-from dofpy.wire.dsp import DspOption
 from dofpy.wire.oid import OID
-from dofpy.wire.trp import (
+from dofpy.wire.security import (
     GROUP_SESSION_SCOPE,
     AuthenticatorBlock,
-    IdentityResolution,
     InitiatorBlock,
     KeyRequest,
     PermissionScope,
+    ScopeMode,
+    SecurityIdentity,
+    SecurityMode,
+    Ticket,
+)
+from dofpy.wire.trp import (
     RequestKekCommand,
     RequestKekResponse,
     RequestRandomCommand,
@@ -31,48 +36,28 @@ from dofpy.wire.trp import (
     RequestSessionResponse,
     ResolveCredentialCommand,
     ResolveCredentialResponse,
-    ScopeMode,
-    SecurityIdentity,
-    Ticket,
     TrpError,
     TrpPdu,
     TrpReject,
     ValidateCredentialCommand,
     ValidateCredentialResponse,
     decode_trp_untrusted,
-    default_ccm_mode,
     encode_trp,
 )
 from tests.tshark_oracle import Datagram, check_datagrams
 from tests.wire.test_permissions import oids, permission_sets
-
-u8 = st.integers(0, 255)
-group_ids = st.lists(st.integers(0, C4_MAX), max_size=4).map(tuple)
-identities = st.builds(SecurityIdentity, oids, st.integers(0, 0x7FFF))
-key_requests = st.builds(
-    KeyRequest,
+from tests.wire.test_security_blocks import (
+    authenticators,
+    group_ids,
     identities,
-    st.binary(min_size=1, max_size=16),
-    permission_sets,
-    l_flag=st.booleans(),
-    f_flag=st.booleans(),
+    initiator_blocks,
+    key_requests,
+    modes,
+    resolutions,
+    tickets,
+    u8,
+    validations,
 )
-modes = st.builds(DspOption, u8, st.integers(0x6000, 0x6FFF), st.binary(max_size=6))
-tickets = st.builds(
-    Ticket, st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32)
-)
-scopes = st.one_of(
-    st.just(PermissionScope(ScopeMode.REFERENCE)),
-    st.builds(
-        PermissionScope,
-        st.sampled_from([ScopeMode.RELATIVE, ScopeMode.ABSOLUTE, ScopeMode.CONTINUED]),
-        group_ids,
-    ),
-)
-validations = st.lists(scopes, max_size=3).map(tuple)
-resolutions = st.builds(IdentityResolution, st.integers(0, 0x7FFF), u8, st.binary(max_size=8))
-initiator_blocks = st.builds(InitiatorBlock, u8, modes, key_requests)
-authenticators = st.builds(AuthenticatorBlock, u8, group_ids, validations, validations)
 
 STRATEGIES: dict[type, st.SearchStrategy[TrpPdu]] = {
     TrpReject: st.builds(TrpReject, st.sampled_from(TrpError)),
@@ -182,38 +167,24 @@ def test_request_session_layout() -> None:
         OID(6, b"d"),
         KeyRequest(SecurityIdentity(OID(3, b"r")), b"\xaa"),
         InitiatorBlock(
-            9, default_ccm_mode(16), KeyRequest(SecurityIdentity(OID(3, b"i")), b"\xbb\xcc")
+            KeyRequest(SecurityIdentity(OID(3, b"i")), b"\xbb\xcc"), SecurityMode.ccm(), 9
         ),
     )
     assert encode_trp(command) == bytes.fromhex(
         "03"  # opcode
         "06 01 64"  # domain [6:d]
         "00 01 00 03 01 72 aa 00"  # responder: flags, identity, nonce, no permissions
-        "09 02 6001 03 01 01 87"  # duration, CCM mode (AES-256, 16-byte tag)
+        "09 02 6001 03 01 01 ff"  # duration, CCM mode (AES-256, encrypted, 16-byte tag)
         "01 01 00 03 01 69 bbcc 00"  # initiator key request
     )
 
 
 def test_constructors_refuse_bad_values() -> None:
-    identity = SecurityIdentity(OID(3, b"x"))
-    with pytest.raises(ValueError, match="nonce"):
-        KeyRequest(identity, b"")
-    with pytest.raises(ValueError, match="nonce"):
-        KeyRequest(identity, bytes(17))
-    with pytest.raises(ValueError, match="ticket"):
-        Ticket(bytes(31), bytes(32))
-    with pytest.raises(ValueError, match="64"):
-        Ticket.from_bytes(bytes(63))
-    with pytest.raises(ValueError, match="reference"):
-        PermissionScope(ScopeMode.REFERENCE, (1,))
-    with pytest.raises(ValueError, match="security mode"):
-        InitiatorBlock(1, DspOption(2, 0x5000), KeyRequest(identity, b"x"))
-    with pytest.raises(ValueError, match="tag length"):
-        default_ccm_mode(5)
+    # The blocks' refusals are in test_security_blocks.py.
     with pytest.raises(ValueError, match="SSID"):
-        RequestKekResponse(
-            Ticket(bytes(32), bytes(32)), 0, 0, 0, 0, OID(4), (), default_ccm_mode(), -1
-        )
+        RequestKekResponse(Ticket(bytes(32), bytes(32)), 0, 0, 0, 0, OID(4), (), SecurityMode(), -1)
+    with pytest.raises(ValueError, match="security_mode"):
+        RequestKekResponse(Ticket(bytes(32), bytes(32)), 0, 0, 0, 0, OID(4), (), "ccm", 1)  # type: ignore[arg-type]
 
 
 EXPECTED_INFO = {
@@ -258,9 +229,9 @@ def test_tshark_shows_the_fields_we_meant() -> None:
         OID(6, b"example.org"),
         KeyRequest(SecurityIdentity(OID(3, b"resp@example.org")), bytes(range(16))),
         InitiatorBlock(
-            42,
-            default_ccm_mode(8),
             KeyRequest(SecurityIdentity(OID(3, b"init@example.org")), b"\x01\x02\x03\x04"),
+            SecurityMode.ccm(CcmOptions(min_tag=8)),
+            42,
         ),
     )
     response = RequestSessionResponse(
