@@ -33,8 +33,10 @@ lint: $(STAMP)
 
 interop: $(STAMP)
 	$(PY) -m interop.tshark_check
+	$(PY) -m interop.secure_check
 
 bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 fuzz: $(STAMP)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import oap_roundtrip
+from benchmarks import oap_roundtrip, security
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     count = 500 if args.quick else 5000
     print(f"OAP round trips over loopback ({count} lock-step requests each)")
     for name, value, unit in trio.run(oap_roundtrip.run, count):
-        print(f"  {name:32} {value:12.2f} {unit}")
+        print(f"  {name:42} {value:12.2f} {unit}")
+    print("Secure sessions (TEP + AES-256-CCM)")
+    for name, value, unit in security.run(args.quick):
+        print(f"  {name:42} {value:12.2f} {unit}")
     return 0
 
 

@@ -39,6 +39,7 @@ from dofpy.oap.interface import (
     Property,
     check_values,
 )
+from dofpy.security.permissions import is_allowed
 from dofpy.session.node import (
     CommandReceived,
     Node,
@@ -46,6 +47,8 @@ from dofpy.session.node import (
     NodeStatistics,
     PeerClosed,
     ResponseReceived,
+    SecureSessionEnded,
+    SecureSessionEstablished,
     SessionOpened,
 )
 from dofpy.session.node import (
@@ -74,8 +77,10 @@ from dofpy.wire.oap import (
     encode_oap,
 )
 from dofpy.wire.oid import IID, OID
+from dofpy.wire.permissions import Action
 
 __all__ = [
+    "AccessDenied",
     "IncomingRequest",
     "Notification",
     "OapConfig",
@@ -87,6 +92,8 @@ __all__ = [
     "RequestCompleted",
     "RequestFailed",
     "RequestKind",
+    "SecureSessionEnded",
+    "SecureSessionEstablished",
     "SessionOpened",
     "SubscriptionEnded",
 ]
@@ -183,6 +190,17 @@ class SubscriptionEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessDenied:
+    """A request was refused for want of permission (for the operator's log)."""
+
+    peer: Address
+    identity: OID | None
+    action: Action
+    object_id: OID
+    interface: IID
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderAnnounced:
     """``peer`` sent a Provide: it provides ``binding`` under ``alias``."""
 
@@ -192,7 +210,8 @@ class ProviderAnnounced:
 
 
 OapEvent = (
-    IncomingRequest
+    AccessDenied
+    | IncomingRequest
     | RequestCompleted
     | RequestFailed
     | Notification
@@ -200,6 +219,8 @@ OapEvent = (
     | ProviderAnnounced
     | SessionOpened
     | PeerClosed
+    | SecureSessionEstablished
+    | SecureSessionEnded
 )
 
 
@@ -212,6 +233,7 @@ class OapStatistics:
     notifications_received: int
     notifications_unmatched: int
     notifications_missed: int
+    permission_denied: int
     subscribers: int
     subscriptions: int
 
@@ -295,6 +317,7 @@ class OapCore:
                 "notifications_received",
                 "notifications_unmatched",
                 "notifications_missed",
+                "permission_denied",
             ),
             0,
         )
@@ -602,7 +625,7 @@ class OapCore:
                 case SessionOpened():
                     self._outgoing.pop(event.request_id, None)
                     self._events.append(event)
-                case PeerClosed():
+                case PeerClosed() | SecureSessionEstablished() | SecureSessionEnded():
                     self._events.append(event)
 
     # -- provider dispatch ---------------------------------------------------------------
@@ -615,6 +638,34 @@ class OapCore:
             return
         pdu = ExceptionResponse(int(code), (message,), internal=True, final=True)
         self.node.send_response(peer, op, AppId.OAP, encode_oap(pdu), now)
+
+    def _permitted(
+        self,
+        event: CommandReceived,
+        action: Action,
+        binding: Binding,
+        now: float,
+        op: int | None = None,
+    ) -> bool:
+        """Whether the (authenticated) requestor may do ``action`` on ``binding``.
+
+        Without a security configuration every request is allowed (a plaintext
+        node trusts its network). With one, a request must come through a
+        secure session whose granted permissions allow it: deny by default.
+        """
+        if self.node.config.security is None:
+            return True
+        permissions = event.permissions
+        if permissions is not None and is_allowed(
+            permissions, action, binding.object_id, binding.interface
+        ):
+            return True
+        self._counts["permission_denied"] += 1
+        self._events.append(
+            AccessDenied(event.peer, event.identity, action, binding.object_id, binding.interface)
+        )
+        self._refuse(event.peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now)
+        return False
 
     def _resolve(self, target: Alias | Binding) -> Binding | None:
         if isinstance(target, Alias):
@@ -632,6 +683,8 @@ class OapCore:
             self._on_notification(peer, pdu)
             return
         if isinstance(pdu, ProvideCommand):
+            if not self._permitted(event, Action.PROVIDE, pdu.binding, now):
+                return
             self._events.append(ProviderAnnounced(peer, pdu.binding, pdu.alias))
             return
         if not isinstance(
@@ -647,6 +700,12 @@ class OapCore:
             self._counts["requests_refused"] += 1
             return
         binding = self._resolve(pdu.target)
+        # Permissions first: a requestor that may not touch an object does not
+        # learn whether it exists.
+        if binding is not None and not self._permitted(
+            event, _ACTIONS[type(pdu)], binding, now, op
+        ):
+            return
         interface = (
             None
             if binding is None
@@ -858,6 +917,15 @@ class OapCore:
                     self._events.append(RequestFailed(sub.sub_id, error))
             return
         self._events.append(RequestFailed(request_id, error))
+
+
+_ACTIONS: dict[type, Action] = {
+    GetCommand: Action.READ,
+    SetCommand: Action.WRITE,
+    InvokeCommand: Action.EXECUTE,
+    SubscribeCommand: Action.SUBSCRIBE,
+    RegisterCommand: Action.SUBSCRIBE,
+}
 
 
 class _Refusal(Exception):

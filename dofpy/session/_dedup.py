@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 __all__ = ["PENDING", "DuplicateCache"]
 
@@ -24,21 +25,24 @@ PENDING = _Pending()
 """Marker: the command is being handled; a duplicate is dropped, not re-executed."""
 
 
+ResponseT = TypeVar("ResponseT")
+
+
 @dataclass(slots=True)
-class _Entry:
+class _Entry(Generic[ResponseT]):
     expires: float
-    responses: list[bytes] | _Pending
+    responses: list[ResponseT] | _Pending
 
 
-class DuplicateCache:
-    """Bounded map of recently seen commands to their encoded responses."""
+class DuplicateCache(Generic[ResponseT]):
+    """Bounded map of recently seen commands to the responses sent for them."""
 
     def __init__(self, max_entries: int = 4096, lifetime: float = 60.0) -> None:
         if max_entries < 1 or lifetime <= 0:
             raise ValueError("max_entries must be >= 1 and lifetime > 0")
         self._max_entries = max_entries
         self._lifetime = lifetime
-        self._entries: OrderedDict[Hashable, _Entry] = OrderedDict()
+        self._entries: OrderedDict[Hashable, _Entry[ResponseT]] = OrderedDict()
         self.evicted = 0
 
     def __len__(self) -> int:
@@ -51,7 +55,7 @@ class DuplicateCache:
                 break
             del self._entries[key]
 
-    def lookup(self, key: Hashable, now: float) -> list[bytes] | _Pending | None:
+    def lookup(self, key: Hashable, now: float) -> list[ResponseT] | _Pending | None:
         """``None`` for a new command; ``PENDING``; or the responses already sent."""
         self._expire(now)
         entry = self._entries.get(key)
@@ -60,13 +64,13 @@ class DuplicateCache:
     def begin(self, key: Hashable, now: float) -> None:
         """Record that the command ``key`` is now being handled."""
         self._expire(now)
-        self._entries[key] = _Entry(now + self._lifetime, PENDING)
+        self._entries[key] = _Entry[ResponseT](now + self._lifetime, PENDING)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
             self.evicted += 1
 
-    def add_response(self, key: Hashable, response: bytes, now: float) -> None:
+    def add_response(self, key: Hashable, response: ResponseT, now: float) -> None:
         """Remember a response sent for ``key`` (there may be several)."""
         entry = self._entries.get(key)
         if entry is None:

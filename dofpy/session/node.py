@@ -31,8 +31,17 @@ from dofpy.errors import (
     DofTimeoutError,
     LocalProtocolError,
 )
+from dofpy.security.crypto import AuthenticationFailed
+from dofpy.security.secure_frame import ReplayedPacket
 from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
+from dofpy.session.security import (
+    SecureSessionEnded,
+    SecureSessionEstablished,
+    SecurityConfig,
+    SecurityLayer,
+    SecurityStatistics,
+)
 from dofpy.wire._codec import C4_MAX
 from dofpy.wire.common import (
     Heartbeat,
@@ -59,6 +68,7 @@ from dofpy.wire.dsp import (
     encode_dsp,
 )
 from dofpy.wire.oid import OID
+from dofpy.wire.permissions import PermissionSet
 
 __all__ = [
     "CommandReceived",
@@ -70,6 +80,8 @@ __all__ = [
     "PeerState",
     "RequestFailed",
     "ResponseReceived",
+    "SecureSessionEnded",
+    "SecureSessionEstablished",
     "SessionOpened",
 ]
 
@@ -90,6 +102,7 @@ class NodeConfig:
     duplicate_entries: int = 8192
     duplicate_lifetime: float = 60.0
     first_op_count: int = 1
+    security: SecurityConfig | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_pending_commands", "max_events", "max_peers", "duplicate_entries"):
@@ -117,6 +130,7 @@ class NodeStatistics:
     commands_refused: int
     peers: int
     pending_commands: int
+    security: SecurityStatistics | None = None
 
 
 class PeerState(enum.Enum):
@@ -139,6 +153,14 @@ _PEER_TRANSITIONS: dict[PeerState, frozenset[PeerState]] = {
 }
 
 
+# Applications that may travel in the clear when security is required: session
+# set-up (DSP), key exchange (TEP, TRP) and the common operations (ping).
+_PLAINTEXT_APPS = frozenset({AppId.DSP, AppId.TEP, AppId.TRP, AppId.COMMON})
+# Applications never sealed: TEP Rekeys carry the domain only in the clear, and
+# TRP goes to the Authenticator, with which there is no session.
+_ALWAYS_PLAIN_APPS = frozenset({AppId.TEP, AppId.TRP})
+
+
 @dataclass(frozen=True, slots=True)
 class CommandReceived:
     """A new application command arrived (duplicates never show up here).
@@ -152,6 +174,8 @@ class CommandReceived:
     app_id: int
     payload: bytes
     retry: int
+    identity: OID | None = None
+    permissions: PermissionSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,7 +214,15 @@ class PeerClosed:
     by_peer: bool
 
 
-NodeEvent = CommandReceived | ResponseReceived | RequestFailed | SessionOpened | PeerClosed
+NodeEvent = (
+    CommandReceived
+    | ResponseReceived
+    | RequestFailed
+    | SessionOpened
+    | PeerClosed
+    | SecureSessionEstablished
+    | SecureSessionEnded
+)
 
 
 # -- internal state ------------------------------------------------------------
@@ -203,6 +235,8 @@ class _Internal(enum.Enum):
     DSP_OPEN = "dsp-open"
     DSP_TERMINATE = "dsp-terminate"
     QUERY = "query"
+    TEP = "tep"
+    TRP = "trp"
 
 
 @dataclass(slots=True)
@@ -236,8 +270,11 @@ class Node:
         self._peers: dict[Address, _Peer] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[NodeEvent] = deque()
-        self._duplicates = DuplicateCache(
+        self._duplicates: DuplicateCache[DppPacket] = DuplicateCache(
             self.config.duplicate_entries, self.config.duplicate_lifetime
+        )
+        self._security = (
+            None if self.config.security is None else SecurityLayer(self.config.security, self)
         )
         self._counts: dict[str, int] = dict.fromkeys(
             (
@@ -262,7 +299,31 @@ class Node:
         self._counts["datagrams_received"] += 1
         try:
             _dnp, packet = decode_frame_untrusted(data)
-            self._receive_packet(packet, addr, now)
+            security = self._security
+            identity: OID | None = None
+            permissions: PermissionSet | None = None
+            if packet.security is not None:
+                if security is None:
+                    self._counts["unsupported_datagrams"] += 1
+                    return
+                session = security.lookup(addr, packet.security.ssid)
+                try:
+                    packet = session.channel.open_untrusted(data).dpp
+                except ReplayedPacket:
+                    security.count("replays")
+                    return
+                except AuthenticationFailed:
+                    security.count("authentication_failures")
+                    return
+                identity, permissions = session.peer_identity, session.permissions
+            elif (
+                security is not None
+                and security.config.require_security
+                and packet.app_id not in _PLAINTEXT_APPS
+            ):
+                security.count("plaintext_refused")
+                return
+            self._receive_packet(packet, addr, now, len(data), identity, permissions)
         except BadPacket:
             self._counts["bad_datagrams"] += 1
 
@@ -273,9 +334,13 @@ class Node:
 
     def get_timer(self) -> float | None:
         timers = [p.retry.next_timer() for p in self._pending.values() if p.retry is not None]
+        if self._security is not None and (deadline := self._security.get_timer()) is not None:
+            timers.append(deadline)
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
+        if self._security is not None:
+            self._security.handle_timer(now)
         for pending in list(self._pending.values()):
             state = pending.retry
             if state is None:
@@ -289,11 +354,12 @@ class Node:
                         f"no response from {pending.peer[0]}:{pending.peer[1]} to request "
                         f"{pending.request_id} after {state.attempts} attempts"
                     ),
+                    now,
                 )
             elif state.due(now):
                 state.record_send(now)
                 self._counts["retransmissions"] += 1
-                self._emit_command(pending, state.retry_byte)
+                self._emit_command(pending, state.retry_byte, now)
 
     # -- events and statistics -----------------------------------------------------
 
@@ -307,6 +373,7 @@ class Node:
             duplicate_cache_evictions=self._duplicates.evicted,
             peers=len(self._peers),
             pending_commands=len(self._pending),
+            security=None if self._security is None else self._security.statistics(),
         )
 
     def peer_state(self, peer: Address) -> PeerState:
@@ -337,20 +404,21 @@ class Node:
         self, peer: Address, op_count: int | None, app_id: int, payload: bytes, now: float
     ) -> None:
         """Answer the command ``op_count`` from ``peer``; duplicates of the command
-        will be answered with these same bytes."""
-        if op_count is None:
-            raise LocalProtocolError("a command without an operation id cannot be answered")
-        datagram = encode_frame(
-            DppPacket(
-                app_id=app_id,
-                payload=payload,
-                is_response=True,
-                op_id_type=OpIdType.IMPLIED_RECEIVER,
-                op_count=op_count,
-            )
-        )
-        self._duplicates.add_response((peer, op_count), datagram, now)
-        self._outgoing.append((datagram, peer))
+        will be answered with this same response (sealed anew when secure)."""
+        self._respond(peer, op_count, app_id, payload, now, limit=None)
+
+    def secure_session(self, peer: Address, now: float) -> None:
+        """Start a secure session with ``peer`` now (commands start one anyway
+        when ``require_security`` is set); :class:`SecureSessionEstablished` or
+        :class:`SecureSessionEnded` follows."""
+        if self._security is None:
+            raise LocalProtocolError("this node has no SecurityConfig")
+        self._security.ensure_session(peer, now)
+
+    def peer_identity(self, peer: Address) -> OID | None:
+        """The authenticated identity of ``peer``, when a secure session exists."""
+        session = None if self._security is None else self._security.session(peer)
+        return None if session is None else session.peer_identity
 
     def cancel(self, request_id: int) -> bool:
         """Stop retransmitting ``request_id``; True if it was still pending.
@@ -379,7 +447,7 @@ class Node:
             peer, AppId.DSP, encode_dsp(DspTerminate()), now, True, None, _Internal.DSP_TERMINATE
         )
         if known is not None:
-            self._close_peer(known, by_peer=False)
+            self._close_peer(known, by_peer=False, now=now)
 
     def send_heartbeat(self, peer: Address, now: float) -> None:
         """Send a DPP heartbeat (no response is expected)."""
@@ -404,20 +472,22 @@ class Node:
         expect_response: bool,
         retry: RetryPolicy | None,
         internal: _Internal | None,
+        op: int | None = None,
     ) -> int:
         if expect_response and len(self._pending) >= self.config.max_pending_commands:
             raise LocalProtocolError(
                 f"{len(self._pending)} commands pending: limit max_pending_commands reached"
             )
-        op = self._allocate_op()
+        if op is None:
+            op = self._allocate_op()
         state = RetryState.start(retry or self.config.retry, now) if expect_response else None
         pending = _Pending(op, peer, app_id, payload, state, internal)
         if expect_response:
             self._pending[op] = pending
-        self._emit_command(pending, 0)
+        self._emit_command(pending, 0, now)
         return op
 
-    def _emit_command(self, pending: _Pending, retry_byte: int) -> None:
+    def _emit_command(self, pending: _Pending, retry_byte: int, now: float) -> None:
         packet = DppPacket(
             app_id=pending.app_id,
             payload=pending.payload,
@@ -425,7 +495,116 @@ class Node:
             op_count=pending.request_id,
             retry=retry_byte if pending.retry is not None else None,
         )
-        self._outgoing.append((encode_frame(packet), pending.peer))
+        # Held back until a secure session exists, when one is required; the
+        # session's arrival re-emits every held command at once.
+        self._transmit(pending.peer, packet, now)
+
+    def _transmit(self, peer: Address, packet: DppPacket, now: float) -> bool:
+        """Put ``packet`` on the wire to ``peer``: sealed when a secure session
+        exists, in the clear when allowed. False when it was held back."""
+        security = self._security
+        if security is not None and packet.app_id not in _ALWAYS_PLAIN_APPS:
+            session = security.session(peer)
+            if session is not None:
+                if security.needs_rekey(peer, now):
+                    security.ensure_session(peer, now)
+                self._outgoing.append((session.channel.seal(packet), peer))
+                return True
+            if security.config.require_security and packet.app_id not in _PLAINTEXT_APPS:
+                security.ensure_session(peer, now)
+                return False
+        self._outgoing.append((encode_frame(packet), peer))
+        return True
+
+    def _respond(
+        self,
+        peer: Address,
+        op_count: int | None,
+        app_id: int,
+        payload: bytes,
+        now: float,
+        limit: int | None,
+    ) -> None:
+        if op_count is None:
+            raise LocalProtocolError("a command without an operation id cannot be answered")
+        packet = DppPacket(
+            app_id=app_id,
+            payload=payload,
+            is_response=True,
+            op_id_type=OpIdType.IMPLIED_RECEIVER,
+            op_count=op_count,
+        )
+        if limit is not None and self._unvalidated(peer) and len(encode_frame(packet)) > limit:
+            # Never answer an address we have not validated with more bytes
+            # than it sent us (no amplification through spoofed sources).
+            assert self._security is not None
+            self._security.count("amplification_drops")
+            return
+        self._duplicates.add_response((peer, op_count), packet, now)
+        self._transmit(peer, packet, now)
+
+    def _unvalidated(self, peer: Address) -> bool:
+        security = self._security
+        return (
+            security is not None
+            and security.config.require_security
+            and security.session(peer) is None
+        )
+
+    # -- internals: the security layer's hooks -----------------------------------------
+
+    def _send_internal_command(
+        self,
+        peer: Address,
+        app_id: int,
+        payload: bytes,
+        now: float,
+        kind: str,
+        op: int | None = None,
+    ) -> int:
+        internal = _Internal.TEP if kind == "tep" else _Internal.TRP
+        return self._start(peer, app_id, payload, now, True, None, internal, op=op)
+
+    def _send_plain_response(
+        self, peer: Address, op: int, app_id: int, payload: bytes, limit: int | None = None
+    ) -> bool:
+        datagram = encode_frame(
+            DppPacket(
+                app_id=app_id,
+                payload=payload,
+                is_response=True,
+                op_id_type=OpIdType.IMPLIED_RECEIVER,
+                op_count=op,
+            )
+        )
+        if limit is not None and len(datagram) > limit:
+            return False
+        self._outgoing.append((datagram, peer))
+        return True
+
+    def _on_secure_session(
+        self, peer: Address, identity: OID, ssid: int, initiator: bool, key: bytes, now: float
+    ) -> None:
+        self._emit_event(
+            SecureSessionEstablished(peer, identity, ssid, initiator, key), droppable=False
+        )
+        for pending in list(self._pending.values()):
+            if pending.peer == peer and pending.internal not in (_Internal.TEP, _Internal.TRP):
+                retry_byte = 0 if pending.retry is None else pending.retry.retry_byte
+                self._emit_command(pending, retry_byte, now)
+
+    def _on_secure_session_failed(self, peer: Address, error: DofError, now: float) -> None:
+        for pending in [p for p in self._pending.values() if p.peer == peer]:
+            del self._pending[pending.request_id]
+            if pending.internal is not _Internal.TEP:
+                self._fail(pending, error, now)
+        self._emit_event(SecureSessionEnded(peer, error), droppable=False)
+
+    def _on_secure_session_lost(self, peer: Address) -> None:
+        self._emit_event(
+            SecureSessionEnded(peer, ClosedResourceError(f"secure session with {peer} expired")),
+            droppable=False,
+        )
 
     def _emit_event(self, event: NodeEvent, *, droppable: bool) -> bool:
         if droppable and len(self._events) >= self.config.max_events:
@@ -434,8 +613,12 @@ class Node:
         self._events.append(event)
         return True
 
-    def _fail(self, pending: _Pending, error: DofError) -> None:
-        if pending.internal in (None, _Internal.PING):
+    def _fail(self, pending: _Pending, error: DofError, now: float) -> None:
+        if pending.internal is _Internal.TEP and self._security is not None:
+            self._security.on_handshake_failure(pending.peer, pending.request_id, error, now)
+        elif pending.internal is _Internal.TRP and self._security is not None:
+            self._security.on_trp_failure(pending.request_id, error, now)
+        elif pending.internal in (None, _Internal.PING):
             self._emit_event(
                 RequestFailed(pending.request_id, pending.peer, error), droppable=False
             )
@@ -468,7 +651,7 @@ class Node:
             raise LocalProtocolError(f"peer {peer.address}: {peer.state.value} -> {new.value}")
         peer.state = new
 
-    def _close_peer(self, peer: _Peer, *, by_peer: bool) -> None:
+    def _close_peer(self, peer: _Peer, *, by_peer: bool, now: float) -> None:
         if peer.state is not PeerState.CLOSED:
             self._transition(peer, PeerState.CLOSED)
         error: DofError = (
@@ -480,20 +663,28 @@ class Node:
             if pending.internal is _Internal.DSP_TERMINATE:
                 continue
             del self._pending[pending.request_id]
-            self._fail(pending, error)
+            self._fail(pending, error, now)
         self._emit_event(PeerClosed(peer.address, by_peer), droppable=False)
 
     # -- internals: receiving --------------------------------------------------------
 
-    def _receive_packet(self, packet: DppPacket, addr: Address, now: float) -> None:
+    def _receive_packet(
+        self,
+        packet: DppPacket,
+        addr: Address,
+        now: float,
+        size: int,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+    ) -> None:
         if packet.security is not None or packet.app_id is None:
-            # Secure packets need a security session (not negotiated here).
+            # A secure packet inside a secure packet: nothing sends that.
             self._counts["unsupported_datagrams"] += 1
             return
         if packet.is_response:
             self._receive_response(packet, packet.app_id, addr, now)
         else:
-            self._receive_command(packet, packet.app_id, addr, now)
+            self._receive_command(packet, packet.app_id, addr, now, size, identity, permissions)
 
     def _receive_response(self, packet: DppPacket, app_id: int, addr: Address, now: float) -> None:
         pending = (
@@ -513,7 +704,21 @@ class Node:
             if pending.internal is _Internal.DSP_OPEN
             else None
         )
+        if pending.internal is _Internal.TEP and self._security is not None:
+            # The handshake decides whether this answer ends the command (a
+            # late copy of an Accept must not end the Confirm that reuses the
+            # Rekey's operation id); it may already have put a new command in
+            # the same slot.
+            if self._security.on_tep_response(addr, pending.request_id, packet.payload, now):
+                if self._pending.get(pending.request_id) is pending:
+                    del self._pending[pending.request_id]
+            else:
+                self._counts["unmatched_responses"] += 1
+            return
         del self._pending[pending.request_id]
+        if pending.internal is _Internal.TRP and self._security is not None:
+            self._security.on_trp_response(pending.request_id, packet.payload, now)
+            return
         peer = self._peer(addr, now)
         match pending.internal:
             case None:
@@ -539,78 +744,119 @@ class Node:
                     self._fail(
                         pending,
                         BrokenResourceError(f"peer {addr} refused DSP Open: {pdu!r}"),
+                        now,
                     )
             case _:
                 pass  # Terminate / Query responses need no action.
 
-    def _receive_command(self, packet: DppPacket, app_id: int, addr: Address, now: float) -> None:
+    def _receive_command(
+        self,
+        packet: DppPacket,
+        app_id: int,
+        addr: Address,
+        now: float,
+        size: int,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+    ) -> None:
+        op = packet.op_count if packet.op_id_type is OpIdType.IMPLIED_SENDER else None
+        if app_id == AppId.TEP and self._security is not None:
+            # Handshakes keep their own per-operation state (a Confirm reuses
+            # the Rekey's operation id); no state for unvalidated addresses.
+            self._security.on_tep_command(addr, op, packet.payload, size, now)
+            return
         if app_id not in self.config.applications:
             self._counts["unsupported_datagrams"] += 1
             return
-        op = packet.op_count if packet.op_id_type is OpIdType.IMPLIED_SENDER else None
-        if op is not None:
+        # Only commands that carry a retry byte may come again as retries; those
+        # are the ones remembered, so one-way traffic (block transfer signals)
+        # does not churn the duplicate cache.
+        remember = op is not None and packet.retry is not None
+        if remember:
             seen = self._duplicates.lookup((addr, op), now)
             if seen is not None:
                 self._counts["duplicate_commands"] += 1
                 if seen is not PENDING:
                     assert isinstance(seen, list)
-                    for datagram in seen:
-                        self._outgoing.append((datagram, addr))
+                    for response in seen:
+                        self._transmit(addr, response, now)
                         self._counts["duplicate_responses_resent"] += 1
                 return
         peer = self._peer(addr, now)
         if peer.state is PeerState.CLOSED:
             self._transition(peer, PeerState.IDLE)
         if app_id == AppId.DSP:
-            self._receive_dsp(packet, peer, op, now)
+            self._receive_dsp(packet, peer, op if remember else None, op, now, size)
         elif app_id == AppId.COMMON:
-            self._receive_common(packet, peer, op, now)
+            self._receive_common(packet, peer, op if remember else None, op, now, size)
         else:
-            event = CommandReceived(addr, op, app_id, packet.payload, packet.retry or 0)
+            event = CommandReceived(
+                addr, op, app_id, packet.payload, packet.retry or 0, identity, permissions
+            )
             if not self._emit_event(event, droppable=True):
                 self._counts["commands_refused"] += 1
                 return
-            if op is not None:
+            if remember:
                 self._duplicates.begin((addr, op), now)
 
-    def _receive_dsp(self, packet: DppPacket, peer: _Peer, op: int | None, now: float) -> None:
+    def _receive_dsp(
+        self,
+        packet: DppPacket,
+        peer: _Peer,
+        remember: int | None,
+        op: int | None,
+        now: float,
+        size: int,
+    ) -> None:
         pdu = decode_dsp_untrusted(packet.payload, False)
-        if op is not None:
-            self._duplicates.begin((peer.address, op), now)
+        if remember is not None:
+            self._duplicates.begin((peer.address, remember), now)
         match pdu:
             case DspOpen():
                 if peer.state is not PeerState.OPEN:
                     self._transition(peer, PeerState.OPEN)
-                self._answer(peer, op, AppId.DSP, encode_dsp(DspOpenResponse(self._apps())), now)
+                reply = encode_dsp(DspOpenResponse(self._apps()))
+                self._answer(peer, op, AppId.DSP, reply, now, size)
             case DspQuery():
-                self._answer(peer, op, AppId.DSP, encode_dsp(DspQueryResponse(self._apps())), now)
+                reply = encode_dsp(DspQueryResponse(self._apps()))
+                self._answer(peer, op, AppId.DSP, reply, now, size)
             case DspConfigRequest(options=options):
                 # dofpy negotiates nothing yet: any option is refused, none is
                 # silently accepted.
-                reply = DspConfigReject() if options else DspConfigAck()
-                self._answer(peer, op, AppId.DSP, encode_dsp(reply), now)
+                answer = DspConfigReject() if options else DspConfigAck()
+                self._answer(peer, op, AppId.DSP, encode_dsp(answer), now, size)
             case DspTerminate():
-                self._answer(peer, op, AppId.DSP, encode_dsp(DspTerminateResponse()), now)
-                self._close_peer(peer, by_peer=True)
+                self._answer(peer, op, AppId.DSP, encode_dsp(DspTerminateResponse()), now, size)
+                self._close_peer(peer, by_peer=True, now=now)
             case DspNop():
                 pass
 
-    def _receive_common(self, packet: DppPacket, peer: _Peer, op: int | None, now: float) -> None:
+    def _receive_common(
+        self,
+        packet: DppPacket,
+        peer: _Peer,
+        remember: int | None,
+        op: int | None,
+        now: float,
+        size: int,
+    ) -> None:
         pdu = decode_common_untrusted(packet.payload, False)
-        if op is not None:
-            self._duplicates.begin((peer.address, op), now)
+        if remember is not None:
+            self._duplicates.begin((peer.address, remember), now)
         match pdu:
             case Ping():
-                self._answer(peer, op, AppId.COMMON, encode_common(PingResponse()), now)
+                self._answer(peer, op, AppId.COMMON, encode_common(PingResponse()), now, size)
             case Query():
                 reply = QueryResponse(self.config.node_id)
-                self._answer(peer, op, AppId.COMMON, encode_common(reply), now)
+                self._answer(peer, op, AppId.COMMON, encode_common(reply), now, size)
             case _:
                 pass  # Heartbeat and source management need no answer here.
 
-    def _answer(self, peer: _Peer, op: int | None, app_id: int, payload: bytes, now: float) -> None:
+    def _answer(
+        self, peer: _Peer, op: int | None, app_id: int, payload: bytes, now: float, size: int
+    ) -> None:
         if op is not None:
-            self.send_response(peer.address, op, app_id, payload, now)
+            self._respond(peer.address, op, app_id, payload, now, limit=size)
 
     def _apps(self) -> tuple[int, ...]:
         return tuple(a for a in self.config.applications if a not in (AppId.DSP, AppId.COMMON))

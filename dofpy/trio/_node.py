@@ -15,13 +15,14 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import trio
 
 from dofpy._core import Address
 from dofpy.errors import ClosedResourceError, DofError
 from dofpy.oap.core import (
+    AccessDenied,
     IncomingRequest,
     Notification,
     OapConfig,
@@ -32,11 +33,14 @@ from dofpy.oap.core import (
     RequestCompleted,
     RequestFailed,
     RequestKind,
+    SecureSessionEnded,
+    SecureSessionEstablished,
     SessionOpened,
     SubscriptionEnded,
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface, Method, Property
+from dofpy.security.keylog import format_keylog_line
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
 from dofpy.wire.oid import OID
 
@@ -161,8 +165,16 @@ class DofNode:
     run that opened it.
     """
 
-    def __init__(self, core: OapCore, nursery: trio.Nursery, notification_buffer: int) -> None:
+    def __init__(
+        self,
+        core: OapCore,
+        nursery: trio.Nursery,
+        notification_buffer: int,
+        keylog: TextIO | None = None,
+    ) -> None:
         self.core = core
+        self._keylog = keylog
+        self._secure_waiters: dict[Address, list[_Waiter]] = {}
         self._nursery = nursery
         self._endpoint: UdpEndpoint | None = None
         self._waiters: dict[int, _Waiter] = {}
@@ -234,6 +246,42 @@ class DofNode:
                     del self._announcements[:-256]
                 case PeerClosed():
                     logger.info("session with %s closed (by peer: %s)", event.peer, event.by_peer)
+                case SecureSessionEstablished():
+                    self._on_secure_session(event)
+                case SecureSessionEnded():
+                    logger.info("secure session with %s ended: %s", event.peer, event.error)
+                    for waiter in self._secure_waiters.pop(event.peer, []):
+                        waiter.error = event.error
+                        waiter.done.set()
+                case AccessDenied():
+                    logger.warning(
+                        "refused %s by %s (%s) on %s %s",
+                        event.action.letters(),
+                        event.identity,
+                        event.peer,
+                        event.object_id,
+                        event.interface,
+                    )
+
+    def _on_secure_session(self, event: SecureSessionEstablished) -> None:
+        logger.info(
+            "secure session %d with %s (%s) established",
+            event.ssid,
+            event.peer,
+            event.peer_identity,
+        )
+        if self._keylog is not None:
+            security = self.core.node.config.security
+            me = None if security is None else security.identity
+            initiator, responder = (
+                (me, event.peer_identity) if event.initiator else (event.peer_identity, me)
+            )
+            self._keylog.write(
+                format_keylog_line(event.session_key, initiator, responder, event.ssid)
+            )
+            self._keylog.flush()
+        for waiter in self._secure_waiters.pop(event.peer, []):
+            waiter.done.set()
 
     def _end_subscription(self, subscription_id: int) -> None:
         subscription = self._subscriptions.pop(subscription_id, None)
@@ -338,6 +386,24 @@ class DofNode:
         await self._await(self.core.ping(peer, start))
         return trio.current_time() - start
 
+    async def secure_session(self, peer: Address) -> OID:
+        """Establish a secure session with ``peer`` (TEP, then AES-256-CCM) and
+        return its authenticated identity. Requests start one anyway when the
+        node requires security; this makes the handshake explicit."""
+        identity = self.core.node.peer_identity(peer)
+        if identity is not None:
+            return identity
+        waiter = _Waiter()
+        self._secure_waiters.setdefault(peer, []).append(waiter)
+        self.core.node.secure_session(peer, trio.current_time())
+        self._wakeup()
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        identity = self.core.node.peer_identity(peer)
+        assert identity is not None
+        return identity
+
     async def open_session(self, peer: Address) -> None:
         """DSP Open with ``peer``."""
         await self._await(self.core.open_session(peer, trio.current_time()))
@@ -369,18 +435,25 @@ async def open_node(
     config: OapConfig | None = None,
     *,
     pcap_path: str | os.PathLike[str] | None = None,
+    keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
     **endpoint_options: Any,
 ) -> AsyncIterator[DofNode]:
     """Run an OAP node on a UDP socket bound at ``local`` for the block's lifetime.
 
     ``pcap_path`` captures every datagram to a pcap file (Wireshark reads it with
-    ``-d udp.port==PORT,dof``). Other keyword arguments go to
+    ``-d udp.port==PORT,dof``); ``keylog_path`` appends every secure session's
+    key (see :mod:`dofpy.security.keylog`) so that Wireshark can decrypt it.
+    Security comes from ``config.node.security``. Other keyword arguments go to
     :func:`~dofpy.trio.open_udp_endpoint`.
     """
     core = OapCore(config)
+    keylog: TextIO | None = None
+    if keylog_path is not None:
+        descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        keylog = os.fdopen(descriptor, "a", encoding="ascii")
     async with trio.open_nursery() as nursery:
-        node = DofNode(core, nursery, notification_buffer)
+        node = DofNode(core, nursery, notification_buffer, keylog)
         dispatching = _DispatchingCore(core, node)
         try:
             async with open_udp_endpoint(
@@ -398,3 +471,5 @@ async def open_node(
                         subscription._send.close()
         finally:
             nursery.cancel_scope.cancel()
+            if keylog is not None:
+                keylog.close()

@@ -1,0 +1,686 @@
+"""Secure sessions for the DPS node: TEP handshakes, stateless cookies, the
+Authenticator round trip, CCM channels and their rekeying. Sans-IO.
+
+A node configured with a :class:`SecurityConfig` protects every application
+packet (OAP and above) with AES-256-CCM once a two-party session exists with
+the peer, and (with ``require_security``) sends and accepts no application
+packet in the clear. The session key comes from a TEP exchange::
+
+    initiator                         responder                       authenticator
+    Rekey (nonce N)           ->
+                              <-      Reject COOKIE (cookie C)        (no state kept)
+    Rekey (nonce C || N')     ->      (cookie valid: state kept)
+                                      Request Session        ->
+                                                             <-      tickets + grant
+                              <-      Accept (ticket, confirmation, SSID)
+    Confirm (same op id)      ->
+                              <-      Confirm Ack
+    ... CCM packets both ways ...
+
+**Cookies (dofpy extension).** The first Rekey from an address is answered
+with a TEP Reject whose code is :data:`COOKIE_REJECT_CODE` and whose
+description is an 8-byte cookie ``HMAC-SHA256(cookie key, time bucket ||
+address || initiator identity)[:8]``; nothing is remembered. The initiator
+repeats the Rekey with its nonce set to ``cookie || 8 fresh bytes``. Only a
+Rekey whose nonce starts with a valid cookie (this bucket or the previous one)
+creates handshake state, so an attacker who cannot receive at the address it
+claims creates none, and the Reject is smaller than the Rekey it answers (no
+amplification). Half-open handshakes are bounded and what is refused is
+counted.
+
+The session key and the initiator's ticket come from the domain's
+Authenticator (TRP Request Session): over the network (``authority`` address)
+or in-process (``local_authority``, for a responder trusted with the domain's
+credential store).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from dofpy._core import Address
+from dofpy.errors import BadPacket, DofError, DofTimeoutError, RemoteProtocolError
+from dofpy.security.authority import TicketRole, TrpAuthority, open_session_ticket
+from dofpy.security.crypto import (
+    build_accept,
+    build_confirm,
+    build_rekey,
+    session_key_from_accept,
+    verify_confirm,
+)
+from dofpy.security.secure_frame import SecureChannel
+from dofpy.wire.ccm import CcmOptions
+from dofpy.wire.dpp import AppId
+from dofpy.wire.oid import OID
+from dofpy.wire.permissions import PermissionSet
+from dofpy.wire.security import InitiatorBlock, KeyRequest, SecurityIdentity
+from dofpy.wire.tep import (
+    ResponderInit,
+    TepAccept,
+    TepConfirm,
+    TepConfirmAck,
+    TepReject,
+    TepRekey,
+    decode_tep_untrusted,
+    encode_tep,
+)
+from dofpy.wire.trp import (
+    RequestSessionCommand,
+    RequestSessionResponse,
+    TrpReject,
+    decode_trp_untrusted,
+    encode_trp,
+)
+
+if TYPE_CHECKING:
+    from dofpy.session.node import Node
+
+__all__ = [
+    "COOKIE_REJECT_CODE",
+    "SecureSessionEnded",
+    "SecureSessionEstablished",
+    "SecurityConfig",
+    "SecurityStatistics",
+]
+
+COOKIE_REJECT_CODE = 0xC0
+"""TEP Reject code meaning "repeat your Rekey with this cookie" (dofpy extension)."""
+AUTHORITY_REJECT_CODE = 0xC1
+"""TEP Reject code: the Authenticator refused the session (description: TRP error)."""
+HANDSHAKE_REJECT_CODE = 0xC2
+"""TEP Reject code: the responder cannot take the handshake now (busy, bad Rekey)."""
+
+_COOKIE_SIZE = 8
+_NONCE_SIZE = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Who this node is in its domain, and how it secures its sessions.
+
+    ``rng(n)`` gives ``n`` unpredictable bytes (``secrets.token_bytes`` in a
+    daemon; a seeded generator in tests): the only randomness of the core.
+    ``cookie_key`` keys the stateless handshake cookies (32 random bytes,
+    never shared). A responder gets session keys from the Authenticator at
+    ``authority`` or, when it holds the credential store, from
+    ``local_authority``. ``desired_duration`` is in minutes (a dofpy
+    convention; the field is one byte): the initiator rekeys before it ends.
+    """
+
+    domain: OID
+    identity: OID
+    secret: bytes = field(repr=False)
+    rng: Callable[[int], bytes] = field(repr=False)
+    cookie_key: bytes = field(repr=False)
+    permissions: PermissionSet = field(default_factory=PermissionSet)
+    authority: Address | None = None
+    local_authority: TrpAuthority | None = field(default=None, repr=False)
+    require_security: bool = True
+    tag_length: int = 16
+    desired_duration: int = 60
+    cookie_lifetime: float = 30.0
+    handshake_timeout: float = 15.0
+    max_half_open: int = 256
+    rekey_packets_left: int = 1 << 16
+    session_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if len(self.secret) != 32 or len(self.cookie_key) != 32:
+            raise ValueError("secret and cookie_key must be 32 bytes each")
+        if self.tag_length not in (8, 16):
+            raise ValueError("tag_length must be 8 or 16")
+        if not 1 <= self.desired_duration <= 255:
+            raise ValueError("desired_duration must be 1..255 minutes")
+        if self.max_half_open < 1 or self.cookie_lifetime <= 0 or self.handshake_timeout <= 0:
+            raise ValueError("max_half_open, cookie_lifetime, handshake_timeout must be > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SecureSessionEstablished:
+    """A secure session with ``peer`` is ready. ``session_key`` is for an
+    operator's key log only (never shown by ``repr``)."""
+
+    peer: Address
+    peer_identity: OID
+    ssid: int
+    initiator: bool
+    session_key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SecureSessionEnded:
+    """A secure session with ``peer`` failed to start or ended; ``error`` says why."""
+
+    peer: Address
+    error: DofError
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityStatistics:
+    handshakes_started: int
+    handshakes_completed: int
+    handshakes_failed: int
+    cookies_sent: int
+    cookies_rejected: int
+    half_open_refused: int
+    amplification_drops: int
+    authentication_failures: int
+    replays: int
+    unknown_sessions: int
+    plaintext_refused: int
+    rekeys: int
+    sessions: int
+    half_open: int
+
+
+class _Phase(enum.Enum):
+    REKEY_SENT = "rekey-sent"  # initiator: waiting for Accept (or a cookie)
+    CONFIRM_SENT = "confirm-sent"  # initiator: waiting for Confirm Ack
+    ASKING_AUTHORITY = "asking-authority"  # responder: waiting for the tickets
+    ACCEPT_SENT = "accept-sent"  # responder: waiting for Confirm
+    DONE = "done"
+    FAILED = "failed"
+
+
+_PHASE_TRANSITIONS: dict[_Phase, frozenset[_Phase]] = {
+    _Phase.REKEY_SENT: frozenset({_Phase.REKEY_SENT, _Phase.CONFIRM_SENT, _Phase.FAILED}),
+    _Phase.CONFIRM_SENT: frozenset({_Phase.DONE, _Phase.FAILED}),
+    _Phase.ASKING_AUTHORITY: frozenset({_Phase.ACCEPT_SENT, _Phase.FAILED}),
+    _Phase.ACCEPT_SENT: frozenset({_Phase.DONE, _Phase.FAILED}),
+    _Phase.DONE: frozenset(),
+    _Phase.FAILED: frozenset(),
+}
+
+
+@dataclass(slots=True)
+class _Handshake:
+    peer: Address
+    phase: _Phase
+    deadline: float
+    block: InitiatorBlock
+    rekey_op: int
+    cookie_rounds: int = 0
+    # responder side
+    command: RequestSessionCommand | None = None
+    responder: KeyRequest | None = None
+    accept: TepAccept | None = None
+    session_key: bytes | None = field(default=None, repr=False)
+    ssid: int | None = None
+
+    def move(self, phase: _Phase) -> None:
+        if phase not in _PHASE_TRANSITIONS[self.phase]:
+            raise AssertionError(f"handshake {self.phase.value} -> {phase.value}")
+        self.phase = phase
+
+
+@dataclass(slots=True)
+class _Session:
+    channel: SecureChannel
+    peer_identity: OID
+    permissions: PermissionSet
+    established: float
+    expires: float
+
+
+class SecurityLayer:
+    """The secure-session state of one node (owned by :class:`Node`)."""
+
+    def __init__(self, config: SecurityConfig, node: Node) -> None:
+        self.config = config
+        self._node = node
+        self._initiating: dict[Address, _Handshake] = {}
+        self._responding: dict[tuple[Address, int], _Handshake] = {}
+        self._authority_requests: dict[int, tuple[Address, int]] = {}
+        self._current: dict[Address, _Session] = {}
+        self._by_ssid: dict[tuple[Address, int], _Session] = {}
+        self._next_ssid = 1
+        self._counts = dict.fromkeys(
+            (
+                "handshakes_started",
+                "handshakes_completed",
+                "handshakes_failed",
+                "cookies_sent",
+                "cookies_rejected",
+                "half_open_refused",
+                "amplification_drops",
+                "authentication_failures",
+                "replays",
+                "unknown_sessions",
+                "plaintext_refused",
+                "rekeys",
+            ),
+            0,
+        )
+
+    # -- queries -------------------------------------------------------------------
+
+    def statistics(self) -> SecurityStatistics:
+        return SecurityStatistics(
+            **self._counts,
+            sessions=len(self._current),
+            half_open=sum(1 for h in self._responding.values() if h.phase is not _Phase.DONE),
+        )
+
+    def session(self, peer: Address) -> _Session | None:
+        return self._current.get(peer)
+
+    def count(self, name: str) -> None:
+        self._counts[name] += 1
+
+    def get_timer(self) -> float | None:
+        deadlines = [h.deadline for h in self._initiating.values()]
+        deadlines += [h.deadline for h in self._responding.values()]
+        deadlines += [s.expires for s in self._by_ssid.values()]
+        return min(deadlines) if deadlines else None
+
+    # -- initiator ---------------------------------------------------------------------
+
+    def ensure_session(self, peer: Address, now: float) -> None:
+        """Start a handshake with ``peer`` unless one is running."""
+        if peer in self._initiating:
+            return
+        self._start_handshake(peer, now, self.config.rng(_NONCE_SIZE), cookie_rounds=0)
+
+    def _start_handshake(self, peer: Address, now: float, nonce: bytes, cookie_rounds: int) -> None:
+        cfg = self.config
+        rekey = build_rekey(
+            cfg.domain,
+            cfg.identity,
+            nonce,
+            options=CcmOptions(max_tag=cfg.tag_length, min_tag=cfg.tag_length),
+            permissions=cfg.permissions,
+            desired_duration=cfg.desired_duration,
+        )
+        op = self._node._send_internal_command(peer, AppId.TEP, encode_tep(rekey), now, "tep")
+        handshake = _Handshake(
+            peer,
+            _Phase.REKEY_SENT,
+            now + cfg.handshake_timeout,
+            rekey.initiator,
+            op,
+            cookie_rounds,
+        )
+        self._initiating[peer] = handshake
+        if cookie_rounds == 0:
+            self._counts["handshakes_started"] += 1
+
+    def on_tep_response(self, peer: Address, op: int, payload: bytes, now: float) -> bool:
+        """A TEP response to one of our commands (Accept, Reject, Confirm Ack).
+
+        True when it was the answer the handshake waited for (the command is
+        done); False for a late or repeated copy, which is ignored.
+        """
+        handshake = self._initiating.get(peer)
+        if handshake is None or handshake.rekey_op != op:
+            return False
+        pdu = decode_tep_untrusted(
+            payload, is_response=True, answers_rekey=handshake.phase is _Phase.REKEY_SENT
+        )
+        match pdu:
+            case TepReject(code=code, description=cookie) if (
+                code == COOKIE_REJECT_CODE
+                and handshake.phase is _Phase.REKEY_SENT
+                and len(cookie) == _COOKIE_SIZE
+                and handshake.cookie_rounds < 2
+            ):
+                del self._initiating[peer]
+                nonce = cookie + self.config.rng(_NONCE_SIZE - _COOKIE_SIZE)
+                self._start_handshake(peer, now, nonce, handshake.cookie_rounds + 1)
+            case TepReject(code=code, description=description):
+                reason = description.decode("utf-8", "replace")
+                self._fail(
+                    handshake,
+                    RemoteProtocolError(
+                        f"{peer} rejected the secure session (TEP code {code:#04x}: {reason})",
+                        code,
+                    ),
+                    now,
+                )
+            case TepAccept() if handshake.phase is _Phase.REKEY_SENT:
+                self._on_accept(handshake, pdu, now)
+            case TepConfirmAck() if handshake.phase is _Phase.CONFIRM_SENT:
+                self._establish_initiator(handshake, now)
+            case _:
+                return False
+        return True
+
+    def _on_accept(self, handshake: _Handshake, accept: TepAccept, now: float) -> None:
+        try:
+            key = session_key_from_accept(accept, handshake.block, self.config.secret)
+        except BadPacket:
+            self._counts["authentication_failures"] += 1
+            raise
+        if accept.responder_init is None or accept.responder_init.ssid is None:
+            raise BadPacket("TEP Accept without an SSID")
+        confirm = build_confirm(key, handshake.block, accept)
+        handshake.accept = accept
+        handshake.session_key = key
+        handshake.ssid = accept.responder_init.ssid
+        handshake.move(_Phase.CONFIRM_SENT)
+        self._node._send_internal_command(
+            handshake.peer, AppId.TEP, encode_tep(confirm), now, "tep", op=handshake.rekey_op
+        )
+
+    def _establish_initiator(self, handshake: _Handshake, now: float) -> None:
+        accept = handshake.accept
+        assert accept is not None and handshake.session_key is not None
+        assert handshake.ssid is not None
+        handshake.move(_Phase.DONE)
+        del self._initiating[handshake.peer]
+        duration = max(accept.authenticator.granted_duration, 1) * 60.0
+        self._install(
+            handshake.peer,
+            handshake.session_key,
+            handshake.ssid,
+            accept.responder.identity.node,
+            accept.responder.permissions,
+            now,
+            # The initiator rekeys a little before the responder forgets the key.
+            now + duration * 0.9,
+            initiator=True,
+        )
+
+    def on_handshake_failure(self, peer: Address, op: int, error: DofError, now: float) -> None:
+        """The Rekey or Confirm command itself timed out."""
+        handshake = self._initiating.get(peer)
+        if handshake is not None and handshake.rekey_op == op:
+            self._fail(handshake, error, now)
+
+    def _fail(self, handshake: _Handshake, error: DofError, now: float) -> None:
+        if handshake.phase in (_Phase.DONE, _Phase.FAILED):
+            return
+        handshake.move(_Phase.FAILED)
+        self._counts["handshakes_failed"] += 1
+        if self._initiating.get(handshake.peer) is handshake:
+            del self._initiating[handshake.peer]
+            self._node._on_secure_session_failed(handshake.peer, error, now)
+
+    # -- responder ---------------------------------------------------------------------
+
+    def cookie(self, peer: Address, identity: OID, bucket: int) -> bytes:
+        message = (
+            bucket.to_bytes(8, "big", signed=True)
+            + f"{peer[0]}|{peer[1]}".encode()
+            + identity.encode()
+        )
+        return hmac.new(self.config.cookie_key, message, hashlib.sha256).digest()[:_COOKIE_SIZE]
+
+    def _cookie_valid(self, peer: Address, identity: OID, nonce: bytes, now: float) -> bool:
+        if len(nonce) != _NONCE_SIZE:
+            return False
+        bucket = int(now // self.config.cookie_lifetime)
+        presented = nonce[:_COOKIE_SIZE]
+        return any(
+            hmac.compare_digest(presented, self.cookie(peer, identity, b))
+            for b in (bucket, bucket - 1)
+        )
+
+    def on_tep_command(
+        self,
+        peer: Address,
+        op: int | None,
+        payload: bytes,
+        received_size: int,
+        now: float,
+    ) -> None:
+        """A TEP command from ``peer``: Rekey (new or repeated) or Confirm."""
+        if op is None:
+            raise BadPacket("TEP command without an operation id")
+        existing = self._responding.get((peer, op))
+        pdu = decode_tep_untrusted(payload, is_response=False)
+        match pdu:
+            case TepRekey():
+                if existing is not None:
+                    if existing.accept is not None and existing.phase is _Phase.ACCEPT_SENT:
+                        self._reply(peer, op, existing.accept, now)
+                    return  # still asking the authority: the Accept will come
+                self._on_rekey(peer, op, pdu, received_size, now)
+            case TepConfirm():
+                if existing is None:
+                    raise BadPacket("TEP Confirm without a handshake")
+                if existing.phase is _Phase.DONE:
+                    self._reply(peer, op, TepConfirmAck(), now)
+                    return
+                if existing.phase is not _Phase.ACCEPT_SENT:
+                    raise BadPacket(f"TEP Confirm in {existing.phase.value}")
+                self._on_confirm(existing, pdu, now)
+            case _:
+                raise BadPacket(f"TEP {type(pdu).__name__} is not handled")
+
+    def _on_rekey(
+        self, peer: Address, op: int, rekey: TepRekey, received_size: int, now: float
+    ) -> None:
+        cfg = self.config
+        request = rekey.initiator.request
+        identity = request.identity.node
+        if rekey.domain is None or rekey.domain != cfg.domain:
+            self._reject_small(peer, op, HANDSHAKE_REJECT_CODE, b"domain", received_size)
+            return
+        if not self._cookie_valid(peer, identity, request.nonce, now):
+            bucket = int(now // cfg.cookie_lifetime)
+            if request.nonce[:_COOKIE_SIZE] and len(request.nonce) == _NONCE_SIZE:
+                self._counts["cookies_rejected"] += 1
+            if self._reject_small(
+                peer, op, COOKIE_REJECT_CODE, self.cookie(peer, identity, bucket), received_size
+            ):
+                self._counts["cookies_sent"] += 1
+            return
+        half_open = sum(1 for h in self._responding.values() if h.phase is not _Phase.DONE)
+        if half_open >= cfg.max_half_open:
+            self._counts["half_open_refused"] += 1
+            self._reject_small(peer, op, HANDSHAKE_REJECT_CODE, b"busy", received_size)
+            return
+        responder = KeyRequest(
+            SecurityIdentity(cfg.identity), cfg.rng(_NONCE_SIZE), cfg.permissions
+        )
+        command = RequestSessionCommand(cfg.domain, responder, rekey.initiator)
+        handshake = _Handshake(
+            peer,
+            _Phase.ASKING_AUTHORITY,
+            now + cfg.handshake_timeout,
+            rekey.initiator,
+            op,
+            command=command,
+            responder=responder,
+        )
+        self._responding[(peer, op)] = handshake
+        self._counts["handshakes_started"] += 1
+        if cfg.local_authority is not None:
+            decision = cfg.local_authority.decide(command)
+            self._on_authority_answer(handshake, decision.response, now)
+        elif cfg.authority is not None:
+            request_id = self._node._send_internal_command(
+                cfg.authority, AppId.TRP, encode_trp(command), now, "trp"
+            )
+            self._authority_requests[request_id] = (peer, op)
+        else:
+            self._refuse_handshake(handshake, b"no authenticator configured", now)
+
+    def on_trp_response(self, request_id: int, payload: bytes, now: float) -> None:
+        key = self._authority_requests.pop(request_id, None)
+        handshake = None if key is None else self._responding.get(key)
+        if handshake is None or handshake.phase is not _Phase.ASKING_AUTHORITY:
+            return
+        try:
+            pdu = decode_trp_untrusted(payload, True)
+        except BadPacket:
+            self._refuse_handshake(handshake, b"bad authenticator answer", now)
+            raise
+        if not isinstance(pdu, RequestSessionResponse | TrpReject):
+            self._refuse_handshake(handshake, b"bad authenticator answer", now)
+            return
+        self._on_authority_answer(handshake, pdu, now)
+
+    def on_trp_failure(self, request_id: int, error: DofError, now: float) -> None:
+        key = self._authority_requests.pop(request_id, None)
+        handshake = None if key is None else self._responding.get(key)
+        if handshake is not None and handshake.phase is _Phase.ASKING_AUTHORITY:
+            self._refuse_handshake(handshake, f"authenticator: {error}".encode(), now)
+
+    def _on_authority_answer(self, handshake: _Handshake, answer: object, now: float) -> None:
+        if isinstance(answer, TrpReject):
+            self._refuse_handshake(
+                handshake, f"{answer.error.name}".encode(), now, code=AUTHORITY_REJECT_CODE
+            )
+            return
+        if not isinstance(answer, RequestSessionResponse):
+            self._refuse_handshake(handshake, b"bad authenticator answer", now)
+            return
+        assert handshake.command is not None and handshake.responder is not None
+        try:
+            key = open_session_ticket(
+                answer.responder_ticket,
+                self.config.secret,
+                TicketRole.RESPONDER,
+                handshake.command,
+                answer.authenticator,
+            )
+        except BadPacket:
+            self._counts["authentication_failures"] += 1
+            self._refuse_handshake(handshake, b"authenticator ticket invalid", now)
+            return
+        ssid = self._allocate_ssid(handshake.peer)
+        accept = build_accept(
+            handshake.block,
+            session_key=key,
+            ticket=answer.initiator_ticket,
+            responder=handshake.responder,
+            responder_init=ResponderInit(ssid),
+            authenticator=answer.authenticator,
+        )
+        handshake.accept = accept
+        handshake.session_key = key
+        handshake.ssid = ssid
+        handshake.move(_Phase.ACCEPT_SENT)
+        self._reply(handshake.peer, handshake.rekey_op, accept, now)
+
+    def _on_confirm(self, handshake: _Handshake, confirm: TepConfirm, now: float) -> None:
+        accept = handshake.accept
+        assert accept is not None and handshake.session_key is not None
+        assert handshake.ssid is not None
+        try:
+            verify_confirm(confirm, handshake.session_key, handshake.block, accept)
+        except BadPacket:
+            self._counts["authentication_failures"] += 1
+            raise
+        handshake.move(_Phase.DONE)
+        # Keep the finished handshake until its deadline so that a repeated
+        # Confirm is answered again, but not its key.
+        session_key, handshake.session_key = handshake.session_key, None
+        duration = max(accept.authenticator.granted_duration, 1) * 60.0
+        self._reply(handshake.peer, handshake.rekey_op, TepConfirmAck(), now)
+        assert session_key is not None
+        self._install(
+            handshake.peer,
+            session_key,
+            handshake.ssid,
+            handshake.block.request.identity.node,
+            handshake.block.request.permissions,
+            now,
+            now + duration + self.config.session_grace,
+            initiator=False,
+        )
+
+    def _refuse_handshake(
+        self, handshake: _Handshake, reason: bytes, now: float, code: int = HANDSHAKE_REJECT_CODE
+    ) -> None:
+        handshake.move(_Phase.FAILED)
+        self._counts["handshakes_failed"] += 1
+        self._responding.pop((handshake.peer, handshake.rekey_op), None)
+        self._reply(handshake.peer, handshake.rekey_op, TepReject(code, reason[:64]), now)
+
+    def _reply(self, peer: Address, op: int, pdu: object, now: float) -> None:
+        assert isinstance(pdu, TepAccept | TepReject | TepConfirmAck)
+        self._node._send_plain_response(peer, op, AppId.TEP, encode_tep(pdu))
+
+    def _reject_small(
+        self, peer: Address, op: int, code: int, description: bytes, received_size: int
+    ) -> bool:
+        """Answer an unvalidated address, never with more bytes than it sent."""
+        sent = self._node._send_plain_response(
+            peer, op, AppId.TEP, encode_tep(TepReject(code, description)), limit=received_size
+        )
+        if not sent:
+            self._counts["amplification_drops"] += 1
+        return sent
+
+    def _allocate_ssid(self, peer: Address) -> int:
+        while (peer, self._next_ssid) in self._by_ssid:
+            self._next_ssid += 1
+        ssid = self._next_ssid
+        self._next_ssid = self._next_ssid + 1 if self._next_ssid < 0x3FFFFFFF else 1
+        return ssid
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def _install(
+        self,
+        peer: Address,
+        key: bytes,
+        ssid: int,
+        peer_identity: OID,
+        permissions: PermissionSet,
+        now: float,
+        expires: float,
+        *,
+        initiator: bool,
+    ) -> None:
+        channel = SecureChannel(
+            key, ssid=ssid, initiator=initiator, tag_length=self.config.tag_length
+        )
+        session = _Session(channel, peer_identity, permissions, now, expires)
+        if peer in self._current:
+            self._counts["rekeys"] += 1
+        self._current[peer] = session
+        self._by_ssid[(peer, ssid)] = session
+        self._counts["handshakes_completed"] += 1
+        self._node._on_secure_session(peer, peer_identity, ssid, initiator, key, now)
+
+    def lookup(self, peer: Address, ssid: int | None) -> _Session:
+        """The session a secure datagram from ``peer`` names; ``BadPacket`` if none."""
+        session = None if ssid is None else self._by_ssid.get((peer, ssid))
+        if session is None:
+            self._counts["unknown_sessions"] += 1
+            raise BadPacket(f"no secure session {ssid} with {peer}")
+        return session
+
+    def needs_rekey(self, peer: Address, now: float) -> bool:
+        session = self._current.get(peer)
+        if session is None or not session.channel.initiator:
+            return False
+        return (
+            now >= session.expires
+            or session.channel.packets_remaining <= self.config.rekey_packets_left
+        )
+
+    def handle_timer(self, now: float) -> None:
+        for handshake in list(self._initiating.values()):
+            if now >= handshake.deadline:
+                self._fail(handshake, _timeout(handshake.peer), now)
+        for key, handshake in list(self._responding.items()):
+            if now >= handshake.deadline:
+                if handshake.phase is not _Phase.DONE:
+                    self._counts["handshakes_failed"] += 1
+                del self._responding[key]
+        for key, session in list(self._by_ssid.items()):
+            if now < session.expires:
+                continue
+            if session.channel.initiator and self._current.get(key[0]) is session:
+                # Our own session is due for a new key: start the handshake, keep
+                # using the old key until the new one is in place.
+                self.ensure_session(key[0], now)
+                session.expires = now + self.config.session_grace
+                continue
+            del self._by_ssid[key]
+            if self._current.get(key[0]) is session:
+                del self._current[key[0]]
+                self._node._on_secure_session_lost(key[0])
+
+
+def _timeout(peer: Address) -> DofError:
+    return DofTimeoutError(f"secure session with {peer} not established in time")

@@ -1,0 +1,384 @@
+"""Secure sessions end to end on the seeded simulator: handshake with cookies,
+CCM traffic, permissions, and each attack refused while the node keeps serving."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dofpy.oap.core import (
+    AccessDenied,
+    IncomingRequest,
+    OapCore,
+    OapEvent,
+    RequestCompleted,
+    RequestFailed,
+    RequestKind,
+)
+from dofpy.oap.errors import OapError, OapErrorCode
+from dofpy.session.security import COOKIE_REJECT_CODE, SecureSessionEnded, SecureSessionEstablished
+from dofpy.testing.netsim import LinkConditions
+from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
+from dofpy.wire.oap import Binding, GetCommand, encode_oap
+from dofpy.wire.tep import TepReject, decode_tep_untrusted
+from tests.oap.example import THERMOSTAT, THERMOSTAT_OID
+from tests.session.secure_fixtures import (
+    CLIENT,
+    CLIENT_ID,
+    PROVIDER,
+    PROVIDER_ID,
+    SecureDomain,
+    grant,
+)
+
+
+def drain(core: OapCore) -> list[OapEvent]:
+    out = []
+    while (event := core.next_event()) is not None:
+        out.append(event)
+    return out
+
+
+class Pair:
+    def __init__(self, world: SecureDomain, provider: OapCore, client: OapCore) -> None:
+        self.world, self.provider, self.client = world, provider, client
+        self.client_events: list[OapEvent] = []
+        self.provider_events: list[OapEvent] = []
+
+    def pump(self) -> bool:
+        for event in drain(self.provider):
+            self.provider_events.append(event)
+            if isinstance(event, IncomingRequest):
+                values: list[Any] = []
+                if event.kind is RequestKind.GET:
+                    values = [21]
+                elif event.kind is RequestKind.INVOKE:
+                    values = [sum(event.values)]
+                self.provider.respond(event, values, self.world.net.now)
+                self.world.net.wakeup(PROVIDER)
+        self.client_events.extend(drain(self.client))
+        return False
+
+    def result(self, request_id: int, max_time: float = 60) -> OapEvent:
+        self.world.net.wakeup(CLIENT)
+        self.world.net.run_until(
+            lambda: (
+                self.pump()
+                or any(getattr(e, "request_id", None) == request_id for e in self.client_events)
+            ),
+            max_time=max_time,
+        )
+        return next(e for e in self.client_events if getattr(e, "request_id", None) == request_id)
+
+
+def pair(**kwargs: Any) -> Pair:
+    world = SecureDomain(**kwargs)
+    return Pair(world, world.provider(), world.client())
+
+
+def test_handshake_then_secure_get_and_set() -> None:
+    p = pair()
+    now = p.world.net.now
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+    assert p.result(get) == RequestCompleted(get, (21,))
+    established = [e for e in p.client_events if isinstance(e, SecureSessionEstablished)]
+    assert len(established) == 1
+    assert established[0].peer_identity == PROVIDER_ID and established[0].initiator
+    served = [e for e in p.provider_events if isinstance(e, SecureSessionEstablished)]
+    assert served[0].peer_identity == CLIENT_ID and not served[0].initiator
+    assert served[0].session_key == established[0].session_key
+    put = p.client.set(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "label", "x", p.world.net.now)
+    assert p.result(put) == RequestCompleted(put, ())
+    stats = p.provider.statistics().node.security
+    assert stats is not None
+    assert (stats.cookies_sent, stats.handshakes_completed, stats.sessions) == (1, 1, 1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_handshake_and_requests_survive_a_lossy_link(seed: int) -> None:
+    p = pair(seed=seed, conditions=LinkConditions(loss=0.2, duplicate=0.1, reorder=0.1, delay=0.01))
+    calls = [
+        p.client.invoke(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "add", [i, 1], p.world.net.now)
+        for i in range(5)
+    ]
+    results = [p.result(c, max_time=120) for c in calls]
+    assert sum(isinstance(r, RequestCompleted) for r in results) >= 4, results
+
+
+def test_remote_authenticator_over_trp() -> None:
+    from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
+    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
+
+    world = SecureDomain()
+    world.net.add(AuthenticatorCore(world.authority), AUTHORITY)
+    p = Pair(world, world.provider(local_authority=False), world.client())
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert p.result(get) == RequestCompleted(get, (21,))
+
+
+def test_permission_denied_for_each_action_while_others_are_served() -> None:
+    p = pair(client_grant="r", client_asks="r")
+    now = p.world.net.now
+    allowed = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+    assert isinstance(p.result(allowed), RequestCompleted)
+    for request in (
+        p.client.set(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "label", "x", now),
+        p.client.invoke(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "add", [1, 2], now),
+        p.client.subscribe(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "alarm", now),
+    ):
+        failed = p.result(request)
+        assert isinstance(failed, RequestFailed)
+        assert isinstance(failed.error, OapError)
+        assert failed.error.error_code is OapErrorCode.PERMISSION_DENIED
+    denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
+    assert {e.action.letters() for e in denied} == {"w", "x", "s"}
+    assert all(e.identity == CLIENT_ID for e in denied)
+    assert p.provider.statistics().permission_denied == 3
+
+
+def test_unknown_and_revoked_identities_are_refused() -> None:
+    from dofpy.security.authority import NodeRecord  # noqa: PLC0415
+
+    world = SecureDomain()
+    provider = world.provider()
+    record = world.store.lookup(world.domain.oid, CLIENT_ID)
+    assert record is not None
+    world.store.put(NodeRecord(record.credential, record.permissions, revoked=True))
+    p = Pair(world, provider, world.client())
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    failed = p.result(get)
+    assert isinstance(failed, RequestFailed)
+    assert "ACCESS_DENIED" in str(failed.error)
+    assert any(isinstance(e, SecureSessionEnded) for e in p.client_events)
+
+
+def test_plaintext_oap_is_refused_by_a_secure_node() -> None:
+    p = pair()
+    packet = DppPacket(
+        AppId.OAP,
+        encode_oap(GetCommand(1, Binding(THERMOSTAT.iid, THERMOSTAT_OID))),
+        op_id_type=OpIdType.IMPLIED_SENDER,
+        op_count=5,
+        retry=0,
+    )
+    p.provider.receive_datagram(encode_frame(packet), CLIENT, 0.0)
+    p.pump()
+    assert p.provider.datagrams_to_send(0.0) == []
+    assert not any(isinstance(e, IncomingRequest) for e in p.provider_events)
+    stats = p.provider.statistics().node.security
+    assert stats is not None and stats.plaintext_refused == 1
+
+
+def capture(p: Pair, request_id: int) -> list[tuple[bytes, tuple[str, int], tuple[str, int]]]:
+    """Run a request to completion, recording every datagram delivered."""
+    seen: list[tuple[bytes, tuple[str, int], tuple[str, int]]] = []
+    original_provider = p.provider.receive_datagram
+    original_client = p.client.receive_datagram
+
+    def tap_provider(data: bytes, addr: tuple[str, int], now: float) -> None:
+        seen.append((data, addr, PROVIDER))
+        original_provider(data, addr, now)
+
+    def tap_client(data: bytes, addr: tuple[str, int], now: float) -> None:
+        seen.append((data, addr, CLIENT))
+        original_client(data, addr, now)
+
+    p.provider.receive_datagram = tap_provider  # type: ignore[method-assign]
+    p.client.receive_datagram = tap_client  # type: ignore[method-assign]
+    p.result(request_id)
+    return seen
+
+
+def secure_commands_to_provider(seen: list[tuple[bytes, Any, Any]]) -> list[bytes]:
+    out = []
+    for data, _src, dst in seen:
+        if dst != PROVIDER:
+            continue
+        _dnp, packet = decode_frame_untrusted(data)
+        if packet.security is not None:
+            out.append(data)
+    return out
+
+
+def test_replayed_and_tampered_packets_are_refused_and_counted() -> None:
+    p = pair()
+    first = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert isinstance(p.result(first), RequestCompleted)
+    now = p.world.net.now
+    # A fresh secure command, taken off the client before the network sees it.
+    p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+    ((genuine, _),) = p.client.datagrams_to_send(now)
+    served = lambda: len([e for e in p.provider_events if isinstance(e, IncomingRequest)])  # noqa: E731
+    before = served()
+    for index in (3, len(genuine) // 2, len(genuine) - 1):  # header, ciphertext, tag
+        data = bytearray(genuine)
+        data[index] ^= 0x01
+        p.provider.receive_datagram(bytes(data), CLIENT, now)
+    p.pump()
+    assert served() == before
+    stats = p.provider.statistics()
+    security = stats.node.security
+    assert security is not None
+    assert security.authentication_failures + stats.node.bad_datagrams == 3
+    p.provider.receive_datagram(genuine, CLIENT, now)
+    p.pump()
+    assert served() == before + 1
+    p.provider.receive_datagram(genuine, CLIENT, now)  # replayed
+    p.pump()
+    assert served() == before + 1
+    security = p.provider.statistics().node.security
+    assert security is not None and security.replays == 1
+    # ... and the provider keeps serving the genuine client.
+    again = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+    assert isinstance(p.result(again), RequestCompleted)
+
+
+def test_packet_from_another_address_or_wrong_key_is_refused() -> None:
+    p = pair()
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    (secure_get,) = secure_commands_to_provider(capture(p, get))
+    # The same bytes from another address name no session there.
+    p.provider.receive_datagram(secure_get, ("10.1.0.66", 40000), p.world.net.now)
+    security = p.provider.statistics().node.security
+    assert security is not None and security.unknown_sessions == 1
+
+
+def test_cookie_reject_is_smaller_than_the_rekey_and_keeps_no_state() -> None:
+    world = SecureDomain()
+    provider = world.provider()
+    client = world.client()
+    client.node.secure_session(PROVIDER, 0.0)
+    ((rekey, _),) = client.datagrams_to_send(0.0)
+    spoofed = ("203.0.113.5", 1234)
+    for index in range(500):
+        provider.receive_datagram(rekey, (spoofed[0], 1000 + index), 0.0)
+    replies = provider.datagrams_to_send(0.0)
+    assert len(replies) == 500
+    for reply, _addr in replies:
+        assert len(reply) < len(rekey)
+        _dnp, packet = decode_frame_untrusted(reply)
+        reject = decode_tep_untrusted(packet.payload, is_response=True)
+        assert isinstance(reject, TepReject) and reject.code == COOKIE_REJECT_CODE
+    security = provider.statistics().node.security
+    assert security is not None
+    assert (security.half_open, security.cookies_sent) == (0, 500)
+    assert provider.statistics().node.peers == 0
+
+
+def test_half_open_handshakes_are_bounded_and_counted() -> None:
+    world = SecureDomain()
+    provider = world.provider(
+        max_half_open=3, local_authority=False, authority=("10.9.9.9", 1)
+    )  # an authority that never answers
+    for index in range(6):
+        address = ("10.2.0.1", 50000 + index)
+        client = world.client(address)
+        client.node.secure_session(PROVIDER, world.net.now)
+        world.net.wakeup(address)
+    world.net.run_until(max_time=1.0)
+    security = provider.statistics().node.security
+    assert security is not None
+    assert security.half_open == 3
+    assert security.half_open_refused >= 3
+
+
+def test_wrong_domain_is_refused() -> None:
+    from dofpy.wire.oid import OID  # noqa: PLC0415
+
+    world = SecureDomain()
+    provider = world.provider()
+    client = world.client(domain=OID(6, b"elsewhere.org"))
+    p = Pair(world, provider, client)
+    get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    failed = p.result(get)
+    assert isinstance(failed, RequestFailed)
+    assert "rejected the secure session" in str(failed.error)
+
+
+def test_forged_identity_fails_the_accept_confirmation() -> None:
+    world = SecureDomain()
+    provider = world.provider()
+    # The client claims CLIENT_ID but holds another secret.
+    client = world.client(secret=bytes(32))
+    p = Pair(world, provider, client)
+    get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    failed = p.result(get, max_time=120)
+    assert isinstance(failed, RequestFailed)
+    security = client.statistics().node.security
+    assert security is not None and security.authentication_failures >= 1
+    assert grant("r")  # fixture helper stays importable
+
+
+def test_unknown_identity_is_refused() -> None:
+    from dofpy.wire.oid import OID  # noqa: PLC0415
+
+    world = SecureDomain()
+    provider = world.provider()
+    stranger = OID(3, b"stranger@example.org")
+    client = world.client(identity=stranger)
+    p = Pair(world, provider, client)
+    get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    failed = p.result(get)
+    assert isinstance(failed, RequestFailed)
+    assert "UNKNOWN_INITIATOR" in str(failed.error)
+
+
+def test_read_is_denied_without_r() -> None:
+    p = pair(client_grant="x", client_asks="x")
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    failed = p.result(get)
+    assert isinstance(failed, RequestFailed) and isinstance(failed.error, OapError)
+    assert failed.error.error_code is OapErrorCode.PERMISSION_DENIED
+
+
+def test_asking_for_more_than_granted_is_refused_by_the_authority() -> None:
+    p = pair(client_grant="r", client_asks="rw")
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    failed = p.result(get)
+    assert isinstance(failed, RequestFailed)
+    assert "ACCESS_DENIED" in str(failed.error)
+
+
+def test_rekey_before_packet_numbers_run_out() -> None:
+    world = SecureDomain()
+    provider = world.provider()
+    # Rekey as soon as fewer than 2**32 - 6 packet numbers are left: after a
+    # handful of packets.
+    client = world.client(rekey_packets_left=(1 << 32) - 6)
+    p = Pair(world, provider, client)
+    for index in range(12):
+        call = client.invoke(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "add", [index, 1], world.net.now)
+        assert p.result(call) == RequestCompleted(call, (index + 1,))
+    security = client.statistics().node.security
+    assert security is not None and security.rekeys >= 1
+    assert len([e for e in p.client_events if isinstance(e, SecureSessionEstablished)]) >= 2
+
+
+def test_rekey_when_the_granted_duration_ends() -> None:
+    world = SecureDomain()
+    provider = world.provider()
+    client = world.client(desired_duration=1)  # one minute
+    p = Pair(world, provider, client)
+    for minute in range(4):
+        call = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+        assert p.result(call) == RequestCompleted(call, (21,)), minute
+        world.net.run_until(p.pump, max_time=40.0)
+    security = client.statistics().node.security
+    assert security is not None and security.rekeys >= 2
+    served = provider.statistics().node.security
+    assert served is not None and served.sessions == 1
+
+
+def test_a_session_the_responder_forgot_is_unknown() -> None:
+    p = pair()
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert isinstance(p.result(get), RequestCompleted)
+    now = p.world.net.now
+    p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+    ((sealed, _),) = p.client.datagrams_to_send(now)
+    # Long after the session's duration and grace, the provider has let it go.
+    p.provider.handle_timer(now + 60 * 60 * 24)
+    p.provider.receive_datagram(sealed, CLIENT, now + 60 * 60 * 24)
+    security = p.provider.statistics().node.security
+    assert security is not None and security.unknown_sessions == 1 and security.sessions == 0
