@@ -21,6 +21,7 @@ import trio
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket
+from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.security.authority import Decision, TrpAuthority
 from dofpy.session.node import CommandReceived, Node, NodeConfig
 from dofpy.trio import open_udp_endpoint
@@ -86,14 +87,11 @@ class AuthenticatorCore:
 
 
 def format_keylog_line(decision: Decision) -> str:
-    """One key-log line for a granted session: the session key in hex (the
-    value Wireshark's ``custom_dof_seckey_list`` takes) and who it is for."""
+    """One key-log line for a granted session (the format of
+    :mod:`dofpy.security.keylog`, shared with every node's key log)."""
     if decision.session_key is None:
         raise ValueError("only a granted decision has a session key")
-    return (
-        f"DOF_SESSION_KEY {decision.session_key.hex()}"
-        f" initiator={decision.initiator} responder={decision.responder}\n"
-    )
+    return format_session_key_line(decision.session_key, decision.initiator, decision.responder)
 
 
 def _audit_writer(
