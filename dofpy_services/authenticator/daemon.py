@@ -21,8 +21,8 @@ import trio
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket
-from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.security.authority import Decision, TrpAuthority
+from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.session.node import CommandReceived, Node, NodeConfig
 from dofpy.trio import open_udp_endpoint
 from dofpy.wire.dpp import AppId
