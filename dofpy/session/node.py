@@ -348,11 +348,16 @@ class Node:
             if state.expired(now):
                 del self._pending[pending.request_id]
                 self._counts["requests_timed_out"] += 1
+                waiting = (
+                    " (no secure session with it yet: the handshake did not complete)"
+                    if self._unvalidated(pending.peer) and pending.app_id not in _PLAINTEXT_APPS
+                    else ""
+                )
                 self._fail(
                     pending,
                     DofTimeoutError(
                         f"no response from {pending.peer[0]}:{pending.peer[1]} to request "
-                        f"{pending.request_id} after {state.attempts} attempts"
+                        f"{pending.request_id} after {state.attempts} attempts{waiting}"
                     ),
                     now,
                 )

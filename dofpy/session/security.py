@@ -389,6 +389,8 @@ class SecurityLayer:
         """The Rekey or Confirm command itself timed out."""
         handshake = self._initiating.get(peer)
         if handshake is not None and handshake.rekey_op == op:
+            if isinstance(error, DofTimeoutError):
+                error = DofTimeoutError(f"secure session with {peer} not established: {error}")
             self._fail(handshake, error, now)
 
     def _fail(self, handshake: _Handshake, error: DofError, now: float) -> None:

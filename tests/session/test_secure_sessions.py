@@ -382,3 +382,25 @@ def test_a_session_the_responder_forgot_is_unknown() -> None:
     p.provider.receive_datagram(sealed, CLIENT, now + 60 * 60 * 24)
     security = p.provider.statistics().node.security
     assert security is not None and security.unknown_sessions == 1 and security.sessions == 0
+
+
+def test_unreachable_authenticator_refuses_the_handshake() -> None:
+    world = SecureDomain()
+    provider = world.provider(local_authority=False, authority=("10.9.9.9", 1))
+    client = world.client(handshake_timeout=120.0)
+    p = Pair(world, provider, client)
+    get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    failed = p.result(get, max_time=200)
+    assert isinstance(failed, RequestFailed)
+    assert "no secure session" in str(failed.error)
+    # The client's handshake ends (timed out, or refused by the provider when
+    # the Authenticator does not answer); the provider frees its state.
+    world.net.run_until(
+        lambda: p.pump() or any(isinstance(e, SecureSessionEnded) for e in p.client_events),
+        max_time=200,
+    )
+    ended = next(e for e in p.client_events if isinstance(e, SecureSessionEnded))
+    assert "secure session" in str(ended.error) or "authenticator" in str(ended.error)
+    world.net.run_until(p.pump, max_time=60)
+    security = provider.statistics().node.security
+    assert security is not None and security.handshakes_failed == 1 and security.half_open == 0
