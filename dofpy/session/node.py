@@ -32,7 +32,7 @@ from dofpy.errors import (
     LocalProtocolError,
 )
 from dofpy.security.crypto import AuthenticationFailed
-from dofpy.security.secure_frame import ReplayedPacket
+from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
 from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
 from dofpy.session.security import (
@@ -420,6 +420,13 @@ class Node:
             raise LocalProtocolError("this node has no SecurityConfig")
         self._security.ensure_session(peer, now)
 
+    def end_secure_session(self, peer: Address, now: float) -> bool:
+        """End the secure session with ``peer`` (a sealed TEP End Session);
+        False when there was none. Later commands to it start a new one."""
+        if self._security is None:
+            raise LocalProtocolError("this node has no SecurityConfig")
+        return self._security.end_session(peer, now)
+
     def peer_identity(self, peer: Address) -> OID | None:
         """The authenticated identity of ``peer``, when a secure session exists."""
         session = None if self._security is None else self._security.session(peer)
@@ -605,11 +612,19 @@ class Node:
                 self._fail(pending, error, now)
         self._emit_event(SecureSessionEnded(peer, error), droppable=False)
 
-    def _on_secure_session_lost(self, peer: Address) -> None:
-        self._emit_event(
-            SecureSessionEnded(peer, ClosedResourceError(f"secure session with {peer} expired")),
-            droppable=False,
+    def _on_secure_session_ended(self, peer: Address, error: DofError) -> None:
+        self._emit_event(SecureSessionEnded(peer, error), droppable=False)
+
+    def _send_sealed_command(
+        self, peer: Address, channel: SecureChannel, payload: bytes, now: float
+    ) -> None:
+        packet = DppPacket(
+            app_id=AppId.TEP,
+            payload=payload,
+            op_id_type=OpIdType.IMPLIED_SENDER,
+            op_count=self._allocate_op(),
         )
+        self._outgoing.append((channel.seal(packet), peer))
 
     def _emit_event(self, event: NodeEvent, *, droppable: bool) -> bool:
         if droppable and len(self._events) >= self.config.max_events:
@@ -766,6 +781,9 @@ class Node:
     ) -> None:
         op = packet.op_count if packet.op_id_type is OpIdType.IMPLIED_SENDER else None
         if app_id == AppId.TEP and self._security is not None:
+            if identity is not None:
+                self._security.on_sealed_tep_command(addr, packet.payload)
+                return
             # Handshakes keep their own per-operation state (a Confirm reuses
             # the Rekey's operation id); no state for unvalidated addresses.
             self._security.on_tep_command(addr, op, packet.payload, size, now)

@@ -44,7 +44,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket, DofError, DofTimeoutError, RemoteProtocolError
+from dofpy.errors import (
+    BadPacket,
+    BrokenResourceError,
+    ClosedResourceError,
+    DofError,
+    DofTimeoutError,
+    RemoteProtocolError,
+)
 from dofpy.security.authority import TicketRole, TrpAuthority, open_session_ticket
 from dofpy.security.crypto import (
     build_accept,
@@ -64,6 +71,7 @@ from dofpy.wire.tep import (
     TepAccept,
     TepConfirm,
     TepConfirmAck,
+    TepEndSession,
     TepReject,
     TepRekey,
     decode_tep_untrusted,
@@ -651,6 +659,31 @@ class SecurityLayer:
             raise BadPacket(f"no secure session {ssid} with {peer}")
         return session
 
+    def end_session(self, peer: Address, now: float) -> bool:
+        """End our secure session with ``peer``: tell it with a sealed TEP End
+        Session (the only TEP command sent sealed: an End Session in the clear
+        could come from anyone, and is ignored). False if there was none."""
+        session = self._current.get(peer)
+        if session is None:
+            return False
+        self._node._send_sealed_command(peer, session.channel, encode_tep(TepEndSession()), now)
+        self._forget(peer, ClosedResourceError(f"secure session with {peer} ended by us"))
+        return True
+
+    def on_sealed_tep_command(self, peer: Address, payload: bytes) -> None:
+        """A TEP command that arrived inside the secure session with ``peer``."""
+        pdu = decode_tep_untrusted(payload, is_response=False, secure=True)
+        if not isinstance(pdu, TepEndSession):
+            raise BadPacket(f"sealed TEP {type(pdu).__name__} is not handled")
+        self._forget(peer, BrokenResourceError(f"{peer} ended the secure session"))
+
+    def _forget(self, peer: Address, error: DofError) -> None:
+        session = self._current.pop(peer, None)
+        if session is None:
+            return
+        self._by_ssid.pop((peer, session.channel.ssid), None)
+        self._node._on_secure_session_ended(peer, error)
+
     def needs_rekey(self, peer: Address, now: float) -> bool:
         session = self._current.get(peer)
         if session is None or not session.channel.initiator:
@@ -681,7 +714,9 @@ class SecurityLayer:
             del self._by_ssid[key]
             if self._current.get(key[0]) is session:
                 del self._current[key[0]]
-                self._node._on_secure_session_lost(key[0])
+                self._node._on_secure_session_ended(
+                    key[0], ClosedResourceError(f"secure session with {key[0]} expired")
+                )
 
 
 def _timeout(peer: Address) -> DofError:

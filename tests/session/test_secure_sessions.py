@@ -307,7 +307,6 @@ def test_forged_identity_fails_the_accept_confirmation() -> None:
     assert isinstance(failed, RequestFailed)
     security = client.statistics().node.security
     assert security is not None and security.authentication_failures >= 1
-    assert grant("r")  # fixture helper stays importable
 
 
 def test_unknown_identity_is_refused() -> None:
@@ -404,3 +403,42 @@ def test_unreachable_authenticator_refuses_the_handshake() -> None:
     world.net.run_until(p.pump, max_time=60)
     security = provider.statistics().node.security
     assert security is not None and security.handshakes_failed == 1 and security.half_open == 0
+
+
+def test_clean_end_of_a_secure_session_and_a_new_one_after() -> None:
+    p = pair()
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert isinstance(p.result(get), RequestCompleted)
+    assert p.client.node.end_secure_session(PROVIDER, p.world.net.now)
+    p.world.net.wakeup(CLIENT)
+    p.world.net.run_until(
+        lambda: p.pump() or any(isinstance(e, SecureSessionEnded) for e in p.provider_events),
+        max_time=5,
+    )
+    ended = next(e for e in p.provider_events if isinstance(e, SecureSessionEnded))
+    assert "ended the secure session" in str(ended.error)
+    assert p.provider.statistics().node.security.sessions == 0  # type: ignore[union-attr]
+    assert not p.client.node.end_secure_session(PROVIDER, p.world.net.now)
+    # An End Session in the clear (anyone could send one) is ignored.
+    again = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert isinstance(p.result(again), RequestCompleted)
+    from dofpy.wire.tep import TepEndSession, encode_tep  # noqa: PLC0415
+
+    forged = DppPacket(
+        AppId.TEP, encode_tep(TepEndSession()), op_id_type=OpIdType.IMPLIED_SENDER, op_count=999
+    )
+    p.provider.receive_datagram(encode_frame(forged), CLIENT, p.world.net.now)
+    assert p.provider.statistics().node.security.sessions == 1  # type: ignore[union-attr]
+
+
+def test_provide_without_p_is_denied() -> None:
+    p = pair()
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert isinstance(p.result(get), RequestCompleted)
+    # The client (granted rwxs, not p) announces that it provides the thermostat.
+    p.client.provide(THERMOSTAT_OID, THERMOSTAT)
+    p.client.announce(PROVIDER, THERMOSTAT_OID, THERMOSTAT, p.world.net.now)
+    p.world.net.wakeup(CLIENT)
+    p.world.net.run_until(p.pump, max_time=2)
+    denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
+    assert [e.action.letters() for e in denied] == ["p"]
