@@ -29,7 +29,6 @@ from tests.session.secure_fixtures import (
     PROVIDER,
     PROVIDER_ID,
     SecureDomain,
-    grant,
 )
 
 
