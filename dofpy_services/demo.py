@@ -1,175 +1,448 @@
-"""End-to-end demo: a small fleet of device nodes and a console, over loopback UDP.
+"""The main demo: secure block transfer to many requestors through a caching relay.
 
-Each device is its own OpenDOF node (its own UDP socket) providing a ``Device``
-interface: its type and firmware version (properties), ``label`` (writable),
-``self_test`` (a method) and ``status`` (an event). The console opens a DSP
-session with every device, reads their versions, relabels them, runs their
-self-tests, registers for their status events and pings them; it prints a live
-progress line and a closing table, and captures everything to a pcap file that
-Wireshark (``tshark -d udp.port==PORT,dof``) decodes.
+On 127.0.0.1 (UDP), all in one process:
 
-Run it with ``make demo`` or ``python -m dofpy_services.demo [--devices N]``.
+* an **Authenticator** (the domain's Authentication Server, TRP) that every
+  secure session is authorised by;
+* a **provider** that publishes a random object (seeded) and serves its blocks;
+* a **caching relay**, a requestor upstream and a provider downstream, that
+  fetches each block from the provider once however many requestors ask;
+* ``--requestors`` **requestors** (default 20), each its own node with its own
+  identity, that reach the relay through a **seeded lossy link** (``--loss``,
+  default 2% of datagrams dropped in each direction) and fetch the object.
+
+Every session is a TEP handshake authorised by the Authenticator, every block
+travels sealed (AES-256-CCM) and every leaf is checked against the manifest's
+Merkle tree before it is stored; at the end each requestor's copy is compared
+with the object's SHA-256. A live progress line (updated in place on a
+terminal, a line every few seconds otherwise) and a closing table per
+requestor follow. ``--pcap PATH`` captures the first requestor's traffic and
+writes its session key to ``PATH.keys`` (see docs/operations.md for tshark).
+
+Run it with ``make demo`` or ``python -m dofpy_services.demo [--requestors N]
+[--size-mib M] [--loss P] [--seed S] [--pcap PATH]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import random
+import socket
 import sys
-from collections.abc import Sequence
-from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import trio
 
-from dofpy.oap.errors import ProviderException
-from dofpy.oap.interface import (
-    Event,
-    ExceptionDef,
-    Interface,
-    Method,
-    Param,
-    Property,
-    ValueType,
+from dofpy._core import Address
+from dofpy.oap.core import OapConfig
+from dofpy.security.authority import (
+    Decision,
+    InMemoryCredentialStore,
+    NodeRecord,
+    TrpAuthority,
 )
-from dofpy.trio import DofNode, Provider, open_node
+from dofpy.security.identity import Domain
+from dofpy.session.node import NodeConfig
+from dofpy.session.security import SecurityConfig
+from dofpy.transfer.core import TransferConfig
+from dofpy.transfer.manifest import Manifest
+from dofpy.transfer.messages import TRANSFER_IID
+from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
+from dofpy.transfer.store import MemoryStore
+from dofpy.trio import TransferNode, open_transfer_node, open_udp_endpoint
 from dofpy.wire.oid import OID
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
+from dofpy_services.authenticator.daemon import AuthenticatorCore
 
-DEVICE = Interface.define(
-    "[1:{01000100}]",
-    "Device",
-    [
-        Property(1, "device_type", ValueType.TEXT),
-        Property(2, "version", ValueType.TEXT, observable=True),
-        Property(3, "label", ValueType.TEXT, writable=True),
-        Method(4, "self_test", (Param("depth", ValueType.INT),), (Param("ok", ValueType.BOOL),)),
-        Event(5, "status", (Param("state", ValueType.TEXT),)),
-        ExceptionDef(6, "TestFailed", (Param("component", ValueType.TEXT),)),
-    ],
-)
+DOMAIN = OID(6, b"demo.example")
+PROVIDER_ID = OID(3, b"image-provider@demo.example")
+RELAY_ID = OID(3, b"relay@demo.example")
+BLOCK_SIZE = 8192
+"""Loopback is a LAN: 8 KiB blocks (the transfer's LAN size; 1 KiB is its
+default for links of unknown MTU)."""
+MIB = 1 << 20
+CLEAR_TO_END = "\x1b[K"
+"""ANSI: erase the rest of the line (a shorter progress line leaves no residue)."""
 
 
-class DemoDevice(Provider):
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.device_type = ("meter", "valve", "gateway")[index % 3]
-        self.version = f"1.{index % 4}.0"
-        self.label = f"unit-{index}"
+def requestor_id(index: int) -> OID:
+    return OID(3, f"device-{index:02}@demo.example".encode())
 
-    def get_device_type(self) -> str:
-        return self.device_type
 
-    def get_version(self) -> str:
-        return self.version
+# -- the seeded lossy link ------------------------------------------------------------------
 
-    def get_label(self) -> str:
-        return self.label
 
-    def set_label(self, value: str) -> None:
-        self.label = value
+@dataclass
+class LinkCounts:
+    """What the lossy link did, per direction."""
 
-    def self_test(self, depth: int) -> bool:
-        if self.index % 7 == 6 and depth > 1:
-            raise ProviderException(DEVICE.exception("TestFailed"), ["flash"])
-        return True
+    forwarded: int = 0
+    dropped: int = 0
+
+
+class LossyLink:
+    """A seeded lossy UDP proxy: requestors send to :attr:`address`, each gets its
+    own socket towards ``upstream`` (so upstream sees one address per requestor),
+    and each datagram is dropped with probability ``loss`` in each direction.
+
+    Each (requestor, direction) draws from its own ``random.Random`` seeded from
+    ``seed`` and the requestor's rank of arrival, so the drop pattern of a flow
+    does not depend on how the flows interleave. The sockets are non-blocking
+    and each is drained in batches after one readiness wait, as the endpoint
+    does (a datagram costs one ``recvfrom`` and one ``sendto``)."""
+
+    def __init__(self, upstream: Address, loss: float, seed: int, nursery: trio.Nursery) -> None:
+        if not 0.0 <= loss < 1.0:
+            raise ValueError("loss must be in [0, 1)")
+        self.upstream = upstream
+        self.loss = loss
+        self.seed = seed
+        self.to_upstream = LinkCounts()
+        self.to_requestors = LinkCounts()
+        self._nursery = nursery
+        self._front = _udp_socket()
+        self._clients: dict[Address, tuple[socket.socket, random.Random]] = {}
+        nursery.start_soon(self._front_loop)
+
+    @property
+    def address(self) -> Address:
+        host, port = self._front.getsockname()[:2]
+        return (host, port)
+
+    def close(self) -> None:
+        for sock in [self._front] + [s for s, _ in self._clients.values()]:
+            trio.lowlevel.notify_closing(sock)
+            sock.close()
+
+    async def _front_loop(self) -> None:
+        front = self._front
+        while True:
+            await trio.lowlevel.wait_readable(front)
+            for _ in range(64):
+                try:
+                    data, client = front.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                entry = self._clients.get(client)
+                if entry is None:
+                    flow = len(self._clients)  # streams by order of arrival, not by port
+                    entry = (_udp_socket(), random.Random(f"{self.seed}:{flow}:up"))
+                    self._clients[client] = entry
+                    drops = random.Random(f"{self.seed}:{flow}:down")
+                    self._nursery.start_soon(self._back_loop, entry[0], client, drops)
+                sock, drops = entry
+                self._forward(sock, data, self.upstream, drops, self.to_upstream)
+
+    async def _back_loop(self, sock: socket.socket, client: Address, drops: random.Random) -> None:
+        while True:
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(64):
+                try:
+                    data, _ = sock.recvfrom(65535)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    continue
+                self._forward(self._front, data, client, drops, self.to_requestors)
+
+    def _forward(
+        self,
+        sock: socket.socket,
+        data: bytes,
+        destination: Address,
+        drops: random.Random,
+        counts: LinkCounts,
+    ) -> None:
+        if drops.random() < self.loss:
+            counts.dropped += 1
+            return
+        with suppress(OSError):  # a full send buffer drops, as a congested link would
+            sock.sendto(data, destination)
+            counts.forwarded += 1
+
+
+def _udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * MIB)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+# -- the domain -----------------------------------------------------------------------------
+
+
+def _grant(letters: str) -> PermissionSet:
+    return PermissionSet((BindingPermission(Action.parse(letters), OID(0), TRANSFER_IID),))
+
+
+class DemoDomain:
+    """The domain's credentials, and a node configuration per identity. Secrets
+    and keys come from one generator seeded by ``--seed`` (a demo; a daemon
+    uses ``secrets.token_bytes``)."""
+
+    def __init__(self, seed: int, requestors: int) -> None:
+        self.rng: Callable[[int], bytes] = random.Random(f"{seed}:keys").randbytes
+        self.domain = Domain(DOMAIN, self.rng(32))
+        self.store = InMemoryCredentialStore([self.domain])
+        for identity in [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]:
+            self.store.put(NodeRecord(self.domain.credential_for(identity), _grant("rxp")))
+        self.authority = TrpAuthority(self.store, self.rng)
+
+    def config(self, identity: OID, authority: Address) -> TransferConfig:
+        security = SecurityConfig(
+            domain=DOMAIN,
+            identity=identity,
+            secret=self.domain.credential_for(identity).secret,
+            rng=self.rng,
+            cookie_key=self.rng(32),
+            permissions=_grant("rxp"),
+            authority=authority,
+        )
+        return TransferConfig(
+            oap=OapConfig(node=NodeConfig(node_id=identity, security=security)),
+            receiver=ReceiverConfig(block_size=BLOCK_SIZE),
+        )
+
+
+# -- requestors and the display -------------------------------------------------------------
 
 
 @dataclass
 class Row:
-    oid: OID
-    address: tuple[str, int]
-    device_type: str = "?"
-    version: str = "?"
-    label: str = "?"
-    self_test: str = "?"
-    status: str = "-"
-    rtt_ms: float = 0.0
-    steps: list[str] = field(default_factory=list)
+    """One requestor's outcome."""
+
+    identity: OID
+    bytes_verified: int = 0
+    seconds: float = 0.0
+    retransmissions: int = 0
+    timeouts: int = 0
+    verification_failures: int = 0
+    blocks: int = 0
+    intact: bool = False
+    error: str | None = None
+    done: bool = False
+    started: float = 0.0
 
 
-async def manage(console: DofNode, row: Row, progress: list[int]) -> None:
-    peer = row.address
-    await console.open_session(peer)
-    row.device_type = await console.get(peer, row.oid, DEVICE, "device_type")
-    row.version = await console.get(peer, row.oid, DEVICE, "version")
-    await console.set(peer, row.oid, DEVICE, "label", f"{row.device_type}-{peer[1]}")
-    row.label = await console.get(peer, row.oid, DEVICE, "label")
-    try:
-        (ok,) = await console.invoke(peer, row.oid, DEVICE, "self_test", 2)
-        row.self_test = "passed" if ok else "failed"
-    except ProviderException as exc:
-        row.self_test = f"{exc.definition.name}{exc.values}"
-    row.rtt_ms = 1000 * await console.ping(peer)
-    progress[0] += 1
-    print(f"\r  managed {progress[0]:3}/{progress[1]} devices", end="", flush=True)
+@dataclass
+class Progress:
+    rows: list[Row]
+    size: int
+    relay: TransferNode
+    object_id: bytes
+    started: float = 0.0
 
+    def _relay_line(self) -> str:
+        upstream = self.relay.core.relay_transfer(self.object_id)
+        if upstream is None:
+            return "relay idle"
+        stats = self.relay.core.transfer_statistics(upstream, 0.0)
+        return f"relay has {100 * stats.bytes_verified / self.size:5.1f}%"
 
-async def run_demo(devices: int, pcap: Path | None) -> int:
-    print(f"dofpy demo: {devices} device nodes and one console on 127.0.0.1 (UDP)")
-    async with AsyncExitStack() as stack:
-        console = await stack.enter_async_context(open_node(pcap_path=pcap))
-        nodes: list[DofNode] = []
-        rows: list[Row] = []
-        for index in range(devices):
-            node = await stack.enter_async_context(open_node())
-            oid = OID(3, f"device-{index}@demo.example".encode())
-            node.provide(oid, DEVICE, DemoDevice(index))
-            nodes.append(node)
-            rows.append(Row(oid, node.local_address))
-        progress = [0, devices]
-        with trio.fail_after(60):
-            async with trio.open_nursery() as nursery:
-                for row in rows:
-                    nursery.start_soon(manage, console, row, progress)
-            print()
-            # Events: register with every device, then each reports a status.
-            async with AsyncExitStack() as subs:
-                streams = [
-                    await subs.enter_async_context(
-                        console.subscribe(row.address, row.oid, DEVICE, "status")
-                    )
-                    for row in rows
-                ]
-                for node, row in zip(nodes, rows, strict=True):
-                    node.signal(row.oid, DEVICE, "status", f"ready ({row.version})")
-                for stream, row in zip(streams, rows, strict=True):
-                    (row.status,) = (await stream.receive()).values
-        print()
-        print(
-            f"  {'device':31} {'type':8} {'version':8} {'label':14} {'self-test':22} "
-            f"{'status':16} {'ping':>8}"
+    def line(self, now: float) -> str:
+        fetched = sum(row.bytes_verified for row in self.rows)
+        total = self.size * len(self.rows)
+        done = sum(row.done for row in self.rows)
+        elapsed = max(now - self.started, 1e-9)
+        retransmissions = sum(row.retransmissions for row in self.rows)
+        return (
+            f"  {fetched / MIB:7.1f}/{total / MIB:.1f} MiB verified ({100 * fetched / total:5.1f}%)"
+            f"  {done:2}/{len(self.rows)} done  {fetched / elapsed / 1e6:6.1f} MB/s"
+            f"  {retransmissions} retransmitted  {self._relay_line()}  {elapsed:5.1f} s"
         )
-        for row in rows:
-            print(
-                f"  {row.oid!s:31} {row.device_type:8} {row.version:8} {row.label:14} "
-                f"{row.self_test:22} {row.status:16} {row.rtt_ms:6.2f}ms"
+
+
+async def display(progress: Progress, out: TextIO, tty: bool) -> None:
+    """Print the progress line: in place on a terminal, every few seconds otherwise."""
+    interval = 0.25 if tty else 3.0
+    while True:
+        await trio.sleep(interval)
+        line = progress.line(trio.current_time())
+        if tty:
+            out.write("\r" + line + CLEAR_TO_END)
+        else:
+            out.write(line + "\n")
+        out.flush()
+
+
+async def fetch_one(
+    node: TransferNode, row: Row, manifest: Manifest, relay: Address, store: MemoryStore
+) -> None:
+    def update(stats: ReceiverStatistics) -> None:
+        row.bytes_verified = stats.bytes_verified
+        row.retransmissions = stats.retransmissions
+        row.timeouts = stats.timeouts
+        row.verification_failures = stats.verification_failures
+        row.blocks = stats.blocks_received
+
+    row.started = trio.current_time()
+    try:
+        await node.fetch(manifest, [relay], store=store, progress=update, progress_interval=0.2)
+    except Exception as exc:  # a failed fetch is a row of the table, not a crash
+        row.error = f"{type(exc).__name__}: {exc}"
+    else:
+        row.intact = hashlib.sha256(store.data(manifest.object_id)).digest() == manifest.object_id
+    row.seconds = trio.current_time() - row.started
+    row.done = True
+
+
+def print_table(rows: Sequence[Row], out: TextIO) -> None:
+    out.write(
+        f"  {'requestor':26} {'MiB':>6} {'seconds':>8} {'MB/s':>7} {'retransm.':>9} "
+        f"{'timeouts':>8} {'verif.fail':>10} {'verified':>8}\n"
+    )
+    for row in rows:
+        rate = row.bytes_verified / row.seconds / 1e6 if row.seconds else 0.0
+        verdict = "yes" if row.intact else "NO"
+        out.write(
+            f"  {row.identity!s:26} {row.bytes_verified / MIB:6.1f} {row.seconds:8.2f} "
+            f"{rate:7.1f} {row.retransmissions:9} {row.timeouts:8} "
+            f"{row.verification_failures:10} {verdict:>8}\n"
+        )
+        if row.error is not None:
+            out.write(f"    failed: {row.error}\n")
+
+
+# -- the demo -------------------------------------------------------------------------------
+
+
+async def run_demo(
+    requestors: int = 20,
+    size_mib: float = 16,
+    loss: float = 0.02,
+    seed: int = 1,
+    pcap: Path | None = None,
+    out: TextIO | None = None,
+) -> int:
+    """Run the demo; 0 when every requestor got a verified, byte-identical copy."""
+    out = out if out is not None else sys.stdout
+    tty = out.isatty()
+    size = int(size_mib * MIB)
+    if size < 1:
+        raise ValueError("the object must have at least one byte")
+    out.write(
+        f"dofpy demo: an Authenticator, a provider, a caching relay and {requestors} requestors "
+        f"on 127.0.0.1;\n  a {size / MIB:g} MiB object, {BLOCK_SIZE // 1024} KiB blocks, "
+        f"{100 * loss:g}% loss each way between requestors and relay, seed {seed}\n"
+    )
+    domain = DemoDomain(seed, requestors)
+    data = random.Random(f"{seed}:object").randbytes(size)
+    rows = [Row(requestor_id(i)) for i in range(requestors)]
+    stores = [MemoryStore() for _ in range(requestors)]
+    async with AsyncExitStack() as stack:
+        grants = [0, 0]  # sessions granted, refused
+
+        def count(decision: Decision, peer: Address, now: float) -> None:
+            grants[0 if decision.granted else 1] += 1
+
+        authenticator = await stack.enter_async_context(
+            open_udp_endpoint(AuthenticatorCore(domain.authority, on_decision=count))
+        )
+        authority = authenticator.local_address
+        provider = await stack.enter_async_context(
+            open_transfer_node(config=domain.config(PROVIDER_ID, authority))
+        )
+        relay = await stack.enter_async_context(
+            open_transfer_node(config=domain.config(RELAY_ID, authority))
+        )
+        manifest = provider.publish(data)
+        relay.relay(manifest, [provider.local_address])
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        link = LossyLink(relay.local_address, loss, seed, nursery)
+        stack.callback(link.close)
+        stack.callback(nursery.cancel_scope.cancel)
+        nodes: list[TransferNode] = []
+        for index in range(requestors):
+            capture = pcap if index == 0 else None
+            keylog = None if capture is None else capture.with_name(capture.name + ".keys")
+            nodes.append(
+                await stack.enter_async_context(
+                    open_transfer_node(
+                        config=domain.config(requestor_id(index), authority),
+                        pcap_path=capture,
+                        keylog_path=keylog,
+                    )
+                )
             )
-        stats = console.statistics()
-        print()
-        print(
-            f"  console: {stats.endpoint.datagrams_sent} datagrams sent, "
-            f"{stats.endpoint.datagrams_received} received, "
-            f"{stats.oap.node.retransmissions} retransmissions, "
-            f"{stats.oap.node.bad_datagrams} bad datagrams, "
-            f"{stats.oap.notifications_received} events received"
+        out.write(
+            f"  object {manifest.object_id.hex()[:16]}..., {manifest.leaf_count} leaves of "
+            f"{manifest.leaf_size} B, Merkle root {manifest.merkle_root.hex()[:16]}...\n"
+        )
+        progress = Progress(rows, size, relay, manifest.object_id, trio.current_time())
+        nursery.start_soon(display, progress, out, tty)
+        async with trio.open_nursery() as fetches:
+            for node, row, store in zip(nodes, rows, stores, strict=True):
+                fetches.start_soon(fetch_one, node, row, manifest, link.address, store)
+        wall = trio.current_time() - progress.started
+        final = progress.line(trio.current_time())
+        out.write(("\r" + final + CLEAR_TO_END if tty else final) + "\n\n")
+        print_table(rows, out)
+        relay_stats = relay.statistics()
+        cache = relay_stats.transfer.cache
+        upstream_id = relay.core.relay_transfer(manifest.object_id)
+        upstream = None if upstream_id is None else relay.core.transfer_statistics(upstream_id, 0)
+        total = sum(row.bytes_verified for row in rows)
+        ok = sum(row.intact for row in rows)
+        lookups = cache.hits + cache.misses
+        out.write(
+            f"\n  total: {ok}/{requestors} requestors verified, {total / MIB:.1f} MiB in "
+            f"{wall:.2f} s ({total / wall / 1e6:.1f} MB/s), "
+            f"{sum(row.retransmissions for row in rows)} blocks retransmitted, "
+            f"{sum(row.verification_failures for row in rows)} verification failures\n"
+        )
+        out.write(
+            f"  relay: cache {cache.hits} hits / {cache.misses} misses "
+            f"({100 * cache.hits / max(lookups, 1):.1f}% hits), "
+            f"{relay_stats.transfer.blocks_sent} blocks served downstream, "
+            f"{0 if upstream is None else upstream.blocks_received} blocks fetched upstream "
+            f"({0 if upstream is None else upstream.retransmissions} retransmitted); "
+            f"{relay_stats.oap.node.bad_datagrams} bad datagrams\n"
+        )
+        dropped = link.to_upstream.dropped + link.to_requestors.dropped
+        carried = dropped + link.to_upstream.forwarded + link.to_requestors.forwarded
+        authenticated = sum(
+            node.node.core.node.peer_identity(link.address) == RELAY_ID for node in nodes
+        )
+        out.write(
+            f"  lossy link: {dropped} of {carried} datagrams dropped\n"
+            f"  Authenticator: {grants[0]} sessions granted, {grants[1]} refused; "
+            f"{authenticated}/{requestors} requestors hold a secure session with {RELAY_ID}\n"
         )
         if pcap is not None:
-            port = console.local_address[1]
-            print(f"  capture: {pcap}  (tshark -r {pcap} -d udp.port=={port},dof)")
-    return 0
+            port = link.address[1]
+            out.write(
+                f"  capture of {rows[0].identity}: {pcap} (keys: {pcap.name}.keys; "
+                f"tshark -r {pcap} -d udp.port=={port},dof)\n"
+            )
+        out.flush()
+    return 0 if ok == requestors else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="dofpy end-to-end demo")
-    parser.add_argument("--devices", type=int, default=12, help="device nodes (default 12)")
-    parser.add_argument(
-        "--pcap", type=Path, default=Path("out/demo.pcap"), help="capture file (default out/)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requestors", type=int, default=20, help="requestors (default 20)")
+    parser.add_argument("--size-mib", type=float, default=16, help="object size (default 16)")
+    parser.add_argument("--loss", type=float, default=0.02, help="loss share (default 0.02)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of keys, data, loss")
+    parser.add_argument("--pcap", type=Path, help="capture the first requestor's traffic")
     args = parser.parse_args(argv)
-    if args.devices < 1:
-        parser.error("--devices must be at least 1")
-    args.pcap.parent.mkdir(parents=True, exist_ok=True)
-    return trio.run(run_demo, args.devices, args.pcap)
+    if args.requestors < 1:
+        parser.error("--requestors must be at least 1")
+    if not args.size_mib > 0:
+        parser.error("--size-mib must be positive")
+    if not 0 <= args.loss < 1:
+        parser.error("--loss must be in [0, 1)")
+    if args.pcap is not None:
+        args.pcap.parent.mkdir(parents=True, exist_ok=True)
+    return trio.run(run_demo, args.requestors, args.size_mib, args.loss, args.seed, args.pcap)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,44 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
-from dofpy_services.demo import run_demo
+from dofpy_services.demo import main, run_demo
 from interop.tshark_check import _provider_port, exchange, run_tshark
 from tests.tshark_oracle import require_tshark
 
 
-async def test_demo_manages_every_device(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+async def test_demo_delivers_verified_copies_through_the_relay_over_a_lossy_link(
+    tmp_path: Path,
 ) -> None:
-    assert await run_demo(4, tmp_path / "demo.pcap") == 0
-    out = capsys.readouterr().out
-    assert "managed   4/4 devices" in out
-    assert out.count("ready (") == 4
-    assert "TestFailed" not in out  # device 6 is the one that fails its test
-    assert (tmp_path / "demo.pcap").stat().st_size > 24
+    out = io.StringIO()
+    pcap = tmp_path / "demo.pcap"
+    status = await run_demo(requestors=3, size_mib=0.5, loss=0.05, seed=3, pcap=pcap, out=out)
+    text = out.getvalue()
+    assert status == 0, text
+    assert "3/3 requestors verified" in text
+    assert "0 verification failures" in text
+    assert text.count(" yes\n") == 3  # the "verified" column of every requestor
+    relay_line = next(line for line in text.splitlines() if line.startswith("  relay: cache"))
+    hits = int(relay_line.split("cache ")[1].split(" hits")[0])
+    assert hits > 0  # blocks asked by several requestors came from the relay's cache
+    assert "Authenticator: 4 sessions granted, 0 refused" in text
+    assert "3/3 requestors hold a secure session with [{03}:relay@demo.example]" in text
+    link_line = next(line for line in text.splitlines() if line.startswith("  lossy link:"))
+    assert not link_line.startswith("  lossy link: 0 of")  # 5% loss did drop datagrams
+    assert pcap.stat().st_size > 24
+    assert (tmp_path / "demo.pcap.keys").read_text().count("\n") == 1
+
+
+def test_demo_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--requestors", "2", "--size-mib", "0.25", "--loss", "0", "--seed", "5"]) == 0
+    assert "2/2 requestors verified" in capsys.readouterr().out
+    for bad in (["--requestors", "0"], ["--size-mib", "0"], ["--loss", "1"]):
+        with pytest.raises(SystemExit):
+            main(bad)
 
 
 async def test_interop_capture_decodes_cleanly_in_tshark(tmp_path: Path) -> None:

@@ -7,14 +7,24 @@
 
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
 from dofpy.trio._node import DofNode, NodeStatistics, Provider, Subscription, open_node
+from dofpy.trio._transfer import (
+    FetchProgress,
+    TransferNode,
+    TransferNodeStatistics,
+    open_transfer_node,
+)
 
 __all__ = [
     "DofNode",
     "EndpointStatistics",
+    "FetchProgress",
     "NodeStatistics",
     "Provider",
     "Subscription",
+    "TransferNode",
+    "TransferNodeStatistics",
     "UdpEndpoint",
     "open_node",
+    "open_transfer_node",
     "open_udp_endpoint",
 ]

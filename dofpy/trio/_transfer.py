@@ -1,0 +1,299 @@
+"""The async block transfer: a :class:`~dofpy.transfer.core.TransferCore` on a UDP socket.
+
+:func:`open_transfer_node` binds one UDP socket and drives one transfer core
+with :func:`~dofpy.trio.open_udp_endpoint` (one receive loop, one timer). The
+node it yields is a provider (:meth:`TransferNode.publish`,
+:meth:`TransferNode.serve`), a caching relay (:meth:`TransferNode.relay`) and
+a requestor (``await node.fetch(manifest, providers)``) at once; its
+:attr:`TransferNode.node` is an ordinary :class:`~dofpy.trio.DofNode` on the
+same socket, for the OAP requests and secure sessions around a transfer.
+
+Secure sessions come from ``config.oap.node.security``: the node then seals
+every block (AES-256-CCM). Transfer messages are sent without expecting a
+response, and the node does not hold such a message back for a session that is
+still being set up, so :meth:`TransferNode.fetch` completes the handshake with
+its first provider before it sends the first Fetch (rather than losing that
+Fetch and waiting a retransmission timeout), and :meth:`TransferNode.relay`
+starts the handshakes with its upstream providers at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import trio
+
+from dofpy._core import Address
+from dofpy.errors import ClosedResourceError, DofError
+from dofpy.oap.core import OapStatistics
+from dofpy.transfer.core import (
+    TransferCompleted,
+    TransferConfig,
+    TransferCore,
+    TransferEvent,
+    TransferFailed,
+    TransferStatistics,
+)
+from dofpy.transfer.manifest import Manifest, ObjectHashes
+from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
+from dofpy.transfer.store import BlockStore
+from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
+from dofpy.trio._node import DofNode
+
+__all__ = [
+    "FetchProgress",
+    "TransferNode",
+    "TransferNodeStatistics",
+    "open_transfer_node",
+]
+
+logger = logging.getLogger("dofpy.transfer")
+
+FetchProgress = Callable[[ReceiverStatistics], None]
+"""A progress callback: called with the transfer's statistics every
+``progress_interval`` seconds while it runs, and once more at its end."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferNodeStatistics:
+    """A transfer node's counters: its endpoint's, its OAP core's and its transfers'."""
+
+    endpoint: EndpointStatistics
+    oap: OapStatistics
+    transfer: TransferStatistics
+
+
+class _TransferDriver:
+    """The DatagramCore the endpoint drives: the transfer core, whose events (and
+    the OAP core's, through the :class:`DofNode`) are handed to waiting tasks
+    after every input."""
+
+    def __init__(self, owner: TransferNode) -> None:
+        self._owner = owner
+        self._core = owner.core
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self._core.receive_datagram(data, addr, now)
+        self._owner._dispatch()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self._core.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self._core.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._core.handle_timer(now)
+        self._owner._dispatch()
+
+
+class TransferNode:
+    """Provider, caching relay and requestor of block transfers on one UDP socket.
+
+    Create it with :func:`open_transfer_node`; call its methods from the trio
+    run that opened it.
+    """
+
+    def __init__(self, core: TransferCore, node: DofNode) -> None:
+        self.core = core
+        """The sans-IO transfer core (its store, cache and per-transfer state)."""
+        self.node = node
+        """The OAP node sharing the socket: ``get``/``invoke``/``secure_session``..."""
+        self._endpoint: UdpEndpoint | None = None
+        self._finished: dict[int, TransferEvent] = {}
+        self._waiters: dict[int, trio.Event] = {}
+        self._closed = False
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    @property
+    def local_address(self) -> Address:
+        """The bound ``(host, port)``."""
+        assert self._endpoint is not None
+        return self._endpoint.local_address
+
+    def statistics(self) -> TransferNodeStatistics:
+        """Counters: endpoint, OAP core (retransmissions of commands, sessions...)
+        and transfers (retransmitted blocks, verification failures, cache hits...)."""
+        assert self._endpoint is not None
+        return TransferNodeStatistics(
+            endpoint=self._endpoint.statistics(),
+            oap=self.core.oap.statistics(),
+            transfer=self.core.statistics(),
+        )
+
+    def _check_open(self) -> None:
+        if self._closed or self._endpoint is None:
+            raise ClosedResourceError("the transfer node is closed")
+
+    def _wakeup(self) -> None:
+        self._check_open()
+        assert self._endpoint is not None
+        self._endpoint.wakeup()
+
+    def _dispatch(self) -> None:
+        self.node._dispatch()
+        while (event := self.core.next_event()) is not None:
+            waiter = self._waiters.pop(event.transfer_id, None)
+            if waiter is not None:
+                self._finished[event.transfer_id] = event
+                waiter.set()
+            elif isinstance(event, TransferFailed):
+                # Nobody awaits it: a relay's upstream transfer.
+                logger.warning(
+                    "transfer %d of %s failed: %s",
+                    event.transfer_id,
+                    event.object_id.hex()[:16],
+                    event.error,
+                )
+
+    def _secured(self) -> bool:
+        return self.core.oap.node.config.security is not None
+
+    def _start_handshakes(self, peers: Sequence[Address]) -> None:
+        node = self.core.oap.node
+        now = trio.current_time()
+        for peer in peers:
+            if node.peer_identity(peer) is None:
+                node.secure_session(peer, now)
+
+    # -- provider and relay --------------------------------------------------------------
+
+    def publish(self, data: bytes, leaf_size: int = 1024) -> Manifest:
+        """Store ``data`` and serve it; returns its manifest (give it to requestors
+        through a trusted channel: it is what they verify every block against)."""
+        self._check_open()
+        return self.core.publish(data, leaf_size)
+
+    def serve(self, hashes: ObjectHashes) -> None:
+        """Serve an object already in this node's store."""
+        self._check_open()
+        self.core.serve(hashes)
+
+    def relay(self, manifest: Manifest, upstream: Sequence[Address]) -> None:
+        """Offer ``manifest``'s object downstream, fetched from ``upstream`` on the
+        first demand (once, however many requestors ask) and served as it arrives."""
+        self._check_open()
+        self.core.relay(manifest, list(upstream))
+        if self._secured():
+            self._start_handshakes(upstream)
+            self._wakeup()
+
+    # -- requestor ----------------------------------------------------------------------
+
+    async def fetch(
+        self,
+        manifest: Manifest,
+        providers: Sequence[Address],
+        *,
+        store: BlockStore | None = None,
+        config: ReceiverConfig | None = None,
+        progress: FetchProgress | None = None,
+        progress_interval: float = 0.5,
+    ) -> ReceiverStatistics:
+        """Fetch ``manifest``'s object from ``providers`` (in order of preference)
+        into ``store`` (default: the node's); returns the transfer's statistics.
+
+        Leaves already verified in the store are not fetched again (resume). Raises
+        the transfer's :class:`~dofpy.errors.DofError` when it fails (every provider
+        silent, refusing, or sending bad blocks), or the handshake's when the only
+        provider cannot be reached securely. ``progress`` is called every
+        ``progress_interval`` seconds and once at the end. Cancelling the fetch
+        leaves the transfer running in the core (it has no cancel yet).
+        """
+        if not providers:
+            raise ValueError("fetch needs at least one provider")
+        if progress_interval <= 0:
+            raise ValueError("progress_interval must be > 0")
+        self._check_open()
+        if self._secured():
+            self._start_handshakes(providers[1:])
+            try:
+                await self.node.secure_session(providers[0])
+            except DofError:
+                if len(providers) == 1:
+                    raise
+                # Another provider may do: the transfer moves on by itself.
+        transfer_id = self.core.fetch(
+            manifest, list(providers), trio.current_time(), store=store, config=config
+        )
+        done = trio.Event()
+        self._waiters[transfer_id] = done
+        self._dispatch()
+        self._wakeup()
+        try:
+            while not done.is_set():
+                with trio.move_on_after(progress_interval if progress else float("inf")):
+                    await done.wait()
+                if progress is not None and not done.is_set():
+                    progress(self.core.transfer_statistics(transfer_id, trio.current_time()))
+        finally:
+            self._waiters.pop(transfer_id, None)
+        event = self._finished.pop(transfer_id, None)
+        if event is None:
+            raise ClosedResourceError("the transfer node was closed during the fetch")
+        statistics = self.core.transfer_statistics(transfer_id, trio.current_time())
+        if progress is not None:
+            progress(statistics)
+        if isinstance(event, TransferFailed):
+            raise event.error
+        assert isinstance(event, TransferCompleted)
+        return statistics
+
+
+@asynccontextmanager
+async def open_transfer_node(
+    local: Address = ("127.0.0.1", 0),
+    config: TransferConfig | None = None,
+    *,
+    store: BlockStore | None = None,
+    pcap_path: str | os.PathLike[str] | None = None,
+    keylog_path: str | os.PathLike[str] | None = None,
+    notification_buffer: int = 256,
+    **endpoint_options: Any,
+) -> AsyncIterator[TransferNode]:
+    """Run a block-transfer node on a UDP socket bound at ``local`` for the block's lifetime.
+
+    ``store`` holds what it publishes, relays and (by default) fetches (default:
+    in memory). Security comes from ``config.oap.node.security``. ``pcap_path``
+    captures every datagram; ``keylog_path`` appends each secure session's key
+    so that Wireshark decrypts the capture. Other keyword arguments go to
+    :func:`~dofpy.trio.open_udp_endpoint`.
+    """
+    core = TransferCore(config, store=store)
+    keylog: TextIO | None = None
+    if keylog_path is not None:
+        descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        keylog = os.fdopen(descriptor, "a", encoding="ascii")
+    # The DofNode wiring below repeats open_node's (its private endpoint and
+    # waiters) because open_node cannot drive another core than its own OAP core.
+    async with trio.open_nursery() as nursery:
+        dof_node = DofNode(core.oap, nursery, notification_buffer, keylog)
+        transfer_node = TransferNode(core, dof_node)
+        try:
+            async with open_udp_endpoint(
+                _TransferDriver(transfer_node), local, pcap_path=pcap_path, **endpoint_options
+            ) as endpoint:
+                dof_node._endpoint = endpoint
+                transfer_node._endpoint = endpoint
+                try:
+                    yield transfer_node
+                finally:
+                    transfer_node._closed = True
+                    for done in transfer_node._waiters.values():
+                        done.set()
+                    dof_node._closed = True
+                    for waiter in dof_node._waiters.values():
+                        waiter.error = ClosedResourceError("the node was closed")
+                        waiter.done.set()
+                    for subscription in dof_node._subscriptions.values():
+                        subscription._send.close()
+        finally:
+            nursery.cancel_scope.cancel()
+            if keylog is not None:
+                keylog.close()
