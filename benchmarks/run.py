@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import oap_roundtrip, security
+from benchmarks import oap_roundtrip, security, transfer
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Secure sessions (TEP + AES-256-CCM)")
     for name, value, unit in security.run(args.quick):
         print(f"  {name:42} {value:12.2f} {unit}")
+    print()
+    print(transfer.run(args.quick), flush=True)
     return 0
 
 

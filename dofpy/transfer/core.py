@@ -27,6 +27,7 @@ from dofpy.transfer.cache import BlockCache, CacheStatistics
 from dofpy.transfer.manifest import Manifest, ObjectHashes
 from dofpy.transfer.messages import (
     TRANSFER_IID,
+    BlockEncoder,
     BlockMessage,
     FetchRequest,
     RefuseCode,
@@ -108,6 +109,7 @@ class TransferStatistics:
     bad_messages: int
     unmatched_messages: int
     active_senders: int
+    open_senders: int
     active_transfers: int
     cache: CacheStatistics
 
@@ -156,6 +158,8 @@ class TransferCore:
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
         self._sources: dict[bytes, _Source] = {}
+        # One Block encoder per served object (its OAP header encoded once).
+        self._encoders: dict[bytes, BlockEncoder] = {}
         self._relayable: dict[bytes, tuple[Manifest, list[Address]]] = {}
         self._relay_transfers: dict[bytes, int] = {}
         self._senders: dict[tuple[Address, bytes], BlockSender] = {}
@@ -229,6 +233,7 @@ class TransferCore:
         manifest = hashes.manifest
         verified = self.store.open(manifest)
         self._sources[manifest.object_id] = _Source(manifest, self.cache, verified, hashes)
+        self._encoders[manifest.object_id] = BlockEncoder(manifest.object_id)
 
     def relay(self, manifest: Manifest, upstream: list[Address]) -> None:
         """Offer ``manifest``'s object downstream, fetched from ``upstream`` on first demand."""
@@ -297,6 +302,7 @@ class TransferCore:
             units_dropped=self._dropped_closed
             + sum(s.dropped_units for s in self._senders.values()),
             active_senders=sum(s.state is SendState.SENDING for s in self._senders.values()),
+            open_senders=len(self._senders),
             active_transfers=sum(not r.done for r in self._receivers.values()),
             cache=self.cache.statistics(),
             **self._counts,
@@ -388,6 +394,7 @@ class TransferCore:
         receiver = self._receivers[transfer_id]
         source = _Source(manifest, self.cache, receiver.verified, None)
         self._sources[object_id] = source
+        self._encoders[object_id] = BlockEncoder(object_id)
         return source
 
     def _sweep(self, now: float) -> None:
@@ -431,10 +438,15 @@ class TransferCore:
             message = sender.next_message(now)
             if message is not None:
                 idle_turns = 0
-                self._send(sender.peer, message, now)
-                size = (
-                    len(message.data) if isinstance(message, BlockMessage) else len(message.hashes)
-                )
+                if isinstance(message, BlockMessage):
+                    size = len(message.data)
+                    payload = self._encoders[message.object_id].encode_message(message)
+                    self.oap.node.send_command(
+                        sender.peer, AppId.OAP, payload, now, expect_response=False
+                    )
+                else:
+                    size = len(message.hashes)
+                    self._send(sender.peer, message, now)
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
                 if self.config.provider_rate_cap is not None:

@@ -35,8 +35,10 @@ __all__ = [
     "ObjectHashes",
     "decode_manifest_untrusted",
     "leaf_hash",
+    "merkle_levels",
     "merkle_proof",
     "merkle_root",
+    "proof_from_levels",
     "root_from_proof",
 ]
 
@@ -52,13 +54,24 @@ MIN_LEAF_SIZE = 64
 MAX_LEAF_SIZE = 1 << 16
 
 
+_LEAF_PREFIX = hashlib.sha256(b"\x00")
+_NODE_PREFIX = hashlib.sha256(b"\x01")
+
+
 def leaf_hash(data: bytes | memoryview) -> bytes:
     """``SHA-256(0x00 || data)``."""
-    return hashlib.sha256(b"\x00" + bytes(data)).digest()
+    # A copy of a hasher that already absorbed the prefix: no concatenation,
+    # so the leaf (a memoryview into a datagram) is never copied.
+    digest = _LEAF_PREFIX.copy()
+    digest.update(data)
+    return digest.digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    digest = _NODE_PREFIX.copy()
+    digest.update(left)
+    digest.update(right)
+    return digest.digest()
 
 
 def _split(n: int) -> int:
@@ -78,6 +91,35 @@ def merkle_root(hashes: Sequence[bytes]) -> bytes:
             paired.append(level[-1])
         level = paired
     return level[0]
+
+
+def merkle_levels(hashes: Sequence[bytes]) -> list[list[bytes]]:
+    """Every level of the RFC 6962 tree over ``hashes`` (at least one), leaves
+    first, the root alone last (bottom-up pairing; an odd last node is carried up)."""
+    if not hashes:
+        raise ValueError("a Merkle tree needs at least one leaf")
+    levels = [list(hashes)]
+    while len(level := levels[-1]) > 1:
+        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            paired.append(level[-1])
+        levels.append(paired)
+    return levels
+
+
+def proof_from_levels(levels: Sequence[Sequence[bytes]], index: int) -> list[bytes]:
+    """The audit path of leaf ``index`` (top-down siblings, as :func:`merkle_proof`)
+    read from :func:`merkle_levels`: O(log n) instead of rehashing subtrees."""
+    if not 0 <= index < len(levels[0]):
+        raise ValueError("index outside the tree")
+    proof: list[bytes] = []
+    for level in levels[:-1]:
+        sibling = index ^ 1
+        if sibling < len(level):  # else the node is carried up unpaired
+            proof.append(level[sibling])
+        index //= 2
+    proof.reverse()
+    return proof
 
 
 def merkle_proof(hashes: Sequence[bytes], index: int) -> list[bytes]:
@@ -227,7 +269,7 @@ class ObjectHashes:
     """Every leaf hash of an object and its chunk roots: what a provider needs
     to send hash chunks with their proofs."""
 
-    __slots__ = ("_chunk_roots", "leaf_hashes", "manifest")
+    __slots__ = ("_chunk_levels", "leaf_hashes", "manifest")
 
     def __init__(self, manifest: Manifest, leaf_hashes: bytes) -> None:
         if len(leaf_hashes) != manifest.leaf_count * HASH_SIZE:
@@ -238,9 +280,10 @@ class ObjectHashes:
         for chunk in range(manifest.chunk_count):
             start, end = manifest.chunk_range(chunk)
             roots.append(merkle_root(self._hashes(start, end)))
-        if merkle_root(roots) != manifest.merkle_root:
+        levels = merkle_levels(roots)
+        if levels[-1][0] != manifest.merkle_root:
             raise ValueError("leaf hashes do not match the manifest's Merkle root")
-        self._chunk_roots = roots
+        self._chunk_levels = levels
 
     def _hashes(self, start: int, end: int) -> list[bytes]:
         data = self.leaf_hashes
@@ -253,7 +296,7 @@ class ObjectHashes:
         """Chunk ``chunk``: its concatenated hashes and its proof."""
         start, end = self.manifest.chunk_range(chunk)
         hashes = self.leaf_hashes[start * HASH_SIZE : end * HASH_SIZE]
-        return hashes, merkle_proof(self._chunk_roots, chunk)
+        return hashes, proof_from_levels(self._chunk_levels, chunk)
 
     @classmethod
     def build(cls, data: bytes | memoryview, leaf_size: int) -> ObjectHashes:

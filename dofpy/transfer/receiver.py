@@ -514,9 +514,14 @@ class Receiver:
         free = window - len(self._outstanding)
         if free <= 0 or not (self._need_chunks or self._need_leaves):
             return
-        needed = self._need_chunks.count() + -(-self._need_leaves.count() // self._leaves_per_block)
-        if not force and free < max(1, window // 4) and needed > free:
-            return
+        if not force and free < max(1, window // 4):
+            # Wait for a quarter of the window unless everything left fits now
+            # (counted only here: this runs on every arrival).
+            needed = self._need_chunks.count() + -(
+                -self._need_leaves.count() // self._leaves_per_block
+            )
+            if needed > free:
+                return
         was_idle = not self._outstanding
         seq = self._next_seq(now)
         chunks = RangeSet()

@@ -12,6 +12,11 @@ with three tasks in one nursery:
 * a sender task that only works when the kernel's send buffer is full: it
   waits for the socket to become writable and drains the bounded send queue.
 
+On Linux, runs of equal-size datagrams to one peer leave in one ``sendmsg``
+with ``UDP_SEGMENT`` and received datagrams may arrive coalesced
+(``UDP_GRO``), fewer system calls for the same datagrams on the wire; a kernel
+or route without them falls back to one datagram per call.
+
 Flushing is synchronous: the socket is non-blocking, and each datagram the core
 returns from ``datagrams_to_send`` is handed to ``sendto`` directly, so there is
 no scheduler round trip per datagram. When the kernel says "would block", the
@@ -26,10 +31,12 @@ Time is ``trio.current_time()``, so ``trio.testing.MockClock`` drives tests.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import os
 import socket
+import struct
 import sys
 from collections import deque
 from collections.abc import AsyncIterator
@@ -50,6 +57,23 @@ DEFAULT_SEND_QUEUE_LIMIT = 1024
 DEFAULT_RECV_BATCH = 64
 _MAX_UDP_PAYLOAD = 65535
 _ADDRESS_CACHE_LIMIT = 4096
+
+# UDP segmentation offload (Linux >= 4.18) and receive offload (>= 5.0): one
+# sendmsg carries a run of equal-size datagrams to one peer (the last may be
+# shorter) and the kernel cuts it; one recvmsg may return several datagrams of
+# ``gso_size`` bytes back to back. Python < 3.12 lacks the constants.
+_SOL_UDP = getattr(socket, "SOL_UDP", 17)
+_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+_UDP_GRO = getattr(socket, "UDP_GRO", 104)
+_GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS before Linux 6.9
+_GSO_MAX_BYTES = 65507 - 64  # payload of one IPv4 UDP datagram, with margin
+_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
+_GSO_SIZE = struct.Struct("=H")
+_GRO_SIZE = struct.Struct("=i")
+# sendmsg errors that mean "this socket or route cannot segment": stop trying.
+_GSO_UNSUPPORTED = frozenset(
+    {errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +104,14 @@ class EndpointStatistics:
     timer_fires: int
     """Calls to ``core.handle_timer``."""
     pcap_records_written: int
+    segmentation_offload: bool
+    """Whether runs of datagrams to one peer go out in one ``UDP_SEGMENT`` send."""
+    receive_offload: bool
+    """Whether the kernel may coalesce received datagrams (``UDP_GRO``)."""
+    segmented_sends: int
+    """``sendmsg`` calls that carried more than one datagram."""
+    coalesced_receives: int
+    """Receives that returned more than one datagram."""
     receive_buffer_requested: int | None
     receive_buffer_granted: int
     last_send_error: str | None
@@ -117,6 +149,7 @@ class UdpEndpoint:
         send_queue_limit: int,
         recv_batch: int,
         receive_buffer_requested: int | None,
+        offload: bool = False,
     ) -> None:
         self._core = core
         self._sock = sock
@@ -146,6 +179,11 @@ class UdpEndpoint:
         self._dropped_malformed = 0
         self._dropped_send_queue_full = 0
         self._timer_fires = 0
+        # Segment sizes at or above this are sent one by one (a route refused them).
+        self._gso_limit = _MAX_UDP_PAYLOAD + 1 if offload and _enable_gso(sock) else 0
+        self._gro = offload and _enable_gro(sock)
+        self._segmented_sends = 0
+        self._coalesced_receives = 0
         self._last_send_error: str | None = None
         self._last_receive_error: str | None = None
 
@@ -187,6 +225,10 @@ class UdpEndpoint:
             send_queue_length=len(self._send_queue),
             timer_fires=self._timer_fires,
             pcap_records_written=0 if self._pcap is None else self._pcap.records_written,
+            segmentation_offload=self._gso_limit > 0,
+            receive_offload=self._gro,
+            segmented_sends=self._segmented_sends,
+            coalesced_receives=self._coalesced_receives,
             receive_buffer_requested=self._receive_buffer_requested,
             receive_buffer_granted=self._receive_buffer_granted,
             last_send_error=self._last_send_error,
@@ -200,11 +242,15 @@ class UdpEndpoint:
         if self._closed:
             return
         if not self._send_queue:
-            for data, addr in self._core.datagrams_to_send(trio.current_time()):
-                if self._send_queue:
-                    self._enqueue(data, addr)
-                else:
-                    self._send_or_enqueue(data, addr)
+            out = self._core.datagrams_to_send(trio.current_time())
+            if self._gso_limit and len(out) > 1:
+                self._send_segmented(out)
+            else:
+                for data, addr in out:
+                    if self._send_queue:
+                        self._enqueue(data, addr)
+                    else:
+                        self._send_or_enqueue(data, addr)
             if self._send_queue:
                 self._send_ready.set()
         # else: the sender task asks the core for more once the queue drains.
@@ -256,6 +302,73 @@ class UdpEndpoint:
         else:
             self._count_sent(data, addr)
 
+    def _send_segmented(self, out: list[tuple[bytes, Address]]) -> None:
+        """Send ``out`` in order, each run of equal-size datagrams to one peer
+        (the last of a run may be shorter) in one ``UDP_SEGMENT`` sendmsg."""
+        index, count = 0, len(out)
+        while index < count:
+            data, addr = out[index]
+            if self._send_queue:
+                self._enqueue(data, addr)
+                index += 1
+                continue
+            size = len(data)
+            end = index + 1
+            total = size
+            if size < self._gso_limit:
+                while (
+                    end < count
+                    and end - index < _GSO_MAX_SEGMENTS
+                    and total + size <= _GSO_MAX_BYTES
+                    and out[end][1] == addr
+                    and len(out[end][0]) <= size
+                ):
+                    total += len(out[end][0])
+                    end += 1
+                    if len(out[end - 1][0]) < size:
+                        break  # a shorter datagram can only end a run
+            if end - index == 1:
+                self._send_or_enqueue(data, addr)
+            else:
+                self._send_run(out[index:end], addr, size)
+            index = end
+
+    def _send_run(self, run: list[tuple[bytes, Address]], addr: Address, size: int) -> None:
+        try:
+            sockaddr = self._sockaddr(addr)
+        except _UnusableAddress as exc:
+            for _ in run:
+                self._count_send_error(exc)
+            return
+        try:
+            self._sock.sendmsg(
+                [b"".join(data for data, _ in run)],
+                [(_SOL_UDP, _UDP_SEGMENT, _GSO_SIZE.pack(size))],
+                0,
+                sockaddr,
+            )
+        except BlockingIOError:
+            for data, _ in run:
+                self._enqueue(data, addr)
+            return
+        except OSError as exc:
+            # The route or device cannot segment (EIO: no checksum offload;
+            # EINVAL/EMSGSIZE: segments larger than the path allows): send these
+            # one by one, and stop segmenting what this size or more needs.
+            if exc.errno in _GSO_UNSUPPORTED:
+                self._gso_limit = 0
+            elif exc.errno in (errno.EINVAL, errno.EMSGSIZE):
+                self._gso_limit = min(self._gso_limit, size)
+            for data, _ in run:
+                if self._send_queue:
+                    self._enqueue(data, addr)
+                else:
+                    self._send_or_enqueue(data, addr)
+            return
+        self._segmented_sends += 1
+        for data, _ in run:
+            self._count_sent(data, addr)
+
     def _enqueue(self, data: bytes, addr: Address) -> None:
         if len(self._send_queue) >= self._send_queue_limit:
             self._dropped_send_queue_full += 1
@@ -303,35 +416,53 @@ class UdpEndpoint:
 
     async def _receive_loop(self) -> None:
         sock = self._sock
-        core = self._core
-        buffer = bytearray(self._max_datagram + 1)
+        # With receive offload one read may hold up to 64 KiB of datagrams.
+        buffer = bytearray(_MAX_UDP_PAYLOAD + 1 if self._gro else self._max_datagram + 1)
         view = memoryview(buffer)
         peer = _peer_ipv4 if self._family == socket.AF_INET else _peer_ipv6
         while True:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(self._recv_batch):
+                segment = 0
                 try:
-                    size, raw_addr = sock.recvfrom_into(buffer)
+                    if self._gro:
+                        size, ancillary, _flags, raw_addr = sock.recvmsg_into(
+                            [buffer], _GRO_CMSG_SPACE
+                        )
+                        for level, kind, value in ancillary:
+                            if level == _SOL_UDP and kind == _UDP_GRO:
+                                segment = _GRO_SIZE.unpack_from(value)[0]
+                    else:
+                        size, raw_addr = sock.recvfrom_into(buffer)
                 except BlockingIOError:
                     break
                 except OSError as exc:
                     self._receive_errors += 1
                     self._last_receive_error = _describe(exc)
                     continue
-                if size > self._max_datagram:
-                    self._dropped_oversize += 1
-                    continue
-                data = bytes(view[:size])
                 addr = peer(raw_addr)
-                self._datagrams_received += 1
-                self._bytes_received += size
-                if self._pcap is not None:
-                    self._pcap.write(addr, _pcap_local(self._local, addr), data)
-                try:
-                    core.receive_datagram(data, addr, trio.current_time())
-                except BadPacket:
-                    self._dropped_malformed += 1
+                if 0 < segment < size:
+                    self._coalesced_receives += 1
+                    for offset in range(0, size, segment):
+                        self._deliver(view[offset : min(offset + segment, size)], addr)
+                else:
+                    self._deliver(view[:size], addr)
             self._flush()
+
+    def _deliver(self, datagram: memoryview, addr: Address) -> None:
+        size = len(datagram)
+        if size > self._max_datagram:
+            self._dropped_oversize += 1
+            return
+        data = bytes(datagram)
+        self._datagrams_received += 1
+        self._bytes_received += size
+        if self._pcap is not None:
+            self._pcap.write(addr, _pcap_local(self._local, addr), data)
+        try:
+            self._core.receive_datagram(data, addr, trio.current_time())
+        except BadPacket:
+            self._dropped_malformed += 1
 
     # ------------------------------------------------------------------ timer
 
@@ -363,6 +494,29 @@ class UdpEndpoint:
             self._sock.close()
             if self._pcap is not None:
                 self._pcap.close()
+
+
+def _enable_gso(sock: socket.socket) -> bool:
+    """Whether this kernel segments UDP sends for ``sock`` (``UDP_SEGMENT``)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        # A zero default segment size: only sends that carry their own cmsg segment.
+        sock.setsockopt(_SOL_UDP, _UDP_SEGMENT, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Ask the kernel to coalesce received datagrams (``UDP_GRO``) for ``sock``."""
+    if not sys.platform.startswith("linux") or not _GRO_CMSG_SPACE:
+        return False
+    try:
+        sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
+    except OSError:
+        return False
+    return True
 
 
 def _strip_scope(host: str) -> str:
@@ -477,6 +631,7 @@ async def open_udp_endpoint(
     max_datagram: int = _MAX_UDP_PAYLOAD,
     send_queue_limit: int = DEFAULT_SEND_QUEUE_LIMIT,
     recv_batch: int = DEFAULT_RECV_BATCH,
+    offload: bool = False,
 ) -> AsyncIterator[UdpEndpoint]:
     """Bind a UDP socket at ``local`` and drive ``core`` with it until the block exits.
 
@@ -491,7 +646,11 @@ async def open_udp_endpoint(
     ``send_queue_limit`` datagrams wait when the kernel's send buffer is full.
     ``recv_batch`` datagrams at most are read per scheduling round before the
     endpoint flushes and yields. With ``pcap_path``, every
-    datagram sent and received is appended to that pcap file.
+    datagram sent and received is appended to that pcap file. With ``offload``
+    on Linux, runs of equal-size datagrams to one peer go out in
+    one ``UDP_SEGMENT`` send and the kernel may coalesce received datagrams
+    (``UDP_GRO``); where the kernel or route refuses, the endpoint sends and
+    receives one datagram per system call (see :meth:`UdpEndpoint.statistics`).
 
     On exit the tasks are cancelled, queued datagrams discarded, the socket
     closed and the pcap file flushed and closed. An exception raised by the core
@@ -524,6 +683,7 @@ async def open_udp_endpoint(
         send_queue_limit=send_queue_limit,
         recv_batch=recv_batch,
         receive_buffer_requested=recv_buffer,
+        offload=offload,
     )
     try:
         async with _unwrap_single_exception(), trio.open_nursery() as nursery:
