@@ -676,6 +676,14 @@ class OapCore:
         pdu = decode_oap_untrusted(event.payload, False)
         peer, op = event.peer, event.op_count
         target = getattr(pdu, "target", None)
+        # Permissions first, for every request (intercepted ones too): a
+        # requestor that may not touch an object does not learn whether it
+        # exists, nor reach a protocol built on OAP such as the block transfer.
+        action = _ACTIONS.get(type(pdu))
+        if action is not None and isinstance(target, Alias | Binding):
+            resolved = self._resolve(target)
+            if resolved is not None and not self._permitted(event, action, resolved, now, op):
+                return
         if isinstance(target, Binding) and target.interface in self._interceptors:
             self._interceptors[target.interface](peer, op, pdu, now)
             return
@@ -700,12 +708,6 @@ class OapCore:
             self._counts["requests_refused"] += 1
             return
         binding = self._resolve(pdu.target)
-        # Permissions first: a requestor that may not touch an object does not
-        # learn whether it exists.
-        if binding is not None and not self._permitted(
-            event, _ACTIONS[type(pdu)], binding, now, op
-        ):
-            return
         interface = (
             None
             if binding is None

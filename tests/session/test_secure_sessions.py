@@ -441,3 +441,23 @@ def test_provide_without_p_is_denied() -> None:
     p.world.net.run_until(p.pump, max_time=2)
     denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
     assert [e.action.letters() for e in denied] == ["p"]
+
+
+def test_intercepted_interfaces_are_permission_checked_too() -> None:
+    from dofpy.wire.oap import InvokeCommand  # noqa: PLC0415
+    from dofpy.wire.oid import IID  # noqa: PLC0415
+
+    p = pair()
+    other = IID(1, b"\xd0\xf9")
+    intercepted: list[object] = []
+    p.provider.intercept(other, lambda peer, op, pdu, now: intercepted.append(pdu))
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert isinstance(p.result(get), RequestCompleted)
+    # The client may use the thermostat's interface, not the intercepted one.
+    payload = encode_oap(InvokeCommand(1, Binding(other, THERMOSTAT_OID), (1,)))
+    p.client.node.send_command(PROVIDER, AppId.OAP, payload, p.world.net.now, expect_response=False)
+    p.world.net.wakeup(CLIENT)
+    p.world.net.run_until(p.pump, max_time=2)
+    assert intercepted == []
+    denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
+    assert [(e.action.letters(), e.interface) for e in denied] == [("x", other)]
