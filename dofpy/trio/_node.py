@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import trio
 
-from dofpy._core import Address
+from dofpy._core import Address, DatagramCore
 from dofpy.errors import ClosedResourceError, DofError
 from dofpy.oap.core import (
     AccessDenied,
@@ -145,7 +145,7 @@ class _DispatchingCore:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self.core.receive_datagram(data, addr, now)
-        self._node._dispatch()
+        self._node.dispatch()
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         return self.core.datagrams_to_send(now)
@@ -155,7 +155,7 @@ class _DispatchingCore:
 
     def handle_timer(self, now: float) -> None:
         self.core.handle_timer(now)
-        self._node._dispatch()
+        self._node.dispatch()
 
 
 class DofNode:
@@ -202,10 +202,31 @@ class DofNode:
             handler_errors=self._handler_errors,
         )
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wakeup(self) -> None:
+        """Send what the core has to send now (after calling into ``core``)."""
+        self._wakeup()
+
     def _wakeup(self) -> None:
         if self._closed or self._endpoint is None:
             raise ClosedResourceError("the node is closed")
         self._endpoint.wakeup()
+
+    def _shut(self) -> None:
+        self._closed = True
+        for waiter in self._waiters.values():
+            waiter.error = ClosedResourceError("the node was closed")
+            waiter.done.set()
+        for subscription in self._subscriptions.values():
+            subscription._send.close()
+
+    def dispatch(self) -> None:
+        """Hand the OAP core's events to waiting tasks and providers (drivers
+        other than the default call it after every input)."""
+        self._dispatch()
 
     def _dispatch(self) -> None:
         while (event := self.core.next_event()) is not None:
@@ -447,29 +468,54 @@ async def open_node(
     Security comes from ``config.node.security``. Other keyword arguments go to
     :func:`~dofpy.trio.open_udp_endpoint`.
     """
-    core = OapCore(config)
+    async with run_oap_node(
+        OapCore(config),
+        local,
+        pcap_path=pcap_path,
+        keylog_path=keylog_path,
+        notification_buffer=notification_buffer,
+        **endpoint_options,
+    ) as node:
+        yield node
+
+
+@asynccontextmanager
+async def run_oap_node(
+    core: OapCore,
+    local: Address,
+    *,
+    driver: Callable[[DofNode], DatagramCore] | None = None,
+    pcap_path: str | os.PathLike[str] | None = None,
+    keylog_path: str | os.PathLike[str] | None = None,
+    notification_buffer: int = 256,
+    **endpoint_options: Any,
+) -> AsyncIterator[DofNode]:
+    """The lifetime of a :class:`DofNode` around ``core``: key log, nursery for
+    provider tasks, UDP endpoint, and a clean close (waiters failed,
+    subscriptions ended). ``driver(node)`` gives the DatagramCore the endpoint
+    drives (by default ``core`` itself, its events dispatched to ``node``); a
+    protocol that wraps the OAP core (the block transfer) passes its own, which
+    must call :meth:`DofNode.dispatch` after every input.
+    """
     keylog: TextIO | None = None
     if keylog_path is not None:
         descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         keylog = os.fdopen(descriptor, "a", encoding="ascii")
-    async with trio.open_nursery() as nursery:
-        node = DofNode(core, nursery, notification_buffer, keylog)
-        dispatching = _DispatchingCore(core, node)
-        try:
-            async with open_udp_endpoint(
-                dispatching, local, pcap_path=pcap_path, **endpoint_options
-            ) as endpoint:
-                node._endpoint = endpoint
-                try:
-                    yield node
-                finally:
-                    node._closed = True
-                    for waiter in node._waiters.values():
-                        waiter.error = ClosedResourceError("the node was closed")
-                        waiter.done.set()
-                    for subscription in node._subscriptions.values():
-                        subscription._send.close()
-        finally:
-            nursery.cancel_scope.cancel()
-            if keylog is not None:
-                keylog.close()
+    try:
+        async with trio.open_nursery() as nursery:
+            node = DofNode(core, nursery, notification_buffer, keylog)
+            driven = _DispatchingCore(core, node) if driver is None else driver(node)
+            try:
+                async with open_udp_endpoint(
+                    driven, local, pcap_path=pcap_path, **endpoint_options
+                ) as endpoint:
+                    node._endpoint = endpoint
+                    try:
+                        yield node
+                    finally:
+                        node._shut()
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        if keylog is not None:
+            keylog.close()

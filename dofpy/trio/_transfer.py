@@ -24,7 +24,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any
 
 import trio
 
@@ -42,8 +42,8 @@ from dofpy.transfer.core import (
 from dofpy.transfer.manifest import Manifest, ObjectHashes
 from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.store import BlockStore
-from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
-from dofpy.trio._node import DofNode
+from dofpy.trio._endpoint import EndpointStatistics
+from dofpy.trio._node import DofNode, run_oap_node
 
 __all__ = [
     "FetchProgress",
@@ -104,40 +104,38 @@ class TransferNode:
         """The sans-IO transfer core (its store, cache and per-transfer state)."""
         self.node = node
         """The OAP node sharing the socket: ``get``/``invoke``/``secure_session``..."""
-        self._endpoint: UdpEndpoint | None = None
         self._finished: dict[int, TransferEvent] = {}
         self._waiters: dict[int, trio.Event] = {}
-        self._closed = False
 
     # -- plumbing ----------------------------------------------------------------------
 
     @property
     def local_address(self) -> Address:
         """The bound ``(host, port)``."""
-        assert self._endpoint is not None
-        return self._endpoint.local_address
+        return self.node.local_address
 
     def statistics(self) -> TransferNodeStatistics:
         """Counters: endpoint, OAP core (retransmissions of commands, sessions...)
         and transfers (retransmitted blocks, verification failures, cache hits...)."""
-        assert self._endpoint is not None
+        node = self.node.statistics()
         return TransferNodeStatistics(
-            endpoint=self._endpoint.statistics(),
-            oap=self.core.oap.statistics(),
-            transfer=self.core.statistics(),
+            endpoint=node.endpoint, oap=node.oap, transfer=self.core.statistics()
         )
 
     def _check_open(self) -> None:
-        if self._closed or self._endpoint is None:
+        if self.node.closed:
             raise ClosedResourceError("the transfer node is closed")
 
     def _wakeup(self) -> None:
         self._check_open()
-        assert self._endpoint is not None
-        self._endpoint.wakeup()
+        self.node.wakeup()
+
+    def _close(self) -> None:
+        for done in self._waiters.values():
+            done.set()
 
     def _dispatch(self) -> None:
-        self.node._dispatch()
+        self.node.dispatch()
         while (event := self.core.next_event()) is not None:
             waiter = self._waiters.pop(event.transfer_id, None)
             if waiter is not None:
@@ -266,34 +264,22 @@ async def open_transfer_node(
     :func:`~dofpy.trio.open_udp_endpoint`.
     """
     core = TransferCore(config, store=store)
-    keylog: TextIO | None = None
-    if keylog_path is not None:
-        descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        keylog = os.fdopen(descriptor, "a", encoding="ascii")
-    # The DofNode wiring below repeats open_node's (its private endpoint and
-    # waiters) because open_node cannot drive another core than its own OAP core.
-    async with trio.open_nursery() as nursery:
-        dof_node = DofNode(core.oap, nursery, notification_buffer, keylog)
-        transfer_node = TransferNode(core, dof_node)
+    holder: list[TransferNode] = []
+
+    def driver(node: DofNode) -> _TransferDriver:
+        holder.append(TransferNode(core, node))
+        return _TransferDriver(holder[0])
+
+    async with run_oap_node(
+        core.oap,
+        local,
+        driver=driver,
+        pcap_path=pcap_path,
+        keylog_path=keylog_path,
+        notification_buffer=notification_buffer,
+        **endpoint_options,
+    ):
         try:
-            async with open_udp_endpoint(
-                _TransferDriver(transfer_node), local, pcap_path=pcap_path, **endpoint_options
-            ) as endpoint:
-                dof_node._endpoint = endpoint
-                transfer_node._endpoint = endpoint
-                try:
-                    yield transfer_node
-                finally:
-                    transfer_node._closed = True
-                    for done in transfer_node._waiters.values():
-                        done.set()
-                    dof_node._closed = True
-                    for waiter in dof_node._waiters.values():
-                        waiter.error = ClosedResourceError("the node was closed")
-                        waiter.done.set()
-                    for subscription in dof_node._subscriptions.values():
-                        subscription._send.close()
+            yield holder[0]
         finally:
-            nursery.cancel_scope.cancel()
-            if keylog is not None:
-                keylog.close()
+            holder[0]._close()
