@@ -128,6 +128,7 @@ class NodeStatistics:
     requests_timed_out: int
     events_dropped: int
     commands_refused: int
+    held_dropped: int
     peers: int
     pending_commands: int
     security: SecurityStatistics | None = None
@@ -152,6 +153,9 @@ _PEER_TRANSITIONS: dict[PeerState, frozenset[PeerState]] = {
     PeerState.CLOSED: frozenset({PeerState.IDLE, PeerState.OPENING}),
 }
 
+
+# One-way commands waiting for a secure session, per peer (oldest dropped).
+_MAX_HELD_PER_PEER = 256
 
 # Applications that may travel in the clear when security is required: session
 # set-up (DSP), key exchange (TEP, TRP) and the common operations (ping).
@@ -289,9 +293,11 @@ class Node:
                 "requests_timed_out",
                 "events_dropped",
                 "commands_refused",
+                "held_dropped",
             ),
             0,
         )
+        self._held: dict[Address, deque[_Pending]] = {}
 
     # -- DatagramCore ------------------------------------------------------------
 
@@ -496,10 +502,17 @@ class Node:
         pending = _Pending(op, peer, app_id, payload, state, internal)
         if expect_response:
             self._pending[op] = pending
-        self._emit_command(pending, 0, now)
+        if not self._emit_command(pending, 0, now) and not expect_response:
+            # A one-way command has no retransmission to carry it once the
+            # secure session exists: hold it (bounded) until then.
+            held = self._held.setdefault(peer, deque())
+            if len(held) >= _MAX_HELD_PER_PEER:
+                held.popleft()
+                self._counts["held_dropped"] += 1
+            held.append(pending)
         return op
 
-    def _emit_command(self, pending: _Pending, retry_byte: int, now: float) -> None:
+    def _emit_command(self, pending: _Pending, retry_byte: int, now: float) -> bool:
         packet = DppPacket(
             app_id=pending.app_id,
             payload=pending.payload,
@@ -509,7 +522,7 @@ class Node:
         )
         # Held back until a secure session exists, when one is required; the
         # session's arrival re-emits every held command at once.
-        self._transmit(pending.peer, packet, now)
+        return self._transmit(pending.peer, packet, now)
 
     def _transmit(self, peer: Address, packet: DppPacket, now: float) -> bool:
         """Put ``packet`` on the wire to ``peer``: sealed when a secure session
@@ -604,8 +617,11 @@ class Node:
             if pending.peer == peer and pending.internal not in (_Internal.TEP, _Internal.TRP):
                 retry_byte = 0 if pending.retry is None else pending.retry.retry_byte
                 self._emit_command(pending, retry_byte, now)
+        for pending in self._held.pop(peer, ()):
+            self._emit_command(pending, 0, now)
 
     def _on_secure_session_failed(self, peer: Address, error: DofError, now: float) -> None:
+        self._counts["held_dropped"] += len(self._held.pop(peer, ()))
         for pending in [p for p in self._pending.values() if p.peer == peer]:
             del self._pending[pending.request_id]
             if pending.internal is not _Internal.TEP:

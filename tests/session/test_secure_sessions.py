@@ -461,3 +461,17 @@ def test_intercepted_interfaces_are_permission_checked_too() -> None:
     assert intercepted == []
     denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
     assert [(e.action.letters(), e.interface) for e in denied] == [("x", other)]
+
+
+def test_one_way_commands_wait_for_the_secure_session() -> None:
+    p = pair()
+    # Nothing sent before: the announce (one-way) starts the handshake and waits.
+    p.client.provide(THERMOSTAT_OID, THERMOSTAT)
+    p.client.announce(PROVIDER, THERMOSTAT_OID, THERMOSTAT, p.world.net.now)
+    p.world.net.wakeup(CLIENT)
+    p.world.net.run_until(
+        lambda: p.pump() or any(isinstance(e, AccessDenied) for e in p.provider_events), max_time=10
+    )
+    denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
+    assert [e.action.letters() for e in denied] == ["p"]  # it arrived, sealed
+    assert p.client.statistics().node.held_dropped == 0
