@@ -263,6 +263,10 @@ def test_cookie_reject_is_smaller_than_the_rekey_and_keeps_no_state() -> None:
     assert security is not None
     assert (security.half_open, security.cookies_sent) == (0, 500)
     assert provider.statistics().node.peers == 0
+    # The genuine client, in the middle of the flood, is served as usual.
+    p = Pair(world, provider, client)
+    get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert p.result(get) == RequestCompleted(get, (21,))
 
 
 def test_half_open_handshakes_are_bounded_and_counted() -> None:
