@@ -9,62 +9,42 @@ Authenticator (one client node per handshake, each to the same provider).
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import trio
 
 from benchmarks.oap_roundtrip import COUNTER, COUNTER_OID, Counter
 from dofpy.oap.core import OapConfig, OapCore
-from dofpy.security.authority import InMemoryCredentialStore, NodeRecord, TrpAuthority
-from dofpy.security.identity import Domain
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecureSessionEstablished, SecurityConfig
-from dofpy.testing.netsim import Network
+from dofpy.session.security import SecureSessionEstablished
+from dofpy.testing import LocalDomain, Network, grant
 from dofpy.trio import open_node
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 
 DOMAIN = OID(6, b"bench.example")
 PROVIDER_ID = OID(3, b"provider@bench.example")
 
 
-def _grant(letters: str) -> PermissionSet:
-    return PermissionSet((BindingPermission(Action.parse(letters), OID(0), COUNTER.iid),))
-
-
 class _World:
     def __init__(self, clients: int) -> None:
-        self.domain = Domain(DOMAIN, secrets.token_bytes(32))
-        store = InMemoryCredentialStore([self.domain])
-        store.put(NodeRecord(self.domain.credential_for(PROVIDER_ID), _grant("p")))
+        self.local = LocalDomain(DOMAIN)
+        self.local.enrol(PROVIDER_ID, grant("p", interface=COUNTER.iid))
         self.client_ids = [OID(3, f"client-{i}@bench.example".encode()) for i in range(clients)]
         for identity in self.client_ids:
-            store.put(NodeRecord(self.domain.credential_for(identity), _grant("r")))
-        self.authority = TrpAuthority(store, secrets.token_bytes)
+            self.local.enrol(identity, grant("r", interface=COUNTER.iid))
 
-    def config(self, identity: OID, asks: str) -> OapConfig:
-        security = SecurityConfig(
-            domain=DOMAIN,
-            identity=identity,
-            secret=self.domain.credential_for(identity).secret,
-            rng=secrets.token_bytes,
-            cookie_key=secrets.token_bytes(32),
-            permissions=_grant(asks),
-            local_authority=self.authority,
-        )
-        return OapConfig(node=NodeConfig(node_id=identity, security=security))
+    def config(self, identity: OID) -> OapConfig:
+        return OapConfig(node=self.local.node_config(identity))
 
 
 def sansio_handshakes(count: int) -> float:
     """Handshakes per second, both ends and the authority in one process."""
     world = _World(count)
     network = Network(1)
-    provider = OapCore(world.config(PROVIDER_ID, "p"))
+    provider = OapCore(world.config(PROVIDER_ID))
     network.add(provider, ("10.0.0.1", 3567))
     clients = []
     for index, identity in enumerate(world.client_ids):
-        core = OapCore(world.config(identity, "r"))
+        core = OapCore(world.config(identity))
         address = ("10.0.1.1", 10000 + index)
         network.add(core, address)
         clients.append((core, address))
@@ -94,11 +74,11 @@ def sansio_handshakes(count: int) -> float:
 async def udp_handshakes(count: int) -> float:
     """Handshakes per second over loopback UDP (sequential, one client each)."""
     world = _World(count)
-    async with open_node(config=world.config(PROVIDER_ID, "p")) as provider:
+    async with open_node(config=world.config(PROVIDER_ID)) as provider:
         provider.provide(COUNTER_OID, COUNTER, Counter())
         start = time.perf_counter()
         for identity in world.client_ids:
-            async with open_node(config=world.config(identity, "r")) as client:
+            async with open_node(config=world.config(identity)) as client:
                 await client.secure_session(provider.local_address)
         return count / (time.perf_counter() - start)
 
@@ -121,7 +101,7 @@ async def get_rates(count: int) -> tuple[float, float]:
             return count / (time.perf_counter() - start)
 
     plain = await measure(None, None)
-    secure = await measure(world.config(PROVIDER_ID, "p"), world.config(world.client_ids[0], "r"))
+    secure = await measure(world.config(PROVIDER_ID), world.config(world.client_ids[0]))
     return plain, secure
 
 

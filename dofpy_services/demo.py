@@ -30,7 +30,7 @@ import hashlib
 import random
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +42,8 @@ from dofpy._core import Address
 from dofpy.oap.core import OapConfig
 from dofpy.security.authority import (
     Decision,
-    InMemoryCredentialStore,
-    NodeRecord,
-    TrpAuthority,
 )
-from dofpy.security.identity import Domain
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.testing import LocalDomain, grant
 from dofpy.transfer.core import TransferConfig
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import TRANSFER_IID
@@ -56,7 +51,6 @@ from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.store import MemoryStore
 from dofpy.trio import TransferNode, open_transfer_node, open_udp_endpoint
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.authenticator.daemon import AuthenticatorCore
 
 DOMAIN = OID(6, b"demo.example")
@@ -179,35 +173,20 @@ def _udp_socket() -> socket.socket:
 # -- the domain -----------------------------------------------------------------------------
 
 
-def _grant(letters: str) -> PermissionSet:
-    return PermissionSet((BindingPermission(Action.parse(letters), OID(0), TRANSFER_IID),))
-
-
 class DemoDomain:
     """The domain's credentials, and a node configuration per identity. Secrets
     and keys come from one generator seeded by ``--seed`` (a demo; a daemon
     uses ``secrets.token_bytes``)."""
 
     def __init__(self, seed: int, requestors: int) -> None:
-        self.rng: Callable[[int], bytes] = random.Random(f"{seed}:keys").randbytes
-        self.domain = Domain(DOMAIN, self.rng(32))
-        self.store = InMemoryCredentialStore([self.domain])
+        self.local = LocalDomain(DOMAIN, rng=random.Random(f"{seed}:keys").randbytes)
         for identity in [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]:
-            self.store.put(NodeRecord(self.domain.credential_for(identity), _grant("rxp")))
-        self.authority = TrpAuthority(self.store, self.rng)
+            self.local.enrol(identity, grant("rxp", interface=TRANSFER_IID))
+        self.authority = self.local.authority
 
     def config(self, identity: OID, authority: Address) -> TransferConfig:
-        security = SecurityConfig(
-            domain=DOMAIN,
-            identity=identity,
-            secret=self.domain.credential_for(identity).secret,
-            rng=self.rng,
-            cookie_key=self.rng(32),
-            permissions=_grant("rxp"),
-            authority=authority,
-        )
         return TransferConfig(
-            oap=OapConfig(node=NodeConfig(node_id=identity, security=security)),
+            oap=OapConfig(node=self.local.node_config(identity, authority=authority)),
             receiver=ReceiverConfig(block_size=BLOCK_SIZE),
         )
 

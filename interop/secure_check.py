@@ -25,7 +25,6 @@ decryptions leave no packet encrypted and tshark reports no problem.
 from __future__ import annotations
 
 import argparse
-import secrets
 import sys
 import tempfile
 from collections import Counter
@@ -35,14 +34,11 @@ from pathlib import Path
 import trio
 
 from dofpy.oap.core import OapConfig
-from dofpy.security.authority import InMemoryCredentialStore, NodeRecord, TrpAuthority
 from dofpy.security.identity import Domain
 from dofpy.security.keylog import parse_keylog, tshark_key_options
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.testing import LocalDomain, grant
 from dofpy.trio import open_node, open_udp_endpoint
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.authenticator.daemon import AuthenticatorCore
 from interop.tshark_check import (
     SENSOR,
@@ -58,40 +54,20 @@ PROVIDER_ID = OID(3, b"sensor-host@interop.example")
 CLIENT_ID = OID(3, b"console@interop.example")
 
 
-def _grant(letters: str) -> PermissionSet:
-    return PermissionSet((BindingPermission(Action.parse(letters), OID(0), SENSOR.iid),))
-
-
 async def secure_exchange(
     pcap: Path, keylog: Path, trp_pcap: Path | None = None
 ) -> tuple[list[str], Domain]:
     """Run the secure exchange; what it did, and the domain (for its secrets)."""
-    domain = Domain(DOMAIN, secrets.token_bytes(32))
-    store = InMemoryCredentialStore([domain])
-    store.put(NodeRecord(domain.credential_for(PROVIDER_ID), _grant("p")))
-    store.put(NodeRecord(domain.credential_for(CLIENT_ID), _grant("rwxs")))
-    authority = TrpAuthority(store, secrets.token_bytes)
+    local = LocalDomain(DOMAIN)
+    local.enrol(PROVIDER_ID, grant("p", interface=SENSOR.iid))
+    local.enrol(CLIENT_ID, grant("rwxs", interface=SENSOR.iid))
     done: list[str] = []
 
-    def security(identity: OID, asks: str, authority_address: tuple[str, int]) -> SecurityConfig:
-        return SecurityConfig(
-            domain=DOMAIN,
-            identity=identity,
-            secret=domain.credential_for(identity).secret,
-            rng=secrets.token_bytes,
-            cookie_key=secrets.token_bytes(32),
-            permissions=_grant(asks),
-            authority=authority_address,
-        )
-
-    async with open_udp_endpoint(AuthenticatorCore(authority), pcap_path=trp_pcap) as authenticator:
+    authenticator_core = AuthenticatorCore(local.authority)
+    async with open_udp_endpoint(authenticator_core, pcap_path=trp_pcap) as authenticator:
         as_address = authenticator.local_address
-        provider_config = OapConfig(
-            node=NodeConfig(node_id=PROVIDER_ID, security=security(PROVIDER_ID, "p", as_address))
-        )
-        client_config = OapConfig(
-            node=NodeConfig(node_id=CLIENT_ID, security=security(CLIENT_ID, "rwxs", as_address))
-        )
+        provider_config = OapConfig(node=local.node_config(PROVIDER_ID, authority=as_address))
+        client_config = OapConfig(node=local.node_config(CLIENT_ID, authority=as_address))
         async with (
             open_node(config=provider_config, keylog_path=keylog) as provider,
             open_node(config=client_config, pcap_path=pcap) as client,
@@ -115,7 +91,7 @@ async def secure_exchange(
                     provider.signal(SENSOR_OID, SENSOR, "alarm", "secure alarm")
                     assert (await alarms.receive()).values == ("secure alarm",)
                 done.append("secure OAP subscribe/register with change and signal events")
-    return done, domain
+    return done, local.domain
 
 
 def encrypted_left(report: TsharkReport) -> list[str]:

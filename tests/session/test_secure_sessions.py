@@ -111,7 +111,7 @@ def test_remote_authenticator_over_trp() -> None:
 
     world = SecureDomain()
     world.net.add(AuthenticatorCore(world.authority), AUTHORITY)
-    p = Pair(world, world.provider(local_authority=False), world.client())
+    p = Pair(world, world.provider(authority=AUTHORITY), world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
 
@@ -272,7 +272,7 @@ def test_cookie_reject_is_smaller_than_the_rekey_and_keeps_no_state() -> None:
 def test_half_open_handshakes_are_bounded_and_counted() -> None:
     world = SecureDomain()
     provider = world.provider(
-        max_half_open=3, local_authority=False, authority=("10.9.9.9", 1)
+        max_half_open=3, authority=("10.9.9.9", 1)
     )  # an authority that never answers
     for index in range(6):
         address = ("10.2.0.1", 50000 + index)
@@ -388,7 +388,7 @@ def test_a_session_the_responder_forgot_is_unknown() -> None:
 
 def test_unreachable_authenticator_refuses_the_handshake() -> None:
     world = SecureDomain()
-    provider = world.provider(local_authority=False, authority=("10.9.9.9", 1))
+    provider = world.provider(authority=("10.9.9.9", 1))
     client = world.client(handshake_timeout=120.0)
     p = Pair(world, provider, client)
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
