@@ -136,14 +136,10 @@ def test_permission_denied_for_each_action_while_others_are_served() -> None:
     assert p.provider.statistics().permission_denied == 3
 
 
-def test_unknown_and_revoked_identities_are_refused() -> None:
-    from dofpy.security.authority import NodeRecord  # noqa: PLC0415
-
+def test_revoked_identity_is_refused() -> None:
     world = SecureDomain()
     provider = world.provider()
-    record = world.store.lookup(world.domain.oid, CLIENT_ID)
-    assert record is not None
-    world.store.put(NodeRecord(record.credential, record.permissions, revoked=True))
+    world.local.revoke(CLIENT_ID)
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
