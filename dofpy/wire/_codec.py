@@ -143,3 +143,12 @@ def encode_c4(value: int) -> bytes:
 
 def check_u8(value: int, name: str) -> None:
     _check(value, 0xFF, name)
+
+
+def check_version_list(versions: tuple[int, ...], layer: str) -> None:
+    """A version query response lists one or more versions, each 1..255."""
+    if not versions:
+        raise ValueError("a version response lists at least one version")
+    for version in versions:
+        if not 1 <= version <= 0xFF:
+            raise ValueError(f"{layer} version {version} outside 1..255")

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dofpy.errors import BadPacket
-from dofpy.wire._codec import C3_MAX, Reader, encode_c3
+from dofpy.wire._codec import C3_MAX, Reader, check_version_list, encode_c3
 
 __all__ = [
     "DNP_VERSION",
@@ -94,11 +94,7 @@ class DnpVersionResponse:
     versions: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not self.versions:
-            raise ValueError("a version response lists at least one version")
-        for version in self.versions:
-            if not 1 <= version <= 0xFF:
-                raise ValueError(f"DNP version {version} outside 1..255")
+        check_version_list(self.versions, "DNP")
 
 
 DnpPdu = DnpPacket | DnpVersionQuery | DnpVersionResponse

@@ -46,7 +46,7 @@ import enum
 from dataclasses import dataclass
 
 from dofpy.errors import BadPacket
-from dofpy.wire._codec import C2_MAX, C4_MAX, Reader, encode_c2, encode_c4
+from dofpy.wire._codec import C2_MAX, C4_MAX, Reader, check_version_list, encode_c2, encode_c4
 from dofpy.wire.dnp import DnpPacket, decode_dnp_untrusted, encode_dnp
 from dofpy.wire.oid import OID, read_oid
 
@@ -275,11 +275,7 @@ class DppVersionResponse:
     versions: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        if not self.versions:
-            raise ValueError("a version response lists at least one version")
-        for version in self.versions:
-            if not 1 <= version <= 0xFF:
-                raise ValueError(f"DPP version {version} outside 1..255")
+        check_version_list(self.versions, "DPP")
 
 
 DppPdu = DppPacket | DppVersionQuery | DppVersionResponse
