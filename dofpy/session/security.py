@@ -360,6 +360,22 @@ class SecurityLayer:
     def _on_accept(self, handshake: _Handshake, accept: TepAccept, now: float) -> None:
         try:
             key = session_key_from_accept(accept, handshake.block, self.config.secret)
+            # The ticket's MAC (made by the Authenticator over the whole request)
+            # proves that the responder identity and permissions in this Accept
+            # are the ones the Authenticator granted: the responder knows K and
+            # could otherwise claim more in its own block.
+            granted = RequestSessionCommand(self.config.domain, accept.responder, handshake.block)
+            if (
+                open_session_ticket(
+                    accept.ticket,
+                    self.config.secret,
+                    TicketRole.INITIATOR,
+                    granted,
+                    accept.authenticator,
+                )
+                != key
+            ):
+                raise BadPacket("the ticket's key differs from the Accept's")
         except BadPacket:
             self._counts["authentication_failures"] += 1
             raise

@@ -475,3 +475,51 @@ def test_one_way_commands_wait_for_the_secure_session() -> None:
     denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
     assert [e.action.letters() for e in denied] == ["p"]  # it arrived, sealed
     assert p.client.statistics().node.held_dropped == 0
+
+
+def test_responder_cannot_claim_more_than_the_authority_granted() -> None:
+    from dofpy.security.crypto import build_accept  # noqa: PLC0415
+    from dofpy.wire.security import KeyRequest, SecurityIdentity  # noqa: PLC0415
+    from dofpy.wire.tep import ResponderInit, TepRekey, encode_tep  # noqa: PLC0415
+    from dofpy.wire.trp import RequestSessionCommand, RequestSessionResponse  # noqa: PLC0415
+    from tests.session.secure_fixtures import grant  # noqa: PLC0415
+
+    def accept_with(responder_permissions: str) -> list[bytes]:
+        world = SecureDomain()
+        client = world.client()
+        client.node.secure_session(PROVIDER, 0.0)
+        ((datagram, _),) = client.datagrams_to_send(0.0)
+        _dnp, packet = decode_frame_untrusted(datagram)
+        rekey = decode_tep_untrusted(packet.payload, is_response=False)
+        assert isinstance(rekey, TepRekey) and packet.op_count is not None
+        honest = KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x11" * 16, grant("p"))
+        decision = world.authority.decide(
+            RequestSessionCommand(world.domain.oid, honest, rekey.initiator)
+        )
+        answer = decision.response
+        assert isinstance(answer, RequestSessionResponse) and decision.session_key
+        claimed = KeyRequest(honest.identity, honest.nonce, grant(responder_permissions))
+        accept = build_accept(
+            rekey.initiator,
+            session_key=decision.session_key,
+            ticket=answer.initiator_ticket,
+            responder=claimed,
+            responder_init=ResponderInit(7),
+            authenticator=answer.authenticator,
+        )
+        reply = DppPacket(
+            AppId.TEP,
+            encode_tep(accept),
+            is_response=True,
+            op_id_type=OpIdType.IMPLIED_RECEIVER,
+            op_count=packet.op_count,
+        )
+        client.receive_datagram(encode_frame(reply), PROVIDER, 0.1)
+        sent = [data for data, _ in client.datagrams_to_send(0.1)]
+        security = client.statistics().node.security
+        assert security is not None
+        assert security.authentication_failures == (0 if responder_permissions == "p" else 1)
+        return sent
+
+    assert len(accept_with("p")) == 1  # the honest Accept is confirmed
+    assert accept_with("rwxsp") == []  # the inflated one is refused
