@@ -54,6 +54,7 @@ __all__ = [
     "RESPONDER_NODE",
     "TICKET_MAC_SIZE",
     "AuthenticationFailed",
+    "CcmKey",
     "accept_confirmation",
     "build_accept",
     "build_confirm",
@@ -266,24 +267,47 @@ def _aesccm(key: bytes, tag_length: int) -> AESCCM:
     return AESCCM(key, tag_length=tag_length)
 
 
+class CcmKey:
+    """An AES-256-CCM key with its tag length, ready for many packets.
+
+    Building the cipher object costs about as much as sealing a small packet,
+    so a session keeps one per key instead of one per packet (the functions
+    :func:`ccm_seal` and :func:`ccm_open` build one per call).
+    """
+
+    __slots__ = ("_aead", "tag_length")
+
+    def __init__(self, key: bytes, tag_length: int) -> None:
+        self._aead = _aesccm(key, tag_length)
+        self.tag_length = tag_length
+
+    def seal(self, nonce: bytes, associated_data: bytes, plaintext: bytes) -> bytes:
+        """Ciphertext ‖ tag of ``plaintext`` (``nonce``: 11 bytes)."""
+        if len(nonce) != CCM_NONCE_SIZE:
+            raise ValueError("a CCM nonce is 11 bytes")
+        return self._aead.encrypt(nonce, plaintext, associated_data)
+
+    def open(self, nonce: bytes, associated_data: bytes, sealed: bytes) -> bytes:
+        """Check and decrypt ciphertext ‖ tag; raises :class:`AuthenticationFailed`."""
+        if len(nonce) != CCM_NONCE_SIZE:
+            raise ValueError("a CCM nonce is 11 bytes")
+        if len(sealed) <= self.tag_length:
+            raise AuthenticationFailed("CCM data shorter than its tag")
+        try:
+            return self._aead.decrypt(nonce, sealed, associated_data)
+        except InvalidTag:
+            raise AuthenticationFailed("CCM tag does not verify") from None
+
+
 def ccm_seal(
     key: bytes, nonce: bytes, associated_data: bytes, plaintext: bytes, tag_length: int
 ) -> bytes:
     """AES-256-CCM: ciphertext ‖ tag."""
-    if len(nonce) != CCM_NONCE_SIZE:
-        raise ValueError("a CCM nonce is 11 bytes")
-    return _aesccm(key, tag_length).encrypt(nonce, plaintext, associated_data)
+    return CcmKey(key, tag_length).seal(nonce, associated_data, plaintext)
 
 
 def ccm_open(
     key: bytes, nonce: bytes, associated_data: bytes, sealed: bytes, tag_length: int
 ) -> bytes:
     """Check and decrypt ciphertext ‖ tag; raises :class:`AuthenticationFailed`."""
-    if len(nonce) != CCM_NONCE_SIZE:
-        raise ValueError("a CCM nonce is 11 bytes")
-    if len(sealed) <= tag_length:
-        raise AuthenticationFailed("CCM data shorter than its tag")
-    try:
-        return _aesccm(key, tag_length).decrypt(nonce, sealed, associated_data)
-    except InvalidTag:
-        raise AuthenticationFailed("CCM tag does not verify") from None
+    return CcmKey(key, tag_length).open(nonce, associated_data, sealed)

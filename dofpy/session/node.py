@@ -304,7 +304,7 @@ class Node:
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._counts["datagrams_received"] += 1
         try:
-            _dnp, packet = decode_frame_untrusted(data)
+            dnp, packet = decode_frame_untrusted(data)
             security = self._security
             identity: OID | None = None
             permissions: PermissionSet | None = None
@@ -314,7 +314,8 @@ class Node:
                     return
                 session = security.lookup(addr, packet.security.ssid)
                 try:
-                    packet = session.channel.open_untrusted(data).dpp
+                    # Opened from the packet decoded above: one parse per datagram.
+                    packet = session.channel.open_packet_untrusted(dnp, packet)
                 except ReplayedPacket:
                     security.count("replays")
                     return
