@@ -59,11 +59,13 @@ from dofpy.wire.oap import (
     Alias,
     Binding,
     ChangeCommand,
+    CommandHead,
     ExceptionResponse,
     GetCommand,
     GetResponse,
     InvokeCommand,
     InvokeResponse,
+    OapOpcode,
     OapPdu,
     ProvideCommand,
     RegisterCommand,
@@ -75,6 +77,7 @@ from dofpy.wire.oap import (
     SubscribeResponse,
     decode_oap_untrusted,
     encode_oap,
+    read_command_head_untrusted,
 )
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action
@@ -288,6 +291,24 @@ Interceptor = Callable[[Address, int | None, OapPdu, float], None]
 ``(peer, op_count, pdu, now)``. Protocols built on OAP messages with their own
 recovery (the block transfer) use it instead of the request/response path."""
 
+RawInterceptor = Callable[[Address, int | None, CommandHead, bytes, float], None]
+"""The fast form of an :data:`Interceptor`: ``(peer, op_count, head, payload,
+now)`` with the OAP payload only read up to its target (``head``); the
+interceptor decodes and checks the rest itself, raising only ``BadPacket``."""
+
+DeniedHandler = Callable[[Address, int | None, Binding, float], None]
+"""Told of an intercepted command refused for want of permission: ``(peer,
+op_count, binding, now)``. It answers in the intercepted protocol's own terms
+(the OAP Exception response is then not sent: a one-way command has no
+requestor waiting for one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Interception:
+    handler: Interceptor
+    raw: RawInterceptor | None
+    on_denied: DeniedHandler | None
+
 
 def _key(oid: OID) -> OID:
     return oid.without_attributes()
@@ -308,7 +329,8 @@ class OapCore:
         self._subscribers: dict[_SubscriberKey, _Subscriber] = {}
         self._sequences: dict[tuple[OID, IID, int, RequestKind], int] = {}
         self._events: deque[OapEvent] = deque()
-        self._interceptors: dict[IID, Interceptor] = {}
+        self._interceptors: dict[IID, _Interception] = {}
+        self._raw_interceptors = 0
         self._counts = dict.fromkeys(
             (
                 "bad_oap_payloads",
@@ -373,12 +395,28 @@ class OapCore:
         for key in [k for k in self._subscribers if k[1] == oid and k[2] == interface.iid]:
             del self._subscribers[key]
 
-    def intercept(self, interface: IID, handler: Interceptor) -> None:
+    def intercept(
+        self,
+        interface: IID,
+        handler: Interceptor,
+        *,
+        raw: RawInterceptor | None = None,
+        on_denied: DeniedHandler | None = None,
+    ) -> None:
         """Hand every OAP command whose target binding names ``interface`` to
-        ``handler`` instead of the provider path (one handler per IID)."""
+        ``handler`` instead of the provider path (one handler per IID).
+
+        With ``raw``, commands without command control go to ``raw`` with the
+        payload read only up to the target (no generic decode of the value
+        list): ``raw`` decodes the rest itself. Permissions are checked first
+        either way; ``on_denied`` is told of each refused command and answers
+        it in the interface's own protocol instead of an OAP Exception.
+        """
         if interface in self._interceptors:
             raise LocalProtocolError(f"{interface} is already intercepted")
-        self._interceptors[interface] = handler
+        self._interceptors[interface] = _Interception(handler, raw, on_denied)
+        if raw is not None:
+            self._raw_interceptors += 1
 
     def announce(self, peer: Address, object_id: OID, interface: Interface, now: float) -> int:
         """Send a Provide to ``peer`` for a binding we provide; returns the alias."""
@@ -646,6 +684,7 @@ class OapCore:
         binding: Binding,
         now: float,
         op: int | None = None,
+        on_denied: DeniedHandler | None = None,
     ) -> bool:
         """Whether the (authenticated) requestor may do ``action`` on ``binding``.
 
@@ -664,7 +703,11 @@ class OapCore:
         self._events.append(
             AccessDenied(event.peer, event.identity, action, binding.object_id, binding.interface)
         )
-        self._refuse(event.peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now)
+        if on_denied is not None:
+            self._counts["requests_refused"] += 1
+            on_denied(event.peer, op, binding, now)
+        else:
+            self._refuse(event.peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now)
         return False
 
     def _resolve(self, target: Alias | Binding) -> Binding | None:
@@ -673,19 +716,27 @@ class OapCore:
         return target
 
     def _on_command(self, event: CommandReceived, now: float) -> None:
-        pdu = decode_oap_untrusted(event.payload, False)
         peer, op = event.peer, event.op_count
+        if self._raw_interceptors and self._on_raw_command(event, now):
+            return
+        pdu = decode_oap_untrusted(event.payload, False)
         target = getattr(pdu, "target", None)
         # Permissions first, for every request (intercepted ones too): a
         # requestor that may not touch an object does not learn whether it
         # exists, nor reach a protocol built on OAP such as the block transfer.
         action = _ACTIONS.get(type(pdu))
+        interception = (
+            self._interceptors.get(target.interface) if isinstance(target, Binding) else None
+        )
         if action is not None and isinstance(target, Alias | Binding):
             resolved = self._resolve(target)
-            if resolved is not None and not self._permitted(event, action, resolved, now, op):
+            on_denied = None if interception is None else interception.on_denied
+            if resolved is not None and not self._permitted(
+                event, action, resolved, now, op, on_denied
+            ):
                 return
-        if isinstance(target, Binding) and target.interface in self._interceptors:
-            self._interceptors[target.interface](peer, op, pdu, now)
+        if interception is not None:
+            interception.handler(peer, op, pdu, now)
             return
         if isinstance(pdu, ChangeCommand | SignalCommand):
             self._on_notification(peer, pdu)
@@ -738,6 +789,25 @@ class OapCore:
         self._events.append(
             IncomingRequest(handle, peer, kind, binding.object_id, interface, item, values)
         )
+
+    def _on_raw_command(self, event: CommandReceived, now: float) -> bool:
+        """Hand a command for a raw interceptor over after reading only its
+        head (permissions checked as on the general path); False when the
+        command is not one for a raw interceptor."""
+        payload = event.payload
+        head = read_command_head_untrusted(payload)
+        if head is None or not isinstance(head.target, Binding):
+            return False
+        interception = self._interceptors.get(head.target.interface)
+        if interception is None or interception.raw is None:
+            return False
+        action = _OPCODE_ACTIONS.get(head.opcode)
+        if action is not None and not self._permitted(
+            event, action, head.target, now, event.op_count, interception.on_denied
+        ):
+            return True
+        interception.raw(event.peer, event.op_count, head, payload, now)
+        return True
 
     @staticmethod
     def _check_command(
@@ -927,6 +997,15 @@ _ACTIONS: dict[type, Action] = {
     InvokeCommand: Action.EXECUTE,
     SubscribeCommand: Action.SUBSCRIBE,
     RegisterCommand: Action.SUBSCRIBE,
+}
+
+
+_OPCODE_ACTIONS: dict[OapOpcode, Action] = {
+    OapOpcode.GET: Action.READ,
+    OapOpcode.SET: Action.WRITE,
+    OapOpcode.INVOKE: Action.EXECUTE,
+    OapOpcode.SUBSCRIBE: Action.SUBSCRIBE,
+    OapOpcode.REGISTER: Action.SUBSCRIBE,
 }
 
 

@@ -24,8 +24,9 @@ from dofpy._core import Address
 from dofpy.errors import BadPacket, DofError, LocalProtocolError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.transfer.cache import BlockCache, CacheStatistics
-from dofpy.transfer.manifest import Manifest, ObjectHashes
+from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
 from dofpy.transfer.messages import (
+    OBJECT_OID_CLASS,
     TRANSFER_IID,
     BlockEncoder,
     BlockMessage,
@@ -33,6 +34,7 @@ from dofpy.transfer.messages import (
     RefuseCode,
     RefusedMessage,
     TransferMessage,
+    decode_transfer_command_untrusted,
     decode_transfer_untrusted,
     encode_transfer,
 )
@@ -41,7 +43,7 @@ from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.sender import BlockSender, SenderConfig, SendState
 from dofpy.transfer.store import BlockStore, MemoryStore
 from dofpy.wire.dpp import AppId
-from dofpy.wire.oap import OapPdu
+from dofpy.wire.oap import Binding, CommandHead, OapPdu
 
 __all__ = [
     "TransferCompleted",
@@ -154,7 +156,9 @@ class TransferCore:
     ) -> None:
         self.config = config or TransferConfig()
         self.oap = oap or OapCore(self.config.oap)
-        self.oap.intercept(TRANSFER_IID, self._on_command)
+        self.oap.intercept(
+            TRANSFER_IID, self._on_command, raw=self._on_raw_command, on_denied=self._on_denied
+        )
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
         self._sources: dict[bytes, _Source] = {}
@@ -320,6 +324,36 @@ class TransferCore:
         except BadPacket:
             self._counts["bad_messages"] += 1
             return
+        self._on_message(peer, message, now)
+
+    def _on_raw_command(
+        self, peer: Address, op: int | None, head: CommandHead, payload: bytes, now: float
+    ) -> None:
+        try:
+            message = decode_transfer_command_untrusted(head, payload)
+        except BadPacket:
+            self._counts["bad_messages"] += 1
+            return
+        self._on_message(peer, message, now)
+
+    def _on_denied(self, peer: Address, op: int | None, binding: Binding, now: float) -> None:
+        """A command of ``peer`` was refused for want of permission: say so in
+        the transfer's terms, so that its fetch fails now rather than after
+        its timeouts."""
+        oid = binding.object_id
+        if oid.class_id != OBJECT_OID_CLASS or oid.attributes or len(oid.data) != HASH_SIZE:
+            self._counts["bad_messages"] += 1
+            return
+        self._counts["refusals_sent"] += 1
+        self._send(
+            peer,
+            RefusedMessage(
+                oid.data, 0, RefuseCode.PERMISSION_DENIED, self.config.sender.max_block_size
+            ),
+            now,
+        )
+
+    def _on_message(self, peer: Address, message: TransferMessage, now: float) -> None:
         if isinstance(message, FetchRequest):
             self._on_fetch(peer, message, now)
             return

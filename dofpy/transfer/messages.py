@@ -32,7 +32,16 @@ from typing import TypeAlias
 
 from dofpy.errors import BadPacket
 from dofpy.transfer.manifest import HASH_SIZE
-from dofpy.wire.oap import Binding, InvokeCommand, OapPdu, SignalCommand, encode_oap
+from dofpy.wire.oap import (
+    Binding,
+    CommandHead,
+    InvokeCommand,
+    OapOpcode,
+    OapPdu,
+    SignalCommand,
+    decode_oap_untrusted,
+    encode_oap,
+)
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.values import encode_values
 
@@ -52,6 +61,7 @@ __all__ = [
     "RefusedMessage",
     "TransferItem",
     "TransferMessage",
+    "decode_transfer_command_untrusted",
     "decode_transfer_untrusted",
     "encode_transfer",
     "object_oid",
@@ -90,6 +100,8 @@ class RefuseCode(enum.IntEnum):
     UNKNOWN_OBJECT = 1
     BLOCK_SIZE = 2
     BUSY = 3
+    PERMISSION_DENIED = 4
+    """The requestor's session has no permission to fetch from this provider."""
 
 
 Ranges: TypeAlias = tuple[tuple[int, int], ...]
@@ -400,3 +412,83 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
     except (ValueError, TypeError) as exc:
         raise BadPacket(f"transfer: {exc}") from None
     raise BadPacket(f"transfer: Signal of unknown item {pdu.item_id}")
+
+
+def _cbor_uint(payload: bytes, pos: int, major: int) -> tuple[int, int] | None:
+    """The argument of the CBOR head of ``major`` type at ``pos`` and the
+    position after it, if that head is there in shortest form; else None."""
+    if pos >= len(payload):
+        return None
+    initial = payload[pos]
+    if initial >> 5 != major >> 5:
+        return None
+    info = initial & 0x1F
+    if info < 24:
+        return info, pos + 1
+    width = _HEAD_WIDTHS.get(info)
+    if width is None or pos + 1 + width > len(payload):
+        return None
+    value = int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
+    if value < _HEAD_MINIMUM[info]:
+        return None
+    return value, pos + 1 + width
+
+
+_HEAD_WIDTHS = {24: 1, 25: 2, 26: 4, 27: 8}
+_HEAD_MINIMUM = {24: 24, 25: 0x100, 26: 0x1_0000, 27: 0x1_0000_0000}
+
+
+def _fast_block(head: CommandHead, payload: bytes, object_id: bytes) -> BlockMessage | None:
+    """A Block read straight from its canonical bytes (``u16 sequence, 0x84,
+    uint leaf, bytes data, uint fetch seq, uint hold``): the same message the
+    general decoder gives for them. None for anything else, which the general
+    decoder then judges."""
+    pos = head.end
+    if len(payload) < pos + 3 or payload[pos + 2] != 0x84:
+        return None
+    sequence = int.from_bytes(payload[pos : pos + 2], "big")
+    if (found := _cbor_uint(payload, pos + 3, 0x00)) is None:
+        return None
+    leaf, pos = found
+    if (found := _cbor_uint(payload, pos, 0x40)) is None:
+        return None
+    length, pos = found
+    data = payload[pos : pos + length]
+    if len(data) != length:
+        return None
+    if (found := _cbor_uint(payload, pos + length, 0x00)) is None:
+        return None
+    fetch_seq, pos = found
+    if (found := _cbor_uint(payload, pos, 0x00)) is None:
+        return None
+    hold_us, pos = found
+    if pos != len(payload):
+        return None
+    try:
+        return BlockMessage(object_id, sequence, leaf, data, fetch_seq, hold_us)
+    except ValueError as exc:
+        raise BadPacket(f"transfer: {exc}") from None
+
+
+def decode_transfer_command_untrusted(head: CommandHead, payload: bytes) -> TransferMessage:
+    """The transfer message of an OAP command ``payload`` whose head (opcode,
+    item, target) is already read: what :func:`decode_transfer_untrusted` of
+    the fully decoded payload gives, or ``BadPacket`` where that raises one.
+
+    A Block (the message sent thousands of times a second) is read straight
+    from its canonical bytes, every byte checked, without the generic OAP and
+    CBOR decoders; anything else goes through them.
+    """
+    target = head.target
+    if (
+        head.opcode is OapOpcode.SIGNAL
+        and head.item_id == TransferItem.BLOCK
+        and isinstance(target, Binding)
+        and target.interface == TRANSFER_IID
+    ):
+        oid = target.object_id
+        if oid.class_id == OBJECT_OID_CLASS and not oid.attributes and len(oid.data) == HASH_SIZE:
+            block = _fast_block(head, payload, oid.data)
+            if block is not None:
+                return block
+    return decode_transfer_untrusted(decode_oap_untrusted(payload, False))

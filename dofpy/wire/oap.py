@@ -56,6 +56,7 @@ __all__ = [
     "Binding",
     "ChangeCommand",
     "CommandControl",
+    "CommandHead",
     "ConnectCommand",
     "DefineCommand",
     "DefineResponse",
@@ -81,6 +82,7 @@ __all__ = [
     "WatchCommand",
     "decode_oap_untrusted",
     "encode_oap",
+    "read_command_head_untrusted",
 ]
 
 OAP_APP_ID = 1
@@ -879,3 +881,56 @@ def decode_oap_untrusted(payload: bytes, is_response: bool) -> OapPdu:
         raise BadPacket(f"OAP {opcode.name}: {exc}") from None
     reader.expect_end(f"OAP {opcode.name}")
     return pdu
+
+
+# -- the head of a command, for dispatch before the full decode ------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHead:
+    """The start of an OAP command with an item and a target and no command
+    control: opcode, item id, target, and ``end``, the offset in the payload
+    where the rest (a sequence, a value list...) begins.
+
+    A node reads only this much to route a command to an interceptor, which
+    then decodes (and checks) the rest of the payload itself.
+    """
+
+    opcode: OapOpcode
+    item_id: int
+    target: Target
+    end: int
+
+
+_HEADED_OPCODES = frozenset(
+    int(opcode)
+    for opcode in (
+        OapOpcode.GET,
+        OapOpcode.SET,
+        OapOpcode.INVOKE,
+        OapOpcode.SUBSCRIBE,
+        OapOpcode.REGISTER,
+        OapOpcode.CHANGE,
+        OapOpcode.SIGNAL,
+    )
+)
+
+
+def read_command_head_untrusted(payload: bytes) -> CommandHead | None:
+    """The :class:`CommandHead` of an OAP command payload, read as
+    :func:`decode_oap_untrusted` reads it; ``None`` for commands of another
+    shape (other opcodes, command control present), which need the full
+    decode. Raises only ``BadPacket`` (empty payload, truncated or
+    non-minimal item or target).
+
+    Nothing after the target is looked at: the caller decodes the rest.
+    """
+    if not payload:
+        raise BadPacket("empty OAP payload (an implicit no-op, which dofpy does not use)")
+    byte0 = payload[0]
+    if byte0 & _FLAG or byte0 & _OPCODE_MASK not in _HEADED_OPCODES:
+        return None
+    reader = Reader(payload, 1)
+    item_id = reader.c2()
+    target = _read_target(reader, _ALIAS_SIZES[byte0 >> _ALIAS_SHIFT])
+    return CommandHead(OapOpcode(byte0 & _OPCODE_MASK), item_id, target, reader.pos)
