@@ -45,17 +45,14 @@ from benchmarks._util import Result, Target, format_table, read_first_line
 from benchmarks.lossy_proxy import ProxyConfig, spawn_lossy_proxy
 from dofpy._core import Address
 from dofpy.oap.core import OapConfig
-from dofpy.security.authority import InMemoryCredentialStore, NodeRecord, TrpAuthority
-from dofpy.security.identity import Domain
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecureSessionEnded, SecureSessionEstablished, SecurityConfig
+from dofpy.session.security import SecureSessionEnded, SecureSessionEstablished
+from dofpy.testing import LocalDomain, grant
 from dofpy.transfer.core import TransferCompleted, TransferConfig, TransferCore, TransferFailed
 from dofpy.transfer.manifest import Manifest, ObjectHashes
 from dofpy.transfer.messages import DEFAULT_BLOCK_SIZE, LAN_BLOCK_SIZE, TRANSFER_IID
 from dofpy.transfer.receiver import ReceiverConfig
 from dofpy.trio import open_udp_endpoint
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 
 DOMAIN = OID(6, b"transfer.bench.example")
 PROVIDER_ID = OID(3, b"provider@transfer.bench.example")
@@ -67,10 +64,6 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 def _note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _grant(letters: str) -> PermissionSet:
-    return PermissionSet((BindingPermission(Action.parse(letters), OID(0), TRANSFER_IID),))
 
 
 def requestor_id(index: int) -> OID:
@@ -86,25 +79,16 @@ class BenchDomain:
 
     def __init__(self, clients: int, master_key: bytes | None = None) -> None:
         self.master_key = master_key if master_key is not None else secrets.token_bytes(32)
-        self.domain = Domain(DOMAIN, self.master_key)
-        store = InMemoryCredentialStore([self.domain])
-        store.put(NodeRecord(self.domain.credential_for(PROVIDER_ID), _grant("p")))
+        self.local = LocalDomain(DOMAIN, master_key=self.master_key)
+        self.local.enrol(PROVIDER_ID, grant("p", interface=TRANSFER_IID))
         for index in range(clients):
-            store.put(NodeRecord(self.domain.credential_for(requestor_id(index)), _grant("x")))
-        self.authority = TrpAuthority(store, secrets.token_bytes)
+            self.local.enrol(requestor_id(index), grant("x", interface=TRANSFER_IID))
+        self.authority = self.local.authority
 
     def config(self, identity: OID, *, receiver: ReceiverConfig | None = None) -> TransferConfig:
-        asks = "p" if identity == PROVIDER_ID else "x"
-        security = SecurityConfig(
-            domain=DOMAIN,
-            identity=identity,
-            secret=self.domain.credential_for(identity).secret,
-            rng=secrets.token_bytes,
-            cookie_key=secrets.token_bytes(32),
-            permissions=_grant(asks),
-            local_authority=self.authority if identity == PROVIDER_ID else None,
-        )
-        oap = OapConfig(node=NodeConfig(node_id=identity, security=security))
+        # Requestors never answer a handshake, so only the provider needs the authority.
+        extra = {} if identity == PROVIDER_ID else {"local_authority": None}
+        oap = OapConfig(node=self.local.node_config(identity, **extra))
         return TransferConfig(oap=oap, receiver=receiver or ReceiverConfig())
 
 
