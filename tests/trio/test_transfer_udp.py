@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,8 @@ import trio
 from dofpy._core import Address
 from dofpy.errors import BrokenResourceError, ClosedResourceError, DofError
 from dofpy.oap.core import OapConfig
-from dofpy.security.authority import InMemoryCredentialStore, NodeRecord, TrpAuthority
-from dofpy.security.identity import Domain
 from dofpy.security.keylog import parse_keylog
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.testing import LocalDomain, grant
 from dofpy.transfer.core import TransferConfig
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import TRANSFER_IID
@@ -30,7 +26,7 @@ from dofpy.transfer.rtt import RttConfig
 from dofpy.transfer.store import MemoryStore
 from dofpy.trio import open_transfer_node
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
+from dofpy.wire.permissions import PermissionSet
 
 LAN = ReceiverConfig(block_size=8192)
 """Loopback is a LAN: 8 KiB blocks keep these tests fast."""
@@ -195,34 +191,20 @@ def requestor_id(index: int) -> OID:
 
 
 def transfer_grant(letters: str) -> PermissionSet:
-    return PermissionSet((BindingPermission(Action.parse(letters), OID(0), TRANSFER_IID),))
+    return grant(letters, interface=TRANSFER_IID)
 
 
 class SecureDomain:
     """A domain whose responders hold the credential store (in-process Authenticator)."""
 
     def __init__(self, seed: int = 7, requestors: int = 4) -> None:
-        generator = random.Random(seed)
-        self.rng: Callable[[int], bytes] = generator.randbytes
-        self.domain = Domain(DOMAIN, self.rng(32))
-        store = InMemoryCredentialStore([self.domain])
-        ids = [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]
-        for identity in ids:
-            store.put(NodeRecord(self.domain.credential_for(identity), transfer_grant("rxp")))
-        self.authority = TrpAuthority(store, self.rng)
+        self.local = LocalDomain(DOMAIN, rng=random.Random(seed).randbytes)
+        for identity in [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]:
+            self.local.enrol(identity, transfer_grant("rxp"))
+        self.authority = self.local.authority
 
     def config(self, identity: OID, **overrides: float) -> TransferConfig:
-        security = SecurityConfig(
-            domain=DOMAIN,
-            identity=identity,
-            secret=self.domain.credential_for(identity).secret,
-            rng=self.rng,
-            cookie_key=self.rng(32),
-            permissions=transfer_grant("rxp"),
-            local_authority=self.authority,
-            **overrides,  # type: ignore[arg-type]
-        )
-        return TransferConfig(oap=OapConfig(node=NodeConfig(node_id=identity, security=security)))
+        return TransferConfig(oap=OapConfig(node=self.local.node_config(identity, **overrides)))
 
 
 async def test_secure_fetch_through_a_caching_relay_is_sealed_and_byte_identical(
