@@ -7,33 +7,22 @@ from __future__ import annotations
 import random
 
 from dofpy.oap.core import OapConfig, OapCore
-from dofpy.security.authority import InMemoryCredentialStore, NodeRecord, TrpAuthority
-from dofpy.security.identity import Domain
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.testing import LocalDomain
 from dofpy.wire.oid import OID
 
-_DOMAIN = Domain(OID(6, b"fuzz.example"), bytes(range(32)))
 _SERVER = OID(3, b"server@fuzz.example")
 _CLIENT = OID(3, b"client@fuzz.example")
-_STORE = InMemoryCredentialStore([_DOMAIN])
-_STORE.put(NodeRecord(_DOMAIN.credential_for(_SERVER)))
-_STORE.put(NodeRecord(_DOMAIN.credential_for(_CLIENT)))
 _SERVER_ADDR = ("192.0.2.1", 3567)
 _CLIENT_ADDR = ("192.0.2.2", 40000)
 
 
 def _core(identity: OID, seed: int) -> OapCore:
-    rng = random.Random(seed).randbytes
-    security = SecurityConfig(
-        domain=_DOMAIN.oid,
-        identity=identity,
-        secret=_DOMAIN.credential_for(identity).secret,
-        rng=rng,
-        cookie_key=bytes(32),
-        local_authority=TrpAuthority(_STORE, rng),
+    domain = LocalDomain(
+        OID(6, b"fuzz.example"), rng=random.Random(seed).randbytes, master_key=bytes(range(32))
     )
-    return OapCore(OapConfig(node=NodeConfig(node_id=identity, security=security)))
+    domain.enrol(_SERVER)
+    domain.enrol(_CLIENT)
+    return OapCore(OapConfig(node=domain.node_config(identity, cookie_key=bytes(32))))
 
 
 def _handshake_datagrams() -> tuple[bytes, ...]:
