@@ -10,6 +10,12 @@ It is built as a sans-IO core with a thin trio shell:
 - the async API: :func:`open_node` gives a :class:`DofNode` that provides
   objects (subclass :class:`Provider`) and requests from peers
   (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
+- security: a :class:`SecurityConfig` in :class:`NodeConfig` makes a node join
+  its domain: TEP sessions keyed by the Authenticator, AES-256-CCM on every
+  packet, permissions checked on every request (see ``docs/operations.md``);
+- block transfer: :func:`open_transfer_node` publishes objects (a
+  :class:`Manifest` with a Merkle root), relays them and fetches them, every
+  block verified before it is stored;
 - the sans-IO cores for other event loops and deterministic tests:
   :class:`OapCore` (objects) over :class:`Node` (DPS sessions), both
   ``DatagramCore``\\ s driven by :func:`open_udp_endpoint` or by
@@ -45,7 +51,18 @@ from dofpy.oap.interface import (
 )
 from dofpy.session._retry import RetryPolicy
 from dofpy.session.node import Node, NodeConfig
-from dofpy.trio import DofNode, Provider, Subscription, open_node, open_udp_endpoint
+from dofpy.session.security import SecurityConfig
+from dofpy.transfer.core import TransferConfig
+from dofpy.transfer.manifest import Manifest
+from dofpy.trio import (
+    DofNode,
+    Provider,
+    Subscription,
+    TransferNode,
+    open_node,
+    open_transfer_node,
+    open_udp_endpoint,
+)
 from dofpy.wire.oid import IID, OID
 
 __all__ = [
@@ -63,6 +80,7 @@ __all__ = [
     "ExceptionDef",
     "Interface",
     "LocalProtocolError",
+    "Manifest",
     "Method",
     "Node",
     "NodeConfig",
@@ -77,8 +95,12 @@ __all__ = [
     "ProviderException",
     "RemoteProtocolError",
     "RetryPolicy",
+    "SecurityConfig",
     "Subscription",
+    "TransferConfig",
+    "TransferNode",
     "ValueType",
     "open_node",
+    "open_transfer_node",
     "open_udp_endpoint",
 ]

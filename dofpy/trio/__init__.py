@@ -2,6 +2,8 @@
 
 - :func:`open_node` — an OAP node (providers and requestors) on a UDP socket,
   with an awaitable API.
+- :func:`open_transfer_node` — a block-transfer provider, caching relay and
+  requestor (``await node.fetch(manifest, providers)``) on a UDP socket.
 - :func:`open_udp_endpoint` — drive any sans-IO ``DatagramCore`` over UDP.
 """
 
