@@ -130,9 +130,9 @@ class _Source:
     def has_hashes(self) -> bool:
         return self.hashes is not None
 
-    def chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
+    def chunk(self, chunk: int, chunk_leaves: int) -> tuple[bytes, list[bytes]]:
         assert self.hashes is not None
-        return self.hashes.chunk(chunk)
+        return self.hashes.chunk(chunk, chunk_leaves)
 
     def has_leaves(self, start: int, end: int) -> bool:
         return self.verified.covers(start, end)

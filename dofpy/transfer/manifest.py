@@ -14,7 +14,9 @@ The leaf hashes themselves travel first, in *hash chunks* of ``chunk_leaves``
 hashes (a power of two): an aligned chunk is a subtree of the RFC 6962 tree,
 so its root plus an audit path (``proof``) proves it against the manifest's
 root. Once a chunk is verified, each of its leaves is verified on arrival by
-its hash alone.
+its hash alone. The chunk size follows the block size a transfer uses
+(:meth:`Manifest.chunk_leaves_for`): a hash chunk fills about as much of a
+datagram as a Block does. The root does not depend on it.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ __all__ = [
 
 HASH_SIZE = 32
 HASH_CHUNK_BUDGET = 1024
-"""Bytes of hashes plus proof in one hash chunk, so that a hash chunk always fits
-the default (IPv6 minimum MTU) datagram whatever the leaf size."""
+"""Least bytes of hashes plus proof one hash chunk may carry (the default block
+size, so that a hash chunk always fits the default, IPv6 minimum MTU, datagram);
+transfers with larger blocks carry up to a block size of them."""
 
 MAX_LEAVES = 1 << 24
 """Leaves an object may have (16 M leaves: 16 GiB at 1 KiB leaves)."""
@@ -161,14 +164,14 @@ def root_from_proof(node: bytes, index: int, count: int, proof: Sequence[bytes])
     return node
 
 
-def _chunk_leaves(leaf_count: int) -> int:
+def _chunk_leaves(leaf_count: int, budget: int = HASH_CHUNK_BUDGET) -> int:
     """Hashes per chunk: the largest power of two whose hashes and proof fit
-    ``HASH_CHUNK_BUDGET``."""
-    leaves = HASH_CHUNK_BUDGET // HASH_SIZE
+    ``budget`` bytes (at least one)."""
+    leaves = 1 << ((max(budget, HASH_SIZE) // HASH_SIZE).bit_length() - 1)
     while leaves > 1:
         chunks = -(-leaf_count // leaves)
         depth = (chunks - 1).bit_length()
-        if (leaves + depth) * HASH_SIZE <= HASH_CHUNK_BUDGET:
+        if (leaves + depth) * HASH_SIZE <= budget:
             break
         leaves //= 2
     return leaves
@@ -201,12 +204,23 @@ class Manifest:
 
     @property
     def chunk_leaves(self) -> int:
-        """Leaf hashes per hash chunk (a power of two)."""
+        """Leaf hashes per hash chunk at the default block size (a power of two)."""
         return _chunk_leaves(self.leaf_count)
+
+    def chunk_leaves_for(self, block_size: int) -> int:
+        """Leaf hashes per hash chunk of a transfer with ``block_size``-byte
+        blocks: the largest power of two whose hashes and proof fit
+        ``max(HASH_CHUNK_BUDGET, block_size)`` bytes."""
+        return _chunk_leaves(self.leaf_count, max(HASH_CHUNK_BUDGET, block_size))
 
     @property
     def chunk_count(self) -> int:
+        """Hash chunks at the default block size."""
         return -(-self.leaf_count // self.chunk_leaves)
+
+    def chunk_count_for(self, chunk_leaves: int) -> int:
+        """Hash chunks of ``chunk_leaves`` hashes each."""
+        return -(-self.leaf_count // chunk_leaves)
 
     def leaf_length(self, leaf: int) -> int:
         """Bytes in leaf ``leaf``."""
@@ -216,20 +230,29 @@ class Manifest:
         """Bytes in leaves ``[start, end)``."""
         return min(end * self.leaf_size, self.size) - start * self.leaf_size
 
-    def chunk_range(self, chunk: int) -> tuple[int, int]:
-        """The leaves ``[start, end)`` whose hashes chunk ``chunk`` holds."""
-        start = chunk * self.chunk_leaves
-        return start, min(start + self.chunk_leaves, self.leaf_count)
+    def chunk_range(self, chunk: int, chunk_leaves: int | None = None) -> tuple[int, int]:
+        """The leaves ``[start, end)`` whose hashes chunk ``chunk`` holds
+        (chunks of ``chunk_leaves`` hashes; default :attr:`chunk_leaves`)."""
+        leaves = self.chunk_leaves if chunk_leaves is None else chunk_leaves
+        start = chunk * leaves
+        return start, min(start + leaves, self.leaf_count)
 
-    def verify_chunk(self, chunk: int, hashes: bytes, proof: Sequence[bytes]) -> bool:
-        """Whether ``hashes`` (concatenated) are chunk ``chunk`` of this object."""
-        if not 0 <= chunk < self.chunk_count:
+    def verify_chunk(
+        self, chunk: int, hashes: bytes, proof: Sequence[bytes], chunk_leaves: int | None = None
+    ) -> bool:
+        """Whether ``hashes`` (concatenated) are chunk ``chunk`` of this object
+        (chunks of ``chunk_leaves`` hashes, a power of two; default :attr:`chunk_leaves`)."""
+        leaves = self.chunk_leaves if chunk_leaves is None else chunk_leaves
+        if leaves < 1 or leaves & (leaves - 1):
             return False
-        start, end = self.chunk_range(chunk)
+        count = self.chunk_count_for(leaves)
+        if not 0 <= chunk < count:
+            return False
+        start, end = self.chunk_range(chunk, leaves)
         if len(hashes) != (end - start) * HASH_SIZE:
             return False
-        leaves = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
-        root = root_from_proof(merkle_root(leaves), chunk, self.chunk_count, proof)
+        nodes = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+        root = root_from_proof(merkle_root(nodes), chunk, count, proof)
         return root is not None and _equal(root, self.merkle_root)
 
     def to_cbor_map(self) -> dict[int, Any]:
@@ -267,23 +290,46 @@ def _equal(a: bytes, b: bytes) -> bool:
 
 class ObjectHashes:
     """Every leaf hash of an object and its chunk roots: what a provider needs
-    to send hash chunks with their proofs."""
+    to send hash chunks (of any size) with their proofs."""
 
-    __slots__ = ("_chunk_levels", "leaf_hashes", "manifest")
+    __slots__ = ("_base_leaves", "_chunk_levels", "_levels_by_size", "leaf_hashes", "manifest")
 
     def __init__(self, manifest: Manifest, leaf_hashes: bytes) -> None:
         if len(leaf_hashes) != manifest.leaf_count * HASH_SIZE:
             raise ValueError("need one hash per leaf")
         self.manifest = manifest
         self.leaf_hashes = leaf_hashes
-        roots = []
-        for chunk in range(manifest.chunk_count):
-            start, end = manifest.chunk_range(chunk)
-            roots.append(merkle_root(self._hashes(start, end)))
-        levels = merkle_levels(roots)
+        levels = self._levels_over_chunks(manifest.chunk_leaves)
         if levels[-1][0] != manifest.merkle_root:
             raise ValueError("leaf hashes do not match the manifest's Merkle root")
+        # The tree levels from the default chunks' roots up. Bottom-up pairing
+        # makes level k of it the roots of the chunks 2**k times as large, so
+        # larger chunks are served from it without hashing anything again.
+        self._base_leaves = manifest.chunk_leaves
         self._chunk_levels = levels
+        self._levels_by_size: dict[int, list[list[bytes]]] = {}
+
+    def _levels_over_chunks(self, chunk_leaves: int) -> list[list[bytes]]:
+        manifest = self.manifest
+        roots = []
+        for chunk in range(manifest.chunk_count_for(chunk_leaves)):
+            start, end = manifest.chunk_range(chunk, chunk_leaves)
+            roots.append(merkle_root(self._hashes(start, end)))
+        return merkle_levels(roots)
+
+    def _levels(self, chunk_leaves: int) -> Sequence[Sequence[bytes]]:
+        base = self._base_leaves
+        if chunk_leaves >= base:
+            shift = (chunk_leaves // base).bit_length() - 1
+            if base << shift == chunk_leaves and shift < len(self._chunk_levels):
+                return self._chunk_levels[shift:]
+        levels = self._levels_by_size.get(chunk_leaves)
+        if levels is None:
+            # Smaller chunks than the default (or one chunk for the whole
+            # object): at most one tree per power of two, built once.
+            levels = self._levels_over_chunks(chunk_leaves)
+            self._levels_by_size[chunk_leaves] = levels
+        return levels
 
     def _hashes(self, start: int, end: int) -> list[bytes]:
         data = self.leaf_hashes
@@ -292,11 +338,16 @@ class ObjectHashes:
     def leaf(self, leaf: int) -> bytes:
         return self.leaf_hashes[leaf * HASH_SIZE : (leaf + 1) * HASH_SIZE]
 
-    def chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
-        """Chunk ``chunk``: its concatenated hashes and its proof."""
-        start, end = self.manifest.chunk_range(chunk)
+    def chunk(self, chunk: int, chunk_leaves: int | None = None) -> tuple[bytes, list[bytes]]:
+        """Chunk ``chunk`` of ``chunk_leaves`` hashes (a power of two; default
+        the manifest's :attr:`~Manifest.chunk_leaves`): its concatenated hashes
+        and its proof."""
+        leaves = self.manifest.chunk_leaves if chunk_leaves is None else chunk_leaves
+        if leaves < 1 or leaves & (leaves - 1):
+            raise ValueError("chunk_leaves must be a power of two")
+        start, end = self.manifest.chunk_range(chunk, leaves)
         hashes = self.leaf_hashes[start * HASH_SIZE : end * HASH_SIZE]
-        return hashes, proof_from_levels(self._chunk_levels, chunk)
+        return hashes, proof_from_levels(self._levels(leaves), chunk)
 
     @classmethod
     def build(cls, data: bytes | memoryview, leaf_size: int) -> ObjectHashes:

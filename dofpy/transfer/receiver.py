@@ -151,9 +151,12 @@ class Receiver:
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
         self._hashes = bytearray(manifest.leaf_count * HASH_SIZE)
-        self._chunks_verified = RangeSet()
+        # Leaves whose hashes are verified (in leaves, not chunks: the chunk
+        # size follows the block size, which may change mid-transfer).
+        self._hashes_verified = RangeSet()
         self.verified = store.open(manifest)
-        self._need_chunks = RangeSet([(0, manifest.chunk_count)])
+        self._chunk_leaves = manifest.chunk_leaves_for(self._block_size())
+        self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
         self._need_leaves = RangeSet()
         self._outstanding: dict[int, _Outstanding] = {}
         self._order: deque[tuple[int, int]] = deque()
@@ -213,7 +216,7 @@ class Receiver:
 
     def hashes_known(self) -> bool:
         """Whether every leaf hash is verified."""
-        return self._chunks_verified.covers(0, self.manifest.chunk_count)
+        return self._hashes_verified.covers(0, self.manifest.leaf_count)
 
     def leaf_hashes(self) -> bytes:
         """The verified leaf hashes (complete once :meth:`hashes_known`)."""
@@ -382,16 +385,17 @@ class Receiver:
     def _hash_chunk(self, message: HashChunkMessage, now: float) -> None:
         chunk = message.chunk
         key = -1 - chunk
-        if chunk < self.manifest.chunk_count and chunk in self._chunks_verified:
+        manifest, chunk_leaves = self.manifest, self._chunk_leaves
+        start, end = manifest.chunk_range(chunk, chunk_leaves)
+        if start < end and self._hashes_verified.covers(start, end):
             self._counts["duplicates"] += 1
             return
-        if not self.manifest.verify_chunk(chunk, message.hashes, message.proof):
+        if not manifest.verify_chunk(chunk, message.hashes, message.proof, chunk_leaves):
             self._bad(key, now)
             return
         self._counts["blocks_received"] += 1
-        start, end = self.manifest.chunk_range(chunk)
         self._hashes[start * HASH_SIZE : end * HASH_SIZE] = message.hashes
-        self._chunks_verified.add(chunk, chunk + 1)
+        self._hashes_verified.add(start, end)
         self._need_chunks.discard(chunk, chunk + 1)
         wanted = RangeSet([(start, end)])
         wanted.difference_update(self.verified)
@@ -412,9 +416,7 @@ class Receiver:
         if self.verified.covers(first, end):
             self._counts["duplicates"] += 1
             return
-        if not self._chunks_verified.covers(
-            first // manifest.chunk_leaves, (end - 1) // manifest.chunk_leaves + 1
-        ):
+        if not self._hashes_verified.covers(first, end):
             self._counts["unrequested"] += 1  # cannot verify yet: drop
             return
         view = memoryview(data)
@@ -439,6 +441,7 @@ class Receiver:
             if 1 <= leaves < self._leaves_per_block:
                 self._leaves_per_block = leaves
                 self._requeue_all()
+                self._regrid()
                 self._fetch(now, force=True)
                 return
         self._requeue_all()
@@ -494,6 +497,7 @@ class Receiver:
         self._provider_index = (self._provider_index + 1) % len(self.providers)
         self._requeue_all()
         self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
+        self._regrid()
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
 
@@ -501,6 +505,20 @@ class Receiver:
 
     def _block_size(self) -> int:
         return self._leaves_per_block * self.manifest.leaf_size
+
+    def _regrid(self) -> None:
+        """Hash chunks sized for the block size now in use (nothing outstanding)."""
+        manifest = self.manifest
+        chunk_leaves = manifest.chunk_leaves_for(self._block_size())
+        if chunk_leaves == self._chunk_leaves:
+            return
+        self._chunk_leaves = chunk_leaves
+        need = RangeSet()
+        for chunk in range(manifest.chunk_count_for(chunk_leaves)):
+            start, end = manifest.chunk_range(chunk, chunk_leaves)
+            if not self._hashes_verified.covers(start, end):
+                need.add(chunk, chunk + 1)
+        self._need_chunks = need
 
     def _next_seq(self, now: float) -> int:
         self._fetch_seq = 0 if self._fetch_seq >= MAX_SEQ else self._fetch_seq + 1

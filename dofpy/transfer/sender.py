@@ -47,8 +47,8 @@ class BlockSource(Protocol):
         """Whether hash chunks (with proofs) can be served."""
         ...
 
-    def chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
-        """Hash chunk ``chunk``: concatenated hashes and proof."""
+    def chunk(self, chunk: int, chunk_leaves: int) -> tuple[bytes, list[bytes]]:
+        """Hash chunk ``chunk`` of ``chunk_leaves`` hashes: concatenated hashes and proof."""
         ...
 
     def has_leaves(self, start: int, end: int) -> bool:
@@ -122,6 +122,7 @@ class _Batch:
     arrived: float
     chunks: RangeSet
     leaves: RangeSet
+    chunk_leaves: int  # hashes per chunk at the block size the Fetch asked for
 
 
 class BlockSender:
@@ -135,7 +136,7 @@ class BlockSender:
         self.config = config
         self.state = SendState.IDLE
         self._batches: deque[_Batch] = deque()
-        self._waiting = _Batch(0, now, RangeSet(), RangeSet())
+        self._waiting = _Batch(0, now, RangeSet(), RangeSet(), source.manifest.chunk_leaves)
         self._leaves_per_block = 1
         self._rate: float | None = config.rate_cap
         self._credit = float(config.burst_bytes)
@@ -160,8 +161,10 @@ class BlockSender:
         cap = self.config.rate_cap
         self._rate = asked if cap is None else (cap if asked is None else min(asked, cap))
         manifest = self.source.manifest
+        # Hash chunks are sized by the block size (docs/protocol.md, section 6).
+        chunk_leaves = manifest.chunk_leaves_for(request.block_size)
         chunks = RangeSet(request.hash_chunks)
-        chunks.discard(manifest.chunk_count, 1 << 33)
+        chunks.discard(manifest.chunk_count_for(chunk_leaves), 1 << 33)
         leaves = RangeSet(request.leaves)
         leaves.discard(manifest.leaf_count, 1 << 33)
         for batch in (*self._batches, self._waiting):
@@ -177,7 +180,7 @@ class BlockSender:
         if chunks or leaves:
             # Fetches may overtake each other on the way: serve in the requestor's
             # order (its loss detection assumes it), not in arrival order.
-            batch = _Batch(request.fetch_seq, now, chunks, leaves)
+            batch = _Batch(request.fetch_seq, now, chunks, leaves, chunk_leaves)
             position = len(self._batches)
             while position > 0 and _before(batch.fetch_seq, self._batches[position - 1].fetch_seq):
                 position -= 1
@@ -191,7 +194,9 @@ class BlockSender:
         """More of the source became available: retry what was waiting."""
         waiting = self._waiting
         if waiting.chunks or waiting.leaves:
-            self._waiting = _Batch(waiting.fetch_seq, now, RangeSet(), RangeSet())
+            self._waiting = _Batch(
+                waiting.fetch_seq, now, RangeSet(), RangeSet(), waiting.chunk_leaves
+            )
             self._batches.append(waiting)
             if self.state is SendState.IDLE:
                 self._transition(_Input.FETCH)
@@ -258,7 +263,7 @@ class BlockSender:
             if not source.has_hashes():
                 self._wait(batch, chunk, chunk + 1, is_chunk=True)
                 continue
-            hashes, proof = source.chunk(chunk)
+            hashes, proof = source.chunk(chunk, batch.chunk_leaves)
             return HashChunkMessage(
                 object_id, self._seq(), chunk, hashes, tuple(proof), batch.fetch_seq, hold
             )
@@ -278,6 +283,7 @@ class BlockSender:
     def _wait(self, batch: _Batch, start: int, end: int, *, is_chunk: bool) -> None:
         waiting = self._waiting
         waiting.fetch_seq = batch.fetch_seq
+        waiting.chunk_leaves = batch.chunk_leaves
         (waiting.chunks if is_chunk else waiting.leaves).add(start, end)
 
     def _transition(self, event: _Input) -> None:
