@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -27,7 +28,12 @@ from dofpy.wire.permissions import (
     RequestorPermission,
 )
 from dofpy_services.authenticator.daemon import serve
-from dofpy_services.authenticator.store import SqliteStore, StoreError
+from dofpy_services.authenticator.store import (
+    AuthenticatorStore,
+    StoreError,
+    is_postgres_url,
+    open_store,
+)
 
 __all__ = ["main"]
 
@@ -64,10 +70,23 @@ def _address(text: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit operator choice
 
 
-def _existing_db(path: str) -> SqliteStore:
-    if not Path(path).exists():
-        raise CliError(f"no database at {path} (create it with init-domain)")
-    return SqliteStore(path)
+def _existing_db(location: str) -> AuthenticatorStore:
+    # A PostgreSQL database is the operator's to create; its tables are made on
+    # first use. A missing file is a typo more often than a wish for a new one.
+    if not is_postgres_url(location) and not Path(location).exists():
+        raise CliError(f"no database at {location} (create it with init-domain)")
+    return open_store(location)
+
+
+def _shown(location: str) -> str:
+    """``location`` fit to print: a URL without its password."""
+    if not is_postgres_url(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _permission(args: argparse.Namespace) -> Permission:
@@ -125,9 +144,9 @@ def _run(args: argparse.Namespace) -> int:
             master_key = bytes.fromhex(Path(args.master_key_file).read_text().strip())
         else:
             master_key = secrets.token_bytes(32)
-        with SqliteStore(args.db) as store:
+        with open_store(args.db) as store:
             store.init_domain(domain, master_key, now)
-        print(f"domain {domain} created in {args.db}")
+        print(f"domain {domain} created in {_shown(args.db)}")
         return 0
     if command == "serve":
         listen = _address(args.listen)
@@ -176,7 +195,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = auth.add_subparsers(dest="command", required=True)
 
     def db(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--db", required=True, help="SQLite database file")
+        sub.add_argument(
+            "--db",
+            required=True,
+            help="SQLite database file, or a postgresql://user@host/dbname URL",
+        )
 
     def node(sub: argparse.ArgumentParser) -> None:
         db(sub)

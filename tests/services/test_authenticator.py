@@ -1,5 +1,6 @@
 """The Authenticator: CLI round trip on a temporary database, and a served AS
-answering a TRP Request Session over 127.0.0.1."""
+answering a TRP Request Session over 127.0.0.1; both on SQLite and on
+PostgreSQL (``db_location``, see conftest.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from dofpy.wire.trp import (
     decode_trp_untrusted,
     encode_trp,
 )
-from dofpy_services.authenticator import SqliteStore, serve
+from dofpy_services.authenticator import open_store, serve
+from dofpy_services.authenticator.store import is_postgres_url
 from dofpy_services.cli import main
 
 DOMAIN = OID(6, b"example.org")
@@ -36,7 +38,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return status, out, err
 
 
-def enrol(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def enrol(db: Path | str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, "init-domain", "--db", str(db), "example.org")[0] == 0
     for name in ("device@example.org", "client@example.org"):
         assert run(capsys, "add-node", "--db", str(db), "--domain", "example.org", name)[0] == 0
@@ -58,10 +60,11 @@ def enrol(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert status == 0 and "rs * [{01}:{01}]" in out
 
 
-def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "as.db"
+def test_cli_round_trip(db_location: str, capsys: pytest.CaptureFixture[str]) -> None:
+    db = db_location
     enrol(db, capsys)
-    assert (db.stat().st_mode & 0o777) == 0o600
+    if not is_postgres_url(db):
+        assert (Path(db).stat().st_mode & 0o777) == 0o600
     db_arg = ["--db", str(db), "--domain", "example.org"]
     assert run(capsys, "grant", *db_arg, "device@example.org", "--provider")[0] == 0
     assert (
@@ -77,7 +80,7 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "    provider" in out and "    p class:9 *" in out and "    iam [{03}:alias]" in out
 
     # The secret add-node printed is the HKDF derivation from the stored master key.
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         secret = store.domain(DOMAIN).credential_for(CLIENT).secret
     status, out, _ = run(capsys, "rotate", *db_arg, "client@example.org")
     assert status == 0 and "generation 1" in out and secret.hex() not in out
@@ -87,7 +90,7 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "[{03}:device@example.org] domain=[{06}:example.org] revoked" in out
     assert "generation=1" in out
 
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         record = store.lookup(DOMAIN, DEVICE)
         assert record is not None and record.revoked
         events = [entry.event for entry in store.audit_log()]
@@ -168,9 +171,9 @@ async def exchange(address: tuple[str, int], command: RequestSessionCommand, op:
 
 
 async def test_served_authenticator_answers_over_udp(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    db_location: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db = tmp_path / "as.db"
+    db = db_location
     keylog = tmp_path / "keys.log"
     enrol(db, capsys)
     async with trio.open_nursery() as nursery:
@@ -184,7 +187,7 @@ async def test_served_authenticator_answers_over_udp(
     assert packet.is_response and packet.op_count == 7 and packet.app_id == AppId.TRP
     response = decode_trp_untrusted(packet.payload, is_response=True)
     assert isinstance(response, RequestSessionResponse)
-    with SqliteStore(db) as store:
+    with open_store(db) as store:
         master = store.domain(DOMAIN).master_key
         events = [entry.event for entry in store.audit_log()]
     client_secret = Domain(DOMAIN, master).credential_for(CLIENT).secret
@@ -200,3 +203,22 @@ async def test_served_authenticator_answers_over_udp(
         TrpError.UNKNOWN_INITIATOR
     )
     assert events[-3:] == ["serve", "trp-granted", "trp-refused"]
+
+
+def test_cli_on_postgres_hides_the_password(
+    postgres_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Trust authentication ignores the password; the CLI must not print it.
+    user, _, rest = postgres_url.removeprefix("postgresql://").partition("@")
+    with_password = f"postgresql://{user}:hunter2@{rest}"
+    status, out, _ = run(capsys, "init-domain", "--db", with_password, "example.org")
+    assert status == 0 and "hunter2" not in out and f"{user}:***@" in out
+    status, out, _ = run(capsys, "list", "--db", postgres_url)
+    assert status == 0 and out == ""
+
+
+def test_cli_on_unreachable_postgres_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = run(
+        capsys, "list", "--db", "postgresql://nobody@127.0.0.1:1/test?connect_timeout=2"
+    )
+    assert status == 2 and err.startswith("dofpy: error: cannot connect to PostgreSQL")
