@@ -28,7 +28,7 @@ from dofpy.trio import open_udp_endpoint
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import decode_trp_untrusted, encode_trp
-from dofpy_services.authenticator.store import SqliteStore
+from dofpy_services.authenticator.store import AuthenticatorStore, open_store
 
 __all__ = ["AUTHENTICATOR_NODE", "AuthenticatorCore", "format_keylog_line", "serve"]
 
@@ -95,7 +95,7 @@ def format_keylog_line(decision: Decision) -> str:
 
 
 def _audit_writer(
-    store: SqliteStore, keylog: TextIO | None
+    store: AuthenticatorStore, keylog: TextIO | None
 ) -> Callable[[Decision, Address, float], None]:
     def record(decision: Decision, peer: Address, now: float) -> None:
         # The audit log keeps wall-clock time; ``now`` is the endpoint's clock.
@@ -120,9 +120,11 @@ async def serve(
     *,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run the Authenticator on UDP ``listen`` until cancelled; reports the bound
+    """Run the Authenticator on UDP ``listen`` until cancelled, on the store at
+    ``db_path`` (a SQLite file or a ``postgresql://`` URL, see
+    :func:`~dofpy_services.authenticator.store.open_store`); reports the bound
     address through ``task_status`` (for ``nursery.start``)."""
-    with SqliteStore(db_path) as store:
+    with open_store(db_path) as store:
         keylog = None
         if keylog_path is not None:
             # The key log holds session keys: create it private, append only.
