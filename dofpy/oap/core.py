@@ -80,7 +80,7 @@ from dofpy.wire.oap import (
     read_command_head_untrusted,
 )
 from dofpy.wire.oid import IID, OID
-from dofpy.wire.permissions import Action
+from dofpy.wire.permissions import Action, PermissionSet
 
 __all__ = [
     "AccessDenied",
@@ -331,6 +331,11 @@ class OapCore:
         self._events: deque[OapEvent] = deque()
         self._interceptors: dict[IID, _Interception] = {}
         self._raw_interceptors = 0
+        # The last raw-routed command head: its bytes, the head read from them
+        # and its interception (a transfer's datagrams repeat one head).
+        self._raw_head: tuple[bytes, CommandHead, _Interception] | None = None
+        # The last permission check passed: (permissions, action, binding).
+        self._last_allowed: tuple[PermissionSet, Action, Binding] | None = None
         self._counts = dict.fromkeys(
             (
                 "bad_oap_payloads",
@@ -417,6 +422,9 @@ class OapCore:
         self._interceptors[interface] = _Interception(handler, raw, on_denied)
         if raw is not None:
             self._raw_interceptors += 1
+            # One-way commands for raw interceptors go straight from the node
+            # to them, without an event each.
+            self.node.set_command_handler(self._on_direct_command)
 
     def announce(self, peer: Address, object_id: OID, interface: Interface, now: float) -> int:
         """Send a Provide to ``peer`` for a binding we provide; returns the alias."""
@@ -679,7 +687,7 @@ class OapCore:
 
     def _permitted(
         self,
-        event: CommandReceived,
+        event: CommandReceived | tuple[Address, OID | None, PermissionSet | None],
         action: Action,
         binding: Binding,
         now: float,
@@ -694,20 +702,34 @@ class OapCore:
         """
         if self.node.config.security is None:
             return True
-        permissions = event.permissions
-        if permissions is not None and is_allowed(
-            permissions, action, binding.object_id, binding.interface
-        ):
-            return True
+        if isinstance(event, CommandReceived):
+            peer, identity, permissions = event.peer, event.identity, event.permissions
+        else:
+            peer, identity, permissions = event
+        if permissions is not None:
+            last = self._last_allowed
+            # The same session's permissions (the very object) allowed the
+            # same action on the same binding just before: a transfer asks
+            # this thousands of times a second.
+            if (
+                last is not None
+                and last[0] is permissions
+                and last[1] == action
+                and last[2] == binding
+            ):
+                return True
+            if is_allowed(permissions, action, binding.object_id, binding.interface):
+                self._last_allowed = (permissions, action, binding)
+                return True
         self._counts["permission_denied"] += 1
         self._events.append(
-            AccessDenied(event.peer, event.identity, action, binding.object_id, binding.interface)
+            AccessDenied(peer, identity, action, binding.object_id, binding.interface)
         )
         if on_denied is not None:
             self._counts["requests_refused"] += 1
-            on_denied(event.peer, op, binding, now)
+            on_denied(peer, op, binding, now)
         else:
-            self._refuse(event.peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now)
+            self._refuse(peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now)
         return False
 
     def _resolve(self, target: Alias | Binding) -> Binding | None:
@@ -794,19 +816,62 @@ class OapCore:
         """Hand a command for a raw interceptor over after reading only its
         head (permissions checked as on the general path); False when the
         command is not one for a raw interceptor."""
-        payload = event.payload
-        head = read_command_head_untrusted(payload)
-        if head is None or not isinstance(head.target, Binding):
+        return self._route_raw(
+            event.peer, event.op_count, event.payload, event.identity, event.permissions, now
+        )
+
+    def _on_direct_command(
+        self,
+        peer: Address,
+        op: int | None,
+        app_id: int,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        """The node's one-way command handler: :meth:`_on_raw_command` without
+        the event (True when a raw interceptor took the command, or when it was
+        malformed: counted as the event path counts it)."""
+        if app_id != AppId.OAP:
             return False
-        interception = self._interceptors.get(head.target.interface)
-        if interception is None or interception.raw is None:
-            return False
+        try:
+            return self._route_raw(peer, op, payload, identity, permissions, now)
+        except BadPacket:
+            self._counts["bad_oap_payloads"] += 1
+            return True
+
+    def _route_raw(
+        self,
+        peer: Address,
+        op: int | None,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        cached = self._raw_head
+        if cached is not None and payload.startswith(cached[0]):
+            # read_command_head_untrusted reads nothing past the head: the same
+            # head bytes give the same head.
+            _, head, interception = cached
+        else:
+            found = read_command_head_untrusted(payload)
+            if found is None or not isinstance(found.target, Binding):
+                return False
+            head = found
+            known = self._interceptors.get(found.target.interface)
+            if known is None or known.raw is None:
+                return False
+            interception = known
+            self._raw_head = (payload[: head.end], head, interception)
+        assert interception.raw is not None and isinstance(head.target, Binding)
         action = _OPCODE_ACTIONS.get(head.opcode)
         if action is not None and not self._permitted(
-            event, action, head.target, now, event.op_count, interception.on_denied
+            (peer, identity, permissions), action, head.target, now, op, interception.on_denied
         ):
             return True
-        interception.raw(event.peer, event.op_count, head, payload, now)
+        interception.raw(peer, op, head, payload, now)
         return True
 
     @staticmethod

@@ -35,7 +35,7 @@ from dofpy.security.crypto import (
     ccm_seal,
 )
 from dofpy.security.replay import PacketCounter, ReplayWindow
-from dofpy.wire._codec import Reader, encode_c2, encode_c4
+from dofpy.wire._codec import C4_MAX, Reader, encode_c2, encode_c4
 from dofpy.wire.ccm import CcmHeader, read_ccm_header
 from dofpy.wire.dnp import DnpPacket, encode_dnp
 from dofpy.wire.dpp import (
@@ -327,6 +327,57 @@ class SecureChannel:
             # DNP version 1 without flags: its header is the version byte alone.
             return b"\x01" + associated_data + sealed
         return encode_dnp(DnpPacket(associated_data + sealed, source, destination))
+
+    def seal_command(
+        self, app_id: int, payload: bytes, op_count: int, retry: int | None = None
+    ) -> bytes:
+        """:meth:`seal` of the command ``DppPacket(app_id, payload,
+        op_id_type=IMPLIED_SENDER, op_count=op_count, retry=retry)`` (a node's
+        commands), the same bytes built without that packet."""
+        if not (0 <= app_id <= 0x7FFF and 0 <= op_count <= C4_MAX) or (
+            retry is not None and not 0 <= retry <= 0xFF
+        ):
+            raise ValueError("app id, op count or retry out of range")
+        packet_number = self._counter.next()
+        # DPP header 82 · flags (secure, implied sender, retry byte?) · op count
+        # · [retry] · delay 0 · security header · CCM header 01 · packet number.
+        associated_data = b"".join(
+            (
+                b"\x82\xa0" if retry is None else b"\x82\xa2",
+                encode_c4(op_count),
+                b"\x00" if retry is None else bytes((retry, 0)),
+                self._security_header,
+                b"\x01",
+                encode_c4(packet_number),
+            )
+        )
+        plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + payload
+        sealed = self._ccm.seal(
+            self._send_nonce + packet_number.to_bytes(4, "big"), associated_data, plaintext
+        )
+        return b"\x01" + associated_data + sealed
+
+    def open_sealed_untrusted(self, datagram: bytes, packet_number: int, start: int) -> bytes:
+        """The plaintext (application id and payload) of a datagram from the
+        peer whose header :func:`~dofpy.wire.dpp.read_sealed_command_untrusted` read:
+        ``packet_number`` and the ``start`` of its ciphertext (the DPP bytes
+        before it are the associated data). Replay-checked and authenticated
+        as :meth:`open_untrusted` does; raises :class:`ReplayedPacket` or
+        :class:`AuthenticationFailed`."""
+        if not self._window.check(packet_number):
+            self._window.accept(packet_number)  # counts the refusal
+            raise ReplayedPacket(f"packet number {packet_number} replayed or too old")
+        try:
+            plaintext = self._ccm.open(
+                self._receive_nonce + packet_number.to_bytes(4, "big"),
+                datagram[1:start],
+                datagram[start:],
+            )
+        except AuthenticationFailed:
+            self._failed += 1
+            raise
+        self._window.accept(packet_number)
+        return plaintext
 
     def open_untrusted(self, datagram: bytes) -> OpenedFrame:
         """Check, decrypt and replay-check a datagram from the peer.

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dofpy._core import Address
@@ -52,7 +53,15 @@ from dofpy.wire.common import (
     decode_common_untrusted,
     encode_common,
 )
-from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
+from dofpy.wire.dpp import (
+    AppId,
+    DppPacket,
+    OpIdType,
+    decode_frame_untrusted,
+    encode_frame,
+    read_sealed_command_untrusted,
+    split_app_untrusted,
+)
 from dofpy.wire.dsp import (
     DspConfigAck,
     DspConfigReject,
@@ -71,6 +80,7 @@ from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
 
 __all__ = [
+    "CommandHandler",
     "CommandReceived",
     "Node",
     "NodeConfig",
@@ -180,6 +190,14 @@ class CommandReceived:
     retry: int
     identity: OID | None = None
     permissions: PermissionSet | None = None
+
+
+CommandHandler = Callable[
+    [Address, int | None, int, bytes, OID | None, PermissionSet | None, float], bool
+]
+"""``handler(peer, op_count, app_id, payload, identity, permissions, now)``:
+takes a one-way application command as it arrives (see
+:meth:`Node.set_command_handler`); True when it took it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,14 +316,57 @@ class Node:
             0,
         )
         self._held: dict[Address, deque[_Pending]] = {}
+        self._command_handler: CommandHandler | None = None
+
+    def set_command_handler(self, handler: CommandHandler | None) -> None:
+        """Offer every new one-way application command (one without a retry
+        byte, so never remembered for duplicates; not DSP, common or TEP) to
+        ``handler`` as it arrives, before a :class:`CommandReceived` is queued
+        for it: when the handler returns True it took the command and no event
+        is queued. A block transfer takes thousands of such commands a second;
+        this spares each an event object and a trip through the queue. The
+        handler may send (its datagrams join this node's outgoing ones), and
+        must raise nothing.
+        """
+        self._command_handler = handler
 
     # -- DatagramCore ------------------------------------------------------------
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._counts["datagrams_received"] += 1
         try:
-            dnp, packet = decode_frame_untrusted(data)
             security = self._security
+            if security is not None and (sealed := read_sealed_command_untrusted(data)) is not None:
+                # The shape of every one-way command a secure session carries
+                # (a block transfer's datagrams): read without building
+                # packets, every header byte checked, then authenticated.
+                op_count, _delay, ssid, packet_number, start = sealed
+                session = security.lookup(addr, ssid)
+                try:
+                    plaintext = session.channel.open_sealed_untrusted(data, packet_number, start)
+                except ReplayedPacket:
+                    security.count("replays")
+                    return
+                except AuthenticationFailed:
+                    security.count("authentication_failures")
+                    return
+                if plaintext and plaintext[0] < 0x80:
+                    app_id, payload = plaintext[0], plaintext[1:]
+                else:
+                    app_id, payload = split_app_untrusted(plaintext)
+                self._receive_command(
+                    app_id,
+                    op_count,
+                    None,
+                    payload,
+                    addr,
+                    now,
+                    len(data),
+                    session.peer_identity,
+                    session.permissions,
+                )
+                return
+            dnp, packet = decode_frame_untrusted(data)
             identity: OID | None = None
             permissions: PermissionSet | None = None
             if packet.security is not None:
@@ -514,6 +575,22 @@ class Node:
         return op
 
     def _emit_command(self, pending: _Pending, retry_byte: int, now: float) -> bool:
+        security = self._security
+        if security is not None and pending.app_id not in _ALWAYS_PLAIN_APPS:
+            session = security.session(pending.peer)
+            if session is not None:
+                # What _transmit does with the packet below, sealed straight
+                # from its fields (SecureChannel.seal_command): no packet built.
+                if security.needs_rekey(pending.peer, now):
+                    security.ensure_session(pending.peer, now)
+                sealed = session.channel.seal_command(
+                    pending.app_id,
+                    pending.payload,
+                    pending.request_id,
+                    retry_byte if pending.retry is not None else None,
+                )
+                self._outgoing.append((sealed, pending.peer))
+                return True
         packet = DppPacket(
             app_id=pending.app_id,
             payload=pending.payload,
@@ -721,7 +798,17 @@ class Node:
         if packet.is_response:
             self._receive_response(packet, packet.app_id, addr, now)
         else:
-            self._receive_command(packet, packet.app_id, addr, now, size, identity, permissions)
+            self._receive_command(
+                packet.app_id,
+                packet.op_count if packet.op_id_type is OpIdType.IMPLIED_SENDER else None,
+                packet.retry,
+                packet.payload,
+                addr,
+                now,
+                size,
+                identity,
+                permissions,
+            )
 
     def _receive_response(self, packet: DppPacket, app_id: int, addr: Address, now: float) -> None:
         pending = (
@@ -788,22 +875,24 @@ class Node:
 
     def _receive_command(
         self,
-        packet: DppPacket,
         app_id: int,
+        op: int | None,
+        retry: int | None,
+        payload: bytes,
         addr: Address,
         now: float,
         size: int,
         identity: OID | None,
         permissions: PermissionSet | None,
     ) -> None:
-        op = packet.op_count if packet.op_id_type is OpIdType.IMPLIED_SENDER else None
+        """A command (``op``: its implied-sender operation count, if any)."""
         if app_id == AppId.TEP and self._security is not None:
             if identity is not None:
-                self._security.on_sealed_tep_command(addr, packet.payload)
+                self._security.on_sealed_tep_command(addr, payload)
                 return
             # Handshakes keep their own per-operation state (a Confirm reuses
             # the Rekey's operation id); no state for unvalidated addresses.
-            self._security.on_tep_command(addr, op, packet.payload, size, now)
+            self._security.on_tep_command(addr, op, payload, size, now)
             return
         if app_id not in self.config.applications:
             self._counts["unsupported_datagrams"] += 1
@@ -811,7 +900,7 @@ class Node:
         # Only commands that carry a retry byte may come again as retries; those
         # are the ones remembered, so one-way traffic (block transfer signals)
         # does not churn the duplicate cache.
-        remember = op is not None and packet.retry is not None
+        remember = op is not None and retry is not None
         if remember:
             seen = self._duplicates.lookup((addr, op), now)
             if seen is not None:
@@ -826,13 +915,18 @@ class Node:
         if peer.state is PeerState.CLOSED:
             self._transition(peer, PeerState.IDLE)
         if app_id == AppId.DSP:
-            self._receive_dsp(packet, peer, op if remember else None, op, now, size)
+            self._receive_dsp(payload, peer, op if remember else None, op, now, size)
         elif app_id == AppId.COMMON:
-            self._receive_common(packet, peer, op if remember else None, op, now, size)
+            self._receive_common(payload, peer, op if remember else None, op, now, size)
         else:
-            event = CommandReceived(
-                addr, op, app_id, packet.payload, packet.retry or 0, identity, permissions
-            )
+            handler = self._command_handler
+            if (
+                handler is not None
+                and not remember
+                and handler(addr, op, app_id, payload, identity, permissions, now)
+            ):
+                return
+            event = CommandReceived(addr, op, app_id, payload, retry or 0, identity, permissions)
             if not self._emit_event(event, droppable=True):
                 self._counts["commands_refused"] += 1
                 return
@@ -841,14 +935,14 @@ class Node:
 
     def _receive_dsp(
         self,
-        packet: DppPacket,
+        payload: bytes,
         peer: _Peer,
         remember: int | None,
         op: int | None,
         now: float,
         size: int,
     ) -> None:
-        pdu = decode_dsp_untrusted(packet.payload, False)
+        pdu = decode_dsp_untrusted(payload, False)
         if remember is not None:
             self._duplicates.begin((peer.address, remember), now)
         match pdu:
@@ -873,14 +967,14 @@ class Node:
 
     def _receive_common(
         self,
-        packet: DppPacket,
+        payload: bytes,
         peer: _Peer,
         remember: int | None,
         op: int | None,
         now: float,
         size: int,
     ) -> None:
-        pdu = decode_common_untrusted(packet.payload, False)
+        pdu = decode_common_untrusted(payload, False)
         if remember is not None:
             self._duplicates.begin((peer.address, remember), now)
         match pdu:

@@ -66,6 +66,7 @@ __all__ = [
     "encode_app",
     "encode_dpp",
     "encode_frame",
+    "read_sealed_command_untrusted",
     "split_app_untrusted",
 ]
 
@@ -405,3 +406,49 @@ def decode_frame_untrusted(datagram: bytes) -> tuple[DnpPacket, DppPacket]:
     """Decode a whole datagram: DNP version 1 and the DPP version 2 inside."""
     dnp = decode_dnp_untrusted(datagram)
     return dnp, decode_dpp_untrusted(dnp.payload)
+
+
+def _c4_at(data: bytes, pos: int) -> tuple[int, int]:
+    """The minimal c4 at ``pos`` and the position after it; (-1, pos) when
+    there is none (truncated or not minimal)."""
+    if pos >= len(data):
+        return -1, pos
+    first = data[pos]
+    if first < 0x80:
+        return first, pos + 1
+    if first < 0xC0:
+        if pos + 2 > len(data):
+            return -1, pos
+        value = ((first & 0x3F) << 8) | data[pos + 1]
+        return (value, pos + 2) if value >= 0x80 else (-1, pos)
+    if pos + 4 > len(data):
+        return -1, pos
+    value = int.from_bytes(data[pos : pos + 4], "big") & 0x3FFF_FFFF
+    return (value, pos + 4) if value > 0x3FFF else (-1, pos)
+
+
+def read_sealed_command_untrusted(datagram: bytes) -> tuple[int, int, int, int, int] | None:
+    """``(op count, delay, SSID, packet number, start of the ciphertext)`` of
+    a datagram in the one shape a secure session's one-way commands take
+    (DNP ``01`` · DPP ``82 A0`` op count c4 · delay · security header
+    ``81`` SSID c4 · CCM header ``01`` packet number c4 · ciphertext): the
+    fields :func:`decode_frame_untrusted` gives for it, read without building
+    packets. ``None`` for every other datagram (other shapes, truncated, not
+    minimal), which the general decoder then judges; never raises.
+
+    Every byte up to the ciphertext is checked here; the ciphertext (with the
+    bytes before it as associated data) is for the channel to authenticate.
+    """
+    if datagram[:3] != b"\x01\x82\xa0":
+        return None
+    op_count, pos = _c4_at(datagram, 3)
+    if op_count < 0 or pos + 2 > len(datagram) or datagram[pos + 1] != 0x81:
+        return None
+    delay = datagram[pos]
+    ssid, pos = _c4_at(datagram, pos + 2)
+    if ssid < 0 or datagram[pos : pos + 1] != b"\x01":
+        return None
+    packet_number, pos = _c4_at(datagram, pos + 1)
+    if packet_number < 0:
+        return None
+    return op_count, delay, ssid, packet_number, pos
