@@ -34,9 +34,11 @@ from dofpy.transfer.messages import (
     RefuseCode,
     RefusedMessage,
     TransferMessage,
+    block_object_id,
     decode_transfer_command_untrusted,
     decode_transfer_untrusted,
     encode_transfer,
+    read_block_untrusted,
 )
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
@@ -188,6 +190,8 @@ class TransferCore:
             0,
         )
         self._dropped_closed = 0
+        self._block_head: CommandHead | None = None
+        self._block_object: bytes | None = None
 
     # -- DatagramCore ----------------------------------------------------------------------
 
@@ -329,6 +333,28 @@ class TransferCore:
     def _on_raw_command(
         self, peer: Address, op: int | None, head: CommandHead, payload: bytes, now: float
     ) -> None:
+        # The OAP core hands the same head object while the head bytes repeat
+        # (every Block of one object): judge it once.
+        if head is self._block_head:
+            object_id = self._block_object
+        else:
+            object_id = block_object_id(head)
+            if object_id is not None:
+                self._block_head, self._block_object = head, object_id
+        if object_id is not None:
+            fields = read_block_untrusted(payload, head.end)
+            if fields is not None:
+                # A canonical Block: straight to its receiver, no message object.
+                transfer_id = self._by_object.get(object_id)
+                if transfer_id is None:
+                    self._counts["unmatched_messages"] += 1
+                    return
+                receiver = self._receivers[transfer_id]
+                _, leaf, data, fetch_seq, hold_us = fields
+                receiver.receive_block(leaf, data, fetch_seq, hold_us, now)
+                if self._relay_transfers:
+                    self._relay_progress(object_id, transfer_id, receiver, now)
+                return
         try:
             message = decode_transfer_command_untrusted(head, payload)
         except BadPacket:
@@ -363,11 +389,18 @@ class TransferCore:
             return
         receiver = self._receivers[transfer_id]
         receiver.receive(peer, message, now)
-        source = self._sources.get(message.object_id)
-        if source is not None and self._relay_transfers.get(message.object_id) == transfer_id:
+        self._relay_progress(message.object_id, transfer_id, receiver, now)
+
+    def _relay_progress(
+        self, object_id: bytes, transfer_id: int, receiver: Receiver, now: float
+    ) -> None:
+        """If ``transfer_id`` fetches an object this core relays, serve what it
+        verified to the requestors waiting downstream."""
+        source = self._sources.get(object_id)
+        if source is not None and self._relay_transfers.get(object_id) == transfer_id:
             if source.hashes is None and receiver.hashes_known():
                 source.hashes = ObjectHashes(receiver.manifest, receiver.leaf_hashes())
-            for sender in self._senders_of(message.object_id):
+            for sender in self._senders_of(object_id):
                 sender.on_available(now)
                 self._activate(sender)
 

@@ -61,10 +61,12 @@ __all__ = [
     "RefusedMessage",
     "TransferItem",
     "TransferMessage",
+    "block_object_id",
     "decode_transfer_command_untrusted",
     "decode_transfer_untrusted",
     "encode_transfer",
     "object_oid",
+    "read_block_untrusted",
 ]
 
 TRANSFER_IID = IID(1, b"\xd0\xf1")
@@ -414,71 +416,94 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
     raise BadPacket(f"transfer: Signal of unknown item {pdu.item_id}")
 
 
-def _cbor_uint(payload: bytes, pos: int, major: int) -> tuple[int, int] | None:
-    """The argument of the CBOR head of ``major`` type at ``pos`` and the
-    position after it, if that head is there in shortest form; else None."""
-    if pos >= len(payload):
-        return None
-    initial = payload[pos]
-    if initial >> 5 != major >> 5:
-        return None
-    info = initial & 0x1F
-    if info < 24:
-        return info, pos + 1
-    width = _HEAD_WIDTHS.get(info)
-    if width is None or pos + 1 + width > len(payload):
-        return None
-    value = int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
-    if value < _HEAD_MINIMUM[info]:
-        return None
-    return value, pos + 1 + width
+_UINT_WIDTHS = (1, 2, 4, 8)
+_UINT_MINIMUM = (24, 0x100, 0x1_0000, 0x1_0000_0000)
 
 
-_HEAD_WIDTHS = {24: 1, 25: 2, 26: 4, 27: 8}
-_HEAD_MINIMUM = {24: 24, 25: 0x100, 26: 0x1_0000, 27: 0x1_0000_0000}
+def read_block_untrusted(payload: bytes, pos: int) -> tuple[int, int, bytes, int, int] | None:
+    """``(sequence, leaf, data, fetch seq, hold µs)`` of a Block whose OAP head
+    ends at ``pos``, read straight from its canonical bytes (``u16 sequence,
+    0x84, uint leaf, bytes data, uint fetch seq, uint hold``) with every field
+    in the range :class:`BlockMessage` accepts; None for anything else (which
+    the general decoder then judges).
 
-
-def _fast_block(head: CommandHead, payload: bytes, object_id: bytes) -> BlockMessage | None:
-    """A Block read straight from its canonical bytes (``u16 sequence, 0x84,
-    uint leaf, bytes data, uint fetch seq, uint hold``): the same message the
-    general decoder gives for them. None for anything else, which the general
-    decoder then judges."""
-    pos = head.end
-    if len(payload) < pos + 3 or payload[pos + 2] != 0x84:
-        return None
-    sequence = int.from_bytes(payload[pos : pos + 2], "big")
-    if (found := _cbor_uint(payload, pos + 3, 0x00)) is None:
-        return None
-    leaf, pos = found
-    if (found := _cbor_uint(payload, pos, 0x40)) is None:
-        return None
-    length, pos = found
-    data = payload[pos : pos + length]
-    if len(data) != length:
-        return None
-    if (found := _cbor_uint(payload, pos + length, 0x00)) is None:
-        return None
-    fetch_seq, pos = found
-    if (found := _cbor_uint(payload, pos, 0x00)) is None:
-        return None
-    hold_us, pos = found
-    if pos != len(payload):
-        return None
-    try:
-        return BlockMessage(object_id, sequence, leaf, data, fetch_seq, hold_us)
-    except ValueError as exc:
-        raise BadPacket(f"transfer: {exc}") from None
-
-
-def decode_transfer_command_untrusted(head: CommandHead, payload: bytes) -> TransferMessage:
-    """The transfer message of an OAP command ``payload`` whose head (opcode,
-    item, target) is already read: what :func:`decode_transfer_untrusted` of
-    the fully decoded payload gives, or ``BadPacket`` where that raises one.
-
-    A Block (the message sent thousands of times a second) is read straight
-    from its canonical bytes, every byte checked, without the generic OAP and
-    CBOR decoders; anything else goes through them.
+    The four CBOR heads are read inline (no call per head): this runs for every
+    block a requestor receives.
     """
+    size = len(payload)
+    if size < pos + 4 or payload[pos + 2] != 0x84:
+        return None
+    sequence = (payload[pos] << 8) | payload[pos + 1]
+    pos += 3
+    # leaf: major type 0 (initial byte 0x00..0x1B), shortest form.
+    info = payload[pos]
+    if info < 24:
+        leaf = info
+        pos += 1
+    elif info < 28:
+        width = _UINT_WIDTHS[info - 24]
+        leaf = int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
+        if pos + 1 + width > size or leaf < _UINT_MINIMUM[info - 24] or leaf > _MAX_INDEX:
+            return None
+        pos += 1 + width
+    else:
+        return None
+    # data: major type 2 (initial byte 0x40..0x5B), 1..MAX_BLOCK_SIZE bytes.
+    if pos >= size:
+        return None
+    info = payload[pos] - 0x40
+    if 0 <= info < 24:
+        length = info
+        pos += 1
+    elif 24 <= info < 28:
+        width = _UINT_WIDTHS[info - 24]
+        length = int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
+        if pos + 1 + width > size or length < _UINT_MINIMUM[info - 24]:
+            return None
+        pos += 1 + width
+    else:
+        return None
+    if not 0 < length <= MAX_BLOCK_SIZE or pos + length > size:
+        return None
+    data = payload[pos : pos + length]
+    pos += length
+    # fetch seq and hold: major type 0, at most MAX_SEQ (so at most 4 bytes).
+    if pos >= size:
+        return None
+    info = payload[pos]
+    if info < 24:
+        fetch_seq = info
+        pos += 1
+    elif info < 27:
+        width = _UINT_WIDTHS[info - 24]
+        fetch_seq = int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
+        if pos + 1 + width > size or fetch_seq < _UINT_MINIMUM[info - 24]:
+            return None
+        pos += 1 + width
+    else:
+        return None
+    if pos >= size:
+        return None
+    info = payload[pos]
+    if info < 24:
+        hold_us = info
+        pos += 1
+    elif info < 27:
+        width = _UINT_WIDTHS[info - 24]
+        hold_us = int.from_bytes(payload[pos + 1 : pos + 1 + width], "big")
+        if pos + 1 + width > size or hold_us < _UINT_MINIMUM[info - 24]:
+            return None
+        pos += 1 + width
+    else:
+        return None
+    if pos != size:
+        return None
+    return sequence, leaf, data, fetch_seq, hold_us
+
+
+def block_object_id(head: CommandHead) -> bytes | None:
+    """The object a Block command with this head is for (None if the head is
+    not that of a Block Signal to a content-addressed object)."""
     target = head.target
     if (
         head.opcode is OapOpcode.SIGNAL
@@ -488,7 +513,23 @@ def decode_transfer_command_untrusted(head: CommandHead, payload: bytes) -> Tran
     ):
         oid = target.object_id
         if oid.class_id == OBJECT_OID_CLASS and not oid.attributes and len(oid.data) == HASH_SIZE:
-            block = _fast_block(head, payload, oid.data)
-            if block is not None:
-                return block
+            return oid.data
+    return None
+
+
+def decode_transfer_command_untrusted(head: CommandHead, payload: bytes) -> TransferMessage:
+    """The transfer message of an OAP command ``payload`` whose head (opcode,
+    item, target) is already read: what :func:`decode_transfer_untrusted` of
+    the fully decoded payload gives, or ``BadPacket`` where that raises one.
+
+    A Block (the message sent thousands of times a second) is read straight
+    from its canonical bytes (:func:`read_block_untrusted`), every byte
+    checked, without the generic OAP and CBOR decoders; anything else goes
+    through them.
+    """
+    object_id = block_object_id(head)
+    if object_id is not None:
+        fields = read_block_untrusted(payload, head.end)
+        if fields is not None:
+            return BlockMessage(object_id, *fields)
     return decode_transfer_untrusted(decode_oap_untrusted(payload, False))

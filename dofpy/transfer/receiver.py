@@ -273,7 +273,20 @@ class Receiver:
         elif isinstance(message, HashChunkMessage):
             self._hash_chunk(message, now)
         else:
-            self._block(message, now)
+            self._block(message.leaf, message.data, message.fetch_seq, message.hold_us, now)
+        if not self.done:
+            self._fetch(now, force=False)
+
+    def receive_block(
+        self, leaf: int, data: bytes, fetch_seq: int, hold_us: int, now: float
+    ) -> None:
+        """A Block for this transfer arrived: :meth:`receive` of
+        ``BlockMessage(object, any sequence, leaf, data, fetch_seq, hold_us)``
+        without building the message (fields in the ranges it accepts)."""
+        if self.done:
+            self._counts["duplicates"] += 1
+            return
+        self._block(leaf, data, fetch_seq, hold_us, now)
         if not self.done:
             self._fetch(now, force=False)
 
@@ -405,12 +418,13 @@ class Receiver:
             self._transition(_Input.HASHES_DONE, now)
             self._check_complete(now)
 
-    def _block(self, message: BlockMessage, now: float) -> None:
+    def _block(self, first: int, data: bytes, fetch_seq: int, hold_us: int, now: float) -> None:
         manifest = self.manifest
-        first, data = message.leaf, message.data
-        count = -(-len(data) // manifest.leaf_size)
+        size = manifest.leaf_size
+        length = len(data)
+        count = -(-length // size)
         end = first + count
-        if end > manifest.leaf_count or len(data) != manifest.span_length(first, end):
+        if end > manifest.leaf_count or length != min(end * size, manifest.size) - first * size:
             self._bad(first, now)  # more (or other) data than the manifest declares
             return
         if self.verified.covers(first, end):
@@ -419,19 +433,27 @@ class Receiver:
         if not self._hashes_verified.covers(first, end):
             self._counts["unrequested"] += 1  # cannot verify yet: drop
             return
-        view = memoryview(data)
-        size = manifest.leaf_size
-        for i in range(count):
-            expected = self._hashes[(first + i) * HASH_SIZE : (first + i + 1) * HASH_SIZE]
-            if leaf_hash(view[i * size : (i + 1) * size]) != expected:
-                self._bad(first, now)
-                return
+        hashes = self._hashes
+        if count == 1:
+            good = leaf_hash(data) == hashes[first * HASH_SIZE : end * HASH_SIZE]
+        else:
+            view = memoryview(data)
+            good = all(
+                leaf_hash(view[i * size : (i + 1) * size])
+                == hashes[(first + i) * HASH_SIZE : (first + i + 1) * HASH_SIZE]
+                for i in range(count)
+            )
+        if not good:
+            self._bad(first, now)
+            return
         self._counts["blocks_received"] += 1
         self.store.write_verified(manifest.object_id, first, data)
         self.verified.add(first, end)
-        self._need_leaves.discard(first, end)
-        self._arrived(first, message.fetch_seq, message.hold_us, now)
-        self._check_complete(now)
+        if self._need_leaves:
+            self._need_leaves.discard(first, end)
+        self._arrived(first, fetch_seq, hold_us, now)
+        if self.state is FetchState.BLOCKS:
+            self._check_complete(now)
 
     def _refused(self, peer: Address, message: RefusedMessage, now: float) -> None:
         if peer != self.provider:
