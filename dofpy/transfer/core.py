@@ -28,8 +28,6 @@ from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
 from dofpy.transfer.messages import (
     OBJECT_OID_CLASS,
     TRANSFER_IID,
-    BlockEncoder,
-    BlockMessage,
     FetchRequest,
     RefuseCode,
     RefusedMessage,
@@ -164,8 +162,6 @@ class TransferCore:
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
         self._sources: dict[bytes, _Source] = {}
-        # One Block encoder per served object (its OAP header encoded once).
-        self._encoders: dict[bytes, BlockEncoder] = {}
         self._relayable: dict[bytes, tuple[Manifest, list[Address]]] = {}
         self._relay_transfers: dict[bytes, int] = {}
         self._senders: dict[tuple[Address, bytes], BlockSender] = {}
@@ -241,7 +237,6 @@ class TransferCore:
         manifest = hashes.manifest
         verified = self.store.open(manifest)
         self._sources[manifest.object_id] = _Source(manifest, self.cache, verified, hashes)
-        self._encoders[manifest.object_id] = BlockEncoder(manifest.object_id)
 
     def relay(self, manifest: Manifest, upstream: list[Address]) -> None:
         """Offer ``manifest``'s object downstream, fetched from ``upstream`` on first demand."""
@@ -461,7 +456,6 @@ class TransferCore:
         receiver = self._receivers[transfer_id]
         source = _Source(manifest, self.cache, receiver.verified, None)
         self._sources[object_id] = source
-        self._encoders[object_id] = BlockEncoder(object_id)
         return source
 
     def _sweep(self, now: float) -> None:
@@ -502,18 +496,13 @@ class TransferCore:
             if not self._provider_ready(now):
                 return
             sender = active.popleft()
-            message = sender.next_message(now)
-            if message is not None:
+            found = sender.next_payload(now)
+            if found is not None:
                 idle_turns = 0
-                if isinstance(message, BlockMessage):
-                    size = len(message.data)
-                    payload = self._encoders[message.object_id].encode_message(message)
-                    self.oap.node.send_command(
-                        sender.peer, AppId.OAP, payload, now, expect_response=False
-                    )
-                else:
-                    size = len(message.hashes)
-                    self._send(sender.peer, message, now)
+                payload, size = found
+                self.oap.node.send_command(
+                    sender.peer, AppId.OAP, payload, now, expect_response=False
+                )
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
                 if self.config.provider_rate_cap is not None:

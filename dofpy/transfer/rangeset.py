@@ -68,6 +68,15 @@ class RangeSet:
         """The smallest integer in the set, or ``None``."""
         return self._starts[0] if self._starts else None
 
+    def count_up_to(self, limit: int) -> int:
+        """``min(self.count(), limit)``, without counting past ``limit``."""
+        total = 0
+        for start, end in zip(self._starts, self._ends, strict=True):
+            total += end - start
+            if total >= limit:
+                return limit
+        return total
+
     def copy(self) -> RangeSet:
         result = RangeSet()
         result._starts = list(self._starts)
@@ -118,6 +127,23 @@ class RangeSet:
         """Remove every range of ``other``."""
         for start, end in other:
             self.discard(start, end)
+
+    def pop_pieces(self, align: int, pieces: int) -> tuple[int, int] | None:
+        """Remove and return ``[start, stop)``: from the smallest integer, at most
+        ``pieces`` pieces of the range holding it cut at multiples of ``align``
+        (the first piece ends at the first multiple above ``start``); ``None``
+        when the set is empty. One call instead of a discard per piece."""
+        starts = self._starts
+        if not starts or pieces < 1 or align < 1:
+            return None
+        start, end = starts[0], self._ends[0]
+        stop = (start // align + pieces) * align
+        if stop >= end:
+            del starts[0]
+            del self._ends[0]
+            return start, end
+        starts[0] = stop
+        return start, stop
 
     def take(self, limit: int) -> RangeSet:
         """Remove and return the lowest ``limit`` integers (fewer if the set is smaller)."""

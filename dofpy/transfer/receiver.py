@@ -551,38 +551,58 @@ class Receiver:
 
     def _fetch(self, now: float, *, force: bool) -> None:
         window = self.cc.window
-        free = window - len(self._outstanding)
-        if free <= 0 or not (self._need_chunks or self._need_leaves):
+        outstanding = self._outstanding
+        free = window - len(outstanding)
+        need_chunks, need_leaves = self._need_chunks, self._need_leaves
+        if free <= 0 or not (need_chunks or need_leaves):
             return
+        per_block = self._leaves_per_block
         if not force and free < max(1, window // 4):
             # Wait for a quarter of the window unless everything left fits now
-            # (counted only here: this runs on every arrival).
-            needed = self._need_chunks.count() + -(
-                -self._need_leaves.count() // self._leaves_per_block
+            # (counted only as far as needed: this runs on every arrival).
+            needed = need_chunks.count_up_to(free + 1) + -(
+                -need_leaves.count_up_to((free + 1) * per_block) // per_block
             )
             if needed > free:
                 return
-        was_idle = not self._outstanding
+        was_idle = not outstanding
         seq = self._next_seq(now)
-        chunks = RangeSet()
-        while free > 0 and self._need_chunks and len(chunks) < MAX_FETCH_RANGES:
-            chunk = self._need_chunks.first()
-            assert chunk is not None
-            self._need_chunks.discard(chunk, chunk + 1)
-            chunks.add(chunk, chunk + 1)
-            self._request(-1 - chunk, chunk + 1, seq)
-            free -= 1
-        leaves = RangeSet()
-        per_block = self._leaves_per_block
-        while free > 0 and self._need_leaves:
-            first, range_end = next(iter(self._need_leaves))
-            stop = min((first // per_block + 1) * per_block, range_end)
-            if len(leaves) >= MAX_FETCH_RANGES and first not in leaves and first - 1 not in leaves:
+        order = self._order
+        ordinal = self._next_ordinal
+        # Whole spans are taken from the need sets (one range operation each);
+        # every block in them still gets its ordinal and outstanding record.
+        chunks: list[tuple[int, int]] = []
+        while free > 0 and need_chunks and len(chunks) < MAX_FETCH_RANGES:
+            # The span that makes the last range allowed: one chunk only.
+            span = need_chunks.pop_pieces(1, free if len(chunks) < MAX_FETCH_RANGES - 1 else 1)
+            assert span is not None
+            start, stop = span
+            chunks.append(span)
+            for chunk in range(start, stop):
+                outstanding[-1 - chunk] = _Outstanding(ordinal, seq, chunk + 1)
+                order.append((ordinal, -1 - chunk))
+                ordinal += 1
+            free -= stop - start
+        leaves: list[tuple[int, int]] = []
+        while free > 0 and need_leaves:
+            extends = bool(leaves) and leaves[-1][1] == need_leaves.first()
+            if not extends and len(leaves) >= MAX_FETCH_RANGES:
                 break
-            self._need_leaves.discard(first, stop)
-            leaves.add(first, stop)
-            self._request(first, stop, seq)
-            free -= 1
+            span = need_leaves.pop_pieces(per_block, free)
+            assert span is not None
+            piece, span_end = span
+            if extends:
+                leaves[-1] = (leaves[-1][0], span_end)
+            else:
+                leaves.append(span)
+            while piece < span_end:
+                piece_end = min((piece // per_block + 1) * per_block, span_end)
+                outstanding[piece] = _Outstanding(ordinal, seq, piece_end)
+                order.append((ordinal, piece))
+                ordinal += 1
+                free -= 1
+                piece = piece_end
+        self._next_ordinal = ordinal
         rate = self.cc.pacing_rate(self.block_bytes, self.rtt.srtt)
         request = FetchRequest(
             self.manifest.object_id,
@@ -597,9 +617,3 @@ class Receiver:
         self._counts["fetches_sent"] += 1
         if was_idle:
             self._last_activity = now
-
-    def _request(self, key: int, end: int, seq: int) -> None:
-        ordinal = self._next_ordinal
-        self._next_ordinal += 1
-        self._outstanding[key] = _Outstanding(ordinal, seq, end)
-        self._order.append((ordinal, key))

@@ -17,16 +17,18 @@ from __future__ import annotations
 import enum
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from dofpy._core import Address
 from dofpy.errors import LocalProtocolError
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import (
     MAX_SEQ,
+    BlockEncoder,
     BlockMessage,
     FetchRequest,
     HashChunkMessage,
+    encode_transfer,
 )
 from dofpy.transfer.rangeset import RangeSet
 
@@ -116,6 +118,10 @@ def _before(a: int, b: int) -> bool:
     return a != b and ((b - a) & MAX_SEQ) < (1 << 31)
 
 
+_Unit: TypeAlias = HashChunkMessage | tuple[int, int, bytes, int, int]
+"""A hash chunk, or a Block's ``(sequence, leaf, data, fetch seq, hold µs)``."""
+
+
 @dataclass(slots=True)
 class _Batch:
     fetch_seq: int
@@ -142,6 +148,7 @@ class BlockSender:
         self._credit = float(config.burst_bytes)
         self._credit_time = now
         self._sequence = 0
+        self._encoder = BlockEncoder(source.manifest.object_id)
         self.last_heard = now
         self.sent_blocks = 0
         self.sent_bytes = 0
@@ -228,22 +235,37 @@ class BlockSender:
 
     def next_message(self, now: float) -> BlockMessage | HashChunkMessage | None:
         """The next message to send now (paced), or ``None``."""
+        unit = self._next(now)
+        if unit is None or isinstance(unit, HashChunkMessage):
+            return unit
+        return BlockMessage(self.source.manifest.object_id, *unit)
+
+    def next_payload(self, now: float) -> tuple[bytes, int] | None:
+        """The OAP payload of the next message to send now (paced) and the
+        bytes of data it carries, or ``None``: :meth:`next_message`, encoded
+        (a Block by this sender's :class:`BlockEncoder`, never built as a
+        message)."""
+        unit = self._next(now)
+        if unit is None:
+            return None
+        if isinstance(unit, HashChunkMessage):
+            return encode_transfer(unit), len(unit.hashes)
+        return self._encoder.encode(*unit), len(unit[2])
+
+    def _next(self, now: float) -> _Unit | None:
         if self.state is not SendState.SENDING:
             return None
         self._refill(now)
         if self._credit < -_CREDIT_SLACK:  # the slack absorbs float rounding at ready_at()
             return None
         while self._batches:
-            batch = self._batches[0]
-            message = self._from_batch(batch, now)
-            if message is not None:
-                size = (
-                    len(message.data) if isinstance(message, BlockMessage) else len(message.hashes)
-                )
+            unit = self._from_batch(self._batches[0], now)
+            if unit is not None:
+                size = len(unit.hashes) if isinstance(unit, HashChunkMessage) else len(unit[2])
                 self._credit -= size
                 self.sent_blocks += 1
                 self.sent_bytes += size
-                return message
+                return unit
             self._batches.popleft()
         self._transition(_Input.DRAINED)
         return None
@@ -252,32 +274,40 @@ class BlockSender:
         self._sequence = (self._sequence + 1) & 0xFFFF
         return self._sequence
 
-    def _from_batch(self, batch: _Batch, now: float) -> BlockMessage | HashChunkMessage | None:
+    def _from_batch(self, batch: _Batch, now: float) -> _Unit | None:
         source = self.source
-        object_id = source.manifest.object_id
         hold = min(int((now - batch.arrived) * 1e6), MAX_SEQ)
-        while batch.chunks:
-            chunk = batch.chunks.first()
-            assert chunk is not None
-            batch.chunks.discard(chunk, chunk + 1)
+        chunks = batch.chunks
+        while chunks:
+            span = chunks.pop_pieces(1, 1)
+            assert span is not None
+            chunk = span[0]
             if not source.has_hashes():
                 self._wait(batch, chunk, chunk + 1, is_chunk=True)
                 continue
             hashes, proof = source.chunk(chunk, batch.chunk_leaves)
             return HashChunkMessage(
-                object_id, self._seq(), chunk, hashes, tuple(proof), batch.fetch_seq, hold
+                source.manifest.object_id,
+                self._seq(),
+                chunk,
+                hashes,
+                tuple(proof),
+                batch.fetch_seq,
+                hold,
             )
-        while batch.leaves:
-            first, range_end = next(iter(batch.leaves))
-            per_block = self._leaves_per_block
-            stop = min((first // per_block + 1) * per_block, range_end)
-            batch.leaves.discard(first, stop)
+        leaves = batch.leaves
+        while leaves:
+            span = leaves.pop_pieces(self._leaves_per_block, 1)
+            assert span is not None
+            first, stop = span
             if not source.has_leaves(first, stop):
                 self._wait(batch, first, stop, is_chunk=False)
                 continue
-            return BlockMessage(
-                object_id, self._seq(), first, source.read(first, stop), batch.fetch_seq, hold
-            )
+            # Fields of a BlockMessage, in its ranges by construction (leaves
+            # within the manifest, data from the source, fetch seq from a
+            # checked Fetch, hold clamped).
+            self._sequence = sequence = (self._sequence + 1) & 0xFFFF
+            return sequence, first, source.read(first, stop), batch.fetch_seq, hold
         return None
 
     def _wait(self, batch: _Batch, start: int, end: int, *, is_chunk: bool) -> None:

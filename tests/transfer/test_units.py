@@ -64,6 +64,36 @@ def test_rangeset_matches_a_python_set(ops: list[tuple[bool, int, int]]) -> None
     assert [i for s, e in taken for i in range(s, e)] == sorted(model)[:7]
 
 
+@given(
+    st.lists(st.tuples(st.integers(0, 200), st.integers(1, 30)), max_size=12),
+    st.integers(1, 9),
+    st.integers(-1, 12),
+    st.integers(0, 400),
+)
+def test_rangeset_pop_pieces_and_count_up_to(
+    adds: list[tuple[int, int]], align: int, pieces: int, limit: int
+) -> None:
+    """pop_pieces equals taking ``pieces`` aligned pieces one discard at a time
+    (the per-piece loop it replaces); count_up_to is min(count, limit)."""
+    ranges = RangeSet()
+    for start, length in adds:
+        ranges.add(start, start + length)
+    assert ranges.count_up_to(limit) == min(ranges.count(), limit)
+    reference = ranges.copy()
+    expected: tuple[int, int] | None = None
+    if reference and pieces >= 1:
+        first, range_end = next(iter(reference))
+        stop = first
+        for _ in range(pieces):
+            if stop >= range_end:
+                break
+            stop = min((stop // align + 1) * align, range_end)
+        reference.discard(first, stop)
+        expected = (first, stop)
+    assert ranges.pop_pieces(align, pieces) == expected
+    assert ranges == reference
+
+
 def test_rangeset_covers_and_errors() -> None:
     ranges = RangeSet([(0, 5), (10, 20)])
     assert ranges.covers(10, 20) and not ranges.covers(4, 11) and ranges.covers(3, 3)
