@@ -182,6 +182,7 @@ class SecurityStatistics:
     unknown_sessions: int
     plaintext_refused: int
     rekeys: int
+    busy_retries: int
     sessions: int
     half_open: int
 
@@ -213,6 +214,9 @@ class _Handshake:
     block: InitiatorBlock
     rekey_op: int
     cookie_rounds: int = 0
+    cookie: bytes = b""
+    busy_rounds: int = 0
+    retry_at: float | None = None  # a busy responder asked us to come back then
     # responder side
     command: RequestSessionCommand | None = None
     responder: KeyRequest | None = None
@@ -261,6 +265,7 @@ class SecurityLayer:
                 "unknown_sessions",
                 "plaintext_refused",
                 "rekeys",
+                "busy_retries",
             ),
             0,
         )
@@ -282,6 +287,7 @@ class SecurityLayer:
 
     def get_timer(self) -> float | None:
         deadlines = [h.deadline for h in self._initiating.values()]
+        deadlines += [h.retry_at for h in self._initiating.values() if h.retry_at is not None]
         deadlines += [h.deadline for h in self._responding.values()]
         deadlines += [s.expires for s in self._by_ssid.values()]
         return min(deadlines) if deadlines else None
@@ -294,7 +300,24 @@ class SecurityLayer:
             return
         self._start_handshake(peer, now, self.config.rng(_NONCE_SIZE), cookie_rounds=0)
 
-    def _start_handshake(self, peer: Address, now: float, nonce: bytes, cookie_rounds: int) -> None:
+    def _start_handshake(
+        self, peer: Address, now: float, nonce: bytes, cookie_rounds: int, cookie: bytes = b""
+    ) -> None:
+        block, op = self._send_rekey(peer, nonce, now)
+        handshake = _Handshake(
+            peer,
+            _Phase.REKEY_SENT,
+            now + self.config.handshake_timeout,
+            block,
+            op,
+            cookie_rounds,
+            cookie,
+        )
+        self._initiating[peer] = handshake
+        if cookie_rounds == 0:
+            self._counts["handshakes_started"] += 1
+
+    def _send_rekey(self, peer: Address, nonce: bytes, now: float) -> tuple[InitiatorBlock, int]:
         cfg = self.config
         rekey = build_rekey(
             cfg.domain,
@@ -305,17 +328,17 @@ class SecurityLayer:
             desired_duration=cfg.desired_duration,
         )
         op = self._node._send_internal_command(peer, AppId.TEP, encode_tep(rekey), now, "tep")
-        handshake = _Handshake(
-            peer,
-            _Phase.REKEY_SENT,
-            now + cfg.handshake_timeout,
-            rekey.initiator,
-            op,
-            cookie_rounds,
+        return rekey.initiator, op
+
+    def _retry_busy(self, handshake: _Handshake, now: float) -> None:
+        """Come back to a busy responder: a new Rekey (new nonce, same cookie)."""
+        handshake.retry_at = None
+        nonce = (
+            handshake.cookie + self.config.rng(_NONCE_SIZE - _COOKIE_SIZE)
+            if handshake.cookie
+            else self.config.rng(_NONCE_SIZE)
         )
-        self._initiating[peer] = handshake
-        if cookie_rounds == 0:
-            self._counts["handshakes_started"] += 1
+        handshake.block, handshake.rekey_op = self._send_rekey(handshake.peer, nonce, now)
 
     def on_tep_response(self, peer: Address, op: int, payload: bytes, now: float) -> bool:
         """A TEP response to one of our commands (Accept, Reject, Confirm Ack).
@@ -338,7 +361,28 @@ class SecurityLayer:
             ):
                 del self._initiating[peer]
                 nonce = cookie + self.config.rng(_NONCE_SIZE - _COOKIE_SIZE)
-                self._start_handshake(peer, now, nonce, handshake.cookie_rounds + 1)
+                self._start_handshake(peer, now, nonce, handshake.cookie_rounds + 1, cookie)
+            case TepReject(code=code, description=b"busy") if (
+                code == HANDSHAKE_REJECT_CODE and handshake.phase is _Phase.REKEY_SENT
+            ):
+                # The responder holds too many half-open handshakes: come back
+                # later (exponential back-off with jitter) while our own
+                # deadline allows, instead of failing the requests waiting.
+                handshake.busy_rounds += 1
+                self._counts["busy_retries"] += 1
+                base = min(0.25 * 2 ** (handshake.busy_rounds - 1), 4.0)
+                jitter = 0.5 + self.config.rng(1)[0] / 255
+                retry_at = now + base * jitter
+                if retry_at >= handshake.deadline:
+                    self._fail(
+                        handshake,
+                        RemoteProtocolError(
+                            f"{peer} stayed busy: secure session not started", code
+                        ),
+                        now,
+                    )
+                else:
+                    handshake.retry_at = retry_at
             case TepReject(code=code, description=description):
                 reason = description.decode("utf-8", "replace")
                 self._fail(
@@ -713,6 +757,8 @@ class SecurityLayer:
         for handshake in list(self._initiating.values()):
             if now >= handshake.deadline:
                 self._fail(handshake, _timeout(handshake.peer), now)
+            elif handshake.retry_at is not None and now >= handshake.retry_at:
+                self._retry_busy(handshake, now)
         for key, handshake in list(self._responding.items()):
             if now >= handshake.deadline:
                 if handshake.phase is not _Phase.DONE:

@@ -523,3 +523,32 @@ def test_responder_cannot_claim_more_than_the_authority_granted() -> None:
 
     assert len(accept_with("p")) == 1  # the honest Accept is confirmed
     assert accept_with("rwxsp") == []  # the inflated one is refused
+
+
+def test_clients_turned_away_busy_come_back_and_get_their_session() -> None:
+    world = SecureDomain()
+    provider = world.provider(max_half_open=2)
+    clients = []
+    for index in range(8):
+        address = ("10.3.0.1", 50000 + index)
+        client = world.client(address)
+        client.node.secure_session(PROVIDER, world.net.now)
+        world.net.wakeup(address)
+        clients.append(client)
+
+    def sessions() -> int:
+        for core in (provider, *clients):
+            while core.next_event() is not None:
+                pass
+        security = provider.statistics().node.security
+        assert security is not None
+        return security.sessions
+
+    assert world.net.run_until(lambda: sessions() == 8, max_time=30)
+    security = provider.statistics().node.security
+    assert security is not None and security.half_open_refused > 0
+    retries = sum(
+        c.statistics().node.security.busy_retries  # type: ignore[union-attr]
+        for c in clients
+    )
+    assert retries == security.half_open_refused
