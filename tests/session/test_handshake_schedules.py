@@ -71,45 +71,31 @@ def test_any_schedule_is_survived_and_recovers(actions: list[tuple[str, int]]) -
             elif action == "swap":
                 queue[0], queue[position] = queue[position], queue[0]
         collect()
-    # The adversary stops: deliver everything, let timers run, bounded.
-    completed = False
-    for _ in range(400):
-        while queue:
-            deliver(queue.pop(0))
-            collect()
-        while (event := client.next_event()) is not None:
-            if isinstance(event, RequestCompleted) and event.request_id == request:
-                completed = True
-        if completed:
-            break
-        timers = [t for t in (c.get_timer() for c in cores.values()) if t is not None]
-        if not timers:
-            break
-        now = max(now, min(timers))
-        for core in cores.values():
-            timer = core.get_timer()
-            if timer is not None and timer <= now:
-                core.handle_timer(now)
-        collect()
-    # The first request may have timed out under the adversary; a new one
-    # must then succeed on a clean network.
-    if not completed:
-        again = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+
+    def settle(request_id: int) -> bool:
+        """Deliver everything and run the timers (bounded) until ``request_id``
+        completes; whether it did."""
+        nonlocal now
         for _ in range(400):
             collect()
             while queue:
                 deliver(queue.pop(0))
                 collect()
             while (event := client.next_event()) is not None:
-                if isinstance(event, RequestCompleted) and event.request_id == again:
-                    completed = True
-            if completed:
-                break
+                if isinstance(event, RequestCompleted) and event.request_id == request_id:
+                    return True
             timers = [t for t in (c.get_timer() for c in cores.values()) if t is not None]
             if not timers:
-                break
+                return False
             now = max(now, min(timers))
             for core in cores.values():
                 if (timer := core.get_timer()) is not None and timer <= now:
                     core.handle_timer(now)
+        return False
+
+    # The adversary stops. The first request may have timed out under it; a new
+    # one must then succeed on the clean network.
+    completed = settle(request) or settle(
+        client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", now)
+    )
     assert completed
