@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket, DofError, LocalProtocolError
+from dofpy.errors import BadPacket, ClosedResourceError, DofError, LocalProtocolError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.transfer.cache import BlockCache, CacheStatistics
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
@@ -272,6 +272,17 @@ class TransferCore:
         self._by_object[manifest.object_id] = transfer_id
         self._after(now)
         return transfer_id
+
+    def cancel(self, transfer_id: int, now: float) -> bool:
+        """Stop a transfer still running: it ends with :class:`TransferFailed`
+        (``ClosedResourceError``) and its provider is told to forget it. False
+        when it had already ended."""
+        receiver = self._receivers[transfer_id]
+        if receiver.done:
+            return False
+        receiver.cancel(now, ClosedResourceError("the transfer was cancelled"))
+        self._after(now)
+        return True
 
     def receiver(self, transfer_id: int) -> Receiver:
         """The requestor state of a transfer (finished ones included)."""

@@ -508,6 +508,23 @@ class Receiver:
         )
         self._counts["fetches_sent"] += 1
 
+    def cancel(self, now: float, error: DofError) -> None:
+        """Give the transfer up now (the application no longer wants it): it
+        fails with ``error`` and the provider is told it may forget us."""
+        if self.done:
+            return
+        self.error = error
+        self._transition(_Input.GIVE_UP, now)
+        self._fetches.append(
+            (
+                self.provider,
+                FetchRequest(
+                    self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
+                ),
+            )
+        )
+        self._counts["fetches_sent"] += 1
+
     def _next_provider(self, now: float, error: DofError) -> None:
         self._failed_providers += 1
         self._timeouts_in_row = 0

@@ -105,6 +105,7 @@ class TransferNode:
         self.node = node
         """The OAP node sharing the socket: ``get``/``invoke``/``secure_session``..."""
         self._finished: dict[int, TransferEvent] = {}
+        self._cancelled: set[int] = set()
         self._waiters: dict[int, trio.Event] = {}
 
     # -- plumbing ----------------------------------------------------------------------
@@ -141,6 +142,8 @@ class TransferNode:
             if waiter is not None:
                 self._finished[event.transfer_id] = event
                 waiter.set()
+            elif event.transfer_id in self._cancelled:
+                self._cancelled.discard(event.transfer_id)
             elif isinstance(event, TransferFailed):
                 # Nobody awaits it: a relay's upstream transfer.
                 logger.warning(
@@ -202,7 +205,7 @@ class TransferNode:
         silent, refusing, or sending bad blocks), or the handshake's when the only
         provider cannot be reached securely. ``progress`` is called every
         ``progress_interval`` seconds and once at the end. Cancelling the fetch
-        leaves the transfer running in the core (it has no cancel yet).
+        stops the transfer and tells the provider it may forget it.
         """
         if not providers:
             raise ValueError("fetch needs at least one provider")
@@ -232,6 +235,11 @@ class TransferNode:
                     progress(self.core.transfer_statistics(transfer_id, trio.current_time()))
         finally:
             self._waiters.pop(transfer_id, None)
+            if not done.is_set() and not self.node.closed:
+                # The fetch was cancelled: stop the transfer and free the provider.
+                self._cancelled.add(transfer_id)
+                self.core.cancel(transfer_id, trio.current_time())
+                self._wakeup()
         event = self._finished.pop(transfer_id, None)
         if event is None:
             raise ClosedResourceError("the transfer node was closed during the fetch")

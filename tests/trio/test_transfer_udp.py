@@ -287,3 +287,36 @@ async def test_relay_whose_upstream_is_gone_fails_downstream_and_logs_it(
             with pytest.raises(BrokenResourceError, match="sent nothing"):
                 await requestor.fetch(manifest, [relay.local_address], config=slower)
     assert any("failed" in record.getMessage() for record in caplog.records)
+
+
+async def test_cancelled_fetch_stops_the_transfer_and_frees_the_provider() -> None:
+    data = make_object(8 << 20, seed=3)
+    with trio.fail_after(30):
+        async with open_transfer_node() as provider, open_transfer_node() as requestor:
+            manifest = provider.publish(data)
+            started = trio.Event()
+
+            def progress(stats: ReceiverStatistics) -> None:
+                if stats.bytes_verified > 0:
+                    started.set()
+
+            async with trio.open_nursery() as nursery:
+                cancel_scope = trio.CancelScope()
+
+                async def fetch() -> None:
+                    with cancel_scope:
+                        await requestor.fetch(
+                            manifest,
+                            [provider.local_address],
+                            progress=progress,
+                            progress_interval=0.001,
+                        )
+
+                nursery.start_soon(fetch)
+                await started.wait()
+                cancel_scope.cancel()
+            assert requestor.statistics().transfer.active_transfers == 0
+            # The "forget me" Fetch went out before this ping on the same path, so
+            # once the ping is answered the provider has let the transfer go.
+            await requestor.node.ping(provider.local_address)
+            assert provider.statistics().transfer.open_senders == 0
