@@ -108,6 +108,14 @@ class LossyLink:
         host, port = self._front.getsockname()[:2]
         return (host, port)
 
+    def upstream_address(self, client: Address) -> Address | None:
+        """The address the relay sees for ``client`` (its socket towards it)."""
+        entry = self._clients.get(client)
+        if entry is None:
+            return None
+        host, port = entry[0].getsockname()[:2]
+        return (host, port)
+
     def close(self) -> None:
         for sock in [self._front] + [s for s, _ in self._clients.values()]:
             trio.lowlevel.notify_closing(sock)
@@ -205,6 +213,8 @@ class Row:
     timeouts: int = 0
     verification_failures: int = 0
     blocks: int = 0
+    relay_blocks: int = 0  # Blocks the relay served this requestor...
+    relay_cache_hits: int = 0  # ...of which from its block cache
     intact: bool = False
     error: str | None = None
     done: bool = False
@@ -276,15 +286,18 @@ async def fetch_one(
 def print_table(rows: Sequence[Row], out: TextIO) -> None:
     out.write(
         f"  {'requestor':26} {'MiB':>6} {'seconds':>8} {'MB/s':>7} {'retransm.':>9} "
-        f"{'timeouts':>8} {'verif.fail':>10} {'verified':>8}\n"
+        f"{'timeouts':>8} {'verif.fail':>10} {'cache hits':>11} {'verified':>8}\n"
     )
     for row in rows:
         rate = row.bytes_verified / row.seconds / 1e6 if row.seconds else 0.0
         verdict = "yes" if row.intact else "NO"
+        hits = (
+            f"{100 * row.relay_cache_hits / row.relay_blocks:10.1f}%" if row.relay_blocks else "-"
+        )
         out.write(
             f"  {row.identity!s:26} {row.bytes_verified / MIB:6.1f} {row.seconds:8.2f} "
             f"{rate:7.1f} {row.retransmissions:9} {row.timeouts:8} "
-            f"{row.verification_failures:10} {verdict:>8}\n"
+            f"{row.verification_failures:10} {hits:>11} {verdict:>8}\n"
         )
         if row.error is not None:
             out.write(f"    failed: {row.error}\n")
@@ -363,6 +376,11 @@ async def run_demo(
         wall = trio.current_time() - progress.started
         final = progress.line(trio.current_time())
         out.write(("\r" + final + CLEAR_TO_END if tty else final) + "\n\n")
+        for node, row in zip(nodes, rows, strict=True):
+            seen_as = link.upstream_address(node.local_address)
+            if seen_as is not None:
+                served = relay.core.served(seen_as)
+                row.relay_blocks, row.relay_cache_hits = served.blocks, served.cache_hits
         print_table(rows, out)
         relay_stats = relay.statistics()
         cache = relay_stats.transfer.cache

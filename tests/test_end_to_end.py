@@ -26,6 +26,11 @@ async def test_demo_delivers_verified_copies_through_the_relay_over_a_lossy_link
     relay_line = next(line for line in text.splitlines() if line.startswith("  relay: cache"))
     hits = int(relay_line.split("cache ")[1].split(" hits")[0])
     assert hits > 0  # blocks asked by several requestors came from the relay's cache
+    # ... and the table shows, per requestor, the share the relay served from its cache.
+    rows = [line for line in text.splitlines() if line.endswith(" yes")]
+    shares = [float(line.split()[-2].rstrip("%")) for line in rows]
+    assert len(shares) == 3 and all(0 <= share <= 100 for share in shares)
+    assert sum(shares) > 0
     assert "Authenticator: 4 sessions granted, 0 refused" in text
     assert "3/3 requestors hold a secure session with [{03}:relay@demo.example]" in text
     link_line = next(line for line in text.splitlines() if line.startswith("  lossy link:"))

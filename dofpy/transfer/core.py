@@ -46,6 +46,7 @@ from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import Binding, CommandHead, OapPdu
 
 __all__ = [
+    "ServedStatistics",
     "TransferCompleted",
     "TransferConfig",
     "TransferCore",
@@ -114,6 +115,19 @@ class TransferStatistics:
     open_senders: int
     active_transfers: int
     cache: CacheStatistics
+
+
+@dataclass(slots=True)
+class ServedStatistics:
+    """What this core served one requestor (peer): Blocks, bytes, and how many
+    of those Blocks came from the block cache."""
+
+    blocks: int = 0
+    bytes: int = 0
+    cache_hits: int = 0
+
+
+_MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
 
 
 class _Source:
@@ -186,6 +200,7 @@ class TransferCore:
             0,
         )
         self._dropped_closed = 0
+        self._served: dict[Address, ServedStatistics] = {}
         self._block_head: CommandHead | None = None
         self._block_object: bytes | None = None
 
@@ -507,10 +522,12 @@ class TransferCore:
             if not self._provider_ready(now):
                 return
             sender = active.popleft()
+            hits_before = self.cache.hits
             found = sender.next_payload(now)
             if found is not None:
                 idle_turns = 0
                 payload, size = found
+                self._count_served(sender.peer, size, self.cache.hits - hits_before)
                 self.oap.node.send_command(
                     sender.peer, AppId.OAP, payload, now, expect_response=False
                 )
@@ -522,6 +539,26 @@ class TransferCore:
             elif sender.state is SendState.SENDING:
                 idle_turns += 1
                 active.append(sender)
+
+    def _count_served(self, peer: Address, size: int, cache_hits: int) -> None:
+        served = self._served.pop(peer, None)
+        if served is None:
+            served = ServedStatistics()
+            if len(self._served) >= _MAX_SERVED_PEERS:
+                del self._served[next(iter(self._served))]
+        served.blocks += 1
+        served.bytes += size
+        served.cache_hits += cache_hits
+        self._served[peer] = served  # most recent last
+
+    def served(self, peer: Address) -> ServedStatistics:
+        """What this core has served ``peer`` (zeros for a peer it never served)."""
+        served = self._served.get(peer)
+        return (
+            ServedStatistics()
+            if served is None
+            else ServedStatistics(served.blocks, served.bytes, served.cache_hits)
+        )
 
     def _after(self, now: float) -> None:
         for transfer_id, receiver in self._receivers.items():
