@@ -269,9 +269,13 @@ async def open_transfer_node(
     in memory). Security comes from ``config.oap.node.security``. ``pcap_path``
     captures every datagram; ``keylog_path`` appends each secure session's key
     so that Wireshark decrypts the capture. Other keyword arguments go to
-    :func:`~dofpy.trio.open_udp_endpoint`.
+    :func:`~dofpy.trio.open_udp_endpoint` (``offload`` defaults to True here:
+    UDP segmentation offload where the kernel has it).
     """
     core = TransferCore(config, store=store)
+    # Block datagrams come in runs of equal size to one peer: let the kernel
+    # segment them (UDP_SEGMENT/GRO; the endpoint falls back where unsupported).
+    endpoint_options.setdefault("offload", True)
     holder: list[TransferNode] = []
 
     def driver(node: DofNode) -> _TransferDriver:
