@@ -13,6 +13,7 @@ import secrets
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -151,8 +152,20 @@ def _run(args: argparse.Namespace) -> int:
     if command == "serve":
         listen = _address(args.listen)
         _existing_db(args.db).close()
+        own = None
+        if args.identity:
+            if not args.domain:
+                raise CliError("--identity needs --domain (the domain it is enrolled in)")
+            own = (_domain(args.domain), _identity(args.identity))
+        elif args.sealed_only:
+            raise CliError("--sealed-only needs --identity and --domain")
         print(f"authenticator serving on {listen[0]}:{listen[1]}", flush=True)
-        trio.run(serve, listen, args.db, args.keylog)
+        trio.run(
+            partial(serve, identity=own, sealed_only=args.sealed_only),
+            listen,
+            args.db,
+            args.keylog,
+        )
         return 0
     with _existing_db(args.db) as store:
         if command == "list":
@@ -239,6 +252,15 @@ def _parser() -> argparse.ArgumentParser:
     db(run)
     run.add_argument("--listen", default="0.0.0.0:3567", help="HOST:PORT (default 0.0.0.0:3567)")
     run.add_argument("--keylog", help="append granted session keys here (for Wireshark)")
+    run.add_argument(
+        "--identity",
+        help="the Authenticator's own node (enrolled in --domain): lets responders talk "
+        "TRP inside a secure session with it",
+    )
+    run.add_argument("--domain", help="the domain of --identity")
+    run.add_argument(
+        "--sealed-only", action="store_true", help="refuse TRP in the clear (needs --identity)"
+    )
     return parser
 
 

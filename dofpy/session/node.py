@@ -170,9 +170,10 @@ _MAX_HELD_PER_PEER = 256
 # Applications that may travel in the clear when security is required: session
 # set-up (DSP), key exchange (TEP, TRP) and the common operations (ping).
 _PLAINTEXT_APPS = frozenset({AppId.DSP, AppId.TEP, AppId.TRP, AppId.COMMON})
-# Applications never sealed: TEP Rekeys carry the domain only in the clear, and
-# TRP goes to the Authenticator, with which there is no session.
-_ALWAYS_PLAIN_APPS = frozenset({AppId.TEP, AppId.TRP})
+# Applications never sealed by the generic path: TEP (a Rekey names its domain
+# only in the clear; the one sealed TEP command, End Session, is sealed apart).
+# TRP is sealed when a session with the Authenticator exists (seal_authority).
+_ALWAYS_PLAIN_APPS = frozenset({AppId.TEP})
 
 
 @dataclass(frozen=True, slots=True)
@@ -613,7 +614,10 @@ class Node:
                     security.ensure_session(peer, now)
                 self._outgoing.append((session.channel.seal(packet), peer))
                 return True
-            if security.config.require_security and packet.app_id not in _PLAINTEXT_APPS:
+            if security.config.require_security and (
+                packet.app_id not in _PLAINTEXT_APPS
+                or (packet.app_id == AppId.TRP and security.config.seal_authority)
+            ):
                 security.ensure_session(peer, now)
                 return False
         self._outgoing.append((encode_frame(packet), peer))
@@ -692,7 +696,7 @@ class Node:
             SecureSessionEstablished(peer, identity, ssid, initiator, key), droppable=False
         )
         for pending in list(self._pending.values()):
-            if pending.peer == peer and pending.internal not in (_Internal.TEP, _Internal.TRP):
+            if pending.peer == peer and pending.internal is not _Internal.TEP:
                 retry_byte = 0 if pending.retry is None else pending.retry.retry_byte
                 self._emit_command(pending, retry_byte, now)
         for pending in self._held.pop(peer, ()):

@@ -118,6 +118,9 @@ class SecurityConfig:
     ``authority`` or, when it holds the credential store, from
     ``local_authority``. ``desired_duration`` is in minutes (a dofpy
     convention; the field is one byte): the initiator rekeys before it ends.
+    With ``seal_authority`` a responder talks TRP to ``authority`` only inside a
+    secure session with it (a TEP handshake with the Authenticator first), so
+    the Authenticator knows who asks and nobody sees who talks to whom.
     """
 
     domain: OID
@@ -136,6 +139,7 @@ class SecurityConfig:
     max_half_open: int = 256
     rekey_packets_left: int = 1 << 16
     session_grace: float = 30.0
+    seal_authority: bool = False
 
     def __post_init__(self) -> None:
         if len(self.secret) != 32 or len(self.cookie_key) != 32:

@@ -24,11 +24,19 @@ from dofpy.errors import BadPacket
 from dofpy.security.authority import Decision, TrpAuthority
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.session.node import CommandReceived, Node, NodeConfig
+from dofpy.session.security import SecurityConfig
 from dofpy.trio import open_udp_endpoint
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
-from dofpy.wire.trp import decode_trp_untrusted, encode_trp
-from dofpy_services.authenticator.store import AuthenticatorStore, open_store
+from dofpy.wire.trp import (
+    RequestSessionCommand,
+    TrpError,
+    TrpPdu,
+    TrpReject,
+    decode_trp_untrusted,
+    encode_trp,
+)
+from dofpy_services.authenticator.store import AuthenticatorStore, StoreError, open_store
 
 __all__ = ["AUTHENTICATOR_NODE", "AuthenticatorCore", "format_keylog_line", "serve"]
 
@@ -36,18 +44,35 @@ AUTHENTICATOR_NODE = OID(3, b"authenticator")
 
 
 class AuthenticatorCore:
-    """A DatagramCore answering TRP commands with ``authority``."""
+    """A DatagramCore answering TRP commands with ``authority``.
+
+    With ``security`` (the Authenticator's own identity in the domain, keyed by
+    ``authority`` itself as its ``local_authority``) responders may talk TRP to
+    it inside a secure session; a sealed Request Session is then granted only
+    to the responder the session authenticated. With ``sealed_only`` TRP in the
+    clear is refused (Access Denied).
+    """
 
     def __init__(
         self,
         authority: TrpAuthority,
         on_decision: Callable[[Decision, Address, float], None] | None = None,
         node_id: OID = AUTHENTICATOR_NODE,
+        *,
+        security: SecurityConfig | None = None,
+        sealed_only: bool = False,
     ) -> None:
+        if sealed_only and security is None:
+            raise ValueError("sealed_only needs a security configuration")
         self._authority = authority
         self._on_decision = on_decision
+        self._sealed_only = sealed_only
         self._node = Node(
-            NodeConfig(node_id=node_id, applications=(AppId.DSP, AppId.TRP, AppId.COMMON))
+            NodeConfig(
+                node_id=node_id if security is None else security.identity,
+                applications=(AppId.DSP, AppId.TRP, AppId.COMMON),
+                security=security,
+            )
         )
         self.decisions = 0
 
@@ -76,7 +101,12 @@ class AuthenticatorCore:
         except BadPacket as exc:
             decision = self._authority.decide_bad_payload(exc)
         else:
-            decision = self._authority.decide(pdu)
+            refusal = self._refusal(pdu, event.identity)
+            decision = (
+                self._authority.decide(pdu)
+                if refusal is None
+                else Decision(TrpReject(TrpError.ACCESS_DENIED), False, refusal)
+            )
         self.decisions += 1
         if event.op_count is not None:
             self._node.send_response(
@@ -84,6 +114,14 @@ class AuthenticatorCore:
             )
         if self._on_decision is not None:
             self._on_decision(decision, event.peer, now)
+
+    def _refusal(self, pdu: TrpPdu, identity: OID | None) -> str | None:
+        """Why a TRP command is refused before the authority decides, if it is."""
+        if identity is None:
+            return "TRP in the clear is refused here" if self._sealed_only else None
+        if isinstance(pdu, RequestSessionCommand) and pdu.responder.identity.node != identity:
+            return f"{identity} asked for a session as {pdu.responder.identity.node}"
+        return None
 
 
 def format_keylog_line(decision: Decision) -> str:
@@ -118,12 +156,18 @@ async def serve(
     db_path: str | os.PathLike[str],
     keylog_path: str | os.PathLike[str] | None = None,
     *,
+    identity: tuple[OID, OID] | None = None,
+    sealed_only: bool = False,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the Authenticator on UDP ``listen`` until cancelled, on the store at
     ``db_path`` (a SQLite file or a ``postgresql://`` URL, see
     :func:`~dofpy_services.authenticator.store.open_store`); reports the bound
-    address through ``task_status`` (for ``nursery.start``)."""
+    address through ``task_status`` (for ``nursery.start``).
+
+    ``identity`` = (domain, node): the Authenticator's own identity, enrolled in
+    that domain; with it, responders may talk TRP inside a secure session, and
+    ``sealed_only`` refuses TRP in the clear."""
     with open_store(db_path) as store:
         keylog = None
         if keylog_path is not None:
@@ -132,7 +176,27 @@ async def serve(
             keylog = os.fdopen(fd, "a", encoding="ascii")
         try:
             authority = TrpAuthority(store, secrets.token_bytes)
-            core = AuthenticatorCore(authority, _audit_writer(store, keylog))
+            security = None
+            if identity is not None:
+                domain, node = identity
+                record = store.lookup(domain, node)
+                if record is None or record.revoked:
+                    raise StoreError(f"{node} is not an active node of {domain}")
+                security = SecurityConfig(
+                    domain=domain,
+                    identity=node,
+                    secret=record.credential.secret,
+                    rng=secrets.token_bytes,
+                    cookie_key=secrets.token_bytes(32),
+                    permissions=record.permissions,
+                    local_authority=authority,
+                )
+            core = AuthenticatorCore(
+                authority,
+                _audit_writer(store, keylog),
+                security=security,
+                sealed_only=sealed_only,
+            )
             async with open_udp_endpoint(core, listen) as endpoint:
                 store.audit(time.time(), "serve", f"listen={endpoint.local_address}")
                 task_status.started(endpoint.local_address)

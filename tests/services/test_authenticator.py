@@ -4,6 +4,7 @@ PostgreSQL (``db_location``, see conftest.py)."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,32 @@ def test_cli_on_unreachable_postgres_is_a_clear_error(capsys: pytest.CaptureFixt
         capsys, "list", "--db", "postgresql://nobody@127.0.0.1:1/test?connect_timeout=2"
     )
     assert status == 2 and err.startswith("dofpy: error: cannot connect to PostgreSQL")
+
+
+async def test_sealed_only_authenticator_refuses_trp_in_the_clear(
+    db_location: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = db_location
+    enrol(db, capsys)
+    assert run(capsys, "add-node", "--db", db, "--domain", "example.org", "as@example.org")[0] == 0
+    own = (DOMAIN, OID(3, b"as@example.org"))
+    async with trio.open_nursery() as nursery:
+        address = await nursery.start(
+            partial(serve, identity=own, sealed_only=True), ("127.0.0.1", 0), db
+        )
+        _, packet = decode_frame_untrusted(await exchange(address, request(CLIENT), 9))
+        nursery.cancel_scope.cancel()
+    assert decode_trp_untrusted(packet.payload, is_response=True) == TrpReject(
+        TrpError.ACCESS_DENIED
+    )
+
+
+def test_cli_serve_checks_its_sealing_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "as.db")
+    enrol(db, capsys)
+    status, _, err = run(capsys, "serve", "--db", db, "--identity", "as@example.org")
+    assert status == 2 and "--identity needs --domain" in err
+    status, _, err = run(capsys, "serve", "--db", db, "--sealed-only")
+    assert status == 2 and "--sealed-only needs --identity" in err

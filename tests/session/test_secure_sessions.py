@@ -552,3 +552,88 @@ def test_clients_turned_away_busy_come_back_and_get_their_session() -> None:
         for c in clients
     )
     assert retries == security.half_open_refused
+
+
+def sealed_authority_world(*, sealed_only: bool) -> tuple[SecureDomain, OapCore]:
+    from dofpy.wire.oid import OID  # noqa: PLC0415
+    from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
+    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
+
+    world = SecureDomain()
+    authenticator_id = OID(3, b"authenticator@example.org")
+    world.local.enrol(authenticator_id)
+    core = AuthenticatorCore(
+        world.authority,
+        security=world.local.security(authenticator_id),
+        sealed_only=sealed_only,
+    )
+    world.net.add(core, AUTHORITY)
+    return world, core  # type: ignore[return-value]
+
+
+def test_trp_sealed_inside_a_session_with_the_authenticator() -> None:
+    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
+
+    world, authenticator = sealed_authority_world(sealed_only=True)
+    provider = world.provider(authority=AUTHORITY, seal_authority=True)
+    p = Pair(world, provider, world.client())
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert p.result(get) == RequestCompleted(get, (21,))
+    # The provider first opened a secure session with the Authenticator itself.
+    assert provider.node.peer_identity(AUTHORITY) is not None
+    assert authenticator.decisions == 1
+
+
+def test_sealed_only_authenticator_refuses_trp_in_the_clear() -> None:
+    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
+
+    world, authenticator = sealed_authority_world(sealed_only=True)
+    provider = world.provider(authority=AUTHORITY)  # asks in the clear
+    p = Pair(world, provider, world.client())
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    failed = p.result(get)
+    assert isinstance(failed, RequestFailed)
+    assert "ACCESS_DENIED" in str(failed.error)
+    assert authenticator.decisions == 1
+
+
+def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenticated() -> None:
+    from dofpy.wire.security import KeyRequest, SecurityIdentity  # noqa: PLC0415
+    from dofpy.wire.trp import (  # noqa: PLC0415
+        RequestSessionCommand,
+        TrpReject,
+        decode_trp_untrusted,
+        encode_trp,
+    )
+    from tests.session.secure_fixtures import AUTHORITY, grant  # noqa: PLC0415
+
+    world, _authenticator = sealed_authority_world(sealed_only=True)
+    # The client (authenticated to the Authenticator as itself) asks for a
+    # session key as if it were the provider.
+    from dofpy.security.crypto import build_rekey  # noqa: PLC0415
+    from dofpy.session.node import Node  # noqa: PLC0415
+
+    client = Node(world.local.node_config(CLIENT_ID, authority=AUTHORITY, seal_authority=True))
+    world.net.add(client, CLIENT)
+
+    initiator = build_rekey(world.domain.oid, CLIENT_ID, b"\x01" * 16).initiator
+    forged = RequestSessionCommand(
+        world.domain.oid,
+        KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x02" * 16, grant("p")),
+        initiator,
+    )
+    request = client.send_command(AUTHORITY, AppId.TRP, encode_trp(forged), world.net.now)
+    answers: list[object] = []
+
+    def answered() -> bool:
+        while (event := client.next_event()) is not None:
+            if getattr(event, "request_id", None) == request:
+                answers.append(event)
+        return bool(answers)
+
+    world.net.wakeup(CLIENT)
+    assert world.net.run_until(answered, max_time=30)
+    reply = decode_trp_untrusted(answers[0].payload, True)  # type: ignore[attr-defined]
+    assert isinstance(reply, TrpReject)
+    # ... it went sealed: the client holds a session with the Authenticator.
+    assert client.peer_identity(AUTHORITY) is not None
