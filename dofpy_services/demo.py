@@ -3,7 +3,8 @@
 On 127.0.0.1 (UDP), all in one process:
 
 * an **Authenticator** (the domain's Authentication Server, TRP) that every
-  secure session is authorised by;
+  secure session is authorised by; the provider and the relay ask it inside a
+  secure session of their own with it (TRP sealed, ``--sealed-only``);
 * a **provider** that publishes a random object (seeded) and serves its blocks;
 * a **caching relay**, a requestor upstream and a provider downstream, that
   fetches each block from the provider once however many requestors ask;
@@ -56,6 +57,7 @@ from dofpy_services.authenticator.daemon import AuthenticatorCore
 DOMAIN = OID(6, b"demo.example")
 PROVIDER_ID = OID(3, b"image-provider@demo.example")
 RELAY_ID = OID(3, b"relay@demo.example")
+AUTHENTICATOR_ID = OID(3, b"authenticator@demo.example")
 BLOCK_SIZE = 8192
 """Loopback is a LAN: 8 KiB blocks (the transfer's LAN size; 1 KiB is its
 default for links of unknown MTU)."""
@@ -190,11 +192,15 @@ class DemoDomain:
         self.local = LocalDomain(DOMAIN, rng=random.Random(f"{seed}:keys").randbytes)
         for identity in [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]:
             self.local.enrol(identity, grant("rxp", interface=TRANSFER_IID))
+        self.local.enrol(AUTHENTICATOR_ID)
         self.authority = self.local.authority
 
     def config(self, identity: OID, authority: Address) -> TransferConfig:
+        # Responders (provider, relay) ask the Authenticator inside a secure
+        # session with it (TRP sealed), so it knows who asks.
+        node = self.local.node_config(identity, authority=authority, seal_authority=True)
         return TransferConfig(
-            oap=OapConfig(node=self.local.node_config(identity, authority=authority)),
+            oap=OapConfig(node=node),
             receiver=ReceiverConfig(block_size=BLOCK_SIZE),
         )
 
@@ -336,7 +342,14 @@ async def run_demo(
             grants[0 if decision.granted else 1] += 1
 
         authenticator = await stack.enter_async_context(
-            open_udp_endpoint(AuthenticatorCore(domain.authority, on_decision=count))
+            open_udp_endpoint(
+                AuthenticatorCore(
+                    domain.authority,
+                    on_decision=count,
+                    security=domain.local.security(AUTHENTICATOR_ID),
+                    sealed_only=True,
+                )
+            )
         )
         authority = authenticator.local_address
         provider = await stack.enter_async_context(
