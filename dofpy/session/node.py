@@ -45,6 +45,7 @@ from dofpy.session.security import (
 )
 from dofpy.wire._codec import C4_MAX
 from dofpy.wire.common import (
+    CommonPdu,
     Heartbeat,
     Ping,
     PingResponse,
@@ -69,6 +70,7 @@ from dofpy.wire.dsp import (
     DspNop,
     DspOpen,
     DspOpenResponse,
+    DspPdu,
     DspQuery,
     DspQueryResponse,
     DspTerminate,
@@ -918,10 +920,18 @@ class Node:
         peer = self._peer(addr, now)
         if peer.state is PeerState.CLOSED:
             self._transition(peer, PeerState.IDLE)
+        # DSP and common operations are decoded before they are remembered: a
+        # malformed copy must not make a later good retry look like a duplicate.
         if app_id == AppId.DSP:
-            self._receive_dsp(payload, peer, op if remember else None, op, now, size)
+            dsp = decode_dsp_untrusted(payload, False)
+            if remember:
+                self._duplicates.begin((addr, op), now)
+            self._receive_dsp(dsp, peer, op, now, size)
         elif app_id == AppId.COMMON:
-            self._receive_common(payload, peer, op if remember else None, op, now, size)
+            common = decode_common_untrusted(payload, False)
+            if remember:
+                self._duplicates.begin((addr, op), now)
+            self._receive_common(common, peer, op, now, size)
         else:
             handler = self._command_handler
             if (
@@ -937,18 +947,7 @@ class Node:
             if remember:
                 self._duplicates.begin((addr, op), now)
 
-    def _receive_dsp(
-        self,
-        payload: bytes,
-        peer: _Peer,
-        remember: int | None,
-        op: int | None,
-        now: float,
-        size: int,
-    ) -> None:
-        pdu = decode_dsp_untrusted(payload, False)
-        if remember is not None:
-            self._duplicates.begin((peer.address, remember), now)
+    def _receive_dsp(self, pdu: DspPdu, peer: _Peer, op: int | None, now: float, size: int) -> None:
         match pdu:
             case DspOpen():
                 if peer.state is not PeerState.OPEN:
@@ -970,17 +969,8 @@ class Node:
                 pass
 
     def _receive_common(
-        self,
-        payload: bytes,
-        peer: _Peer,
-        remember: int | None,
-        op: int | None,
-        now: float,
-        size: int,
+        self, pdu: CommonPdu, peer: _Peer, op: int | None, now: float, size: int
     ) -> None:
-        pdu = decode_common_untrusted(payload, False)
-        if remember is not None:
-            self._duplicates.begin((peer.address, remember), now)
         match pdu:
             case Ping():
                 self._answer(peer, op, AppId.COMMON, encode_common(PingResponse()), now, size)
