@@ -11,7 +11,8 @@ It is built as a sans-IO core with a thin trio shell:
   objects (subclass :class:`Provider`) and requests from peers
   (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
 - security: a :class:`SecurityConfig` in :class:`NodeConfig` makes a node join
-  its domain: TEP sessions keyed by the Authenticator, AES-256-CCM on every
+  its domain (:func:`load_credentials` reads one from the file the Authenticator
+  wrote for the node): TEP sessions keyed by the Authenticator, AES-256-CCM on every
   packet, permissions checked on every request (see ``docs/operations.md``);
 - block transfer: :func:`open_transfer_node` publishes objects (a
   :class:`Manifest` with a Merkle root), relays them and fetches them, every
@@ -28,6 +29,12 @@ The wire codecs live in :mod:`dofpy.wire` (``*_untrusted`` decoders).
 """
 
 from dofpy._core import Address, DatagramCore
+from dofpy.credentials import (
+    CredentialsError,
+    NodeCredentials,
+    load_credentials,
+    write_credentials,
+)
 from dofpy.errors import (
     BadPacket,
     BrokenResourceError,
@@ -72,6 +79,7 @@ __all__ = [
     "BadPacket",
     "BrokenResourceError",
     "ClosedResourceError",
+    "CredentialsError",
     "DatagramCore",
     "DofError",
     "DofNode",
@@ -84,6 +92,7 @@ __all__ = [
     "Method",
     "Node",
     "NodeConfig",
+    "NodeCredentials",
     "OapConfig",
     "OapCore",
     "OapError",
@@ -100,7 +109,9 @@ __all__ = [
     "TransferConfig",
     "TransferNode",
     "ValueType",
+    "load_credentials",
     "open_node",
     "open_transfer_node",
     "open_udp_endpoint",
+    "write_credentials",
 ]
