@@ -10,6 +10,8 @@ It is built as a sans-IO core with a thin trio shell:
 - the async API: :func:`open_node` gives a :class:`DofNode` that provides
   objects (subclass :class:`Provider`) and requests from peers
   (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
+  a handler learns who asks (the authenticated identity) from
+  :func:`current_request`;
 - security: a :class:`SecurityConfig` in :class:`NodeConfig` makes a node join
   its domain: TEP sessions keyed by the Authenticator, AES-256-CCM on every
   packet, permissions checked on every request (see ``docs/operations.md``);
@@ -59,6 +61,7 @@ from dofpy.trio import (
     Provider,
     Subscription,
     TransferNode,
+    current_request,
     open_node,
     open_transfer_node,
     open_udp_endpoint,
@@ -100,6 +103,7 @@ __all__ = [
     "TransferConfig",
     "TransferNode",
     "ValueType",
+    "current_request",
     "open_node",
     "open_transfer_node",
     "open_udp_endpoint",

@@ -141,6 +141,12 @@ class IncomingRequest:
 
     Answer with :meth:`OapCore.respond` (the property value for GET, nothing for
     SET, the results for INVOKE) or :meth:`OapCore.respond_error`.
+
+    ``identity`` and ``permissions`` are the requestor's authenticated
+    identity and the permissions its secure session was granted (both
+    ``None`` for a request in the clear): a provider that serves on behalf of
+    its caller (a device reporting about itself) compares what the request
+    claims with ``identity``, never with anything the request carries.
     """
 
     handle: int
@@ -150,6 +156,8 @@ class IncomingRequest:
     interface: Interface
     item: Item
     values: tuple[Any, ...]
+    identity: OID | None = None
+    permissions: PermissionSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -809,7 +817,17 @@ class OapCore:
         self._next_handle += 1
         self._incoming[handle] = _Incoming(peer, op, kind, item)
         self._events.append(
-            IncomingRequest(handle, peer, kind, binding.object_id, interface, item, values)
+            IncomingRequest(
+                handle,
+                peer,
+                kind,
+                binding.object_id,
+                interface,
+                item,
+                values,
+                event.identity,
+                event.permissions,
+            )
         )
 
     def _on_raw_command(self, event: CommandReceived, now: float) -> bool:
