@@ -11,7 +11,8 @@ It is built as a sans-IO core with a thin trio shell:
   objects (subclass :class:`Provider`) and requests from peers
   (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
   a handler learns who asks (the authenticated identity) from
-  :func:`current_request`;
+  :func:`current_request`; ``Interface.client(node, peer, oid)`` gives an
+  :class:`ObjectClient` whose items are attributes (``await thermo.add(2, 3)``);
 - security: a :class:`SecurityConfig` in :class:`NodeConfig` makes a node join
   its domain: TEP sessions keyed by the Authenticator, AES-256-CCM on every
   packet, permissions checked on every request (see ``docs/operations.md``);
@@ -40,6 +41,7 @@ from dofpy.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
+from dofpy.oap.client import ItemClient, ObjectClient
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
@@ -82,6 +84,7 @@ __all__ = [
     "Event",
     "ExceptionDef",
     "Interface",
+    "ItemClient",
     "LocalProtocolError",
     "Manifest",
     "Method",
@@ -91,6 +94,7 @@ __all__ = [
     "OapCore",
     "OapError",
     "OapErrorCode",
+    "ObjectClient",
     "Param",
     "Property",
     "ProtocolError",

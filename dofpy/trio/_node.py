@@ -16,7 +16,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
@@ -587,3 +587,11 @@ async def run_oap_node(
     finally:
         if keylog is not None:
             keylog.close()
+
+
+if TYPE_CHECKING:
+    from dofpy.oap.client import RequestorNode
+
+    def _a_node_is_a_requestor(node: DofNode) -> RequestorNode:
+        # mypy checks here that Interface.client takes a DofNode.
+        return node
