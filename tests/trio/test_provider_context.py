@@ -76,7 +76,9 @@ async def test_a_device_may_report_only_as_itself() -> None:
         ):
             server.provide(REPORTS_OID, REPORTS, reports)
             peer = server.local_address
-            assert await device_a.invoke(peer, REPORTS_OID, REPORTS, "report", str(DEVICE_A), "ok")
+            assert await device_a.invoke(
+                peer, REPORTS_OID, REPORTS, "report", str(DEVICE_A), "ok"
+            ) == (1,)
             assert await device_b.invoke(
                 peer, REPORTS_OID, REPORTS, "report", str(DEVICE_B), "low battery"
             ) == (2,)
