@@ -10,6 +10,9 @@ It is built as a sans-IO core with a thin trio shell:
 - the async API: :func:`open_node` gives a :class:`DofNode` that provides
   objects (subclass :class:`Provider`) and requests from peers
   (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
+  a handler learns who asks (the authenticated identity) from
+  :func:`current_request`; ``Interface.client(node, peer, oid)`` gives an
+  :class:`ObjectClient` whose items are attributes (``await thermo.add(2, 3)``);
 - security: a :class:`SecurityConfig` in :class:`NodeConfig` makes a node join
   its domain (:func:`load_credentials` reads one from the file the Authenticator
   wrote for the node): TEP sessions keyed by the Authenticator, AES-256-CCM on every
@@ -45,6 +48,7 @@ from dofpy.errors import (
     ProtocolError,
     RemoteProtocolError,
 )
+from dofpy.oap.client import ItemClient, ObjectClient
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
@@ -66,6 +70,7 @@ from dofpy.trio import (
     Provider,
     Subscription,
     TransferNode,
+    current_request,
     open_node,
     open_transfer_node,
     open_udp_endpoint,
@@ -87,6 +92,7 @@ __all__ = [
     "Event",
     "ExceptionDef",
     "Interface",
+    "ItemClient",
     "LocalProtocolError",
     "Manifest",
     "Method",
@@ -97,6 +103,7 @@ __all__ = [
     "OapCore",
     "OapError",
     "OapErrorCode",
+    "ObjectClient",
     "Param",
     "Property",
     "ProtocolError",
@@ -109,6 +116,7 @@ __all__ = [
     "TransferConfig",
     "TransferNode",
     "ValueType",
+    "current_request",
     "load_credentials",
     "open_node",
     "open_transfer_node",

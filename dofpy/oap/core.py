@@ -141,6 +141,12 @@ class IncomingRequest:
 
     Answer with :meth:`OapCore.respond` (the property value for GET, nothing for
     SET, the results for INVOKE) or :meth:`OapCore.respond_error`.
+
+    ``identity`` and ``permissions`` are the requestor's authenticated
+    identity and the permissions its secure session was granted (both
+    ``None`` for a request in the clear): a provider that serves on behalf of
+    its caller (a device reporting about itself) compares what the request
+    claims with ``identity``, never with anything the request carries.
     """
 
     handle: int
@@ -150,6 +156,8 @@ class IncomingRequest:
     interface: Interface
     item: Item
     values: tuple[Any, ...]
+    identity: OID | None = None
+    permissions: PermissionSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,7 +449,13 @@ class OapCore:
         return alias
 
     def respond(self, request: IncomingRequest, values: Sequence[Any], now: float) -> None:
-        """Answer an :class:`IncomingRequest` successfully."""
+        """Answer an :class:`IncomingRequest` successfully.
+
+        Values the item's declaration does not allow, or a response longer than
+        the node's ``max_datagram`` once framed (and sealed), are not sent: the
+        requestor gets an internal OAP Exception saying why, and this raises
+        ``LocalProtocolError``.
+        """
         record = self._incoming.pop(request.handle, None)
         if record is None:
             raise LocalProtocolError(f"request {request.handle} was already answered")
@@ -462,6 +476,18 @@ class OapCore:
             # The application answered with values its own interface does not allow.
             self._send_exception(record, OapErrorCode.INTERNAL, True, (str(exc),), now)
             raise LocalProtocolError(f"bad response to {item.name}: {exc}") from None
+        assert record.op_count is not None  # commands without one never reach here
+        limit = self.node.config.max_datagram
+        size = self.node.response_size(record.peer, record.op_count, AppId.OAP, payload)
+        if size > limit:
+            # Sent, it would be dropped (by the kernel or on the way) and the
+            # requestor would retry until it timed out: refuse it now, loudly.
+            message = (
+                f"response of {size} bytes exceeds the {limit}-byte datagram limit: "
+                "return pages (a cursor) or use the block transfer"
+            )
+            self._send_exception(record, OapErrorCode.INTERNAL, True, (message,), now)
+            raise LocalProtocolError(f"{item.name}: {message}")
         self.node.send_response(record.peer, record.op_count, AppId.OAP, payload, now)
 
     def respond_error(
@@ -809,7 +835,17 @@ class OapCore:
         self._next_handle += 1
         self._incoming[handle] = _Incoming(peer, op, kind, item)
         self._events.append(
-            IncomingRequest(handle, peer, kind, binding.object_id, interface, item, values)
+            IncomingRequest(
+                handle,
+                peer,
+                kind,
+                binding.object_id,
+                interface,
+                item,
+                values,
+                event.identity,
+                event.permissions,
+            )
         )
 
     def _on_raw_command(self, event: CommandReceived, now: float) -> bool:

@@ -196,3 +196,24 @@ class Interface:
     def exception(self, key: int | str) -> ExceptionDef:
         result: ExceptionDef = self._typed(key, ExceptionDef)
         return result
+
+    def client(self, node: RequestorNode, peer: Address, object_id: OID) -> ObjectClient:
+        """A proxy for ``object_id`` at ``peer`` through this interface, whose
+        items are attributes: ``await proxy.add(2, 3)``, ``await
+        proxy.temperature.get()``, ``async with proxy.alarm.register() as
+        signals:`` (see :mod:`dofpy.oap.client`). ``node`` is the requestor
+        (a :class:`dofpy.DofNode`)."""
+        from dofpy.oap.client import ObjectClient  # noqa: PLC0415 (client imports this module)
+
+        return ObjectClient(node, peer, object_id, self)
+
+
+# Only the type checker needs these (dofpy.oap.client imports this module);
+# kept here, apart from the imports above, so that this addition merges
+# cleanly with concurrent changes to them.
+import typing  # noqa: E402
+
+if typing.TYPE_CHECKING:
+    from dofpy._core import Address
+    from dofpy.oap.client import ObjectClient, RequestorNode
+    from dofpy.wire.oid import OID

@@ -262,6 +262,7 @@ class SecureChannel:
         "_ccm",
         "_counter",
         "_failed",
+        "_overhead",
         "_receive_nonce",
         "_security_header",
         "_send_nonce",
@@ -283,6 +284,9 @@ class SecureChannel:
         # Fails now, not at the first packet, on a bad key, tag length or SSID.
         self._ccm = CcmKey(key, tag_length)
         self._security_header = DppSecurityHeader(ssid=ssid).encode()
+        # The security header, the CCM header (flags, a c4 packet number of at
+        # most 4 bytes) and the tag: what sealing adds to a clear datagram.
+        self._overhead = len(self._security_header) + 1 + 4 + tag_length
         self._ssid = ssid
         self.initiator = initiator
         sender, receiver = (
@@ -299,6 +303,12 @@ class SecureChannel:
     def ssid(self) -> int:
         """The SSID this session's packets carry."""
         return self._ssid
+
+    @property
+    def max_overhead(self) -> int:
+        """At most how many bytes longer a datagram sealed here is than the
+        same packet in the clear (a short packet number takes less)."""
+        return self._overhead
 
     @property
     def packets_remaining(self) -> int:

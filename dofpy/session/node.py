@@ -115,11 +115,16 @@ class NodeConfig:
     duplicate_lifetime: float = 60.0
     first_op_count: int = 1
     security: SecurityConfig | None = None
+    max_datagram: int = 65507
+    """The largest datagram this node sends: the most one IPv4 UDP datagram
+    carries by default; lower it for a path (or peers) with a smaller limit."""
 
     def __post_init__(self) -> None:
         for name in ("max_pending_commands", "max_events", "max_peers", "duplicate_entries"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+        if not 64 <= self.max_datagram <= 65535:
+            raise ValueError(f"max_datagram must be 64..65535, not {self.max_datagram}")
         if not 0 <= self.first_op_count <= C4_MAX:
             raise ValueError("first_op_count must be a c4")
 
@@ -482,6 +487,24 @@ class Node:
         """Answer the command ``op_count`` from ``peer``; duplicates of the command
         will be answered with this same response (sealed anew when secure)."""
         self._respond(peer, op_count, app_id, payload, now, limit=None)
+
+    def response_size(self, peer: Address, op_count: int, app_id: int, payload: bytes) -> int:
+        """How long the datagram :meth:`send_response` would send ``peer`` now
+        is, at most (sealed when a secure session with ``peer`` exists); compare
+        it with ``config.max_datagram`` before answering."""
+        clear = len(
+            encode_frame(
+                DppPacket(
+                    app_id=app_id,
+                    payload=payload,
+                    is_response=True,
+                    op_id_type=OpIdType.IMPLIED_RECEIVER,
+                    op_count=op_count,
+                )
+            )
+        )
+        session = None if self._security is None else self._security.session(peer)
+        return clear if session is None else clear + session.channel.max_overhead
 
     def secure_session(self, peer: Address, now: float) -> None:
         """Start a secure session with ``peer`` now (commands start one anyway

@@ -1,14 +1,22 @@
 """The trio shell: the only part of dofpy that does I/O.
 
 - :func:`open_node` — an OAP node (providers and requestors) on a UDP socket,
-  with an awaitable API.
+  with an awaitable API; :func:`current_request` tells a provider's handler
+  who asks.
 - :func:`open_transfer_node` — a block-transfer provider, caching relay and
   requestor (``await node.fetch(manifest, providers)``) on a UDP socket.
 - :func:`open_udp_endpoint` — drive any sans-IO ``DatagramCore`` over UDP.
 """
 
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
-from dofpy.trio._node import DofNode, NodeStatistics, Provider, Subscription, open_node
+from dofpy.trio._node import (
+    DofNode,
+    NodeStatistics,
+    Provider,
+    Subscription,
+    current_request,
+    open_node,
+)
 from dofpy.trio._transfer import (
     FetchProgress,
     TransferNode,
@@ -26,6 +34,7 @@ __all__ = [
     "TransferNode",
     "TransferNodeStatistics",
     "UdpEndpoint",
+    "current_request",
     "open_node",
     "open_transfer_node",
     "open_udp_endpoint",

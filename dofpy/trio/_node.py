@@ -9,13 +9,14 @@ core bounds how many may be in progress.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
@@ -44,9 +45,39 @@ from dofpy.security.keylog import format_keylog_line
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
 from dofpy.wire.oid import OID
 
-__all__ = ["DofNode", "NodeStatistics", "Provider", "Subscription", "open_node"]
+__all__ = [
+    "DofNode",
+    "NodeStatistics",
+    "Provider",
+    "Subscription",
+    "current_request",
+    "open_node",
+]
 
 logger = logging.getLogger("dofpy.node")
+
+# The request a provider's handler task serves: each request runs in a task of
+# its own, whose context (copied when trio spawns it) carries only its request.
+_current_request: contextvars.ContextVar[IncomingRequest] = contextvars.ContextVar(
+    "dofpy_current_request"
+)
+
+
+def current_request() -> IncomingRequest:
+    """The request the calling provider handler serves: its peer, object, item
+    and values, and the requestor's authenticated ``identity`` and granted
+    ``permissions`` (``None`` in the clear).
+
+    A ``get_x``/``set_x``/method handler calls it to learn who is asking
+    without overriding :meth:`Provider.handle`. Raises ``LookupError`` when
+    called anywhere but in a handler a :class:`DofNode` runs.
+    """
+    try:
+        return _current_request.get()
+    except LookupError:
+        raise LookupError(
+            "current_request() called outside a provider handler run by a DofNode"
+        ) from None
 
 
 class Provider:
@@ -57,8 +88,30 @@ class Provider:
     returning the result (one value, or a tuple when the method declares
     several results). Each may be a plain or an ``async`` function. Raise
     :class:`~dofpy.oap.errors.ProviderException` for a declared exception.
-    Override :meth:`handle` to see the whole request (peer, object, item).
+    :func:`current_request` tells a handler who asks (the requestor's
+    authenticated identity and permissions). Override :meth:`handle` to
+    dispatch in another way; :meth:`DofNode.provide` then no longer checks the
+    handlers against the interface.
     """
+
+    def missing_handlers(self, interface: Interface) -> list[str]:
+        """The handlers :meth:`handle` would look for and not find when serving
+        ``interface``: ``get_<p>`` for each readable property, ``set_<p>`` for
+        each writable one, ``<m>`` for each method (an attribute that is not
+        callable counts as missing). Empty when a subclass overrides
+        :meth:`handle`, which then dispatches by itself."""
+        if type(self).handle is not Provider.handle:
+            return []
+        wanted: list[str] = []
+        for item in interface.items:
+            if isinstance(item, Property):
+                if item.readable:
+                    wanted.append(f"get_{item.name}")
+                if item.writable:
+                    wanted.append(f"set_{item.name}")
+            elif isinstance(item, Method):
+                wanted.append(item.name)
+        return [name for name in wanted if not callable(getattr(self, name, None))]
 
     async def handle(self, request: IncomingRequest) -> Sequence[Any]:
         """Serve one request; return the response values."""
@@ -317,7 +370,11 @@ class DofNode:
         try:
             if handler is None:
                 raise OapError(OapErrorCode.NOT_FOUND, "provider withdrawn")
-            values = await handler.handle(request)
+            token = _current_request.set(request)
+            try:
+                values = await handler.handle(request)
+            finally:
+                _current_request.reset(token)
         except (ProviderException, OapError) as exc:
             error = exc
         except Exception:
@@ -354,7 +411,18 @@ class DofNode:
     # -- provider side -------------------------------------------------------------
 
     def provide(self, object_id: OID, interface: Interface, provider: Provider) -> None:
-        """Serve ``interface`` on ``object_id`` with ``provider``."""
+        """Serve ``interface`` on ``object_id`` with ``provider``.
+
+        Raises ``TypeError`` at once, naming them, when ``provider`` lacks
+        handlers the interface needs (see :meth:`Provider.missing_handlers`),
+        rather than refusing those requests one by one later.
+        """
+        missing = provider.missing_handlers(interface)
+        if missing:
+            raise TypeError(
+                f"{type(provider).__name__} cannot provide {interface.name}: "
+                f"it has no {', '.join(missing)}"
+            )
         self.core.provide(object_id, interface)
         self._handlers[(object_id.without_attributes(), interface.iid.encode())] = provider
 
@@ -519,3 +587,11 @@ async def run_oap_node(
     finally:
         if keylog is not None:
             keylog.close()
+
+
+if TYPE_CHECKING:
+    from dofpy.oap.client import RequestorNode
+
+    def _a_node_is_a_requestor(node: DofNode) -> RequestorNode:
+        # mypy checks here that Interface.client takes a DofNode.
+        return node
