@@ -17,6 +17,13 @@ Subscribe or Register; the requestor re-sends the command every
 ``subscription_refresh`` seconds while the subscription is wanted. Change and
 Signal commands are sent once (OAP defines no response to them); their 16-bit
 sequence lets the requestor count what it missed.
+
+A node configured with applications besides OAP (``NodeConfig.applications``,
+e.g. TRP for an Authenticator that is also an OAP node) hands their commands
+up unchanged as the node's :class:`CommandReceived` (with the session's
+identity and permissions); the application answers with
+``core.node.send_response``. :class:`AuthorityRequested` (a responder with
+``defer_authority``) is passed up as well.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from dofpy.oap.interface import (
 )
 from dofpy.security.permissions import is_allowed
 from dofpy.session.node import (
+    AuthorityRequested,
     CommandReceived,
     Node,
     NodeConfig,
@@ -84,6 +92,8 @@ from dofpy.wire.permissions import Action, PermissionSet
 
 __all__ = [
     "AccessDenied",
+    "AuthorityRequested",
+    "CommandReceived",
     "IncomingRequest",
     "Notification",
     "OapConfig",
@@ -232,6 +242,8 @@ OapEvent = (
     | PeerClosed
     | SecureSessionEstablished
     | SecureSessionEnded
+    | CommandReceived
+    | AuthorityRequested
 )
 
 
@@ -685,6 +697,10 @@ class OapCore:
     def _drain(self, now: float) -> None:
         while (event := self.node.next_event()) is not None:
             match event:
+                case CommandReceived() if event.app_id != AppId.OAP:
+                    # Another application the node serves (NodeConfig.applications):
+                    # the application answers with node.send_response.
+                    self._events.append(event)
                 case CommandReceived():
                     try:
                         self._on_command(event, now)
@@ -697,7 +713,12 @@ class OapCore:
                 case SessionOpened():
                     self._outgoing.pop(event.request_id, None)
                     self._events.append(event)
-                case PeerClosed() | SecureSessionEstablished() | SecureSessionEnded():
+                case (
+                    PeerClosed()
+                    | SecureSessionEstablished()
+                    | SecureSessionEnded()
+                    | AuthorityRequested()
+                ):
                     self._events.append(event)
 
     # -- provider dispatch ---------------------------------------------------------------

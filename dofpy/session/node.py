@@ -37,6 +37,7 @@ from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
 from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
 from dofpy.session.security import (
+    AuthorityRequested,
     SecureSessionEnded,
     SecureSessionEstablished,
     SecurityConfig,
@@ -80,8 +81,10 @@ from dofpy.wire.dsp import (
 )
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
+from dofpy.wire.trp import TrpPdu
 
 __all__ = [
+    "AuthorityRequested",
     "CommandHandler",
     "CommandReceived",
     "Node",
@@ -252,6 +255,7 @@ NodeEvent = (
     | PeerClosed
     | SecureSessionEstablished
     | SecureSessionEnded
+    | AuthorityRequested
 )
 
 
@@ -520,6 +524,21 @@ class Node:
         if self._security is None:
             raise LocalProtocolError("this node has no SecurityConfig")
         return self._security.end_session(peer, now)
+
+    def answer_authority(self, token: int, answer: TrpPdu, now: float) -> bool:
+        """Resume the handshake that :class:`AuthorityRequested` ``token`` waits
+        on (``defer_authority``) with the Authenticator's ``answer``: a
+        :class:`~dofpy.wire.trp.RequestSessionResponse` sends the Accept, a
+        :class:`~dofpy.wire.trp.TrpReject` (or anything else) refuses the
+        handshake, as an in-process authority's answer would.
+
+        Returns False, counted as ``authority_answers_ignored``, when nothing
+        waits on ``token`` any more (answered already, handshake timed out,
+        never issued): a late worker is harmless, never an error.
+        """
+        if self._security is None:
+            raise LocalProtocolError("this node has no SecurityConfig")
+        return self._security.answer_authority(token, answer, now)
 
     def peer_identity(self, peer: Address) -> OID | None:
         """The authenticated identity of ``peer``, when a secure session exists."""

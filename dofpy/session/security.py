@@ -32,6 +32,17 @@ The session key and the initiator's ticket come from the domain's
 Authenticator (TRP Request Session): over the network (``authority`` address)
 or in-process (``local_authority``, for a responder trusted with the domain's
 credential store).
+
+**Deferred decisions.** A responder that holds the credential store in a
+database must not wait on it inside the event loop. With ``defer_authority``
+the node does not decide at all: each Request Session becomes an
+:class:`AuthorityRequested` event, the application decides wherever it likes
+(a worker thread) and hands the answer back with
+:meth:`~dofpy.session.node.Node.answer_authority`; the handshake then goes on
+exactly as with an in-process answer. A pending decision is a half-open
+handshake (bounded by ``max_half_open``, ended by ``handshake_timeout``); an
+answer that comes too late, twice, or for a token never issued is ignored
+and counted (``authority_answers_ignored``).
 """
 
 from __future__ import annotations
@@ -80,6 +91,7 @@ from dofpy.wire.tep import (
 from dofpy.wire.trp import (
     RequestSessionCommand,
     RequestSessionResponse,
+    TrpPdu,
     TrpReject,
     decode_trp_untrusted,
     encode_trp,
@@ -90,6 +102,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COOKIE_REJECT_CODE",
+    "AuthorityRequested",
     "SecureSessionEnded",
     "SecureSessionEstablished",
     "SecurityConfig",
@@ -121,6 +134,12 @@ class SecurityConfig:
     With ``seal_authority`` a responder talks TRP to ``authority`` only inside a
     secure session with it (a TEP handshake with the Authenticator first), so
     the Authenticator knows who asks and nobody sees who talks to whom.
+    With ``defer_authority`` the application is this responder's authority:
+    every Request Session is handed up as :class:`AuthorityRequested` and
+    answered later with :meth:`~dofpy.session.node.Node.answer_authority`, so
+    a credential store in a database is never queried on the event loop (the
+    Authenticator's own handshakes). It excludes ``authority`` and
+    ``local_authority``: one place decides.
     """
 
     domain: OID
@@ -140,6 +159,7 @@ class SecurityConfig:
     rekey_packets_left: int = 1 << 16
     session_grace: float = 30.0
     seal_authority: bool = False
+    defer_authority: bool = False
 
     def __post_init__(self) -> None:
         if len(self.secret) != 32 or len(self.cookie_key) != 32:
@@ -150,6 +170,13 @@ class SecurityConfig:
             raise ValueError("desired_duration must be 1..255 minutes")
         if self.max_half_open < 1 or self.cookie_lifetime <= 0 or self.handshake_timeout <= 0:
             raise ValueError("max_half_open, cookie_lifetime, handshake_timeout must be > 0")
+        if self.defer_authority and (
+            self.authority is not None or self.local_authority is not None
+        ):
+            raise ValueError(
+                "defer_authority hands every decision to the application:"
+                " authority and local_authority would never be asked"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +200,29 @@ class SecureSessionEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthorityRequested:
+    """A responder with ``defer_authority`` needs the Authenticator's answer to
+    ``command`` (the Request Session for the Rekey from ``peer``).
+
+    Decide it (``TrpAuthority.decide(command)``, in a worker thread when the
+    credential store is a database) and give the response back with
+    :meth:`~dofpy.session.node.Node.answer_authority` before ``deadline``
+    (the handshake's end, on the node's clock). The initiator's identity in
+    ``command`` is only claimed: deciding it is what authenticates it.
+    """
+
+    token: int
+    peer: Address
+    command: RequestSessionCommand
+    deadline: float
+
+    @property
+    def initiator(self) -> OID:
+        """The identity the initiator claims."""
+        return self.command.initiator.request.identity.node
+
+
+@dataclass(frozen=True, slots=True)
 class SecurityStatistics:
     handshakes_started: int
     handshakes_completed: int
@@ -187,8 +237,11 @@ class SecurityStatistics:
     plaintext_refused: int
     rekeys: int
     busy_retries: int
+    authority_requests: int
+    authority_answers_ignored: int
     sessions: int
     half_open: int
+    authority_pending: int
 
 
 class _Phase(enum.Enum):
@@ -227,6 +280,7 @@ class _Handshake:
     accept: TepAccept | None = None
     session_key: bytes | None = field(default=None, repr=False)
     ssid: int | None = None
+    token: int | None = None  # the AuthorityRequested it waits on (defer_authority)
 
     def move(self, phase: _Phase) -> None:
         if phase not in _PHASE_TRANSITIONS[self.phase]:
@@ -252,6 +306,9 @@ class SecurityLayer:
         self._initiating: dict[Address, _Handshake] = {}
         self._responding: dict[tuple[Address, int], _Handshake] = {}
         self._authority_requests: dict[int, tuple[Address, int]] = {}
+        # defer_authority: the handshakes waiting on the application, by token.
+        self._deferred: dict[int, _Handshake] = {}
+        self._next_token = 1
         self._current: dict[Address, _Session] = {}
         self._by_ssid: dict[tuple[Address, int], _Session] = {}
         self._next_ssid = 1
@@ -270,6 +327,8 @@ class SecurityLayer:
                 "plaintext_refused",
                 "rekeys",
                 "busy_retries",
+                "authority_requests",
+                "authority_answers_ignored",
             ),
             0,
         )
@@ -281,6 +340,7 @@ class SecurityLayer:
             **self._counts,
             sessions=len(self._current),
             half_open=sum(1 for h in self._responding.values() if h.phase is not _Phase.DONE),
+            authority_pending=len(self._deferred),
         )
 
     def session(self, peer: Address) -> _Session | None:
@@ -567,6 +627,16 @@ class SecurityLayer:
         if cfg.local_authority is not None:
             decision = cfg.local_authority.decide(command)
             self._on_authority_answer(handshake, decision.response, now)
+        elif cfg.defer_authority:
+            token = self._next_token
+            self._next_token += 1
+            handshake.token = token
+            self._deferred[token] = handshake
+            self._counts["authority_requests"] += 1
+            # Not droppable: at most max_half_open of these wait at a time.
+            self._node._emit_event(
+                AuthorityRequested(token, peer, command, handshake.deadline), droppable=False
+            )
         elif cfg.authority is not None:
             request_id = self._node._send_internal_command(
                 cfg.authority, AppId.TRP, encode_trp(command), now, "trp"
@@ -574,6 +644,24 @@ class SecurityLayer:
             self._authority_requests[request_id] = (peer, op)
         else:
             self._refuse_handshake(handshake, b"no authenticator configured", now)
+
+    def answer_authority(self, token: int, answer: TrpPdu, now: float) -> bool:
+        """The application's answer to :class:`AuthorityRequested` ``token``:
+        the handshake goes on (Accept or Reject). False, and counted, when
+        nothing waits on ``token`` (unknown, answered already, or the
+        handshake ended or timed out)."""
+        handshake = self._deferred.pop(token, None)
+        if (
+            handshake is None
+            or handshake.phase is not _Phase.ASKING_AUTHORITY
+            or self._responding.get((handshake.peer, handshake.rekey_op)) is not handshake
+            or now >= handshake.deadline
+        ):
+            # A timed-out handshake is swept by handle_timer (and counted failed there).
+            self._counts["authority_answers_ignored"] += 1
+            return False
+        self._on_authority_answer(handshake, answer, now)
+        return True
 
     def on_trp_response(self, request_id: int, payload: bytes, now: float) -> None:
         key = self._authority_requests.pop(request_id, None)
@@ -665,8 +753,15 @@ class SecurityLayer:
     ) -> None:
         handshake.move(_Phase.FAILED)
         self._counts["handshakes_failed"] += 1
-        self._responding.pop((handshake.peer, handshake.rekey_op), None)
+        self._forget_handshake(handshake)
         self._reply(handshake.peer, handshake.rekey_op, TepReject(code, reason[:64]), now)
+
+    def _forget_handshake(self, handshake: _Handshake) -> None:
+        key = (handshake.peer, handshake.rekey_op)
+        if self._responding.get(key) is handshake:
+            del self._responding[key]
+        if handshake.token is not None:
+            self._deferred.pop(handshake.token, None)
 
     def _reply(self, peer: Address, op: int, pdu: object, now: float) -> None:
         assert isinstance(pdu, TepAccept | TepReject | TepConfirmAck)
@@ -763,11 +858,11 @@ class SecurityLayer:
                 self._fail(handshake, _timeout(handshake.peer), now)
             elif handshake.retry_at is not None and now >= handshake.retry_at:
                 self._retry_busy(handshake, now)
-        for key, handshake in list(self._responding.items()):
+        for handshake in list(self._responding.values()):
             if now >= handshake.deadline:
                 if handshake.phase is not _Phase.DONE:
                     self._counts["handshakes_failed"] += 1
-                del self._responding[key]
+                self._forget_handshake(handshake)
         for key, session in list(self._by_ssid.items()):
             if now < session.expires:
                 continue

@@ -96,7 +96,8 @@ class LocalDomain:
     ) -> SecurityConfig:
         """The security configuration of ``identity``: it asks for ``asks``
         (default: all it was granted); responders ask the Authenticator at
-        ``authority``, or (by default) the in-process one."""
+        ``authority``, or (by default) the in-process one, or with
+        ``defer_authority=True`` the application."""
         options: dict[str, Any] = {
             "domain": self.oid,
             "identity": identity,
@@ -107,7 +108,11 @@ class LocalDomain:
             if asks is not None
             else self._grants.get(identity, PermissionSet()),
             "authority": authority,
-            "local_authority": None if authority is not None else self.authority,
+            "local_authority": (
+                None
+                if authority is not None or overrides.get("defer_authority")
+                else self.authority
+            ),
         }
         options.update(overrides)
         return SecurityConfig(**options)

@@ -24,6 +24,8 @@ from dofpy._core import Address, DatagramCore
 from dofpy.errors import ClosedResourceError, DofError
 from dofpy.oap.core import (
     AccessDenied,
+    AuthorityRequested,
+    CommandReceived,
     IncomingRequest,
     Notification,
     OapConfig,
@@ -43,6 +45,7 @@ from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface, Method, Property
 from dofpy.security.keylog import format_keylog_line
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
+from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 
 __all__ = [
@@ -78,6 +81,11 @@ def current_request() -> IncomingRequest:
         raise LookupError(
             "current_request() called outside a provider handler run by a DofNode"
         ) from None
+
+
+ApplicationHandler = Callable[[CommandReceived | AuthorityRequested], None]
+"""Takes the commands of one non-OAP application (see
+:meth:`DofNode.set_application_handler`)."""
 
 
 class Provider:
@@ -237,6 +245,7 @@ class DofNode:
         self._notifications_dropped = 0
         self._handler_errors = 0
         self._announcements: list[ProviderAnnounced] = []
+        self._application_handlers: dict[int, ApplicationHandler] = {}
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------
@@ -327,6 +336,17 @@ class DofNode:
                     for waiter in self._secure_waiters.pop(event.peer, []):
                         waiter.error = event.error
                         waiter.done.set()
+                case CommandReceived() | AuthorityRequested():
+                    app_id = event.app_id if isinstance(event, CommandReceived) else AppId.TRP
+                    application = self._application_handlers.get(app_id)
+                    if application is None:
+                        logger.debug("no handler for application %#x: %r dropped", app_id, event)
+                        continue
+                    try:
+                        application(event)
+                    except Exception:
+                        self._handler_errors += 1
+                        logger.exception("handler of application %#x failed on %r", app_id, event)
                 case AccessDenied():
                     logger.warning(
                         "refused %s by %s (%s) on %s %s",
@@ -336,6 +356,25 @@ class DofNode:
                         event.object_id,
                         event.interface,
                     )
+
+    def set_application_handler(self, app_id: int, handler: ApplicationHandler | None) -> None:
+        """Hand the commands of application ``app_id`` (one the node serves
+        besides OAP: ``NodeConfig.applications``) to ``handler`` as
+        :class:`~dofpy.session.node.CommandReceived`; ``None`` removes it.
+
+        The handler of ``AppId.TRP`` also takes the
+        :class:`~dofpy.session.security.AuthorityRequested` of a node with
+        ``defer_authority`` (both are TRP Request Sessions to decide). It runs
+        in the receive path, so it must not block: start a task (bounded by
+        the application) that answers with ``core.node.send_response`` or
+        ``core.node.answer_authority``, then :meth:`wakeup`. What it raises is
+        logged and counted (``handler_errors``). Commands of an application
+        without a handler are dropped (their requestor times out).
+        """
+        if handler is None:
+            self._application_handlers.pop(app_id, None)
+        else:
+            self._application_handlers[app_id] = handler
 
     def _on_secure_session(self, event: SecureSessionEstablished) -> None:
         logger.info(
