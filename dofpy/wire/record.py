@@ -563,7 +563,9 @@ def record_to_value(value: object) -> dict[str, object]:
 
     Raises ``TypeError`` or ``ValueError`` for a field value its type does not allow.
     """
-    schema = _schema(type(value))
+    # The nearest record class: an undecorated subclass encodes as its record base.
+    kind = next((k for k in type(value).__mro__ if is_record(k)), type(value))
+    schema = _schema(kind)
     return schema.encode(value, schema.kind.__name__, 0, _Walk())
 
 
