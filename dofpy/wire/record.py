@@ -284,6 +284,8 @@ class _Identifier(_Codec):
         except BadPacket as exc:
             raise BadPacket(f"{path}: {exc}") from None
         assert isinstance(decoded, OID | IID)
+        # Defensive: the DOF decoders accept only minimal encodings today; a
+        # record's canonical form must not depend on that staying true.
         if decoded.encode() != value:
             raise BadPacket(f"{path}: {self.name} not minimally encoded")
         return decoded
