@@ -6,7 +6,8 @@ It is built as a sans-IO core with a thin trio shell:
 
 - objects: :class:`Interface` with typed :class:`Property`, :class:`Method`,
   :class:`Event` and :class:`ExceptionDef` items, addressed by :class:`OID`
-  and :class:`IID`;
+  and :class:`IID`; structured values are records (:func:`record`, frozen
+  dataclasses sent as canonical CBOR maps) and :class:`RecordList`;
 - the async API: :func:`open_node` gives a :class:`DofNode` that provides
   objects (subclass :class:`Provider`) and requests from peers
   (``await node.get(...)``, ``set``, ``invoke``, ``subscribe``, ``ping``);
@@ -58,6 +59,7 @@ from dofpy.oap.interface import (
     Method,
     Param,
     Property,
+    RecordList,
     ValueType,
 )
 from dofpy.session._retry import RetryPolicy
@@ -76,6 +78,17 @@ from dofpy.trio import (
     open_udp_endpoint,
 )
 from dofpy.wire.oid import IID, OID
+from dofpy.wire.record import (
+    IntRange,
+    MaxLen,
+    UInt8,
+    UInt16,
+    UInt32,
+    UInt64,
+    decode_record_untrusted,
+    encode_record,
+    record,
+)
 
 __all__ = [
     "IID",
@@ -91,10 +104,12 @@ __all__ = [
     "DofTimeoutError",
     "Event",
     "ExceptionDef",
+    "IntRange",
     "Interface",
     "ItemClient",
     "LocalProtocolError",
     "Manifest",
+    "MaxLen",
     "Method",
     "Node",
     "NodeConfig",
@@ -109,17 +124,25 @@ __all__ = [
     "ProtocolError",
     "Provider",
     "ProviderException",
+    "RecordList",
     "RemoteProtocolError",
     "RetryPolicy",
     "SecurityConfig",
     "Subscription",
     "TransferConfig",
     "TransferNode",
+    "UInt8",
+    "UInt16",
+    "UInt32",
+    "UInt64",
     "ValueType",
     "current_request",
+    "decode_record_untrusted",
+    "encode_record",
     "load_credentials",
     "open_node",
     "open_transfer_node",
     "open_udp_endpoint",
+    "record",
     "write_credentials",
 ]

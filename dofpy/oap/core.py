@@ -44,7 +44,8 @@ from dofpy.oap.interface import (
     Item,
     Method,
     Property,
-    check_values,
+    incoming_values_untrusted,
+    outgoing_values,
 )
 from dofpy.security.permissions import is_allowed
 from dofpy.session.node import (
@@ -475,10 +476,10 @@ class OapCore:
         item = record.item
         try:
             if isinstance(item, Property) and record.kind is RequestKind.GET:
-                check_values(item.params, values, f"{item.name} value")
+                values = outgoing_values(item.params, values, f"{item.name} value")
                 payload = encode_oap(GetResponse(values))
             elif isinstance(item, Method):
-                check_values(item.results, values, f"{item.name} results")
+                values = outgoing_values(item.results, values, f"{item.name} results")
                 payload = encode_oap(InvokeResponse(values))
             else:
                 if values:
@@ -520,8 +521,8 @@ class OapCore:
     ) -> int:
         """Send the new value of an observable property to its subscribers."""
         item = interface.property(prop)
-        check_values(item.params, (value,), f"{item.name} value")
-        return self._notify(object_id, interface, item, RequestKind.SUBSCRIBE, (value,), now)
+        values = outgoing_values(item.params, (value,), f"{item.name} value")
+        return self._notify(object_id, interface, item, RequestKind.SUBSCRIBE, values, now)
 
     def signal(
         self,
@@ -533,8 +534,8 @@ class OapCore:
     ) -> int:
         """Signal an event to every registrant; returns how many were sent."""
         item = interface.event(event)
-        check_values(item.values, tuple(values), f"{item.name} values")
-        return self._notify(object_id, interface, item, RequestKind.REGISTER, tuple(values), now)
+        wire = outgoing_values(item.values, tuple(values), f"{item.name} values")
+        return self._notify(object_id, interface, item, RequestKind.REGISTER, wire, now)
 
     # -- requestor side ----------------------------------------------------------------
 
@@ -559,8 +560,8 @@ class OapCore:
         item = interface.property(prop)
         if not item.writable:
             raise LocalProtocolError(f"{interface.name}.{item.name} is not writable")
-        check_values(item.params, (value,), f"{item.name} value")
-        pdu = SetCommand(item.item_id, Binding(interface.iid, object_id), (value,))
+        values = outgoing_values(item.params, (value,), f"{item.name} value")
+        pdu = SetCommand(item.item_id, Binding(interface.iid, object_id), values)
         return self._request(peer, pdu, _Outgoing(RequestKind.SET, interface, item), now)
 
     def invoke(
@@ -573,8 +574,8 @@ class OapCore:
         now: float,
     ) -> int:
         item = interface.method(method)
-        check_values(item.arguments, tuple(arguments), f"{item.name} arguments")
-        pdu = InvokeCommand(item.item_id, Binding(interface.iid, object_id), tuple(arguments))
+        values = outgoing_values(item.arguments, tuple(arguments), f"{item.name} arguments")
+        pdu = InvokeCommand(item.item_id, Binding(interface.iid, object_id), values)
         return self._request(peer, pdu, _Outgoing(RequestKind.INVOKE, interface, item), now)
 
     def subscribe(
@@ -947,14 +948,12 @@ class OapCore:
                 case SetCommand():
                     if not (isinstance(item, Property) and item.writable):
                         raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not writable")
-                    values = pdu.values
-                    _check(item.params, values, item.name)
+                    values = _check(item.params, pdu.values, item.name)
                     return RequestKind.SET, values, None
                 case InvokeCommand():
                     if not isinstance(item, Method):
                         raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not a method")
-                    values = pdu.values
-                    _check(item.arguments, values, item.name)
+                    values = _check(item.arguments, pdu.values, item.name)
                     return RequestKind.INVOKE, values, None
                 case SubscribeCommand():
                     if not (isinstance(item, Property) and item.observable):
@@ -1007,8 +1006,8 @@ class OapCore:
             ):
                 params = sub.item.params if isinstance(sub.item, Property) else sub.item.values
                 try:
-                    check_values(params, pdu.values, sub.item.name)
-                except (TypeError, ValueError):
+                    values = incoming_values_untrusted(params, pdu.values, sub.item.name)
+                except BadPacket:
                     self._counts["bad_oap_payloads"] += 1
                     return
                 missed = 0
@@ -1020,7 +1019,7 @@ class OapCore:
                 sub.last_sequence = pdu.sequence
                 self._counts["notifications_received"] += 1
                 self._counts["notifications_missed"] += missed
-                self._events.append(Notification(sub.sub_id, pdu.values, pdu.sequence, missed))
+                self._events.append(Notification(sub.sub_id, values, pdu.sequence, missed))
                 return
         self._counts["notifications_unmatched"] += 1
 
@@ -1067,11 +1066,11 @@ class OapCore:
                 else ()
             )
             try:
-                check_values(
+                values = incoming_values_untrusted(
                     params, values, f"response of {record.item.name if record.item else ''}"
                 )
-            except (TypeError, ValueError) as exc:
-                self._on_failure(event.request_id, BadPacket(str(exc)), record)
+            except BadPacket as exc:
+                self._on_failure(event.request_id, exc, record)
                 return
         if record.subscription is not None:
             sub = self._subscriptions.get(record.subscription)
@@ -1138,8 +1137,9 @@ class _Refusal(Exception):
         self.message = message
 
 
-def _check(params: Sequence[Any], values: tuple[Any, ...], name: str) -> None:
+def _check(params: Sequence[Any], values: tuple[Any, ...], name: str) -> tuple[Any, ...]:
+    """The command's values for the application (records decoded), or a refusal."""
     try:
-        check_values(params, values, name)
-    except (TypeError, ValueError) as exc:
+        return incoming_values_untrusted(params, values, name)
+    except BadPacket as exc:
         raise _Refusal(OapErrorCode.INVALID_VALUE, str(exc)) from None

@@ -3,9 +3,12 @@
 An interface is a contract between providers and requestors. Every item has an
 item id (unique within the interface) that travels on the wire, and a name for
 programs. Values are typed with a small set of value types that map onto the
-CBOR value lists carried on the wire; both sides check values against the
+CBOR value lists carried on the wire, with records (:func:`dofpy.wire.record.record`)
+and lists of records (:class:`RecordList`); both sides check values against the
 declaration, so a provider never sees a mistyped argument and a requestor never
-returns a mistyped result.
+returns a mistyped result. :func:`outgoing_values` checks what the application
+sends and turns records into CBOR maps; :func:`incoming_values_untrusted` checks
+what a peer sent and turns maps back into record instances.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dofpy.errors import BadPacket
 from dofpy.wire.oid import IID
+from dofpy.wire.record import is_record, record_from_value_untrusted, record_to_value
 
 __all__ = [
     "Event",
@@ -24,9 +29,13 @@ __all__ = [
     "Item",
     "Method",
     "Param",
+    "ParamType",
     "Property",
+    "RecordList",
     "ValueType",
     "check_values",
+    "incoming_values_untrusted",
+    "outgoing_values",
 ]
 
 
@@ -63,30 +72,138 @@ class ValueType(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class RecordList:
+    """A value type: a list of records of one class (a CBOR array of maps).
+
+    ``Param("devices", RecordList(DeviceSummary))``: the application sends a
+    sequence of ``DeviceSummary`` and receives a tuple of them.
+    """
+
+    record: type[Any]
+
+    def __post_init__(self) -> None:
+        if not is_record(self.record):
+            raise TypeError(f"RecordList({self.record!r}): not a record class (use @record)")
+
+
+ParamType = ValueType | RecordList | type[Any]
+"""What a value may be declared as: a :class:`ValueType`, a record class, or a
+:class:`RecordList`."""
+
+
+def _check_param_type(kind: object, where: str) -> None:
+    if not (isinstance(kind, ValueType | RecordList) or is_record(kind)):
+        raise TypeError(f"{where}: type must be a ValueType, a record class or a RecordList")
+
+
+def _type_name(kind: ParamType) -> str:
+    if isinstance(kind, ValueType):
+        return kind.value
+    if isinstance(kind, RecordList):
+        return f"a list of {kind.record.__name__}"
+    return kind.__name__
+
+
+@dataclass(frozen=True, slots=True)
 class Param:
     """A named, typed value in a method's arguments or results, or an event's values."""
 
     name: str
-    type: ValueType
+    type: ParamType
     optional: bool = False
+
+    def __post_init__(self) -> None:
+        _check_param_type(self.type, f"parameter {self.name}")
+
+
+def _check_count(params: Sequence[Param], values: Sequence[Any], what: str) -> str | None:
+    required = sum(1 for p in params if not p.optional)
+    if required <= len(values) <= len(params):
+        return None
+    if required != len(params):
+        return f"{what}: expected {required}..{len(params)} values, got {len(values)}"
+    return f"{what}: expected {len(params)} values, got {len(values)}"
+
+
+def _outgoing(param: Param, value: Any, what: str) -> Any:
+    kind = param.type
+    if isinstance(kind, ValueType):
+        if not kind.accepts(value):
+            raise TypeError(
+                f"{what}: {param.name} must be {kind.value}, got {type(value).__name__}"
+            )
+        return value
+    if isinstance(kind, RecordList):
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"{what}: {param.name} must be {_type_name(kind)}")
+        return [_outgoing_record(kind.record, item, param, what) for item in value]
+    return _outgoing_record(kind, value, param, what)
+
+
+def _outgoing_record(kind: type[Any], value: Any, param: Param, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise TypeError(f"{what}: {param.name} must be {kind.__name__}, got {type(value).__name__}")
+    try:
+        return record_to_value(value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{what}: {param.name}: {exc}") from None
+
+
+def outgoing_values(params: Sequence[Param], values: Sequence[Any], what: str) -> tuple[Any, ...]:
+    """``values`` (as the application gives them) checked against ``params`` and
+    ready for the wire: records become CBOR maps, record lists lists of maps.
+
+    Raises ``TypeError``/``ValueError`` unless ``values`` fit ``params``.
+    """
+    problem = _check_count(params, values, what)
+    if problem is not None:
+        raise ValueError(problem)
+    return tuple(
+        value if value is None and param.optional else _outgoing(param, value, what)
+        for param, value in zip(params, values, strict=False)
+    )
+
+
+def _incoming(param: Param, value: Any, what: str) -> Any:
+    kind = param.type
+    if isinstance(kind, ValueType):
+        if not kind.accepts(value):
+            raise BadPacket(
+                f"{what}: {param.name} must be {kind.value}, got {type(value).__name__}"
+            )
+        return value
+    try:
+        if isinstance(kind, RecordList):
+            if not isinstance(value, list | tuple):
+                raise BadPacket(f"must be {_type_name(kind)}, got {type(value).__name__}")
+            return tuple(record_from_value_untrusted(kind.record, item) for item in value)
+        return record_from_value_untrusted(kind, value)
+    except BadPacket as exc:
+        raise BadPacket(f"{what}: {param.name}: {exc}") from None
+
+
+def incoming_values_untrusted(
+    params: Sequence[Param], values: Sequence[Any], what: str
+) -> tuple[Any, ...]:
+    """``values`` from a peer (a decoded value list) checked against ``params`` and
+    ready for the application: CBOR maps become record instances, record lists
+    tuples of them.
+
+    Untrusted input: raises only ``BadPacket`` (naming the parameter and field).
+    """
+    problem = _check_count(params, values, what)
+    if problem is not None:
+        raise BadPacket(problem)
+    return tuple(
+        value if value is None and param.optional else _incoming(param, value, what)
+        for param, value in zip(params, values, strict=False)
+    )
 
 
 def check_values(params: Sequence[Param], values: Sequence[Any], what: str) -> None:
-    """Raise ``TypeError``/``ValueError`` unless ``values`` fit ``params``."""
-    required = sum(1 for p in params if not p.optional)
-    if not required <= len(values) <= len(params):
-        raise ValueError(
-            f"{what}: expected {required}..{len(params)} values, got {len(values)}"
-            if required != len(params)
-            else f"{what}: expected {len(params)} values, got {len(values)}"
-        )
-    for param, value in zip(params, values, strict=False):
-        if value is None and param.optional:
-            continue
-        if not param.type.accepts(value):
-            raise TypeError(
-                f"{what}: {param.name} must be {param.type.value}, got {type(value).__name__}"
-            )
+    """Raise ``TypeError``/``ValueError`` unless ``values`` (as the application
+    gives them) fit ``params``; :func:`outgoing_values` also converts them."""
+    outgoing_values(params, values, what)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +212,13 @@ class Property:
 
     item_id: int
     name: str
-    type: ValueType
+    type: ParamType
     readable: bool = True
     writable: bool = False
     observable: bool = False
+
+    def __post_init__(self) -> None:
+        _check_param_type(self.type, f"property {self.name}")
 
     @property
     def params(self) -> tuple[Param, ...]:

@@ -134,7 +134,7 @@ def encode_values(values: Sequence[object]) -> bytes:
 # -- decoding ------------------------------------------------------------------
 
 
-def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget) -> int:
+def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget, what: str) -> int:
     """Check the structure of one CBOR data item at ``pos``; return its end.
 
     This runs before cbor2 sees the bytes, so that tags, indefinite lengths,
@@ -142,9 +142,9 @@ def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget) -> int:
     asking cbor2 to allocate or interpret anything.
     """
     if not budget.spend():
-        raise BadPacket(f"value list has more than {MAX_ITEMS} items")
+        raise BadPacket(f"{what} has more than {MAX_ITEMS} items")
     if pos >= len(data):
-        raise BadPacket("value list truncated")
+        raise BadPacket(f"{what} truncated")
     initial = data[pos]
     pos += 1
     major, info = initial >> 5, initial & 0x1F
@@ -154,17 +154,17 @@ def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget) -> int:
         if info in _FLOAT_INFO:
             end = pos + _ARG_BYTES[info]
             if end > len(data):
-                raise BadPacket("value list truncated in a float")
+                raise BadPacket(f"{what} truncated in a float")
             return end
         raise BadPacket(f"CBOR simple value or break (0x{initial:02x}) not allowed")
     if major == _MAJOR_TAG:
-        raise BadPacket("CBOR tags are not allowed in a value list")
+        raise BadPacket(f"CBOR tags are not allowed in a {what}")
     if info < 24:
         argument = info
     elif info in _ARG_BYTES:
         width = _ARG_BYTES[info]
         if pos + width > len(data):
-            raise BadPacket("value list truncated in a CBOR head")
+            raise BadPacket(f"{what} truncated in a CBOR head")
         argument = int.from_bytes(data[pos : pos + width], "big")
         pos += width
         if argument < _ARG_MINIMUM[info]:
@@ -175,16 +175,16 @@ def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget) -> int:
         return pos
     if major in (_MAJOR_BYTES, _MAJOR_TEXT):
         if argument > len(data) - pos:
-            raise BadPacket("CBOR string runs past the end of the value list")
+            raise BadPacket(f"CBOR string runs past the end of the {what}")
         return pos + argument
     # An array or a map: every contained item takes at least one byte.
     count = argument if major == _MAJOR_ARRAY else 2 * argument
     if count > len(data) - pos:
         raise BadPacket("CBOR container claims more items than bytes remain")
     if depth > MAX_DEPTH:
-        raise BadPacket(f"value list nested deeper than {MAX_DEPTH} levels")
+        raise BadPacket(f"{what} nested deeper than {MAX_DEPTH} levels")
     for _ in range(count):
-        pos = _scan_item(data, pos, depth + 1, budget)
+        pos = _scan_item(data, pos, depth + 1, budget, what)
     return pos
 
 
@@ -200,6 +200,32 @@ def _check_keys(value: object) -> None:
             _check_keys(item)
 
 
+def _decode_canonical(data: bytes, what: str) -> object:
+    """Decode exactly one CBOR data item in the supported subset, in canonical
+    form, within the limits; ``what`` names it in error messages.
+
+    Untrusted input: raises only ``BadPacket``. Shared by the value-list and
+    the record decoders (both ``*_untrusted``), so both refuse the same things.
+    """
+    raw = bytes(data)
+    if len(raw) > MAX_VALUES_SIZE:
+        raise BadPacket(f"{what} of {len(raw)} bytes exceeds {MAX_VALUES_SIZE}")
+    end = _scan_item(raw, 0, 0, _Budget(), what)
+    if end != len(raw):
+        raise BadPacket(f"{what}: {len(raw) - end} trailing bytes after the item")
+    try:
+        decoded = cbor2.loads(raw, max_depth=MAX_DEPTH + 1, allow_indefinite=False)
+        _check_keys(decoded)
+        canonical = cbor2.dumps(decoded, canonical=True)
+    except BadPacket:
+        raise
+    except Exception as exc:  # cbor2 raises several unrelated types (bad UTF-8, unhashable keys...)
+        raise BadPacket(f"{what} does not decode: {exc}") from None
+    if canonical != raw:
+        raise BadPacket(f"{what} is not in canonical CBOR form")
+    return decoded
+
+
 def decode_values_untrusted(data: bytes) -> tuple[object, ...]:
     """Decode an OAP value list (one canonical CBOR array) into a tuple.
 
@@ -211,18 +237,6 @@ def decode_values_untrusted(data: bytes) -> tuple[object, ...]:
         raise BadPacket(f"value list of {len(raw)} bytes exceeds {MAX_VALUES_SIZE}")
     if not raw or raw[0] >> 5 != _MAJOR_ARRAY:
         raise BadPacket("a value list must be one CBOR array")
-    end = _scan_item(raw, 0, 0, _Budget())
-    if end != len(raw):
-        raise BadPacket(f"value list: {len(raw) - end} trailing bytes after the array")
-    try:
-        decoded = cbor2.loads(raw, max_depth=MAX_DEPTH + 1, allow_indefinite=False)
-        _check_keys(decoded)
-        canonical = cbor2.dumps(decoded, canonical=True)
-    except BadPacket:
-        raise
-    except Exception as exc:  # cbor2 raises several unrelated types (bad UTF-8, unhashable keys...)
-        raise BadPacket(f"value list does not decode: {exc}") from None
-    if canonical != raw:
-        raise BadPacket("value list is not in canonical CBOR form")
+    decoded = _decode_canonical(raw, "value list")
     assert isinstance(decoded, list)
     return tuple(decoded)
