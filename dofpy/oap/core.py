@@ -511,7 +511,14 @@ class OapCore:
         if record is None:
             raise LocalProtocolError(f"request {request.handle} was already answered")
         if isinstance(error, ProviderException):
-            self._send_exception(record, error.definition.item_id, False, error.values, now)
+            definition = error.definition
+            try:
+                values = outgoing_values(definition.values, error.values, definition.name)
+            except (TypeError, ValueError) as exc:
+                # A declared exception with values its declaration does not allow.
+                self._send_exception(record, OapErrorCode.INTERNAL, True, (str(exc),), now)
+                raise LocalProtocolError(f"bad exception {definition.name}: {exc}") from None
+            self._send_exception(record, definition.item_id, False, values, now)
         else:
             assert error.code is not None
             self._send_exception(record, error.code, True, (str(error),), now)
@@ -1090,8 +1097,14 @@ class OapCore:
             try:
                 definition = record.interface.exception(pdu.code)
             except (KeyError, TypeError):
-                definition = ExceptionDef(pdu.code, f"exception {pdu.code}")
-            return ProviderException(definition, pdu.values)
+                return ProviderException(
+                    ExceptionDef(pdu.code, f"exception {pdu.code}"), pdu.values
+                )
+            try:
+                values = incoming_values_untrusted(definition.values, pdu.values, definition.name)
+            except BadPacket as exc:
+                return exc
+            return ProviderException(definition, values)
         message = pdu.values[0] if pdu.values and isinstance(pdu.values[0], str) else ""
         return OapError(pdu.code, message)
 

@@ -16,9 +16,10 @@ from dofpy.oap.core import (
     RequestFailed,
     RequestKind,
 )
-from dofpy.oap.errors import OapErrorCode
+from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
     Event,
+    ExceptionDef,
     Interface,
     Method,
     Param,
@@ -249,3 +250,55 @@ def test_value_conversion_functions() -> None:
         Property(9, "x", dict)
     with pytest.raises(TypeError, match="not a record class"):
         RecordList(OID)
+
+
+UNKNOWN = ExceptionDef(4, "UnknownDevice", (Param("device", DeviceSummary),))
+STRICT_FLEET = Interface.define(FLEET.iid, "Fleet", [*FLEET.items, UNKNOWN])
+
+
+def test_declared_exceptions_carry_record_values() -> None:
+    """A declared exception's values are converted and checked like any
+    other: a record instance on both sides, a wrong value refused at the
+    provider with INTERNAL."""
+    h = Harness(STRICT_FLEET)
+    answers = iter([(DEVICES[1],), ({"device": "not a summary"},)])
+
+    def refuse(request: IncomingRequest) -> None:
+        values = next(answers)
+        try:
+            h.provider.respond_error(request, ProviderException(UNKNOWN, values), h.net.now)
+        except LocalProtocolError as exc:
+            assert "bad exception UnknownDevice" in str(exc)
+        h.net.wakeup(P)
+
+    h.answer = refuse  # type: ignore[method-assign]
+    call = h.requestor.invoke(P, FLEET_OID, STRICT_FLEET, "query", [Query()], h.net.now)
+    failed = h.result(call)
+    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed.error, ProviderException)
+    assert failed.error.definition == UNKNOWN and failed.error.values == (DEVICES[1],)
+    call = h.requestor.invoke(P, FLEET_OID, STRICT_FLEET, "query", [Query()], h.net.now)
+    failed = h.result(call)
+    assert isinstance(failed, RequestFailed) and isinstance(failed.error, OapError)
+    assert failed.error.code == OapErrorCode.INTERNAL
+
+
+def test_requestor_fails_a_declared_exception_with_a_malformed_record() -> None:
+    loose = Interface.define(
+        FLEET.iid,
+        "Fleet",
+        [*LOOSE_FLEET.items, ExceptionDef(4, "UnknownDevice", (Param("device", ValueType.MAP),))],
+    )
+    h = Harness(loose)
+
+    def refuse(request: IncomingRequest) -> None:
+        h.provider.respond_error(
+            request, ProviderException(loose.exception(4), ({"version": 1},)), h.net.now
+        )
+        h.net.wakeup(P)
+
+    h.answer = refuse  # type: ignore[method-assign]
+    call = h.requestor.invoke(P, FLEET_OID, STRICT_FLEET, "query", [Query()], h.net.now)
+    failed = h.result(call)
+    assert isinstance(failed, RequestFailed) and isinstance(failed.error, BadPacket)
+    assert "DeviceSummary.device: required field missing" in str(failed.error)
