@@ -302,11 +302,12 @@ def test_corrupt_permissions_are_a_store_error(db_location: str) -> None:
 
 def test_a_newer_schema_is_refused(db_location: str) -> None:
     enrolled(db_location).close()
-    if is_postgres_url(db_location):
-        raw(db_location, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    else:
-        raw(db_location, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+    raw(
+        db_location,
+        "UPDATE dofpy_migrations SET version = ? WHERE service = 'authenticator'",
+        (SCHEMA_VERSION + 1,),
+    )
+    with pytest.raises(StoreError, match=f"authenticator .* schema version {SCHEMA_VERSION + 1}"):
         open_store(db_location)
 
 
@@ -319,7 +320,7 @@ def test_sqlite_file_is_private_and_checked(tmp_path: Path) -> None:
     assert (path.stat().st_mode & 0o777) == 0o600
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="not an Authenticator database"):
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
         open_store(junk)
 
 
@@ -339,7 +340,9 @@ def test_postgres_tables_are_created_once(postgres_url: str) -> None:
     stores = in_threads(4, lambda _: open_store(postgres_url))
     for store in stores:
         store.close()
-    assert raw(postgres_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert raw(postgres_url, "SELECT service, version FROM dofpy_migrations") == [
+        ("authenticator", SCHEMA_VERSION)
+    ]
 
 
 def test_postgres_unreachable_is_a_store_error() -> None:
@@ -349,7 +352,6 @@ def test_postgres_unreachable_is_a_store_error() -> None:
 
 def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    monkeypatch.delitem(sys.modules, "dofpy_services.authenticator.postgres_store", raising=False)
     with pytest.raises(StoreError, match=r"dofpy\[postgres\]"):
         open_store("postgresql://127.0.0.1/test")
 
