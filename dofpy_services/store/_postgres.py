@@ -6,26 +6,28 @@ with ``?options=-csearch_path%3Dname`` in the URL). Migrations run in one
 transaction under an advisory lock, so processes starting together apply them
 once.
 
-Connections come from a :class:`psycopg_pool.ConnectionPool`. Each one is
-checked as it is taken (one empty query), so a connection that broke while
-idle (server restart, ``pg_terminate_backend``) is replaced instead of failing
-the next call; the pool reconnects in the background with exponential
-back-off and jitter (1 s, doubling), starting over every ``reconnect_timeout``
-so that no wait between attempts grows beyond it. A call whose connection
-breaks while it runs fails with :class:`~dofpy_services.store.StoreUnavailable`
-and is never retried: a write that broke while committing may have committed.
+Connections come from a :class:`psycopg_pool.ConnectionPool`, which replaces
+a broken one in the background, reconnecting with exponential back-off and
+jitter (1 s, doubling), starting over every ``reconnect_timeout`` so that no
+wait between attempts grows beyond it. A connection that broke while idle
+(server restart, ``pg_terminate_backend``) fails at BEGIN, before anything of
+the call ran, and the call moves to another. A call whose connection breaks
+after BEGIN fails with :class:`~dofpy_services.store.StoreUnavailable` and is
+never retried: a write that broke while committing may have committed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from typing import TypeVar
 
 import psycopg
 import psycopg_pool
 from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
 
 from dofpy_services.store._base import (
     MIGRATIONS_TABLE,
@@ -139,6 +141,7 @@ class PostgresBackend(Backend):
     ) -> None:
         self.where = describe(url)
         self._acquire_timeout = acquire_timeout
+        self._pool_size = pool_size
         # Sessions show up in pg_stat_activity as dofpy-<service> unless the URL names them.
         settings: dict[str, object] = {
             "autocommit": True,
@@ -153,7 +156,6 @@ class PostgresBackend(Backend):
                 min_size=min(min_connections, pool_size),
                 max_size=pool_size,
                 open=False,
-                check=psycopg_pool.ConnectionPool.check_connection,
                 timeout=acquire_timeout,
                 reconnect_timeout=reconnect_timeout,
                 name=f"dofpy-{service}",
@@ -202,24 +204,53 @@ class PostgresBackend(Backend):
                 ) from None
 
     def run(self, fn: Callable[[Transaction], T], *, write: bool, kind: str) -> T:
+        # Reads see one snapshot and cannot write; writes keep READ COMMITTED
+        # and lock what they change (SELECT ... FOR UPDATE).
+        begin = "BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+        # A connection that broke while idle in the pool fails at BEGIN, before
+        # anything of the call ran: then, and only then, another is tried. The
+        # pool replaces each broken one in the background.
+        for _ in range(self._pool_size + 1):
+            try:
+                with self._pool.connection(timeout=self._acquire_timeout) as conn:
+                    try:
+                        conn.execute(begin)
+                    except psycopg.Error as exc:
+                        if conn.broken or conn.closed:
+                            continue
+                        raise _translate(exc, conn, kind) or exc from None
+                    return self._in_transaction(conn, fn, kind)
+            except psycopg_pool.PoolTimeout:
+                raise StoreUnavailable(
+                    f"no PostgreSQL connection within {self._acquire_timeout} s during {kind}"
+                    f" ({self.where} unreachable?); retry"
+                ) from None
+            except psycopg_pool.PoolClosed:
+                raise StoreError(f"the store on {self.where} is closed") from None
+        raise StoreUnavailable(f"every PostgreSQL connection was broken during {kind}; retry")
+
+    @staticmethod
+    def _in_transaction(
+        conn: psycopg.Connection[Row], fn: Callable[[Transaction], T], kind: str
+    ) -> T:
+        """``fn`` inside the transaction just begun on ``conn``, then COMMIT
+        (or ROLLBACK when it raises)."""
+        tx = _PostgresTransaction(conn, kind)
         try:
-            with self._pool.connection(timeout=self._acquire_timeout) as conn:
-                # Reads see one snapshot and cannot write; writes keep READ
-                # COMMITTED and lock what they change (SELECT ... FOR UPDATE).
-                conn.read_only = not write
-                conn.isolation_level = None if write else psycopg.IsolationLevel.REPEATABLE_READ
-                try:
-                    with conn.transaction():
-                        return fn(_PostgresTransaction(conn, kind))
-                except psycopg.Error as exc:  # BEGIN or COMMIT
-                    raise _translate(exc, conn, kind) or exc from None
-        except psycopg_pool.PoolTimeout:
-            raise StoreUnavailable(
-                f"no PostgreSQL connection within {self._acquire_timeout} s during {kind}"
-                f" ({self.where} unreachable?); retry"
-            ) from None
-        except psycopg_pool.PoolClosed:
-            raise StoreError(f"the store on {self.where} is closed") from None
+            result = fn(tx)
+            if conn.info.transaction_status == TransactionStatus.INERROR:
+                # PostgreSQL would answer COMMIT with a silent ROLLBACK.
+                raise StoreError(
+                    f"a statement failed during {kind} and its error was caught inside the"
+                    " call: PostgreSQL rolled the whole transaction back"
+                )
+            tx.execute("COMMIT")
+        except BaseException:
+            if not conn.closed:
+                with suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return result
 
     def reconnects(self) -> int:
         stats = self._pool.get_stats()

@@ -192,7 +192,10 @@ class SqliteBackend(Backend):
             apply_migrations(tx, tx.script, service, migrations, self.where, time.time())
 
         # BEGIN IMMEDIATE is the lock: processes opening together migrate in turn.
-        self._write(migrate, "migrations")
+        try:
+            self._write(migrate, "migrations")
+        except sqlite3.Error as exc:  # a migration's SQL failed: nothing of it stays
+            raise StoreError(f"cannot set up the {service} tables in {self.where}: {exc}") from None
 
     def run(self, fn: Callable[[Transaction], T], *, write: bool, kind: str) -> T:
         if self._closed:
