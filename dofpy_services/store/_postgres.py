@@ -74,6 +74,8 @@ def _translate(exc: psycopg.Error, conn: psycopg.Connection[Row], kind: str) -> 
         return StoreConflict(str(exc).strip())
     if isinstance(exc, pg_errors.InsufficientPrivilege):
         return StoreRefused(str(exc).strip())
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):  # a write inside ``read``
+        return StoreError(f"{str(exc).strip()} during {kind}")
     if isinstance(exc, psycopg.OperationalError):  # statement timeout, out of disk, ...
         return StoreUnavailable(f"PostgreSQL failed during {kind}: {str(exc).strip()}")
     return None
