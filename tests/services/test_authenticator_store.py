@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trio
 
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import (
@@ -23,7 +24,13 @@ from dofpy.wire.permissions import (
     ProviderPermission,
     RequestorPermission,
 )
-from dofpy_services.authenticator import AuthenticatorStore, SqliteStore, StoreError, open_store
+from dofpy_services.authenticator import (
+    AuthenticatorStore,
+    SqliteStore,
+    StoreError,
+    open_async_store,
+    open_store,
+)
 from dofpy_services.authenticator.store import SCHEMA_VERSION, is_postgres_url
 from tests.services.conftest import with_options
 
@@ -422,3 +429,33 @@ def test_postgres_documented_privileges(
         raw(as_report, "SELECT master_key FROM domains")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         raw(as_report, "INSERT INTO audit (at, event, detail) VALUES (0, 'forged', '')")
+
+
+# -- the trio face, on both backends --------------------------------------------------------
+
+
+async def test_async_store_reads_and_batches_audit_lines(
+    db_location: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    enrolled(db_location).close()
+    async with open_async_store(db_location, pool_size=2, audit_delay=1.0) as store:
+        assert await store.has_domain(DOMAIN) and not await store.has_domain(OTHER_DOMAIN)
+        assert (await store.domain(DOMAIN)).master_key == KEY
+        record = await store.lookup(DOMAIN, CLIENT)
+        assert record is not None and record.max_duration == 60
+        assert await store.lookup(DOMAIN, OID(3, b"ghost")) is None
+        with pytest.raises(StoreError, match="unknown domain"):
+            await store.domain(OTHER_DOMAIN)
+        store.sync.revoke(DOMAIN, DEVICE, "lost", 4.0)  # the blocking face, same database
+        revoked = await store.lookup(DOMAIN, DEVICE)
+        assert revoked is not None and revoked.revoked
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(store.audit, 10.0 + i, "trp-granted", f"line {i}")
+        log = await store.audit_log()
+        assert sorted(e.detail for e in log if e.event == "trp-granted") == sorted(
+            f"line {i}" for i in range(30)
+        )
+        # Every line was submitted before the first batch's delay ran out: one commit.
+        assert store.statistics().calls_by_kind["audit"] == 1
