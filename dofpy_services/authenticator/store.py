@@ -581,7 +581,8 @@ class AsyncAuthenticatorStore:
     """The Authenticator's database for the daemon: every call in a worker
     thread (never on the trio loop), audit lines committed in batches. Made by
     :func:`open_async_store`; ``sync`` is the blocking face on the same
-    database (for start-up and administration)."""
+    database (for start-up and administration; leaving the ``async with``
+    closes it, not ``sync.close``)."""
 
     def __init__(
         self, database: Database, audit_lines: WriteBatcher[tuple[float, str, str]]

@@ -75,7 +75,9 @@ class WriteBatcher(Generic[Item]):
 
     async def submit(self, item: Item) -> None:
         """Write ``item``; returns once the transaction holding it committed, or
-        raises its error. Waits while ``max_pending`` items are queued."""
+        raises its error. Waits while ``max_pending`` items are queued. A
+        submitter cancelled while it waits does not withdraw the item: it may
+        still commit."""
         pending = _Pending(item)
         try:
             await self._send.send(pending)
