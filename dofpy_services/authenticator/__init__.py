@@ -1,24 +1,31 @@
-"""The Authenticator: the domain's Authentication Server (TRP), its stores
-(SQLite, or PostgreSQL for replicas) and daemon."""
+"""The Authenticator: the domain's Authentication Server (TRP), its store
+(SQLite, or PostgreSQL for replicas; see :mod:`dofpy_services.store`) and
+daemon."""
 
 from dofpy_services.authenticator.daemon import AuthenticatorCore, format_keylog_line, serve
 from dofpy_services.authenticator.store import (
+    AsyncAuthenticatorStore,
     AuditEntry,
     AuthenticatorStore,
     NodeSummary,
+    PostgresStore,
     SqliteStore,
     StoreError,
+    open_async_store,
     open_store,
 )
 
 __all__ = [
+    "AsyncAuthenticatorStore",
     "AuditEntry",
     "AuthenticatorCore",
     "AuthenticatorStore",
     "NodeSummary",
+    "PostgresStore",
     "SqliteStore",
     "StoreError",
     "format_keylog_line",
+    "open_async_store",
     "open_store",
     "serve",
 ]

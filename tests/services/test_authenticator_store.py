@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import trio
 
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import (
@@ -23,7 +24,13 @@ from dofpy.wire.permissions import (
     ProviderPermission,
     RequestorPermission,
 )
-from dofpy_services.authenticator import AuthenticatorStore, SqliteStore, StoreError, open_store
+from dofpy_services.authenticator import (
+    AuthenticatorStore,
+    SqliteStore,
+    StoreError,
+    open_async_store,
+    open_store,
+)
 from dofpy_services.authenticator.store import SCHEMA_VERSION, is_postgres_url
 from tests.services.conftest import with_options
 
@@ -302,11 +309,12 @@ def test_corrupt_permissions_are_a_store_error(db_location: str) -> None:
 
 def test_a_newer_schema_is_refused(db_location: str) -> None:
     enrolled(db_location).close()
-    if is_postgres_url(db_location):
-        raw(db_location, "UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
-    else:
-        raw(db_location, f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreError, match=f"schema version {SCHEMA_VERSION + 1}"):
+    raw(
+        db_location,
+        "UPDATE dofpy_migrations SET version = ? WHERE service = 'authenticator'",
+        (SCHEMA_VERSION + 1,),
+    )
+    with pytest.raises(StoreError, match=f"authenticator .* schema version {SCHEMA_VERSION + 1}"):
         open_store(db_location)
 
 
@@ -319,7 +327,7 @@ def test_sqlite_file_is_private_and_checked(tmp_path: Path) -> None:
     assert (path.stat().st_mode & 0o777) == 0o600
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(StoreError, match="not an Authenticator database"):
+    with pytest.raises(StoreError, match="not a usable SQLite database"):
         open_store(junk)
 
 
@@ -339,7 +347,9 @@ def test_postgres_tables_are_created_once(postgres_url: str) -> None:
     stores = in_threads(4, lambda _: open_store(postgres_url))
     for store in stores:
         store.close()
-    assert raw(postgres_url, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert raw(postgres_url, "SELECT service, version FROM dofpy_migrations") == [
+        ("authenticator", SCHEMA_VERSION)
+    ]
 
 
 def test_postgres_unreachable_is_a_store_error() -> None:
@@ -349,7 +359,6 @@ def test_postgres_unreachable_is_a_store_error() -> None:
 
 def test_postgres_without_psycopg_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    monkeypatch.delitem(sys.modules, "dofpy_services.authenticator.postgres_store", raising=False)
     with pytest.raises(StoreError, match=r"dofpy\[postgres\]"):
         open_store("postgresql://127.0.0.1/test")
 
@@ -420,3 +429,33 @@ def test_postgres_documented_privileges(
         raw(as_report, "SELECT master_key FROM domains")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         raw(as_report, "INSERT INTO audit (at, event, detail) VALUES (0, 'forged', '')")
+
+
+# -- the trio face, on both backends --------------------------------------------------------
+
+
+async def test_async_store_reads_and_batches_audit_lines(
+    db_location: str, autojump_clock: trio.testing.MockClock
+) -> None:
+    enrolled(db_location).close()
+    async with open_async_store(db_location, pool_size=2, audit_delay=1.0) as store:
+        assert await store.has_domain(DOMAIN) and not await store.has_domain(OTHER_DOMAIN)
+        assert (await store.domain(DOMAIN)).master_key == KEY
+        record = await store.lookup(DOMAIN, CLIENT)
+        assert record is not None and record.max_duration == 60
+        assert await store.lookup(DOMAIN, OID(3, b"ghost")) is None
+        with pytest.raises(StoreError, match="unknown domain"):
+            await store.domain(OTHER_DOMAIN)
+        store.sync.revoke(DOMAIN, DEVICE, "lost", 4.0)  # the blocking face, same database
+        revoked = await store.lookup(DOMAIN, DEVICE)
+        assert revoked is not None and revoked.revoked
+
+        async with trio.open_nursery() as nursery:
+            for i in range(30):
+                nursery.start_soon(store.audit, 10.0 + i, "trp-granted", f"line {i}")
+        log = await store.audit_log()
+        assert sorted(e.detail for e in log if e.event == "trp-granted") == sorted(
+            f"line {i}" for i in range(30)
+        )
+        # Every line was submitted before the first batch's delay ran out: one commit.
+        assert store.statistics().calls_by_kind["audit"] == 1
