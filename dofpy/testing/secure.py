@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dofpy._core import Address
+from dofpy.errors import DofError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authority import InMemoryCredentialStore, TrpAuthority
 from dofpy.security.identity import Domain
@@ -167,8 +168,21 @@ async def open_secure_pair(
         open_secure_node(domain, requestor_id, **security) as requestor,
     ):
         pair = SecurePair(domain, provider, requestor)
-        if establish:
-            identity = await requestor.secure_session(pair.peer)
-            if identity != provider_id:
-                raise AssertionError(f"the provider authenticated as {identity}")
-        yield pair
+        refused = await _establish(pair, provider_id) if establish else None
+        if refused is None:
+            yield pair
+            return
+    # Raised once both nodes are closed, so that it is not wrapped in an
+    # ExceptionGroup by their nurseries: the caller catches the error itself.
+    raise refused
+
+
+async def _establish(pair: SecurePair, provider_id: OID) -> Exception | None:
+    """Authenticate the provider; the error when that fails, else ``None``."""
+    try:
+        identity = await pair.requestor.secure_session(pair.peer)
+    except DofError as exc:
+        return exc
+    if identity != provider_id:
+        return AssertionError(f"the provider authenticated as {identity}, not {provider_id}")
+    return None
