@@ -13,8 +13,6 @@ command to install it.
 from __future__ import annotations
 
 import argparse
-import shutil
-import subprocess
 import sys
 import tempfile
 from collections import Counter
@@ -34,10 +32,10 @@ from dofpy.oap.interface import (
     Property,
     ValueType,
 )
+from dofpy.testing.tshark import find_tshark
+from dofpy.testing.tshark import run_tshark as oracle
 from dofpy.trio import Provider, open_node
 from dofpy.wire.oid import OID
-
-WARNING_LEVEL = 6291456
 
 SENSOR = Interface.define(
     "[1:{01000042}]",
@@ -124,35 +122,20 @@ class TsharkReport:
 
 
 def run_tshark(pcap: Path, port: int, extra: Sequence[str] = ()) -> TsharkReport:
-    tshark = shutil.which("tshark")
+    tshark = find_tshark()
     if tshark is None:
         raise SystemExit(
             "tshark not found: apt-get update && "
             "DEBIAN_FRONTEND=noninteractive apt-get install -y tshark"
         )
-    base = [tshark, "-n", "-r", str(pcap), "-2", "-d", f"udp.port=={port},dof", *extra]
-    problems = subprocess.run(
-        [*base, "-Y", f"_ws.malformed || _ws.expert.severity >= {WARNING_LEVEL}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    rows = subprocess.run(
-        [*base, "-T", "fields", "-E", "separator=|", "-e", "frame.protocols", "-e", "_ws.col.Info"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    result = oracle(pcap, port, extra, tshark=tshark, verbose=False)
     protocols: Counter[str] = Counter()
-    infos = []
-    for row in rows:
-        stack, _, info = row.partition("|")
+    for stack, info in zip(result.protocols, result.info, strict=True):
         # frame.protocols names only some DOF layers (dof, dof.oap, dof.esp for
         # DSP); the Info column names the application: DSP, OAP, DPP, TEP...
         if "dof" in stack.split(":"):
             protocols[info.split(" ", 1)[0] or "?"] += 1
-        infos.append(info)
-    return TsharkReport(len(rows), [p for p in problems if p.strip()], protocols, infos)
+    return TsharkReport(result.packets, result.problems, protocols, result.info)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from dofpy.testing.tshark import require_tshark
 from dofpy_services.demo import main, run_demo
 from interop.tshark_check import _provider_port, exchange, run_tshark
-from tests.tshark_oracle import require_tshark
 
 
 async def test_demo_delivers_verified_copies_through_the_relay_over_a_lossy_link(

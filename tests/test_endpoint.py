@@ -20,8 +20,8 @@ import trio.lowlevel
 from dofpy._core import Address
 from dofpy.errors import BadPacket, ClosedResourceError
 from dofpy.pcap import PCAP_GLOBAL_HEADER
+from dofpy.testing.tshark import require_tshark
 from dofpy.trio._endpoint import EndpointStatistics, open_udp_endpoint
-from tests.tshark_oracle import require_tshark
 
 LIMIT = 10  # seconds of real time a loopback test may take before it fails
 

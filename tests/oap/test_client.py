@@ -13,8 +13,8 @@ from dofpy._core import Address
 from dofpy.oap.client import ItemClient, NotificationStream
 from dofpy.oap.core import Notification
 from dofpy.oap.interface import Interface, Method, Param, Property, ValueType
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.wire.oid import OID
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID
 
 PEER = ("127.0.0.1", 3567)
 

@@ -22,6 +22,7 @@ from dofpy.oap.core import (
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import ExceptionDef, Interface, Method, Param, Property, ValueType
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import LinkConditions, Network
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.oap import (
@@ -35,7 +36,6 @@ from dofpy.wire.oap import (
     encode_oap,
 )
 from dofpy.wire.oid import OID
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID
 
 P = ("10.0.0.1", 3567)
 R = ("10.0.0.2", 40000)

@@ -20,7 +20,7 @@ from dofpy.credentials import (
     write_credentials,
 )
 from dofpy.oap.core import OapConfig
-from dofpy.testing.domain import LocalDomain, grant
+from dofpy.testing import LocalDomain, grant, open_secure_node
 from dofpy.wire.oid import OID
 
 DOMAIN = OID(6, b"example.org")
@@ -132,7 +132,7 @@ async def test_a_loaded_file_joins_the_domain(tmp_path: Path) -> None:
 
     with trio.fail_after(30):
         async with (
-            open_node(config=OapConfig(node=domain.node_config(SERVER))) as server,
+            open_secure_node(domain, SERVER) as server,
             open_node(
                 config=OapConfig(node=loaded.node_config(grant("x", interface=ECHO.iid)))
             ) as client,

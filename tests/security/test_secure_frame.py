@@ -21,13 +21,13 @@ from dofpy.security.secure_frame import (
     parse_secure_datagram_untrusted,
     seal_datagram,
 )
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire.ccm import CcmOptions
 from dofpy.wire.dpp import AppId, DppPacket, DppSecurityHeader, OpIdType, encode_frame
 from dofpy.wire.oap import OAP_APP_ID, Binding, GetCommand, GetResponse, encode_oap
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.security import KeyRequest, SecurityIdentity
 from dofpy.wire.tep import ResponderInit, TepPdu, encode_tep
-from tests.tshark_oracle import Datagram, check_datagrams
 
 KEY = bytes(range(100, 132))
 SECRET = bytes(range(32))

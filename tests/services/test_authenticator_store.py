@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 import trio
 
+from dofpy.testing.postgres import with_options
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import (
     Action,
@@ -32,7 +33,6 @@ from dofpy_services.authenticator import (
     open_store,
 )
 from dofpy_services.authenticator.store import SCHEMA_VERSION, is_postgres_url
-from tests.services.conftest import with_options
 
 DOMAIN = OID(6, b"example.org")
 OTHER_DOMAIN = OID(6, b"other.org")

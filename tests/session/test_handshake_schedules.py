@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dofpy.oap.core import IncomingRequest, OapCore, RequestCompleted
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID
-from tests.session.secure_fixtures import CLIENT, PROVIDER, SecureDomain
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
+from dofpy.testing.secure import CLIENT, PROVIDER, SecureDomain
 
 ACTIONS = st.lists(
     st.tuples(

@@ -18,18 +18,20 @@ from dofpy.oap.core import (
 )
 from dofpy.oap.errors import OapError, OapErrorCode
 from dofpy.session.security import COOKIE_REJECT_CODE, SecureSessionEnded, SecureSessionEstablished
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import LinkConditions
-from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
-from dofpy.wire.oap import Binding, GetCommand, encode_oap
-from dofpy.wire.tep import TepReject, decode_tep_untrusted
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID
-from tests.session.secure_fixtures import (
+from dofpy.testing.secure import (
+    AUTHORITY,
     CLIENT,
     CLIENT_ID,
     PROVIDER,
     PROVIDER_ID,
     SecureDomain,
+    thermostat_grant,
 )
+from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
+from dofpy.wire.oap import Binding, GetCommand, encode_oap
+from dofpy.wire.tep import TepReject, decode_tep_untrusted
 
 
 def drain(core: OapCore) -> list[OapEvent]:
@@ -107,7 +109,6 @@ def test_handshake_and_requests_survive_a_lossy_link(seed: int) -> None:
 
 def test_remote_authenticator_over_trp() -> None:
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
-    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
 
     world = SecureDomain()
     world.net.add(AuthenticatorCore(world.authority), AUTHORITY)
@@ -482,7 +483,6 @@ def test_responder_cannot_claim_more_than_the_authority_granted() -> None:
     from dofpy.wire.security import KeyRequest, SecurityIdentity  # noqa: PLC0415
     from dofpy.wire.tep import ResponderInit, TepRekey, encode_tep  # noqa: PLC0415
     from dofpy.wire.trp import RequestSessionCommand, RequestSessionResponse  # noqa: PLC0415
-    from tests.session.secure_fixtures import grant  # noqa: PLC0415
 
     def accept_with(responder_permissions: str) -> list[bytes]:
         world = SecureDomain()
@@ -492,13 +492,13 @@ def test_responder_cannot_claim_more_than_the_authority_granted() -> None:
         _dnp, packet = decode_frame_untrusted(datagram)
         rekey = decode_tep_untrusted(packet.payload, is_response=False)
         assert isinstance(rekey, TepRekey) and packet.op_count is not None
-        honest = KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x11" * 16, grant("p"))
+        honest = KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x11" * 16, thermostat_grant("p"))
         decision = world.authority.decide(
             RequestSessionCommand(world.domain.oid, honest, rekey.initiator)
         )
         answer = decision.response
         assert isinstance(answer, RequestSessionResponse) and decision.session_key
-        claimed = KeyRequest(honest.identity, honest.nonce, grant(responder_permissions))
+        claimed = KeyRequest(honest.identity, honest.nonce, thermostat_grant(responder_permissions))
         accept = build_accept(
             rekey.initiator,
             session_key=decision.session_key,
@@ -557,7 +557,6 @@ def test_clients_turned_away_busy_come_back_and_get_their_session() -> None:
 def sealed_authority_world(*, sealed_only: bool) -> tuple[SecureDomain, OapCore]:
     from dofpy.wire.oid import OID  # noqa: PLC0415
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
-    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
 
     world = SecureDomain()
     authenticator_id = OID(3, b"authenticator@example.org")
@@ -572,7 +571,6 @@ def sealed_authority_world(*, sealed_only: bool) -> tuple[SecureDomain, OapCore]
 
 
 def test_trp_sealed_inside_a_session_with_the_authenticator() -> None:
-    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
 
     world, authenticator = sealed_authority_world(sealed_only=True)
     provider = world.provider(authority=AUTHORITY, seal_authority=True)
@@ -585,7 +583,6 @@ def test_trp_sealed_inside_a_session_with_the_authenticator() -> None:
 
 
 def test_sealed_only_authenticator_refuses_trp_in_the_clear() -> None:
-    from tests.session.secure_fixtures import AUTHORITY  # noqa: PLC0415
 
     world, authenticator = sealed_authority_world(sealed_only=True)
     provider = world.provider(authority=AUTHORITY)  # asks in the clear
@@ -605,7 +602,6 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
         decode_trp_untrusted,
         encode_trp,
     )
-    from tests.session.secure_fixtures import AUTHORITY, grant  # noqa: PLC0415
 
     world, _authenticator = sealed_authority_world(sealed_only=True)
     # The client (authenticated to the Authenticator as itself) asks for a
@@ -619,7 +615,7 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
     initiator = build_rekey(world.domain.oid, CLIENT_ID, b"\x01" * 16).initiator
     forged = RequestSessionCommand(
         world.domain.oid,
-        KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x02" * 16, grant("p")),
+        KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x02" * 16, thermostat_grant("p")),
         initiator,
     )
     request = client.send_command(AUTHORITY, AppId.TRP, encode_trp(forged), world.net.now)

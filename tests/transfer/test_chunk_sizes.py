@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dofpy.testing.netsim import LinkConditions, Network
+from dofpy.testing.transfer import PROVIDER, REQUESTOR, make_object, run_to_event
 from dofpy.transfer.core import TransferCompleted, TransferConfig, TransferCore
 from dofpy.transfer.manifest import HASH_CHUNK_BUDGET, HASH_SIZE, ObjectHashes
 from dofpy.transfer.messages import HashChunkMessage, RefuseCode, RefusedMessage
 from dofpy.transfer.receiver import Receiver, ReceiverConfig
 from dofpy.transfer.sender import SenderConfig
 from dofpy.transfer.store import MemoryStore
-from tests.transfer.helpers import PROVIDER, REQUESTOR, make_object, run_to_event
 
 
 def test_chunks_of_every_power_of_two_verify_against_the_same_root() -> None:

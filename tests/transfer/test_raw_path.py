@@ -18,6 +18,7 @@ from dofpy.errors import BadPacket, RemoteProtocolError
 from dofpy.oap.core import AccessDenied, OapConfig
 from dofpy.testing import LinkConditions, LocalDomain, Network
 from dofpy.testing import grant as grant_on
+from dofpy.testing.transfer import PROVIDER, REQUESTOR, make_object, run_to_event
 from dofpy.transfer.core import TransferCompleted, TransferConfig, TransferCore, TransferFailed
 from dofpy.transfer.messages import (
     MAX_SEQ,
@@ -35,7 +36,6 @@ from dofpy.transfer.messages import (
 )
 from dofpy.wire.oap import decode_oap_untrusted, read_command_head_untrusted
 from dofpy.wire.oid import OID
-from tests.transfer.helpers import PROVIDER, REQUESTOR, make_object, run_to_event
 
 object_ids = st.binary(min_size=32, max_size=32)
 indexes = st.integers(0, 1 << 32)

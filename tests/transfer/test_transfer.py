@@ -10,13 +10,13 @@ from hypothesis import strategies as st
 
 from dofpy.errors import BrokenResourceError
 from dofpy.testing.netsim import LinkConditions, Network, TraceKind
+from dofpy.testing.transfer import PROVIDER, REQUESTOR, make_object, run_to_event
+from dofpy.testing.tshark import Datagram, check_datagrams, require_tshark
 from dofpy.transfer.core import TransferCompleted, TransferConfig, TransferCore, TransferFailed
 from dofpy.transfer.receiver import ReceiverConfig
 from dofpy.transfer.relay import RelayCore
 from dofpy.transfer.sender import SenderConfig
 from dofpy.transfer.store import FileStore, MemoryStore
-from tests.transfer.helpers import PROVIDER, REQUESTOR, make_object, run_to_event
-from tests.tshark_oracle import Datagram, check_datagrams, require_tshark
 
 SIZE = 256 * 1024 + 123
 

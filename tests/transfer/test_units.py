@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import check_datagrams, require_tshark
 from dofpy.transfer.cache import BlockCache
 from dofpy.transfer.congestion import CongestionConfig, CongestionController
 from dofpy.transfer.manifest import (
@@ -37,7 +38,6 @@ from dofpy.transfer.store import FileStore, MemoryStore
 from dofpy.wire.dpp import DppPacket, OpIdType, encode_frame
 from dofpy.wire.oap import decode_oap_untrusted
 from dofpy.wire.values import encode_values
-from tests.tshark_oracle import check_datagrams, require_tshark
 
 OBJECT = bytes(range(32))
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from dofpy.oap.errors import ProviderException
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.trio import open_node
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 
 
 async def test_a_proxy_gets_sets_invokes_subscribes_and_registers() -> None:

@@ -8,9 +8,9 @@ import trio.testing
 
 from dofpy.errors import DofTimeoutError
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.trio import open_node
 from dofpy.wire.oid import OID
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 
 
 async def test_get_set_invoke_exception_ping() -> None:

@@ -10,10 +10,10 @@ import pytest
 import trio
 
 import dofpy
-from dofpy.oap.core import IncomingRequest, OapConfig
+from dofpy.oap.core import IncomingRequest
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import ExceptionDef, Interface, Method, Param, Property, ValueType
-from dofpy.testing import LocalDomain, grant
+from dofpy.testing import LocalDomain, grant, open_secure_node, open_secure_pair
 from dofpy.trio import Provider, current_request, open_node
 from dofpy.wire.oid import OID
 
@@ -58,10 +58,6 @@ class Reports(Provider):
         return str(request.identity)
 
 
-def secure_config(local: LocalDomain, identity: OID) -> OapConfig:
-    return OapConfig(node=local.node_config(identity))
-
-
 async def test_a_device_may_report_only_as_itself() -> None:
     local = LocalDomain(DOMAIN, rng=random.Random(7).randbytes)
     local.enrol(SERVER_ID, grant("p", interface=REPORTS.iid))
@@ -70,12 +66,11 @@ async def test_a_device_may_report_only_as_itself() -> None:
     reports = Reports()
     with trio.fail_after(20):
         async with (
-            open_node(config=secure_config(local, SERVER_ID)) as server,
-            open_node(config=secure_config(local, DEVICE_A)) as device_a,
-            open_node(config=secure_config(local, DEVICE_B)) as device_b,
+            open_secure_pair(local, SERVER_ID, DEVICE_A) as pair,
+            open_secure_node(local, DEVICE_B) as device_b,
         ):
-            server.provide(REPORTS_OID, REPORTS, reports)
-            peer = server.local_address
+            pair.provider.provide(REPORTS_OID, REPORTS, reports)
+            device_a, peer = pair.requestor, pair.peer
             assert await device_a.invoke(
                 peer, REPORTS_OID, REPORTS, "report", str(DEVICE_A), "ok"
             ) == (1,)

@@ -8,10 +8,10 @@ import random
 import trio
 
 from dofpy.errors import BadPacket
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.trio import open_node
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.oap import Binding, GetCommand, InvokeCommand, encode_oap
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 
 JUNK = 100_000
 BATCH = 250

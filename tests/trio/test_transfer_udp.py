@@ -17,7 +17,7 @@ from dofpy._core import Address
 from dofpy.errors import BrokenResourceError, ClosedResourceError, DofError
 from dofpy.oap.core import OapConfig
 from dofpy.security.keylog import parse_keylog
-from dofpy.testing import LocalDomain, grant
+from dofpy.testing import LocalDomain, grant, make_object
 from dofpy.transfer.core import TransferConfig
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import TRANSFER_IID
@@ -30,10 +30,6 @@ from dofpy.wire.permissions import PermissionSet
 
 LAN = ReceiverConfig(block_size=8192)
 """Loopback is a LAN: 8 KiB blocks keep these tests fast."""
-
-
-def make_object(size: int, seed: int = 1) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 # -- plaintext ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire._codec import C4_MAX
 from dofpy.wire.common import (
     CancelAll,
@@ -25,7 +26,6 @@ from dofpy.wire.common import (
 )
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.oid import OID
-from tests.tshark_oracle import Datagram, check_datagrams
 from tests.wire.test_oid import oids
 
 common_pdus: st.SearchStrategy[CommonPdu] = st.one_of(

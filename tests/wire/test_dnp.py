@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire._codec import C3_MAX
 from dofpy.wire.dnp import (
     DnpPacket,
@@ -17,7 +18,6 @@ from dofpy.wire.dnp import (
     decode_dnp_untrusted,
     encode_dnp,
 )
-from tests.tshark_oracle import Datagram, check_datagrams
 
 addresses = st.one_of(st.none(), st.integers(0, C3_MAX))
 

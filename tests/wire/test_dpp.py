@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire._codec import C2_MAX, C4_MAX
 from dofpy.wire.dnp import DnpPacket
 from dofpy.wire.dpp import (
@@ -27,7 +28,6 @@ from dofpy.wire.dpp import (
     split_app_untrusted,
 )
 from dofpy.wire.oid import OID
-from tests.tshark_oracle import Datagram, check_datagrams
 from tests.wire.test_oid import oids
 
 c4s = st.integers(0, C4_MAX)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire._codec import C2_MAX
 from dofpy.wire.common import Heartbeat, Ping, PingResponse, encode_common
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
@@ -31,7 +32,6 @@ from dofpy.wire.dsp import (
     decode_dsp_untrusted,
     encode_dsp,
 )
-from tests.tshark_oracle import Datagram, check_datagrams
 
 options = st.lists(
     st.builds(DspOption, st.integers(0, 255), st.integers(0, 0xFFFF), st.binary(max_size=8)),

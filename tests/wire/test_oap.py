@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire import oap
 from dofpy.wire._codec import C2_MAX, C4_MAX
 from dofpy.wire.dpp import DppPacket, OpIdType, decode_frame_untrusted, encode_frame
@@ -48,7 +49,6 @@ from dofpy.wire.oap import (
     encode_oap,
 )
 from dofpy.wire.oid import IID, OID, OIDAttribute
-from tests.tshark_oracle import Datagram, check_datagrams
 from tests.wire.test_values import value_lists
 
 # -- strategies ----------------------------------------------------------------

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import check_datagrams
 from dofpy.wire._codec import C4_MAX, Reader
 from dofpy.wire.oid import (
     BROADCAST_OID,
@@ -24,7 +25,6 @@ from dofpy.wire.oid import (
     read_iid,
     read_oid,
 )
-from tests.tshark_oracle import check_datagrams
 
 class_ids = st.one_of(st.integers(0, 0x7F), st.integers(0x80, 0x3FFF), st.integers(0x4000, C4_MAX))
 oid_data = st.one_of(

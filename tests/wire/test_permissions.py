@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import (
@@ -27,7 +28,6 @@ from dofpy.wire.permissions import (
 )
 from dofpy.wire.security import KeyRequest, SecurityIdentity
 from dofpy.wire.trp import RequestRandomCommand, encode_trp
-from tests.tshark_oracle import Datagram, check_datagrams
 
 oids = st.builds(OID, st.integers(1, 0x3FFFFFFF), st.binary(max_size=20))
 iids = st.builds(

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire._codec import C4_MAX
 from dofpy.wire.ccm import CcmOptions
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
@@ -38,7 +39,6 @@ from dofpy.wire.tep import (
     decode_tep_untrusted,
     encode_tep,
 )
-from tests.tshark_oracle import Datagram, check_datagrams
 from tests.wire.test_permissions import oids
 from tests.wire.test_security_blocks import (
     authenticators,

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
+from dofpy.testing.tshark import Datagram, check_datagrams
 from dofpy.wire import trp
 from dofpy.wire._codec import C4_MAX
 from dofpy.wire.ccm import CcmOptions
@@ -44,7 +45,6 @@ from dofpy.wire.trp import (
     decode_trp_untrusted,
     encode_trp,
 )
-from tests.tshark_oracle import Datagram, check_datagrams
 from tests.wire.test_permissions import oids, permission_sets
 from tests.wire.test_security_blocks import (
     authenticators,

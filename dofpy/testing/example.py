@@ -1,4 +1,13 @@
-"""A small interface and provider shared by OAP tests, the demo and interop."""
+"""A small example interface and its provider, for tests of code that speaks OAP.
+
+:data:`THERMOSTAT` has one of everything OAP offers: an observable property
+(``temperature``), a writable one (``label``), methods (``add``, which raises
+the interface's ``Overflow`` exception above 1000, and ``count_calls``), an
+event (``alarm``) and an exception. :class:`Thermostat` provides it over UDP
+(``node.provide(THERMOSTAT_OID, THERMOSTAT, Thermostat())``); sans-IO tests
+provide :data:`THERMOSTAT` on an :class:`~dofpy.oap.core.OapCore` and answer
+its requests themselves.
+"""
 
 from __future__ import annotations
 
@@ -34,8 +43,12 @@ THERMOSTAT = Interface.define(
 )
 THERMOSTAT_OID = OID(3, b"thermostat@example.org")
 
+__all__ = ["THERMOSTAT", "THERMOSTAT_OID", "Thermostat"]
+
 
 class Thermostat(Provider):
+    """Provides :data:`THERMOSTAT`: 21 degrees in the hall; counts ``add`` calls."""
+
     def __init__(self) -> None:
         self.temperature = 21
         self.label = "hall"
