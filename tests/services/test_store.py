@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import trio
 
+from dofpy.testing.postgres import with_options
 from dofpy.trio import open_node
 from dofpy_services.store import (
     Migration,
@@ -27,7 +28,6 @@ from dofpy_services.store import (
     open_database_sync,
     open_write_batcher,
 )
-from tests.services.conftest import with_options
 from tests.services.test_authenticator_store import in_threads, raw
 
 # How long a worker thread waits for the test's signal before giving up: only

@@ -23,7 +23,16 @@ from dofpy.security.authority import TrpAuthority
 from dofpy.security.crypto import build_rekey
 from dofpy.session.node import Node, NodeConfig, ResponseReceived
 from dofpy.session.security import SecureSessionEstablished, SecurityStatistics
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import Network
+from dofpy.testing.secure import (
+    AUTHORITY,
+    CLIENT,
+    CLIENT_ID,
+    PROVIDER,
+    PROVIDER_ID,
+    SecureDomain,
+)
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.security import KeyRequest, SecurityIdentity
@@ -33,15 +42,6 @@ from dofpy.wire.trp import (
     TrpReject,
     decode_trp_untrusted,
     encode_trp,
-)
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID
-from tests.session.secure_fixtures import (
-    AUTHORITY,
-    CLIENT,
-    CLIENT_ID,
-    PROVIDER,
-    PROVIDER_ID,
-    SecureDomain,
 )
 
 AUTHENTICATOR_ID = OID(3, b"authenticator@example.org")

@@ -11,11 +11,11 @@ from dofpy.security.authority import TrpAuthority
 from dofpy.session.node import NodeConfig
 from dofpy.testing import LocalDomain
 from dofpy.testing import grant as grant_on
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.trio import DofNode, open_node
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import decode_trp_untrusted, encode_trp
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 
 DOMAIN = OID(6, b"example.org")
 AUTHENTICATOR_ID = OID(3, b"authenticator@example.org")
