@@ -1,7 +1,8 @@
 """The Authenticator: the domain's Authentication Server (TRP), its stores
 (SQLite, or PostgreSQL for replicas) and daemon."""
 
-from dofpy_services.authenticator.daemon import AuthenticatorCore, format_keylog_line, serve
+from dofpy_services.authenticator.daemon import AuthenticatorCore, format_keylog_line
+from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig, serve
 from dofpy_services.authenticator.store import (
     AuditEntry,
     AuthenticatorStore,
@@ -12,7 +13,9 @@ from dofpy_services.authenticator.store import (
 )
 
 __all__ = [
+    "AUTHENTICATOR",
     "AuditEntry",
+    "AuthenticatorConfig",
     "AuthenticatorCore",
     "AuthenticatorStore",
     "NodeSummary",

@@ -73,7 +73,9 @@ class SqliteStore(SqlStore):
             path.touch(mode=0o600)
         # Autocommit mode: ``_transaction`` issues BEGIN IMMEDIATE itself, so a
         # write takes the database lock before it reads what it will change.
-        self._db = sqlite3.connect(path, isolation_level=None)
+        # check_same_thread=False: the daemon calls the store from worker threads,
+        # one at a time (SQLite's serialized mode guards the connection anyway).
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             self._db.execute("PRAGMA foreign_keys = ON")
             version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
