@@ -60,8 +60,17 @@ _GAUGES = frozenset(
         "receive_offload",
     }
 )
-# Nested statistics named for what they are: the OAP core's node is the session layer.
-_PARTS = {"oap_node": "session", "oap_node_security": "security"}
+# Nested statistics named for what they are, whichever snapshot holds them: a
+# node's endpoint is ``endpoint``, its OAP core's node the ``session`` layer.
+_PARTS = {
+    "node_endpoint": "endpoint",
+    "node_oap": "oap",
+    "oap_node": "session",
+    "session_security": "security",
+    "transfer_endpoint": "endpoint",
+    "transfer_oap": "oap",
+    "transfer_transfer": "transfer",
+}
 
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
