@@ -31,7 +31,8 @@ from prometheus_client import CollectorRegistry
 from dofpy._core import Address
 from dofpy.credentials import load_credentials
 from dofpy.oap.core import OapConfig
-from dofpy.trio import open_node
+from dofpy.transfer.core import TransferConfig
+from dofpy.trio import open_node, open_transfer_node
 from dofpy_services.daemon.config import DaemonConfig, format_address
 from dofpy_services.daemon.health import DAEMON_INTERFACE, DAEMON_OBJECT, DaemonProvider, Health
 from dofpy_services.daemon.logs import log_event
@@ -191,11 +192,24 @@ async def _run(
             if credentials is not None:
                 permissions = service.permissions(context) if service.permissions else None
                 oap = OapConfig(node=credentials.node_config(permissions))
-            node = await stack.enter_async_context(
-                open_node(config.listen, oap, pcap_path=config.pcap, keylog_path=config.keylog)
-            )
+            if service.transfer_store is not None:
+                transfer = await stack.enter_async_context(
+                    open_transfer_node(
+                        config.listen,
+                        TransferConfig(oap=oap),
+                        store=service.transfer_store(context),
+                        pcap_path=config.pcap,
+                        keylog_path=config.keylog,
+                    )
+                )
+                context.transfer, node = transfer, transfer.node
+                statistics.add_source("transfer", transfer.statistics)
+            else:
+                node = await stack.enter_async_context(
+                    open_node(config.listen, oap, pcap_path=config.pcap, keylog_path=config.keylog)
+                )
+                statistics.add_source("node", node.statistics)
             context.node = node
-            statistics.add_source("node", node.statistics)
             node.provide(
                 DAEMON_OBJECT, DAEMON_INTERFACE, DaemonProvider(service.name, version(), health)
             )

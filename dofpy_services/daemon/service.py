@@ -23,7 +23,8 @@ from dofpy.credentials import NodeCredentials
 from dofpy.oap.core import IncomingRequest
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface
-from dofpy.trio import DofNode, Provider
+from dofpy.transfer.store import BlockStore
+from dofpy.trio import DofNode, Provider, TransferNode
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
 from dofpy_services.daemon.config import DaemonConfig
@@ -108,6 +109,7 @@ class ServiceContext:
     store_limiter: trio.CapacityLimiter
     in_flight: InFlight = field(default_factory=InFlight)
     node: DofNode | None = None
+    transfer: TransferNode | None = None
     draining: bool = False
 
     async def in_thread(self, function: Callable[..., T], *args: Any) -> T:
@@ -144,6 +146,10 @@ class Service(Generic[ConfigT]):
     check: Callable[[ConfigT], None] | None = None
     """Checks across settings; raises ConfigError with one line."""
     serve_example: str = ""
+    transfer_store: Callable[[ServiceContext], BlockStore] | None = None
+    """For a service that serves blobs by the block transfer: its block store.
+    The runner then opens a transfer node (``ServiceContext.transfer``) instead
+    of a plain OAP node, and its transfer statistics join the metrics."""
     store_threads: int = 1
     """Worker threads for store calls (one: a SQLite connection serialises anyway)."""
 

@@ -25,6 +25,7 @@ from dofpy.credentials import parse_address
 from dofpy.oap.errors import OapError
 from dofpy.oap.interface import Interface, Method, Param, ValueType
 from dofpy.security.authority import NodeRecord
+from dofpy.transfer.store import MemoryStore
 from dofpy.trio import Provider, open_node
 from dofpy.wire.dpp import decode_frame_untrusted
 from dofpy.wire.oid import OID
@@ -277,3 +278,49 @@ async def test_trp_store_calls_leave_the_loop(
     _, packet = decode_frame_untrusted(answers[0])
     response = decode_trp_untrusted(packet.payload, is_response=True)
     assert isinstance(response, RequestSessionResponse) and daemon.status == 0
+
+
+async def test_a_transfer_service_reports_transfer_statistics() -> None:
+    provider = Echo()
+    service = dataclasses.replace(
+        echo_service(provider), transfer_store=lambda context: MemoryStore()
+    )
+    async with running(service, config()) as daemon, open_node() as client:
+        with trio.fail_after(WAIT):
+            assert await client.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "x") == ("x",)
+        _, text = await trio.to_thread.run_sync(scrape, daemon.addresses["metrics"], "/metrics")
+        await daemon.signals.send(15)
+    values = samples(text)
+    assert values[("dofpy_transfer_blocks_sent_total", frozenset())] == 0
+    assert ("dofpy_transfer_cache_hits_total", frozenset()) in values
+    assert values[("dofpy_endpoint_datagrams_received_total", frozenset())] >= 1
+    assert daemon.status == 0
+
+
+async def test_store_statistics_and_service_metrics_join_the_scrape() -> None:
+    opened: list[str] = []
+
+    @asynccontextmanager
+    async def open_counting(config: DaemonConfig) -> AsyncIterator[dict[str, int]]:
+        opened.append("open")
+        yield {"connections": 3}
+        opened.append("closed")
+
+    def own_metrics(registry: Any) -> Any:
+        from prometheus_client import Counter  # noqa: PLC0415
+
+        return Counter("dofpy_echo_things", "things", registry=registry)
+
+    service = dataclasses.replace(
+        echo_service(Echo()),
+        open_store=open_counting,
+        store_statistics=dict,
+        metrics=own_metrics,
+    )
+    async with running(service, config()) as daemon:
+        _, text = await trio.to_thread.run_sync(scrape, daemon.addresses["metrics"], "/metrics")
+        await daemon.signals.send(15)
+    values = samples(text)
+    assert values[("dofpy_store_connections", frozenset())] == 3
+    assert values[("dofpy_echo_things_total", frozenset())] == 0
+    assert opened == ["open", "closed"]
