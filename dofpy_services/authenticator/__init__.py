@@ -2,7 +2,8 @@
 (SQLite, or PostgreSQL for replicas; see :mod:`dofpy_services.store`) and
 daemon."""
 
-from dofpy_services.authenticator.daemon import AuthenticatorCore, format_keylog_line, serve
+from dofpy_services.authenticator.daemon import AuthenticatorCore, format_keylog_line
+from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig, serve
 from dofpy_services.authenticator.store import (
     AsyncAuthenticatorStore,
     AuditEntry,
@@ -16,8 +17,10 @@ from dofpy_services.authenticator.store import (
 )
 
 __all__ = [
+    "AUTHENTICATOR",
     "AsyncAuthenticatorStore",
     "AuditEntry",
+    "AuthenticatorConfig",
     "AuthenticatorCore",
     "AuthenticatorStore",
     "NodeSummary",

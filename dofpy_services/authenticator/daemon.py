@@ -5,17 +5,22 @@ a :class:`dofpy.session.node.Node` serving DSP, TRP and the common operations,
 decodes every TRP command the node hands up, asks the
 :class:`~dofpy.security.authority.TrpAuthority` and sends its answer with
 ``send_response``. Every decision goes to ``on_decision`` (the daemon writes
-the audit log and the key log there). :func:`serve` runs it on UDP with trio.
+the audit log and the key log there). :class:`TrpShell` runs it on UDP with
+trio, its store calls in worker threads; the service declaration
+(:mod:`dofpy_services.authenticator.service`) puts it on the daemon framework.
 """
 
 from __future__ import annotations
 
+import hmac
+import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import trio
 
@@ -23,9 +28,9 @@ from dofpy._core import Address
 from dofpy.errors import BadPacket
 from dofpy.security.authority import Decision, TrpAuthority
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
-from dofpy.session.node import CommandReceived, Node, NodeConfig
+from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
 from dofpy.session.security import SecurityConfig
-from dofpy.trio import open_udp_endpoint
+from dofpy.trio import UdpEndpoint
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import (
@@ -36,11 +41,37 @@ from dofpy.wire.trp import (
     decode_trp_untrusted,
     encode_trp,
 )
-from dofpy_services.authenticator.store import AuthenticatorStore, StoreError, open_store
+from dofpy_services.authenticator.store import AuthenticatorStore, StoreError
+from dofpy_services.daemon.service import InFlight
 
-__all__ = ["AUTHENTICATOR_NODE", "AuthenticatorCore", "format_keylog_line", "serve"]
+__all__ = [
+    "AUTHENTICATOR_NODE",
+    "AuthenticatorCore",
+    "TrpCommand",
+    "TrpShell",
+    "format_keylog_line",
+    "open_keylog",
+    "own_security",
+]
+
+logger = logging.getLogger("dofpy.daemon.authenticator")
 
 AUTHENTICATOR_NODE = OID(3, b"authenticator")
+
+
+@dataclass(frozen=True, slots=True)
+class TrpCommand:
+    """A TRP command handed to the shell (see ``on_command``): it decides
+    (``authority.decide(pdu)``, store lookups: in a worker thread) unless
+    ``decision`` is already made (a refusal needing no store), then answers
+    with :meth:`AuthenticatorCore.answer`."""
+
+    peer: Address
+    op_count: int | None
+    pdu: TrpPdu | None
+    decision: Decision | None
+    identity: OID | None
+    """The responder the secure session authenticated, for a sealed command."""
 
 
 class AuthenticatorCore:
@@ -51,6 +82,14 @@ class AuthenticatorCore:
     it inside a secure session; a sealed Request Session is then granted only
     to the responder the session authenticated. With ``sealed_only`` TRP in the
     clear is refused (Access Denied).
+
+    By default the core decides each command as it arrives, calling the
+    authority (and so its store) on the spot: right for the simulator and an
+    in-memory store. With ``on_command`` it hands each command over instead
+    (a :class:`TrpCommand`) and the shell answers it later with
+    :meth:`answer`, so that store lookups run off the event loop. When
+    ``on_command`` returns False (the shell is full or draining) the command
+    is answered at once with High Load.
     """
 
     def __init__(
@@ -61,12 +100,14 @@ class AuthenticatorCore:
         *,
         security: SecurityConfig | None = None,
         sealed_only: bool = False,
+        on_command: Callable[[TrpCommand], bool] | None = None,
     ) -> None:
         if sealed_only and security is None:
             raise ValueError("sealed_only needs a security configuration")
         self._authority = authority
         self._on_decision = on_decision
         self._sealed_only = sealed_only
+        self._on_command = on_command
         self._node = Node(
             NodeConfig(
                 node_id=node_id if security is None else security.identity,
@@ -95,25 +136,41 @@ class AuthenticatorCore:
             if isinstance(event, CommandReceived) and event.app_id == AppId.TRP:
                 self._answer(event, now)
 
+    def statistics(self) -> NodeStatistics:
+        """The session layer's counters."""
+        return self._node.statistics()
+
     def _answer(self, event: CommandReceived, now: float) -> None:
+        pdu: TrpPdu | None = None
+        decision: Decision | None = None
         try:
             pdu = decode_trp_untrusted(event.payload, is_response=False)
         except BadPacket as exc:
             decision = self._authority.decide_bad_payload(exc)
         else:
             refusal = self._refusal(pdu, event.identity)
-            decision = (
-                self._authority.decide(pdu)
-                if refusal is None
-                else Decision(TrpReject(TrpError.ACCESS_DENIED), False, refusal)
-            )
+            if refusal is not None:
+                decision = Decision(TrpReject(TrpError.ACCESS_DENIED), False, refusal)
+        command = TrpCommand(event.peer, event.op_count, pdu, decision, event.identity)
+        if self._on_command is not None:
+            if self._on_command(command):
+                return
+            decision = Decision(TrpReject(TrpError.HIGH_LOAD), False, "the authenticator is busy")
+        elif decision is None:
+            assert pdu is not None
+            decision = self._authority.decide(pdu)
+        self.answer(command, decision, now)
+
+    def answer(self, command: TrpCommand, decision: Decision, now: float) -> None:
+        """Send ``decision``'s response to ``command`` (the shell then wakes the
+        endpoint) and report it to ``on_decision``."""
         self.decisions += 1
-        if event.op_count is not None:
+        if command.op_count is not None:
             self._node.send_response(
-                event.peer, event.op_count, AppId.TRP, encode_trp(decision.response), now
+                command.peer, command.op_count, AppId.TRP, encode_trp(decision.response), now
             )
         if self._on_decision is not None:
-            self._on_decision(decision, event.peer, now)
+            self._on_decision(decision, command.peer, now)
 
     def _refusal(self, pdu: TrpPdu, identity: OID | None) -> str | None:
         """Why a TRP command is refused before the authority decides, if it is."""
@@ -132,75 +189,124 @@ def format_keylog_line(decision: Decision) -> str:
     return format_session_key_line(decision.session_key, decision.initiator, decision.responder)
 
 
-def _audit_writer(
-    store: AuthenticatorStore, keylog: TextIO | None
-) -> Callable[[Decision, Address, float], None]:
-    def record(decision: Decision, peer: Address, now: float) -> None:
-        # The audit log keeps wall-clock time; ``now`` is the endpoint's clock.
-        outcome = "granted" if decision.granted else "refused"
-        store.audit(
-            time.time(),
-            f"trp-{outcome}",
-            f"peer={peer[0]}:{peer[1]} initiator={decision.initiator}"
-            f" responder={decision.responder} reason={decision.reason}",
-        )
-        if keylog is not None and decision.session_key is not None:
-            keylog.write(format_keylog_line(decision))
-            keylog.flush()
-
-    return record
+def _audit_detail(decision: Decision, peer: Address) -> str:
+    return (
+        f"peer={peer[0]}:{peer[1]} initiator={decision.initiator}"
+        f" responder={decision.responder} reason={decision.reason}"
+    )
 
 
-async def serve(
-    listen: Address,
-    db_path: str | os.PathLike[str],
-    keylog_path: str | os.PathLike[str] | None = None,
-    *,
-    identity: tuple[OID, OID] | None = None,
-    sealed_only: bool = False,
-    task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the Authenticator on UDP ``listen`` until cancelled, on the store at
-    ``db_path`` (a SQLite file or a ``postgresql://`` URL, see
-    :func:`~dofpy_services.authenticator.store.open_store`); reports the bound
-    address through ``task_status`` (for ``nursery.start``).
+class TrpShell:
+    """The trio side of a deferred :class:`AuthenticatorCore`: takes each
+    :class:`TrpCommand` (``on_command``), and in worker tasks decides it with
+    ``authority.decide`` (store lookups) and writes its audit record (and the
+    key-log line) in a worker thread, then answers it on the loop. Answering
+    after the audit write keeps "no session granted without its audit record".
 
-    ``identity`` = (domain, node): the Authenticator's own identity, enrolled in
-    that domain; with it, responders may talk TRP inside a secure session, and
-    ``sealed_only`` refuses TRP in the clear."""
-    with open_store(db_path) as store:
-        keylog = None
-        if keylog_path is not None:
-            # The key log holds session keys: create it private, append only.
-            fd = os.open(Path(keylog_path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            keylog = os.fdopen(fd, "a", encoding="ascii")
+    At most ``max_pending`` commands wait; more, or any while ``accepting``
+    is False (draining), are answered High Load by the core.
+    """
+
+    def __init__(
+        self,
+        authority: TrpAuthority,
+        store: AuthenticatorStore,
+        in_thread: Callable[..., Awaitable[Any]],
+        *,
+        keylog: TextIO | None = None,
+        max_pending: int = 1024,
+        on_answer: Callable[[TrpCommand, Decision, float], None] | None = None,
+        in_flight: InFlight | None = None,
+    ) -> None:
+        self._authority = authority
+        self._store = store
+        self._in_thread = in_thread
+        self._keylog = keylog
+        self._on_answer = on_answer
+        self._send, self._receive = trio.open_memory_channel[TrpCommand](max_pending)
+        self.accepting = True
+        self.in_flight = in_flight if in_flight is not None else InFlight()
+        """Commands taken and not yet answered (a drain waits for them)."""
+
+    def take(self, command: TrpCommand) -> bool:
+        """The core's ``on_command``."""
+        if not self.accepting:
+            return False
         try:
-            authority = TrpAuthority(store, secrets.token_bytes)
-            security = None
-            if identity is not None:
-                domain, node = identity
-                record = store.lookup(domain, node)
-                if record is None or record.revoked:
-                    raise StoreError(f"{node} is not an active node of {domain}")
-                security = SecurityConfig(
-                    domain=domain,
-                    identity=node,
-                    secret=record.credential.secret,
-                    rng=secrets.token_bytes,
-                    cookie_key=secrets.token_bytes(32),
-                    permissions=record.permissions,
-                    local_authority=authority,
-                )
-            core = AuthenticatorCore(
-                authority,
-                _audit_writer(store, keylog),
-                security=security,
-                sealed_only=sealed_only,
-            )
-            async with open_udp_endpoint(core, listen) as endpoint:
-                store.audit(time.time(), "serve", f"listen={endpoint.local_address}")
-                task_status.started(endpoint.local_address)
-                await trio.sleep_forever()
-        finally:
-            if keylog is not None:
-                keylog.close()
+            self._send.send_nowait(command)
+        except trio.WouldBlock:
+            return False
+        self.in_flight.begin()
+        return True
+
+    def _decide_and_record(self, command: TrpCommand) -> Decision:
+        # In a worker thread: the store lookups, then the audit write.
+        decision = command.decision
+        if decision is None:
+            assert command.pdu is not None
+            decision = self._authority.decide(command.pdu)
+        outcome = "granted" if decision.granted else "refused"
+        # The audit log keeps wall-clock time.
+        self._store.audit(time.time(), f"trp-{outcome}", _audit_detail(decision, command.peer))
+        if self._keylog is not None and decision.session_key is not None:
+            self._keylog.write(format_keylog_line(decision))
+            self._keylog.flush()
+        return decision
+
+    async def run(self, core: AuthenticatorCore, endpoint: UdpEndpoint, workers: int) -> None:
+        """Answer commands with ``workers`` tasks until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for _ in range(workers):
+                nursery.start_soon(self._work, core, endpoint)
+
+    async def _work(self, core: AuthenticatorCore, endpoint: UdpEndpoint) -> None:
+        async for command in self._receive:
+            try:
+                try:
+                    decision = await self._in_thread(self._decide_and_record, command)
+                except StoreError as exc:
+                    # The requestor hears of it now rather than timing out.
+                    logger.error("trp store error: %s", exc)
+                    decision = Decision(TrpReject(TrpError.INTERNAL_ERROR), False, str(exc))
+                now = trio.current_time()
+                core.answer(command, decision, now)
+                endpoint.wakeup()
+                if self._on_answer is not None:
+                    self._on_answer(command, decision, now)
+            finally:
+                self.in_flight.end()
+
+
+def open_keylog(path: str | os.PathLike[str]) -> TextIO:
+    """The key log at ``path``: created private (it holds session keys), appended to."""
+    fd = os.open(Path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    return os.fdopen(fd, "a", encoding="ascii")
+
+
+def own_security(
+    store: AuthenticatorStore,
+    authority: TrpAuthority,
+    domain: OID,
+    node: OID,
+    secret: bytes | None = None,
+) -> SecurityConfig:
+    """The Authenticator's own :class:`SecurityConfig` as ``node`` of ``domain``
+    (a blocking store lookup: call it in a worker thread). ``secret``, from a
+    credentials file, must be the one the store derives for the node."""
+    record = store.lookup(domain, node)
+    if record is None or record.revoked:
+        raise StoreError(f"{node} is not an active node of {domain}")
+    if secret is not None and not hmac.compare_digest(secret, record.credential.secret):
+        raise StoreError(f"the credentials of {node} are not its current identity secret")
+    # SEAM (deferred local authority, another change): ``local_authority``
+    # answers the sealed-TRP handshakes' lookups on the loop for now; the
+    # session layer's deferred authority replaces it here.
+    return SecurityConfig(
+        domain=domain,
+        identity=node,
+        secret=record.credential.secret,
+        rng=secrets.token_bytes,
+        cookie_key=secrets.token_bytes(32),
+        permissions=record.permissions,
+        local_authority=authority,
+    )

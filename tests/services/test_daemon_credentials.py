@@ -1,0 +1,85 @@
+"""The production way to join a domain, end to end on UDP: ``add-node
+--credentials-out`` writes each node's file, the Authenticator serves (on the
+runner) with its own credentials and ``sealed_only``, a provider and a client
+load theirs, and the client reads the provider's property inside a secure
+session keyed by the Authenticator (the provider's TRP sealed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from dofpy.credentials import load_credentials
+from dofpy.oap.core import OapConfig
+from dofpy.trio import open_node
+from dofpy.wire.oid import OID
+from dofpy.wire.permissions import (
+    Action,
+    BindingPermission,
+    PermissionSet,
+    ProviderPermission,
+    RequestorPermission,
+)
+from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig
+from dofpy_services.cli import main
+from tests.oap.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
+from tests.services.test_daemon_runner import WAIT, running
+
+
+def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> None:
+    status = main(["authenticator", *argv])
+    assert status == 0, capsys.readouterr().err
+
+
+async def test_nodes_join_with_credentials_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "as.db")
+    node = ["--db", db, "--domain", "example.org"]
+    cli(capsys, "init-domain", "--db", db, "example.org")
+    for name in ("as", "thermostat", "client"):
+        cli(
+            capsys,
+            "add-node",
+            *node,
+            f"{name}@example.org",
+            "--credentials-out",
+            str(tmp_path / f"{name}.cred"),
+        )
+    reads = BindingPermission(Action.READ, OID(0), THERMOSTAT.iid)
+    cli(capsys, "grant", *node, "thermostat@example.org", "--provider")
+    cli(capsys, "grant", *node, "client@example.org", "--requestor")
+    cli(capsys, "grant", *node, "client@example.org", "--actions", "r")
+    settings = AuthenticatorConfig(
+        listen=("127.0.0.1", 0),
+        db=db,
+        credentials=str(tmp_path / "as.cred"),
+        sealed_only=True,
+    )
+    async with running(AUTHENTICATOR, settings) as authenticator:
+        provider_file = load_credentials(tmp_path / "thermostat.cred")
+        client_file = load_credentials(tmp_path / "client.cred")
+        provider_config = provider_file.with_authenticator(authenticator.udp).node_config(
+            PermissionSet((ProviderPermission(),)), seal_authority=True
+        )
+        client_config = client_file.with_authenticator(authenticator.udp).node_config(
+            PermissionSet((RequestorPermission(), reads))
+        )
+        async with (
+            open_node(config=OapConfig(node=provider_config)) as provider,
+            open_node(config=OapConfig(node=client_config)) as client,
+        ):
+            provider.provide(THERMOSTAT_OID, THERMOSTAT, Thermostat())
+            with trio.fail_after(WAIT):
+                temperature = await client.get(
+                    provider.local_address, THERMOSTAT_OID, THERMOSTAT, "temperature"
+                )
+                identity = await client.secure_session(provider.local_address)
+            sealed = provider.core.node.peer_identity(authenticator.udp)
+        await authenticator.signals.send(15)
+    assert temperature == 21 and identity == provider_file.identity
+    # The provider asked for the session key inside a session with the Authenticator.
+    assert sealed == load_credentials(tmp_path / "as.cred").identity
+    assert authenticator.status == 0
