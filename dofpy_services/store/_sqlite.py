@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import random
 import sqlite3
 import threading
 import time
@@ -180,11 +181,28 @@ class SqliteBackend(Backend):
             if query_only:
                 conn.execute("PRAGMA query_only = ON")
             else:
-                conn.execute("PRAGMA journal_mode = WAL")
+                self._enter_wal(conn)
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"{self._path} is not a usable SQLite database: {exc}") from None
         return conn
+
+    def _enter_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch the file to WAL. Processes creating the file together race
+        for it, and SQLite answers "database is locked" at once (its busy
+        handler does not cover the switch), so retry with capped, jittered
+        back-off within the busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+            delay = min(delay * 2, 0.05)
 
     def _set_up(self, service: str, migrations: Sequence[Migration]) -> None:
         def migrate(tx: _SqliteTransaction) -> None:

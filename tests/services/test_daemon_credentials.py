@@ -13,6 +13,7 @@ import trio
 
 from dofpy.credentials import load_credentials
 from dofpy.oap.core import OapConfig
+from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.trio import open_node
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import (
@@ -24,7 +25,6 @@ from dofpy.wire.permissions import (
 )
 from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig
 from dofpy_services.cli import main
-from tests.oap.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from tests.services.test_daemon_runner import WAIT, running
 
 
