@@ -201,7 +201,7 @@ class SqliteBackend(Backend):
             except sqlite3.OperationalError:
                 if time.monotonic() >= deadline:
                     raise
-            time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter, not a secret
+            time.sleep(delay * (0.5 + random.random()))  # jitter, not a secret
             delay = min(delay * 2, 0.05)
 
     def _set_up(self, service: str, migrations: Sequence[Migration]) -> None:
