@@ -1,12 +1,13 @@
-"""The Authenticator daemon: a DPS node that answers TRP commands.
+"""The Authenticator daemon: an OAP node that also answers TRP commands.
 
-:class:`AuthenticatorCore` is a :class:`dofpy.DatagramCore` (sans-IO): it wraps
-a :class:`dofpy.session.node.Node` serving DSP, TRP and the common operations,
-decodes every TRP command the node hands up, asks the
-:class:`~dofpy.security.authority.TrpAuthority` and sends its answer with
-``send_response``. Every decision goes to ``on_decision`` (the daemon writes
-the audit log and the key log there). :class:`TrpShell` runs it on UDP with
-trio, its store calls in worker threads; the service declaration
+:class:`TrpResponder` (sans-IO) takes the TRP commands an OAP node with TRP
+among its applications hands up, and the Request Sessions of handshakes with
+the Authenticator itself (``defer_authority``); it refuses at once what needs
+no store, asks the :class:`~dofpy.security.authority.TrpAuthority` for the
+rest (or hands them to a shell) and answers. :class:`AuthenticatorCore` is a
+:class:`dofpy.DatagramCore` deciding on the spot, for the simulator.
+:class:`TrpShell` is the daemon's trio side: decisions in worker threads,
+audit lines batched; the service declaration
 (:mod:`dofpy_services.authenticator.service`) puts it on the daemon framework.
 """
 
@@ -26,11 +27,11 @@ import trio
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket
+from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authority import Decision, TrpAuthority
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
-from dofpy.session.security import SecurityConfig
-from dofpy.trio import UdpEndpoint
+from dofpy.session.security import AuthorityRequested, SecurityConfig
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import (
@@ -41,13 +42,19 @@ from dofpy.wire.trp import (
     decode_trp_untrusted,
     encode_trp,
 )
-from dofpy_services.authenticator.store import AuthenticatorStore, StoreError
+from dofpy_services.authenticator.store import (
+    AsyncAuthenticatorStore,
+    AuthenticatorStore,
+    StoreError,
+)
 from dofpy_services.daemon.service import InFlight
 
 __all__ = [
+    "AUTHENTICATOR_APPLICATIONS",
     "AUTHENTICATOR_NODE",
     "AuthenticatorCore",
     "TrpCommand",
+    "TrpResponder",
     "TrpShell",
     "format_keylog_line",
     "open_keylog",
@@ -61,86 +68,74 @@ AUTHENTICATOR_NODE = OID(3, b"authenticator")
 
 @dataclass(frozen=True, slots=True)
 class TrpCommand:
-    """A TRP command handed to the shell (see ``on_command``): it decides
+    """A TRP decision handed to the shell (see ``on_command``): it decides
     (``authority.decide(pdu)``, store lookups: in a worker thread) unless
     ``decision`` is already made (a refusal needing no store), then answers
-    with :meth:`AuthenticatorCore.answer`."""
+    with :meth:`TrpResponder.answer`.
+
+    Either a TRP command from ``peer`` (``op_count`` to answer it; ``identity``
+    the responder its secure session authenticated, for a sealed command) or,
+    with ``token``, the Request Session of a handshake with the Authenticator
+    itself (a responder opening a sealed-TRP session: ``defer_authority``)."""
 
     peer: Address
     op_count: int | None
     pdu: TrpPdu | None
     decision: Decision | None
     identity: OID | None
-    """The responder the secure session authenticated, for a sealed command."""
+    token: int | None = None
 
 
-class AuthenticatorCore:
-    """A DatagramCore answering TRP commands with ``authority``.
+class TrpResponder:
+    """The sans-IO TRP side of an Authenticator node: takes the node's TRP
+    commands and its deferred authority requests (``on_event``), refuses at
+    once what needs no store (a malformed command, TRP in the clear when
+    ``sealed_only``, a sealed request for another responder than the session's)
+    and answers the rest with ``authority``.
 
-    With ``security`` (the Authenticator's own identity in the domain, keyed by
-    ``authority`` itself as its ``local_authority``) responders may talk TRP to
-    it inside a secure session; a sealed Request Session is then granted only
-    to the responder the session authenticated. With ``sealed_only`` TRP in the
-    clear is refused (Access Denied).
-
-    By default the core decides each command as it arrives, calling the
-    authority (and so its store) on the spot: right for the simulator and an
-    in-memory store. With ``on_command`` it hands each command over instead
-    (a :class:`TrpCommand`) and the shell answers it later with
-    :meth:`answer`, so that store lookups run off the event loop. When
-    ``on_command`` returns False (the shell is full or draining) the command
-    is answered at once with High Load.
+    By default it decides each command as it arrives, calling the authority
+    (and so its store) on the spot: right for the simulator and an in-memory
+    store. With ``on_command`` it hands each over (a :class:`TrpCommand`) and
+    the shell answers it later with :meth:`answer`, so that store lookups run
+    off the event loop. When ``on_command`` returns False (the shell is full or
+    draining) the command is answered at once with High Load.
     """
 
     def __init__(
         self,
+        node: Node,
         authority: TrpAuthority,
-        on_decision: Callable[[Decision, Address, float], None] | None = None,
-        node_id: OID = AUTHENTICATOR_NODE,
         *,
-        security: SecurityConfig | None = None,
         sealed_only: bool = False,
         on_command: Callable[[TrpCommand], bool] | None = None,
+        on_decision: Callable[[Decision, Address, float], None] | None = None,
     ) -> None:
-        if sealed_only and security is None:
+        if sealed_only and node.config.security is None:
             raise ValueError("sealed_only needs a security configuration")
+        self._node = node
         self._authority = authority
-        self._on_decision = on_decision
         self._sealed_only = sealed_only
         self._on_command = on_command
-        self._node = Node(
-            NodeConfig(
-                node_id=node_id if security is None else security.identity,
-                applications=(AppId.DSP, AppId.TRP, AppId.COMMON),
-                security=security,
-            )
-        )
+        self._on_decision = on_decision
         self.decisions = 0
 
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self._node.receive_datagram(data, addr, now)
-        self._drain(now)
+    def on_event(self, event: CommandReceived | AuthorityRequested, now: float) -> None:
+        """One TRP command, or one handshake's Request Session, to answer."""
+        if isinstance(event, AuthorityRequested):
+            command = TrpCommand(event.peer, None, event.command, None, None, event.token)
+        else:
+            command = self._command(event)
+        decision = command.decision
+        if self._on_command is not None:
+            if self._on_command(command):
+                return
+            decision = Decision(TrpReject(TrpError.HIGH_LOAD), False, "the authenticator is busy")
+        elif decision is None:
+            assert command.pdu is not None
+            decision = self._authority.decide(command.pdu)
+        self.answer(command, decision, now)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return self._node.datagrams_to_send(now)
-
-    def get_timer(self) -> float | None:
-        return self._node.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self._node.handle_timer(now)
-        self._drain(now)
-
-    def _drain(self, now: float) -> None:
-        while (event := self._node.next_event()) is not None:
-            if isinstance(event, CommandReceived) and event.app_id == AppId.TRP:
-                self._answer(event, now)
-
-    def statistics(self) -> NodeStatistics:
-        """The session layer's counters."""
-        return self._node.statistics()
-
-    def _answer(self, event: CommandReceived, now: float) -> None:
+    def _command(self, event: CommandReceived) -> TrpCommand:
         pdu: TrpPdu | None = None
         decision: Decision | None = None
         try:
@@ -151,21 +146,15 @@ class AuthenticatorCore:
             refusal = self._refusal(pdu, event.identity)
             if refusal is not None:
                 decision = Decision(TrpReject(TrpError.ACCESS_DENIED), False, refusal)
-        command = TrpCommand(event.peer, event.op_count, pdu, decision, event.identity)
-        if self._on_command is not None:
-            if self._on_command(command):
-                return
-            decision = Decision(TrpReject(TrpError.HIGH_LOAD), False, "the authenticator is busy")
-        elif decision is None:
-            assert pdu is not None
-            decision = self._authority.decide(pdu)
-        self.answer(command, decision, now)
+        return TrpCommand(event.peer, event.op_count, pdu, decision, event.identity)
 
     def answer(self, command: TrpCommand, decision: Decision, now: float) -> None:
-        """Send ``decision``'s response to ``command`` (the shell then wakes the
-        endpoint) and report it to ``on_decision``."""
+        """Send ``decision``'s response to ``command`` (the caller then wakes
+        the endpoint) and report it to ``on_decision``."""
         self.decisions += 1
-        if command.op_count is not None:
+        if command.token is not None:
+            self._node.answer_authority(command.token, decision.response, now)
+        elif command.op_count is not None:
             self._node.send_response(
                 command.peer, command.op_count, AppId.TRP, encode_trp(decision.response), now
             )
@@ -179,6 +168,77 @@ class AuthenticatorCore:
         if isinstance(pdu, RequestSessionCommand) and pdu.responder.identity.node != identity:
             return f"{identity} asked for a session as {pdu.responder.identity.node}"
         return None
+
+
+AUTHENTICATOR_APPLICATIONS = (AppId.DSP, AppId.OAP, AppId.TRP, AppId.COMMON)
+"""The DPP applications of an Authenticator node: TRP besides OAP (the daemon
+object, health) and the common operations."""
+
+
+class AuthenticatorCore:
+    """A DatagramCore answering TRP commands with ``authority``, deciding on
+    the spot (the simulator, in-memory stores; the daemon runs a
+    :class:`TrpResponder` on its OAP node instead, deciding in worker threads).
+
+    With ``security`` (the Authenticator's own identity in the domain, keyed by
+    ``authority`` itself as its ``local_authority``) responders may talk TRP to
+    it inside a secure session; a sealed Request Session is then granted only
+    to the responder the session authenticated. With ``sealed_only`` TRP in the
+    clear is refused (Access Denied).
+    """
+
+    def __init__(
+        self,
+        authority: TrpAuthority,
+        on_decision: Callable[[Decision, Address, float], None] | None = None,
+        node_id: OID = AUTHENTICATOR_NODE,
+        *,
+        security: SecurityConfig | None = None,
+        sealed_only: bool = False,
+    ) -> None:
+        if sealed_only and security is None:
+            raise ValueError("sealed_only needs a security configuration")
+        self._core = OapCore(
+            OapConfig(
+                node=NodeConfig(
+                    node_id=node_id if security is None else security.identity,
+                    applications=AUTHENTICATOR_APPLICATIONS,
+                    security=security,
+                )
+            )
+        )
+        self._responder = TrpResponder(
+            self._core.node, authority, sealed_only=sealed_only, on_decision=on_decision
+        )
+
+    @property
+    def decisions(self) -> int:
+        return self._responder.decisions
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self._core.receive_datagram(data, addr, now)
+        self._drain(now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return self._core.datagrams_to_send(now)
+
+    def get_timer(self) -> float | None:
+        return self._core.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self._core.handle_timer(now)
+        self._drain(now)
+
+    def _drain(self, now: float) -> None:
+        while (event := self._core.next_event()) is not None:
+            if isinstance(event, AuthorityRequested) or (
+                isinstance(event, CommandReceived) and event.app_id == AppId.TRP
+            ):
+                self._responder.on_event(event, now)
+
+    def statistics(self) -> NodeStatistics:
+        """The session layer's counters."""
+        return self._core.node.statistics()
 
 
 def format_keylog_line(decision: Decision) -> str:
@@ -197,20 +257,24 @@ def _audit_detail(decision: Decision, peer: Address) -> str:
 
 
 class TrpShell:
-    """The trio side of a deferred :class:`AuthenticatorCore`: takes each
+    """The trio side of a deferred :class:`TrpResponder`: takes each
     :class:`TrpCommand` (``on_command``), and in worker tasks decides it with
-    ``authority.decide`` (store lookups) and writes its audit record (and the
-    key-log line) in a worker thread, then answers it on the loop. Answering
-    after the audit write keeps "no session granted without its audit record".
+    ``authority.decide`` in a worker thread (store lookups, never on the
+    loop), writes its audit record (batched with others, see
+    :class:`~dofpy_services.authenticator.store.AsyncAuthenticatorStore`) and
+    the key-log line, then answers it on the loop. Answering after the audit
+    write keeps "no session granted without its audit record".
 
     At most ``max_pending`` commands wait; more, or any while ``accepting``
-    is False (draining), are answered High Load by the core.
+    is False (draining), are answered High Load by the responder. A store that
+    fails (a lost PostgreSQL connection) gets the command answered Internal
+    Error at once: the requestor hears of it instead of timing out.
     """
 
     def __init__(
         self,
         authority: TrpAuthority,
-        store: AuthenticatorStore,
+        store: AsyncAuthenticatorStore,
         in_thread: Callable[..., Awaitable[Any]],
         *,
         keylog: TextIO | None = None,
@@ -229,7 +293,7 @@ class TrpShell:
         """Commands taken and not yet answered (a drain waits for them)."""
 
     def take(self, command: TrpCommand) -> bool:
-        """The core's ``on_command``."""
+        """The responder's ``on_command``."""
         if not self.accepting:
             return False
         try:
@@ -239,38 +303,40 @@ class TrpShell:
         self.in_flight.begin()
         return True
 
-    def _decide_and_record(self, command: TrpCommand) -> Decision:
-        # In a worker thread: the store lookups, then the audit write.
+    async def _decide_and_record(self, command: TrpCommand) -> Decision:
         decision = command.decision
         if decision is None:
             assert command.pdu is not None
-            decision = self._authority.decide(command.pdu)
+            decision = await self._in_thread(self._authority.decide, command.pdu)
         outcome = "granted" if decision.granted else "refused"
         # The audit log keeps wall-clock time.
-        self._store.audit(time.time(), f"trp-{outcome}", _audit_detail(decision, command.peer))
+        await self._store.audit(
+            time.time(), f"trp-{outcome}", _audit_detail(decision, command.peer)
+        )
         if self._keylog is not None and decision.session_key is not None:
             self._keylog.write(format_keylog_line(decision))
             self._keylog.flush()
         return decision
 
-    async def run(self, core: AuthenticatorCore, endpoint: UdpEndpoint, workers: int) -> None:
-        """Answer commands with ``workers`` tasks until cancelled."""
+    async def run(self, responder: TrpResponder, wakeup: Callable[[], None], workers: int) -> None:
+        """Answer commands with ``workers`` tasks until cancelled; ``wakeup``
+        sends what the node has to send."""
         async with trio.open_nursery() as nursery:
             for _ in range(workers):
-                nursery.start_soon(self._work, core, endpoint)
+                nursery.start_soon(self._work, responder, wakeup)
 
-    async def _work(self, core: AuthenticatorCore, endpoint: UdpEndpoint) -> None:
+    async def _work(self, responder: TrpResponder, wakeup: Callable[[], None]) -> None:
         async for command in self._receive:
             try:
                 try:
-                    decision = await self._in_thread(self._decide_and_record, command)
+                    decision = await self._decide_and_record(command)
                 except StoreError as exc:
                     # The requestor hears of it now rather than timing out.
                     logger.error("trp store error: %s", exc)
                     decision = Decision(TrpReject(TrpError.INTERNAL_ERROR), False, str(exc))
                 now = trio.current_time()
-                core.answer(command, decision, now)
-                endpoint.wakeup()
+                responder.answer(command, decision, now)
+                wakeup()
                 if self._on_answer is not None:
                     self._on_answer(command, decision, now)
             finally:
@@ -285,22 +351,25 @@ def open_keylog(path: str | os.PathLike[str]) -> TextIO:
 
 def own_security(
     store: AuthenticatorStore,
-    authority: TrpAuthority,
     domain: OID,
     node: OID,
     secret: bytes | None = None,
+    *,
+    authority: TrpAuthority | None = None,
 ) -> SecurityConfig:
     """The Authenticator's own :class:`SecurityConfig` as ``node`` of ``domain``
     (a blocking store lookup: call it in a worker thread). ``secret``, from a
-    credentials file, must be the one the store derives for the node."""
+    credentials file, must be the one the store derives for the node.
+
+    Responders handshaking with it (sealed TRP) are keyed by the Authenticator
+    itself: by ``authority`` on the spot when given (the simulator), else
+    deferred (``defer_authority``: the node asks its application, which decides
+    in a worker thread, so the loop never waits on the store)."""
     record = store.lookup(domain, node)
     if record is None or record.revoked:
         raise StoreError(f"{node} is not an active node of {domain}")
     if secret is not None and not hmac.compare_digest(secret, record.credential.secret):
         raise StoreError(f"the credentials of {node} are not its current identity secret")
-    # SEAM (deferred local authority, another change): ``local_authority``
-    # answers the sealed-TRP handshakes' lookups on the loop for now; the
-    # session layer's deferred authority replaces it here.
     return SecurityConfig(
         domain=domain,
         identity=node,
@@ -309,4 +378,5 @@ def own_security(
         cookie_key=secrets.token_bytes(32),
         permissions=record.permissions,
         local_authority=authority,
+        defer_authority=authority is None,
     )

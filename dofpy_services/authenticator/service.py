@@ -27,7 +27,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from dofpy._core import Address
 from dofpy.credentials import NodeCredentials, parse_address, write_credentials
 from dofpy.security.authority import Decision, TrpAuthority
-from dofpy.trio import open_udp_endpoint
+from dofpy.session.node import NodeConfig
+from dofpy.trio import DofNode
+from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import (
     Action,
@@ -38,15 +40,20 @@ from dofpy.wire.permissions import (
     RequestorPermission,
 )
 from dofpy_services.authenticator.daemon import (
-    AuthenticatorCore,
+    AUTHENTICATOR_APPLICATIONS,
+    AUTHENTICATOR_NODE,
     TrpCommand,
+    TrpResponder,
     TrpShell,
     open_keylog,
     own_security,
 )
 from dofpy_services.authenticator.store import (
+    AsyncAuthenticatorStore,
     AuthenticatorStore,
+    StoreError,
     is_postgres_url,
+    open_async_store,
     open_store,
 )
 from dofpy_services.daemon.cli import CliError, add_format_flag, print_records
@@ -165,6 +172,9 @@ class AuthenticatorConfig(DaemonConfig):
     max_pending: int = option(
         INT, "TRP commands waiting for the store at most; more are answered High Load", default=1024
     )
+    store_pool: int = option(
+        INT, "database connections (and store calls at once) of this process", default=4
+    )
 
 
 def _check(config: AuthenticatorConfig) -> None:
@@ -179,16 +189,32 @@ def _check(config: AuthenticatorConfig) -> None:
         _domain(config.domain or "")
     if config.max_pending < 1:
         raise ConfigError("key 'max_pending': expected an integer >= 1")
+    if config.store_pool < 1:
+        raise ConfigError("key 'store_pool': expected an integer >= 1")
 
 
 @asynccontextmanager
-async def _open_store(config: AuthenticatorConfig) -> AsyncIterator[AuthenticatorStore]:
-    # SEAM (store layer, another change): this becomes the shared store layer's opener.
-    store = await trio.to_thread.run_sync(_existing_db, config.db)
-    try:
+async def _open_store(config: AuthenticatorConfig) -> AsyncIterator[AsyncAuthenticatorStore]:
+    # A missing SQLite file is a typo more often than a wish for a new domain.
+    await trio.to_thread.run_sync(_require_existing, config.db)
+    async with open_async_store(config.db, pool_size=config.store_pool) as store:
         yield store
-    finally:
-        await trio.to_thread.run_sync(store.close)
+
+
+def _require_existing(location: str) -> None:
+    if not is_postgres_url(location) and not Path(location).exists():
+        raise StoreError(f"no database at {location} (create it with init-domain)")
+
+
+def _store_statistics(store: AsyncAuthenticatorStore) -> dict[str, float]:
+    stats = store.statistics()
+    return {
+        "calls": stats.calls,
+        "errors": stats.errors,
+        "unavailable": stats.unavailable,
+        "reconnects": stats.reconnects,
+        "in_flight": stats.in_flight,
+    }
 
 
 class AuthenticatorMetrics:
@@ -210,82 +236,86 @@ class AuthenticatorMetrics:
         )
 
 
-async def _serve_trp(context: ServiceContext, task_status: trio.TaskStatus[Address]) -> None:
+async def _node_config(context: ServiceContext) -> NodeConfig:
+    """The Authenticator's node: plaintext, or its own identity (from its
+    credentials file, or --identity/--domain) keying its sessions itself."""
     config: AuthenticatorConfig = context.config
-    store: AuthenticatorStore = context.store
+    store: AsyncAuthenticatorStore = context.store
+    own: tuple[OID, OID, bytes | None] | None = None
+    if context.credentials is not None:
+        credentials = context.credentials
+        own = (credentials.domain, credentials.identity, credentials.secret)
+    elif config.identity:
+        own = (_domain(config.domain or ""), _identity(config.identity), None)
+    if own is None:
+        return NodeConfig(node_id=AUTHENTICATOR_NODE, applications=AUTHENTICATOR_APPLICATIONS)
+    security = await context.in_thread(own_security, store.sync, *own)
+    return NodeConfig(
+        node_id=security.identity, applications=AUTHENTICATOR_APPLICATIONS, security=security
+    )
+
+
+async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nursery) -> None:
+    """Answer TRP on the daemon's node: decisions in worker threads, audit
+    lines batched, the key log written, metrics and log events per answer."""
+    config: AuthenticatorConfig = context.config
+    store: AsyncAuthenticatorStore = context.store
     metrics: AuthenticatorMetrics = context.metrics
     keylog = open_keylog(config.keylog) if config.keylog is not None else None
-    try:
-        authority = TrpAuthority(store, secrets.token_bytes)
-        security = None
-        credentials = context.credentials
-        if credentials is not None:
-            security = await context.in_thread(
-                own_security,
-                store,
-                authority,
-                credentials.domain,
-                credentials.identity,
-                credentials.secret,
-            )
-        elif config.identity:
-            security = await context.in_thread(
-                own_security,
-                store,
-                authority,
-                _domain(config.domain or ""),
-                _identity(config.identity),
-            )
-        arrivals: dict[int, float] = {}
+    authority = TrpAuthority(store.sync, secrets.token_bytes)
+    arrivals: dict[int, float] = {}
 
-        def answered(command: TrpCommand, decision: Decision, now: float) -> None:
-            outcome = "granted" if decision.granted else "refused"
-            started = arrivals.pop(id(command), now)
-            metrics.decisions.labels(outcome).inc()
-            metrics.duration.labels(outcome).observe(max(0.0, now - started))
-            log_event(
-                context.logger,
-                f"trp-{outcome}",
-                peer=format_address(command.peer),
-                initiator=decision.initiator,
-                responder=decision.responder,
-                reason=decision.reason,
-            )
-
-        shell = TrpShell(
-            authority,
-            store,
-            context.in_thread,
-            keylog=keylog,
-            max_pending=config.max_pending,
-            on_answer=answered,
-            in_flight=context.in_flight,
+    def answered(command: TrpCommand, decision: Decision, now: float) -> None:
+        outcome = "granted" if decision.granted else "refused"
+        started = arrivals.pop(id(command), now)
+        metrics.decisions.labels(outcome).inc()
+        metrics.duration.labels(outcome).observe(max(0.0, now - started))
+        log_event(
+            context.logger,
+            f"trp-{outcome}",
+            peer=format_address(command.peer),
+            initiator=decision.initiator,
+            responder=decision.responder,
+            reason=decision.reason,
+            handshake=command.token is not None,
         )
 
-        def take(command: TrpCommand) -> bool:
-            if context.draining:
-                shell.accepting = False
-            taken = shell.take(command)
-            if taken:
-                arrivals[id(command)] = trio.current_time()
-            else:
-                metrics.decisions.labels("busy").inc()
-            return taken
+    shell = TrpShell(
+        authority,
+        store,
+        context.in_thread,
+        keylog=keylog,
+        max_pending=config.max_pending,
+        on_answer=answered,
+        in_flight=context.in_flight,
+    )
 
-        core = AuthenticatorCore(
-            authority, security=security, sealed_only=config.sealed_only, on_command=take
-        )
-        async with open_udp_endpoint(core, config.listen, pcap_path=config.pcap) as endpoint:
-            context.statistics.add_source("endpoint", endpoint.statistics)
-            context.statistics.add_source("session", core.statistics)
-            await context.in_thread(
-                store.audit, time.time(), "serve", f"listen={endpoint.local_address}"
-            )
-            task_status.started(endpoint.local_address)
-            await shell.run(core, endpoint, context.service.store_threads)
-    finally:
-        if keylog is not None:
-            keylog.close()
+    def take(command: TrpCommand) -> bool:
+        if context.draining:
+            shell.accepting = False
+        taken = shell.take(command)
+        if taken:
+            arrivals[id(command)] = trio.current_time()
+        else:
+            metrics.decisions.labels("busy").inc()
+        return taken
+
+    responder = TrpResponder(
+        node.core.node, authority, sealed_only=config.sealed_only, on_command=take
+    )
+    node.set_application_handler(
+        AppId.TRP, lambda event: responder.on_event(event, trio.current_time())
+    )
+    await store.audit(time.time(), "serve", f"listen={node.local_address}")
+
+    async def run_shell() -> None:
+        try:
+            await shell.run(responder, node.wakeup, context.service.store_threads)
+        finally:
+            if keylog is not None:
+                keylog.close()
+
+    nursery.start_soon(run_shell)
 
 
 async def serve(
@@ -531,7 +561,11 @@ AUTHENTICATOR: Service[AuthenticatorConfig] = Service(
     open_store=_open_store,
     commands=_COMMANDS,
     metrics=AuthenticatorMetrics,
-    serve=_serve_trp,
+    store_statistics=_store_statistics,
+    applications=(AppId.TRP,),
+    node_config=_node_config,
+    attach=_attach_trp,
+    store_threads=4,
     check=_check,
     serve_example="dofpy authenticator serve --config /etc/dofpy/authenticator.toml",
 )

@@ -21,6 +21,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from dofpy._core import Address
 from dofpy.credentials import load_credentials
 from dofpy.oap.core import OapConfig
 from dofpy.transfer.core import TransferConfig
@@ -176,56 +176,49 @@ async def _run(
         )
         nursery = await stack.enter_async_context(trio.open_nursery())
         addresses = DaemonAddresses()
-        serving = trio.CancelScope()
-        if service.serve is not None:
-            # A protocol of its own on the service's socket (the Authenticator's TRP).
-            # SEAM: once an OAP node can take such commands, the daemon object joins it.
-
-            async def serve_own(task_status: trio.TaskStatus[Address]) -> None:
-                with serving:
-                    assert service.serve is not None
-                    await service.serve(context, task_status)
-
-            udp = await nursery.start(serve_own)
-        else:
-            oap = OapConfig()
-            if credentials is not None:
-                permissions = service.permissions(context) if service.permissions else None
-                oap = OapConfig(node=credentials.node_config(permissions))
-            if service.transfer_store is not None:
-                transfer = await stack.enter_async_context(
-                    open_transfer_node(
-                        config.listen,
-                        TransferConfig(oap=oap),
-                        store=service.transfer_store(context),
-                        pcap_path=config.pcap,
-                        keylog_path=config.keylog,
-                    )
+        oap = OapConfig()
+        if service.node_config is not None:
+            oap = OapConfig(node=await service.node_config(context))
+        elif credentials is not None:
+            permissions = service.permissions(context) if service.permissions else None
+            oap = OapConfig(node=credentials.node_config(permissions))
+        if service.applications:
+            applications = tuple(dict.fromkeys((*oap.node.applications, *service.applications)))
+            oap = replace(oap, node=replace(oap.node, applications=applications))
+        if service.transfer_store is not None:
+            transfer = await stack.enter_async_context(
+                open_transfer_node(
+                    config.listen,
+                    TransferConfig(oap=oap),
+                    store=service.transfer_store(context),
+                    pcap_path=config.pcap,
+                    keylog_path=config.keylog,
                 )
-                context.transfer, node = transfer, transfer.node
-                statistics.add_source("transfer", transfer.statistics)
-            else:
-                node = await stack.enter_async_context(
-                    open_node(config.listen, oap, pcap_path=config.pcap, keylog_path=config.keylog)
-                )
-                statistics.add_source("node", node.statistics)
-            context.node = node
-            node.provide(
-                DAEMON_OBJECT, DAEMON_INTERFACE, DaemonProvider(service.name, version(), health)
             )
+            context.transfer, node = transfer, transfer.node
+            statistics.add_source("transfer", transfer.statistics)
+        else:
+            node = await stack.enter_async_context(
+                open_node(config.listen, oap, pcap_path=config.pcap, keylog_path=config.keylog)
+            )
+            statistics.add_source("node", node.statistics)
+        context.node = node
+        node.provide(
+            DAEMON_OBJECT, DAEMON_INTERFACE, DaemonProvider(service.name, version(), health)
+        )
 
-            def tell_subscribers(state: str) -> None:
-                if not node.closed:
-                    node.notify_change(DAEMON_OBJECT, DAEMON_INTERFACE, "health", state)
+        def tell_subscribers(state: str) -> None:
+            if not node.closed:
+                node.notify_change(DAEMON_OBJECT, DAEMON_INTERFACE, "health", state)
 
-            health.on_change(tell_subscribers)
-            if service.interface is not None and service.provider is not None:
-                assert service.object_id is not None, (
-                    "a service with an interface needs an object id"
-                )
-                provider = InstrumentedProvider(service.provider(context), request_metrics, context)
-                node.provide(service.object_id, service.interface, provider)
-            udp = node.local_address
+        health.on_change(tell_subscribers)
+        if service.interface is not None and service.provider is not None:
+            assert service.object_id is not None, "a service with an interface needs an object id"
+            provider = InstrumentedProvider(service.provider(context), request_metrics, context)
+            node.provide(service.object_id, service.interface, provider)
+        if service.attach is not None:
+            await service.attach(context, node, nursery)
+        udp = node.local_address
         addresses["udp"] = format_address(udp)
         if config.metrics_listen is not None:
             bound = await nursery.start(serve_metrics, config.metrics_listen, registry, health)
@@ -248,5 +241,4 @@ async def _run(
             await context.in_flight.wait_idle()
         if waited.cancelled_caught:
             log_event(logger, "drain-timeout", logging.WARNING, abandoned=context.in_flight.count)
-        serving.cancel()
         nursery.cancel_scope.cancel()

@@ -23,6 +23,7 @@ from dofpy.credentials import NodeCredentials
 from dofpy.oap.core import IncomingRequest
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface
+from dofpy.session.node import NodeConfig
 from dofpy.transfer.store import BlockStore
 from dofpy.trio import DofNode, Provider, TransferNode
 from dofpy.wire.oid import OID
@@ -123,9 +124,10 @@ class Service(Generic[ConfigT]):
     """A service, declared: everything the runner and the CLI need.
 
     A service that serves OAP gives ``interface``, ``object_id`` and
-    ``provider``; one that speaks a protocol of its own on its socket (the
-    Authenticator's TRP) gives ``serve`` instead, which runs until cancelled
-    and reports its bound UDP address through ``task_status``.
+    ``provider``. One that also speaks another DPP application on its node
+    (the Authenticator's TRP) names it in ``applications`` and registers its
+    handler in ``attach``; ``node_config`` replaces the node's configuration
+    built from the credentials file (the Authenticator keys its own sessions).
     """
 
     name: str
@@ -142,7 +144,14 @@ class Service(Generic[ConfigT]):
     """A store's counters and levels, read at each scrape (on the loop: cheap)."""
     permissions: Callable[[ServiceContext], PermissionSet] | None = None
     """What the daemon's node asks for in its sessions (default: none)."""
-    serve: Callable[[ServiceContext, trio.TaskStatus[Any]], Awaitable[None]] | None = None
+    applications: tuple[int, ...] = ()
+    """DPP applications the node serves besides DSP, OAP and the common ones."""
+    node_config: Callable[[ServiceContext], Awaitable[NodeConfig]] | None = None
+    """The node's configuration (default: the credentials file's identity, asking
+    for ``permissions``); the runner adds ``applications``."""
+    attach: Callable[[ServiceContext, DofNode, trio.Nursery], Awaitable[None]] | None = None
+    """Called once the node is open: register application handlers, start the
+    service's tasks in the nursery (cancelled at the end of the drain)."""
     check: Callable[[ConfigT], None] | None = None
     """Checks across settings; raises ConfigError with one line."""
     serve_example: str = ""

@@ -31,7 +31,11 @@ from dofpy.wire.dpp import decode_frame_untrusted
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import RequestSessionResponse, decode_trp_untrusted
 from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig
-from dofpy_services.authenticator.store import AuthenticatorStore, open_store
+from dofpy_services.authenticator.store import (
+    AsyncAuthenticatorStore,
+    AuthenticatorStore,
+    open_async_store,
+)
 from dofpy_services.daemon import DAEMON_INTERFACE, DAEMON_OBJECT, DaemonConfig, Service
 from dofpy_services.daemon.lifecycle import run_daemon
 from dofpy_services.daemon.service import ServiceContext
@@ -243,16 +247,32 @@ class SlowStore:
         return getattr(self._inner, name)
 
 
+class SlowAsyncStore:
+    """The daemon's store, its blocking lookups (the authority's, in worker
+    threads) made slow by :class:`SlowStore`."""
+
+    def __init__(self, inner: AsyncAuthenticatorStore) -> None:
+        self._inner = inner
+        self.sync = SlowStore(inner.sync)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 async def test_trp_store_calls_leave_the_loop(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = str(tmp_path / "as.db")
     enrol(db, capsys)
-    slow = SlowStore(open_store(db))
+    slow: SlowStore | None = None
 
     @asynccontextmanager
     async def open_slow(config: AuthenticatorConfig) -> AsyncIterator[Any]:
-        yield slow
+        nonlocal slow
+        async with open_async_store(config.db) as store:
+            wrapped = SlowAsyncStore(store)
+            slow = wrapped.sync
+            yield wrapped
 
     service = dataclasses.replace(AUTHENTICATOR, open_store=open_slow)
     settings = AuthenticatorConfig(listen=("127.0.0.1", 0), db=db)
@@ -265,6 +285,7 @@ async def test_trp_store_calls_leave_the_loop(
                     answers.append(await exchange(daemon.udp, request(CLIENT), 5))
 
                 nursery.start_soon(ask)
+                assert slow is not None
                 assert await trio.to_thread.run_sync(slow.entered.wait, WAIT)
                 # The store is stuck in a worker thread; the loop still answers.
                 with trio.fail_after(WAIT):
@@ -273,8 +294,8 @@ async def test_trp_store_calls_leave_the_loop(
                 slow.release.set()
             await daemon.signals.send(15)
     finally:
-        slow.release.set()
-        slow.close()
+        if slow is not None:
+            slow.release.set()
     _, packet = decode_frame_untrusted(answers[0])
     response = decode_trp_untrusted(packet.payload, is_response=True)
     assert isinstance(response, RequestSessionResponse) and daemon.status == 0
