@@ -35,6 +35,7 @@ from dofpy_services.authenticator.store import (
     AsyncAuthenticatorStore,
     AuthenticatorStore,
     open_async_store,
+    open_store,
 )
 from dofpy_services.daemon import DAEMON_INTERFACE, DAEMON_OBJECT, DaemonConfig, Service
 from dofpy_services.daemon.lifecycle import run_daemon
@@ -345,3 +346,30 @@ async def test_store_statistics_and_service_metrics_join_the_scrape() -> None:
     assert values[("dofpy_store_connections", frozenset())] == 3
     assert values[("dofpy_echo_things_total", frozenset())] == 0
     assert opened == ["open", "closed"]
+
+
+async def test_the_authenticator_serves_health_over_oap_beside_trp(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One socket, one node: TRP answered, the daemon object readable over
+    OAP, and the shared store layer's counters in the scrape."""
+    db = str(tmp_path / "as.db")
+    enrol(db, capsys)
+    settings = AuthenticatorConfig(listen=("127.0.0.1", 0), metrics_listen=("127.0.0.1", 0), db=db)
+    async with running(AUTHENTICATOR, settings) as daemon, open_node() as client:
+        with trio.fail_after(WAIT):
+            answer = await exchange(daemon.udp, request(CLIENT), 5)
+            health = await client.get(daemon.udp, DAEMON_OBJECT, DAEMON_INTERFACE, "health")
+            name = await client.get(daemon.udp, DAEMON_OBJECT, DAEMON_INTERFACE, "service")
+        _, text = await trio.to_thread.run_sync(scrape, daemon.addresses["metrics"], "/metrics")
+        await daemon.signals.send(15)
+    _, packet = decode_frame_untrusted(answer)
+    assert isinstance(decode_trp_untrusted(packet.payload, True), RequestSessionResponse)
+    assert (health, name) == ("ready", "authenticator")
+    values = samples(text)
+    assert values[("dofpy_store_calls", frozenset())] >= 1
+    assert values[("dofpy_authenticator_decisions_total", frozenset({("outcome", "granted")}))] == 1
+    assert daemon.status == 0
+    with open_store(db) as store:
+        events = [entry.event for entry in store.audit_log()]
+    assert events[-2:] == ["serve", "trp-granted"]
