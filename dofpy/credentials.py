@@ -43,8 +43,10 @@ __all__ = [
     "CREDENTIALS_FORMAT",
     "CredentialsError",
     "NodeCredentials",
+    "format_address",
     "load_credentials",
     "parse_address",
+    "toml_string",
     "write_credentials",
 ]
 
@@ -67,7 +69,8 @@ def parse_address(text: str) -> Address:
     return host, int(port)
 
 
-def _format_address(address: Address) -> str:
+def format_address(address: Address) -> str:
+    """``HOST:PORT`` (``[v6]:PORT``), as :func:`parse_address` reads it."""
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -123,13 +126,13 @@ class NodeCredentials:
         lines = [
             "# dofpy node credentials: the identity secret is a key; keep this file private.",
             f"format = {CREDENTIALS_FORMAT}",
-            f'domain = "{_toml_escape(str(self.domain))}"',
-            f'identity = "{_toml_escape(str(self.identity))}"',
+            f"domain = {toml_string(str(self.domain))}",
+            f"identity = {toml_string(str(self.identity))}",
             f"generation = {self.generation}",
             f'secret = "{self.secret.hex()}"',
         ]
         if self.authenticator is not None:
-            lines.append(f'authenticator = "{_toml_escape(_format_address(self.authenticator))}"')
+            lines.append(f"authenticator = {toml_string(format_address(self.authenticator))}")
         return "\n".join(lines) + "\n"
 
     def with_authenticator(self, address: Address | None) -> NodeCredentials:
@@ -137,7 +140,9 @@ class NodeCredentials:
         return replace(self, authenticator=address)
 
 
-def _toml_escape(text: str) -> str:
+def toml_string(text: str) -> str:
+    """``text`` as a TOML basic string, quotes included (what a settings or
+    credentials file writes for a text value)."""
     escaped = []
     for char in text:
         if char in '"\\':
@@ -146,7 +151,7 @@ def _toml_escape(text: str) -> str:
             escaped.append(f"\\u{ord(char):04x}")
         else:
             escaped.append(char)
-    return "".join(escaped)
+    return '"' + "".join(escaped) + '"'
 
 
 def write_credentials(

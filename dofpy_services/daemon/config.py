@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from dofpy._core import Address
-from dofpy.credentials import parse_address
+from dofpy.credentials import format_address, parse_address, toml_string
 
 __all__ = [
     "ADDRESS",
@@ -83,18 +83,6 @@ class Kind:
     """How a flag's text is read (default: as a TOML string through ``from_toml``)."""
 
 
-def _quote(text: str) -> str:
-    out = []
-    for char in text:
-        if char in '"\\':
-            out.append("\\" + char)
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError
@@ -135,12 +123,6 @@ def _address(value: object) -> Address:
     return parse_address(_text(value))
 
 
-def format_address(address: Address) -> str:
-    """``HOST:PORT`` (``[v6]:PORT``), as :func:`dofpy.credentials.parse_address` reads it."""
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _optional(parse: Callable[[object], Any]) -> Callable[[object], Any]:
     def read(value: object) -> Any:
         if value == "":
@@ -154,12 +136,12 @@ def _optional_toml(write: Callable[[Any], str]) -> Callable[[Any], str]:
     return lambda value: '""' if value is None else write(value)
 
 
-TEXT = Kind("a string", _text, _quote)
-OPTIONAL_TEXT = Kind('a string ("" for none)', _optional(_text), _optional_toml(_quote))
+TEXT = Kind("a string", _text, toml_string)
+OPTIONAL_TEXT = Kind('a string ("" for none)', _optional(_text), _optional_toml(toml_string))
 PATH = Kind(
     'a file path ("" for none)',
     _optional(_text),
-    _optional_toml(_quote),
+    _optional_toml(toml_string),
 )
 INT = Kind("an integer", _int, str, from_text=lambda text: int(text, 10))
 DURATION = Kind(
@@ -168,11 +150,11 @@ DURATION = Kind(
 BOOL = Kind(
     "true or false", _bool, lambda value: "true" if value else "false", from_text=_bool_text
 )
-ADDRESS = Kind("HOST:PORT", _address, lambda value: _quote(format_address(value)))
+ADDRESS = Kind("HOST:PORT", _address, lambda value: toml_string(format_address(value)))
 OPTIONAL_ADDRESS = Kind(
     'HOST:PORT ("" for none)',
     _optional(_address),
-    _optional_toml(lambda value: _quote(format_address(value))),
+    _optional_toml(lambda value: toml_string(format_address(value))),
 )
 
 
@@ -184,7 +166,7 @@ def choice(*choices: str) -> Kind:
             raise ValueError
         return str(value)
 
-    return Kind(" or ".join(choices), read, _quote)
+    return Kind(" or ".join(choices), read, toml_string)
 
 
 @dataclass(frozen=True, slots=True)
