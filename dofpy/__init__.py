@@ -33,6 +33,7 @@ The wire codecs live in :mod:`dofpy.wire` (``*_untrusted`` decoders).
 """
 
 from dofpy._core import Address, DatagramCore
+from dofpy._version import __version__
 from dofpy.credentials import (
     CredentialsError,
     NodeCredentials,
@@ -136,6 +137,7 @@ __all__ = [
     "UInt32",
     "UInt64",
     "ValueType",
+    "__version__",
     "current_request",
     "decode_record_untrusted",
     "encode_record",

@@ -8,7 +8,7 @@ with three tasks in one nursery:
 * one timer task, which sleeps until ``core.get_timer()`` and calls
   ``core.handle_timer``; it is re-armed by poking an event whenever the core's
   deadline changes, never by a cancel scope per receive (that halves trio's
-  datagram rate, see docs/DESIGN);
+  datagram rate, as measured when this loop was written);
 * a sender task that only works when the kernel's send buffer is full: it
   waits for the socket to become writable and drains the bounded send queue.
 

@@ -22,13 +22,13 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
 
+from dofpy._version import __version__
 from dofpy.credentials import load_credentials
 from dofpy.oap.core import OapConfig
 from dofpy.transfer.core import TransferConfig
@@ -45,11 +45,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def version() -> str:
-    """This dofpy's version."""
-    try:
-        return metadata.version("dofpy")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+    """This dofpy's version (the package's own, installed or not)."""
+    return __version__
 
 
 class DaemonAddresses(dict[str, str]):
