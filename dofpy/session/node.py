@@ -299,7 +299,15 @@ class Node:
 
     def __init__(self, config: NodeConfig | None = None) -> None:
         self.config = config or NodeConfig()
-        self._next_op = self.config.first_op_count
+        security = self.config.security
+        # With security, op ids start at a random value so that an off-path
+        # spoofer cannot guess the ids of our pending commands (a forged
+        # Reject must name one); handshake commands take a fresh random id each.
+        self._next_op = (
+            self.config.first_op_count
+            if security is None
+            else int.from_bytes(security.rng(4), "big") & C4_MAX
+        )
         self._pending: dict[int, _Pending] = {}
         self._peers: dict[Address, _Peer] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
@@ -580,7 +588,13 @@ class Node:
 
     # -- internals: sending ----------------------------------------------------------
 
-    def _allocate_op(self) -> int:
+    def _allocate_op(self, *, unpredictable: bool = False) -> int:
+        security = self.config.security
+        if unpredictable and security is not None:
+            for _ in range(8):
+                op = int.from_bytes(security.rng(4), "big") & C4_MAX
+                if op not in self._pending:
+                    return op
         for _ in range(len(self._pending) + 1):
             op = self._next_op
             self._next_op = 0 if op >= C4_MAX else op + 1
@@ -604,7 +618,7 @@ class Node:
                 f"{len(self._pending)} commands pending: limit max_pending_commands reached"
             )
         if op is None:
-            op = self._allocate_op()
+            op = self._allocate_op(unpredictable=internal in (_Internal.TEP, _Internal.TRP))
         state = RetryState.start(retry or self.config.retry, now) if expect_response else None
         pending = _Pending(op, peer, app_id, payload, state, internal)
         if expect_response:
@@ -844,7 +858,7 @@ class Node:
             self._counts["unsupported_datagrams"] += 1
             return
         if packet.is_response:
-            self._receive_response(packet, packet.app_id, addr, now)
+            self._receive_response(packet, packet.app_id, addr, now, identity is not None)
         else:
             self._receive_command(
                 packet.app_id,
@@ -858,7 +872,9 @@ class Node:
                 permissions,
             )
 
-    def _receive_response(self, packet: DppPacket, app_id: int, addr: Address, now: float) -> None:
+    def _receive_response(
+        self, packet: DppPacket, app_id: int, addr: Address, now: float, sealed: bool
+    ) -> None:
         pending = (
             self._pending.get(packet.op_count)
             if packet.op_id_type is OpIdType.IMPLIED_RECEIVER and packet.op_count is not None
@@ -866,6 +882,20 @@ class Node:
         )
         if pending is None or pending.peer != addr or pending.app_id != app_id:
             self._counts["unmatched_responses"] += 1
+            if self._security is not None and app_id in (AppId.TEP, AppId.TRP, AppId.DSP):
+                self._security.count("control_ignored")
+            return
+        if (
+            not sealed
+            and app_id != AppId.TEP
+            and (security := self._security) is not None
+            and security.config.require_security
+            and security.session(addr) is not None
+        ):
+            # A peer we share a secure session with seals every answer but
+            # TEP's: a clear one (a TRP Reject to a sealed TRP request, a DSP
+            # answer) is forged.
+            security.count("control_ignored")
             return
         # Validate an internal response before consuming the pending command:
         # a malformed answer must leave the command to its retransmissions.
@@ -966,6 +996,16 @@ class Node:
         # malformed copy must not make a later good retry look like a duplicate.
         if app_id == AppId.DSP:
             dsp = decode_dsp_untrusted(payload, False)
+            if (
+                isinstance(dsp, DspTerminate)
+                and identity is None
+                and self._security is not None
+                and self._security.config.require_security
+            ):
+                # Anyone can send a clear Terminate under our peer's address:
+                # with security required only a sealed one ends the session.
+                self._security.count("control_ignored")
+                return
             if remember:
                 self._duplicates.begin((addr, op), now)
             self._receive_dsp(dsp, peer, op, now, size)

@@ -72,7 +72,7 @@ from dofpy.security.crypto import (
     verify_confirm,
 )
 from dofpy.security.secure_frame import SecureChannel
-from dofpy.wire.ccm import CcmOptions
+from dofpy.wire.ccm import CcmOptions, CcmStrength
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
@@ -115,8 +115,13 @@ AUTHORITY_REJECT_CODE = 0xC1
 """TEP Reject code: the Authenticator refused the session (description: TRP error)."""
 HANDSHAKE_REJECT_CODE = 0xC2
 """TEP Reject code: the responder cannot take the handshake now (busy, bad Rekey)."""
+MODE_REJECT_CODE = 0xC3
+"""TEP Reject code: the initiator's security mode is not the responder's (the
+description names both, e.g. ``CCM tag 8 (initiator) / CCM tag 16 (responder)``)."""
 
 _COOKIE_SIZE = 8
+_SSID_MAX = 0x3FFFFFFF  # the largest c4
+_SSID_HALF = 0x20000000  # the bit that splits the SSID space (see _allocate_ssid)
 _NONCE_SIZE = 16
 
 
@@ -156,6 +161,7 @@ class SecurityConfig:
     cookie_lifetime: float = 30.0
     handshake_timeout: float = 15.0
     max_half_open: int = 256
+    max_half_open_per_source: int = 8
     rekey_packets_left: int = 1 << 16
     session_grace: float = 30.0
     seal_authority: bool = False
@@ -168,6 +174,8 @@ class SecurityConfig:
             raise ValueError("tag_length must be 8 or 16")
         if not 1 <= self.desired_duration <= 255:
             raise ValueError("desired_duration must be 1..255 minutes")
+        if self.max_half_open_per_source < 1:
+            raise ValueError("max_half_open_per_source must be >= 1")
         if self.max_half_open < 1 or self.cookie_lifetime <= 0 or self.handshake_timeout <= 0:
             raise ValueError("max_half_open, cookie_lifetime, handshake_timeout must be > 0")
         if self.defer_authority and (
@@ -239,6 +247,9 @@ class SecurityStatistics:
     busy_retries: int
     authority_requests: int
     authority_answers_ignored: int
+    control_ignored: int
+    half_open_replaced: int
+    mode_mismatches: int
     sessions: int
     half_open: int
     authority_pending: int
@@ -329,6 +340,9 @@ class SecurityLayer:
                 "busy_retries",
                 "authority_requests",
                 "authority_answers_ignored",
+                "control_ignored",
+                "half_open_replaced",
+                "mode_mismatches",
             ),
             0,
         )
@@ -427,8 +441,24 @@ class SecurityLayer:
                 nonce = cookie + self.config.rng(_NONCE_SIZE - _COOKIE_SIZE)
                 self._start_handshake(peer, now, nonce, handshake.cookie_rounds + 1, cookie)
             case TepReject(code=code, description=b"busy") if (
-                code == HANDSHAKE_REJECT_CODE and handshake.phase is _Phase.REKEY_SENT
+                code == HANDSHAKE_REJECT_CODE
+                and handshake.phase in (_Phase.REKEY_SENT, _Phase.CONFIRM_SENT)
             ):
+                if handshake.phase is _Phase.CONFIRM_SENT:
+                    # A full responder evicted our handshake after its Accept:
+                    # start over (same cookie) after the back-off.
+                    handshake.move(_Phase.FAILED)
+                    handshake = _Handshake(
+                        peer,
+                        _Phase.REKEY_SENT,
+                        handshake.deadline,
+                        handshake.block,
+                        handshake.rekey_op,
+                        handshake.cookie_rounds,
+                        handshake.cookie,
+                        handshake.busy_rounds,
+                    )
+                    self._initiating[peer] = handshake
                 # The responder holds too many half-open handshakes: come back
                 # later (exponential back-off with jitter) while our own
                 # deadline allows, instead of failing the requests waiting.
@@ -447,6 +477,22 @@ class SecurityLayer:
                     )
                 else:
                     handshake.retry_at = retry_at
+            case TepReject() if handshake.phase is not _Phase.REKEY_SENT:
+                # After the Accept the responder never rejects (a bad Confirm
+                # is dropped): a Reject now is forged.
+                self._counts["control_ignored"] += 1
+                return False
+            case TepReject(code=code, description=description) if code == MODE_REJECT_CODE:
+                self._counts["mode_mismatches"] += 1
+                self._fail(
+                    handshake,
+                    RemoteProtocolError(
+                        f"{peer} refused the security mode: "
+                        f"{description.decode('utf-8', 'replace')}",
+                        MODE_REJECT_CODE,
+                    ),
+                    now,
+                )
             case TepReject(code=code, description=description):
                 reason = description.decode("utf-8", "replace")
                 self._fail(
@@ -604,8 +650,21 @@ class SecurityLayer:
             ):
                 self._counts["cookies_sent"] += 1
             return
-        half_open = sum(1 for h in self._responding.values() if h.phase is not _Phase.DONE)
-        if half_open >= cfg.max_half_open:
+        mismatch = self._mode_mismatch(rekey.initiator)
+        if mismatch is not None:
+            # Refused here, named on both sides: a session whose two ends use
+            # different tag lengths would fail every packet.
+            self._counts["mode_mismatches"] += 1
+            self._counts["handshakes_failed"] += 1
+            self._reject_small(peer, op, MODE_REJECT_CODE, mismatch.encode(), received_size)
+            self._node._emit_event(
+                SecureSessionEnded(
+                    peer, RemoteProtocolError(f"{peer} asked for another security mode: {mismatch}")
+                ),
+                droppable=True,
+            )
+            return
+        if not self._make_half_open_room(peer, identity, now):
             self._counts["half_open_refused"] += 1
             self._reject_small(peer, op, HANDSHAKE_REJECT_CODE, b"busy", received_size)
             return
@@ -644,6 +703,67 @@ class SecurityLayer:
             self._authority_requests[request_id] = (peer, op)
         else:
             self._refuse_handshake(handshake, b"no authenticator configured", now)
+
+    def _mode_mismatch(self, block: InitiatorBlock) -> str | None:
+        """Why the initiator's security mode is not ours (None: it is)."""
+        ours = f"CCM AES-256 tag {self.config.tag_length}"
+        try:
+            options = block.security_mode.ccm_options()
+        except BadPacket:
+            theirs = f"mode {block.security_mode.protocol_id:#06x}"
+        else:
+            if (
+                options.min_tag == self.config.tag_length
+                and options.encrypt_min
+                and CcmStrength.AES_256 in options.strengths
+            ):
+                return None
+            theirs = f"CCM tag {options.min_tag}" + ("" if options.encrypt_min else " unencrypted")
+            if CcmStrength.AES_256 not in options.strengths:
+                theirs += " without AES-256"
+        return f"{theirs} (initiator) / {ours} (responder)"
+
+    def _make_half_open_room(self, peer: Address, identity: OID, now: float) -> bool:
+        """Room for one more half-open handshake from ``peer`` claiming
+        ``identity``. One source address, and one claimed identity, hold at
+        most ``max_half_open_per_source``: its newest handshake replaces its
+        oldest, so a host (or a stolen address) cannot fill the table. When
+        the whole table is full a random handshake (from ``rng``) is evicted,
+        so a flood from many sources displaces genuine initiators only by
+        chance and they come back (busy back-off). False when nothing can go
+        (every slot waits on the application, which must answer or time out)."""
+        cfg = self.config
+        open_ = [h for h in self._responding.values() if h.phase is not _Phase.DONE]
+        for same in (
+            [h for h in open_ if h.peer[0] == peer[0]],
+            [h for h in open_ if h.block.request.identity.node == identity],
+        ):
+            if len(same) >= cfg.max_half_open_per_source:
+                oldest = min(same, key=lambda h: h.deadline)
+                self._evict_half_open(oldest, now)
+                open_.remove(oldest)
+        if len(open_) < cfg.max_half_open:
+            return True
+        evictable = [h for h in open_ if h.token is None]
+        if not evictable:
+            return False
+        index = int.from_bytes(cfg.rng(4), "big") % len(evictable)
+        self._evict_half_open(evictable[index], now)
+        return True
+
+    def _evict_half_open(self, handshake: _Handshake, now: float) -> None:
+        self._counts["half_open_replaced"] += 1
+        self._counts["handshakes_failed"] += 1
+        handshake.move(_Phase.FAILED)
+        self._forget_handshake(handshake)
+        # Its address passed the cookie: tell it to come back (busy back-off)
+        # rather than leave it retransmitting into a handshake we forgot.
+        self._reply(
+            handshake.peer, handshake.rekey_op, TepReject(HANDSHAKE_REJECT_CODE, b"busy"), now
+        )
+        for request_id, key in list(self._authority_requests.items()):
+            if key == (handshake.peer, handshake.rekey_op):
+                del self._authority_requests[request_id]
 
     def answer_authority(self, token: int, answer: TrpPdu, now: float) -> bool:
         """The application's answer to :class:`AuthorityRequested` ``token``:
@@ -706,7 +826,7 @@ class SecurityLayer:
             self._counts["authentication_failures"] += 1
             self._refuse_handshake(handshake, b"authenticator ticket invalid", now)
             return
-        ssid = self._allocate_ssid(handshake.peer)
+        ssid = self._allocate_ssid(handshake.peer, handshake.block.request.identity.node)
         accept = build_accept(
             handshake.block,
             session_key=key,
@@ -778,12 +898,26 @@ class SecurityLayer:
             self._counts["amplification_drops"] += 1
         return sent
 
-    def _allocate_ssid(self, peer: Address) -> int:
-        while (peer, self._next_ssid) in self._by_ssid:
-            self._next_ssid += 1
-        ssid = self._next_ssid
-        self._next_ssid = self._next_ssid + 1 if self._next_ssid < 0x3FFFFFFF else 1
-        return ssid
+    def _allocate_ssid(self, peer: Address, initiator: OID) -> int:
+        """An SSID for a session we answer. Two nodes that open sessions to
+        each other at once both allocate one, and packets are found by
+        (address, SSID): so the SSID space is split between the two by the
+        order of their identities (the higher one allocates with bit
+        ``_SSID_HALF`` set), and their SSIDs never collide. Two nodes of one
+        identity cannot order themselves: they draw the SSID at random."""
+        ours, theirs = self.config.identity.encode(), initiator.encode()
+        if ours == theirs:
+            for _ in range(8):
+                ssid = 1 + int.from_bytes(self.config.rng(4), "big") % _SSID_MAX
+                if (peer, ssid) not in self._by_ssid:
+                    return ssid
+        half = _SSID_HALF if ours > theirs else 0
+        for _ in range(_SSID_HALF):
+            ssid = half | self._next_ssid
+            self._next_ssid = self._next_ssid + 1 if self._next_ssid < _SSID_HALF - 1 else 1
+            if (peer, ssid) not in self._by_ssid:
+                return ssid
+        raise AssertionError("no free SSID")  # pragma: no cover
 
     # -- sessions ---------------------------------------------------------------------------
 

@@ -280,7 +280,8 @@ def test_half_open_handshakes_are_bounded_and_counted() -> None:
     security = provider.statistics().node.security
     assert security is not None
     assert security.half_open == 3
-    assert security.half_open_refused >= 3
+    # A full table evicts at random (refusing only what the application holds).
+    assert security.half_open_refused + security.half_open_replaced >= 3
 
 
 def test_wrong_domain_is_refused() -> None:
@@ -546,12 +547,13 @@ def test_clients_turned_away_busy_come_back_and_get_their_session() -> None:
 
     assert world.net.run_until(lambda: sessions() == 8, max_time=30)
     security = provider.statistics().node.security
-    assert security is not None and security.half_open_refused > 0
+    assert security is not None and security.half_open_replaced > 0
     retries = sum(
         c.statistics().node.security.busy_retries  # type: ignore[union-attr]
         for c in clients
     )
-    assert retries == security.half_open_refused
+    # Each evicted (or refused) initiator was told "busy" and came back.
+    assert retries == security.half_open_refused + security.half_open_replaced
 
 
 def sealed_authority_world(*, sealed_only: bool) -> tuple[SecureDomain, OapCore]:
