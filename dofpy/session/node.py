@@ -31,7 +31,6 @@ from dofpy.errors import (
     DofError,
     DofTimeoutError,
     LocalProtocolError,
-    PeerIdentityMismatch,
 )
 from dofpy.security.crypto import AuthenticationFailed
 from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
@@ -548,7 +547,7 @@ class Node:
         payload: bytes,
         now: float,
         *,
-        identity: OID | None | _Unset = _Unset.CURRENT,
+        identity: OID | _Unset | None = _Unset.CURRENT,
     ) -> None:
         """Answer the command ``op_count`` from ``peer``; duplicates of the command
         will be answered with this same response (sealed anew when secure).
@@ -752,7 +751,7 @@ class Node:
         payload: bytes,
         now: float,
         limit: int | None,
-        identity: OID | None | _Unset = _Unset.CURRENT,
+        identity: OID | _Unset | None = _Unset.CURRENT,
     ) -> None:
         if op_count is None:
             raise LocalProtocolError("a command without an operation id cannot be answered")
@@ -800,7 +799,6 @@ class Node:
         if self._security is not None:
             configured = self._security.config.peer_identities.get(peer)
             expected.add(configured)
-        expected.discard(None)
         return {identity for identity in expected if identity is not None}
 
     def _send_internal_command(
