@@ -10,6 +10,7 @@ attack refused (counted, nothing accepted) and the genuine party then served.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -72,10 +73,8 @@ class World:
 
     def at(self, address: Address, core: DatagramCore) -> None:
         """Put ``core`` at ``address``, detaching whatever was there."""
-        try:
+        with contextlib.suppress(KeyError):
             self.net.remove(address)
-        except KeyError:
-            pass
         self.net.add(core, address)
 
     def pump(self) -> bool:
@@ -113,7 +112,7 @@ class World:
                 continue  # nobody there now
 
     def run(self, seconds: float) -> None:
-        self.net.run_until(lambda: self.pump(), max_time=seconds)
+        self.net.run_until(self.pump, max_time=seconds)
 
 
 def _mismatch(event: OapEvent) -> PeerIdentityMismatch:
