@@ -47,7 +47,9 @@ from dofpy.errors import (
     DofError,
     DofTimeoutError,
     LocalProtocolError,
+    PeerIdentityMismatch,
     ProtocolError,
+    ProviderNotPermitted,
     RemoteProtocolError,
 )
 from dofpy.oap.client import ItemClient, ObjectClient
@@ -121,10 +123,12 @@ __all__ = [
     "OapErrorCode",
     "ObjectClient",
     "Param",
+    "PeerIdentityMismatch",
     "Property",
     "ProtocolError",
     "Provider",
     "ProviderException",
+    "ProviderNotPermitted",
     "RecordList",
     "RemoteProtocolError",
     "RetryPolicy",

@@ -9,6 +9,11 @@ where one applies.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dofpy.wire.oid import OID
+
 __all__ = [
     "BadPacket",
     "BrokenResourceError",
@@ -16,7 +21,9 @@ __all__ = [
     "DofError",
     "DofTimeoutError",
     "LocalProtocolError",
+    "PeerIdentityMismatch",
     "ProtocolError",
+    "ProviderNotPermitted",
     "RemoteProtocolError",
 ]
 
@@ -62,3 +69,25 @@ class BrokenResourceError(DofError):
 
 class DofTimeoutError(DofError, TimeoutError):
     """No answer came within the allowed time, retries included."""
+
+
+class PeerIdentityMismatch(DofError):
+    """The peer at ``peer`` authenticated as ``actual``, not the ``expected``
+    identity a request asked for (``identity=`` or
+    ``SecurityConfig.peer_identities``): nothing is sent to it or accepted
+    from it for that request."""
+
+    def __init__(self, peer: tuple[str, int], expected: OID, actual: OID) -> None:
+        super().__init__(
+            f"{peer[0]}:{peer[1]} authenticated as {actual}, not the expected {expected}"
+        )
+        self.peer = peer
+        self.expected = expected
+        self.actual = actual
+
+
+class ProviderNotPermitted(DofError):
+    """The peer answering a request bound to an identity is that identity, but
+    the permissions its session was granted (authenticated by the
+    Authenticator's ticket) do not let it provide the binding asked for: its
+    answer is refused."""

@@ -44,18 +44,45 @@ class NotificationStream(Protocol):
 class RequestorNode(Protocol):
     """The requestor side of a node, as the proxies use it."""
 
-    async def get(self, peer: Address, object_id: OID, interface: Interface, prop: str) -> Any: ...
+    async def get(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str,
+        *,
+        identity: OID | None = None,
+    ) -> Any: ...
 
     async def set(
-        self, peer: Address, object_id: OID, interface: Interface, prop: str, value: Any
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str,
+        value: Any,
+        *,
+        identity: OID | None = None,
     ) -> None: ...
 
     async def invoke(
-        self, peer: Address, object_id: OID, interface: Interface, method: str, *args: Any
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        method: str,
+        *args: Any,
+        identity: OID | None = None,
     ) -> tuple[Any, ...]: ...
 
     def subscribe(
-        self, peer: Address, object_id: OID, interface: Interface, item: str
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        item: str,
+        *,
+        identity: OID | None = None,
     ) -> AbstractAsyncContextManager[NotificationStream]: ...
 
 
@@ -122,7 +149,12 @@ class ItemClient:
         arguments = _bind(method, args, kwargs, self._name)
         target = self._object
         results = await target._node.invoke(
-            target._peer, target._object_id, target._interface, method.name, *arguments
+            target._peer,
+            target._object_id,
+            target._interface,
+            method.name,
+            *arguments,
+            identity=target._identity,
         )
         if not method.results:
             return None
@@ -136,7 +168,9 @@ class ItemClient:
         if not prop.readable:
             raise self._wrong("read")
         target = self._object
-        return await target._node.get(target._peer, target._object_id, target._interface, prop.name)
+        return await target._node.get(
+            target._peer, target._object_id, target._interface, prop.name, identity=target._identity
+        )
 
     async def set(self, value: Any) -> None:
         """Write the property (executed at most once)."""
@@ -145,7 +179,14 @@ class ItemClient:
             raise self._wrong("written")
         check_values(prop.params, (value,), f"{self._name} value")
         target = self._object
-        await target._node.set(target._peer, target._object_id, target._interface, prop.name, value)
+        await target._node.set(
+            target._peer,
+            target._object_id,
+            target._interface,
+            prop.name,
+            value,
+            identity=target._identity,
+        )
 
     def subscribe(self) -> AbstractAsyncContextManager[NotificationStream]:
         """Subscribe to the observable property: ``async with prop.subscribe()
@@ -166,7 +207,11 @@ class ItemClient:
     def _watch(self) -> AbstractAsyncContextManager[NotificationStream]:
         target = self._object
         return target._node.subscribe(
-            target._peer, target._object_id, target._interface, self._item.name
+            target._peer,
+            target._object_id,
+            target._interface,
+            self._item.name,
+            identity=target._identity,
         )
 
 
@@ -205,17 +250,24 @@ class ObjectClient:
     events as attributes (each an :class:`ItemClient`); ``client["name"]``
     reaches any item too (one whose name is not an identifier). Made by
     :meth:`Interface.client`. The proxy has no public attributes of its own,
-    so that no item name is hidden by one."""
+    so that no item name is hidden by one. With ``identity`` every request
+    is bound to that authenticated identity (see :meth:`dofpy.DofNode.get`)."""
 
-    __slots__ = ("_interface", "_node", "_object_id", "_peer")
+    __slots__ = ("_identity", "_interface", "_node", "_object_id", "_peer")
 
     def __init__(
-        self, node: RequestorNode, peer: Address, object_id: OID, interface: Interface
+        self,
+        node: RequestorNode,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        identity: OID | None = None,
     ) -> None:
         self._node = node
         self._peer = peer
         self._object_id = object_id
         self._interface = interface
+        self._identity = identity
 
     def __repr__(self) -> str:
         return f"<{self._interface.name} client of {self._object_id} at {self._peer}>"

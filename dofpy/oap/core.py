@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket, DofError, LocalProtocolError
+from dofpy.errors import BadPacket, DofError, LocalProtocolError, ProviderNotPermitted
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
     Event,
@@ -258,6 +258,7 @@ class OapStatistics:
     notifications_unmatched: int
     notifications_missed: int
     permission_denied: int
+    answers_not_permitted: int
     subscribers: int
     subscriptions: int
 
@@ -271,6 +272,8 @@ class _Outgoing:
     interface: Interface | None
     item: Item | None
     subscription: int | None = None  # the subscription this (re)subscribe serves
+    binding: Binding | None = None
+    identity: OID | None = None  # bound: answered only by this identity, if it may provide
 
 
 @dataclass(slots=True)
@@ -279,6 +282,7 @@ class _Incoming:
     op_count: int | None
     kind: RequestKind
     item: Item
+    identity: OID | None = None  # who asked: the answer goes to it only
 
 
 @dataclass(slots=True)
@@ -295,6 +299,7 @@ class _Subscription:
     next_refresh: float
     established: bool = False
     last_sequence: int | None = None
+    identity: OID | None = None  # bound: notified only by this identity, if it may provide
 
 
 @dataclass(slots=True)
@@ -335,6 +340,13 @@ def _key(oid: OID) -> OID:
     return oid.without_attributes()
 
 
+def _may_provide(permissions: PermissionSet | None, binding: Binding) -> bool:
+    """Whether a session's granted ``permissions`` let its holder provide ``binding``."""
+    return permissions is not None and is_allowed(
+        permissions, Action.PROVIDE, binding.object_id, binding.interface
+    )
+
+
 class OapCore:
     """A sans-IO OAP node: providers and requestors. A ``DatagramCore``."""
 
@@ -366,6 +378,7 @@ class OapCore:
                 "notifications_unmatched",
                 "notifications_missed",
                 "permission_denied",
+                "answers_not_permitted",
             ),
             0,
         )
@@ -501,7 +514,9 @@ class OapCore:
             )
             self._send_exception(record, OapErrorCode.INTERNAL, True, (message,), now)
             raise LocalProtocolError(f"{item.name}: {message}")
-        self.node.send_response(record.peer, record.op_count, AppId.OAP, payload, now)
+        self.node.send_response(
+            record.peer, record.op_count, AppId.OAP, payload, now, identity=record.identity
+        )
 
     def respond_error(
         self, request: IncomingRequest, error: ProviderException | OapError, now: float
@@ -547,13 +562,28 @@ class OapCore:
     # -- requestor side ----------------------------------------------------------------
 
     def get(
-        self, peer: Address, object_id: OID, interface: Interface, prop: str | int, now: float
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str | int,
+        now: float,
+        *,
+        identity: OID | None = None,
     ) -> int:
+        """Read a property. With ``identity`` (or a ``peer_identities`` entry
+        for ``peer``) only that authenticated identity may answer, and only
+        when its session's granted permissions let it provide the binding
+        (else :class:`RequestFailed` with
+        :class:`~dofpy.errors.PeerIdentityMismatch` or
+        :class:`~dofpy.errors.ProviderNotPermitted`); the same holds for
+        :meth:`set`, :meth:`invoke` and :meth:`subscribe`."""
         item = interface.property(prop)
         if not item.readable:
             raise LocalProtocolError(f"{interface.name}.{item.name} is not readable")
         pdu = GetCommand(item.item_id, Binding(interface.iid, object_id))
-        return self._request(peer, pdu, _Outgoing(RequestKind.GET, interface, item), now)
+        record = _Outgoing(RequestKind.GET, interface, item)
+        return self._request(peer, pdu, record, now, identity)
 
     def set(
         self,
@@ -563,13 +593,16 @@ class OapCore:
         prop: str | int,
         value: Any,
         now: float,
+        *,
+        identity: OID | None = None,
     ) -> int:
         item = interface.property(prop)
         if not item.writable:
             raise LocalProtocolError(f"{interface.name}.{item.name} is not writable")
         values = outgoing_values(item.params, (value,), f"{item.name} value")
         pdu = SetCommand(item.item_id, Binding(interface.iid, object_id), values)
-        return self._request(peer, pdu, _Outgoing(RequestKind.SET, interface, item), now)
+        record = _Outgoing(RequestKind.SET, interface, item)
+        return self._request(peer, pdu, record, now, identity)
 
     def invoke(
         self,
@@ -579,11 +612,14 @@ class OapCore:
         method: str | int,
         arguments: Sequence[Any],
         now: float,
+        *,
+        identity: OID | None = None,
     ) -> int:
         item = interface.method(method)
         values = outgoing_values(item.arguments, tuple(arguments), f"{item.name} arguments")
         pdu = InvokeCommand(item.item_id, Binding(interface.iid, object_id), values)
-        return self._request(peer, pdu, _Outgoing(RequestKind.INVOKE, interface, item), now)
+        record = _Outgoing(RequestKind.INVOKE, interface, item)
+        return self._request(peer, pdu, record, now, identity)
 
     def subscribe(
         self,
@@ -594,6 +630,7 @@ class OapCore:
         now: float,
         *,
         minimum_delta: int = 0,
+        identity: OID | None = None,
     ) -> int:
         """Subscribe to an observable property (Change) or register for an event
         (Signal). Returns the subscription id; :class:`RequestCompleted` with that
@@ -609,6 +646,7 @@ class OapCore:
             raise LocalProtocolError(f"{interface.name}.{item.name} is neither property nor event")
         if len(self._subscriptions) >= self.config.max_subscriptions:
             raise LocalProtocolError("max_subscriptions reached")
+        bound = self.node.expected_identity(peer, identity)
         sub = _Subscription(
             sub_id=-1,
             peer=peer,
@@ -618,6 +656,7 @@ class OapCore:
             kind=kind,
             minimum_delta=minimum_delta,
             next_refresh=now,
+            identity=bound,
         )
         sub.sub_id = self._send_subscribe(sub, now)
         self._subscriptions[sub.sub_id] = sub
@@ -648,8 +687,14 @@ class OapCore:
         pdu: GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand,
         record: _Outgoing,
         now: float,
+        identity: OID | None = None,
     ) -> int:
-        request_id = self.node.send_command(peer, AppId.OAP, encode_oap(pdu), now)
+        record.identity = self.node.expected_identity(peer, identity)
+        assert isinstance(pdu.target, Binding)  # requests name their binding in full
+        record.binding = pdu.target
+        request_id = self.node.send_command(
+            peer, AppId.OAP, encode_oap(pdu), now, identity=record.identity
+        )
         self._outgoing[request_id] = record
         return request_id
 
@@ -661,7 +706,7 @@ class OapCore:
             pdu = RegisterCommand(sub.item.item_id, sub.binding)
         sub.next_refresh = now + self.config.subscription_refresh
         record = _Outgoing(sub.kind, sub.interface, sub.item, subscription=sub.sub_id)
-        request_id = self._request(sub.peer, pdu, record, now)
+        request_id = self._request(sub.peer, pdu, record, now, sub.identity)
         if sub.sub_id == -1:
             record.subscription = request_id
         return request_id
@@ -700,7 +745,9 @@ class OapCore:
         self, record: _Incoming, code: int, internal: bool, values: Sequence[Any], now: float
     ) -> None:
         pdu = ExceptionResponse(int(code), tuple(values), internal=internal, final=True)
-        self.node.send_response(record.peer, record.op_count, AppId.OAP, encode_oap(pdu), now)
+        self.node.send_response(
+            record.peer, record.op_count, AppId.OAP, encode_oap(pdu), now, identity=record.identity
+        )
 
     def _drain(self, now: float) -> None:
         while (event := self.node.next_event()) is not None:
@@ -732,13 +779,19 @@ class OapCore:
     # -- provider dispatch ---------------------------------------------------------------
 
     def _refuse(
-        self, peer: Address, op: int | None, code: OapErrorCode, message: str, now: float
+        self,
+        peer: Address,
+        op: int | None,
+        code: OapErrorCode,
+        message: str,
+        now: float,
+        identity: OID | None,
     ) -> None:
         self._counts["requests_refused"] += 1
         if op is None:
             return
         pdu = ExceptionResponse(int(code), (message,), internal=True, final=True)
-        self.node.send_response(peer, op, AppId.OAP, encode_oap(pdu), now)
+        self.node.send_response(peer, op, AppId.OAP, encode_oap(pdu), now, identity=identity)
 
     def _permitted(
         self,
@@ -784,7 +837,9 @@ class OapCore:
             self._counts["requests_refused"] += 1
             on_denied(peer, op, binding, now)
         else:
-            self._refuse(peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now)
+            self._refuse(
+                peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now, identity
+            )
         return False
 
     def _resolve(self, target: Alias | Binding) -> Binding | None:
@@ -793,7 +848,7 @@ class OapCore:
         return target
 
     def _on_command(self, event: CommandReceived, now: float) -> None:
-        peer, op = event.peer, event.op_count
+        peer, op, identity = event.peer, event.op_count, event.identity
         if self._raw_interceptors and self._on_raw_command(event, now):
             return
         pdu = decode_oap_untrusted(event.payload, False)
@@ -816,7 +871,7 @@ class OapCore:
             interception.handler(peer, op, pdu, now)
             return
         if isinstance(pdu, ChangeCommand | SignalCommand):
-            self._on_notification(peer, pdu)
+            self._on_notification(peer, pdu, identity, event.permissions)
             return
         if isinstance(pdu, ProvideCommand):
             if not self._permitted(event, Action.PROVIDE, pdu.binding, now):
@@ -827,7 +882,12 @@ class OapCore:
             pdu, GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand
         ):
             self._refuse(
-                peer, op, OapErrorCode.NOT_SUPPORTED, f"{pdu.OPCODE.name} unsupported", now
+                peer,
+                op,
+                OapErrorCode.NOT_SUPPORTED,
+                f"{pdu.OPCODE.name} unsupported",
+                now,
+                identity,
             )
             return
         if op is None:
@@ -842,27 +902,33 @@ class OapCore:
             else self._providers.get((_key(binding.object_id), binding.interface))
         )
         if binding is None or interface is None:
-            self._refuse(peer, op, OapErrorCode.NOT_FOUND, "no such object or interface", now)
+            self._refuse(
+                peer, op, OapErrorCode.NOT_FOUND, "no such object or interface", now, identity
+            )
             return
         try:
             item = interface.item(pdu.item_id)
         except KeyError:
-            self._refuse(peer, op, OapErrorCode.NO_SUCH_ITEM, f"no item {pdu.item_id}", now)
+            self._refuse(
+                peer, op, OapErrorCode.NO_SUCH_ITEM, f"no item {pdu.item_id}", now, identity
+            )
             return
         kind, values, problem = self._check_command(pdu, item)
         if problem is not None:
             code, message = problem
-            self._refuse(peer, op, code, message, now)
+            self._refuse(peer, op, code, message, now, identity)
             return
         if kind in (RequestKind.SUBSCRIBE, RequestKind.REGISTER):
-            self._add_subscriber(peer, op, binding, item, kind, now)
+            self._add_subscriber(peer, op, binding, item, kind, now, identity)
             return
         if len(self._incoming) >= self.config.max_incoming:
-            self._refuse(peer, op, OapErrorCode.BUSY, "too many requests in progress", now)
+            self._refuse(
+                peer, op, OapErrorCode.BUSY, "too many requests in progress", now, identity
+            )
             return
         handle = self._next_handle
         self._next_handle += 1
-        self._incoming[handle] = _Incoming(peer, op, kind, item)
+        self._incoming[handle] = _Incoming(peer, op, kind, item, identity)
         self._events.append(
             IncomingRequest(
                 handle,
@@ -982,11 +1048,12 @@ class OapCore:
         item: Item,
         kind: RequestKind,
         now: float,
+        identity: OID | None,
     ) -> None:
         oid = _key(binding.object_id)
         key: _SubscriberKey = (peer, oid, binding.interface, item.item_id, kind)
         if key not in self._subscribers and len(self._subscribers) >= self.config.max_subscribers:
-            self._refuse(peer, op, OapErrorCode.BUSY, "too many subscribers", now)
+            self._refuse(peer, op, OapErrorCode.BUSY, "too many subscribers", now, identity)
             return
         sequence = self._sequences.get((oid, binding.interface, item.item_id, kind), 0)
         self._subscribers[key] = _Subscriber(now + self.config.subscription_lease, sequence)
@@ -995,13 +1062,20 @@ class OapCore:
         reply: SubscribeResponse | RegisterResponse = (
             SubscribeResponse() if kind is RequestKind.SUBSCRIBE else RegisterResponse(sequence)
         )
-        self.node.send_response(peer, op, AppId.OAP, encode_oap(reply), now)
+        self.node.send_response(peer, op, AppId.OAP, encode_oap(reply), now, identity=identity)
 
     # -- requestor dispatch ---------------------------------------------------------------
 
-    def _on_notification(self, peer: Address, pdu: ChangeCommand | SignalCommand) -> None:
+    def _on_notification(
+        self,
+        peer: Address,
+        pdu: ChangeCommand | SignalCommand,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+    ) -> None:
         kind = RequestKind.SUBSCRIBE if isinstance(pdu, ChangeCommand) else RequestKind.REGISTER
         binding = self._resolve_remote(pdu.target)
+        refused = False
         for sub in self._subscriptions.values():
             if (
                 sub.peer == peer
@@ -1011,6 +1085,13 @@ class OapCore:
                 and sub.binding.interface == binding.interface
                 and sub.binding.object_id == _key(binding.object_id)
             ):
+                if sub.identity is not None and not (
+                    identity == sub.identity and _may_provide(permissions, sub.binding)
+                ):
+                    # Not from the identity this subscription is bound to (or
+                    # one that may not provide it): not its notification.
+                    refused = True
+                    continue
                 params = sub.item.params if isinstance(sub.item, Property) else sub.item.values
                 try:
                     values = incoming_values_untrusted(params, pdu.values, sub.item.name)
@@ -1028,7 +1109,7 @@ class OapCore:
                 self._counts["notifications_missed"] += missed
                 self._events.append(Notification(sub.sub_id, values, pdu.sequence, missed))
                 return
-        self._counts["notifications_unmatched"] += 1
+        self._counts["answers_not_permitted" if refused else "notifications_unmatched"] += 1
 
     @staticmethod
     def _resolve_remote(target: Alias | Binding) -> Binding | None:
@@ -1040,6 +1121,26 @@ class OapCore:
             return
         if record.kind is RequestKind.PING:
             self._events.append(RequestCompleted(event.request_id, ()))
+            return
+        binding = record.binding
+        if (
+            record.identity is not None
+            and binding is not None
+            and not _may_provide(event.permissions, binding)
+        ):
+            # The node delivered it from the identity asked (it checks that);
+            # the Authenticator's grant to that identity must also cover
+            # providing what was asked, or the answer is not taken.
+            self._counts["answers_not_permitted"] += 1
+            self._on_failure(
+                event.request_id,
+                ProviderNotPermitted(
+                    f"{record.identity} at {event.peer[0]}:{event.peer[1]} answered, but its "
+                    f"session's permissions do not let it provide {binding.interface} on "
+                    f"{binding.object_id}"
+                ),
+                record,
+            )
             return
         try:
             pdu = decode_oap_untrusted(event.payload, True)

@@ -317,15 +317,18 @@ class Interface:
         result: ExceptionDef = self._typed(key, ExceptionDef)
         return result
 
-    def client(self, node: RequestorNode, peer: Address, object_id: OID) -> ObjectClient:
+    def client(
+        self, node: RequestorNode, peer: Address, object_id: OID, *, identity: OID | None = None
+    ) -> ObjectClient:
         """A proxy for ``object_id`` at ``peer`` through this interface, whose
         items are attributes: ``await proxy.add(2, 3)``, ``await
         proxy.temperature.get()``, ``async with proxy.alarm.register() as
         signals:`` (see :mod:`dofpy.oap.client`). ``node`` is the requestor
-        (a :class:`dofpy.DofNode`)."""
+        (a :class:`dofpy.DofNode`); with ``identity`` only that authenticated
+        identity may answer (see :meth:`dofpy.DofNode.get`)."""
         from dofpy.oap.client import ObjectClient  # noqa: PLC0415 (client imports this module)
 
-        return ObjectClient(node, peer, object_id, self)
+        return ObjectClient(node, peer, object_id, self, identity)
 
 
 # Only the type checker needs these (dofpy.oap.client imports this module);

@@ -1,7 +1,11 @@
 """Duplicate suppression for commands that must execute at most once.
 
-A provider remembers, per (peer, operation id), whether the command is still
-being handled or which response it produced. A retransmitted copy is answered
+A provider remembers, per command key, whether the command is still being
+handled or which response it produced. The node keys commands by (address,
+authenticated identity, operation id): the identity of the secure session a
+command came through, ``None`` in the clear (where the address is all there
+is), so that another identity using the same address and operation id is never
+answered from here. A retransmitted copy is answered
 from here instead of being executed again. The cache is bounded in entries and
 in age; entries dropped for space are counted.
 """
@@ -9,9 +13,9 @@ in age; entries dropped for space are counted.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["PENDING", "DuplicateCache"]
 
@@ -80,6 +84,14 @@ class DuplicateCache(Generic[ResponseT]):
         entry.responses.append(response)
         entry.expires = now + self._lifetime
         self._entries.move_to_end(key)
+
+    def forget(self, match: Callable[[Any], bool]) -> int:
+        """Drop every entry whose key ``match`` accepts (a peer's session
+        ended); returns how many. A scan: for rare events, not per packet."""
+        doomed = [key for key in self._entries if match(key)]
+        for key in doomed:
+            del self._entries[key]
+        return len(doomed)
 
     def earliest_expiry(self) -> float | None:
         if not self._entries:

@@ -116,7 +116,9 @@ class NodeConfig:
     max_peers: int = 4096
     duplicate_entries: int = 8192
     duplicate_lifetime: float = 60.0
-    first_op_count: int = 1
+    first_op_count: int | None = None
+    """The first operation id; by default 1 without security and a random
+    value with it (an explicit value is for tests that replay an id)."""
     security: SecurityConfig | None = None
     max_datagram: int = 65507
     """The largest datagram this node sends: the most one IPv4 UDP datagram
@@ -128,7 +130,7 @@ class NodeConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not 64 <= self.max_datagram <= 65535:
             raise ValueError(f"max_datagram must be 64..65535, not {self.max_datagram}")
-        if not 0 <= self.first_op_count <= C4_MAX:
+        if self.first_op_count is not None and not 0 <= self.first_op_count <= C4_MAX:
             raise ValueError("first_op_count must be a c4")
 
 
@@ -149,6 +151,8 @@ class NodeStatistics:
     events_dropped: int
     commands_refused: int
     held_dropped: int
+    responses_wrong_identity: int
+    responses_withheld: int
     peers: int
     pending_commands: int
     security: SecurityStatistics | None = None
@@ -213,12 +217,16 @@ takes a one-way application command as it arrives (see
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
-    """The response to our command ``request_id`` arrived."""
+    """The response to our command ``request_id`` arrived; ``identity`` and
+    ``permissions`` are those of the secure session it came through (``None``
+    in the clear): for the responder, what the Authenticator granted it."""
 
     request_id: int
     peer: Address
     app_id: int
     payload: bytes
+    identity: OID | None = None
+    permissions: PermissionSet | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +270,10 @@ NodeEvent = (
 # -- internal state ------------------------------------------------------------
 
 
+class _Unset(enum.Enum):
+    CURRENT = "current"  # send_response: the identity of the current session
+
+
 class _Internal(enum.Enum):
     """Commands the node itself issued (not the layer above)."""
 
@@ -281,6 +293,8 @@ class _Pending:
     payload: bytes
     retry: RetryState | None  # None: sent once, no retransmission
     internal: _Internal | None = None
+    # Sent only through, and answered only from, a secure session with this identity.
+    identity: OID | None = None
 
 
 @dataclass(slots=True)
@@ -303,15 +317,17 @@ class Node:
         # With security, op ids start at a random value so that an off-path
         # spoofer cannot guess the ids of our pending commands (a forged
         # Reject must name one); handshake commands take a fresh random id each.
-        self._next_op = (
-            self.config.first_op_count
-            if security is None
-            else int.from_bytes(security.rng(4), "big") & C4_MAX
-        )
+        if self.config.first_op_count is not None:
+            self._next_op = self.config.first_op_count
+        elif security is None:
+            self._next_op = 1
+        else:
+            self._next_op = int.from_bytes(security.rng(4), "big") & C4_MAX
         self._pending: dict[int, _Pending] = {}
         self._peers: dict[Address, _Peer] = {}
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[NodeEvent] = deque()
+        # Keyed by (address, authenticated identity or None, operation id).
         self._duplicates: DuplicateCache[DppPacket] = DuplicateCache(
             self.config.duplicate_entries, self.config.duplicate_lifetime
         )
@@ -332,10 +348,14 @@ class Node:
                 "events_dropped",
                 "commands_refused",
                 "held_dropped",
+                "responses_wrong_identity",
+                "responses_withheld",
             ),
             0,
         )
         self._held: dict[Address, deque[_Pending]] = {}
+        # The identity of the current secure session at each address.
+        self._session_identities: dict[Address, OID] = {}
         self._command_handler: CommandHandler | None = None
 
     def set_command_handler(self, handler: CommandHandler | None) -> None:
@@ -384,11 +404,13 @@ class Node:
                     len(data),
                     session.peer_identity,
                     session.permissions,
+                    session.channel,
                 )
                 return
             dnp, packet = decode_frame_untrusted(data)
             identity: OID | None = None
             permissions: PermissionSet | None = None
+            channel: SecureChannel | None = None
             if packet.security is not None:
                 if security is None:
                     self._counts["unsupported_datagrams"] += 1
@@ -404,6 +426,7 @@ class Node:
                     security.count("authentication_failures")
                     return
                 identity, permissions = session.peer_identity, session.permissions
+                channel = session.channel
             elif (
                 security is not None
                 and security.config.require_security
@@ -411,7 +434,7 @@ class Node:
             ):
                 security.count("plaintext_refused")
                 return
-            self._receive_packet(packet, addr, now, len(data), identity, permissions)
+            self._receive_packet(packet, addr, now, len(data), identity, permissions, channel)
         except BadPacket:
             self._counts["bad_datagrams"] += 1
 
@@ -484,21 +507,68 @@ class Node:
         *,
         expect_response: bool = True,
         retry: RetryPolicy | None = None,
+        identity: OID | None = None,
     ) -> int:
         """Send an application command; returns its request id (the op count).
 
         With ``expect_response`` the command is retransmitted under ``retry``
         (default: the node's policy) until :class:`ResponseReceived` or
         :class:`RequestFailed` ends it. Without, it is sent once and forgotten.
+
+        With ``identity`` (or an entry for ``peer`` in the security
+        configuration's ``peer_identities``) the command is bound to that
+        authenticated identity: it is sent only inside a secure session with
+        it (one is started, or a new handshake when the current session at
+        ``peer`` is with someone else) and only a response from such a session
+        ends it. A handshake that authenticates anyone else fails at once,
+        and with it the commands waiting: :class:`RequestFailed` with
+        :class:`~dofpy.errors.PeerIdentityMismatch`.
         """
-        return self._start(peer, app_id, payload, now, expect_response, retry, None)
+        expected = self.expected_identity(peer, identity)
+        return self._start(
+            peer, app_id, payload, now, expect_response, retry, None, identity=expected
+        )
+
+    def expected_identity(self, peer: Address, identity: OID | None = None) -> OID | None:
+        """The identity a command to ``peer`` is bound to: ``identity``, else
+        the ``peer_identities`` entry for ``peer``, else ``None``. Raises
+        ``LocalProtocolError`` without a security configuration (nothing can
+        authenticate a peer) or when the two disagree."""
+        security = self._security
+        if security is None:
+            if identity is not None:
+                raise LocalProtocolError(
+                    "a request bound to an identity needs a SecurityConfig: "
+                    "no peer is authenticated in the clear"
+                )
+            return None
+        configured = security.config.peer_identities.get(peer)
+        if identity is not None and configured is not None and identity != configured:
+            raise LocalProtocolError(
+                f"identity {identity} for {peer[0]}:{peer[1]} contradicts "
+                f"peer_identities ({configured})"
+            )
+        return identity if identity is not None else configured
 
     def send_response(
-        self, peer: Address, op_count: int | None, app_id: int, payload: bytes, now: float
+        self,
+        peer: Address,
+        op_count: int | None,
+        app_id: int,
+        payload: bytes,
+        now: float,
+        *,
+        identity: OID | _Unset | None = _Unset.CURRENT,
     ) -> None:
         """Answer the command ``op_count`` from ``peer``; duplicates of the command
-        will be answered with this same response (sealed anew when secure)."""
-        self._respond(peer, op_count, app_id, payload, now, limit=None)
+        will be answered with this same response (sealed anew when secure).
+
+        ``identity`` is the one the command came from (its
+        :class:`CommandReceived` ``identity``; ``None`` for a command in the
+        clear): the response is sent only inside a secure session with that
+        identity, and remembered for its duplicates only. Left out, it is the
+        identity of the current session with ``peer``."""
+        self._respond(peer, op_count, app_id, payload, now, limit=None, identity=identity)
 
     def response_size(self, peer: Address, op_count: int, app_id: int, payload: bytes) -> int:
         """How long the datagram :meth:`send_response` would send ``peer`` now
@@ -612,6 +682,7 @@ class Node:
         retry: RetryPolicy | None,
         internal: _Internal | None,
         op: int | None = None,
+        identity: OID | None = None,
     ) -> int:
         if expect_response and len(self._pending) >= self.config.max_pending_commands:
             raise LocalProtocolError(
@@ -620,7 +691,7 @@ class Node:
         if op is None:
             op = self._allocate_op(unpredictable=internal in (_Internal.TEP, _Internal.TRP))
         state = RetryState.start(retry or self.config.retry, now) if expect_response else None
-        pending = _Pending(op, peer, app_id, payload, state, internal)
+        pending = _Pending(op, peer, app_id, payload, state, internal, identity)
         if expect_response:
             self._pending[op] = pending
         if not self._emit_command(pending, 0, now) and not expect_response:
@@ -635,6 +706,14 @@ class Node:
 
     def _emit_command(self, pending: _Pending, retry_byte: int, now: float) -> bool:
         security = self._security
+        if security is not None and pending.identity is not None:
+            session = security.session(pending.peer)
+            if session is None or session.peer_identity != pending.identity:
+                # Bound to an identity: never in the clear, never on a session
+                # with anyone else. A handshake of our own decides (the
+                # current session may be one the peer's address started).
+                security.ensure_session(pending.peer, now)
+                return False
         if security is not None and pending.app_id not in _ALWAYS_PLAIN_APPS:
             session = security.session(pending.peer)
             if session is not None:
@@ -689,9 +768,14 @@ class Node:
         payload: bytes,
         now: float,
         limit: int | None,
+        identity: OID | _Unset | None = _Unset.CURRENT,
     ) -> None:
         if op_count is None:
             raise LocalProtocolError("a command without an operation id cannot be answered")
+        security = self._security
+        current = None if security is None else security.session(peer)
+        if identity is _Unset.CURRENT:
+            identity = None if current is None else current.peer_identity
         packet = DppPacket(
             app_id=app_id,
             payload=payload,
@@ -705,7 +789,13 @@ class Node:
             assert self._security is not None
             self._security.count("amplification_drops")
             return
-        self._duplicates.add_response((peer, op_count), packet, now)
+        self._duplicates.add_response((peer, identity, op_count), packet, now)
+        if identity is not None and (current is None or current.peer_identity != identity):
+            # The command's identity no longer holds the session at this
+            # address: its answer is kept for its retransmission (answered
+            # through its own session), never sent to whoever holds it now.
+            self._counts["responses_withheld"] += 1
+            return
         self._transmit(peer, packet, now)
 
     def _unvalidated(self, peer: Address) -> bool:
@@ -717,6 +807,16 @@ class Node:
         )
 
     # -- internals: the security layer's hooks -----------------------------------------
+
+    def _expected_identities(self, peer: Address) -> set[OID]:
+        """Every identity a handshake with ``peer`` must authenticate: the
+        configured one and those the commands waiting for it are bound to."""
+        expected = {p.identity for p in self._pending.values() if p.peer == peer}
+        expected.update(p.identity for p in self._held.get(peer, ()))
+        if self._security is not None:
+            configured = self._security.config.peer_identities.get(peer)
+            expected.add(configured)
+        return {identity for identity in expected if identity is not None}
 
     def _send_internal_command(
         self,
@@ -750,6 +850,7 @@ class Node:
     def _on_secure_session(
         self, peer: Address, identity: OID, ssid: int, initiator: bool, key: bytes, now: float
     ) -> None:
+        self._session_identities[peer] = identity
         self._emit_event(
             SecureSessionEstablished(peer, identity, ssid, initiator, key), droppable=False
         )
@@ -758,7 +859,10 @@ class Node:
                 retry_byte = 0 if pending.retry is None else pending.retry.retry_byte
                 self._emit_command(pending, retry_byte, now)
         for pending in self._held.pop(peer, ()):
-            self._emit_command(pending, 0, now)
+            if not self._emit_command(pending, 0, now):
+                # Bound to another identity than this session's: it waits for
+                # the handshake that emit started (bounded as before).
+                self._held.setdefault(peer, deque()).append(pending)
 
     def _on_secure_session_failed(self, peer: Address, error: DofError, now: float) -> None:
         self._counts["held_dropped"] += len(self._held.pop(peer, ()))
@@ -769,6 +873,11 @@ class Node:
         self._emit_event(SecureSessionEnded(peer, error), droppable=False)
 
     def _on_secure_session_ended(self, peer: Address, error: DofError) -> None:
+        identity = self._session_identities.pop(peer, None)
+        if identity is not None:
+            # Its answers go with it: a later session (whose permissions the
+            # Authenticator may have changed) has its commands checked anew.
+            self._duplicates.forget(lambda key: key[:2] == (peer, identity))
         self._emit_event(SecureSessionEnded(peer, error), droppable=False)
 
     def _send_sealed_command(
@@ -852,13 +961,14 @@ class Node:
         size: int,
         identity: OID | None,
         permissions: PermissionSet | None,
+        channel: SecureChannel | None = None,
     ) -> None:
         if packet.security is not None or packet.app_id is None:
             # A secure packet inside a secure packet: nothing sends that.
             self._counts["unsupported_datagrams"] += 1
             return
         if packet.is_response:
-            self._receive_response(packet, packet.app_id, addr, now, identity is not None)
+            self._receive_response(packet, packet.app_id, addr, now, identity, permissions)
         else:
             self._receive_command(
                 packet.app_id,
@@ -870,10 +980,17 @@ class Node:
                 size,
                 identity,
                 permissions,
+                channel,
             )
 
     def _receive_response(
-        self, packet: DppPacket, app_id: int, addr: Address, now: float, sealed: bool
+        self,
+        packet: DppPacket,
+        app_id: int,
+        addr: Address,
+        now: float,
+        identity: OID | None = None,
+        permissions: PermissionSet | None = None,
     ) -> None:
         pending = (
             self._pending.get(packet.op_count)
@@ -886,7 +1003,7 @@ class Node:
                 self._security.count("control_ignored")
             return
         if (
-            not sealed
+            identity is None
             and app_id != AppId.TEP
             and (security := self._security) is not None
             and security.config.require_security
@@ -896,6 +1013,12 @@ class Node:
             # TEP's: a clear one (a TRP Reject to a sealed TRP request, a DSP
             # answer) is forged.
             security.count("control_ignored")
+            return
+        if pending.identity is not None and identity != pending.identity:
+            # From the address asked, but not from the identity asked (another
+            # session at that address, or in the clear): not the answer. The
+            # command goes on waiting for one from the identity it is bound to.
+            self._counts["responses_wrong_identity"] += 1
             return
         # Validate an internal response before consuming the pending command:
         # a malformed answer must leave the command to its retransmissions.
@@ -925,7 +1048,9 @@ class Node:
         match pending.internal:
             case None:
                 self._emit_event(
-                    ResponseReceived(pending.request_id, addr, app_id, packet.payload),
+                    ResponseReceived(
+                        pending.request_id, addr, app_id, packet.payload, identity, permissions
+                    ),
                     droppable=False,
                 )
             case _Internal.PING:
@@ -962,8 +1087,11 @@ class Node:
         size: int,
         identity: OID | None,
         permissions: PermissionSet | None,
+        channel: SecureChannel | None = None,
     ) -> None:
-        """A command (``op``: its implied-sender operation count, if any)."""
+        """A command (``op``: its implied-sender operation count, if any),
+        through the secure session ``channel`` (authenticated as ``identity``)
+        or in the clear."""
         if app_id == AppId.TEP and self._security is not None:
             if identity is not None:
                 self._security.on_sealed_tep_command(addr, payload)
@@ -979,14 +1107,24 @@ class Node:
         # are the ones remembered, so one-way traffic (block transfer signals)
         # does not churn the duplicate cache.
         remember = op is not None and retry is not None
+        # Remembered per authenticated identity (per address in the clear):
+        # another identity at the same address with the same operation id is
+        # a new command, checked and answered afresh, never given the answer
+        # meant for the first.
+        key = (addr, identity, op)
         if remember:
-            seen = self._duplicates.lookup((addr, op), now)
+            seen = self._duplicates.lookup(key, now)
             if seen is not None:
                 self._counts["duplicate_commands"] += 1
                 if seen is not PENDING:
                     assert isinstance(seen, list)
                     for response in seen:
-                        self._transmit(addr, response, now)
+                        if channel is not None:
+                            # Back through the session the copy came on: the
+                            # requestor's, whichever is current at the address.
+                            self._outgoing.append((channel.seal(response), addr))
+                        else:
+                            self._transmit(addr, response, now)
                         self._counts["duplicate_responses_resent"] += 1
                 return
         peer = self._peer(addr, now)
@@ -1007,13 +1145,13 @@ class Node:
                 self._security.count("control_ignored")
                 return
             if remember:
-                self._duplicates.begin((addr, op), now)
-            self._receive_dsp(dsp, peer, op, now, size)
+                self._duplicates.begin(key, now)
+            self._receive_dsp(dsp, peer, op, now, size, identity)
         elif app_id == AppId.COMMON:
             common = decode_common_untrusted(payload, False)
             if remember:
-                self._duplicates.begin((addr, op), now)
-            self._receive_common(common, peer, op, now, size)
+                self._duplicates.begin(key, now)
+            self._receive_common(common, peer, op, now, size, identity)
         else:
             handler = self._command_handler
             if (
@@ -1027,46 +1165,71 @@ class Node:
                 self._counts["commands_refused"] += 1
                 return
             if remember:
-                self._duplicates.begin((addr, op), now)
+                self._duplicates.begin(key, now)
 
-    def _receive_dsp(self, pdu: DspPdu, peer: _Peer, op: int | None, now: float, size: int) -> None:
+    def _receive_dsp(
+        self,
+        pdu: DspPdu,
+        peer: _Peer,
+        op: int | None,
+        now: float,
+        size: int,
+        identity: OID | None = None,
+    ) -> None:
         match pdu:
             case DspOpen():
                 if peer.state is not PeerState.OPEN:
                     self._transition(peer, PeerState.OPEN)
                 reply = encode_dsp(DspOpenResponse(self._apps()))
-                self._answer(peer, op, AppId.DSP, reply, now, size)
+                self._answer(peer, op, AppId.DSP, reply, now, size, identity)
             case DspQuery():
                 reply = encode_dsp(DspQueryResponse(self._apps()))
-                self._answer(peer, op, AppId.DSP, reply, now, size)
+                self._answer(peer, op, AppId.DSP, reply, now, size, identity)
             case DspConfigRequest(options=options):
                 # dofpy negotiates nothing yet: any option is refused, none is
                 # silently accepted.
                 answer = DspConfigReject() if options else DspConfigAck()
-                self._answer(peer, op, AppId.DSP, encode_dsp(answer), now, size)
+                self._answer(peer, op, AppId.DSP, encode_dsp(answer), now, size, identity)
             case DspTerminate():
-                self._answer(peer, op, AppId.DSP, encode_dsp(DspTerminateResponse()), now, size)
+                self._answer(
+                    peer, op, AppId.DSP, encode_dsp(DspTerminateResponse()), now, size, identity
+                )
                 self._close_peer(peer, by_peer=True, now=now)
             case DspNop():
                 pass
 
     def _receive_common(
-        self, pdu: CommonPdu, peer: _Peer, op: int | None, now: float, size: int
+        self,
+        pdu: CommonPdu,
+        peer: _Peer,
+        op: int | None,
+        now: float,
+        size: int,
+        identity: OID | None = None,
     ) -> None:
         match pdu:
             case Ping():
-                self._answer(peer, op, AppId.COMMON, encode_common(PingResponse()), now, size)
+                self._answer(
+                    peer, op, AppId.COMMON, encode_common(PingResponse()), now, size, identity
+                )
             case Query():
                 reply = QueryResponse(self.config.node_id)
-                self._answer(peer, op, AppId.COMMON, encode_common(reply), now, size)
+                self._answer(peer, op, AppId.COMMON, encode_common(reply), now, size, identity)
             case _:
                 pass  # Heartbeat and source management need no answer here.
 
     def _answer(
-        self, peer: _Peer, op: int | None, app_id: int, payload: bytes, now: float, size: int
+        self,
+        peer: _Peer,
+        op: int | None,
+        app_id: int,
+        payload: bytes,
+        now: float,
+        size: int,
+        identity: OID | None,
     ) -> None:
         if op is not None:
-            self._respond(peer.address, op, app_id, payload, now, limit=size)
+            self._respond(peer.address, op, app_id, payload, now, limit=size, identity=identity)
 
     def _apps(self) -> tuple[int, ...]:
         return tuple(a for a in self.config.applications if a not in (AppId.DSP, AppId.COMMON))

@@ -50,7 +50,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,6 +61,7 @@ from dofpy.errors import (
     ClosedResourceError,
     DofError,
     DofTimeoutError,
+    PeerIdentityMismatch,
     RemoteProtocolError,
 )
 from dofpy.security.authority import TicketRole, TrpAuthority, open_session_ticket
@@ -145,6 +146,11 @@ class SecurityConfig:
     a credential store in a database is never queried on the event loop (the
     Authenticator's own handshakes). It excludes ``authority`` and
     ``local_authority``: one place decides.
+    ``peer_identities`` binds addresses to the identities expected there: a
+    handshake this node starts with such an address fails with
+    :class:`~dofpy.errors.PeerIdentityMismatch` when the responder
+    authenticates as anyone else, and requests to it are bound to that
+    identity as if sent with ``identity=`` (see :meth:`Node.send_command`).
     """
 
     domain: OID
@@ -166,6 +172,7 @@ class SecurityConfig:
     session_grace: float = 30.0
     seal_authority: bool = False
     defer_authority: bool = False
+    peer_identities: Mapping[Address, OID] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.secret) != 32 or len(self.cookie_key) != 32:
@@ -250,6 +257,7 @@ class SecurityStatistics:
     control_ignored: int
     half_open_replaced: int
     mode_mismatches: int
+    identity_mismatches: int
     sessions: int
     half_open: int
     authority_pending: int
@@ -343,6 +351,7 @@ class SecurityLayer:
                 "control_ignored",
                 "half_open_replaced",
                 "mode_mismatches",
+                "identity_mismatches",
             ),
             0,
         )
@@ -535,6 +544,15 @@ class SecurityLayer:
             raise
         if accept.responder_init is None or accept.responder_init.ssid is None:
             raise BadPacket("TEP Accept without an SSID")
+        # The responder's identity is authenticated now (the ticket's MAC):
+        # a handshake with anyone but the identity expected at this address
+        # ends here, before the Confirm, and no session is installed.
+        actual = accept.responder.identity.node
+        for expected in self._node._expected_identities(handshake.peer):
+            if expected != actual:
+                self._counts["identity_mismatches"] += 1
+                self._fail(handshake, PeerIdentityMismatch(handshake.peer, expected, actual), now)
+                return
         confirm = build_confirm(key, handshake.block, accept)
         handshake.accept = accept
         handshake.session_key = key

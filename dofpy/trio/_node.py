@@ -489,23 +489,58 @@ class DofNode:
 
     # -- requestor side --------------------------------------------------------------
 
-    async def get(self, peer: Address, object_id: OID, interface: Interface, prop: str) -> Any:
-        """Read a property of a remote object."""
-        request_id = self.core.get(peer, object_id, interface, prop, trio.current_time())
+    async def get(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str,
+        *,
+        identity: OID | None = None,
+    ) -> Any:
+        """Read a property of a remote object.
+
+        With ``identity`` (or an entry for ``peer`` in the security
+        configuration's ``peer_identities``) only a secure session with that
+        authenticated identity carries the request and its answer, and only
+        when the identity's granted permissions let it provide the binding:
+        otherwise :class:`~dofpy.errors.PeerIdentityMismatch` (someone else
+        answered the handshake) or :class:`~dofpy.errors.ProviderNotPermitted`.
+        The same holds for :meth:`set`, :meth:`invoke` and :meth:`subscribe`.
+        """
+        now = trio.current_time()
+        request_id = self.core.get(peer, object_id, interface, prop, now, identity=identity)
         return (await self._await(request_id))[0]
 
     async def set(
-        self, peer: Address, object_id: OID, interface: Interface, prop: str, value: Any
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str,
+        value: Any,
+        *,
+        identity: OID | None = None,
     ) -> None:
         """Write a property of a remote object (executed at most once)."""
-        request_id = self.core.set(peer, object_id, interface, prop, value, trio.current_time())
+        now = trio.current_time()
+        request_id = self.core.set(peer, object_id, interface, prop, value, now, identity=identity)
         await self._await(request_id)
 
     async def invoke(
-        self, peer: Address, object_id: OID, interface: Interface, method: str, *args: Any
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        method: str,
+        *args: Any,
+        identity: OID | None = None,
     ) -> tuple[Any, ...]:
         """Call a method of a remote object (executed at most once); its results."""
-        request_id = self.core.invoke(peer, object_id, interface, method, args, trio.current_time())
+        now = trio.current_time()
+        request_id = self.core.invoke(
+            peer, object_id, interface, method, args, now, identity=identity
+        )
         return await self._await(request_id)
 
     async def ping(self, peer: Address) -> float:
@@ -538,14 +573,24 @@ class DofNode:
 
     @asynccontextmanager
     async def subscribe(
-        self, peer: Address, object_id: OID, interface: Interface, item: str
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        item: str,
+        *,
+        identity: OID | None = None,
     ) -> AsyncIterator[Subscription]:
         """Subscribe to an observable property or register for an event.
 
         ``async with node.subscribe(...) as sub: async for n in sub: ...``; the
         subscription is confirmed before the block starts and ends with it.
+        With ``identity`` (see :meth:`get`) only notifications from that
+        identity are delivered.
         """
-        sub_id = self.core.subscribe(peer, object_id, interface, item, trio.current_time())
+        sub_id = self.core.subscribe(
+            peer, object_id, interface, item, trio.current_time(), identity=identity
+        )
         subscription = Subscription(self, sub_id, self._notification_buffer)
         self._subscriptions[sub_id] = subscription
         try:

@@ -155,8 +155,15 @@ class TrpResponder:
         if command.token is not None:
             self._node.answer_authority(command.token, decision.response, now)
         elif command.op_count is not None:
+            # To the identity that asked only (a decision made in a worker
+            # thread may come after another identity took the address).
             self._node.send_response(
-                command.peer, command.op_count, AppId.TRP, encode_trp(decision.response), now
+                command.peer,
+                command.op_count,
+                AppId.TRP,
+                encode_trp(decision.response),
+                now,
+                identity=command.identity,
             )
         if self._on_decision is not None:
             self._on_decision(decision, command.peer, now)

@@ -58,28 +58,60 @@ class RecordingNode:
 
     def __init__(self, results: tuple[Any, ...] = ()) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.identities: list[OID | None] = []
         self.results = results
 
-    async def get(self, peer: Address, object_id: OID, interface: Interface, prop: str) -> Any:
+    async def get(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str,
+        *,
+        identity: OID | None = None,
+    ) -> Any:
         self.calls.append(("get", peer, object_id, interface.name, prop))
+        self.identities.append(identity)
         return self.results[0]
 
     async def set(
-        self, peer: Address, object_id: OID, interface: Interface, prop: str, value: Any
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        prop: str,
+        value: Any,
+        *,
+        identity: OID | None = None,
     ) -> None:
         self.calls.append(("set", peer, object_id, interface.name, prop, value))
+        self.identities.append(identity)
 
     async def invoke(
-        self, peer: Address, object_id: OID, interface: Interface, method: str, *args: Any
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        method: str,
+        *args: Any,
+        identity: OID | None = None,
     ) -> tuple[Any, ...]:
         self.calls.append(("invoke", peer, object_id, interface.name, method, *args))
+        self.identities.append(identity)
         return self.results
 
     @asynccontextmanager
     async def subscribe(
-        self, peer: Address, object_id: OID, interface: Interface, item: str
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        item: str,
+        *,
+        identity: OID | None = None,
     ) -> AsyncIterator[NotificationStream]:
         self.calls.append(("subscribe", peer, object_id, interface.name, item))
+        self.identities.append(identity)
         yield Stream()
         self.calls.append(("unsubscribe", item))
 
@@ -108,6 +140,20 @@ async def test_each_kind_of_item_maps_onto_the_node() -> None:
         ("subscribe", *here, "alarm"),
         ("unsubscribe", "alarm"),
     ]
+
+
+async def test_a_client_bound_to_an_identity_passes_it_on_every_request() -> None:
+    node = RecordingNode((5,))
+    expected = OID(3, b"thermostat-host@example.org")
+    thermo = THERMOSTAT.client(node, PEER, THERMOSTAT_OID, identity=expected)
+    await thermo.add(2, 3)
+    await thermo.temperature.get()
+    await thermo.label.set("kitchen")
+    async with thermo.temperature.subscribe():
+        pass
+    assert node.identities == [expected] * 4
+    await THERMOSTAT.client(node, PEER, THERMOSTAT_OID).temperature.get()
+    assert node.identities[-1] is None
 
 
 async def test_results_none_one_or_a_tuple() -> None:
