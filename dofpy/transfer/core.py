@@ -5,6 +5,12 @@ takes every OAP command on ``TRANSFER_IID`` through ``OapCore.intercept``.
 Provider side: objects published or served from a :class:`BlockStore` through
 a :class:`BlockCache`, one :class:`BlockSender` per (requestor, object),
 served round robin, paced per transfer and under a provider-wide rate cap.
+A provider serves a plaintext requestor only once it proved that it
+receives what is sent to its address (an address token, :mod:`dofpy.transfer.tokens`:
+a Fetch without a valid one is answered with a small Retry, nothing else), so
+a Fetch with a forged source amplifies nothing; a secure session's address was
+validated by its handshake (the TEP cookie round trip). The provider-wide
+rate cap is on by default.
 Requestor side: one :class:`Receiver` per object being fetched. Relay: an
 object registered with :meth:`TransferCore.relay` is fetched from upstream
 (once, on the first downstream demand) into this core's store while its
@@ -18,7 +24,7 @@ transfer recovers losses itself.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, ClosedResourceError, DofError, LocalProtocolError
@@ -31,6 +37,7 @@ from dofpy.transfer.messages import (
     FetchRequest,
     RefuseCode,
     RefusedMessage,
+    RetryMessage,
     TransferMessage,
     block_object_id,
     decode_transfer_command_untrusted,
@@ -42,6 +49,7 @@ from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.sender import BlockSender, SenderConfig, SendState
 from dofpy.transfer.store import BlockStore, MemoryStore
+from dofpy.transfer.tokens import AddressTokens
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import Binding, CommandHead, OapPdu
 
@@ -59,20 +67,30 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class TransferConfig:
     """Configuration: the OAP core's, the provider's and requestors' defaults,
-    the provider-wide rate cap (bytes/s) and the block cache size."""
+    the provider-wide rate cap (bytes/s, 1 Gbit/s by default; ``None``: none),
+    the block cache size, the senders kept (in all and per requestor), and the
+    address tokens of plaintext requestors: their key (32 bytes; ``None``: a
+    random one per core) and how long one stays valid (s)."""
 
     oap: OapConfig = field(default_factory=OapConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
     receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
-    provider_rate_cap: float | None = None
+    provider_rate_cap: float | None = 125_000_000.0
     cache_bytes: int = 16 << 20
     max_senders: int = 4096
+    max_senders_per_peer: int = 256
+    address_token_key: bytes | None = field(default=None, repr=False)
+    address_token_lifetime: float = 600.0
 
     def __post_init__(self) -> None:
         if self.provider_rate_cap is not None and self.provider_rate_cap <= 0:
             raise ValueError("provider_rate_cap must be > 0")
-        if self.max_senders < 1:
-            raise ValueError("max_senders must be >= 1")
+        if self.max_senders < 1 or self.max_senders_per_peer < 1:
+            raise ValueError("max_senders and max_senders_per_peer must be >= 1")
+        if self.address_token_key is not None and len(self.address_token_key) != 32:
+            raise ValueError("address_token_key must be 32 bytes")
+        if self.address_token_lifetime < 10.0:
+            raise ValueError("address_token_lifetime must be >= 10 s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,11 @@ class TransferStatistics:
     open_senders: int
     active_transfers: int
     cache: CacheStatistics
+    retries_sent: int = 0
+    """Retries (address tokens) sent to plaintext requestors not yet validated."""
+    unvalidated_fetches: int = 0
+    """Plaintext Fetches without a valid address token (none of them served)."""
+    retries_received: int = 0
 
 
 @dataclass(slots=True)
@@ -128,6 +151,8 @@ class ServedStatistics:
 
 
 _MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
+_CREDIT_SLACK = 1e-3  # bytes of provider-wide credit deficit treated as none
+_AMPLIFICATION_LIMIT = 3  # bytes answered per byte received from an unvalidated address
 
 
 class _Source:
@@ -196,9 +221,18 @@ class TransferCore:
                 "unmatched_messages",
                 "blocks_sent",
                 "bytes_sent",
+                "retries_sent",
+                "unvalidated_fetches",
+                "retries_received",
             ),
             0,
         )
+        self._tokens = AddressTokens(
+            self.config.address_token_key, lifetime=self.config.address_token_lifetime
+        )
+        # Requestor side: the address token each provider last sent us.
+        self._held_tokens: dict[Address, bytes] = {}
+        self._senders_per_peer: dict[Address, int] = {}
         self._dropped_closed = 0
         self._served: dict[Address, ServedStatistics] = {}
         self._block_head: CommandHead | None = None
@@ -340,6 +374,10 @@ class TransferCore:
     # -- internals ------------------------------------------------------------------------------
 
     def _send(self, peer: Address, message: TransferMessage, now: float) -> None:
+        if isinstance(message, FetchRequest) and self._held_tokens:
+            token = self._held_tokens.get(peer)
+            if token is not None:
+                message = replace(message, token=token)
         payload = encode_transfer(message)
         self.oap.node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
 
@@ -404,6 +442,9 @@ class TransferCore:
         if isinstance(message, FetchRequest):
             self._on_fetch(peer, message, now)
             return
+        if isinstance(message, RetryMessage):
+            self._on_retry(peer, message, now)
+            return
         transfer_id = self._by_object.get(message.object_id)
         if transfer_id is None:
             self._counts["unmatched_messages"] += 1
@@ -440,13 +481,15 @@ class TransferCore:
         self._counts["fetches_received"] += 1
         object_id = request.object_id
         source = self._sources.get(object_id)
-        if source is None and object_id in self._relayable:
-            source = self._start_relay(object_id, now)
-        key = (peer, object_id)
-        if source is None:
+        if source is None and object_id not in self._relayable:
             if not request.is_done:
                 self._refuse(peer, request, RefuseCode.UNKNOWN_OBJECT, now)
             return
+        if not self._validated(peer, request, now):
+            return
+        if source is None:
+            source = self._start_relay(object_id, now)
+        key = (peer, object_id)
         leaf_size = source.manifest.leaf_size
         if not request.is_done and (
             request.block_size % leaf_size or request.block_size > self.config.sender.max_block_size
@@ -457,9 +500,14 @@ class TransferCore:
         if sender is None or sender.state is SendState.CLOSED:
             if request.is_done:
                 return
-            if sender is None and len(self._senders) >= self.config.max_senders:
+            if sender is None and (
+                len(self._senders) >= self.config.max_senders
+                or self._senders_per_peer.get(peer, 0) >= self.config.max_senders_per_peer
+            ):
                 self._refuse(peer, request, RefuseCode.BUSY, now)
                 return
+            if sender is None:
+                self._senders_per_peer[peer] = self._senders_per_peer.get(peer, 0) + 1
             sender = BlockSender(peer, source, self.config.sender, now)
             self._senders[key] = sender
             if self._next_sweep is None:
@@ -467,9 +515,59 @@ class TransferCore:
         sender.on_fetch(request, now)
         if sender.state is SendState.CLOSED:
             self._dropped_closed += sender.dropped_units
-            del self._senders[key]
+            self._forget_sender(key)
         else:
             self._activate(sender)
+
+    def _forget_sender(self, key: tuple[Address, bytes]) -> None:
+        del self._senders[key]
+        peer = key[0]
+        left = self._senders_per_peer.pop(peer) - 1
+        if left:
+            self._senders_per_peer[peer] = left
+
+    def _validated(self, peer: Address, request: FetchRequest, now: float) -> bool:
+        """Whether ``peer`` proved that it receives what is sent to its address.
+
+        With a security configuration every Fetch that reaches the transfer
+        came through a secure session (the permission check before it needs
+        one), and a session is only made with an address that answered the
+        handshake's cookie. A plaintext Fetch must carry an address token of
+        ours; one without a valid token is answered with a Retry carrying one
+        (smaller than the Fetch: nothing amplified) and no state is kept.
+        """
+        if self.oap.node.config.security is not None:
+            return True
+        if request.token and self._tokens.check(peer, request.token, now):
+            return True
+        self._counts["unvalidated_fetches"] += 1
+        if request.is_done:
+            return False  # nothing to serve, nothing to answer
+        retry = RetryMessage(request.object_id, 0, self._tokens.mint(peer, now))
+        if len(encode_transfer(retry)) > _AMPLIFICATION_LIMIT * len(encode_transfer(request)):
+            return False  # never more than 3x the bytes the unproved address sent
+        self._counts["retries_sent"] += 1
+        self._send(peer, retry, now)
+        return False
+
+    def _on_retry(self, peer: Address, message: RetryMessage, now: float) -> None:
+        """A provider we fetch from wants its address token in our Fetches:
+        keep it (for every Fetch to that provider) and ask again now for what
+        that provider did not serve. A Retry repeating the token we hold
+        answers a Fetch sent before we had it: already asked again."""
+        self._counts["retries_received"] += 1
+        transfer_id = self._by_object.get(message.object_id)
+        receiver = None if transfer_id is None else self._receivers[transfer_id]
+        if receiver is None or peer not in receiver.providers:
+            self._counts["unmatched_messages"] += 1
+            return
+        if self._held_tokens.get(peer) == message.token:
+            return
+        self._held_tokens.pop(peer, None)
+        if len(self._held_tokens) >= _MAX_SERVED_PEERS:
+            del self._held_tokens[next(iter(self._held_tokens))]
+        self._held_tokens[peer] = message.token
+        receiver.on_retry(peer, now)
 
     def _activate(self, sender: BlockSender) -> None:
         if sender.state is SendState.SENDING and sender not in self._active:
@@ -490,7 +588,7 @@ class TransferCore:
             if now - sender.last_heard >= idle:
                 self._dropped_closed += sender.dropped_units
                 sender.expire()
-                del self._senders[key]
+                self._forget_sender(key)
         self._active = deque(s for s in self._active if s.state is SendState.SENDING)
         self._next_sweep = now + idle / 4 if self._senders else None
 
@@ -503,7 +601,9 @@ class TransferCore:
             burst, self._provider_credit + (now - self._provider_time) * cap
         )
         self._provider_time = now
-        return self._provider_credit >= 0
+        # The slack absorbs float rounding: a deficit of 1e-11 bytes would
+        # otherwise ask for a timer at this very instant, forever.
+        return self._provider_credit >= -_CREDIT_SLACK
 
     def _paced_until(self) -> float | None:
         now = self._provider_time
@@ -511,7 +611,7 @@ class TransferCore:
         present = [t for t in times if t is not None]
         earliest = min(present) if present else None
         cap = self.config.provider_rate_cap
-        if earliest is not None and cap is not None and self._provider_credit < 0:
+        if earliest is not None and cap is not None and self._provider_credit < -_CREDIT_SLACK:
             earliest = max(earliest, now + (-self._provider_credit) / cap)
         return earliest
 

@@ -8,15 +8,19 @@ Values are the CBOR value list of ``dofpy.wire.values``.
 =================  =====================================================================
 requestor → provider
 Fetch              Invoke item 1: ``[fetch seq, block size, rate, window,
-                   hash ranges, leaf ranges]``; ranges are flat lists
+                   hash ranges, leaf ranges(, address token)]``; ranges are flat lists
                    ``[start0, end0, start1, end1, ...]``, sorted, disjoint, not touching.
                    Sent without expecting an OAP response: the transfer recovers by itself.
                    Empty ranges and window 0: the requestor is done (the provider forgets it).
+                   The token (1..64 bytes) only once a provider sent one in a Retry.
 provider → requestor (Signal, DPP command with no response; 16-bit OAP sequence)
 Block              Signal item 2: ``[first leaf, data, fetch seq, hold µs]``
 Hash chunk         Signal item 3: ``[chunk, hashes, fetch seq, hold µs, proof]`` (hashes and
                    proof are concatenated 32-byte SHA-256 values)
 Refused            Signal item 4: ``[code, max block size]``
+Retry              Signal item 5: ``[address token]``: a plaintext Fetch without a valid
+                   token was not served; repeat it with this token (proof that the
+                   requestor receives what is sent to its address, as QUIC's Retry)
 =================  =====================================================================
 
 ``fetch seq`` identifies the Fetch that asked for a block (echoed so the
@@ -51,6 +55,7 @@ __all__ = [
     "MAX_BLOCK_SIZE",
     "MAX_FETCH_RANGES",
     "MAX_SEQ",
+    "MAX_TOKEN_SIZE",
     "OBJECT_OID_CLASS",
     "TRANSFER_IID",
     "BlockEncoder",
@@ -59,6 +64,7 @@ __all__ = [
     "HashChunkMessage",
     "RefuseCode",
     "RefusedMessage",
+    "RetryMessage",
     "TransferItem",
     "TransferMessage",
     "block_object_id",
@@ -84,6 +90,8 @@ MAX_BLOCK_SIZE = 1 << 16
 MAX_FETCH_RANGES = 64
 """Ranges of each kind one Fetch may carry (keeps a Fetch within one datagram)."""
 MAX_SEQ = 0xFFFFFFFF
+MAX_TOKEN_SIZE = 64
+"""Largest address token a Fetch or Retry carries."""
 _MAX_INDEX = 1 << 32
 
 
@@ -94,6 +102,7 @@ class TransferItem(enum.IntEnum):
     BLOCK = 2
     HASH_CHUNK = 3
     REFUSED = 4
+    RETRY = 5
 
 
 class RefuseCode(enum.IntEnum):
@@ -145,7 +154,8 @@ class FetchRequest:
 
     ``rate`` is the pacing rate the provider should use, bytes/s (0: no limit);
     ``window`` the requestor's window in blocks; ``block_size`` the bytes of data
-    per Block datagram (a multiple of the leaf size).
+    per Block datagram (a multiple of the leaf size); ``token`` the address
+    token of the provider's last :class:`RetryMessage` (empty: none yet).
     """
 
     object_id: bytes
@@ -155,6 +165,7 @@ class FetchRequest:
     window: int
     hash_chunks: Ranges = ()
     leaves: Ranges = ()
+    token: bytes = b""
 
     def __post_init__(self) -> None:
         _check_object_id(self.object_id)
@@ -168,6 +179,8 @@ class FetchRequest:
             value = tuple(tuple(pair) for pair in getattr(self, name))
             object.__setattr__(self, name, value)
             _check_ranges(value, name)
+        if type(self.token) is not bytes or len(self.token) > MAX_TOKEN_SIZE:
+            raise ValueError(f"token must be at most {MAX_TOKEN_SIZE} bytes")
 
     @property
     def is_done(self) -> bool:
@@ -241,7 +254,25 @@ class RefusedMessage:
         _check_int(self.max_block_size, "max_block_size", MAX_BLOCK_SIZE)
 
 
-TransferMessage: TypeAlias = FetchRequest | BlockMessage | HashChunkMessage | RefusedMessage
+@dataclass(frozen=True, slots=True)
+class RetryMessage:
+    """Provider -> requestor: a plaintext Fetch was not served for want of a
+    valid address token; repeat it with ``token`` (docs/protocol.md, section 6)."""
+
+    object_id: bytes
+    sequence: int
+    token: bytes
+
+    def __post_init__(self) -> None:
+        _check_object_id(self.object_id)
+        _check_int(self.sequence, "sequence", 0xFFFF)
+        if type(self.token) is not bytes or not 0 < len(self.token) <= MAX_TOKEN_SIZE:
+            raise ValueError(f"token must be 1..{MAX_TOKEN_SIZE} bytes")
+
+
+TransferMessage: TypeAlias = (
+    FetchRequest | BlockMessage | HashChunkMessage | RefusedMessage | RetryMessage
+)
 
 
 def _flat(ranges: Ranges) -> list[int]:
@@ -260,6 +291,8 @@ def to_oap(message: TransferMessage) -> OapPdu:
             _flat(message.hash_chunks),
             _flat(message.leaves),
         )
+        if message.token:
+            values += (message.token,)
         return InvokeCommand(TransferItem.FETCH.value, target, values)
     if isinstance(message, BlockMessage):
         values = (message.leaf, message.data, message.fetch_seq, message.hold_us)
@@ -276,6 +309,9 @@ def to_oap(message: TransferMessage) -> OapPdu:
     if isinstance(message, RefusedMessage):
         values = (message.code.value, message.max_block_size)
         return SignalCommand(TransferItem.REFUSED.value, target, message.sequence, values)
+    if isinstance(message, RetryMessage):
+        values = (message.token,)
+        return SignalCommand(TransferItem.RETRY.value, target, message.sequence, values)
     raise ValueError(f"not a transfer message: {type(message).__name__}")
 
 
@@ -375,6 +411,14 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
         if isinstance(pdu, InvokeCommand):
             if pdu.item_id != TransferItem.FETCH or pdu.command_control is not None:
                 raise BadPacket(f"transfer: Invoke of item {pdu.item_id}")
+            if len(values) == 7:
+                # The address token: only present when not empty (one encoding).
+                token = values[6]
+                if type(token) is not bytes or not token:
+                    raise BadPacket("Fetch: the address token must be non-empty bytes")
+                values = values[:6]
+            else:
+                token = b""
             _ints(values, 6, "Fetch")
             seq, block_size, rate, window, hashes, leaves = values
             return FetchRequest(
@@ -385,6 +429,7 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
                 window,  # type: ignore[arg-type]
                 _read_ranges(hashes, "hash ranges"),
                 _read_ranges(leaves, "leaf ranges"),
+                token,
             )
         if pdu.item_id == TransferItem.BLOCK:
             _ints(values, 4, "Block")
@@ -411,6 +456,9 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
             if type(code) is not int or code not in RefuseCode._value2member_map_:
                 raise BadPacket(f"Refused: unknown code {code!r}")
             return RefusedMessage(object_id, pdu.sequence, RefuseCode(code), max_block)  # type: ignore[arg-type]
+        if pdu.item_id == TransferItem.RETRY:
+            _ints(values, 1, "Retry")
+            return RetryMessage(object_id, pdu.sequence, values[0])  # type: ignore[arg-type]
     except (ValueError, TypeError) as exc:
         raise BadPacket(f"transfer: {exc}") from None
     raise BadPacket(f"transfer: Signal of unknown item {pdu.item_id}")

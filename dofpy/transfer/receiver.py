@@ -290,6 +290,18 @@ class Receiver:
         if not self.done:
             self._fetch(now, force=False)
 
+    def on_retry(self, peer: Address, now: float) -> None:
+        """``peer`` served none of our Fetches so far: it wants proof of our
+        address first (a Retry; the core now puts its token in every Fetch).
+        When it is the provider asked now, ask again at once for everything
+        outstanding (not lost: never sent, so not counted as retransmitted)."""
+        if self.done or peer != self.provider:
+            return
+        retransmissions = self._counts["retransmissions"]
+        self._requeue_all()
+        self._counts["retransmissions"] = retransmissions
+        self._fetch(now, force=True)
+
     # -- arrivals ------------------------------------------------------------------
 
     def _arrived(self, key: int, fetch_seq: int, hold_us: int, now: float) -> bool:

@@ -3,7 +3,11 @@ state machine that queues what a Fetch asked for and paces it out.
 
 Each Fetch appends a *batch* (its fetch seq, arrival time, wanted hash chunks
 and leaves) to a bounded queue; a leaf asked for again is moved to the newest
-batch (so the requestor's latest fetch seq is echoed). Batches are served
+batch (so the requestor's latest fetch seq is echoed). The queue holds at most
+``max_queued_units`` units in at most ``max_queued_batches`` batches: a batch
+left empty is dropped at once (never queued, never walked again), and at the
+batch limit the two oldest are merged, so a requestor flooding a provider
+with Fetches costs it a bounded amount of work and memory per Fetch. Batches are served
 oldest first, each in ascending order, leaves cut into pieces of at most
 ``block_size`` bytes at block-size-aligned boundaries (the requestor cuts them
 the same way). What is not yet available (a relay still fetching it from
@@ -92,11 +96,13 @@ _TRANSITIONS: dict[tuple[SendState, _Input], SendState] = {
 
 @dataclass(frozen=True, slots=True)
 class SenderConfig:
-    """Provider limits: largest block, queued leaves per transfer, per-transfer
-    rate cap (bytes/s, ``None`` = none), burst (bytes), idle expiry (s)."""
+    """Provider limits: largest block, queued leaves and Fetch batches per
+    transfer, per-transfer rate cap (bytes/s, ``None`` = none), burst
+    (bytes), idle expiry (s)."""
 
     max_block_size: int = 8192
     max_queued_units: int = 4096
+    max_queued_batches: int = 64
     rate_cap: float | None = None
     burst_bytes: int = 64 * 1024
     idle_timeout: float = 30.0
@@ -104,6 +110,8 @@ class SenderConfig:
     def __post_init__(self) -> None:
         if self.max_block_size < 1 or self.max_queued_units < 1 or self.burst_bytes < 1:
             raise ValueError("max_block_size, max_queued_units and burst_bytes must be >= 1")
+        if self.max_queued_batches < 2:
+            raise ValueError("max_queued_batches must be >= 2")
         if self.rate_cap is not None and self.rate_cap <= 0:
             raise ValueError("rate_cap must be > 0")
         if self.idle_timeout <= 0:
@@ -153,6 +161,9 @@ class BlockSender:
         self.sent_blocks = 0
         self.sent_bytes = 0
         self.dropped_units = 0
+        self.batches_visited = 0
+        """Queued batches walked by Fetches so far (the work a Fetch costs)."""
+        self.batches_merged = 0
 
     # -- input -------------------------------------------------------------------------
 
@@ -174,9 +185,14 @@ class BlockSender:
         chunks.discard(manifest.chunk_count_for(chunk_leaves), 1 << 33)
         leaves = RangeSet(request.leaves)
         leaves.discard(manifest.leaf_count, 1 << 33)
-        for batch in (*self._batches, self._waiting):
+        batches = self._batches
+        for batch in (*batches, self._waiting):
             batch.chunks.difference_update(chunks)
             batch.leaves.difference_update(leaves)
+        self.batches_visited += len(batches) + 1
+        if any(not (batch.chunks or batch.leaves) for batch in batches):
+            # What they asked for moved to this Fetch's batch.
+            self._batches = batches = deque(b for b in batches if b.chunks or b.leaves)
         budget = self.config.max_queued_units - self._queued_units()
         units = chunks.count() + leaves.count()
         if units > budget:
@@ -187,12 +203,31 @@ class BlockSender:
         if chunks or leaves:
             # Fetches may overtake each other on the way: serve in the requestor's
             # order (its loss detection assumes it), not in arrival order.
+            if len(batches) >= self.config.max_queued_batches:
+                self._merge_oldest()
             batch = _Batch(request.fetch_seq, now, chunks, leaves, chunk_leaves)
-            position = len(self._batches)
-            while position > 0 and _before(batch.fetch_seq, self._batches[position - 1].fetch_seq):
+            position = len(batches)
+            while position > 0 and _before(batch.fetch_seq, batches[position - 1].fetch_seq):
                 position -= 1
-            self._batches.insert(position, batch)
+            batches.insert(position, batch)
         self._transition(_Input.FETCH)
+
+    def _merge_oldest(self) -> None:
+        """Fold the oldest batch into the next one (served under its fetch seq):
+        the requestor's RTT samples from them are lost, nothing it asked for."""
+        oldest = self._batches.popleft()
+        into = self._batches[0]
+        into.leaves.update(oldest.leaves)
+        if oldest.chunk_leaves == into.chunk_leaves:
+            into.chunks.update(oldest.chunks)
+        else:  # chunk numbers of another block size: the requestor asks again
+            self.dropped_units += oldest.chunks.count()
+        self.batches_merged += 1
+
+    @property
+    def queued_batches(self) -> int:
+        """Fetch batches waiting to be served (at most ``max_queued_batches``)."""
+        return len(self._batches)
 
     def _queued_units(self) -> int:
         return sum(b.chunks.count() + b.leaves.count() for b in (*self._batches, self._waiting))

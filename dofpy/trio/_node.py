@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import ipaddress
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 
 from dofpy._core import Address, DatagramCore
-from dofpy.errors import ClosedResourceError, DofError
+from dofpy.errors import ClosedResourceError, DofError, LocalProtocolError
 from dofpy.oap.core import (
     AccessDenied,
     AuthorityRequested,
@@ -602,6 +603,39 @@ class DofNode:
             subscription._send.close()
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:  # a host name (or "" for every address): not known to be loopback
+        return False
+
+
+def check_plaintext_bind(local: Address, *, secure: bool, allow_plaintext: bool) -> None:
+    """Refuse to serve ``local`` in the clear beyond this host unless asked to.
+
+    Without a security configuration anyone on the network may talk to the
+    node as anyone (and a block-transfer provider answers them: it only asks
+    that they prove their address). That is fine on loopback (tests,
+    examples); any other address needs ``allow_plaintext=True``, which is
+    logged as a warning. Raises :class:`~dofpy.errors.LocalProtocolError`.
+    """
+    if secure or _is_loopback(local[0]):
+        return
+    if not allow_plaintext:
+        raise LocalProtocolError(
+            f"refusing to serve {local[0]}:{local[1]} without security: configure a "
+            "SecurityConfig, bind a loopback address, or pass allow_plaintext=True"
+        )
+    logger.warning(
+        "serving %s:%s WITHOUT SECURITY (allow_plaintext=True): any host that reaches it "
+        "may use it under any identity",
+        local[0],
+        local[1],
+    )
+
+
 @asynccontextmanager
 async def open_node(
     local: Address = ("127.0.0.1", 0),
@@ -610,6 +644,7 @@ async def open_node(
     pcap_path: str | os.PathLike[str] | None = None,
     keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
+    allow_plaintext: bool = False,
     **endpoint_options: Any,
 ) -> AsyncIterator[DofNode]:
     """Run an OAP node on a UDP socket bound at ``local`` for the block's lifetime.
@@ -617,7 +652,9 @@ async def open_node(
     ``pcap_path`` captures every datagram to a pcap file (Wireshark reads it with
     ``-d udp.port==PORT,dof``); ``keylog_path`` appends every secure session's
     key (see :mod:`dofpy.security.keylog`) so that Wireshark can decrypt it.
-    Security comes from ``config.node.security``. Other keyword arguments go to
+    Security comes from ``config.node.security``; without it only a loopback
+    ``local`` is accepted unless ``allow_plaintext`` (logged:
+    :func:`check_plaintext_bind`). Other keyword arguments go to
     :func:`~dofpy.trio.open_udp_endpoint`.
     """
     async with run_oap_node(
@@ -626,6 +663,7 @@ async def open_node(
         pcap_path=pcap_path,
         keylog_path=keylog_path,
         notification_buffer=notification_buffer,
+        allow_plaintext=allow_plaintext,
         **endpoint_options,
     ) as node:
         yield node
@@ -640,6 +678,7 @@ async def run_oap_node(
     pcap_path: str | os.PathLike[str] | None = None,
     keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
+    allow_plaintext: bool = False,
     **endpoint_options: Any,
 ) -> AsyncIterator[DofNode]:
     """The lifetime of a :class:`DofNode` around ``core``: key log, nursery for
@@ -647,8 +686,12 @@ async def run_oap_node(
     subscriptions ended). ``driver(node)`` gives the DatagramCore the endpoint
     drives (by default ``core`` itself, its events dispatched to ``node``); a
     protocol that wraps the OAP core (the block transfer) passes its own, which
-    must call :meth:`DofNode.dispatch` after every input.
+    must call :meth:`DofNode.dispatch` after every input. A plaintext node
+    binds a non-loopback address only with ``allow_plaintext`` (logged).
     """
+    check_plaintext_bind(
+        local, secure=core.node.config.security is not None, allow_plaintext=allow_plaintext
+    )
     keylog: TextIO | None = None
     if keylog_path is not None:
         descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)

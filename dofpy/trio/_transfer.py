@@ -261,14 +261,16 @@ async def open_transfer_node(
     pcap_path: str | os.PathLike[str] | None = None,
     keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
+    allow_plaintext: bool = False,
     **endpoint_options: Any,
 ) -> AsyncIterator[TransferNode]:
     """Run a block-transfer node on a UDP socket bound at ``local`` for the block's lifetime.
 
     ``store`` holds what it publishes, relays and (by default) fetches (default:
-    in memory). Security comes from ``config.oap.node.security``. ``pcap_path``
-    captures every datagram; ``keylog_path`` appends each secure session's key
-    so that Wireshark decrypts the capture. Other keyword arguments go to
+    in memory). Security comes from ``config.oap.node.security``; without it
+    only a loopback ``local`` is accepted unless ``allow_plaintext`` (logged).
+    ``pcap_path`` captures every datagram; ``keylog_path`` appends each secure
+    session's key so that Wireshark decrypts the capture. Other keyword arguments go to
     :func:`~dofpy.trio.open_udp_endpoint` (``offload`` defaults to True here:
     UDP segmentation offload where the kernel has it).
     """
@@ -289,6 +291,7 @@ async def open_transfer_node(
         pcap_path=pcap_path,
         keylog_path=keylog_path,
         notification_buffer=notification_buffer,
+        allow_plaintext=allow_plaintext,
         **endpoint_options,
     ):
         try:
