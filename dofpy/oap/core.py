@@ -312,14 +312,16 @@ class _Subscriber:
 
 _SubscriberKey = tuple[Address, OID, IID, int, RequestKind]
 
-Interceptor = Callable[[Address, int | None, OapPdu, float], None]
+Interceptor = Callable[[Address, OID | None, int | None, OapPdu, float], None]
 """Takes every OAP command addressed (by full binding) to one interface:
-``(peer, op_count, pdu, now)``. Protocols built on OAP messages with their own
-recovery (the block transfer) use it instead of the request/response path."""
+``(peer, identity, op_count, pdu, now)``, ``identity`` the authenticated
+identity of the secure session it came through (None in the clear).
+Protocols built on OAP messages with their own recovery (the block transfer)
+use it instead of the request/response path."""
 
-RawInterceptor = Callable[[Address, int | None, CommandHead, bytes, float], None]
-"""The fast form of an :data:`Interceptor`: ``(peer, op_count, head, payload,
-now)`` with the OAP payload only read up to its target (``head``); the
+RawInterceptor = Callable[[Address, OID | None, int | None, CommandHead, bytes, float], None]
+"""The fast form of an :data:`Interceptor`: ``(peer, identity, op_count, head,
+payload, now)`` with the OAP payload only read up to its target (``head``); the
 interceptor decodes and checks the rest itself, raising only ``BadPacket``."""
 
 DeniedHandler = Callable[[Address, int | None, Binding, float], None]
@@ -868,7 +870,7 @@ class OapCore:
             ):
                 return
         if interception is not None:
-            interception.handler(peer, op, pdu, now)
+            interception.handler(peer, event.identity, op, pdu, now)
             return
         if isinstance(pdu, ChangeCommand | SignalCommand):
             self._on_notification(peer, pdu, identity, event.permissions)
@@ -1002,7 +1004,7 @@ class OapCore:
             (peer, identity, permissions), action, head.target, now, op, interception.on_denied
         ):
             return True
-        interception.raw(peer, op, head, payload, now)
+        interception.raw(peer, identity, op, head, payload, now)
         return True
 
     @staticmethod

@@ -14,7 +14,10 @@ rate cap is on by default.
 Requestor side: one :class:`Receiver` per object being fetched. Relay: an
 object registered with :meth:`TransferCore.relay` is fetched from upstream
 (once, on the first downstream demand) into this core's store while its
-verified leaves are served downstream as they arrive.
+verified leaves are served downstream as they arrive. When that upstream
+transfer fails, it is started again after a capped exponential back-off with
+jitter (from the core's ``rng``), beginning with the next upstream provider,
+for as long as requestors wait downstream.
 
 Messages are sent with ``node.send_command(peer, AppId.OAP, payload, now,
 expect_response=False)``: OAP Signal and (here) Invoke get no response; the
@@ -23,6 +26,7 @@ transfer recovers losses itself.
 
 from __future__ import annotations
 
+import random
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -52,6 +56,7 @@ from dofpy.transfer.store import BlockStore, MemoryStore
 from dofpy.transfer.tokens import AddressTokens
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import Binding, CommandHead, OapPdu
+from dofpy.wire.oid import OID
 
 __all__ = [
     "ServedStatistics",
@@ -70,7 +75,10 @@ class TransferConfig:
     the provider-wide rate cap (bytes/s, 1 Gbit/s by default; ``None``: none),
     the block cache size, the senders kept (in all and per requestor), and the
     address tokens of plaintext requestors: their key (32 bytes; ``None``: a
-    random one per core) and how long one stays valid (s)."""
+    random one per core) and how long one stays valid (s). A relay whose
+    upstream transfer failed starts it again after ``relay_retry_initial``
+    seconds, doubled after each failure in a row up to ``relay_retry_max``,
+    each delay drawn in its upper half (jitter)."""
 
     oap: OapConfig = field(default_factory=OapConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
@@ -81,8 +89,12 @@ class TransferConfig:
     max_senders_per_peer: int = 256
     address_token_key: bytes | None = field(default=None, repr=False)
     address_token_lifetime: float = 600.0
+    relay_retry_initial: float = 0.5
+    relay_retry_max: float = 30.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.relay_retry_initial <= self.relay_retry_max:
+            raise ValueError("need 0 < relay_retry_initial <= relay_retry_max")
         if self.provider_rate_cap is not None and self.provider_rate_cap <= 0:
             raise ValueError("provider_rate_cap must be > 0")
         if self.max_senders < 1 or self.max_senders_per_peer < 1:
@@ -122,6 +134,9 @@ class TransferStatistics:
     verification_failures: int
     duplicates: int
     blocks_received: int
+    unsolicited: int
+    slow_providers: int
+    relay_retries: int
     blocks_sent: int
     bytes_sent: int
     units_dropped: int
@@ -153,6 +168,17 @@ class ServedStatistics:
 _MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
 _CREDIT_SLACK = 1e-3  # bytes of provider-wide credit deficit treated as none
 _AMPLIFICATION_LIMIT = 3  # bytes answered per byte received from an unvalidated address
+
+
+@dataclass(slots=True)
+class _Relayed:
+    """An object this core relays: its upstream providers and, after its
+    upstream transfer failed, how many times in a row and when to retry."""
+
+    manifest: Manifest
+    upstream: list[Address]
+    failures: int = 0
+    retry_at: float | None = None
 
 
 class _Source:
@@ -192,8 +218,11 @@ class TransferCore:
         *,
         store: BlockStore | None = None,
         oap: OapCore | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config or TransferConfig()
+        # Relay back-off jitter; seed it (or pass one) for a reproducible run.
+        self._rng = rng if rng is not None else random.Random()
         self.oap = oap or OapCore(self.config.oap)
         self.oap.intercept(
             TRANSFER_IID, self._on_command, raw=self._on_raw_command, on_denied=self._on_denied
@@ -201,7 +230,7 @@ class TransferCore:
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
         self._sources: dict[bytes, _Source] = {}
-        self._relayable: dict[bytes, tuple[Manifest, list[Address]]] = {}
+        self._relayable: dict[bytes, _Relayed] = {}
         self._relay_transfers: dict[bytes, int] = {}
         self._senders: dict[tuple[Address, bytes], BlockSender] = {}
         self._active: deque[BlockSender] = deque()
@@ -224,6 +253,7 @@ class TransferCore:
                 "retries_sent",
                 "unvalidated_fetches",
                 "retries_received",
+                "relay_retries",
             ),
             0,
         )
@@ -250,6 +280,9 @@ class TransferCore:
 
     def get_timer(self) -> float | None:
         timers = [self.oap.get_timer(), self._next_sweep]
+        for relayed in self._relayable.values():
+            if relayed.retry_at is not None:
+                timers.append(relayed.retry_at)
         for receiver in self._receivers.values():
             if not receiver.done:
                 timers.append(receiver.get_timer())
@@ -265,6 +298,9 @@ class TransferCore:
                 receiver.handle_timer(now)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
+        for object_id, relayed in self._relayable.items():
+            if relayed.retry_at is not None and now >= relayed.retry_at:
+                self._retry_relay(object_id, relayed, now)
         self._after(now)
 
     # -- application API ----------------------------------------------------------------------
@@ -291,7 +327,7 @@ class TransferCore:
         """Offer ``manifest``'s object downstream, fetched from ``upstream`` on first demand."""
         if not upstream:
             raise LocalProtocolError("a relay needs at least one upstream provider")
-        self._relayable[manifest.object_id] = (manifest, list(upstream))
+        self._relayable[manifest.object_id] = _Relayed(manifest, list(upstream))
 
     def fetch(
         self,
@@ -314,6 +350,7 @@ class TransferCore:
             store if store is not None else self.store,
             now,
             config or self.config.receiver,
+            secure=self.oap.node.config.security is not None,
         )
         transfer_id = self._next_transfer
         self._next_transfer += 1
@@ -353,6 +390,8 @@ class TransferCore:
                 "verification_failures",
                 "duplicates",
                 "blocks_received",
+                "unsolicited",
+                "slow_providers",
             ),
             0,
         )
@@ -381,16 +420,24 @@ class TransferCore:
         payload = encode_transfer(message)
         self.oap.node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
 
-    def _on_command(self, peer: Address, op: int | None, pdu: OapPdu, now: float) -> None:
+    def _on_command(
+        self, peer: Address, identity: OID | None, op: int | None, pdu: OapPdu, now: float
+    ) -> None:
         try:
             message = decode_transfer_untrusted(pdu)
         except BadPacket:
             self._counts["bad_messages"] += 1
             return
-        self._on_message(peer, message, now)
+        self._on_message(peer, identity, message, now)
 
     def _on_raw_command(
-        self, peer: Address, op: int | None, head: CommandHead, payload: bytes, now: float
+        self,
+        peer: Address,
+        identity: OID | None,
+        op: int | None,
+        head: CommandHead,
+        payload: bytes,
+        now: float,
     ) -> None:
         # The OAP core hands the same head object while the head bytes repeat
         # (every Block of one object): judge it once.
@@ -410,7 +457,7 @@ class TransferCore:
                     return
                 receiver = self._receivers[transfer_id]
                 _, leaf, data, fetch_seq, hold_us = fields
-                receiver.receive_block(leaf, data, fetch_seq, hold_us, now)
+                receiver.receive_block(peer, identity, leaf, data, fetch_seq, hold_us, now)
                 if self._relay_transfers:
                     self._relay_progress(object_id, transfer_id, receiver, now)
                 return
@@ -419,7 +466,7 @@ class TransferCore:
         except BadPacket:
             self._counts["bad_messages"] += 1
             return
-        self._on_message(peer, message, now)
+        self._on_message(peer, identity, message, now)
 
     def _on_denied(self, peer: Address, op: int | None, binding: Binding, now: float) -> None:
         """A command of ``peer`` was refused for want of permission: say so in
@@ -438,19 +485,21 @@ class TransferCore:
             now,
         )
 
-    def _on_message(self, peer: Address, message: TransferMessage, now: float) -> None:
+    def _on_message(
+        self, peer: Address, identity: OID | None, message: TransferMessage, now: float
+    ) -> None:
         if isinstance(message, FetchRequest):
             self._on_fetch(peer, message, now)
             return
         if isinstance(message, RetryMessage):
-            self._on_retry(peer, message, now)
+            self._on_retry(peer, identity, message, now)
             return
         transfer_id = self._by_object.get(message.object_id)
         if transfer_id is None:
             self._counts["unmatched_messages"] += 1
             return
         receiver = self._receivers[transfer_id]
-        receiver.receive(peer, message, now)
+        receiver.receive(peer, message, now, identity)
         self._relay_progress(message.object_id, transfer_id, receiver, now)
 
     def _relay_progress(
@@ -550,7 +599,9 @@ class TransferCore:
         self._send(peer, retry, now)
         return False
 
-    def _on_retry(self, peer: Address, message: RetryMessage, now: float) -> None:
+    def _on_retry(
+        self, peer: Address, identity: OID | None, message: RetryMessage, now: float
+    ) -> None:
         """A provider we fetch from wants its address token in our Fetches:
         keep it (for every Fetch to that provider) and ask again now for what
         that provider did not serve. A Retry repeating the token we hold
@@ -559,6 +610,11 @@ class TransferCore:
         transfer_id = self._by_object.get(message.object_id)
         receiver = None if transfer_id is None else self._receivers[transfer_id]
         if receiver is None or peer not in receiver.providers:
+            self._counts["unmatched_messages"] += 1
+            return
+        if receiver.secure and identity is None:
+            # A secure provider validates addresses with its handshake cookie
+            # and never sends a Retry: one in the clear is forged.
             self._counts["unmatched_messages"] += 1
             return
         if self._held_tokens.get(peer) == message.token:
@@ -574,13 +630,46 @@ class TransferCore:
             self._active.append(sender)
 
     def _start_relay(self, object_id: bytes, now: float) -> _Source:
-        manifest, upstream = self._relayable[object_id]
-        transfer_id = self.fetch(manifest, upstream, now)
+        relayed = self._relayable[object_id]
+        transfer_id = self.fetch(relayed.manifest, relayed.upstream, now)
         self._relay_transfers[object_id] = transfer_id
         receiver = self._receivers[transfer_id]
-        source = _Source(manifest, self.cache, receiver.verified, None)
+        source = _Source(relayed.manifest, self.cache, receiver.verified, None)
         self._sources[object_id] = source
         return source
+
+    def _relay_failed(self, object_id: bytes, now: float) -> None:
+        """The upstream transfer of a relayed object failed: retry it after a
+        capped exponential back-off with jitter (equal jitter: the delay is
+        drawn in the upper half, so that relays do not retry in step)."""
+        relayed = self._relayable[object_id]
+        relayed.failures += 1
+        config = self.config
+        delay = min(
+            config.relay_retry_max,
+            config.relay_retry_initial * 2.0 ** min(relayed.failures - 1, 62),
+        )
+        relayed.retry_at = now + delay * (0.5 + 0.5 * self._rng.random())
+
+    def _retry_relay(self, object_id: bytes, relayed: _Relayed, now: float) -> None:
+        """Start a failed upstream transfer again, from the next upstream
+        provider on; or, when nobody waits downstream any more, forget it (the
+        next downstream Fetch starts it afresh)."""
+        relayed.retry_at = None
+        if object_id in self._by_object:
+            return  # already running again (fetched directly meanwhile)
+        if not self._senders_of(object_id):
+            self._sources.pop(object_id, None)
+            self._relay_transfers.pop(object_id, None)
+            relayed.failures = 0
+            return
+        self._counts["relay_retries"] += 1
+        shift = relayed.failures % len(relayed.upstream)
+        upstream = relayed.upstream[shift:] + relayed.upstream[:shift]
+        transfer_id = self.fetch(relayed.manifest, upstream, now)
+        self._relay_transfers[object_id] = transfer_id
+        source = self._sources[object_id]
+        source.verified = self._receivers[transfer_id].verified
 
     def _sweep(self, now: float) -> None:
         idle = self.config.sender.idle_timeout
@@ -661,16 +750,25 @@ class TransferCore:
         )
 
     def _after(self, now: float) -> None:
+        node = self.oap.node
+        secure = node.config.security is not None
         for transfer_id, receiver in self._receivers.items():
             for peer, request in receiver.take_fetches():
                 self._send(peer, request, now)
+                if secure:
+                    receiver.fetch_sent(peer, node.peer_identity(peer))
             if receiver.done and transfer_id not in self._finished:
                 self._finished.add(transfer_id)
                 object_id = receiver.manifest.object_id
                 if self._by_object.get(object_id) == transfer_id:
                     del self._by_object[object_id]
+                relayed = self._relay_transfers.get(object_id) == transfer_id
                 if receiver.error is None:
+                    if relayed:
+                        self._relayable[object_id].failures = 0
                     self._events.append(TransferCompleted(transfer_id, object_id))
                 else:
+                    if relayed:
+                        self._relay_failed(object_id, now)
                     self._events.append(TransferFailed(transfer_id, object_id, receiver.error))
         self._pump(now)

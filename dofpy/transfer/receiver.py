@@ -22,6 +22,15 @@ window and loss recovery:
 * A block that fails verification is dropped, counted and asked for again;
   after ``max_bad_blocks`` failures from one provider, the next provider is
   tried (when there is another).
+* Only the provider asked is listened to: a Block, hash chunk or Refused is
+  taken only from its address and, on a secure node, only through a session
+  of the identity the Fetch went to. Anything else is *unsolicited*: dropped
+  before it is verified and counted per source (:meth:`Receiver.source`), so
+  that a third party can neither abort the transfer nor have its bad blocks
+  blamed on the provider.
+* A provider whose progress stays below ``min_rate`` bytes/s over
+  ``rate_window`` seconds (a slow drip) is replaced by the next one; when
+  none is left the transfer fails, saying so.
 * Congestion control and pacing: :mod:`dofpy.transfer.congestion`.
 
 Memory: the window (at most ``max_window`` blocks outstanding), range sets,
@@ -52,8 +61,17 @@ from dofpy.transfer.messages import (
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.rtt import RttConfig, RttEstimator
 from dofpy.transfer.store import BlockStore
+from dofpy.wire.oid import OID
 
-__all__ = ["FetchState", "Receiver", "ReceiverConfig", "ReceiverStatistics"]
+__all__ = [
+    "FetchState",
+    "Receiver",
+    "ReceiverConfig",
+    "ReceiverStatistics",
+    "SourceStatistics",
+]
+
+_MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
 
 
 class FetchState(enum.Enum):
@@ -83,19 +101,28 @@ _TRANSITIONS: dict[tuple[FetchState, _Input], FetchState] = {
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     """Parameters of a requestor. ``block_size``: bytes of data per Block
-    datagram (rounded down to a multiple of the leaf size)."""
+    datagram (rounded down to a multiple of the leaf size). ``min_rate``: the
+    progress floor, verified bytes/s from the provider asked, measured over
+    each ``rate_window`` seconds; a provider below it is replaced (None: no
+    floor)."""
 
     block_size: int = DEFAULT_BLOCK_SIZE
     congestion: CongestionConfig = field(default_factory=CongestionConfig)
     rtt: RttConfig = field(default_factory=RttConfig)
     max_timeouts: int = 6
     max_bad_blocks: int = 64
+    min_rate: float | None = 1024.0
+    rate_window: float = 30.0
 
     def __post_init__(self) -> None:
         if self.block_size < 1:
             raise ValueError("block_size must be > 0")
         if self.max_timeouts < 1 or self.max_bad_blocks < 1:
             raise ValueError("max_timeouts and max_bad_blocks must be >= 1")
+        if self.min_rate is not None and not self.min_rate > 0:
+            raise ValueError("min_rate must be > 0 (or None)")
+        if not self.rate_window > 0:
+            raise ValueError("rate_window must be > 0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +138,24 @@ class ReceiverStatistics:
     timeouts: int
     verification_failures: int
     fetches_sent: int
+    unsolicited: int
+    slow_providers: int
     window: int
     srtt: float | None
     min_rtt: float | None
     rto: float
     rate: float
     provider: Address
+
+
+@dataclass(slots=True)
+class SourceStatistics:
+    """What one source sent a transfer that was not taken: ``unsolicited``
+    messages (not from the provider asked, or not through its session) and
+    ``bad_blocks`` (from the provider asked, failing verification)."""
+
+    unsolicited: int = 0
+    bad_blocks: int = 0
 
 
 @dataclass(slots=True)
@@ -127,7 +166,11 @@ class _Outstanding:
 
 
 class Receiver:
-    """Fetches one object (``manifest``) from ``providers`` into ``store``."""
+    """Fetches one object (``manifest``) from ``providers`` into ``store``.
+
+    ``secure``: the node seals its traffic, so messages are taken only through
+    a secure session with the provider asked (see :meth:`fetch_sent`).
+    """
 
     def __init__(
         self,
@@ -136,6 +179,8 @@ class Receiver:
         store: BlockStore,
         now: float,
         config: ReceiverConfig | None = None,
+        *,
+        secure: bool = False,
     ) -> None:
         if not providers:
             raise LocalProtocolError("a transfer needs at least one provider")
@@ -147,6 +192,15 @@ class Receiver:
         self.error: DofError | None = None
         self._provider_index = 0
         self._failed_providers = 0
+        self.secure = secure
+        # The provider asked and the identity its Fetch went to (secure node;
+        # None until known): the only source whose messages are taken.
+        self._asked: Address = self.providers[0]
+        self._asked_identity: OID | None = None
+        self._sources: OrderedDict[Address, SourceStatistics] = OrderedDict()
+        # Progress of the provider asked in the current rate window.
+        self._window_start = now
+        self._window_bytes = 0
         self._leaves_per_block = max(1, self.config.block_size // manifest.leaf_size)
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
@@ -181,6 +235,8 @@ class Receiver:
                 "timeouts",
                 "verification_failures",
                 "fetches_sent",
+                "unsolicited",
+                "slow_providers",
             ),
             0,
         )
@@ -207,12 +263,36 @@ class Receiver:
         self._fetches.clear()
         return out
 
+    def fetch_sent(self, peer: Address, identity: OID | None) -> None:
+        """A Fetch of this transfer went to ``peer`` through a secure session
+        of ``identity`` (None: no session yet). Messages are then taken only
+        through a session of that identity; when the Fetch went out before
+        any session, the first session of the provider's address it arrives
+        through binds it."""
+        if peer == self._asked and identity is not None:
+            self._asked_identity = identity
+
+    def source(self, peer: Address) -> SourceStatistics:
+        """What ``peer`` sent this transfer that was refused (zeros if nothing)."""
+        found = self._sources.get(peer)
+        return (
+            SourceStatistics()
+            if found is None
+            else SourceStatistics(found.unsolicited, found.bad_blocks)
+        )
+
     def get_timer(self) -> float | None:
-        if self.done or not self._outstanding:
+        if self.done:
             return None
+        progress = (
+            None if self.config.min_rate is None else self._window_start + self.config.rate_window
+        )
+        if not self._outstanding:
+            return progress
         rto = self._last_activity + self.rtt.rto()
         loss = self._loss_deadline()
-        return rto if loss is None else min(rto, loss)
+        deadline = rto if loss is None else min(rto, loss)
+        return deadline if progress is None else min(deadline, progress)
 
     def hashes_known(self) -> bool:
         """Whether every leaf hash is verified."""
@@ -238,7 +318,13 @@ class Receiver:
         )
 
     def handle_timer(self, now: float) -> None:
-        if self.done or not self._outstanding:
+        if self.done:
+            return
+        if self.config.min_rate is not None and now >= self._window_start + self.config.rate_window:
+            self._check_progress(now)
+            if self.done:
+                return
+        if not self._outstanding:
             return
         self._detect_losses(now)
         if now < self._last_activity + self.rtt.rto() or not self._outstanding:
@@ -261,12 +347,19 @@ class Receiver:
             self._fetch(now, force=True)
 
     def receive(
-        self, peer: Address, message: BlockMessage | HashChunkMessage | RefusedMessage, now: float
+        self,
+        peer: Address,
+        message: BlockMessage | HashChunkMessage | RefusedMessage,
+        now: float,
+        identity: OID | None = None,
     ) -> None:
-        """A message for this transfer arrived from ``peer``."""
+        """A message for this transfer arrived from ``peer`` (through a secure
+        session of ``identity``; None in the clear)."""
         if self.done:
             if not isinstance(message, RefusedMessage):
                 self._counts["duplicates"] += 1
+            return
+        if not self._from_asked(peer, identity):
             return
         if isinstance(message, RefusedMessage):
             self._refused(peer, message, now)
@@ -278,13 +371,28 @@ class Receiver:
             self._fetch(now, force=False)
 
     def receive_block(
-        self, leaf: int, data: bytes, fetch_seq: int, hold_us: int, now: float
+        self,
+        peer: Address,
+        identity: OID | None,
+        leaf: int,
+        data: bytes,
+        fetch_seq: int,
+        hold_us: int,
+        now: float,
     ) -> None:
         """A Block for this transfer arrived: :meth:`receive` of
         ``BlockMessage(object, any sequence, leaf, data, fetch_seq, hold_us)``
         without building the message (fields in the ranges it accepts)."""
         if self.done:
             self._counts["duplicates"] += 1
+            return
+        # The provider asked, through the very session object seen before:
+        # the per-Block path; anything else is judged by _from_asked.
+        if not (
+            peer == self._asked
+            and identity is self._asked_identity
+            and (identity is not None or not self.secure)
+        ) and not self._from_asked(peer, identity):
             return
         self._block(leaf, data, fetch_seq, hold_us, now)
         if not self.done:
@@ -301,6 +409,60 @@ class Receiver:
         self._requeue_all()
         self._counts["retransmissions"] = retransmissions
         self._fetch(now, force=True)
+
+    # -- sources -------------------------------------------------------------------
+
+    def _from_asked(self, peer: Address, identity: OID | None) -> bool:
+        """Whether a message from ``peer`` (through a session of ``identity``)
+        comes from the provider asked; counts it as unsolicited if not."""
+        if peer == self._asked:
+            if not self.secure:
+                return True
+            if identity is not None:
+                expected = self._asked_identity
+                if expected is None or identity == expected:
+                    self._asked_identity = identity  # binds it (or the same, reused)
+                    return True
+        self._counts["unsolicited"] += 1
+        self._source_counts(peer).unsolicited += 1
+        return False
+
+    def _source_counts(self, peer: Address) -> SourceStatistics:
+        sources = self._sources
+        found = sources.get(peer)
+        if found is None:
+            if len(sources) >= _MAX_SOURCES:
+                sources.popitem(last=False)
+            found = sources[peer] = SourceStatistics()
+        else:
+            sources.move_to_end(peer)
+        return found
+
+    def _check_progress(self, now: float) -> None:
+        """End of a rate window: replace the provider asked if it delivered
+        less than the floor (or less than all that was left)."""
+        floor = self.config.min_rate
+        assert floor is not None
+        window = now - self._window_start
+        delivered = self._window_bytes
+        remaining = self.manifest.size - sum(
+            self.manifest.span_length(s, e) for s, e in self.verified
+        )
+        self._window_start, self._window_bytes = now, 0
+        if delivered >= min(floor * window, remaining + delivered):
+            return
+        self._counts["slow_providers"] += 1
+        provider = self.provider
+        self._next_provider(
+            now,
+            BrokenResourceError(
+                f"provider {provider[0]}:{provider[1]} delivered {delivered} bytes in "
+                f"{window:.1f} s, below the floor of {floor:g} bytes/s, and no other "
+                "provider is left"
+            ),
+        )
+        if not self.done:
+            self._fetch(now, force=True)
 
     # -- arrivals ------------------------------------------------------------------
 
@@ -398,6 +560,7 @@ class Receiver:
     def _bad(self, key: int, now: float) -> None:
         self._counts["verification_failures"] += 1
         self._bad_from_provider += 1
+        self._source_counts(self._asked).bad_blocks += 1
         record = self._outstanding.pop(key, None)
         if record is not None:
             self._requeue(key, record)
@@ -419,6 +582,7 @@ class Receiver:
             self._bad(key, now)
             return
         self._counts["blocks_received"] += 1
+        self._window_bytes += len(message.hashes)
         self._hashes[start * HASH_SIZE : end * HASH_SIZE] = message.hashes
         self._hashes_verified.add(start, end)
         self._need_chunks.discard(chunk, chunk + 1)
@@ -459,6 +623,7 @@ class Receiver:
             self._bad(first, now)
             return
         self._counts["blocks_received"] += 1
+        self._window_bytes += length
         self.store.write_verified(manifest.object_id, first, data)
         self.verified.add(first, end)
         if self._need_leaves:
@@ -468,8 +633,6 @@ class Receiver:
             self._check_complete(now)
 
     def _refused(self, peer: Address, message: RefusedMessage, now: float) -> None:
-        if peer != self.provider:
-            return
         if message.code is RefuseCode.BLOCK_SIZE:
             leaves = message.max_block_size // self.manifest.leaf_size
             if 1 <= leaves < self._leaves_per_block:
@@ -546,6 +709,9 @@ class Receiver:
             self._transition(_Input.GIVE_UP, now)
             return
         self._provider_index = (self._provider_index + 1) % len(self.providers)
+        self._asked = self.providers[self._provider_index]
+        self._asked_identity = None
+        self._window_start, self._window_bytes = now, 0
         self._requeue_all()
         self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
         self._regrid()

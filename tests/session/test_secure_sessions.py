@@ -452,7 +452,7 @@ def test_intercepted_interfaces_are_permission_checked_too() -> None:
     p = pair()
     other = IID(1, b"\xd0\xf9")
     intercepted: list[object] = []
-    p.provider.intercept(other, lambda peer, op, pdu, now: intercepted.append(pdu))
+    p.provider.intercept(other, lambda peer, identity, op, pdu, now: intercepted.append(pdu))
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
     assert isinstance(p.result(get), RequestCompleted)
     # The client may use the thermostat's interface, not the intercepted one.
