@@ -213,6 +213,12 @@ class DaemonConfig:
     credentials: str | None = option(
         PATH, "this daemon's node credentials file (mode 0600)", default=None
     )
+    allow_plaintext: bool = option(
+        BOOL,
+        "serve without credentials (no security) on a non-loopback address: an explicit,"
+        " logged choice",
+        default=False,
+    )
     db: str | None = option(
         OPTIONAL_TEXT,
         "database: a SQLite file or a postgresql://user@host/dbname URL",

@@ -190,13 +190,20 @@ async def _run(
                     store=service.transfer_store(context),
                     pcap_path=config.pcap,
                     keylog_path=config.keylog,
+                    allow_plaintext=config.allow_plaintext,
                 )
             )
             context.transfer, node = transfer, transfer.node
             statistics.add_source("transfer", transfer.statistics)
         else:
             node = await stack.enter_async_context(
-                open_node(config.listen, oap, pcap_path=config.pcap, keylog_path=config.keylog)
+                open_node(
+                    config.listen,
+                    oap,
+                    pcap_path=config.pcap,
+                    keylog_path=config.keylog,
+                    allow_plaintext=config.allow_plaintext,
+                )
             )
             statistics.add_source("node", node.statistics)
         context.node = node

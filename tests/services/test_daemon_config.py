@@ -55,7 +55,10 @@ def test_defaults_then_file_then_flags(tmp_path: Path) -> None:
         ("workers = true", "example.toml: key 'workers': expected an integer, got True"),
         ('log_format = "xml"', "key 'log_format': expected text or json, got 'xml'"),
         ("drain_timeout = -1", "key 'drain_timeout': expected a number of seconds >= 0"),
-        ("lisen = 3", "example.toml: unknown key 'lisen' (known keys: credentials, db,"),
+        (
+            "lisen = 3",
+            "example.toml: unknown key 'lisen' (known keys: allow_plaintext, credentials, db,",
+        ),
         ("workers = ", "example.toml: not valid TOML"),
     ],
 )

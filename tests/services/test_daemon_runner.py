@@ -22,6 +22,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from dofpy.credentials import parse_address
+from dofpy.errors import LocalProtocolError
 from dofpy.oap.errors import OapError
 from dofpy.oap.interface import Interface, Method, Param, ValueType
 from dofpy.security.authority import NodeRecord
@@ -373,3 +374,22 @@ async def test_the_authenticator_serves_health_over_oap_beside_trp(
     with open_store(db) as store:
         events = [entry.event for entry in store.audit_log()]
     assert events[-2:] == ["serve", "trp-granted"]
+
+
+async def test_a_daemon_without_credentials_refuses_a_non_loopback_address_unless_allowed() -> None:
+    """Serving the network in the clear is an explicit choice (``allow_plaintext``):
+    without it the daemon refuses before it binds anything, naming the way out."""
+    settings = DaemonConfig(listen=("0.0.0.0", 0))  # refused before binding
+    with pytest.raises(Exception) as raised:
+        await run_daemon(echo_service(Echo()), settings)
+    error: BaseException = raised.value
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    assert isinstance(error, LocalProtocolError)
+    assert "allow_plaintext" in str(error)
+    # On loopback the same daemon needs no opt-in and serves.
+    async with running(echo_service(Echo()), config()) as daemon, open_node() as client:
+        with trio.fail_after(WAIT):
+            assert await client.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "hi") == ("hi",)
+        await daemon.signals.send(15)
+    assert daemon.status == 0
