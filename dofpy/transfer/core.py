@@ -566,6 +566,13 @@ class TransferCore:
         self._counts["relay_retries"] += 1
         shift = relayed.failures % len(relayed.upstream)
         upstream = relayed.upstream[shift:] + relayed.upstream[:shift]
+        if self._secure:
+            # A Fetch is not held back for a session being set up: start the
+            # handshakes now, so that the first one is not lost to a timeout.
+            node = self.oap.node
+            for peer in upstream:
+                if node.peer_identity(peer) is None:
+                    node.secure_session(peer, now)
         transfer_id = self.fetch(relayed.manifest, upstream, now)
         self._relay_transfers[object_id] = transfer_id
         source = self._sources[object_id]

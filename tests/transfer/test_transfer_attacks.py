@@ -28,6 +28,7 @@ from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import (
     TRANSFER_IID,
     BlockMessage,
+    HashChunkMessage,
     RefuseCode,
     RefusedMessage,
     encode_transfer,
@@ -52,9 +53,11 @@ def _identity(name: str) -> OID:
 
 
 def _secure_cores(
-    names_grants: dict[str, str | None],
+    names_grants: dict[str, str | None], *, relay_receiver: ReceiverConfig | None = None
 ) -> dict[str, TransferCore]:
-    """Secure transfer cores of one domain; ``None``: enrolled with no permissions."""
+    """Secure transfer cores of one domain (grants ``None``: enrolled with no
+    permissions); the one named "relay" is a :class:`RelayCore` whose upstream
+    transfers use ``relay_receiver``."""
     local = LocalDomain(OID(6, b"transfer.example"), rng=random.Random(4).randbytes)
     cores: dict[str, TransferCore] = {}
     for name, actions in names_grants.items():
@@ -62,9 +65,12 @@ def _secure_cores(
         local.enrol(
             identity, None if actions is None else grant_on(actions, interface=TRANSFER_IID)
         )
-        config = TransferConfig(oap=OapConfig(node=local.node_config(identity)))
-        kind = RelayCore if name == "relay" else TransferCore
-        cores[name] = kind(config, rng=random.Random(7))
+        oap = OapConfig(node=local.node_config(identity))
+        if name == "relay":
+            config = TransferConfig(oap=oap, receiver=relay_receiver or ReceiverConfig())
+            cores[name] = RelayCore(config, rng=random.Random(7))
+        else:
+            cores[name] = TransferCore(TransferConfig(oap=oap))
     return cores
 
 
@@ -133,15 +139,16 @@ def test_enrolled_node_without_permissions_cannot_inject_blocks_into_a_requestor
     receiver = requestor.receiver(transfer)
     assert network.run_until(lambda: _hashes_known(receiver), max_time=30.0)
     refusal = encode_transfer(RefusedMessage(manifest.object_id, 1, RefuseCode.BUSY, 8192))
+    chunk = encode_transfer(HashChunkMessage(manifest.object_id, 2, 0, bytes(32 * 8), (), 1, 0))
     _inject_through_session(
-        network, intruder, REQUESTOR, [*_bogus_blocks(manifest, BOGUS), refusal]
+        network, intruder, REQUESTOR, [*_bogus_blocks(manifest, BOGUS), refusal, chunk]
     )
 
     event = run_to_event(network, requestor, max_time=120.0)
 
     assert isinstance(event, TransferCompleted), event
     assert requestor.store.read(manifest.object_id, 0, SIZE) == data
-    _check_not_blamed(receiver, P1, BOGUS + 1)
+    _check_not_blamed(receiver, P1, BOGUS + 2)
     assert cores["p2"].statistics().blocks_sent == 0  # the genuine provider kept serving
 
 
@@ -307,6 +314,32 @@ def test_relay_retries_an_upstream_that_was_down_and_serves_downstream() -> None
     assert requestor.store.read(manifest.object_id, 0, SIZE) == data
     assert provider.served(RELAY).bytes >= SIZE  # fetched upstream once more
     assert relay.served(REQUESTOR).bytes >= SIZE
+
+
+def test_secure_relay_retries_an_upstream_that_was_down_and_serves_downstream() -> None:
+    cores = _secure_cores(
+        {"p1": "p", "relay": "px", "requestor": "x"}, relay_receiver=ReceiverConfig(max_timeouts=2)
+    )
+    provider, relay, requestor = cores["p1"], cores["relay"], cores["requestor"]
+    data = make_object(SIZE, 14)
+    manifest = provider.publish(data)
+    network = Network(seed=24, default=LinkConditions(delay=0.005))
+    network.add(relay, RELAY)
+    network.add(requestor, REQUESTOR)
+    relay.relay(manifest, [P1])  # the provider is down
+    requestor.fetch(manifest, [RELAY], network.now)
+    network.wakeup(REQUESTOR)
+    network.run_until(max_time=8.0)
+    assert _relay_failures(relay) >= 1
+    network.add(provider, P1)  # back up
+
+    event = run_to_event(network, requestor, max_time=120.0)
+
+    assert isinstance(event, TransferCompleted), event
+    assert requestor.store.read(manifest.object_id, 0, SIZE) == data
+    assert relay.statistics().relay_retries >= 1
+    assert relay.oap.node.peer_identity(P1) == _identity("p1")
+    assert provider.served(RELAY).bytes >= SIZE
 
 
 def test_relay_moves_to_another_upstream_after_a_failure() -> None:
