@@ -15,6 +15,7 @@ the genuine provider still served:
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from dofpy._core import Address
@@ -388,6 +389,49 @@ def test_relay_backs_off_and_stops_retrying_when_nobody_waits() -> None:
     event = run_to_event(network, requestor, max_time=60.0)
     assert isinstance(event, TransferCompleted), event
     assert requestor.store.read(manifest.object_id, 0, len(data)) == data
+
+
+def _retry_times(seed: int) -> list[float]:
+    """When a relay whose only upstream never answers starts its retries,
+    over 300 s, with a patient requestor waiting downstream."""
+    relay = RelayCore(
+        TransferConfig(receiver=ReceiverConfig(max_timeouts=1, min_rate=None)),
+        rng=random.Random(seed),
+    )
+    requestor = TransferCore()
+    network = Network(seed=25, default=LinkConditions(delay=0.005))
+    network.add(relay, RELAY)
+    network.add(requestor, REQUESTOR)
+    manifest = TransferCore().publish(make_object(16 * 1024, 15))
+    relay.relay(manifest, [P1])
+    patient = ReceiverConfig(max_timeouts=1000, min_rate=None)
+    requestor.fetch(manifest, [RELAY], network.now, config=patient)
+    network.wakeup(REQUESTOR)
+    times: list[float] = []
+    start = network.now
+    while network.now - start < 300.0:
+        seen = relay.statistics().relay_retries
+
+        def retried(seen: int = seen) -> bool:
+            return relay.statistics().relay_retries > seen
+
+        if network.run_until(retried, max_time=300.0 - (network.now - start)):
+            times.append(network.now)
+    return times
+
+
+def test_relay_retries_back_off_exponentially_with_seeded_jitter_up_to_a_cap() -> None:
+    times = _retry_times(seed=26)
+    # Each attempt lasts one 1 s retransmission timeout; then the back-off:
+    # drawn in [d/2, d] with d = 0.5 s doubled per failure, capped at 30 s.
+    backoffs = [b - a - 1.0 for a, b in itertools.pairwise(times)]
+    assert 8 <= len(times) <= 20  # 40 and more without a back-off
+    for failure, backoff in enumerate(backoffs, start=2):
+        ceiling = min(30.0, 0.5 * 2.0 ** (failure - 1))
+        assert ceiling / 2 - 0.05 <= backoff <= ceiling + 0.05, (failure, backoffs)
+    assert max(backoffs) > 15.0  # it did reach the cap's range
+    assert _retry_times(seed=26) == times  # the same seed, the same run
+    assert _retry_times(seed=27) != times  # the jitter comes from the rng
 
 
 # -- slow drip -------------------------------------------------------------------------------
