@@ -224,6 +224,7 @@ class TransferCore:
         # Relay back-off jitter; seed it (or pass one) for a reproducible run.
         self._rng = rng if rng is not None else random.Random()
         self.oap = oap or OapCore(self.config.oap)
+        self._secure = self.oap.node.config.security is not None
         self.oap.intercept(
             TRANSFER_IID, self._on_command, raw=self._on_raw_command, on_denied=self._on_denied
         )
@@ -231,6 +232,7 @@ class TransferCore:
         self.cache = BlockCache(self.store, self.config.cache_bytes)
         self._sources: dict[bytes, _Source] = {}
         self._relayable: dict[bytes, _Relayed] = {}
+        self._retrying: dict[bytes, _Relayed] = {}  # those with a retry due
         self._relay_transfers: dict[bytes, int] = {}
         self._senders: dict[tuple[Address, bytes], BlockSender] = {}
         self._active: deque[BlockSender] = deque()
@@ -280,9 +282,9 @@ class TransferCore:
 
     def get_timer(self) -> float | None:
         timers = [self.oap.get_timer(), self._next_sweep]
-        for relayed in self._relayable.values():
-            if relayed.retry_at is not None:
-                timers.append(relayed.retry_at)
+        for relayed in self._retrying.values():
+            assert relayed.retry_at is not None
+            timers.append(relayed.retry_at)
         for receiver in self._receivers.values():
             if not receiver.done:
                 timers.append(receiver.get_timer())
@@ -298,8 +300,10 @@ class TransferCore:
                 receiver.handle_timer(now)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
-        for object_id, relayed in self._relayable.items():
-            if relayed.retry_at is not None and now >= relayed.retry_at:
+        for object_id, relayed in list(self._retrying.items()):
+            assert relayed.retry_at is not None
+            if now >= relayed.retry_at:
+                del self._retrying[object_id]
                 self._retry_relay(object_id, relayed, now)
         self._after(now)
 
@@ -350,7 +354,7 @@ class TransferCore:
             store if store is not None else self.store,
             now,
             config or self.config.receiver,
-            secure=self.oap.node.config.security is not None,
+            secure=self._secure,
         )
         transfer_id = self._next_transfer
         self._next_transfer += 1
@@ -650,6 +654,7 @@ class TransferCore:
             config.relay_retry_initial * 2.0 ** min(relayed.failures - 1, 62),
         )
         relayed.retry_at = now + delay * (0.5 + 0.5 * self._rng.random())
+        self._retrying[object_id] = relayed
 
     def _retry_relay(self, object_id: bytes, relayed: _Relayed, now: float) -> None:
         """Start a failed upstream transfer again, from the next upstream
@@ -666,6 +671,13 @@ class TransferCore:
         self._counts["relay_retries"] += 1
         shift = relayed.failures % len(relayed.upstream)
         upstream = relayed.upstream[shift:] + relayed.upstream[:shift]
+        if self._secure:
+            # A Fetch is not held back for a session being set up: start the
+            # handshakes now, so that the first one is not lost to a timeout.
+            node = self.oap.node
+            for peer in upstream:
+                if node.peer_identity(peer) is None:
+                    node.secure_session(peer, now)
         transfer_id = self.fetch(relayed.manifest, upstream, now)
         self._relay_transfers[object_id] = transfer_id
         source = self._sources[object_id]
@@ -750,8 +762,7 @@ class TransferCore:
         )
 
     def _after(self, now: float) -> None:
-        node = self.oap.node
-        secure = node.config.security is not None
+        node, secure = self.oap.node, self._secure
         for transfer_id, receiver in self._receivers.items():
             for peer, request in receiver.take_fetches():
                 self._send(peer, request, now)

@@ -201,6 +201,8 @@ class Receiver:
         # Progress of the provider asked in the current rate window.
         self._window_start = now
         self._window_bytes = 0
+        self._progress_due: float | None = None
+        self._new_window(now)
         self._leaves_per_block = max(1, self.config.block_size // manifest.leaf_size)
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
@@ -284,15 +286,14 @@ class Receiver:
     def get_timer(self) -> float | None:
         if self.done:
             return None
-        progress = (
-            None if self.config.min_rate is None else self._window_start + self.config.rate_window
-        )
+        progress = self._progress_due
         if not self._outstanding:
             return progress
-        rto = self._last_activity + self.rtt.rto()
+        deadline = self._last_activity + self.rtt.rto()
         loss = self._loss_deadline()
-        deadline = rto if loss is None else min(rto, loss)
-        return deadline if progress is None else min(deadline, progress)
+        if loss is not None and loss < deadline:
+            deadline = loss
+        return progress if progress is not None and progress < deadline else deadline
 
     def hashes_known(self) -> bool:
         """Whether every leaf hash is verified."""
@@ -320,7 +321,7 @@ class Receiver:
     def handle_timer(self, now: float) -> None:
         if self.done:
             return
-        if self.config.min_rate is not None and now >= self._window_start + self.config.rate_window:
+        if self._progress_due is not None and now >= self._progress_due:
             self._check_progress(now)
             if self.done:
                 return
@@ -448,7 +449,7 @@ class Receiver:
         remaining = self.manifest.size - sum(
             self.manifest.span_length(s, e) for s, e in self.verified
         )
-        self._window_start, self._window_bytes = now, 0
+        self._new_window(now)
         if delivered >= min(floor * window, remaining + delivered):
             return
         self._counts["slow_providers"] += 1
@@ -463,6 +464,11 @@ class Receiver:
         )
         if not self.done:
             self._fetch(now, force=True)
+
+    def _new_window(self, now: float) -> None:
+        self._window_start, self._window_bytes = now, 0
+        if self.config.min_rate is not None:
+            self._progress_due = now + self.config.rate_window
 
     # -- arrivals ------------------------------------------------------------------
 
@@ -711,7 +717,7 @@ class Receiver:
         self._provider_index = (self._provider_index + 1) % len(self.providers)
         self._asked = self.providers[self._provider_index]
         self._asked_identity = None
-        self._window_start, self._window_bytes = now, 0
+        self._new_window(now)
         self._requeue_all()
         self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
         self._regrid()

@@ -145,9 +145,10 @@ class TransferNode:
             elif event.transfer_id in self._cancelled:
                 self._cancelled.discard(event.transfer_id)
             elif isinstance(event, TransferFailed):
-                # Nobody awaits it: a relay's upstream transfer.
+                # Nobody awaits it: a relay's upstream transfer (retried by
+                # the core while requestors wait downstream).
                 logger.warning(
-                    "transfer %d of %s failed: %s",
+                    "upstream transfer %d of %s failed: %s",
                     event.transfer_id,
                     event.object_id.hex()[:16],
                     event.error,
@@ -178,7 +179,9 @@ class TransferNode:
 
     def relay(self, manifest: Manifest, upstream: Sequence[Address]) -> None:
         """Offer ``manifest``'s object downstream, fetched from ``upstream`` on the
-        first demand (once, however many requestors ask) and served as it arrives."""
+        first demand (once, however many requestors ask) and served as it arrives.
+        A failed upstream transfer is started again with back-off, from the next
+        upstream provider, while requestors wait downstream (logged)."""
         self._check_open()
         self.core.relay(manifest, list(upstream))
         if self._secured():
@@ -202,7 +205,8 @@ class TransferNode:
 
         Leaves already verified in the store are not fetched again (resume). Raises
         the transfer's :class:`~dofpy.errors.DofError` when it fails (every provider
-        silent, refusing, or sending bad blocks), or the handshake's when the only
+        silent, refusing, slower than ``config.min_rate`` or sending bad blocks;
+        blocks from anyone but the provider asked are ignored), or the handshake's when the only
         provider cannot be reached securely. ``progress`` is called every
         ``progress_interval`` seconds and once at the end. Cancelling the fetch
         stops the transfer and tells the provider it may forget it.

@@ -15,6 +15,7 @@ the genuine provider still served:
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from dofpy._core import Address
@@ -28,6 +29,7 @@ from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import (
     TRANSFER_IID,
     BlockMessage,
+    HashChunkMessage,
     RefuseCode,
     RefusedMessage,
     encode_transfer,
@@ -52,9 +54,11 @@ def _identity(name: str) -> OID:
 
 
 def _secure_cores(
-    names_grants: dict[str, str | None],
+    names_grants: dict[str, str | None], *, relay_receiver: ReceiverConfig | None = None
 ) -> dict[str, TransferCore]:
-    """Secure transfer cores of one domain; ``None``: enrolled with no permissions."""
+    """Secure transfer cores of one domain (grants ``None``: enrolled with no
+    permissions); the one named "relay" is a :class:`RelayCore` whose upstream
+    transfers use ``relay_receiver``."""
     local = LocalDomain(OID(6, b"transfer.example"), rng=random.Random(4).randbytes)
     cores: dict[str, TransferCore] = {}
     for name, actions in names_grants.items():
@@ -62,9 +66,12 @@ def _secure_cores(
         local.enrol(
             identity, None if actions is None else grant_on(actions, interface=TRANSFER_IID)
         )
-        config = TransferConfig(oap=OapConfig(node=local.node_config(identity)))
-        kind = RelayCore if name == "relay" else TransferCore
-        cores[name] = kind(config, rng=random.Random(7))
+        oap = OapConfig(node=local.node_config(identity))
+        if name == "relay":
+            config = TransferConfig(oap=oap, receiver=relay_receiver or ReceiverConfig())
+            cores[name] = RelayCore(config, rng=random.Random(7))
+        else:
+            cores[name] = TransferCore(TransferConfig(oap=oap))
     return cores
 
 
@@ -133,15 +140,16 @@ def test_enrolled_node_without_permissions_cannot_inject_blocks_into_a_requestor
     receiver = requestor.receiver(transfer)
     assert network.run_until(lambda: _hashes_known(receiver), max_time=30.0)
     refusal = encode_transfer(RefusedMessage(manifest.object_id, 1, RefuseCode.BUSY, 8192))
+    chunk = encode_transfer(HashChunkMessage(manifest.object_id, 2, 0, bytes(32 * 8), (), 1, 0))
     _inject_through_session(
-        network, intruder, REQUESTOR, [*_bogus_blocks(manifest, BOGUS), refusal]
+        network, intruder, REQUESTOR, [*_bogus_blocks(manifest, BOGUS), refusal, chunk]
     )
 
     event = run_to_event(network, requestor, max_time=120.0)
 
     assert isinstance(event, TransferCompleted), event
     assert requestor.store.read(manifest.object_id, 0, SIZE) == data
-    _check_not_blamed(receiver, P1, BOGUS + 1)
+    _check_not_blamed(receiver, P1, BOGUS + 2)
     assert cores["p2"].statistics().blocks_sent == 0  # the genuine provider kept serving
 
 
@@ -309,6 +317,32 @@ def test_relay_retries_an_upstream_that_was_down_and_serves_downstream() -> None
     assert relay.served(REQUESTOR).bytes >= SIZE
 
 
+def test_secure_relay_retries_an_upstream_that_was_down_and_serves_downstream() -> None:
+    cores = _secure_cores(
+        {"p1": "p", "relay": "px", "requestor": "x"}, relay_receiver=ReceiverConfig(max_timeouts=2)
+    )
+    provider, relay, requestor = cores["p1"], cores["relay"], cores["requestor"]
+    data = make_object(SIZE, 14)
+    manifest = provider.publish(data)
+    network = Network(seed=24, default=LinkConditions(delay=0.005))
+    network.add(relay, RELAY)
+    network.add(requestor, REQUESTOR)
+    relay.relay(manifest, [P1])  # the provider is down
+    requestor.fetch(manifest, [RELAY], network.now)
+    network.wakeup(REQUESTOR)
+    network.run_until(max_time=8.0)
+    assert _relay_failures(relay) >= 1
+    network.add(provider, P1)  # back up
+
+    event = run_to_event(network, requestor, max_time=120.0)
+
+    assert isinstance(event, TransferCompleted), event
+    assert requestor.store.read(manifest.object_id, 0, SIZE) == data
+    assert relay.statistics().relay_retries >= 1
+    assert relay.oap.node.peer_identity(P1) == _identity("p1")
+    assert provider.served(RELAY).bytes >= SIZE
+
+
 def test_relay_moves_to_another_upstream_after_a_failure() -> None:
     network, relay, requestor = _relay_network(22)
     second = TransferCore()
@@ -355,6 +389,49 @@ def test_relay_backs_off_and_stops_retrying_when_nobody_waits() -> None:
     event = run_to_event(network, requestor, max_time=60.0)
     assert isinstance(event, TransferCompleted), event
     assert requestor.store.read(manifest.object_id, 0, len(data)) == data
+
+
+def _retry_times(seed: int) -> list[float]:
+    """When a relay whose only upstream never answers starts its retries,
+    over 300 s, with a patient requestor waiting downstream."""
+    relay = RelayCore(
+        TransferConfig(receiver=ReceiverConfig(max_timeouts=1, min_rate=None)),
+        rng=random.Random(seed),
+    )
+    requestor = TransferCore()
+    network = Network(seed=25, default=LinkConditions(delay=0.005))
+    network.add(relay, RELAY)
+    network.add(requestor, REQUESTOR)
+    manifest = TransferCore().publish(make_object(16 * 1024, 15))
+    relay.relay(manifest, [P1])
+    patient = ReceiverConfig(max_timeouts=1000, min_rate=None)
+    requestor.fetch(manifest, [RELAY], network.now, config=patient)
+    network.wakeup(REQUESTOR)
+    times: list[float] = []
+    start = network.now
+    while network.now - start < 300.0:
+        seen = relay.statistics().relay_retries
+
+        def retried(seen: int = seen) -> bool:
+            return relay.statistics().relay_retries > seen
+
+        if network.run_until(retried, max_time=300.0 - (network.now - start)):
+            times.append(network.now)
+    return times
+
+
+def test_relay_retries_back_off_exponentially_with_seeded_jitter_up_to_a_cap() -> None:
+    times = _retry_times(seed=26)
+    # Each attempt lasts one 1 s retransmission timeout; then the back-off:
+    # drawn in [d/2, d] with d = 0.5 s doubled per failure, capped at 30 s.
+    backoffs = [b - a - 1.0 for a, b in itertools.pairwise(times)]
+    assert 8 <= len(times) <= 20  # 40 and more without a back-off
+    for failure, backoff in enumerate(backoffs, start=2):
+        ceiling = min(30.0, 0.5 * 2.0 ** (failure - 1))
+        assert ceiling / 2 - 0.05 <= backoff <= ceiling + 0.05, (failure, backoffs)
+    assert max(backoffs) > 15.0  # it did reach the cap's range
+    assert _retry_times(seed=26) == times  # the same seed, the same run
+    assert _retry_times(seed=27) != times  # the jitter comes from the rng
 
 
 # -- slow drip -------------------------------------------------------------------------------
