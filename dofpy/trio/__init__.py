@@ -6,9 +6,13 @@
 - :func:`open_transfer_node` — a block-transfer provider, caching relay and
   requestor (``await node.fetch(manifest, providers)``) on a UDP socket.
 - :func:`open_udp_endpoint` — drive any sans-IO ``DatagramCore`` over UDP.
+- :func:`lone_exceptions_unwrapped` — what these context managers do with
+  trio's exception groups (a lone exception leaves as itself), for code that
+  stacks its own nurseries on them.
 """
 
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
+from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.trio._node import (
     DofNode,
     NodeStatistics,
@@ -35,6 +39,7 @@ __all__ = [
     "TransferNodeStatistics",
     "UdpEndpoint",
     "current_request",
+    "lone_exceptions_unwrapped",
     "open_node",
     "open_transfer_node",
     "open_udp_endpoint",

@@ -48,6 +48,7 @@ import trio
 
 from dofpy._core import Address, DatagramCore
 from dofpy.errors import BadPacket, ClosedResourceError
+from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.trio._pcapfile import PcapWriter
 
 __all__ = ["EndpointStatistics", "UdpEndpoint", "open_udp_endpoint"]
@@ -605,21 +606,6 @@ def _set_receive_buffer(sock: socket.socket, size: int) -> None:
 
 
 @asynccontextmanager
-async def _unwrap_single_exception() -> AsyncIterator[None]:
-    """Let a lone exception out of the endpoint's nursery as itself.
-
-    The body of ``async with open_udp_endpoint(...)`` runs inside the nursery, so
-    trio would wrap even a plain ``KeyError`` of the caller in an exception group.
-    """
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
-            raise group.exceptions[0] from None
-        raise
-
-
-@asynccontextmanager
 async def open_udp_endpoint(
     core: DatagramCore,
     local: Address = ("127.0.0.1", 0),
@@ -686,14 +672,15 @@ async def open_udp_endpoint(
         offload=offload,
     )
     try:
-        async with _unwrap_single_exception(), trio.open_nursery() as nursery:
-            nursery.start_soon(endpoint._receive_loop)
-            nursery.start_soon(endpoint._timer_loop)
-            nursery.start_soon(endpoint._send_loop)
-            try:
-                endpoint._flush()  # whatever the core had to send before we started
-                yield endpoint
-            finally:
-                nursery.cancel_scope.cancel()
+        with lone_exceptions_unwrapped():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(endpoint._receive_loop)
+                nursery.start_soon(endpoint._timer_loop)
+                nursery.start_soon(endpoint._send_loop)
+                try:
+                    endpoint._flush()  # whatever the core had to send before we started
+                    yield endpoint
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         endpoint._close()

@@ -46,6 +46,7 @@ from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface, Method, Property
 from dofpy.security.keylog import format_keylog_line
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
+from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 
@@ -697,20 +698,21 @@ async def run_oap_node(
         descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         keylog = os.fdopen(descriptor, "a", encoding="ascii")
     try:
-        async with trio.open_nursery() as nursery:
-            node = DofNode(core, nursery, notification_buffer, keylog)
-            driven = _DispatchingCore(core, node) if driver is None else driver(node)
-            try:
-                async with open_udp_endpoint(
-                    driven, local, pcap_path=pcap_path, **endpoint_options
-                ) as endpoint:
-                    node._endpoint = endpoint
-                    try:
-                        yield node
-                    finally:
-                        node._shut()
-            finally:
-                nursery.cancel_scope.cancel()
+        with lone_exceptions_unwrapped():
+            async with trio.open_nursery() as nursery:
+                node = DofNode(core, nursery, notification_buffer, keylog)
+                driven = _DispatchingCore(core, node) if driver is None else driver(node)
+                try:
+                    async with open_udp_endpoint(
+                        driven, local, pcap_path=pcap_path, **endpoint_options
+                    ) as endpoint:
+                        node._endpoint = endpoint
+                        try:
+                            yield node
+                        finally:
+                            node._shut()
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         if keylog is not None:
             keylog.close()

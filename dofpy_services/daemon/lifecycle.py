@@ -32,7 +32,7 @@ from dofpy._version import __version__
 from dofpy.credentials import load_credentials
 from dofpy.oap.core import OapConfig
 from dofpy.transfer.core import TransferConfig
-from dofpy.trio import open_node, open_transfer_node
+from dofpy.trio import lone_exceptions_unwrapped, open_node, open_transfer_node
 from dofpy_services.daemon.config import DaemonConfig, format_address
 from dofpy_services.daemon.health import DAEMON_INTERFACE, DAEMON_OBJECT, DaemonProvider, Health
 from dofpy_services.daemon.logs import log_event
@@ -89,6 +89,35 @@ async def run_daemon(
     statistics = StatisticsCollector()
     registry.register(statistics)
     request_metrics = RequestMetrics(registry, service.name)
+    with lone_exceptions_unwrapped():
+        exit_status = await _run_watched(
+            service,
+            config,
+            signals,
+            logger,
+            health,
+            registry,
+            statistics,
+            request_metrics,
+            task_status,
+        )
+    health.set("stopped")
+    log_event(logger, "stopped", status=exit_status)
+    return exit_status
+
+
+async def _run_watched(
+    service: Service[Any],
+    config: DaemonConfig,
+    signals: AsyncIterator[int] | None,
+    logger: logging.Logger,
+    health: Health,
+    registry: CollectorRegistry,
+    statistics: StatisticsCollector,
+    request_metrics: RequestMetrics,
+    task_status: trio.TaskStatus[DaemonAddresses],
+) -> int:
+    """:func:`run_daemon`'s body: the daemon beside its signal watcher."""
     exit_status = 0
     async with _signals(signals) as received, trio.open_nursery() as watchers:
         stop = trio.Event()
@@ -126,8 +155,6 @@ async def run_daemon(
                 task_status,
             )
         watchers.cancel_scope.cancel()
-    health.set("stopped")
-    log_event(logger, "stopped", status=exit_status)
     return exit_status
 
 
