@@ -104,11 +104,17 @@ __all__ = [
 # -- configuration, statistics, events ----------------------------------------
 
 
+_UNNAMED = OID(3, b"node@localhost")
+"""The identity of a node configured without one (compared by identity)."""
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """Limits and policies of a node. Every queue and table is bounded here."""
 
-    node_id: OID = field(default_factory=lambda: OID(3, b"node@localhost"))
+    node_id: OID = field(default_factory=lambda: _UNNAMED)
+    """This node's identity; with ``security`` it is the security identity
+    (leave it unset, or give the same OID: a different one is refused)."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     applications: tuple[int, ...] = (AppId.DSP, AppId.OAP, AppId.COMMON)
     max_pending_commands: int = 4096
@@ -132,6 +138,15 @@ class NodeConfig:
             raise ValueError(f"max_datagram must be 64..65535, not {self.max_datagram}")
         if self.first_op_count is not None and not 0 <= self.first_op_count <= C4_MAX:
             raise ValueError("first_op_count must be a c4")
+        if self.security is not None:
+            if self.node_id is _UNNAMED:
+                object.__setattr__(self, "node_id", self.security.identity)
+            elif self.node_id != self.security.identity:
+                raise ValueError(
+                    f"node_id {self.node_id} differs from the security identity "
+                    f"{self.security.identity}: a secure node is who its credentials say"
+                    " (leave node_id unset)"
+                )
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -130,11 +131,13 @@ _NONCE_SIZE = 16
 class SecurityConfig:
     """Who this node is in its domain, and how it secures its sessions.
 
-    ``rng(n)`` gives ``n`` unpredictable bytes (``secrets.token_bytes`` in a
-    daemon; a seeded generator in tests): the only randomness of the core.
+    ``rng(n)`` gives ``n`` unpredictable bytes: the only randomness of the
+    core; the operating system's CSPRNG (``secrets.token_bytes``) unless told
+    otherwise (a seeded generator is for deterministic tests only).
     ``cookie_key`` keys the stateless handshake cookies (32 random bytes,
-    never shared). A responder gets session keys from the Authenticator at
-    ``authority`` or, when it holds the credential store, from
+    never shared; drawn from the CSPRNG by default). A responder gets session
+    keys from the Authenticator at ``authority`` or, when it holds the
+    credential store, from
     ``local_authority``. ``desired_duration`` is in minutes (a dofpy
     convention; the field is one byte): the initiator rekeys before it ends.
     With ``seal_authority`` a responder talks TRP to ``authority`` only inside a
@@ -156,8 +159,8 @@ class SecurityConfig:
     domain: OID
     identity: OID
     secret: bytes = field(repr=False)
-    rng: Callable[[int], bytes] = field(repr=False)
-    cookie_key: bytes = field(repr=False)
+    rng: Callable[[int], bytes] = field(default=secrets.token_bytes, repr=False)
+    cookie_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     permissions: PermissionSet = field(default_factory=PermissionSet)
     authority: Address | None = None
     local_authority: TrpAuthority | None = field(default=None, repr=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,9 @@ from dofpy.session.node import (
     ResponseReceived,
     SessionOpened,
 )
+from dofpy.session.security import SecurityConfig
 from dofpy.testing.netsim import LinkConditions, Network
+from dofpy.testing.secure import CLIENT_ID, DOMAIN_OID, PROVIDER_ID, SecureDomain
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 
 A = ("10.0.0.1", 3567)
@@ -265,3 +269,20 @@ def test_arbitrary_datagrams_never_escape_as_exceptions(datagrams: list[bytes]) 
         node.handle_timer(float(index))
     stats = node.statistics()
     assert stats.datagrams_received == len(datagrams)
+
+
+def test_a_secure_node_is_who_its_credentials_say() -> None:
+    """NodeConfig.node_id and SecurityConfig.identity cannot disagree: unset,
+    node_id is the security identity; a different one is refused at once."""
+    security = SecureDomain().local.security(CLIENT_ID)
+    assert NodeConfig(security=security).node_id == CLIENT_ID
+    assert NodeConfig(node_id=CLIENT_ID, security=security).node_id == CLIENT_ID
+    with pytest.raises(ValueError, match="differs from the security identity"):
+        NodeConfig(node_id=PROVIDER_ID, security=security)
+
+
+def test_randomness_and_cookie_keys_default_to_the_csprng() -> None:
+    one = SecurityConfig(domain=DOMAIN_OID, identity=CLIENT_ID, secret=bytes(32))
+    two = SecurityConfig(domain=DOMAIN_OID, identity=CLIENT_ID, secret=bytes(32))
+    assert one.rng is secrets.token_bytes
+    assert len(one.cookie_key) == 32 and one.cookie_key != two.cookie_key
