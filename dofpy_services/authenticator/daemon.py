@@ -94,7 +94,8 @@ class TrpCommand:
 _CLEAR_REFUSAL = encode_trp(TrpReject(TrpError.ACCESS_DENIED))
 """The one answer to every TRP command in the clear while sealed-only: the
 same bytes whatever was asked, so it tells nothing of who is enrolled,
-revoked or granted what (a few bytes: no amplification)."""
+revoked or granted what (two bytes of TRP: at most a byte more than the
+smallest command, and rate-limited per host)."""
 
 _NO_SEALED_TRP = (
     "a sealed-only Authenticator (the default) needs its own identity (security=): "
