@@ -100,8 +100,10 @@ class NodeCredentials:
     ) -> SecurityConfig:
         """The :class:`SecurityConfig` of this node: it asks for
         ``permissions`` in its sessions (default: none, a pure requestor of
-        objects that need none) and is keyed by the Authenticator of the file.
-        ``options`` set any other :class:`SecurityConfig` field."""
+        objects that need none) and is keyed by the Authenticator of the file,
+        asked inside a secure session with it (``seal_authority``: the
+        Authenticator answers TRP sealed only by default). ``options`` set any
+        other :class:`SecurityConfig` field."""
         settings: dict[str, Any] = {
             "domain": self.domain,
             "identity": self.identity,
@@ -110,6 +112,7 @@ class NodeCredentials:
             "cookie_key": rng(32),
             "permissions": permissions if permissions is not None else PermissionSet(),
             "authority": self.authenticator,
+            "seal_authority": self.authenticator is not None,
         }
         settings.update(options)
         return SecurityConfig(**settings)

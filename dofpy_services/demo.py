@@ -4,7 +4,7 @@ On 127.0.0.1 (UDP), all in one process:
 
 * an **Authenticator** (the domain's Authentication Server, TRP) that every
   secure session is authorised by; the provider and the relay ask it inside a
-  secure session of their own with it (TRP sealed, ``--sealed-only``);
+  secure session of their own with it (TRP sealed: it refuses TRP in the clear);
 * a **provider** that publishes a random object (seeded) and serves its blocks;
 * a **caching relay**, a requestor upstream and a provider downstream, that
   fetches each block from the provider once however many requestors ask;
@@ -197,8 +197,8 @@ class DemoDomain:
 
     def config(self, identity: OID, authority: Address) -> TransferConfig:
         # Responders (provider, relay) ask the Authenticator inside a secure
-        # session with it (TRP sealed), so it knows who asks.
-        node = self.local.node_config(identity, authority=authority, seal_authority=True)
+        # session with it (TRP sealed, the default), so it knows who asks.
+        node = self.local.node_config(identity, authority=authority)
         return TransferConfig(
             oap=OapConfig(node=node),
             receiver=ReceiverConfig(block_size=BLOCK_SIZE),
@@ -347,7 +347,6 @@ async def run_demo(
                     domain.authority,
                     on_decision=count,
                     security=domain.local.security(AUTHENTICATOR_ID),
-                    sealed_only=True,
                 )
             )
         )

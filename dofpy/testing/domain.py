@@ -96,7 +96,9 @@ class LocalDomain:
     ) -> SecurityConfig:
         """The security configuration of ``identity``: it asks for ``asks``
         (default: all it was granted); responders ask the Authenticator at
-        ``authority``, or (by default) the in-process one, or with
+        ``authority`` (sealed, inside a secure session with it, as a
+        sealed-only Authenticator requires; ``seal_authority=False`` asks in
+        the clear), or (by default) the in-process one, or with
         ``defer_authority=True`` the application."""
         options: dict[str, Any] = {
             "domain": self.oid,
@@ -108,6 +110,7 @@ class LocalDomain:
             if asks is not None
             else self._grants.get(identity, PermissionSet()),
             "authority": authority,
+            "seal_authority": authority is not None,
             "local_authority": (
                 None
                 if authority is not None or overrides.get("defer_authority")

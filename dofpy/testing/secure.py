@@ -32,6 +32,7 @@ from dofpy.errors import DofError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authority import InMemoryCredentialStore, TrpAuthority
 from dofpy.security.identity import Domain
+from dofpy.session.security import SecurityConfig
 from dofpy.testing.domain import LocalDomain, grant
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import LinkConditions, Network
@@ -40,6 +41,7 @@ from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
 
 __all__ = [
+    "AUTHENTICATOR_ID",
     "AUTHORITY",
     "CLIENT",
     "CLIENT_ID",
@@ -59,6 +61,7 @@ CLIENT_ID = OID(3, b"console@example.org")
 PROVIDER: Address = ("10.1.0.1", 3567)
 CLIENT: Address = ("10.1.0.2", 40000)
 AUTHORITY: Address = ("10.1.0.9", 3568)
+AUTHENTICATOR_ID = OID(3, b"authenticator@example.org")
 
 
 def thermostat_grant(actions: str) -> PermissionSet:
@@ -99,6 +102,16 @@ class SecureDomain:
     @property
     def authority(self) -> TrpAuthority:
         return self.local.authority
+
+    def authenticator_security(self, **overrides: Any) -> SecurityConfig:
+        """The security of an Authenticator of this domain (:data:`AUTHENTICATOR_ID`,
+        enrolled on first use, keyed by the in-process authority): what a
+        sealed-only ``AuthenticatorCore`` at :data:`AUTHORITY` needs, so that
+        nodes given ``authority=AUTHORITY`` ask it inside a secure session.
+        ``overrides`` go to :meth:`LocalDomain.security`."""
+        if self.store.lookup(DOMAIN_OID, AUTHENTICATOR_ID) is None:
+            self.local.enrol(AUTHENTICATOR_ID)
+        return self.local.security(AUTHENTICATOR_ID, **overrides)
 
     def provider(self, **overrides: Any) -> OapCore:
         """The provider's core, providing THERMOSTAT at :data:`PROVIDER`;

@@ -8,21 +8,34 @@ are verified so that a restarted requestor resumes from them.
 
 :class:`MemoryStore` keeps objects in preallocated ``bytearray``;
 :class:`FileStore` keeps ``<hex>.data`` (the object, written in place) and
-``<hex>.verified`` (one byte per leaf, written after the leaf's data, so a
-crash between the two only loses that leaf's record, never trusts an
-unwritten leaf).
+``<hex>.verified`` (the *marks*: which leaves are verified), crash-consistent:
+
+- marks are written only after the data they cover is durable (``fsync`` of
+  the data first), and atomically (a new file, ``fsync``-ed, renamed over the
+  old one, the directory ``fsync``-ed), every ``sync_bytes`` of leaves, when
+  the object is complete and at :meth:`FileStore.close`; a crash loses at most
+  the marks of the leaves since, never trusts a leaf whose data may be lost;
+- marks are bound to their manifest (object id, Merkle root, size, leaf size)
+  and carry their own SHA-256: marks of another manifest (the same object cut
+  at another leaf size, or a forged manifest), torn or foreign ones are
+  discarded at :meth:`FileStore.open` (counted in ``marks_discarded``) and
+  replaced by empty marks at once, so the leaves are fetched again, verified
+  against the manifest's tree, rather than trusted.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import struct
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, Protocol
 
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.rangeset import RangeSet
 
-__all__ = ["BlockStore", "FileStore", "MemoryStore"]
+__all__ = ["BlockStore", "FileStore", "MemoryStore", "decode_marks", "encode_marks"]
 
 
 class BlockStore(Protocol):
@@ -83,15 +96,90 @@ class MemoryStore:
         return bytes(self._objects[object_id][1])
 
 
-class FileStore:
-    """A :class:`BlockStore` in a directory: ``<hex>.data`` and ``<hex>.verified``."""
+_MARKS_MAGIC = b"dofpy marks\x01"
+_MARKS_HEADER = struct.Struct(">12s32s32sQII")  # magic, object id, root, size, leaf size, ranges
+_MARKS_RANGE = struct.Struct(">II")
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+
+def encode_marks(manifest: Manifest, verified: RangeSet) -> bytes:
+    """The marks file of ``verified`` leaves of ``manifest``: a header binding
+    it to the manifest, the verified ranges, and the SHA-256 of both."""
+    ranges = list(verified)
+    body = _MARKS_HEADER.pack(
+        _MARKS_MAGIC,
+        manifest.object_id,
+        manifest.merkle_root,
+        manifest.size,
+        manifest.leaf_size,
+        len(ranges),
+    ) + b"".join(_MARKS_RANGE.pack(start, end) for start, end in ranges)
+    return body + hashlib.sha256(body).digest()
+
+
+def decode_marks(manifest: Manifest, data: bytes) -> RangeSet | None:
+    """The verified leaves recorded in ``data`` for ``manifest``; ``None`` when
+    ``data`` is torn, corrupt, of another format or of another manifest."""
+    if len(data) < _MARKS_HEADER.size + 32:
+        return None
+    body, digest = data[:-32], data[-32:]
+    if not hmac.compare_digest(hashlib.sha256(body).digest(), digest):
+        return None
+    magic, object_id, root, size, leaf_size, count = _MARKS_HEADER.unpack_from(body)
+    if (magic, object_id, root, size, leaf_size) != (
+        _MARKS_MAGIC,
+        manifest.object_id,
+        manifest.merkle_root,
+        manifest.size,
+        manifest.leaf_size,
+    ) or len(body) != _MARKS_HEADER.size + count * _MARKS_RANGE.size:
+        return None
+    verified = RangeSet()
+    previous_end = -1
+    for index in range(count):
+        start, end = _MARKS_RANGE.unpack_from(body, _MARKS_HEADER.size + index * _MARKS_RANGE.size)
+        if not previous_end < start < end <= manifest.leaf_count:
+            return None
+        verified.add(start, end)
+        previous_end = end
+    return verified
+
+
+class _OpenObject:
+    __slots__ = ("data_fd", "durable", "manifest", "pending_bytes", "verified")
+
+    def __init__(self, manifest: Manifest, data_fd: int, verified: RangeSet) -> None:
+        self.manifest = manifest
+        self.data_fd = data_fd
+        self.verified = verified
+        self.durable = verified.copy()  # what the marks on disk say
+        self.pending_bytes = 0
+
+
+class FileStore:
+    """A :class:`BlockStore` in a directory: ``<hex>.data`` and ``<hex>.verified``
+    (see the module docstring for what survives a crash).
+
+    ``sync_bytes``: leaves written between two durable marks (a crash loses at
+    most these, which are fetched again). ``fs``: the operating-system calls
+    used (``os`` itself; tests give one that fails at a chosen step).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        sync_bytes: int = 4 << 20,
+        fs: Any = os,
+    ) -> None:
+        if sync_bytes < 1:
+            raise ValueError("sync_bytes must be >= 1")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._manifests: dict[bytes, Manifest] = {}
-        self._verified: dict[bytes, RangeSet] = {}
-        self._files: dict[bytes, tuple[BinaryIO, BinaryIO]] = {}
+        self.sync_bytes = sync_bytes
+        self._fs = fs
+        self._objects: dict[bytes, _OpenObject] = {}
+        self.marks_discarded = 0
+        """Marks files found torn, corrupt or of another manifest (and replaced)."""
 
     def _paths(self, object_id: bytes) -> tuple[Path, Path]:
         name = object_id.hex()
@@ -99,61 +187,119 @@ class FileStore:
 
     def open(self, manifest: Manifest) -> RangeSet:
         object_id = manifest.object_id
-        if object_id in self._manifests:
-            if self._manifests[object_id] != manifest:
+        known = self._objects.get(object_id)
+        if known is not None:
+            if known.manifest != manifest:
                 raise ValueError("object already open with another manifest")
-            return self._verified[object_id].copy()
+            return known.verified.copy()
+        fs = self._fs
         data_path, marks_path = self._paths(object_id)
-        for path, size in ((data_path, manifest.size), (marks_path, manifest.leaf_count)):
-            if not path.exists():
-                path.touch()
-            if path.stat().st_size != size:
-                os.truncate(path, size)
-        data_file = data_path.open("r+b")
-        marks_file = marks_path.open("r+b")
-        verified = RangeSet()
-        marks = marks_file.read()
-        leaf = 0
-        while leaf < len(marks):
-            if marks[leaf] == 1:
-                end = leaf
-                while end < len(marks) and marks[end] == 1:
-                    end += 1
-                verified.add(leaf, end)
-                leaf = end
-            else:
-                leaf += 1
-        self._manifests[object_id] = manifest
-        self._verified[object_id] = verified
-        self._files[object_id] = (data_file, marks_file)
-        return verified.copy()
+        data_fd = fs.open(data_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fs.fstat(data_fd).st_size != manifest.size:
+                fs.ftruncate(data_fd, manifest.size)
+            marks = self._read(marks_path)
+            verified = None if marks is None else decode_marks(manifest, marks)
+            opened = _OpenObject(manifest, data_fd, verified or RangeSet())
+            if verified is None:
+                # Replace what cannot be trusted now, so that no later crash
+                # leaves it beside data written under this manifest.
+                self.marks_discarded += marks is not None
+                self._write_marks(marks_path, encode_marks(manifest, RangeSet()))
+        except BaseException:
+            fs.close(data_fd)
+            raise
+        self._objects[object_id] = opened
+        return opened.verified.copy()
+
+    def _read(self, path: Path) -> bytes | None:
+        fs = self._fs
+        try:
+            fd = fs.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            size = fs.fstat(fd).st_size
+            chunks: list[bytes] = []
+            offset = 0
+            while offset < size:
+                chunk = fs.pread(fd, size - offset, offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset += len(chunk)
+            return b"".join(chunks)
+        finally:
+            fs.close(fd)
+
+    def _pwrite_all(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._fs.pwrite(fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def _write_marks(self, path: Path, marks: bytes) -> None:
+        """Replace the marks file atomically and durably."""
+        fs = self._fs
+        temporary = path.with_name(path.name + ".tmp")
+        fd = fs.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            self._pwrite_all(fd, marks, 0)
+            fs.fsync(fd)
+        finally:
+            fs.close(fd)
+        fs.replace(temporary, path)
+        directory = fs.open(self.directory, os.O_RDONLY)
+        try:
+            fs.fsync(directory)
+        finally:
+            fs.close(directory)
 
     def verified(self, object_id: bytes) -> RangeSet:
-        found = self._verified.get(object_id)
-        return RangeSet() if found is None else found.copy()
+        found = self._objects.get(object_id)
+        return RangeSet() if found is None else found.verified.copy()
 
     def read(self, object_id: bytes, offset: int, length: int) -> bytes:
-        data_file = self._files[object_id][0]
-        data_file.seek(offset)
-        return data_file.read(length)
+        fd = self._objects[object_id].data_fd
+        chunks: list[bytes] = []
+        while length > 0:
+            chunk = self._fs.pread(fd, length, offset)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            offset += len(chunk)
+            length -= len(chunk)
+        return b"".join(chunks)
 
     def write_verified(self, object_id: bytes, leaf: int, data: bytes) -> None:
-        manifest = self._manifests[object_id]
-        data_file, marks_file = self._files[object_id]
-        data_file.seek(leaf * manifest.leaf_size)
-        data_file.write(data)
-        data_file.flush()
+        opened = self._objects[object_id]
+        manifest = opened.manifest
+        self._pwrite_all(opened.data_fd, data, leaf * manifest.leaf_size)
         count = -(-len(data) // manifest.leaf_size)
-        marks_file.seek(leaf)
-        marks_file.write(b"\x01" * count)
-        marks_file.flush()
-        self._verified[object_id].add(leaf, leaf + count)
+        opened.verified.add(leaf, leaf + count)
+        opened.pending_bytes += len(data)
+        if opened.pending_bytes >= self.sync_bytes or opened.verified.covers(
+            0, manifest.leaf_count
+        ):
+            self.sync(object_id)
+
+    def sync(self, object_id: bytes) -> None:
+        """Make the leaves written so far durable, then their marks."""
+        opened = self._objects[object_id]
+        if opened.verified == opened.durable:
+            return
+        self._fs.fsync(opened.data_fd)  # the data first: marks never outrun it
+        self._write_marks(self._paths(object_id)[1], encode_marks(opened.manifest, opened.verified))
+        opened.durable = opened.verified.copy()
+        opened.pending_bytes = 0
 
     def close(self) -> None:
-        """Close every open file (the store may be opened again later)."""
-        for data_file, marks_file in self._files.values():
-            data_file.close()
-            marks_file.close()
-        self._files.clear()
-        self._manifests.clear()
-        self._verified.clear()
+        """Make every open object's marks durable and close its file (the
+        store may be opened again later)."""
+        try:
+            for object_id in list(self._objects):
+                self.sync(object_id)
+        finally:
+            for opened in self._objects.values():
+                self._fs.close(opened.data_fd)
+            self._objects.clear()

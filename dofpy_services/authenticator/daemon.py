@@ -42,6 +42,11 @@ from dofpy.wire.trp import (
     decode_trp_untrusted,
     encode_trp,
 )
+from dofpy_services.authenticator.limits import (
+    DEFAULT_RATE_LIMIT,
+    HostRateLimiter,
+    RateLimit,
+)
 from dofpy_services.authenticator.store import (
     AsyncAuthenticatorStore,
     AuthenticatorStore,
@@ -86,12 +91,40 @@ class TrpCommand:
     token: int | None = None
 
 
+_CLEAR_REFUSAL = encode_trp(TrpReject(TrpError.ACCESS_DENIED))
+"""The one answer to every TRP command in the clear while sealed-only: the
+same bytes whatever was asked, so it tells nothing of who is enrolled,
+revoked or granted what (two bytes of TRP: at most a byte more than the
+smallest command, and rate-limited per host)."""
+
+_NO_SEALED_TRP = (
+    "a sealed-only Authenticator (the default) needs its own identity (security=): "
+    "without one, answering TRP in the clear is an explicit choice (sealed_only=False)"
+)
+
+
 class TrpResponder:
     """The sans-IO TRP side of an Authenticator node: takes the node's TRP
     commands and its deferred authority requests (``on_event``), refuses at
-    once what needs no store (a malformed command, TRP in the clear when
-    ``sealed_only``, a sealed request for another responder than the session's)
-    and answers the rest with ``authority``.
+    once what needs no store (a malformed command, a sealed request for
+    another responder than the session's) and answers the rest with
+    ``authority``.
+
+    **Sealed only by default**: TRP in the clear would tell anyone who asks
+    who is enrolled, revoked and granted what, and hand out grants (and audit
+    rows) to unauthenticated askers. While ``sealed_only`` (the default; the
+    node then needs a security configuration) a command in the clear is
+    answered with one constant Access Denied, never decided, never handed to
+    ``on_command`` (so never audited), and counted in ``clear_refused``.
+    ``sealed_only=False`` answers TRP in the clear too: an explicit choice.
+
+    **Rate-limited per host**: with ``rate_limit`` (on by default) every
+    command and handshake first takes a token from its source host's bucket
+    (:class:`~dofpy_services.authenticator.limits.HostRateLimiter`); one
+    finding it empty is dropped, counted in ``rate_limited`` (a handshake's
+    Request Session is refused with High Load so that the node frees its
+    half-open state at once). Other hosts are served meanwhile.
+    ``on_unserved(reason)`` hears of each (``"clear"``, ``"rate-limited"``).
 
     By default it decides each command as it arrives, calling the authority
     (and so its store) on the spot: right for the simulator and an in-memory
@@ -106,23 +139,50 @@ class TrpResponder:
         node: Node,
         authority: TrpAuthority,
         *,
-        sealed_only: bool = False,
+        sealed_only: bool = True,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
         on_command: Callable[[TrpCommand], bool] | None = None,
         on_decision: Callable[[Decision, Address, float], None] | None = None,
+        on_unserved: Callable[[str], None] | None = None,
     ) -> None:
         if sealed_only and node.config.security is None:
-            raise ValueError("sealed_only needs a security configuration")
+            raise ValueError(_NO_SEALED_TRP)
         self._node = node
         self._authority = authority
         self._sealed_only = sealed_only
+        self._limiter = None if rate_limit is None else HostRateLimiter(rate_limit)
         self._on_command = on_command
         self._on_decision = on_decision
+        self._on_unserved = on_unserved
         self.decisions = 0
+        """Commands and handshakes answered by a decision (each one audited
+        by the daemon)."""
+        self.clear_refused = 0
+        """TRP commands in the clear refused (sealed only)."""
+        self.rate_limited = 0
+        """Commands and handshakes dropped by the per-host rate limit."""
+
+    @property
+    def limiter(self) -> HostRateLimiter | None:
+        """The per-host rate limiter (None when unlimited)."""
+        return self._limiter
 
     def on_event(self, event: CommandReceived | AuthorityRequested, now: float) -> None:
         """One TRP command, or one handshake's Request Session, to answer."""
+        if self._limiter is not None and not self._limiter.allow(event.peer, now):
+            self.rate_limited += 1
+            self._unserved("rate-limited")
+            if isinstance(event, AuthorityRequested):
+                self._node.answer_authority(event.token, TrpReject(TrpError.HIGH_LOAD), now)
+            return
         if isinstance(event, AuthorityRequested):
             command = TrpCommand(event.peer, None, event.command, None, None, event.token)
+        elif event.identity is None and self._sealed_only:
+            self.clear_refused += 1
+            self._unserved("clear")
+            if event.op_count is not None:
+                self._node.send_response(event.peer, event.op_count, AppId.TRP, _CLEAR_REFUSAL, now)
+            return
         else:
             command = self._command(event)
         decision = command.decision
@@ -134,6 +194,10 @@ class TrpResponder:
             assert command.pdu is not None
             decision = self._authority.decide(command.pdu)
         self.answer(command, decision, now)
+
+    def _unserved(self, reason: str) -> None:
+        if self._on_unserved is not None:
+            self._on_unserved(reason)
 
     def _command(self, event: CommandReceived) -> TrpCommand:
         pdu: TrpPdu | None = None
@@ -168,11 +232,14 @@ class TrpResponder:
         if self._on_decision is not None:
             self._on_decision(decision, command.peer, now)
 
-    def _refusal(self, pdu: TrpPdu, identity: OID | None) -> str | None:
+    @staticmethod
+    def _refusal(pdu: TrpPdu, identity: OID | None) -> str | None:
         """Why a TRP command is refused before the authority decides, if it is."""
-        if identity is None:
-            return "TRP in the clear is refused here" if self._sealed_only else None
-        if isinstance(pdu, RequestSessionCommand) and pdu.responder.identity.node != identity:
+        if (
+            identity is not None
+            and isinstance(pdu, RequestSessionCommand)
+            and pdu.responder.identity.node != identity
+        ):
             return f"{identity} asked for a session as {pdu.responder.identity.node}"
         return None
 
@@ -187,11 +254,15 @@ class AuthenticatorCore:
     the spot (the simulator, in-memory stores; the daemon runs a
     :class:`TrpResponder` on its OAP node instead, deciding in worker threads).
 
-    With ``security`` (the Authenticator's own identity in the domain, keyed by
-    ``authority`` itself as its ``local_authority``) responders may talk TRP to
-    it inside a secure session; a sealed Request Session is then granted only
-    to the responder the session authenticated. With ``sealed_only`` TRP in the
-    clear is refused (Access Denied).
+    ``security`` is the Authenticator's own identity in the domain, keyed by
+    ``authority`` itself as its ``local_authority`` (or ``defer_authority``,
+    then its handshakes go through the responder and its rate limit too):
+    responders talk TRP to it inside a secure session, and a sealed Request
+    Session is granted only to the responder the session authenticated. TRP
+    in the clear is refused unless ``sealed_only=False`` (which a core without
+    ``security`` needs: it then answers in the clear, an explicit choice).
+    ``rate_limit`` bounds the requests of each source host (see
+    :class:`TrpResponder`).
     """
 
     def __init__(
@@ -201,10 +272,11 @@ class AuthenticatorCore:
         node_id: OID = AUTHENTICATOR_NODE,
         *,
         security: SecurityConfig | None = None,
-        sealed_only: bool = False,
+        sealed_only: bool = True,
+        rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
     ) -> None:
         if sealed_only and security is None:
-            raise ValueError("sealed_only needs a security configuration")
+            raise ValueError(_NO_SEALED_TRP)
         self._core = OapCore(
             OapConfig(
                 node=NodeConfig(
@@ -214,13 +286,28 @@ class AuthenticatorCore:
                 )
             )
         )
-        self._responder = TrpResponder(
-            self._core.node, authority, sealed_only=sealed_only, on_decision=on_decision
+        self.responder = TrpResponder(
+            self._core.node,
+            authority,
+            sealed_only=sealed_only,
+            rate_limit=rate_limit,
+            on_decision=on_decision,
         )
 
     @property
     def decisions(self) -> int:
-        return self._responder.decisions
+        """Commands and handshakes decided (see :class:`TrpResponder`)."""
+        return self.responder.decisions
+
+    @property
+    def clear_refused(self) -> int:
+        """TRP commands in the clear refused (sealed only)."""
+        return self.responder.clear_refused
+
+    @property
+    def rate_limited(self) -> int:
+        """Commands and handshakes dropped by the per-host rate limit."""
+        return self.responder.rate_limited
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self._core.receive_datagram(data, addr, now)
@@ -241,7 +328,7 @@ class AuthenticatorCore:
             if isinstance(event, AuthorityRequested) or (
                 isinstance(event, CommandReceived) and event.app_id == AppId.TRP
             ):
-                self._responder.on_event(event, now)
+                self.responder.on_event(event, now)
 
     def statistics(self) -> NodeStatistics:
         """The session layer's counters."""

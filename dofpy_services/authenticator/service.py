@@ -48,6 +48,7 @@ from dofpy_services.authenticator.daemon import (
     open_keylog,
     own_security,
 )
+from dofpy_services.authenticator.limits import DEFAULT_RATE_LIMIT, RateLimit
 from dofpy_services.authenticator.store import (
     AsyncAuthenticatorStore,
     AuthenticatorStore,
@@ -160,7 +161,26 @@ class AuthenticatorConfig(DaemonConfig):
         mask=mask_url_password,
     )
     sealed_only: bool = option(
-        BOOL, "refuse TRP in the clear (needs the Authenticator's own identity)", default=False
+        BOOL,
+        "answer TRP only inside a secure session (needs the Authenticator's own identity); "
+        "false answers TRP in the clear too, telling anyone who asks who is enrolled",
+        default=True,
+    )
+    rate_limit: int = option(
+        INT,
+        "TRP commands and handshakes per second served from one host (0: no limit); "
+        "more are dropped and counted",
+        default=int(DEFAULT_RATE_LIMIT.rate),
+    )
+    rate_burst: int = option(
+        INT,
+        "TRP commands and handshakes one host may send at once",
+        default=DEFAULT_RATE_LIMIT.burst,
+    )
+    rate_hosts: int = option(
+        INT,
+        "hosts whose rate is tracked at once (the least recently seen is forgotten)",
+        default=DEFAULT_RATE_LIMIT.max_hosts,
     )
     identity: str | None = option(
         OPTIONAL_TEXT,
@@ -183,7 +203,11 @@ def _check(config: AuthenticatorConfig) -> None:
     if config.identity and not config.domain:
         raise ConfigError("--identity needs --domain (the domain it is enrolled in)")
     if config.sealed_only and not (config.identity or config.credentials):
-        raise ConfigError("--sealed-only needs --identity and --domain, or --credentials")
+        raise ConfigError(
+            "the Authenticator answers TRP only sealed (sealed_only, the default) and needs "
+            "its own identity: give --credentials, or --identity and --domain; "
+            "--sealed-only false answers TRP in the clear (anyone may ask who is enrolled)"
+        )
     if config.identity:
         _identity(config.identity)
         _domain(config.domain or "")
@@ -191,6 +215,16 @@ def _check(config: AuthenticatorConfig) -> None:
         raise ConfigError("key 'max_pending': expected an integer >= 1")
     if config.store_pool < 1:
         raise ConfigError("key 'store_pool': expected an integer >= 1")
+    if config.rate_limit < 0:
+        raise ConfigError("key 'rate_limit': expected an integer >= 0")
+    if config.rate_burst < 1 or config.rate_hosts < 1:
+        raise ConfigError("keys 'rate_burst' and 'rate_hosts': expected integers >= 1")
+
+
+def _rate_limit(config: AuthenticatorConfig) -> RateLimit | None:
+    if config.rate_limit == 0:
+        return None
+    return RateLimit(config.rate_limit, config.rate_burst, config.rate_hosts)
 
 
 @asynccontextmanager
@@ -226,6 +260,13 @@ class AuthenticatorMetrics:
             "dofpy_authenticator_decisions",
             "TRP commands answered, by outcome",
             ("outcome",),
+            registry=registry,
+        )
+        self.unserved = Counter(
+            "dofpy_authenticator_unserved",
+            "TRP commands and handshakes not decided: 'clear' (TRP in the clear, sealed only) "
+            "or 'rate-limited' (over the per-host rate)",
+            ("reason",),
             registry=registry,
         )
         self.duration = Histogram(
@@ -301,7 +342,12 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
         return taken
 
     responder = TrpResponder(
-        node.core.node, authority, sealed_only=config.sealed_only, on_command=take
+        node.core.node,
+        authority,
+        sealed_only=config.sealed_only,
+        rate_limit=_rate_limit(config),
+        on_command=take,
+        on_unserved=lambda reason: metrics.unserved.labels(reason).inc(),
     )
     node.set_application_handler(
         AppId.TRP, lambda event: responder.on_event(event, trio.current_time())
@@ -324,7 +370,7 @@ async def serve(
     keylog_path: str | os.PathLike[str] | None = None,
     *,
     identity: tuple[OID, OID] | None = None,
-    sealed_only: bool = False,
+    sealed_only: bool = True,
     task_status: trio.TaskStatus[Address] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the Authenticator on UDP ``listen`` until cancelled, on the store at
@@ -334,8 +380,9 @@ async def serve(
     framework's runner without signals: ``dofpy authenticator serve`` in-process.
 
     ``identity`` = (domain, node): the Authenticator's own identity, enrolled in
-    that domain; with it, responders may talk TRP inside a secure session, and
-    ``sealed_only`` refuses TRP in the clear."""
+    that domain; with it, responders talk TRP inside a secure session. TRP in
+    the clear is refused unless ``sealed_only=False`` (which serving without
+    ``identity`` needs: an explicit choice)."""
     config = AuthenticatorConfig(
         listen=listen,
         db=str(db_path),

@@ -178,7 +178,10 @@ async def test_served_authenticator_answers_over_udp(
     keylog = tmp_path / "keys.log"
     enrol(db, capsys)
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(serve, ("127.0.0.1", 0), db, keylog)
+        # TRP in the clear, chosen explicitly (the wire exchange under test).
+        address = await nursery.start(
+            partial(serve, sealed_only=False), ("127.0.0.1", 0), db, keylog
+        )
         _, packet = decode_frame_untrusted(await exchange(address, request(CLIENT), 7))
         _, refused = decode_frame_untrusted(
             await exchange(address, request(OID(3, b"nobody@example.org")), 8)
@@ -225,7 +228,7 @@ def test_cli_on_unreachable_postgres_is_a_clear_error(capsys: pytest.CaptureFixt
     assert status == 2 and err.startswith("dofpy: error: cannot connect to PostgreSQL")
 
 
-async def test_sealed_only_authenticator_refuses_trp_in_the_clear(
+async def test_authenticator_refuses_trp_in_the_clear_by_default_and_audits_nothing(
     db_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = db_location
@@ -233,14 +236,21 @@ async def test_sealed_only_authenticator_refuses_trp_in_the_clear(
     assert run(capsys, "add-node", "--db", db, "--domain", "example.org", "as@example.org")[0] == 0
     own = (DOMAIN, OID(3, b"as@example.org"))
     async with trio.open_nursery() as nursery:
-        address = await nursery.start(
-            partial(serve, identity=own, sealed_only=True), ("127.0.0.1", 0), db
-        )
-        _, packet = decode_frame_untrusted(await exchange(address, request(CLIENT), 9))
+        address = await nursery.start(partial(serve, identity=own), ("127.0.0.1", 0), db)
+        # The attack: ask in the clear about an enrolled node, a stranger and garbage.
+        answers = [
+            await exchange(address, request(CLIENT), 9),
+            await exchange(address, request(OID(3, b"nobody@example.org")), 10),
+        ]
         nursery.cancel_scope.cancel()
-    assert decode_trp_untrusted(packet.payload, is_response=True) == TrpReject(
-        TrpError.ACCESS_DENIED
-    )
+    payloads = [decode_frame_untrusted(answer)[1].payload for answer in answers]
+    # One constant answer whatever is asked: nothing learnt of who is enrolled.
+    assert payloads[0] == payloads[1]
+    assert decode_trp_untrusted(payloads[0], is_response=True) == TrpReject(TrpError.ACCESS_DENIED)
+    with open_store(db) as store:
+        events = [entry.event for entry in store.audit_log()]
+    # No audit row for either (the last one is the daemon's own start).
+    assert events[-1] == "serve" and not any(e.startswith("trp-") for e in events)
 
 
 def test_cli_serve_checks_its_sealing_options(
@@ -250,5 +260,7 @@ def test_cli_serve_checks_its_sealing_options(
     enrol(db, capsys)
     status, _, err = run(capsys, "serve", "--db", db, "--identity", "as@example.org")
     assert status == 2 and "--identity needs --domain" in err
-    status, _, err = run(capsys, "serve", "--db", db, "--sealed-only")
-    assert status == 2 and "--sealed-only needs --identity" in err
+    # Sealed only is the default: serving without an identity needs the explicit choice.
+    for argv in (("serve", "--db", db), ("serve", "--db", db, "--sealed-only")):
+        status, _, err = run(capsys, *argv)
+        assert status == 2 and "needs its own identity" in err and "--sealed-only false" in err

@@ -92,7 +92,9 @@ def test_print_config_round_trips_and_masks(tmp_path: Path) -> None:
 
 
 def test_cli_print_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(tmp_path, 'db = "postgresql://u:s3cret@h/d"\nlisten = "127.0.0.1:1"\n')
+    path = write(
+        tmp_path, 'db = "postgresql://u:s3cret@h/d"\nlisten = "127.0.0.1:1"\nsealed_only = false\n'
+    )
     status = main(["authenticator", "serve", "--config", str(path), "--print-config"])
     out, err = capsys.readouterr()
     assert status == 0 and err == ""

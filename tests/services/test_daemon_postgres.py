@@ -51,7 +51,8 @@ async def test_authenticator_keeps_serving_through_killed_connections(
     name = f"dofpy-test-{secrets.token_hex(4)}"  # this test's sessions alone
     url = f"{postgres_url}&application_name={name}"
     enrol(url, capsys)
-    settings = AuthenticatorConfig(listen=("127.0.0.1", 0), db=url)
+    # Probed with TRP in the clear: an explicit choice.
+    settings = AuthenticatorConfig(listen=("127.0.0.1", 0), db=url, sealed_only=False)
     outcomes: list[str] = []
     async with running(AUTHENTICATOR, settings) as daemon:
         with trio.fail_after(WAIT):

@@ -111,6 +111,8 @@ def test_daemon_process_serves_metrics_and_exits_cleanly_on_sigterm(
     config.write_text(
         'listen = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:0"\ndb = "as.db"\n'
         'credentials = "as.cred"\nlog_format = "json"\nready_file = "ready.json"\n'
+        # The probe below is TRP in the clear: an explicit choice.
+        "sealed_only = false\n"
     )
     process = dofpy(tmp_path, "authenticator", "serve", "--config", str(config))
     try:

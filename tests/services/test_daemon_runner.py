@@ -277,7 +277,8 @@ async def test_trp_store_calls_leave_the_loop(
             yield wrapped
 
     service = dataclasses.replace(AUTHENTICATOR, open_store=open_slow)
-    settings = AuthenticatorConfig(listen=("127.0.0.1", 0), db=db)
+    # Probed with TRP in the clear: an explicit choice.
+    settings = AuthenticatorConfig(listen=("127.0.0.1", 0), db=db, sealed_only=False)
     answers: list[bytes] = []
     try:
         async with running(service, settings) as daemon, open_node() as client:
@@ -356,7 +357,9 @@ async def test_the_authenticator_serves_health_over_oap_beside_trp(
     OAP, and the shared store layer's counters in the scrape."""
     db = str(tmp_path / "as.db")
     enrol(db, capsys)
-    settings = AuthenticatorConfig(listen=("127.0.0.1", 0), metrics_listen=("127.0.0.1", 0), db=db)
+    settings = AuthenticatorConfig(
+        listen=("127.0.0.1", 0), metrics_listen=("127.0.0.1", 0), db=db, sealed_only=False
+    )
     async with running(AUTHENTICATOR, settings) as daemon, open_node() as client:
         with trio.fail_after(WAIT):
             answer = await exchange(daemon.udp, request(CLIENT), 5)

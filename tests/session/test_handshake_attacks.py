@@ -208,7 +208,7 @@ def test_spoofed_clear_dsp_terminate_is_ignored_while_security_is_required() -> 
 
 
 def test_spoofed_trp_reject_in_the_clear_does_not_refuse_a_sealed_authority_handshake() -> None:
-    world, _authenticator = sealed_authority_world(sealed_only=True)
+    world, _authenticator = sealed_authority_world()
     provider = world.provider(authority=AUTHORITY, seal_authority=True)
     client = world.client()
     forged = encode_trp(TrpReject(TrpError.ACCESS_DENIED))
@@ -224,8 +224,14 @@ def test_spoofed_trp_reject_in_the_clear_does_not_refuse_a_sealed_authority_hand
 
 
 def test_spoofed_trp_reject_in_the_clear_authority_path_needs_the_random_op_id() -> None:
-    world, _authenticator = sealed_authority_world(sealed_only=False)
-    provider = world.provider(authority=AUTHORITY)
+    from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
+
+    world = SecureDomain()
+    clear = AuthenticatorCore(
+        world.authority, security=world.authenticator_security(), sealed_only=False
+    )
+    world.net.add(clear, AUTHORITY)
+    provider = world.provider(authority=AUTHORITY, seal_authority=False)
     client = world.client()
     forged = encode_trp(TrpReject(TrpError.ACCESS_DENIED))
 

@@ -111,10 +111,26 @@ def test_remote_authenticator_over_trp() -> None:
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
 
     world = SecureDomain()
-    world.net.add(AuthenticatorCore(world.authority), AUTHORITY)
+    world.net.add(
+        AuthenticatorCore(world.authority, security=world.authenticator_security()), AUTHORITY
+    )
+    # A node given a remote authority asks it sealed (the Authenticator's default).
     p = Pair(world, world.provider(authority=AUTHORITY), world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
+
+
+def test_remote_authenticator_in_the_clear_only_when_both_sides_choose_it() -> None:
+    from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
+
+    world = SecureDomain()
+    authenticator = AuthenticatorCore(world.authority, sealed_only=False)
+    world.net.add(authenticator, AUTHORITY)
+    provider = world.provider(authority=AUTHORITY, seal_authority=False)
+    p = Pair(world, provider, world.client())
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert p.result(get) == RequestCompleted(get, (21,))
+    assert authenticator.decisions == 1 and authenticator.clear_refused == 0
 
 
 def test_permission_denied_for_each_action_while_others_are_served() -> None:
@@ -403,7 +419,9 @@ def test_unreachable_authenticator_refuses_the_handshake() -> None:
     assert "secure session" in str(ended.error) or "authenticator" in str(ended.error)
     world.net.run_until(p.pump, max_time=60)
     security = provider.statistics().node.security
-    assert security is not None and security.handshakes_failed == 1 and security.half_open == 0
+    # Two failed: the client's, and the provider's own (sealed TRP) with the
+    # Authenticator that never answers.
+    assert security is not None and security.handshakes_failed == 2 and security.half_open == 0
 
 
 def test_clean_end_of_a_secure_session_and_a_new_one_after() -> None:
@@ -556,25 +574,18 @@ def test_clients_turned_away_busy_come_back_and_get_their_session() -> None:
     assert retries == security.half_open_refused + security.half_open_replaced
 
 
-def sealed_authority_world(*, sealed_only: bool) -> tuple[SecureDomain, OapCore]:
-    from dofpy.wire.oid import OID  # noqa: PLC0415
+def sealed_authority_world() -> tuple[SecureDomain, Any]:
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
 
     world = SecureDomain()
-    authenticator_id = OID(3, b"authenticator@example.org")
-    world.local.enrol(authenticator_id)
-    core = AuthenticatorCore(
-        world.authority,
-        security=world.local.security(authenticator_id),
-        sealed_only=sealed_only,
-    )
+    core = AuthenticatorCore(world.authority, security=world.authenticator_security())
     world.net.add(core, AUTHORITY)
-    return world, core  # type: ignore[return-value]
+    return world, core
 
 
 def test_trp_sealed_inside_a_session_with_the_authenticator() -> None:
 
-    world, authenticator = sealed_authority_world(sealed_only=True)
+    world, authenticator = sealed_authority_world()
     provider = world.provider(authority=AUTHORITY, seal_authority=True)
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
@@ -586,14 +597,15 @@ def test_trp_sealed_inside_a_session_with_the_authenticator() -> None:
 
 def test_sealed_only_authenticator_refuses_trp_in_the_clear() -> None:
 
-    world, authenticator = sealed_authority_world(sealed_only=True)
-    provider = world.provider(authority=AUTHORITY)  # asks in the clear
+    world, authenticator = sealed_authority_world()
+    provider = world.provider(authority=AUTHORITY, seal_authority=False)  # asks in the clear
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
     assert isinstance(failed, RequestFailed)
     assert "ACCESS_DENIED" in str(failed.error)
-    assert authenticator.decisions == 1
+    # Refused before any decision: nothing looked up, nothing to audit.
+    assert authenticator.decisions == 0 and authenticator.clear_refused >= 1
 
 
 def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenticated() -> None:
@@ -605,7 +617,7 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
         encode_trp,
     )
 
-    world, _authenticator = sealed_authority_world(sealed_only=True)
+    world, _authenticator = sealed_authority_world()
     # The client (authenticated to the Authenticator as itself) asks for a
     # session key as if it were the provider.
     from dofpy.security.crypto import build_rekey  # noqa: PLC0415
