@@ -38,6 +38,7 @@ from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
 from dofpy.session.security import (
     AuthorityRequested,
+    PlaintextUsed,
     SecureSessionEnded,
     SecureSessionEstablished,
     SecurityConfig,
@@ -93,6 +94,7 @@ __all__ = [
     "NodeStatistics",
     "PeerClosed",
     "PeerState",
+    "PlaintextUsed",
     "RequestFailed",
     "ResponseReceived",
     "SecureSessionEnded",
@@ -256,6 +258,7 @@ NodeEvent = (
     | SecureSessionEstablished
     | SecureSessionEnded
     | AuthorityRequested
+    | PlaintextUsed
 )
 
 
@@ -360,8 +363,9 @@ class Node:
                     security.count("replays")
                     return
                 except AuthenticationFailed:
-                    security.count("authentication_failures")
+                    security.on_authentication_failed(addr, session, now)
                     return
+                security.on_opened(addr, session, now)
                 if plaintext and plaintext[0] < 0x80:
                     app_id, payload = plaintext[0], plaintext[1:]
                 else:
@@ -393,16 +397,17 @@ class Node:
                     security.count("replays")
                     return
                 except AuthenticationFailed:
-                    security.count("authentication_failures")
+                    security.on_authentication_failed(addr, session, now)
                     return
+                security.on_opened(addr, session, now)
                 identity, permissions = session.peer_identity, session.permissions
-            elif (
-                security is not None
-                and security.config.require_security
-                and packet.app_id not in _PLAINTEXT_APPS
-            ):
-                security.count("plaintext_refused")
-                return
+            elif security is not None and packet.app_id not in _PLAINTEXT_APPS:
+                # In the clear only by explicit choice (PlaintextPolicy.ALLOW), and
+                # never from a peer secured with us: anyone can send from its address.
+                if not security.plaintext_allowed(addr):
+                    security.count("plaintext_refused")
+                    return
+                security.used_plaintext(addr, sent=False)
             self._receive_packet(packet, addr, now, len(data), identity, permissions)
         except BadPacket:
             self._counts["bad_datagrams"] += 1
@@ -626,8 +631,8 @@ class Node:
             if session is not None:
                 # What _transmit does with the packet below, sealed straight
                 # from its fields (SecureChannel.seal_command): no packet built.
-                if security.needs_rekey(pending.peer, now):
-                    security.ensure_session(pending.peer, now)
+                if not security.ready_to_seal(pending.peer, session, now):
+                    return False  # the key is used up: held for the new one
                 sealed = session.channel.seal_command(
                     pending.app_id,
                     pending.payload,
@@ -654,16 +659,19 @@ class Node:
         if security is not None and packet.app_id not in _ALWAYS_PLAIN_APPS:
             session = security.session(peer)
             if session is not None:
-                if security.needs_rekey(peer, now):
-                    security.ensure_session(peer, now)
+                if not security.ready_to_seal(peer, session, now):
+                    return False  # the key is used up: held for the new one
                 self._outgoing.append((session.channel.seal(packet), peer))
                 return True
-            if security.config.require_security and (
-                packet.app_id not in _PLAINTEXT_APPS
-                or (packet.app_id == AppId.TRP and security.config.seal_authority)
-            ):
+            if packet.app_id == AppId.TRP and security.config.seal_authority:
                 security.ensure_session(peer, now)
                 return False
+            if packet.app_id not in _PLAINTEXT_APPS:
+                if not security.plaintext_allowed(peer):
+                    # Policy REFUSE, or a peer once secured: a handshake, never the clear.
+                    security.ensure_session(peer, now)
+                    return False
+                security.used_plaintext(peer, sent=True)
         self._outgoing.append((encode_frame(packet), peer))
         return True
 

@@ -32,6 +32,7 @@ from dofpy.oap.core import (
     OapCore,
     OapStatistics,
     PeerClosed,
+    PlaintextUsed,
     ProviderAnnounced,
     RequestCompleted,
     RequestFailed,
@@ -331,6 +332,12 @@ class DofNode:
                     logger.info("session with %s closed (by peer: %s)", event.peer, event.by_peer)
                 case SecureSessionEstablished():
                     self._on_secure_session(event)
+                case PlaintextUsed():
+                    logger.warning(
+                        "application packets %s %s in the clear (plaintext=ALLOW)",
+                        "sent to" if event.sent else "accepted from",
+                        event.peer,
+                    )
                 case SecureSessionEnded():
                     logger.info("secure session with %s ended: %s", event.peer, event.error)
                     for waiter in self._secure_waiters.pop(event.peer, []):
