@@ -372,13 +372,18 @@ class SecureChannel:
         *,
         source: int | None = None,
         destination: int | None = None,
+        final: bool = False,
     ) -> bytes:
         """Protect ``packet`` with the next packet number (the bytes of
-        :func:`seal_datagram` with this channel's key, SSID and node)."""
+        :func:`seal_datagram` with this channel's key, SSID and node).
+
+        ``final``: the last packet of the session (its End Session), sealed
+        even at the usage limit so that the peer learns the key is retired;
+        only the packet numbers bound it."""
         app_id = packet.app_id
         if packet.security is not None or app_id is None:
             raise ValueError("seal takes a clear DPP packet (with an app id)")
-        packet_number = self._next_packet_number()
+        packet_number = self._counter.next() if final else self._next_packet_number()
         associated_data = _secure_dpp_header(packet, self._security_header, packet_number)
         plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + packet.payload
         sealed = self._ccm.seal(

@@ -774,7 +774,7 @@ class Node:
             op_id_type=OpIdType.IMPLIED_SENDER,
             op_count=self._allocate_op(),
         )
-        self._outgoing.append((channel.seal(packet), peer))
+        self._outgoing.append((channel.seal(packet, final=True), peer))
 
     def _emit_event(self, event: NodeEvent, *, droppable: bool) -> bool:
         if droppable and len(self._events) >= self.config.max_events:

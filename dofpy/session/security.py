@@ -997,7 +997,8 @@ class SecurityLayer:
         (counted ``sends_held``) once the key reached its usage limit: the
         caller holds the packet for the new session, never sends it clear."""
         channel = session.channel
-        if channel.packets_protected >= session.rekey_at:
+        used = channel.packets_protected
+        if used >= session.rekey_at:
             self._rekey_for_usage(peer, session, now)
             if channel.exhausted:
                 self._counts["sends_held"] += 1
@@ -1021,12 +1022,18 @@ class SecurityLayer:
         could come from anyone, and is ignored). False if there was none."""
         if peer not in self._current:
             return False
+        # A new key we were still making with the peer would outlive the End
+        # Session on one side only (the peer drops it on the End Session).
+        handshake = self._initiating.pop(peer, None)
+        if handshake is not None:
+            handshake.move(_Phase.FAILED)
+            self._node.cancel(handshake.rekey_op)
         self._end(peer, ClosedResourceError(f"secure session with {peer} ended by us"), now)
         return True
 
     def _end(self, peer: Address, error: DofError, now: float) -> None:
         session = self._current[peer]
-        if not session.channel.exhausted:
+        if session.channel.packets_remaining > 0:
             self._node._send_sealed_command(peer, session.channel, encode_tep(TepEndSession()), now)
         self._forget(peer, error)
 
@@ -1065,11 +1072,12 @@ class SecurityLayer:
 
     def plaintext_allowed(self, peer: Address) -> bool:
         """Whether application packets may go to, or come from, ``peer`` in
-        the clear now: policy ``ALLOW``, no secure session with it, and none
-        ever had (as far as remembered)."""
+        the clear now: policy ``ALLOW``, no secure session with it (nor one
+        being started by us), and none ever had (as far as remembered)."""
         return (
             self.config.plaintext is PlaintextPolicy.ALLOW
             and peer not in self._current
+            and peer not in self._initiating
             and peer not in self._secured_peers
         )
 

@@ -44,7 +44,7 @@ from dofpy.oap.core import (
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface, Method, Property
-from dofpy.security.keylog import format_keylog_line
+from dofpy.security.keylog import format_keylog_line, open_keylog
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
@@ -613,8 +613,7 @@ async def run_oap_node(
     """
     keylog: TextIO | None = None
     if keylog_path is not None:
-        descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        keylog = os.fdopen(descriptor, "a", encoding="ascii")
+        keylog = open_keylog(keylog_path)
     try:
         async with trio.open_nursery() as nursery:
             node = DofNode(core, nursery, notification_buffer, keylog)
