@@ -401,6 +401,9 @@ class _Session:
     rekey_at: int
     # A packet from the peer authenticated under this key: it switched to it.
     confirmed: bool = False
+    # No usage rekey is started before then (one per handshake timeout, so a
+    # peer that cannot take the handshake is not asked at every packet).
+    rekey_not_before: float = 0.0
 
 
 class SecurityLayer:
@@ -651,6 +654,11 @@ class SecurityLayer:
         self._counts["handshakes_failed"] += 1
         if self._initiating.get(handshake.peer) is handshake:
             del self._initiating[handshake.peer]
+            current = self._current.get(handshake.peer)
+            if current is not None and not current.channel.exhausted:
+                # Only a new key failed: the current one still serves the
+                # commands waiting (and a new key is sought again later).
+                return
             self._node._on_secure_session_failed(handshake.peer, error, now)
 
     # -- responder ---------------------------------------------------------------------
@@ -1012,7 +1020,12 @@ class SecurityLayer:
     def _rekey_for_usage(self, peer: Address, session: _Session, now: float) -> None:
         # Either side may start the handshake (TEP lets a responder initiate
         # one): the responder waits longer, so normally the initiator goes first.
-        if self._current.get(peer) is session and peer not in self._initiating:
+        if (
+            self._current.get(peer) is session
+            and peer not in self._initiating
+            and now >= session.rekey_not_before
+        ):
+            session.rekey_not_before = now + self.config.handshake_timeout
             self._counts["usage_rekeys"] += 1
             self.ensure_session(peer, now)
 

@@ -49,6 +49,11 @@ def usage_with(core: OapCore, peer: tuple[str, int]) -> int:
     return 0 if session is None else session.channel.packets_protected
 
 
+def sealed_by(core: OapCore, peer: tuple[str, int]) -> int:
+    session = layer(core).session(peer)
+    return 0 if session is None else session.channel._counter.used
+
+
 def invoke(p: Pair, index: int) -> None:
     call = p.client.invoke(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "add", [index, 1], p.world.net.now)
     assert p.result(call) == RequestCompleted(call, (index + 1,)), index
@@ -312,3 +317,39 @@ def test_allowed_plaintext_never_downgrades_a_secured_peer() -> None:
     p.provider.receive_datagram(spoofed_get(78), CLIENT, world.net.now)
     assert security_of(p.provider).plaintext_refused == 2
     assert not any(isinstance(e, PlaintextUsed) for e in p.client_events + p.provider_events)
+
+
+def test_a_responder_whose_peer_cannot_take_its_rekey_holds_at_the_limit_and_recovers() -> None:
+    world = SecureDomain()
+    limit = 24
+    # The client has no Authenticator: it cannot answer the provider's Rekey.
+    p = Pair(
+        world,
+        world.provider(confidentiality_limit=limit),
+        world.client(local_authority=None, handshake_timeout=2.0),
+    )
+    completed = 0
+    frozen: int | None = None
+    for index in range(16):
+        call = p.client.invoke(
+            PROVIDER, THERMOSTAT_OID, THERMOSTAT, "add", [index, 1], world.net.now
+        )
+        result = p.result(call, max_time=30)
+        completed += isinstance(result, RequestCompleted)
+        # Nothing raised; once the key is used up the provider seals nothing
+        # more under it (the client, with its own larger limit, may seal on).
+        session = layer(p.provider).session(CLIENT)
+        assert session is not None
+        if session.channel.exhausted and frozen is None:
+            frozen = sealed_by(p.provider, CLIENT)
+        assert frozen is None or sealed_by(p.provider, CLIENT) == frozen
+    provider = security_of(p.provider)
+    assert frozen is not None
+    assert provider.sends_held >= 1 and provider.handshakes_failed >= 1
+    # Its new handshakes are spaced by the handshake timeout, not one per packet.
+    assert provider.usage_rekeys <= 1 + world.net.now / 15.0
+    assert 10 <= completed < 16
+    # The initiator's own rekey brings the traffic back.
+    p.client.node.secure_session(PROVIDER, world.net.now)
+    invoke(p, 100)
+    assert sealed_by(p.provider, CLIENT) < limit
