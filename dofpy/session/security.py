@@ -237,7 +237,10 @@ class SecurityConfig:
         elif not isinstance(self.plaintext, PlaintextPolicy):
             raise TypeError("plaintext must be a PlaintextPolicy")
         elif self.plaintext is PlaintextPolicy.REFUSE and not self.require_security:
-            raise ValueError("plaintext=REFUSE contradicts require_security=False")
+            raise ValueError(
+                "plaintext=REFUSE contradicts require_security=False"
+                " (to allow the clear, set plaintext=PlaintextPolicy.ALLOW)"
+            )
         else:
             object.__setattr__(self, "require_security", self.plaintext is PlaintextPolicy.REFUSE)
         if not 4 <= self.confidentiality_limit <= MAX_PACKET_NUMBER:
