@@ -18,6 +18,7 @@ It is built as a sans-IO core with a thin trio shell:
   its domain (:func:`load_credentials` reads one from the file the Authenticator
   wrote for the node): TEP sessions keyed by the Authenticator, AES-256-CCM on every
   packet, permissions checked on every request (see ``docs/operations.md``);
+  nothing goes in the clear unless :class:`PlaintextPolicy` ``ALLOW`` says so;
 - block transfer: :func:`open_transfer_node` publishes objects (a
   :class:`Manifest` with a Merkle root), relays them and fetches them, every
   block verified before it is stored;
@@ -67,7 +68,7 @@ from dofpy.oap.interface import (
 )
 from dofpy.session._retry import RetryPolicy
 from dofpy.session.node import Node, NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.session.security import PlaintextPolicy, SecurityConfig
 from dofpy.transfer.core import TransferConfig
 from dofpy.transfer.manifest import Manifest
 from dofpy.trio import (
@@ -124,6 +125,7 @@ __all__ = [
     "ObjectClient",
     "Param",
     "PeerIdentityMismatch",
+    "PlaintextPolicy",
     "Property",
     "ProtocolError",
     "Provider",

@@ -55,6 +55,7 @@ from dofpy.session.node import (
     NodeConfig,
     NodeStatistics,
     PeerClosed,
+    PlaintextUsed,
     ResponseReceived,
     SecureSessionEnded,
     SecureSessionEstablished,
@@ -102,6 +103,7 @@ __all__ = [
     "OapEvent",
     "OapStatistics",
     "PeerClosed",
+    "PlaintextUsed",
     "ProviderAnnounced",
     "RequestCompleted",
     "RequestFailed",
@@ -245,6 +247,7 @@ OapEvent = (
     | SecureSessionEnded
     | CommandReceived
     | AuthorityRequested
+    | PlaintextUsed
 )
 
 
@@ -775,6 +778,7 @@ class OapCore:
                     | SecureSessionEstablished()
                     | SecureSessionEnded()
                     | AuthorityRequested()
+                    | PlaintextUsed()
                 ):
                     self._events.append(event)
 

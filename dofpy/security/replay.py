@@ -107,12 +107,18 @@ class PacketCounter:
     limit. Past it the session must be rekeyed (a number, and so a nonce,
     is never used twice with one key)."""
 
-    __slots__ = ("_next",)
+    __slots__ = ("_next", "_start")
 
     def __init__(self, start: int = 1) -> None:
         if isinstance(start, bool) or not 0 <= start <= MAX_PACKET_NUMBER:
             raise ValueError(f"first packet number {start} outside 0..{MAX_PACKET_NUMBER:#x}")
         self._next = start
+        self._start = start
+
+    @property
+    def used(self) -> int:
+        """How many numbers were given out."""
+        return self._next - self._start
 
     @property
     def remaining(self) -> int:

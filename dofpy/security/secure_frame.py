@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from dofpy.errors import BadPacket
+from dofpy.errors import BadPacket, LocalProtocolError
 from dofpy.security.crypto import (
     INITIATOR_NODE,
     RESPONDER_NODE,
@@ -51,6 +51,7 @@ from dofpy.wire.dpp import (
 __all__ = [
     "AuthenticationFailed",
     "ChannelStatistics",
+    "KeyExhausted",
     "OpenedFrame",
     "ReplayedPacket",
     "SecureChannel",
@@ -69,6 +70,13 @@ class ReplayedPacket(BadPacket):
 
 class WrongSession(BadPacket):
     """The datagram is not protected for this session (no SSID match, not CCM)."""
+
+
+class KeyExhausted(LocalProtocolError):
+    """The channel's key protected as many packets as its usage limit allows:
+    it seals nothing more (a new session key is needed). A node checks
+    :attr:`SecureChannel.exhausted` before sealing, so this is never raised
+    out of its send paths."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +270,8 @@ class SecureChannel:
         "_ccm",
         "_counter",
         "_failed",
+        "_first",
+        "_limit",
         "_overhead",
         "_receive_nonce",
         "_security_header",
@@ -280,6 +290,7 @@ class SecureChannel:
         tag_length: int = 16,
         window_size: int = 1024,
         first_packet_number: int = 1,
+        usage_limit: int | None = None,
     ) -> None:
         # Fails now, not at the first packet, on a bad key, tag length or SSID.
         self._ccm = CcmKey(key, tag_length)
@@ -298,6 +309,12 @@ class SecureChannel:
         self._counter = PacketCounter(first_packet_number)
         self._window = ReplayWindow(window_size)
         self._failed = 0
+        if usage_limit is not None and usage_limit < 1:
+            raise ValueError("usage_limit must be >= 1")
+        self._first = first_packet_number
+        # Packets protected under this key (both directions) past which it
+        # seals no more; None: only the packet-number space bounds it.
+        self._limit = usage_limit
 
     @property
     def ssid(self) -> int:
@@ -315,19 +332,58 @@ class SecureChannel:
         """Packet numbers left to send before the session must be rekeyed."""
         return self._counter.remaining
 
+    @property
+    def packets_protected(self) -> int:
+        """How many packets this key has protected, both directions: the ones
+        sealed here and, for the peer's, the highest packet number accepted
+        from it (dofpy numbers from 1, so that is how many it sealed; lost
+        ones included). What the AEAD confidentiality limit counts: one key
+        serves both directions."""
+        highest = self._window.highest
+        return self._counter.used + (0 if highest is None else highest)
+
+    @property
+    def failed_authentications(self) -> int:
+        """Datagrams that named this session but failed authentication:
+        forgery attempts, what the AEAD integrity limit counts."""
+        return self._failed
+
+    @property
+    def usage_limit(self) -> int | None:
+        """:attr:`packets_protected` at which this channel stops sealing."""
+        return self._limit
+
+    @property
+    def exhausted(self) -> bool:
+        """True when sealing one more packet would pass the usage limit (or
+        the packet numbers are used up): a new session key is needed."""
+        if self._counter.remaining <= 0:
+            return True
+        return self._limit is not None and self.packets_protected >= self._limit
+
+    def _next_packet_number(self) -> int:
+        if self._limit is not None and self.packets_protected >= self._limit:
+            raise KeyExhausted("the session key reached its usage limit: rekey the session")
+        return self._counter.next()
+
     def seal(
         self,
         packet: DppPacket,
         *,
         source: int | None = None,
         destination: int | None = None,
+        final: bool = False,
     ) -> bytes:
         """Protect ``packet`` with the next packet number (the bytes of
-        :func:`seal_datagram` with this channel's key, SSID and node)."""
+        :func:`seal_datagram` with this channel's key, SSID and node).
+
+        ``final``: the last packet of the session (its End Session), sealed
+        even at the usage limit so that the peer learns the key is retired;
+        only the packet numbers bound it."""
         app_id = packet.app_id
         if packet.security is not None or app_id is None:
             raise ValueError("seal takes a clear DPP packet (with an app id)")
-        packet_number = self._counter.next()
+        packet_number = self._counter.next() if final else self._next_packet_number()
         associated_data = _secure_dpp_header(packet, self._security_header, packet_number)
         plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + packet.payload
         sealed = self._ccm.seal(
@@ -348,7 +404,7 @@ class SecureChannel:
             retry is not None and not 0 <= retry <= 0xFF
         ):
             raise ValueError("app id, op count or retry out of range")
-        packet_number = self._counter.next()
+        packet_number = self._next_packet_number()
         # DPP header 82 · flags (secure, implied sender, retry byte?) · op count
         # · [retry] · delay 0 · security header · CCM header 01 · packet number.
         associated_data = b"".join(

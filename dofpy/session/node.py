@@ -38,6 +38,7 @@ from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
 from dofpy.session.security import (
     AuthorityRequested,
+    PlaintextUsed,
     SecureSessionEnded,
     SecureSessionEstablished,
     SecurityConfig,
@@ -93,6 +94,7 @@ __all__ = [
     "NodeStatistics",
     "PeerClosed",
     "PeerState",
+    "PlaintextUsed",
     "RequestFailed",
     "ResponseReceived",
     "SecureSessionEnded",
@@ -160,6 +162,7 @@ class NodeStatistics:
     unmatched_responses: int
     duplicate_commands: int
     duplicate_responses_resent: int
+    duplicate_responses_held: int
     duplicate_cache_evictions: int
     retransmissions: int
     requests_timed_out: int
@@ -279,6 +282,7 @@ NodeEvent = (
     | SecureSessionEstablished
     | SecureSessionEnded
     | AuthorityRequested
+    | PlaintextUsed
 )
 
 
@@ -358,6 +362,7 @@ class Node:
                 "unmatched_responses",
                 "duplicate_commands",
                 "duplicate_responses_resent",
+                "duplicate_responses_held",
                 "retransmissions",
                 "requests_timed_out",
                 "events_dropped",
@@ -403,8 +408,9 @@ class Node:
                     security.count("replays")
                     return
                 except AuthenticationFailed:
-                    security.count("authentication_failures")
+                    security.on_authentication_failed(addr, session, now)
                     return
+                security.on_opened(addr, session, now)
                 if plaintext and plaintext[0] < 0x80:
                     app_id, payload = plaintext[0], plaintext[1:]
                 else:
@@ -438,17 +444,18 @@ class Node:
                     security.count("replays")
                     return
                 except AuthenticationFailed:
-                    security.count("authentication_failures")
+                    security.on_authentication_failed(addr, session, now)
                     return
+                security.on_opened(addr, session, now)
                 identity, permissions = session.peer_identity, session.permissions
                 channel = session.channel
-            elif (
-                security is not None
-                and security.config.require_security
-                and packet.app_id not in _PLAINTEXT_APPS
-            ):
-                security.count("plaintext_refused")
-                return
+            elif security is not None and packet.app_id not in _PLAINTEXT_APPS:
+                # In the clear only by explicit choice (PlaintextPolicy.ALLOW), and
+                # never from a peer secured with us: anyone can send from its address.
+                if not security.plaintext_allowed(addr):
+                    security.count("plaintext_refused")
+                    return
+                security.used_plaintext(addr, sent=False)
             self._receive_packet(packet, addr, now, len(data), identity, permissions, channel)
         except BadPacket:
             self._counts["bad_datagrams"] += 1
@@ -734,8 +741,8 @@ class Node:
             if session is not None:
                 # What _transmit does with the packet below, sealed straight
                 # from its fields (SecureChannel.seal_command): no packet built.
-                if security.needs_rekey(pending.peer, now):
-                    security.ensure_session(pending.peer, now)
+                if not security.ready_to_seal(pending.peer, session, now):
+                    return False  # the key is used up: held for the new one
                 sealed = session.channel.seal_command(
                     pending.app_id,
                     pending.payload,
@@ -762,16 +769,19 @@ class Node:
         if security is not None and packet.app_id not in _ALWAYS_PLAIN_APPS:
             session = security.session(peer)
             if session is not None:
-                if security.needs_rekey(peer, now):
-                    security.ensure_session(peer, now)
+                if not security.ready_to_seal(peer, session, now):
+                    return False  # the key is used up: held for the new one
                 self._outgoing.append((session.channel.seal(packet), peer))
                 return True
-            if security.config.require_security and (
-                packet.app_id not in _PLAINTEXT_APPS
-                or (packet.app_id == AppId.TRP and security.config.seal_authority)
-            ):
+            if packet.app_id == AppId.TRP and security.config.seal_authority:
                 security.ensure_session(peer, now)
                 return False
+            if packet.app_id not in _PLAINTEXT_APPS:
+                if not security.plaintext_allowed(peer):
+                    # Policy REFUSE, or a peer once secured: a handshake, never the clear.
+                    security.ensure_session(peer, now)
+                    return False
+                security.used_plaintext(peer, sent=True)
         self._outgoing.append((encode_frame(packet), peer))
         return True
 
@@ -887,6 +897,25 @@ class Node:
                 self._fail(pending, error, now)
         self._emit_event(SecureSessionEnded(peer, error), droppable=False)
 
+    def _fail_bound_elsewhere(
+        self, peer: Address, identity: OID, error: DofError, now: float
+    ) -> None:
+        """Fail the commands to ``peer`` bound to an identity other than
+        ``identity`` (the session that stays): the handshake they waited for
+        failed, and no other session may carry them."""
+
+        def elsewhere(pending: _Pending) -> bool:
+            return pending.identity is not None and pending.identity != identity
+
+        held = self._held.get(peer)
+        if held:
+            kept = deque(p for p in held if not elsewhere(p))
+            self._counts["held_dropped"] += len(held) - len(kept)
+            self._held[peer] = kept
+        for pending in [p for p in self._pending.values() if p.peer == peer and elsewhere(p)]:
+            del self._pending[pending.request_id]
+            self._fail(pending, error, now)
+
     def _on_secure_session_ended(self, peer: Address, error: DofError) -> None:
         identity = self._session_identities.pop(peer, None)
         if identity is not None:
@@ -904,7 +933,7 @@ class Node:
             op_id_type=OpIdType.IMPLIED_SENDER,
             op_count=self._allocate_op(),
         )
-        self._outgoing.append((channel.seal(packet), peer))
+        self._outgoing.append((channel.seal(packet, final=True), peer))
 
     def _emit_event(self, event: NodeEvent, *, droppable: bool) -> bool:
         if droppable and len(self._events) >= self.config.max_events:
@@ -1137,6 +1166,11 @@ class Node:
                         if channel is not None:
                             # Back through the session the copy came on: the
                             # requestor's, whichever is current at the address.
+                            if channel.exhausted:
+                                # Its key is used up: the requestor retries
+                                # under the new one, answered from here then.
+                                self._counts["duplicate_responses_held"] += 1
+                                continue
                             self._outgoing.append((channel.seal(response), addr))
                         else:
                             self._transmit(addr, response, now)

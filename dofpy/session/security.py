@@ -51,9 +51,10 @@ import enum
 import hashlib
 import hmac
 import secrets
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from dofpy._core import Address
 from dofpy.errors import (
@@ -73,6 +74,7 @@ from dofpy.security.crypto import (
     session_key_from_accept,
     verify_confirm,
 )
+from dofpy.security.replay import MAX_PACKET_NUMBER
 from dofpy.security.secure_frame import SecureChannel
 from dofpy.wire.ccm import CcmOptions, CcmStrength
 from dofpy.wire.dpp import AppId
@@ -103,8 +105,12 @@ if TYPE_CHECKING:
     from dofpy.session.node import Node
 
 __all__ = [
+    "CCM_CONFIDENTIALITY_LIMIT",
+    "CCM_INTEGRITY_LIMIT",
     "COOKIE_REJECT_CODE",
     "AuthorityRequested",
+    "PlaintextPolicy",
+    "PlaintextUsed",
     "SecureSessionEnded",
     "SecureSessionEstablished",
     "SecurityConfig",
@@ -125,6 +131,39 @@ _COOKIE_SIZE = 8
 _SSID_MAX = 0x3FFFFFFF  # the largest c4
 _SSID_HALF = 0x20000000  # the bit that splits the SSID space (see _allocate_ssid)
 _NONCE_SIZE = 16
+
+CCM_CONFIDENTIALITY_LIMIT = 2_965_820
+"""Packets one AES-CCM key may protect: 2^21.5, RFC 9001 §6.6 (AEAD_AES_128_CCM;
+the bound depends on the block count, not the key size, so it holds for the
+AES-256-CCM of DOF). One session key serves both directions, so both count."""
+CCM_INTEGRITY_LIMIT = 2_965_820
+"""Datagrams failing authentication under one key before it is retired:
+2^21.5, RFC 9001 §6.6 (AEAD_AES_128_CCM)."""
+
+_Key = TypeVar("_Key")
+
+# A superseded key still opens the peer's packets sent before it switched;
+# once the peer is seen using the new key, only reordered ones can follow.
+_REORDER_GRACE = 2.0
+# Peers remembered for the plaintext policy (secured once, announced once).
+_MAX_REMEMBERED_PEERS = 4096
+
+
+class PlaintextPolicy(enum.Enum):
+    """Whether a node with a :class:`SecurityConfig` ever uses the clear.
+
+    ``REFUSE`` (the default): no application packet is sent or accepted
+    outside a secure session; a command waits for the handshake.
+    ``ALLOW``: with a peer that has no secure session (and never had one
+    with this node), application packets go and are taken in the clear, for a
+    domain that mixes secured and plaintext nodes. Each use is counted
+    (``plaintext_sent``, ``plaintext_accepted``) and announced once per peer
+    and direction with :class:`PlaintextUsed`. A peer once secured is never
+    spoken to, nor heard from, in the clear again: a new handshake instead.
+    """
+
+    REFUSE = "refuse"
+    ALLOW = "allow"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +193,22 @@ class SecurityConfig:
     :class:`~dofpy.errors.PeerIdentityMismatch` when the responder
     authenticates as anyone else, and requests to it are bound to that
     identity as if sent with ``identity=`` (see :meth:`Node.send_command`).
+
+    ``plaintext`` says whether the clear is ever used (:class:`PlaintextPolicy`;
+    ``require_security`` is the older spelling: ``False`` alone still means
+    ``ALLOW``, with a ``DeprecationWarning``; after construction it is True
+    exactly when the policy is ``REFUSE``).
+
+    Key usage (RFC 9001 §6.6): one session key protects at most
+    ``confidentiality_limit`` packets (both directions). The initiator starts
+    a new handshake at half of it, the responder (itself initiating one) at
+    three quarters, and past the limit nothing more is sealed: sends wait for
+    the new key. A key under which ``integrity_limit`` datagrams failed
+    authentication is retired at once (the peer is told with a sealed End
+    Session and the next packet starts a new handshake). A superseded key is
+    kept only to open the peer's packets still in flight: until the peer is
+    seen using the new one (then a short reorder grace) and at most
+    ``superseded_grace`` seconds; End Session retires every key of the peer.
     """
 
     domain: OID
@@ -165,6 +220,7 @@ class SecurityConfig:
     authority: Address | None = None
     local_authority: TrpAuthority | None = field(default=None, repr=False)
     require_security: bool = True
+    plaintext: PlaintextPolicy | None = None
     tag_length: int = 16
     desired_duration: int = 60
     cookie_lifetime: float = 30.0
@@ -176,8 +232,37 @@ class SecurityConfig:
     seal_authority: bool = False
     defer_authority: bool = False
     peer_identities: Mapping[Address, OID] = field(default_factory=dict)
+    confidentiality_limit: int = CCM_CONFIDENTIALITY_LIMIT
+    integrity_limit: int = CCM_INTEGRITY_LIMIT
+    superseded_grace: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.plaintext is None:
+            if not self.require_security:
+                warnings.warn(
+                    "require_security=False sends and accepts application packets in"
+                    " the clear: say so with plaintext=PlaintextPolicy.ALLOW",
+                    DeprecationWarning,
+                    stacklevel=3,
+                )
+            object.__setattr__(
+                self,
+                "plaintext",
+                PlaintextPolicy.REFUSE if self.require_security else PlaintextPolicy.ALLOW,
+            )
+        elif not isinstance(self.plaintext, PlaintextPolicy):
+            raise TypeError("plaintext must be a PlaintextPolicy")
+        elif self.plaintext is PlaintextPolicy.REFUSE and not self.require_security:
+            raise ValueError(
+                "plaintext=REFUSE contradicts require_security=False"
+                " (to allow the clear, set plaintext=PlaintextPolicy.ALLOW)"
+            )
+        else:
+            object.__setattr__(self, "require_security", self.plaintext is PlaintextPolicy.REFUSE)
+        if not 4 <= self.confidentiality_limit <= MAX_PACKET_NUMBER:
+            raise ValueError(f"confidentiality_limit must be 4..{MAX_PACKET_NUMBER}")
+        if self.integrity_limit < 1 or self.superseded_grace < 0:
+            raise ValueError("integrity_limit must be >= 1 and superseded_grace >= 0")
         if len(self.secret) != 32 or len(self.cookie_key) != 32:
             raise ValueError("secret and cookie_key must be 32 bytes each")
         if self.tag_length not in (8, 16):
@@ -215,6 +300,17 @@ class SecureSessionEnded:
 
     peer: Address
     error: DofError
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextUsed:
+    """A node whose policy is :attr:`PlaintextPolicy.ALLOW` first sent
+    (``sent``) or accepted an application packet in the clear with ``peer``
+    (no secure session with it). Announced once per peer and direction; every
+    use is counted (``plaintext_sent``, ``plaintext_accepted``)."""
+
+    peer: Address
+    sent: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,9 +357,17 @@ class SecurityStatistics:
     half_open_replaced: int
     mode_mismatches: int
     identity_mismatches: int
+    usage_rekeys: int
+    sends_held: int
+    keys_retired: int
+    integrity_retirements: int
+    plaintext_sent: int
+    plaintext_accepted: int
     sessions: int
     half_open: int
     authority_pending: int
+    keys: int
+    """Session keys held (current and superseded ones still in their grace)."""
 
 
 class _Phase(enum.Enum):
@@ -317,6 +421,14 @@ class _Session:
     permissions: PermissionSet
     established: float
     expires: float
+    # packets_protected at which a new key is sought (half the limit for the
+    # initiator, three quarters for the responder: the initiator goes first).
+    rekey_at: int
+    # A packet from the peer authenticated under this key: it switched to it.
+    confirmed: bool = False
+    # No usage rekey is started before then (one per handshake timeout, so a
+    # peer that cannot take the handshake is not asked at every packet).
+    rekey_not_before: float = 0.0
 
 
 class SecurityLayer:
@@ -332,7 +444,13 @@ class SecurityLayer:
         self._deferred: dict[int, _Handshake] = {}
         self._next_token = 1
         self._current: dict[Address, _Session] = {}
+        # At most one superseded session per peer, kept for in-flight packets.
+        self._previous: dict[Address, _Session] = {}
         self._by_ssid: dict[tuple[Address, int], _Session] = {}
+        # Plaintext policy ALLOW: peers once secured (never clear again) and the
+        # (peer, sent) pairs already announced with PlaintextUsed.
+        self._secured_peers: dict[Address, None] = {}
+        self._plaintext_announced: dict[tuple[Address, bool], None] = {}
         self._next_ssid = 1
         self._counts = dict.fromkeys(
             (
@@ -355,6 +473,12 @@ class SecurityLayer:
                 "half_open_replaced",
                 "mode_mismatches",
                 "identity_mismatches",
+                "usage_rekeys",
+                "sends_held",
+                "keys_retired",
+                "integrity_retirements",
+                "plaintext_sent",
+                "plaintext_accepted",
             ),
             0,
         )
@@ -367,6 +491,7 @@ class SecurityLayer:
             sessions=len(self._current),
             half_open=sum(1 for h in self._responding.values() if h.phase is not _Phase.DONE),
             authority_pending=len(self._deferred),
+            keys=len(self._by_ssid),
         )
 
     def session(self, peer: Address) -> _Session | None:
@@ -599,6 +724,14 @@ class SecurityLayer:
         self._counts["handshakes_failed"] += 1
         if self._initiating.get(handshake.peer) is handshake:
             del self._initiating[handshake.peer]
+            current = self._current.get(handshake.peer)
+            if current is not None and not current.channel.exhausted:
+                # Only a new key failed: the current one still serves the
+                # commands waiting (and a new key is sought again later) —
+                # except those bound to another identity than its own, which
+                # were waiting for this very handshake.
+                self._node._fail_bound_elsewhere(handshake.peer, current.peer_identity, error, now)
+                return
             self._node._on_secure_session_failed(handshake.peer, error, now)
 
     # -- responder ---------------------------------------------------------------------
@@ -954,16 +1087,36 @@ class SecurityLayer:
         *,
         initiator: bool,
     ) -> None:
+        cfg = self.config
+        limit = cfg.confidentiality_limit
         channel = SecureChannel(
-            key, ssid=ssid, initiator=initiator, tag_length=self.config.tag_length
+            key, ssid=ssid, initiator=initiator, tag_length=cfg.tag_length, usage_limit=limit
         )
-        session = _Session(channel, peer_identity, permissions, now, expires)
-        if peer in self._current:
+        rekey_at = limit // 2 if initiator else limit * 3 // 4
+        session = _Session(channel, peer_identity, permissions, now, expires, rekey_at)
+        # Current plus one superseded session per peer, never more: the one
+        # superseded before is retired now, whatever its grace.
+        older = self._previous.pop(peer, None)
+        if older is not None:
+            self._drop(peer, older)
+        superseded = self._current.get(peer)
+        if superseded is not None:
             self._counts["rekeys"] += 1
+            superseded.expires = min(superseded.expires, now + cfg.superseded_grace)
+            self._previous[peer] = superseded
         self._current[peer] = session
         self._by_ssid[(peer, ssid)] = session
+        if cfg.plaintext is PlaintextPolicy.ALLOW:
+            self._remember(self._secured_peers, peer)
         self._counts["handshakes_completed"] += 1
         self._node._on_secure_session(peer, peer_identity, ssid, initiator, key, now)
+
+    def _drop(self, peer: Address, session: _Session) -> None:
+        """Let go of ``session``'s key (it opens and seals nothing more)."""
+        key = (peer, session.channel.ssid)
+        if self._by_ssid.get(key) is session:
+            del self._by_ssid[key]
+        self._counts["keys_retired"] += 1
 
     def lookup(self, peer: Address, ssid: int | None) -> _Session:
         """The session a secure datagram from ``peer`` names; ``BadPacket`` if none."""
@@ -973,16 +1126,90 @@ class SecurityLayer:
             raise BadPacket(f"no secure session {ssid} with {peer}")
         return session
 
+    def on_opened(self, peer: Address, session: _Session, now: float) -> None:
+        """A datagram from ``peer`` authenticated under ``session``."""
+        if not session.confirmed:
+            session.confirmed = True
+            previous = self._previous.get(peer)
+            if previous is not None and self._current.get(peer) is session:
+                # The peer sends under the new key: only reordered packets can
+                # still come under the old one.
+                previous.expires = min(previous.expires, now + _REORDER_GRACE)
+        if session.channel.packets_protected >= session.rekey_at:
+            self._rekey_for_usage(peer, session, now)
+
+    def on_authentication_failed(self, peer: Address, session: _Session, now: float) -> None:
+        """A datagram naming ``session`` failed authentication (a forgery, or
+        damage). Past the integrity limit the key is retired."""
+        self._counts["authentication_failures"] += 1
+        if session.channel.failed_authentications < self.config.integrity_limit:
+            return
+        self._counts["integrity_retirements"] += 1
+        if self._current.get(peer) is session:
+            # Tell the peer (sealed: only it can read it) so that its next
+            # packet starts a new handshake instead of going unheard.
+            self._end(
+                peer,
+                ClosedResourceError(
+                    f"secure session with {peer} retired: {self.config.integrity_limit}"
+                    " datagrams failed authentication under its key"
+                ),
+                now,
+            )
+        elif self._previous.get(peer) is session:
+            del self._previous[peer]
+            self._drop(peer, session)
+
+    def ready_to_seal(self, peer: Address, session: _Session, now: float) -> bool:
+        """Whether ``session`` (the current one with ``peer``) may seal one more
+        packet now; starts a new handshake when its key is due for one. False
+        (counted ``sends_held``) once the key reached its usage limit: the
+        caller holds the packet for the new session, never sends it clear."""
+        channel = session.channel
+        used = channel.packets_protected
+        if used >= session.rekey_at:
+            self._rekey_for_usage(peer, session, now)
+            if channel.exhausted:
+                self._counts["sends_held"] += 1
+                return False
+        elif channel.initiator and (
+            now >= session.expires or channel.packets_remaining <= self.config.rekey_packets_left
+        ):
+            self.ensure_session(peer, now)
+        return True
+
+    def _rekey_for_usage(self, peer: Address, session: _Session, now: float) -> None:
+        # Either side may start the handshake (TEP lets a responder initiate
+        # one): the responder waits longer, so normally the initiator goes first.
+        if (
+            self._current.get(peer) is session
+            and peer not in self._initiating
+            and now >= session.rekey_not_before
+        ):
+            session.rekey_not_before = now + self.config.handshake_timeout
+            self._counts["usage_rekeys"] += 1
+            self.ensure_session(peer, now)
+
     def end_session(self, peer: Address, now: float) -> bool:
         """End our secure session with ``peer``: tell it with a sealed TEP End
         Session (the only TEP command sent sealed: an End Session in the clear
         could come from anyone, and is ignored). False if there was none."""
-        session = self._current.get(peer)
-        if session is None:
+        if peer not in self._current:
             return False
-        self._node._send_sealed_command(peer, session.channel, encode_tep(TepEndSession()), now)
-        self._forget(peer, ClosedResourceError(f"secure session with {peer} ended by us"))
+        # A new key we were still making with the peer would outlive the End
+        # Session on one side only (the peer drops it on the End Session).
+        handshake = self._initiating.pop(peer, None)
+        if handshake is not None:
+            handshake.move(_Phase.FAILED)
+            self._node.cancel(handshake.rekey_op)
+        self._end(peer, ClosedResourceError(f"secure session with {peer} ended by us"), now)
         return True
+
+    def _end(self, peer: Address, error: DofError, now: float) -> None:
+        session = self._current[peer]
+        if session.channel.packets_remaining > 0:
+            self._node._send_sealed_command(peer, session.channel, encode_tep(TepEndSession()), now)
+        self._forget(peer, error)
 
     def on_sealed_tep_command(self, peer: Address, payload: bytes) -> None:
         """A TEP command that arrived inside the secure session with ``peer``."""
@@ -992,20 +1219,55 @@ class SecurityLayer:
         self._forget(peer, BrokenResourceError(f"{peer} ended the secure session"))
 
     def _forget(self, peer: Address, error: DofError) -> None:
+        """End the session with ``peer``: every key of it is retired now."""
         session = self._current.pop(peer, None)
         if session is None:
             return
-        self._by_ssid.pop((peer, session.channel.ssid), None)
+        self._drop(peer, session)
+        previous = self._previous.pop(peer, None)
+        if previous is not None:
+            self._drop(peer, previous)
         self._node._on_secure_session_ended(peer, error)
 
     def needs_rekey(self, peer: Address, now: float) -> bool:
+        """Whether the current session with ``peer`` is due for a new key (by
+        time or packet numbers for the initiator, by usage for either side)."""
         session = self._current.get(peer)
-        if session is None or not session.channel.initiator:
+        if session is None:
             return False
-        return (
-            now >= session.expires
-            or session.channel.packets_remaining <= self.config.rekey_packets_left
+        channel = session.channel
+        if channel.packets_protected >= session.rekey_at:
+            return True
+        return channel.initiator and (
+            now >= session.expires or channel.packets_remaining <= self.config.rekey_packets_left
         )
+
+    # -- plaintext policy ---------------------------------------------------------------
+
+    def plaintext_allowed(self, peer: Address) -> bool:
+        """Whether application packets may go to, or come from, ``peer`` in
+        the clear now: policy ``ALLOW``, no secure session with it (nor one
+        being started by us), and none ever had (as far as remembered)."""
+        return (
+            self.config.plaintext is PlaintextPolicy.ALLOW
+            and peer not in self._current
+            and peer not in self._initiating
+            and peer not in self._secured_peers
+        )
+
+    def used_plaintext(self, peer: Address, *, sent: bool) -> None:
+        """Count one clear application packet with ``peer``; announce the first."""
+        self._counts["plaintext_sent" if sent else "plaintext_accepted"] += 1
+        if (peer, sent) not in self._plaintext_announced:
+            self._remember(self._plaintext_announced, (peer, sent))
+            self._node._emit_event(PlaintextUsed(peer, sent), droppable=True)
+
+    @staticmethod
+    def _remember(table: dict[_Key, None], key: _Key) -> None:
+        table.pop(key, None)
+        table[key] = None
+        if len(table) > _MAX_REMEMBERED_PEERS:
+            del table[next(iter(table))]
 
     def handle_timer(self, now: float) -> None:
         for handshake in list(self._initiating.values()):
@@ -1021,18 +1283,20 @@ class SecurityLayer:
         for key, session in list(self._by_ssid.items()):
             if now < session.expires:
                 continue
-            if session.channel.initiator and self._current.get(key[0]) is session:
+            peer = key[0]
+            if self._current.get(peer) is not session:
+                # A superseded key at the end of its grace.
+                if self._previous.get(peer) is session:
+                    del self._previous[peer]
+                self._drop(peer, session)
+                continue
+            if session.channel.initiator:
                 # Our own session is due for a new key: start the handshake, keep
                 # using the old key until the new one is in place.
-                self.ensure_session(key[0], now)
+                self.ensure_session(peer, now)
                 session.expires = now + self.config.session_grace
                 continue
-            del self._by_ssid[key]
-            if self._current.get(key[0]) is session:
-                del self._current[key[0]]
-                self._node._on_secure_session_ended(
-                    key[0], ClosedResourceError(f"secure session with {key[0]} expired")
-                )
+            self._forget(peer, ClosedResourceError(f"secure session with {peer} expired"))
 
 
 def _timeout(peer: Address) -> DofError:

@@ -33,6 +33,7 @@ from dofpy.oap.core import (
     OapCore,
     OapStatistics,
     PeerClosed,
+    PlaintextUsed,
     ProviderAnnounced,
     RequestCompleted,
     RequestFailed,
@@ -44,7 +45,7 @@ from dofpy.oap.core import (
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface, Method, Property
-from dofpy.security.keylog import format_keylog_line
+from dofpy.security.keylog import format_keylog_line, open_keylog
 from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
 from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.wire.dpp import AppId
@@ -333,6 +334,12 @@ class DofNode:
                     logger.info("session with %s closed (by peer: %s)", event.peer, event.by_peer)
                 case SecureSessionEstablished():
                     self._on_secure_session(event)
+                case PlaintextUsed():
+                    logger.warning(
+                        "application packets %s %s in the clear (plaintext=ALLOW)",
+                        "sent to" if event.sent else "accepted from",
+                        event.peer,
+                    )
                 case SecureSessionEnded():
                     logger.info("secure session with %s ended: %s", event.peer, event.error)
                     for waiter in self._secure_waiters.pop(event.peer, []):
@@ -695,8 +702,7 @@ async def run_oap_node(
     )
     keylog: TextIO | None = None
     if keylog_path is not None:
-        descriptor = os.open(keylog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        keylog = os.fdopen(descriptor, "a", encoding="ascii")
+        keylog = open_keylog(keylog_path)
     try:
         with lone_exceptions_unwrapped():
             async with trio.open_nursery() as nursery:

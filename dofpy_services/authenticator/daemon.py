@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TextIO
 
 import trio
@@ -30,6 +28,7 @@ from dofpy.errors import BadPacket
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authority import Decision, TrpAuthority
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
+from dofpy.security.keylog import open_keylog
 from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
 from dofpy.session.security import AuthorityRequested, SecurityConfig
 from dofpy.wire.dpp import AppId
@@ -435,12 +434,6 @@ class TrpShell:
                     self._on_answer(command, decision, now)
             finally:
                 self.in_flight.end()
-
-
-def open_keylog(path: str | os.PathLike[str]) -> TextIO:
-    """The key log at ``path``: created private (it holds session keys), appended to."""
-    fd = os.open(Path(path), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    return os.fdopen(fd, "a", encoding="ascii")
 
 
 def own_security(
