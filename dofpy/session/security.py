@@ -1102,7 +1102,14 @@ class SecurityLayer:
         superseded = self._current.get(peer)
         if superseded is not None:
             self._counts["rekeys"] += 1
-            superseded.expires = min(superseded.expires, now + cfg.superseded_grace)
+            if superseded.channel.initiator == initiator:
+                # Our own rekey (or the peer's again): the peer switches to the
+                # new key at once, so the old one only opens what is in flight.
+                superseded.expires = min(superseded.expires, now + cfg.superseded_grace)
+            # Otherwise the two were started by opposite sides (a simultaneous
+            # open, or the peer rekeying a session we started): the peer may go
+            # on sending on the old one, so it stays until the peer is seen
+            # using the new one (on_opened) or it expires.
             self._previous[peer] = superseded
         self._current[peer] = session
         self._by_ssid[(peer, ssid)] = session

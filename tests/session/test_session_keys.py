@@ -353,3 +353,39 @@ def test_a_responder_whose_peer_cannot_take_its_rekey_holds_at_the_limit_and_rec
     p.client.node.secure_session(PROVIDER, world.net.now)
     invoke(p, 100)
     assert sealed_by(p.provider, CLIENT) < limit
+
+
+def test_simultaneous_open_keeps_both_directions_working_past_the_grace() -> None:
+    """Two sessions, one started by each side, are not a rekey of each other:
+    retiring 'the older one' after the grace would cut one direction."""
+    world = SecureDomain()
+    p = Pair(world, world.provider(), world.client())
+    p.provider.node.secure_session(CLIENT, world.net.now)
+    p.client.node.secure_session(PROVIDER, world.net.now)
+    world.net.wakeup(PROVIDER)
+    world.net.wakeup(CLIENT)
+    assert world.net.run_until(
+        lambda: (
+            p.pump()
+            or (
+                security_of(p.provider).handshakes_completed == 2
+                and security_of(p.client).handshakes_completed == 2
+            )
+        ),
+        max_time=10,
+    )
+    end = world.net.now + 31.0
+    world.net.run_until(lambda: p.pump() or world.net.now >= end, max_time=32.0)
+    call = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert p.result(call) == RequestCompleted(call, (21,))
+    back = p.provider.get(CLIENT, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    world.net.wakeup(PROVIDER)
+    assert world.net.run_until(
+        lambda: p.pump() or any(getattr(e, "request_id", None) == back for e in p.provider_events),
+        max_time=20,
+    )
+    answered = next(e for e in p.provider_events if getattr(e, "request_id", None) == back)
+    # The client provides nothing: refused by it, not lost to a retired key.
+    assert "no response" not in str(getattr(answered, "error", ""))
+    for core in (p.client, p.provider):
+        assert security_of(core).authentication_failures == 0
