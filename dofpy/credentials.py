@@ -12,6 +12,11 @@ a device reads it with :func:`load_credentials` and turns it into the
     generation = 0
     secret = "9f...64 hex digits..."
     authenticator = "127.0.0.1:3567"
+    authenticator_identity = "[{03}:authenticator@example.org]"
+
+``authenticator_identity`` (optional) is who the node expects to answer at
+``authenticator``: its sealed-TRP handshake fails with
+:class:`~dofpy.errors.PeerIdentityMismatch` when anyone else does.
 
 The identity secret lets whoever holds it act as the node, so the file is
 written with mode 0600 (atomically: a crash leaves the old file or the new one,
@@ -51,7 +56,15 @@ __all__ = [
 ]
 
 CREDENTIALS_FORMAT = 1
-_KEYS = {"format", "domain", "identity", "generation", "secret", "authenticator"}
+_KEYS = {
+    "format",
+    "domain",
+    "identity",
+    "generation",
+    "secret",
+    "authenticator",
+    "authenticator_identity",
+}
 
 
 class CredentialsError(DofError):
@@ -84,8 +97,11 @@ class NodeCredentials:
     secret: bytes = field(repr=False)
     authenticator: Address | None = None
     generation: int = 0
+    authenticator_identity: OID | None = None
 
     def __post_init__(self) -> None:
+        if self.authenticator_identity is not None and self.authenticator is None:
+            raise ValueError("authenticator_identity needs the authenticator's address")
         if len(self.secret) != SECRET_SIZE:
             raise ValueError(f"an identity secret is {SECRET_SIZE} bytes, not {len(self.secret)}")
         if self.generation < 0:
@@ -114,6 +130,10 @@ class NodeCredentials:
             "authority": self.authenticator,
             "seal_authority": self.authenticator is not None,
         }
+        if self.authenticator is not None and self.authenticator_identity is not None:
+            # Trust by identity: the Authenticator is whoever the file names,
+            # not whoever answers at its address.
+            settings["peer_identities"] = {self.authenticator: self.authenticator_identity}
         settings.update(options)
         return SecurityConfig(**settings)
 
@@ -136,6 +156,10 @@ class NodeCredentials:
         ]
         if self.authenticator is not None:
             lines.append(f"authenticator = {toml_string(format_address(self.authenticator))}")
+        if self.authenticator_identity is not None:
+            lines.append(
+                f"authenticator_identity = {toml_string(str(self.authenticator_identity))}"
+            )
         return "\n".join(lines) + "\n"
 
     def with_authenticator(self, address: Address | None) -> NodeCredentials:
@@ -233,7 +257,9 @@ def _parse(source: Path, data: dict[str, Any]) -> NodeCredentials:
     if data["format"] != CREDENTIALS_FORMAT:
         raise fail("format", f"{CREDENTIALS_FORMAT} (this dofpy reads format {CREDENTIALS_FORMAT})")
     oids: dict[str, OID] = {}
-    for key in ("domain", "identity"):
+    for key in ("domain", "identity", "authenticator_identity"):
+        if key not in data:
+            continue
         value = data[key]
         try:
             if not isinstance(value, str):
@@ -261,4 +287,13 @@ def _parse(source: Path, data: dict[str, Any]) -> NodeCredentials:
             authenticator = parse_address(data["authenticator"])
         except ValueError:
             raise fail("authenticator", "HOST:PORT") from None
-    return NodeCredentials(oids["domain"], oids["identity"], secret, authenticator, generation)
+    if "authenticator_identity" in oids and authenticator is None:
+        raise fail("authenticator_identity", "an authenticator address beside it")
+    return NodeCredentials(
+        oids["domain"],
+        oids["identity"],
+        secret,
+        authenticator,
+        generation,
+        oids.get("authenticator_identity"),
+    )

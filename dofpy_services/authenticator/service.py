@@ -445,6 +445,12 @@ def _add_node_flags(sub: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="the Authenticator's address, written into the credentials file",
     )
+    sub.add_argument(
+        "--authenticator-identity",
+        metavar="OID",
+        help="the Authenticator's own identity, written into the credentials file: the node"
+        " then accepts only that identity at the Authenticator's address",
+    )
 
 
 def _add_node(args: argparse.Namespace) -> int:
@@ -457,6 +463,11 @@ def _add_node(args: argparse.Namespace) -> int:
             authenticator = parse_address(args.authenticator)
         except ValueError as exc:
             raise CliError(f"--authenticator: {exc}") from None
+    authenticator_identity = None
+    if args.authenticator_identity:
+        if authenticator is None:
+            raise CliError("--authenticator-identity needs --authenticator (and --credentials-out)")
+        authenticator_identity = _identity(args.authenticator_identity)
     if args.credentials_out and Path(args.credentials_out).exists():
         raise CliError(f"{args.credentials_out} exists; refusing to overwrite credentials")
     with _existing_db(args.db) as store:
@@ -464,7 +475,13 @@ def _add_node(args: argparse.Namespace) -> int:
         credential = store.domain(domain).credential_for(identity)
     print(f"enrolled {identity} in {domain}")
     if args.credentials_out:
-        credentials = NodeCredentials(domain, identity, credential.secret, authenticator)
+        credentials = NodeCredentials(
+            domain,
+            identity,
+            credential.secret,
+            authenticator,
+            authenticator_identity=authenticator_identity,
+        )
         written = write_credentials(args.credentials_out, credentials)
         print(f"credentials written to {written} (mode 0600)")
     else:

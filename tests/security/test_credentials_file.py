@@ -142,3 +142,23 @@ async def test_a_loaded_file_joins_the_domain(tmp_path: Path) -> None:
             assert await client.invoke(server.local_address, ECHO_OID, ECHO, "echo", "hi") == (
                 "hi",
             )
+
+
+def test_the_authenticator_identity_is_written_read_back_and_binds_its_address(
+    tmp_path: Path,
+) -> None:
+    expected = OID(3, b"authenticator@example.org")
+    named = NodeCredentials(
+        DOMAIN, DEVICE, bytes(range(32)), ("127.0.0.1", 3567), authenticator_identity=expected
+    )
+    path = write_credentials(tmp_path / "device.toml", named)
+    assert load_credentials(path) == named
+    security = named.security_config()
+    assert security.peer_identities == {("127.0.0.1", 3567): expected}
+    assert credentials().security_config().peer_identities == {}
+    with pytest.raises(ValueError, match="needs the authenticator's address"):
+        NodeCredentials(DOMAIN, DEVICE, bytes(32), None, authenticator_identity=expected)
+    text = path.read_text().replace('authenticator = "127.0.0.1:3567"\n', "")
+    path.write_text(text)
+    with pytest.raises(CredentialsError, match="authenticator_identity"):
+        load_credentials(path)

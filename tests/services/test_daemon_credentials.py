@@ -83,3 +83,31 @@ async def test_nodes_join_with_credentials_files(
     # The provider asked for the session key inside a session with the Authenticator.
     assert sealed == load_credentials(tmp_path / "as.cred").identity
     assert authenticator.status == 0
+
+
+def test_add_node_writes_the_authenticators_identity_into_the_credentials(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "as.db")
+    cli(capsys, "init-domain", "--db", db, "example.org")
+    out = tmp_path / "device.cred"
+    node = ["add-node", "--db", db, "--domain", "example.org", "device@example.org"]
+    cli(
+        capsys,
+        *node,
+        "--credentials-out",
+        str(out),
+        "--authenticator",
+        "127.0.0.1:3567",
+        "--authenticator-identity",
+        "as@example.org",
+    )
+    written = load_credentials(out)
+    assert written.authenticator_identity == OID(3, b"as@example.org")
+    assert written.security_config().peer_identities == {
+        ("127.0.0.1", 3567): OID(3, b"as@example.org")
+    }
+    other = [*node[:-1], "other@example.org", "--authenticator-identity", "as@example.org"]
+    refused = main(["authenticator", *other])
+    assert refused != 0
+    assert "--authenticator-identity needs --authenticator" in capsys.readouterr().err

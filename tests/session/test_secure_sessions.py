@@ -10,6 +10,7 @@ import pytest
 from dofpy.oap.core import (
     AccessDenied,
     IncomingRequest,
+    OapConfig,
     OapCore,
     OapEvent,
     RequestCompleted,
@@ -647,3 +648,38 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
     assert isinstance(reply, TrpReject)
     # ... it went sealed: the client holds a session with the Authenticator.
     assert client.peer_identity(AUTHORITY) is not None
+
+
+def test_a_responder_bound_to_the_authenticators_identity_refuses_an_impostor_there() -> None:
+    """The sealed TRP goes only to the Authenticator the credentials name: an
+    enrolled node answering at its address fails the handshake at once
+    (PeerIdentityMismatch) and hears no Request Session; the genuine one is
+    then asked and the client served."""
+    from dofpy.errors import PeerIdentityMismatch  # noqa: PLC0415
+    from dofpy.testing.secure import AUTHENTICATOR_ID  # noqa: PLC0415
+    from dofpy.wire.oid import OID  # noqa: PLC0415
+    from dofpy.wire.permissions import PermissionSet  # noqa: PLC0415
+
+    world, authenticator = sealed_authority_world()
+    impostor_id = OID(3, b"impostor@example.org")
+    world.local.enrol(impostor_id, PermissionSet())
+    impostor = OapCore(OapConfig(node=world.local.node_config(impostor_id)))
+    world.net.remove(AUTHORITY)
+    world.net.add(impostor, AUTHORITY)
+    provider = world.provider(
+        authority=AUTHORITY, seal_authority=True, peer_identities={AUTHORITY: AUTHENTICATOR_ID}
+    )
+    p = Pair(world, provider, world.client())
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert isinstance(p.result(get), RequestFailed)
+    assert p.provider.statistics().node.security.identity_mismatches >= 1  # type: ignore[union-attr]
+    assert any(
+        isinstance(e, SecureSessionEnded) and isinstance(e.error, PeerIdentityMismatch)
+        for e in p.provider_events
+    )
+    assert authenticator.decisions == 0
+    world.net.remove(AUTHORITY)
+    world.net.add(authenticator, AUTHORITY)
+    get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
+    assert p.result(get) == RequestCompleted(get, (21,))
+    assert authenticator.decisions == 1
