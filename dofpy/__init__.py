@@ -71,6 +71,9 @@ from dofpy.session.node import Node, NodeConfig
 from dofpy.session.security import PlaintextPolicy, SecurityConfig
 from dofpy.transfer.core import TransferConfig
 from dofpy.transfer.manifest import Manifest
+from dofpy.transfer.messages import TRANSFER_IID
+from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
+from dofpy.transfer.store import BlockStore, FileStore, MemoryStore
 from dofpy.trio import (
     DofNode,
     Provider,
@@ -82,6 +85,13 @@ from dofpy.trio import (
     open_udp_endpoint,
 )
 from dofpy.wire.oid import IID, OID
+from dofpy.wire.permissions import (
+    Action,
+    BindingPermission,
+    PermissionSet,
+    ProviderPermission,
+    RequestorPermission,
+)
 from dofpy.wire.record import (
     IntRange,
     MaxLen,
@@ -97,8 +107,12 @@ from dofpy.wire.record import (
 __all__ = [
     "IID",
     "OID",
+    "TRANSFER_IID",
+    "Action",
     "Address",
     "BadPacket",
+    "BindingPermission",
+    "BlockStore",
     "BrokenResourceError",
     "ClosedResourceError",
     "CredentialsError",
@@ -108,12 +122,14 @@ __all__ = [
     "DofTimeoutError",
     "Event",
     "ExceptionDef",
+    "FileStore",
     "IntRange",
     "Interface",
     "ItemClient",
     "LocalProtocolError",
     "Manifest",
     "MaxLen",
+    "MemoryStore",
     "Method",
     "Node",
     "NodeConfig",
@@ -125,14 +141,19 @@ __all__ = [
     "ObjectClient",
     "Param",
     "PeerIdentityMismatch",
+    "PermissionSet",
     "PlaintextPolicy",
     "Property",
     "ProtocolError",
     "Provider",
     "ProviderException",
     "ProviderNotPermitted",
+    "ProviderPermission",
+    "ReceiverConfig",
+    "ReceiverStatistics",
     "RecordList",
     "RemoteProtocolError",
+    "RequestorPermission",
     "RetryPolicy",
     "SecurityConfig",
     "Subscription",
