@@ -1236,19 +1236,6 @@ class SecurityLayer:
             self._drop(peer, previous)
         self._node._on_secure_session_ended(peer, error)
 
-    def needs_rekey(self, peer: Address, now: float) -> bool:
-        """Whether the current session with ``peer`` is due for a new key (by
-        time or packet numbers for the initiator, by usage for either side)."""
-        session = self._current.get(peer)
-        if session is None:
-            return False
-        channel = session.channel
-        if channel.packets_protected >= session.rekey_at:
-            return True
-        return channel.initiator and (
-            now >= session.expires or channel.packets_remaining <= self.config.rekey_packets_left
-        )
-
     # -- plaintext policy ---------------------------------------------------------------
 
     def plaintext_allowed(self, peer: Address) -> bool:
