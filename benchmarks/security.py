@@ -37,7 +37,7 @@ class _World:
 
 
 def sansio_handshakes(count: int) -> float:
-    """Handshakes per second, both ends and the authority in one process."""
+    """Handshakes per second, both ends and the authenticator in one process."""
     world = _World(count)
     network = Network(1)
     provider = OapCore(world.config(PROVIDER_ID))

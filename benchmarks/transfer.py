@@ -74,7 +74,7 @@ def requestor_id(index: int) -> OID:
 class BenchDomain:
     """A secured domain: the provider and ``clients`` requestor identities, one key.
 
-    The provider answers TEP with an in-process Authenticator (``local_authority``); a
+    The provider answers TEP with an in-process Authenticator (``local_authenticator``); a
     child process rebuilds the same domain from ``master_key``."""
 
     def __init__(self, clients: int, master_key: bytes | None = None) -> None:
@@ -83,11 +83,11 @@ class BenchDomain:
         self.local.enrol(PROVIDER_ID, grant("p", interface=TRANSFER_IID))
         for index in range(clients):
             self.local.enrol(requestor_id(index), grant("x", interface=TRANSFER_IID))
-        self.authority = self.local.authority
+        self.authenticator = self.local.authenticator
 
     def config(self, identity: OID, *, receiver: ReceiverConfig | None = None) -> TransferConfig:
-        # Requestors never answer a handshake, so only the provider needs the authority.
-        extra = {} if identity == PROVIDER_ID else {"local_authority": None}
+        # Requestors never answer a handshake, so only the provider needs the authenticator.
+        extra = {} if identity == PROVIDER_ID else {"local_authenticator": None}
         oap = OapConfig(node=self.local.node_config(identity, **extra))
         return TransferConfig(oap=oap, receiver=receiver or ReceiverConfig())
 

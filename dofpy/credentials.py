@@ -117,7 +117,7 @@ class NodeCredentials:
         """The :class:`SecurityConfig` of this node: it asks for
         ``permissions`` in its sessions (default: none, a pure requestor of
         objects that need none) and is keyed by the Authenticator of the file,
-        asked inside a secure session with it (``seal_authority``: the
+        asked inside a secure session with it (``seal_authenticator``: the
         Authenticator answers TRP sealed only by default). ``options`` set any
         other :class:`SecurityConfig` field."""
         settings: dict[str, Any] = {
@@ -127,8 +127,8 @@ class NodeCredentials:
             "rng": rng,
             "cookie_key": rng(32),
             "permissions": permissions if permissions is not None else PermissionSet(),
-            "authority": self.authenticator,
-            "seal_authority": self.authenticator is not None,
+            "authenticator": self.authenticator,
+            "seal_authenticator": self.authenticator is not None,
         }
         if self.authenticator is not None and self.authenticator_identity is not None:
             # Trust by identity: the Authenticator is whoever the file names,

@@ -41,7 +41,7 @@ import trio
 
 from dofpy._core import Address
 from dofpy.oap.core import OapConfig
-from dofpy.security.authority import (
+from dofpy.security.authenticator import (
     Decision,
 )
 from dofpy.testing import LocalDomain, grant
@@ -193,12 +193,12 @@ class DemoDomain:
         for identity in [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]:
             self.local.enrol(identity, grant("rxp", interface=TRANSFER_IID))
         self.local.enrol(AUTHENTICATOR_ID)
-        self.authority = self.local.authority
+        self.authenticator = self.local.authenticator
 
-    def config(self, identity: OID, authority: Address) -> TransferConfig:
+    def config(self, identity: OID, authenticator: Address) -> TransferConfig:
         # Responders (provider, relay) ask the Authenticator inside a secure
         # session with it (TRP sealed, the default), so it knows who asks.
-        node = self.local.node_config(identity, authority=authority)
+        node = self.local.node_config(identity, authenticator=authenticator)
         return TransferConfig(
             oap=OapConfig(node=node),
             receiver=ReceiverConfig(block_size=BLOCK_SIZE),
@@ -344,18 +344,18 @@ async def run_demo(
         authenticator = await stack.enter_async_context(
             open_udp_endpoint(
                 AuthenticatorCore(
-                    domain.authority,
+                    domain.authenticator,
                     on_decision=count,
                     security=domain.local.security(AUTHENTICATOR_ID),
                 )
             )
         )
-        authority = authenticator.local_address
+        authenticator_address = authenticator.local_address
         provider = await stack.enter_async_context(
-            open_transfer_node(config=domain.config(PROVIDER_ID, authority))
+            open_transfer_node(config=domain.config(PROVIDER_ID, authenticator_address))
         )
         relay = await stack.enter_async_context(
-            open_transfer_node(config=domain.config(RELAY_ID, authority))
+            open_transfer_node(config=domain.config(RELAY_ID, authenticator_address))
         )
         manifest = provider.publish(data)
         relay.relay(manifest, [provider.local_address])
@@ -370,7 +370,7 @@ async def run_demo(
             nodes.append(
                 await stack.enter_async_context(
                     open_transfer_node(
-                        config=domain.config(requestor_id(index), authority),
+                        config=domain.config(requestor_id(index), authenticator_address),
                         pcap_path=capture,
                         keylog_path=keylog,
                     )

@@ -66,13 +66,13 @@ async def secure_exchange(
     # TRP in the clear, chosen explicitly on both sides: the check is that
     # Wireshark decodes the TRP exchange itself (sealed, it is CCM like any
     # other session).
-    authenticator_core = AuthenticatorCore(local.authority, sealed_only=False)
+    authenticator_core = AuthenticatorCore(local.authenticator, sealed_only=False)
     async with open_udp_endpoint(authenticator_core, pcap_path=trp_pcap) as authenticator:
         as_address = authenticator.local_address
         provider_config = OapConfig(
-            node=local.node_config(PROVIDER_ID, authority=as_address, seal_authority=False)
+            node=local.node_config(PROVIDER_ID, authenticator=as_address, seal_authenticator=False)
         )
-        client_config = OapConfig(node=local.node_config(CLIENT_ID, authority=as_address))
+        client_config = OapConfig(node=local.node_config(CLIENT_ID, authenticator=as_address))
         async with (
             open_node(config=provider_config, keylog_path=keylog) as provider,
             open_node(config=client_config, pcap_path=pcap) as client,

@@ -22,8 +22,8 @@ A node configured with applications besides OAP (``NodeConfig.applications``,
 e.g. TRP for an Authenticator that is also an OAP node) hands their commands
 up unchanged as the node's :class:`CommandReceived` (with the session's
 identity and permissions); the application answers with
-``core.node.send_response``. :class:`AuthorityRequested` (a responder with
-``defer_authority``) is passed up as well.
+``core.node.send_response``. :class:`AuthenticatorRequested` (a responder with
+``defer_authenticator``) is passed up as well.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from dofpy.oap.interface import (
 )
 from dofpy.security.permissions import is_allowed
 from dofpy.session.node import (
-    AuthorityRequested,
+    AuthenticatorRequested,
     CommandReceived,
     Node,
     NodeConfig,
@@ -94,7 +94,7 @@ from dofpy.wire.permissions import Action, PermissionSet
 
 __all__ = [
     "AccessDenied",
-    "AuthorityRequested",
+    "AuthenticatorRequested",
     "CommandReceived",
     "IncomingRequest",
     "Notification",
@@ -246,7 +246,7 @@ OapEvent = (
     | SecureSessionEstablished
     | SecureSessionEnded
     | CommandReceived
-    | AuthorityRequested
+    | AuthenticatorRequested
     | PlaintextUsed
 )
 
@@ -777,7 +777,7 @@ class OapCore:
                     PeerClosed()
                     | SecureSessionEstablished()
                     | SecureSessionEnded()
-                    | AuthorityRequested()
+                    | AuthenticatorRequested()
                     | PlaintextUsed()
                 ):
                     self._events.append(event)

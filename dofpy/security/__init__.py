@@ -12,7 +12,7 @@ sections 4 and 5.
   credentials (identity secrets derived from the domain master key).
 - :mod:`~dofpy.security.permissions`: permission evaluation (may these
   permissions do this? do granted permissions cover requested ones?).
-- :mod:`~dofpy.security.authority`: the sans-IO Authentication Server answering
+- :mod:`~dofpy.security.authenticator`: the sans-IO Authentication Server answering
   TRP Request Session with session tickets.
 - :mod:`~dofpy.security.keylog`: the operator's session key log, for Wireshark.
 """

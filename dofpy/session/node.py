@@ -37,7 +37,7 @@ from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
 from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
 from dofpy.session.security import (
-    AuthorityRequested,
+    AuthenticatorRequested,
     PlaintextUsed,
     SecureSessionEnded,
     SecureSessionEstablished,
@@ -85,7 +85,7 @@ from dofpy.wire.permissions import PermissionSet
 from dofpy.wire.trp import TrpPdu
 
 __all__ = [
-    "AuthorityRequested",
+    "AuthenticatorRequested",
     "CommandHandler",
     "CommandReceived",
     "Node",
@@ -204,7 +204,7 @@ _MAX_HELD_PER_PEER = 256
 _PLAINTEXT_APPS = frozenset({AppId.DSP, AppId.TEP, AppId.TRP, AppId.COMMON})
 # Applications never sealed by the generic path: TEP (a Rekey names its domain
 # only in the clear; the one sealed TEP command, End Session, is sealed apart).
-# TRP is sealed when a session with the Authenticator exists (seal_authority).
+# TRP is sealed when a session with the Authenticator exists (seal_authenticator).
 _ALWAYS_PLAIN_APPS = frozenset({AppId.TEP})
 
 
@@ -281,7 +281,7 @@ NodeEvent = (
     | PeerClosed
     | SecureSessionEstablished
     | SecureSessionEnded
-    | AuthorityRequested
+    | AuthenticatorRequested
     | PlaintextUsed
 )
 
@@ -625,20 +625,20 @@ class Node:
             raise LocalProtocolError("this node has no SecurityConfig")
         return self._security.end_session(peer, now)
 
-    def answer_authority(self, token: int, answer: TrpPdu, now: float) -> bool:
-        """Resume the handshake that :class:`AuthorityRequested` ``token`` waits
-        on (``defer_authority``) with the Authenticator's ``answer``: a
+    def answer_authenticator(self, token: int, answer: TrpPdu, now: float) -> bool:
+        """Resume the handshake that :class:`AuthenticatorRequested` ``token`` waits
+        on (``defer_authenticator``) with the Authenticator's ``answer``: a
         :class:`~dofpy.wire.trp.RequestSessionResponse` sends the Accept, a
         :class:`~dofpy.wire.trp.TrpReject` (or anything else) refuses the
-        handshake, as an in-process authority's answer would.
+        handshake, as an in-process authenticator's answer would.
 
-        Returns False, counted as ``authority_answers_ignored``, when nothing
+        Returns False, counted as ``authenticator_answers_ignored``, when nothing
         waits on ``token`` any more (answered already, handshake timed out,
         never issued): a late worker is harmless, never an error.
         """
         if self._security is None:
             raise LocalProtocolError("this node has no SecurityConfig")
-        return self._security.answer_authority(token, answer, now)
+        return self._security.answer_authenticator(token, answer, now)
 
     def peer_identity(self, peer: Address) -> OID | None:
         """The authenticated identity of ``peer``, when a secure session exists."""
@@ -773,7 +773,7 @@ class Node:
                     return False  # the key is used up: held for the new one
                 self._outgoing.append((session.channel.seal(packet), peer))
                 return True
-            if packet.app_id == AppId.TRP and security.config.seal_authority:
+            if packet.app_id == AppId.TRP and security.config.seal_authenticator:
                 security.ensure_session(peer, now)
                 return False
             if packet.app_id not in _PLAINTEXT_APPS:

@@ -29,20 +29,20 @@ amplification). Half-open handshakes are bounded and what is refused is
 counted.
 
 The session key and the initiator's ticket come from the domain's
-Authenticator (TRP Request Session): over the network (``authority`` address)
-or in-process (``local_authority``, for a responder trusted with the domain's
+Authenticator (TRP Request Session): over the network (``authenticator`` address)
+or in-process (``local_authenticator``, for a responder trusted with the domain's
 credential store).
 
 **Deferred decisions.** A responder that holds the credential store in a
-database must not wait on it inside the event loop. With ``defer_authority``
+database must not wait on it inside the event loop. With ``defer_authenticator``
 the node does not decide at all: each Request Session becomes an
-:class:`AuthorityRequested` event, the application decides wherever it likes
+:class:`AuthenticatorRequested` event, the application decides wherever it likes
 (a worker thread) and hands the answer back with
-:meth:`~dofpy.session.node.Node.answer_authority`; the handshake then goes on
+:meth:`~dofpy.session.node.Node.answer_authenticator`; the handshake then goes on
 exactly as with an in-process answer. A pending decision is a half-open
 handshake (bounded by ``max_half_open``, ended by ``handshake_timeout``); an
 answer that comes too late, twice, or for a token never issued is ignored
-and counted (``authority_answers_ignored``).
+and counted (``authenticator_answers_ignored``).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ from dofpy.errors import (
     PeerIdentityMismatch,
     RemoteProtocolError,
 )
-from dofpy.security.authority import TicketRole, TrpAuthority, open_session_ticket
+from dofpy.security.authenticator import TicketRole, TrpAuthenticator, open_session_ticket
 from dofpy.security.crypto import (
     build_accept,
     build_confirm,
@@ -108,7 +108,7 @@ __all__ = [
     "CCM_CONFIDENTIALITY_LIMIT",
     "CCM_INTEGRITY_LIMIT",
     "COOKIE_REJECT_CODE",
-    "AuthorityRequested",
+    "AuthenticatorRequested",
     "PlaintextPolicy",
     "PlaintextUsed",
     "SecureSessionEnded",
@@ -119,7 +119,7 @@ __all__ = [
 
 COOKIE_REJECT_CODE = 0xC0
 """TEP Reject code meaning "repeat your Rekey with this cookie" (dofpy extension)."""
-AUTHORITY_REJECT_CODE = 0xC1
+AUTHENTICATOR_REJECT_CODE = 0xC1
 """TEP Reject code: the Authenticator refused the session (description: TRP error)."""
 HANDSHAKE_REJECT_CODE = 0xC2
 """TEP Reject code: the responder cannot take the handshake now (busy, bad Rekey)."""
@@ -175,19 +175,19 @@ class SecurityConfig:
     otherwise (a seeded generator is for deterministic tests only).
     ``cookie_key`` keys the stateless handshake cookies (32 random bytes,
     never shared; drawn from the CSPRNG by default). A responder gets session
-    keys from the Authenticator at ``authority`` or, when it holds the
+    keys from the Authenticator at ``authenticator`` or, when it holds the
     credential store, from
-    ``local_authority``. ``desired_duration`` is in minutes (a dofpy
+    ``local_authenticator``. ``desired_duration`` is in minutes (a dofpy
     convention; the field is one byte): the initiator rekeys before it ends.
-    With ``seal_authority`` a responder talks TRP to ``authority`` only inside a
+    With ``seal_authenticator`` a responder talks TRP to ``authenticator`` only inside a
     secure session with it (a TEP handshake with the Authenticator first), so
     the Authenticator knows who asks and nobody sees who talks to whom.
-    With ``defer_authority`` the application is this responder's authority:
-    every Request Session is handed up as :class:`AuthorityRequested` and
-    answered later with :meth:`~dofpy.session.node.Node.answer_authority`, so
+    With ``defer_authenticator`` the application is this responder's authenticator:
+    every Request Session is handed up as :class:`AuthenticatorRequested` and
+    answered later with :meth:`~dofpy.session.node.Node.answer_authenticator`, so
     a credential store in a database is never queried on the event loop (the
-    Authenticator's own handshakes). It excludes ``authority`` and
-    ``local_authority``: one place decides.
+    Authenticator's own handshakes). It excludes ``authenticator`` and
+    ``local_authenticator``: one place decides.
     ``peer_identities`` binds addresses to the identities expected there: a
     handshake this node starts with such an address fails with
     :class:`~dofpy.errors.PeerIdentityMismatch` when the responder
@@ -217,8 +217,8 @@ class SecurityConfig:
     rng: Callable[[int], bytes] = field(default=secrets.token_bytes, repr=False)
     cookie_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     permissions: PermissionSet = field(default_factory=PermissionSet)
-    authority: Address | None = None
-    local_authority: TrpAuthority | None = field(default=None, repr=False)
+    authenticator: Address | None = None
+    local_authenticator: TrpAuthenticator | None = field(default=None, repr=False)
     require_security: bool = True
     plaintext: PlaintextPolicy | None = None
     tag_length: int = 16
@@ -229,8 +229,8 @@ class SecurityConfig:
     max_half_open_per_source: int = 8
     rekey_packets_left: int = 1 << 16
     session_grace: float = 30.0
-    seal_authority: bool = False
-    defer_authority: bool = False
+    seal_authenticator: bool = False
+    defer_authenticator: bool = False
     peer_identities: Mapping[Address, OID] = field(default_factory=dict)
     confidentiality_limit: int = CCM_CONFIDENTIALITY_LIMIT
     integrity_limit: int = CCM_INTEGRITY_LIMIT
@@ -273,12 +273,12 @@ class SecurityConfig:
             raise ValueError("max_half_open_per_source must be >= 1")
         if self.max_half_open < 1 or self.cookie_lifetime <= 0 or self.handshake_timeout <= 0:
             raise ValueError("max_half_open, cookie_lifetime, handshake_timeout must be > 0")
-        if self.defer_authority and (
-            self.authority is not None or self.local_authority is not None
+        if self.defer_authenticator and (
+            self.authenticator is not None or self.local_authenticator is not None
         ):
             raise ValueError(
-                "defer_authority hands every decision to the application:"
-                " authority and local_authority would never be asked"
+                "defer_authenticator hands every decision to the application:"
+                " authenticator and local_authenticator would never be asked"
             )
 
 
@@ -314,13 +314,13 @@ class PlaintextUsed:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthorityRequested:
-    """A responder with ``defer_authority`` needs the Authenticator's answer to
+class AuthenticatorRequested:
+    """A responder with ``defer_authenticator`` needs the Authenticator's answer to
     ``command`` (the Request Session for the Rekey from ``peer``).
 
-    Decide it (``TrpAuthority.decide(command)``, in a worker thread when the
+    Decide it (``TrpAuthenticator.decide(command)``, in a worker thread when the
     credential store is a database) and give the response back with
-    :meth:`~dofpy.session.node.Node.answer_authority` before ``deadline``
+    :meth:`~dofpy.session.node.Node.answer_authenticator` before ``deadline``
     (the handshake's end, on the node's clock). The initiator's identity in
     ``command`` is only claimed: deciding it is what authenticates it.
     """
@@ -351,8 +351,8 @@ class SecurityStatistics:
     plaintext_refused: int
     rekeys: int
     busy_retries: int
-    authority_requests: int
-    authority_answers_ignored: int
+    authenticator_requests: int
+    authenticator_answers_ignored: int
     control_ignored: int
     half_open_replaced: int
     mode_mismatches: int
@@ -365,7 +365,7 @@ class SecurityStatistics:
     plaintext_accepted: int
     sessions: int
     half_open: int
-    authority_pending: int
+    authenticator_pending: int
     keys: int
     """Session keys held (current and superseded ones still in their grace)."""
 
@@ -373,7 +373,7 @@ class SecurityStatistics:
 class _Phase(enum.Enum):
     REKEY_SENT = "rekey-sent"  # initiator: waiting for Accept (or a cookie)
     CONFIRM_SENT = "confirm-sent"  # initiator: waiting for Confirm Ack
-    ASKING_AUTHORITY = "asking-authority"  # responder: waiting for the tickets
+    ASKING_AUTHENTICATOR = "asking-authenticator"  # responder: waiting for the tickets
     ACCEPT_SENT = "accept-sent"  # responder: waiting for Confirm
     DONE = "done"
     FAILED = "failed"
@@ -382,7 +382,7 @@ class _Phase(enum.Enum):
 _PHASE_TRANSITIONS: dict[_Phase, frozenset[_Phase]] = {
     _Phase.REKEY_SENT: frozenset({_Phase.REKEY_SENT, _Phase.CONFIRM_SENT, _Phase.FAILED}),
     _Phase.CONFIRM_SENT: frozenset({_Phase.DONE, _Phase.FAILED}),
-    _Phase.ASKING_AUTHORITY: frozenset({_Phase.ACCEPT_SENT, _Phase.FAILED}),
+    _Phase.ASKING_AUTHENTICATOR: frozenset({_Phase.ACCEPT_SENT, _Phase.FAILED}),
     _Phase.ACCEPT_SENT: frozenset({_Phase.DONE, _Phase.FAILED}),
     _Phase.DONE: frozenset(),
     _Phase.FAILED: frozenset(),
@@ -406,7 +406,7 @@ class _Handshake:
     accept: TepAccept | None = None
     session_key: bytes | None = field(default=None, repr=False)
     ssid: int | None = None
-    token: int | None = None  # the AuthorityRequested it waits on (defer_authority)
+    token: int | None = None  # the AuthenticatorRequested it waits on (defer_authenticator)
 
     def move(self, phase: _Phase) -> None:
         if phase not in _PHASE_TRANSITIONS[self.phase]:
@@ -439,8 +439,8 @@ class SecurityLayer:
         self._node = node
         self._initiating: dict[Address, _Handshake] = {}
         self._responding: dict[tuple[Address, int], _Handshake] = {}
-        self._authority_requests: dict[int, tuple[Address, int]] = {}
-        # defer_authority: the handshakes waiting on the application, by token.
+        self._authenticator_requests: dict[int, tuple[Address, int]] = {}
+        # defer_authenticator: the handshakes waiting on the application, by token.
         self._deferred: dict[int, _Handshake] = {}
         self._next_token = 1
         self._current: dict[Address, _Session] = {}
@@ -467,8 +467,8 @@ class SecurityLayer:
                 "plaintext_refused",
                 "rekeys",
                 "busy_retries",
-                "authority_requests",
-                "authority_answers_ignored",
+                "authenticator_requests",
+                "authenticator_answers_ignored",
                 "control_ignored",
                 "half_open_replaced",
                 "mode_mismatches",
@@ -490,7 +490,7 @@ class SecurityLayer:
             **self._counts,
             sessions=len(self._current),
             half_open=sum(1 for h in self._responding.values() if h.phase is not _Phase.DONE),
-            authority_pending=len(self._deferred),
+            authenticator_pending=len(self._deferred),
             keys=len(self._by_ssid),
         )
 
@@ -772,7 +772,7 @@ class SecurityLayer:
                 if existing is not None:
                     if existing.accept is not None and existing.phase is _Phase.ACCEPT_SENT:
                         self._reply(peer, op, existing.accept, now)
-                    return  # still asking the authority: the Accept will come
+                    return  # still asking the authenticator: the Accept will come
                 self._on_rekey(peer, op, pdu, received_size, now)
             case TepConfirm():
                 if existing is None:
@@ -828,7 +828,7 @@ class SecurityLayer:
         command = RequestSessionCommand(cfg.domain, responder, rekey.initiator)
         handshake = _Handshake(
             peer,
-            _Phase.ASKING_AUTHORITY,
+            _Phase.ASKING_AUTHENTICATOR,
             now + cfg.handshake_timeout,
             rekey.initiator,
             op,
@@ -837,24 +837,24 @@ class SecurityLayer:
         )
         self._responding[(peer, op)] = handshake
         self._counts["handshakes_started"] += 1
-        if cfg.local_authority is not None:
-            decision = cfg.local_authority.decide(command)
-            self._on_authority_answer(handshake, decision.response, now)
-        elif cfg.defer_authority:
+        if cfg.local_authenticator is not None:
+            decision = cfg.local_authenticator.decide(command)
+            self._on_authenticator_answer(handshake, decision.response, now)
+        elif cfg.defer_authenticator:
             token = self._next_token
             self._next_token += 1
             handshake.token = token
             self._deferred[token] = handshake
-            self._counts["authority_requests"] += 1
+            self._counts["authenticator_requests"] += 1
             # Not droppable: at most max_half_open of these wait at a time.
             self._node._emit_event(
-                AuthorityRequested(token, peer, command, handshake.deadline), droppable=False
+                AuthenticatorRequested(token, peer, command, handshake.deadline), droppable=False
             )
-        elif cfg.authority is not None:
+        elif cfg.authenticator is not None:
             request_id = self._node._send_internal_command(
-                cfg.authority, AppId.TRP, encode_trp(command), now, "trp"
+                cfg.authenticator, AppId.TRP, encode_trp(command), now, "trp"
             )
-            self._authority_requests[request_id] = (peer, op)
+            self._authenticator_requests[request_id] = (peer, op)
         else:
             self._refuse_handshake(handshake, b"no authenticator configured", now)
 
@@ -915,32 +915,32 @@ class SecurityLayer:
         self._reply(
             handshake.peer, handshake.rekey_op, TepReject(HANDSHAKE_REJECT_CODE, b"busy"), now
         )
-        for request_id, key in list(self._authority_requests.items()):
+        for request_id, key in list(self._authenticator_requests.items()):
             if key == (handshake.peer, handshake.rekey_op):
-                del self._authority_requests[request_id]
+                del self._authenticator_requests[request_id]
 
-    def answer_authority(self, token: int, answer: TrpPdu, now: float) -> bool:
-        """The application's answer to :class:`AuthorityRequested` ``token``:
+    def answer_authenticator(self, token: int, answer: TrpPdu, now: float) -> bool:
+        """The application's answer to :class:`AuthenticatorRequested` ``token``:
         the handshake goes on (Accept or Reject). False, and counted, when
         nothing waits on ``token`` (unknown, answered already, or the
         handshake ended or timed out)."""
         handshake = self._deferred.pop(token, None)
         if (
             handshake is None
-            or handshake.phase is not _Phase.ASKING_AUTHORITY
+            or handshake.phase is not _Phase.ASKING_AUTHENTICATOR
             or self._responding.get((handshake.peer, handshake.rekey_op)) is not handshake
             or now >= handshake.deadline
         ):
             # A timed-out handshake is swept by handle_timer (and counted failed there).
-            self._counts["authority_answers_ignored"] += 1
+            self._counts["authenticator_answers_ignored"] += 1
             return False
-        self._on_authority_answer(handshake, answer, now)
+        self._on_authenticator_answer(handshake, answer, now)
         return True
 
     def on_trp_response(self, request_id: int, payload: bytes, now: float) -> None:
-        key = self._authority_requests.pop(request_id, None)
+        key = self._authenticator_requests.pop(request_id, None)
         handshake = None if key is None else self._responding.get(key)
-        if handshake is None or handshake.phase is not _Phase.ASKING_AUTHORITY:
+        if handshake is None or handshake.phase is not _Phase.ASKING_AUTHENTICATOR:
             return
         try:
             pdu = decode_trp_untrusted(payload, True)
@@ -950,18 +950,18 @@ class SecurityLayer:
         if not isinstance(pdu, RequestSessionResponse | TrpReject):
             self._refuse_handshake(handshake, b"bad authenticator answer", now)
             return
-        self._on_authority_answer(handshake, pdu, now)
+        self._on_authenticator_answer(handshake, pdu, now)
 
     def on_trp_failure(self, request_id: int, error: DofError, now: float) -> None:
-        key = self._authority_requests.pop(request_id, None)
+        key = self._authenticator_requests.pop(request_id, None)
         handshake = None if key is None else self._responding.get(key)
-        if handshake is not None and handshake.phase is _Phase.ASKING_AUTHORITY:
+        if handshake is not None and handshake.phase is _Phase.ASKING_AUTHENTICATOR:
             self._refuse_handshake(handshake, f"authenticator: {error}".encode(), now)
 
-    def _on_authority_answer(self, handshake: _Handshake, answer: object, now: float) -> None:
+    def _on_authenticator_answer(self, handshake: _Handshake, answer: object, now: float) -> None:
         if isinstance(answer, TrpReject):
             self._refuse_handshake(
-                handshake, f"{answer.error.name}".encode(), now, code=AUTHORITY_REJECT_CODE
+                handshake, f"{answer.error.name}".encode(), now, code=AUTHENTICATOR_REJECT_CODE
             )
             return
         if not isinstance(answer, RequestSessionResponse):

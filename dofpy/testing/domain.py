@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dofpy._core import Address
-from dofpy.security.authority import InMemoryCredentialStore, NodeRecord, TrpAuthority
+from dofpy.security.authenticator import InMemoryCredentialStore, NodeRecord, TrpAuthenticator
 from dofpy.security.identity import Domain, KeyCredential
 from dofpy.session.node import NodeConfig
 from dofpy.session.security import SecurityConfig
@@ -54,7 +54,7 @@ class LocalDomain:
         self.rng = rng
         self.domain = Domain(oid, master_key if master_key is not None else rng(32))
         self.store = InMemoryCredentialStore([self.domain])
-        self.authority = TrpAuthority(self.store, rng)
+        self.authenticator = TrpAuthenticator(self.store, rng)
         self._grants: dict[OID, PermissionSet] = {}
 
     @property
@@ -91,15 +91,15 @@ class LocalDomain:
         identity: OID,
         *,
         asks: PermissionSet | None = None,
-        authority: Address | None = None,
+        authenticator: Address | None = None,
         **overrides: Any,
     ) -> SecurityConfig:
         """The security configuration of ``identity``: it asks for ``asks``
         (default: all it was granted); responders ask the Authenticator at
-        ``authority`` (sealed, inside a secure session with it, as a
-        sealed-only Authenticator requires; ``seal_authority=False`` asks in
+        ``authenticator`` (sealed, inside a secure session with it, as a
+        sealed-only Authenticator requires; ``seal_authenticator=False`` asks in
         the clear), or (by default) the in-process one, or with
-        ``defer_authority=True`` the application."""
+        ``defer_authenticator=True`` the application."""
         options: dict[str, Any] = {
             "domain": self.oid,
             "identity": identity,
@@ -109,12 +109,12 @@ class LocalDomain:
             "permissions": asks
             if asks is not None
             else self._grants.get(identity, PermissionSet()),
-            "authority": authority,
-            "seal_authority": authority is not None,
-            "local_authority": (
+            "authenticator": authenticator,
+            "seal_authenticator": authenticator is not None,
+            "local_authenticator": (
                 None
-                if authority is not None or overrides.get("defer_authority")
-                else self.authority
+                if authenticator is not None or overrides.get("defer_authenticator")
+                else self.authenticator
             ),
         }
         options.update(overrides)

@@ -30,7 +30,7 @@ from typing import Any
 from dofpy._core import Address
 from dofpy.errors import DofError
 from dofpy.oap.core import OapConfig, OapCore
-from dofpy.security.authority import InMemoryCredentialStore, TrpAuthority
+from dofpy.security.authenticator import InMemoryCredentialStore, TrpAuthenticator
 from dofpy.security.identity import Domain
 from dofpy.session.security import SecurityConfig
 from dofpy.testing.domain import LocalDomain, grant
@@ -41,8 +41,8 @@ from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
 
 __all__ = [
+    "AUTHENTICATOR_ADDRESS",
     "AUTHENTICATOR_ID",
-    "AUTHORITY",
     "CLIENT",
     "CLIENT_ID",
     "DOMAIN_OID",
@@ -60,7 +60,7 @@ PROVIDER_ID = OID(3, b"thermostat-host@example.org")
 CLIENT_ID = OID(3, b"console@example.org")
 PROVIDER: Address = ("10.1.0.1", 3567)
 CLIENT: Address = ("10.1.0.2", 40000)
-AUTHORITY: Address = ("10.1.0.9", 3568)
+AUTHENTICATOR_ADDRESS: Address = ("10.1.0.9", 3568)
 AUTHENTICATOR_ID = OID(3, b"authenticator@example.org")
 
 
@@ -100,14 +100,14 @@ class SecureDomain:
         return self.local.store
 
     @property
-    def authority(self) -> TrpAuthority:
-        return self.local.authority
+    def authenticator(self) -> TrpAuthenticator:
+        return self.local.authenticator
 
     def authenticator_security(self, **overrides: Any) -> SecurityConfig:
         """The security of an Authenticator of this domain (:data:`AUTHENTICATOR_ID`,
-        enrolled on first use, keyed by the in-process authority): what a
-        sealed-only ``AuthenticatorCore`` at :data:`AUTHORITY` needs, so that
-        nodes given ``authority=AUTHORITY`` ask it inside a secure session.
+        enrolled on first use, keyed by the in-process authenticator): what a
+        sealed-only ``AuthenticatorCore`` at :data:`AUTHENTICATOR_ADDRESS` needs, so that
+        nodes given ``authenticator=AUTHENTICATOR_ADDRESS`` ask it inside a secure session.
         ``overrides`` go to :meth:`LocalDomain.security`."""
         if self.store.lookup(DOMAIN_OID, AUTHENTICATOR_ID) is None:
             self.local.enrol(AUTHENTICATOR_ID)
@@ -138,7 +138,7 @@ async def open_secure_node(
 ) -> AsyncIterator[DofNode]:
     """A :class:`~dofpy.trio.DofNode` of ``domain`` as ``identity`` on
     127.0.0.1 port 0; ``security`` goes to :meth:`LocalDomain.security`
-    (``asks=``, ``authority=``...)."""
+    (``asks=``, ``authenticator=``...)."""
     config = OapConfig(node=domain.node_config(identity, **security))
     async with open_node(("127.0.0.1", 0), config) as node:
         yield node

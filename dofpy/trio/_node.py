@@ -25,7 +25,7 @@ from dofpy._core import Address, DatagramCore
 from dofpy.errors import ClosedResourceError, DofError, LocalProtocolError
 from dofpy.oap.core import (
     AccessDenied,
-    AuthorityRequested,
+    AuthenticatorRequested,
     CommandReceived,
     IncomingRequest,
     Notification,
@@ -86,7 +86,7 @@ def current_request() -> IncomingRequest:
         ) from None
 
 
-ApplicationHandler = Callable[[CommandReceived | AuthorityRequested], None]
+ApplicationHandler = Callable[[CommandReceived | AuthenticatorRequested], None]
 """Takes the commands of one non-OAP application (see
 :meth:`DofNode.set_application_handler`)."""
 
@@ -345,7 +345,7 @@ class DofNode:
                     for waiter in self._secure_waiters.pop(event.peer, []):
                         waiter.error = event.error
                         waiter.done.set()
-                case CommandReceived() | AuthorityRequested():
+                case CommandReceived() | AuthenticatorRequested():
                     app_id = event.app_id if isinstance(event, CommandReceived) else AppId.TRP
                     application = self._application_handlers.get(app_id)
                     if application is None:
@@ -372,11 +372,11 @@ class DofNode:
         :class:`~dofpy.session.node.CommandReceived`; ``None`` removes it.
 
         The handler of ``AppId.TRP`` also takes the
-        :class:`~dofpy.session.security.AuthorityRequested` of a node with
-        ``defer_authority`` (both are TRP Request Sessions to decide). It runs
+        :class:`~dofpy.session.security.AuthenticatorRequested` of a node with
+        ``defer_authenticator`` (both are TRP Request Sessions to decide). It runs
         in the receive path, so it must not block: start a task (bounded by
         the application) that answers with ``core.node.send_response`` or
-        ``core.node.answer_authority``, then :meth:`wakeup`. What it raises is
+        ``core.node.answer_authenticator``, then :meth:`wakeup`. What it raises is
         logged and counted (``handler_errors``). Commands of an application
         without a handler are dropped (their requestor times out).
         """

@@ -2,8 +2,8 @@
 
 :class:`TrpResponder` (sans-IO) takes the TRP commands an OAP node with TRP
 among its applications hands up, and the Request Sessions of handshakes with
-the Authenticator itself (``defer_authority``); it refuses at once what needs
-no store, asks the :class:`~dofpy.security.authority.TrpAuthority` for the
+the Authenticator itself (``defer_authenticator``); it refuses at once what needs
+no store, asks the :class:`~dofpy.security.authenticator.TrpAuthenticator` for the
 rest (or hands them to a shell) and answers. :class:`AuthenticatorCore` is a
 :class:`dofpy.DatagramCore` deciding on the spot, for the simulator.
 :class:`TrpShell` is the daemon's trio side: decisions in worker threads,
@@ -26,11 +26,11 @@ import trio
 from dofpy._core import Address
 from dofpy.errors import BadPacket
 from dofpy.oap.core import OapConfig, OapCore
-from dofpy.security.authority import Decision, TrpAuthority
+from dofpy.security.authenticator import Decision, TrpAuthenticator
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.security.keylog import open_keylog
 from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
-from dofpy.session.security import AuthorityRequested, SecurityConfig
+from dofpy.session.security import AuthenticatorRequested, SecurityConfig
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import (
@@ -73,14 +73,14 @@ AUTHENTICATOR_NODE = OID(3, b"authenticator")
 @dataclass(frozen=True, slots=True)
 class TrpCommand:
     """A TRP decision handed to the shell (see ``on_command``): it decides
-    (``authority.decide(pdu)``, store lookups: in a worker thread) unless
+    (``authenticator.decide(pdu)``, store lookups: in a worker thread) unless
     ``decision`` is already made (a refusal needing no store), then answers
     with :meth:`TrpResponder.answer`.
 
     Either a TRP command from ``peer`` (``op_count`` to answer it; ``identity``
     the responder its secure session authenticated, for a sealed command) or,
     with ``token``, the Request Session of a handshake with the Authenticator
-    itself (a responder opening a sealed-TRP session: ``defer_authority``)."""
+    itself (a responder opening a sealed-TRP session: ``defer_authenticator``)."""
 
     peer: Address
     op_count: int | None
@@ -104,10 +104,10 @@ _NO_SEALED_TRP = (
 
 class TrpResponder:
     """The sans-IO TRP side of an Authenticator node: takes the node's TRP
-    commands and its deferred authority requests (``on_event``), refuses at
+    commands and its deferred authenticator requests (``on_event``), refuses at
     once what needs no store (a malformed command, a sealed request for
     another responder than the session's) and answers the rest with
-    ``authority``.
+    ``authenticator``.
 
     **Sealed only by default**: TRP in the clear would tell anyone who asks
     who is enrolled, revoked and granted what, and hand out grants (and audit
@@ -125,7 +125,7 @@ class TrpResponder:
     half-open state at once). Other hosts are served meanwhile.
     ``on_unserved(reason)`` hears of each (``"clear"``, ``"rate-limited"``).
 
-    By default it decides each command as it arrives, calling the authority
+    By default it decides each command as it arrives, calling the authenticator
     (and so its store) on the spot: right for the simulator and an in-memory
     store. With ``on_command`` it hands each over (a :class:`TrpCommand`) and
     the shell answers it later with :meth:`answer`, so that store lookups run
@@ -136,7 +136,7 @@ class TrpResponder:
     def __init__(
         self,
         node: Node,
-        authority: TrpAuthority,
+        authenticator: TrpAuthenticator,
         *,
         sealed_only: bool = True,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
@@ -147,7 +147,7 @@ class TrpResponder:
         if sealed_only and node.config.security is None:
             raise ValueError(_NO_SEALED_TRP)
         self._node = node
-        self._authority = authority
+        self._authenticator = authenticator
         self._sealed_only = sealed_only
         self._limiter = None if rate_limit is None else HostRateLimiter(rate_limit)
         self._on_command = on_command
@@ -166,15 +166,15 @@ class TrpResponder:
         """The per-host rate limiter (None when unlimited)."""
         return self._limiter
 
-    def on_event(self, event: CommandReceived | AuthorityRequested, now: float) -> None:
+    def on_event(self, event: CommandReceived | AuthenticatorRequested, now: float) -> None:
         """One TRP command, or one handshake's Request Session, to answer."""
         if self._limiter is not None and not self._limiter.allow(event.peer, now):
             self.rate_limited += 1
             self._unserved("rate-limited")
-            if isinstance(event, AuthorityRequested):
-                self._node.answer_authority(event.token, TrpReject(TrpError.HIGH_LOAD), now)
+            if isinstance(event, AuthenticatorRequested):
+                self._node.answer_authenticator(event.token, TrpReject(TrpError.HIGH_LOAD), now)
             return
-        if isinstance(event, AuthorityRequested):
+        if isinstance(event, AuthenticatorRequested):
             command = TrpCommand(event.peer, None, event.command, None, None, event.token)
         elif event.identity is None and self._sealed_only:
             self.clear_refused += 1
@@ -191,7 +191,7 @@ class TrpResponder:
             decision = Decision(TrpReject(TrpError.HIGH_LOAD), False, "the authenticator is busy")
         elif decision is None:
             assert command.pdu is not None
-            decision = self._authority.decide(command.pdu)
+            decision = self._authenticator.decide(command.pdu)
         self.answer(command, decision, now)
 
     def _unserved(self, reason: str) -> None:
@@ -204,7 +204,7 @@ class TrpResponder:
         try:
             pdu = decode_trp_untrusted(event.payload, is_response=False)
         except BadPacket as exc:
-            decision = self._authority.decide_bad_payload(exc)
+            decision = self._authenticator.decide_bad_payload(exc)
         else:
             refusal = self._refusal(pdu, event.identity)
             if refusal is not None:
@@ -216,7 +216,7 @@ class TrpResponder:
         the endpoint) and report it to ``on_decision``."""
         self.decisions += 1
         if command.token is not None:
-            self._node.answer_authority(command.token, decision.response, now)
+            self._node.answer_authenticator(command.token, decision.response, now)
         elif command.op_count is not None:
             # To the identity that asked only (a decision made in a worker
             # thread may come after another identity took the address).
@@ -233,7 +233,7 @@ class TrpResponder:
 
     @staticmethod
     def _refusal(pdu: TrpPdu, identity: OID | None) -> str | None:
-        """Why a TRP command is refused before the authority decides, if it is."""
+        """Why a TRP command is refused before the authenticator decides, if it is."""
         if (
             identity is not None
             and isinstance(pdu, RequestSessionCommand)
@@ -249,12 +249,12 @@ object, health) and the common operations."""
 
 
 class AuthenticatorCore:
-    """A DatagramCore answering TRP commands with ``authority``, deciding on
+    """A DatagramCore answering TRP commands with ``authenticator``, deciding on
     the spot (the simulator, in-memory stores; the daemon runs a
     :class:`TrpResponder` on its OAP node instead, deciding in worker threads).
 
     ``security`` is the Authenticator's own identity in the domain, keyed by
-    ``authority`` itself as its ``local_authority`` (or ``defer_authority``,
+    ``authenticator`` itself as its ``local_authenticator`` (or ``defer_authenticator``,
     then its handshakes go through the responder and its rate limit too):
     responders talk TRP to it inside a secure session, and a sealed Request
     Session is granted only to the responder the session authenticated. TRP
@@ -266,7 +266,7 @@ class AuthenticatorCore:
 
     def __init__(
         self,
-        authority: TrpAuthority,
+        authenticator: TrpAuthenticator,
         on_decision: Callable[[Decision, Address, float], None] | None = None,
         node_id: OID = AUTHENTICATOR_NODE,
         *,
@@ -287,7 +287,7 @@ class AuthenticatorCore:
         )
         self.responder = TrpResponder(
             self._core.node,
-            authority,
+            authenticator,
             sealed_only=sealed_only,
             rate_limit=rate_limit,
             on_decision=on_decision,
@@ -324,7 +324,7 @@ class AuthenticatorCore:
 
     def _drain(self, now: float) -> None:
         while (event := self._core.next_event()) is not None:
-            if isinstance(event, AuthorityRequested) or (
+            if isinstance(event, AuthenticatorRequested) or (
                 isinstance(event, CommandReceived) and event.app_id == AppId.TRP
             ):
                 self.responder.on_event(event, now)
@@ -352,7 +352,7 @@ def _audit_detail(decision: Decision, peer: Address) -> str:
 class TrpShell:
     """The trio side of a deferred :class:`TrpResponder`: takes each
     :class:`TrpCommand` (``on_command``), and in worker tasks decides it with
-    ``authority.decide`` in a worker thread (store lookups, never on the
+    ``authenticator.decide`` in a worker thread (store lookups, never on the
     loop), writes its audit record (batched with others, see
     :class:`~dofpy_services.authenticator.store.AsyncAuthenticatorStore`) and
     the key-log line, then answers it on the loop. Answering after the audit
@@ -366,7 +366,7 @@ class TrpShell:
 
     def __init__(
         self,
-        authority: TrpAuthority,
+        authenticator: TrpAuthenticator,
         store: AsyncAuthenticatorStore,
         in_thread: Callable[..., Awaitable[Any]],
         *,
@@ -375,7 +375,7 @@ class TrpShell:
         on_answer: Callable[[TrpCommand, Decision, float], None] | None = None,
         in_flight: InFlight | None = None,
     ) -> None:
-        self._authority = authority
+        self._authenticator = authenticator
         self._store = store
         self._in_thread = in_thread
         self._keylog = keylog
@@ -400,7 +400,7 @@ class TrpShell:
         decision = command.decision
         if decision is None:
             assert command.pdu is not None
-            decision = await self._in_thread(self._authority.decide, command.pdu)
+            decision = await self._in_thread(self._authenticator.decide, command.pdu)
         outcome = "granted" if decision.granted else "refused"
         # The audit log keeps wall-clock time.
         await self._store.audit(
@@ -442,15 +442,15 @@ def own_security(
     node: OID,
     secret: bytes | None = None,
     *,
-    authority: TrpAuthority | None = None,
+    authenticator: TrpAuthenticator | None = None,
 ) -> SecurityConfig:
     """The Authenticator's own :class:`SecurityConfig` as ``node`` of ``domain``
     (a blocking store lookup: call it in a worker thread). ``secret``, from a
     credentials file, must be the one the store derives for the node.
 
     Responders handshaking with it (sealed TRP) are keyed by the Authenticator
-    itself: by ``authority`` on the spot when given (the simulator), else
-    deferred (``defer_authority``: the node asks its application, which decides
+    itself: by ``authenticator`` on the spot when given (the simulator), else
+    deferred (``defer_authenticator``: the node asks its application, which decides
     in a worker thread, so the loop never waits on the store)."""
     record = store.lookup(domain, node)
     if record is None or record.revoked:
@@ -464,6 +464,6 @@ def own_security(
         rng=secrets.token_bytes,
         cookie_key=secrets.token_bytes(32),
         permissions=record.permissions,
-        local_authority=authority,
-        defer_authority=authority is None,
+        local_authenticator=authenticator,
+        defer_authenticator=authenticator is None,
     )

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from dofpy._core import Address
 from dofpy.credentials import NodeCredentials, parse_address, write_credentials
-from dofpy.security.authority import Decision, TrpAuthority
+from dofpy.security.authenticator import Decision, TrpAuthenticator
 from dofpy.session.node import NodeConfig
 from dofpy.trio import DofNode
 from dofpy.wire.dpp import AppId
@@ -303,7 +303,7 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
     store: AsyncAuthenticatorStore = context.store
     metrics: AuthenticatorMetrics = context.metrics
     keylog = open_keylog(config.keylog) if config.keylog is not None else None
-    authority = TrpAuthority(store.sync, secrets.token_bytes)
+    authenticator = TrpAuthenticator(store.sync, secrets.token_bytes)
     arrivals: dict[int, float] = {}
 
     def answered(command: TrpCommand, decision: Decision, now: float) -> None:
@@ -322,7 +322,7 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
         )
 
     shell = TrpShell(
-        authority,
+        authenticator,
         store,
         context.in_thread,
         keylog=keylog,
@@ -343,7 +343,7 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
 
     responder = TrpResponder(
         node.core.node,
-        authority,
+        authenticator,
         sealed_only=config.sealed_only,
         rate_limit=_rate_limit(config),
         on_command=take,

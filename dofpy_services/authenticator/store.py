@@ -38,7 +38,7 @@ from functools import partial
 from typing import Self
 
 from dofpy.errors import BadPacket
-from dofpy.security.authority import NodeRecord
+from dofpy.security.authenticator import NodeRecord
 from dofpy.security.identity import MASTER_KEY_SIZE, Domain
 from dofpy.wire._codec import C2_MAX, encode_c2
 from dofpy.wire.oid import OID, decode_oid_untrusted
@@ -419,7 +419,7 @@ def _delete_audit(tx: Transaction) -> None:
 class AuthenticatorStore:
     """The Authenticator's database, blocking: what the CLI (and the daemon
     until it moves to :class:`AsyncAuthenticatorStore`) needs of it; a
-    :class:`dofpy.security.authority.CredentialStore`. Made by
+    :class:`dofpy.security.authenticator.CredentialStore`. Made by
     :func:`open_store`; safe to use from several threads."""
 
     def __init__(self, database: SyncDatabase) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from dofpy.security.authority import TicketRole, open_session_ticket
+from dofpy.security.authenticator import TicketRole, open_session_ticket
 from dofpy.security.identity import Domain
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.oid import IID, OID

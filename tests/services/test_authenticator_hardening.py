@@ -13,13 +13,13 @@ import pytest
 
 from dofpy._core import Address
 from dofpy.oap.core import RequestCompleted
-from dofpy.security.authority import Decision
+from dofpy.security.authenticator import Decision
 from dofpy.security.crypto import build_rekey
 from dofpy.session.node import CommandReceived
-from dofpy.session.security import AuthorityRequested
+from dofpy.session.security import AuthenticatorRequested
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.secure import (
-    AUTHORITY,
+    AUTHENTICATOR_ADDRESS,
     CLIENT,
     CLIENT_ID,
     PROVIDER,
@@ -88,18 +88,18 @@ def authenticator_world(
     world = SecureDomain()
     decided: list[tuple[Decision, Address]] = []
     core = AuthenticatorCore(
-        world.authority,
+        world.authenticator,
         lambda decision, peer, now: decided.append((decision, peer)),
         security=world.authenticator_security(),
         **options,
     )
-    world.net.add(core, AUTHORITY)
+    world.net.add(core, AUTHENTICATOR_ADDRESS)
     return world, core, decided
 
 
 def genuine_get(world: SecureDomain) -> object:
     """The genuine provider (asking the Authenticator sealed) serves a client."""
-    p = Pair(world, world.provider(authority=AUTHORITY), world.client())
+    p = Pair(world, world.provider(authenticator=AUTHENTICATOR_ADDRESS), world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     return p.result(get) == RequestCompleted(get, (21,))
 
@@ -113,7 +113,7 @@ def test_clear_trp_is_refused_by_default_alike_for_all_and_decides_nothing() -> 
     askers = [CLIENT_ID, OID(3, b"authenticator@example.org"), OID(3, b"nobody@example.org")]
     requests = [clear_request(world, initiator, 100 + i) for i, initiator in enumerate(askers)]
     for request in requests:
-        world.net.inject(request, ATTACKER, AUTHORITY)
+        world.net.inject(request, ATTACKER, AUTHENTICATOR_ADDRESS)
     world.net.run_until(lambda: len(sink.received) == len(requests), max_time=5)
     assert len(sink.received) == len(requests)
     payloads = {decode_frame_untrusted(answer)[1].payload for answer in sink.received}
@@ -138,7 +138,7 @@ def test_clear_trp_still_answered_when_chosen_explicitly() -> None:
     world, authenticator, _ = authenticator_world(sealed_only=False)
     sink = Sink()
     world.net.add(sink, ATTACKER)
-    world.net.inject(clear_request(world, CLIENT_ID, 7), ATTACKER, AUTHORITY)
+    world.net.inject(clear_request(world, CLIENT_ID, 7), ATTACKER, AUTHENTICATOR_ADDRESS)
     world.net.run_until(lambda: bool(sink.received), max_time=5)
     answer = decode_trp_untrusted(decode_frame_untrusted(sink.received[0])[1].payload, True)
     assert isinstance(answer, RequestSessionResponse)
@@ -148,7 +148,7 @@ def test_clear_trp_still_answered_when_chosen_explicitly() -> None:
 def test_a_core_without_its_own_identity_must_choose_clear_trp() -> None:
     world = SecureDomain()
     with pytest.raises(ValueError, match="sealed_only=False"):
-        AuthenticatorCore(world.authority)
+        AuthenticatorCore(world.authenticator)
 
 
 @pytest.mark.parametrize("sealed_only", [True, False])
@@ -156,7 +156,7 @@ def test_one_flooding_host_is_rate_limited_while_another_is_served(sealed_only: 
     limit = RateLimit(rate=20, burst=40, max_hosts=64)
     world, authenticator, decided = authenticator_world(sealed_only=sealed_only, rate_limit=limit)
     # The genuine provider needs the Authenticator for the client's session...
-    p = Pair(world, world.provider(authority=AUTHORITY), world.client())
+    p = Pair(world, world.provider(authenticator=AUTHENTICATOR_ADDRESS), world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     world.net.wakeup(CLIENT)
     # ... while one host sends 1,000 requests a second for 2 s, its port
@@ -165,7 +165,7 @@ def test_one_flooding_host_is_rate_limited_while_another_is_served(sealed_only: 
     for _tick in range(200):
         for _ in range(10):
             source = (ATTACKER[0], 40000 + sent % 5000)
-            world.net.inject(clear_request(world, CLIENT_ID, sent), source, AUTHORITY)
+            world.net.inject(clear_request(world, CLIENT_ID, sent), source, AUTHENTICATOR_ADDRESS)
             sent += 1
         world.net.run_until(p.pump, max_time=0.01)
     world.net.run_until(p.pump, max_time=1.0)
@@ -200,7 +200,7 @@ class FakeNode:
     answers: list[tuple[int, object]] = field(default_factory=list)
     responses: list[tuple[Address, int, bytes]] = field(default_factory=list)
 
-    def answer_authority(self, token: int, answer: object, now: float) -> bool:
+    def answer_authenticator(self, token: int, answer: object, now: float) -> bool:
         self.answers.append((token, answer))
         return True
 
@@ -216,7 +216,7 @@ def test_handshakes_over_the_rate_are_refused_high_load_without_a_decision() -> 
     decided: list[Decision] = []
     responder = TrpResponder(
         node,  # type: ignore[arg-type]
-        world.authority,
+        world.authenticator,
         rate_limit=RateLimit(rate=1, burst=3, max_hosts=8),
         on_decision=lambda decision, peer, now: decided.append(decision),
     )
@@ -226,9 +226,9 @@ def test_handshakes_over_the_rate_are_refused_high_load_without_a_decision() -> 
         build_rekey(world.domain.oid, CLIENT_ID, bytes(16)).initiator,
     )
     for token in range(10):
-        responder.on_event(AuthorityRequested(token, ATTACKER, command, 10.0), 0.0)
+        responder.on_event(AuthenticatorRequested(token, ATTACKER, command, 10.0), 0.0)
     # A genuine responder on another host, meanwhile: decided.
-    responder.on_event(AuthorityRequested(99, PROVIDER, command, 10.0), 0.0)
+    responder.on_event(AuthenticatorRequested(99, PROVIDER, command, 10.0), 0.0)
     assert responder.rate_limited == 7 and responder.decisions == 4 and len(decided) == 4
     high_load = [token for token, answer in node.answers if answer == TrpReject(TrpError.HIGH_LOAD)]
     assert high_load == list(range(3, 10))

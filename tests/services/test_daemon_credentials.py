@@ -62,7 +62,7 @@ async def test_nodes_join_with_credentials_files(
         provider_file = load_credentials(tmp_path / "thermostat.cred")
         client_file = load_credentials(tmp_path / "client.cred")
         provider_config = provider_file.with_authenticator(authenticator.udp).node_config(
-            PermissionSet((ProviderPermission(),)), seal_authority=True
+            PermissionSet((ProviderPermission(),)), seal_authenticator=True
         )
         client_config = client_file.with_authenticator(authenticator.udp).node_config(
             PermissionSet((RequestorPermission(), reads))

@@ -25,7 +25,7 @@ from dofpy.credentials import parse_address
 from dofpy.errors import LocalProtocolError
 from dofpy.oap.errors import OapError
 from dofpy.oap.interface import Interface, Method, Param, ValueType
-from dofpy.security.authority import NodeRecord
+from dofpy.security.authenticator import NodeRecord
 from dofpy.transfer.store import MemoryStore
 from dofpy.trio import Provider, open_node
 from dofpy.wire.dpp import decode_frame_untrusted
@@ -250,7 +250,7 @@ class SlowStore:
 
 
 class SlowAsyncStore:
-    """The daemon's store, its blocking lookups (the authority's, in worker
+    """The daemon's store, its blocking lookups (the authenticator's, in worker
     threads) made slow by :class:`SlowStore`."""
 
     def __init__(self, inner: AsyncAuthenticatorStore) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from dofpy.errors import RemoteProtocolError
 from dofpy.oap.core import (
-    AuthorityRequested,
+    AuthenticatorRequested,
     IncomingRequest,
     OapCore,
     OapEvent,
@@ -19,13 +19,13 @@ from dofpy.oap.core import (
 )
 from dofpy.session.security import SecureSessionEnded, SecurityStatistics
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
-from dofpy.testing.secure import AUTHORITY, CLIENT, CLIENT_ID, PROVIDER, SecureDomain
+from dofpy.testing.secure import AUTHENTICATOR_ADDRESS, CLIENT, CLIENT_ID, PROVIDER, SecureDomain
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.dsp import DspTerminate, encode_dsp
 from dofpy.wire.oid import OID
 from dofpy.wire.tep import TepConfirmAck, TepReject, encode_tep
 from dofpy.wire.trp import TrpError, TrpReject, encode_trp
-from tests.session.test_secure_sessions import sealed_authority_world
+from tests.session.test_secure_sessions import sealed_authenticator_world
 
 Address = tuple[str, int]
 # An off-path spoofer's guesses: the ids a counter from 1 would have used.
@@ -104,7 +104,7 @@ def test_half_open_flood_is_bounded_per_source_and_a_genuine_initiator_establish
     world = SecureDomain()
     # The provider's application decides every Request Session: it leaves the
     # attacker's waiting (as a slow Authenticator would), so each stays half-open.
-    provider = world.provider(defer_authority=True, max_half_open=16)
+    provider = world.provider(defer_authenticator=True, max_half_open=16)
     attackers = []
     for index in range(40):
         if claim == "one-host-many-identities":
@@ -117,11 +117,11 @@ def test_half_open_flood_is_bounded_per_source_and_a_genuine_initiator_establish
         attacker.node.secure_session(PROVIDER, world.net.now)
         world.net.wakeup(address)
         attackers.append(attacker)
-    requests: list[AuthorityRequested] = []
+    requests: list[AuthenticatorRequested] = []
 
     def collect() -> bool:
         while (event := provider.next_event()) is not None:
-            if isinstance(event, AuthorityRequested):
+            if isinstance(event, AuthenticatorRequested):
                 requests.append(event)
         for attacker in attackers:
             while attacker.next_event() is not None:
@@ -142,9 +142,9 @@ def test_half_open_flood_is_bounded_per_source_and_a_genuine_initiator_establish
 
     def done() -> bool:
         while (event := provider.next_event()) is not None:
-            if isinstance(event, AuthorityRequested) and event.initiator == CLIENT_ID:
-                answer = world.authority.decide(event.command).response
-                assert provider.node.answer_authority(event.token, answer, world.net.now)
+            if isinstance(event, AuthenticatorRequested) and event.initiator == CLIENT_ID:
+                answer = world.authenticator.decide(event.command).response
+                assert provider.node.answer_authenticator(event.token, answer, world.net.now)
             elif isinstance(event, IncomingRequest):
                 provider.respond(event, [21], world.net.now)
         world.net.wakeup(PROVIDER)
@@ -207,15 +207,15 @@ def test_spoofed_clear_dsp_terminate_is_ignored_while_security_is_required() -> 
         assert stats(core).sessions == 1
 
 
-def test_spoofed_trp_reject_in_the_clear_does_not_refuse_a_sealed_authority_handshake() -> None:
-    world, _authenticator = sealed_authority_world()
-    provider = world.provider(authority=AUTHORITY, seal_authority=True)
+def test_spoofed_trp_reject_in_the_clear_does_not_refuse_a_sealed_authenticator_handshake() -> None:
+    world, _authenticator = sealed_authenticator_world()
+    provider = world.provider(authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=True)
     client = world.client()
     forged = encode_trp(TrpReject(TrpError.ACCESS_DENIED))
 
     def spoof() -> None:
         for op in GUESSED_OPS:
-            world.net.inject(clear_response(AppId.TRP, forged, op), AUTHORITY, PROVIDER)
+            world.net.inject(clear_response(AppId.TRP, forged, op), AUTHENTICATOR_ADDRESS, PROVIDER)
 
     result = get_result(world, provider, client, spoof=spoof)
     assert isinstance(result, RequestCompleted) and result.values == (21,)
@@ -223,21 +223,21 @@ def test_spoofed_trp_reject_in_the_clear_does_not_refuse_a_sealed_authority_hand
     assert stats(client).handshakes_failed == 0
 
 
-def test_spoofed_trp_reject_in_the_clear_authority_path_needs_the_random_op_id() -> None:
+def test_spoofed_trp_reject_in_the_clear_authenticator_path_needs_the_random_op_id() -> None:
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
 
     world = SecureDomain()
     clear = AuthenticatorCore(
-        world.authority, security=world.authenticator_security(), sealed_only=False
+        world.authenticator, security=world.authenticator_security(), sealed_only=False
     )
-    world.net.add(clear, AUTHORITY)
-    provider = world.provider(authority=AUTHORITY, seal_authority=False)
+    world.net.add(clear, AUTHENTICATOR_ADDRESS)
+    provider = world.provider(authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=False)
     client = world.client()
     forged = encode_trp(TrpReject(TrpError.ACCESS_DENIED))
 
     def spoof() -> None:
         for op in GUESSED_OPS:
-            world.net.inject(clear_response(AppId.TRP, forged, op), AUTHORITY, PROVIDER)
+            world.net.inject(clear_response(AppId.TRP, forged, op), AUTHENTICATOR_ADDRESS, PROVIDER)
 
     result = get_result(world, provider, client, spoof=spoof)
     assert isinstance(result, RequestCompleted) and result.values == (21,)

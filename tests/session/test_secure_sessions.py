@@ -22,7 +22,7 @@ from dofpy.session.security import COOKIE_REJECT_CODE, SecureSessionEnded, Secur
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import LinkConditions
 from dofpy.testing.secure import (
-    AUTHORITY,
+    AUTHENTICATOR_ADDRESS,
     CLIENT,
     CLIENT_ID,
     PROVIDER,
@@ -113,10 +113,11 @@ def test_remote_authenticator_over_trp() -> None:
 
     world = SecureDomain()
     world.net.add(
-        AuthenticatorCore(world.authority, security=world.authenticator_security()), AUTHORITY
+        AuthenticatorCore(world.authenticator, security=world.authenticator_security()),
+        AUTHENTICATOR_ADDRESS,
     )
-    # A node given a remote authority asks it sealed (the Authenticator's default).
-    p = Pair(world, world.provider(authority=AUTHORITY), world.client())
+    # A node given a remote authenticator asks it sealed (the Authenticator's default).
+    p = Pair(world, world.provider(authenticator=AUTHENTICATOR_ADDRESS), world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
 
@@ -125,9 +126,9 @@ def test_remote_authenticator_in_the_clear_only_when_both_sides_choose_it() -> N
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
 
     world = SecureDomain()
-    authenticator = AuthenticatorCore(world.authority, sealed_only=False)
-    world.net.add(authenticator, AUTHORITY)
-    provider = world.provider(authority=AUTHORITY, seal_authority=False)
+    authenticator = AuthenticatorCore(world.authenticator, sealed_only=False)
+    world.net.add(authenticator, AUTHENTICATOR_ADDRESS)
+    provider = world.provider(authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=False)
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
@@ -286,8 +287,8 @@ def test_cookie_reject_is_smaller_than_the_rekey_and_keeps_no_state() -> None:
 def test_half_open_handshakes_are_bounded_and_counted() -> None:
     world = SecureDomain()
     provider = world.provider(
-        max_half_open=3, authority=("10.9.9.9", 1)
-    )  # an authority that never answers
+        max_half_open=3, authenticator=("10.9.9.9", 1)
+    )  # an authenticator that never answers
     for index in range(6):
         address = ("10.2.0.1", 50000 + index)
         client = world.client(address)
@@ -349,7 +350,7 @@ def test_read_is_denied_without_r() -> None:
     assert failed.error.error_code is OapErrorCode.PERMISSION_DENIED
 
 
-def test_asking_for_more_than_granted_is_refused_by_the_authority() -> None:
+def test_asking_for_more_than_granted_is_refused_by_the_authenticator() -> None:
     p = pair(client_grant="r", client_asks="rw")
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
     failed = p.result(get)
@@ -403,7 +404,7 @@ def test_a_session_the_responder_forgot_is_unknown() -> None:
 
 def test_unreachable_authenticator_refuses_the_handshake() -> None:
     world = SecureDomain()
-    provider = world.provider(authority=("10.9.9.9", 1))
+    provider = world.provider(authenticator=("10.9.9.9", 1))
     client = world.client(handshake_timeout=120.0)
     p = Pair(world, provider, client)
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
@@ -498,7 +499,7 @@ def test_one_way_commands_wait_for_the_secure_session() -> None:
     assert p.client.statistics().node.held_dropped == 0
 
 
-def test_responder_cannot_claim_more_than_the_authority_granted() -> None:
+def test_responder_cannot_claim_more_than_the_authenticator_granted() -> None:
     from dofpy.security.crypto import build_accept  # noqa: PLC0415
     from dofpy.wire.security import KeyRequest, SecurityIdentity  # noqa: PLC0415
     from dofpy.wire.tep import ResponderInit, TepRekey, encode_tep  # noqa: PLC0415
@@ -513,7 +514,7 @@ def test_responder_cannot_claim_more_than_the_authority_granted() -> None:
         rekey = decode_tep_untrusted(packet.payload, is_response=False)
         assert isinstance(rekey, TepRekey) and packet.op_count is not None
         honest = KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x11" * 16, thermostat_grant("p"))
-        decision = world.authority.decide(
+        decision = world.authenticator.decide(
             RequestSessionCommand(world.domain.oid, honest, rekey.initiator)
         )
         answer = decision.response
@@ -575,31 +576,33 @@ def test_clients_turned_away_busy_come_back_and_get_their_session() -> None:
     assert retries == security.half_open_refused + security.half_open_replaced
 
 
-def sealed_authority_world() -> tuple[SecureDomain, Any]:
+def sealed_authenticator_world() -> tuple[SecureDomain, Any]:
     from dofpy_services.authenticator.daemon import AuthenticatorCore  # noqa: PLC0415
 
     world = SecureDomain()
-    core = AuthenticatorCore(world.authority, security=world.authenticator_security())
-    world.net.add(core, AUTHORITY)
+    core = AuthenticatorCore(world.authenticator, security=world.authenticator_security())
+    world.net.add(core, AUTHENTICATOR_ADDRESS)
     return world, core
 
 
 def test_trp_sealed_inside_a_session_with_the_authenticator() -> None:
 
-    world, authenticator = sealed_authority_world()
-    provider = world.provider(authority=AUTHORITY, seal_authority=True)
+    world, authenticator = sealed_authenticator_world()
+    provider = world.provider(authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=True)
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
     # The provider first opened a secure session with the Authenticator itself.
-    assert provider.node.peer_identity(AUTHORITY) is not None
+    assert provider.node.peer_identity(AUTHENTICATOR_ADDRESS) is not None
     assert authenticator.decisions == 1
 
 
 def test_sealed_only_authenticator_refuses_trp_in_the_clear() -> None:
 
-    world, authenticator = sealed_authority_world()
-    provider = world.provider(authority=AUTHORITY, seal_authority=False)  # asks in the clear
+    world, authenticator = sealed_authenticator_world()
+    provider = world.provider(
+        authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=False
+    )  # asks in the clear
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
@@ -618,13 +621,17 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
         encode_trp,
     )
 
-    world, _authenticator = sealed_authority_world()
+    world, _authenticator = sealed_authenticator_world()
     # The client (authenticated to the Authenticator as itself) asks for a
     # session key as if it were the provider.
     from dofpy.security.crypto import build_rekey  # noqa: PLC0415
     from dofpy.session.node import Node  # noqa: PLC0415
 
-    client = Node(world.local.node_config(CLIENT_ID, authority=AUTHORITY, seal_authority=True))
+    client = Node(
+        world.local.node_config(
+            CLIENT_ID, authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=True
+        )
+    )
     world.net.add(client, CLIENT)
 
     initiator = build_rekey(world.domain.oid, CLIENT_ID, b"\x01" * 16).initiator
@@ -633,7 +640,9 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
         KeyRequest(SecurityIdentity(PROVIDER_ID), b"\x02" * 16, thermostat_grant("p")),
         initiator,
     )
-    request = client.send_command(AUTHORITY, AppId.TRP, encode_trp(forged), world.net.now)
+    request = client.send_command(
+        AUTHENTICATOR_ADDRESS, AppId.TRP, encode_trp(forged), world.net.now
+    )
     answers: list[object] = []
 
     def answered() -> bool:
@@ -647,7 +656,7 @@ def test_authenticator_grants_a_sealed_request_only_to_the_responder_it_authenti
     reply = decode_trp_untrusted(answers[0].payload, True)  # type: ignore[attr-defined]
     assert isinstance(reply, TrpReject)
     # ... it went sealed: the client holds a session with the Authenticator.
-    assert client.peer_identity(AUTHORITY) is not None
+    assert client.peer_identity(AUTHENTICATOR_ADDRESS) is not None
 
 
 def test_a_responder_bound_to_the_authenticators_identity_refuses_an_impostor_there() -> None:
@@ -660,14 +669,16 @@ def test_a_responder_bound_to_the_authenticators_identity_refuses_an_impostor_th
     from dofpy.wire.oid import OID  # noqa: PLC0415
     from dofpy.wire.permissions import PermissionSet  # noqa: PLC0415
 
-    world, authenticator = sealed_authority_world()
+    world, authenticator = sealed_authenticator_world()
     impostor_id = OID(3, b"impostor@example.org")
     world.local.enrol(impostor_id, PermissionSet())
     impostor = OapCore(OapConfig(node=world.local.node_config(impostor_id)))
-    world.net.remove(AUTHORITY)
-    world.net.add(impostor, AUTHORITY)
+    world.net.remove(AUTHENTICATOR_ADDRESS)
+    world.net.add(impostor, AUTHENTICATOR_ADDRESS)
     provider = world.provider(
-        authority=AUTHORITY, seal_authority=True, peer_identities={AUTHORITY: AUTHENTICATOR_ID}
+        authenticator=AUTHENTICATOR_ADDRESS,
+        seal_authenticator=True,
+        peer_identities={AUTHENTICATOR_ADDRESS: AUTHENTICATOR_ID},
     )
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
@@ -678,8 +689,8 @@ def test_a_responder_bound_to_the_authenticators_identity_refuses_an_impostor_th
         for e in p.provider_events
     )
     assert authenticator.decisions == 0
-    world.net.remove(AUTHORITY)
-    world.net.add(authenticator, AUTHORITY)
+    world.net.remove(AUTHENTICATOR_ADDRESS)
+    world.net.add(authenticator, AUTHENTICATOR_ADDRESS)
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
     assert authenticator.decisions == 1

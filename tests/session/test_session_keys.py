@@ -326,7 +326,7 @@ def test_a_responder_whose_peer_cannot_take_its_rekey_holds_at_the_limit_and_rec
     p = Pair(
         world,
         world.provider(confidentiality_limit=limit),
-        world.client(local_authority=None, handshake_timeout=2.0),
+        world.client(local_authenticator=None, handshake_timeout=2.0),
     )
     completed = 0
     frozen: int | None = None

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import trio
 
-from dofpy.oap.core import AuthorityRequested, CommandReceived, OapConfig
-from dofpy.security.authority import TrpAuthority
+from dofpy.oap.core import AuthenticatorRequested, CommandReceived, OapConfig
+from dofpy.security.authenticator import TrpAuthenticator
 from dofpy.session.node import NodeConfig
 from dofpy.testing import LocalDomain
 from dofpy.testing import grant as grant_on
@@ -27,22 +27,24 @@ HEALTH_OID = OID(3, b"health@example.org")
 class Deciding:
     """The Authenticator's TRP handler: each decision in a worker thread."""
 
-    def __init__(self, node: DofNode, authority: TrpAuthority, nursery: trio.Nursery) -> None:
-        self.node, self.authority, self.nursery = node, authority, nursery
-        self.seen: list[CommandReceived | AuthorityRequested] = []
+    def __init__(
+        self, node: DofNode, authenticator: TrpAuthenticator, nursery: trio.Nursery
+    ) -> None:
+        self.node, self.authenticator, self.nursery = node, authenticator, nursery
+        self.seen: list[CommandReceived | AuthenticatorRequested] = []
 
-    def __call__(self, event: CommandReceived | AuthorityRequested) -> None:
+    def __call__(self, event: CommandReceived | AuthenticatorRequested) -> None:
         self.seen.append(event)
         self.nursery.start_soon(self.decide, event)
 
-    async def decide(self, event: CommandReceived | AuthorityRequested) -> None:
+    async def decide(self, event: CommandReceived | AuthenticatorRequested) -> None:
         node = self.node.core.node
-        if isinstance(event, AuthorityRequested):
-            decision = await trio.to_thread.run_sync(self.authority.decide, event.command)
-            node.answer_authority(event.token, decision.response, trio.current_time())
+        if isinstance(event, AuthenticatorRequested):
+            decision = await trio.to_thread.run_sync(self.authenticator.decide, event.command)
+            node.answer_authenticator(event.token, decision.response, trio.current_time())
         else:
             pdu = decode_trp_untrusted(event.payload, is_response=False)
-            decision = await trio.to_thread.run_sync(self.authority.decide, pdu)
+            decision = await trio.to_thread.run_sync(self.authenticator.decide, pdu)
             node.send_response(
                 event.peer,
                 event.op_count,
@@ -63,15 +65,17 @@ async def test_authenticator_node_decides_in_threads_and_serves_oap() -> None:
         node=NodeConfig(
             node_id=AUTHENTICATOR_ID,
             applications=(AppId.DSP, AppId.OAP, AppId.TRP, AppId.COMMON),
-            security=domain.security(AUTHENTICATOR_ID, defer_authority=True),
+            security=domain.security(AUTHENTICATOR_ID, defer_authenticator=True),
         )
     )
     async with trio.open_nursery() as nursery, open_node(config=authenticator_config) as auth:
-        deciding = Deciding(auth, domain.authority, nursery)
+        deciding = Deciding(auth, domain.authenticator, nursery)
         auth.set_application_handler(AppId.TRP, deciding)
         auth.provide(HEALTH_OID, THERMOSTAT, Thermostat())
         provider_config = OapConfig(
-            node=domain.node_config(PROVIDER_ID, authority=auth.local_address, seal_authority=True)
+            node=domain.node_config(
+                PROVIDER_ID, authenticator=auth.local_address, seal_authenticator=True
+            )
         )
         client_config = OapConfig(node=domain.node_config(CLIENT_ID))
         async with (
@@ -88,7 +92,7 @@ async def test_authenticator_node_decides_in_threads_and_serves_oap() -> None:
         nursery.cancel_scope.cancel()
     # The provider's handshake with the Authenticator and the client's were
     # deferred; the provider's Request Session came sealed, as a TRP command.
-    requests = [e for e in deciding.seen if isinstance(e, AuthorityRequested)]
+    requests = [e for e in deciding.seen if isinstance(e, AuthenticatorRequested)]
     assert sorted(str(r.initiator) for r in requests) == sorted([str(PROVIDER_ID), str(CLIENT_ID)])
     commands = [e for e in deciding.seen if isinstance(e, CommandReceived)]
     assert [(c.app_id, c.identity) for c in commands] == [(AppId.TRP, PROVIDER_ID)]
@@ -101,7 +105,7 @@ async def test_commands_of_an_application_without_a_handler_are_dropped() -> Non
         server.provide(THERMOSTAT_OID, THERMOSTAT, Thermostat())
         calls: list[object] = []
 
-        def failing(event: CommandReceived | AuthorityRequested) -> None:
+        def failing(event: CommandReceived | AuthenticatorRequested) -> None:
             calls.append(event)
             raise RuntimeError("a broken handler")
 

@@ -197,7 +197,7 @@ class SecureDomain:
         self.local = LocalDomain(DOMAIN, rng=random.Random(seed).randbytes)
         for identity in [PROVIDER_ID, RELAY_ID] + [requestor_id(i) for i in range(requestors)]:
             self.local.enrol(identity, transfer_grant("rxp"))
-        self.authority = self.local.authority
+        self.authenticator = self.local.authenticator
 
     def config(self, identity: OID, **overrides: float) -> TransferConfig:
         return TransferConfig(oap=OapConfig(node=self.local.node_config(identity, **overrides)))

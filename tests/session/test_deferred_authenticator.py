@@ -1,4 +1,4 @@
-"""Deferred authority decisions (``defer_authority``) and non-OAP application
+"""Deferred authenticator decisions (``defer_authenticator``) and non-OAP application
 commands through OapCore, on the seeded simulator with its virtual clock."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dofpy.oap.core import (
-    AuthorityRequested,
+    AuthenticatorRequested,
     CommandReceived,
     IncomingRequest,
     OapConfig,
@@ -19,14 +19,14 @@ from dofpy.oap.core import (
     RequestFailed,
     RequestKind,
 )
-from dofpy.security.authority import TrpAuthority
+from dofpy.security.authenticator import TrpAuthenticator
 from dofpy.security.crypto import build_rekey
 from dofpy.session.node import Node, NodeConfig, ResponseReceived
 from dofpy.session.security import SecureSessionEstablished, SecurityStatistics
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import Network
 from dofpy.testing.secure import (
-    AUTHORITY,
+    AUTHENTICATOR_ADDRESS,
     CLIENT,
     CLIENT_ID,
     PROVIDER,
@@ -57,18 +57,20 @@ def security_statistics(core: OapCore) -> SecurityStatistics:
 @dataclass
 class App:
     """What an application on one core does: serves OAP Gets at once, and
-    answers AuthorityRequested and TRP commands ``delay`` seconds later (as
-    a daemon's worker thread would), with ``authority`` unless ``answer``
+    answers AuthenticatorRequested and TRP commands ``delay`` seconds later (as
+    a daemon's worker thread would), with ``authenticator`` unless ``answer``
     says otherwise."""
 
     world: SecureDomain
     core: OapCore
     address: tuple[str, int]
-    authority: TrpAuthority
+    authenticator: TrpAuthenticator
     delay: float = 2.0
-    answer: Any = None  # a fixed TRP answer to every AuthorityRequested
+    answer: Any = None  # a fixed TRP answer to every AuthenticatorRequested
     events: list[OapEvent] = field(default_factory=list)
-    waiting: list[tuple[float, AuthorityRequested | CommandReceived]] = field(default_factory=list)
+    waiting: list[tuple[float, AuthenticatorRequested | CommandReceived]] = field(
+        default_factory=list
+    )
     answered: list[bool] = field(default_factory=list)
 
     def poll(self) -> None:
@@ -78,17 +80,17 @@ class App:
             match event:
                 case IncomingRequest(kind=RequestKind.GET):
                     self.core.respond(event, [21], now)
-                case AuthorityRequested() | CommandReceived():
+                case AuthenticatorRequested() | CommandReceived():
                     self.waiting.append((now + self.delay, event))
         due = [entry for entry in self.waiting if entry[0] <= now]
         self.waiting = [entry for entry in self.waiting if entry[0] > now]
         for _, event in due:
-            if isinstance(event, AuthorityRequested):
-                answer = self.answer or self.authority.decide(event.command).response
-                self.answered.append(self.core.node.answer_authority(event.token, answer, now))
+            if isinstance(event, AuthenticatorRequested):
+                answer = self.answer or self.authenticator.decide(event.command).response
+                self.answered.append(self.core.node.answer_authenticator(event.token, answer, now))
             else:
                 pdu = decode_trp_untrusted(event.payload, is_response=False)
-                reply = self.authority.decide(pdu).response
+                reply = self.authenticator.decide(pdu).response
                 self.core.node.send_response(
                     event.peer, event.op_count, AppId.TRP, encode_trp(reply), now
                 )
@@ -129,8 +131,8 @@ def result(core: OapCore, request_id: int) -> Any:
 
 def deferred_pair(**provider_options: Any) -> tuple[SecureDomain, App, OapCore]:
     world = SecureDomain()
-    provider = world.provider(defer_authority=True, **provider_options)
-    app = App(world, provider, PROVIDER, world.authority)
+    provider = world.provider(defer_authenticator=True, **provider_options)
+    app = App(world, provider, PROVIDER, world.authenticator)
     return world, app, world.client()
 
 
@@ -141,7 +143,7 @@ def test_a_deferred_answer_given_later_completes_the_handshake() -> None:
     assert run(world, [app], done)
     assert found() == RequestCompleted(get, (21,))
     # One request despite the client's repeated Rekeys, answered 2 s after it came.
-    requests = [e for e in app.events if isinstance(e, AuthorityRequested)]
+    requests = [e for e in app.events if isinstance(e, AuthenticatorRequested)]
     assert len(requests) == 1
     request = requests[0]
     assert (request.peer, request.initiator) == (CLIENT, CLIENT_ID)
@@ -150,8 +152,8 @@ def test_a_deferred_answer_given_later_completes_the_handshake() -> None:
     established = [e for e in app.events if isinstance(e, SecureSessionEstablished)]
     assert [e.peer_identity for e in established] == [CLIENT_ID]
     security = security_statistics(app.core)
-    assert (security.authority_requests, security.authority_pending) == (1, 0)
-    assert (security.handshakes_completed, security.authority_answers_ignored) == (1, 0)
+    assert (security.authenticator_requests, security.authenticator_pending) == (1, 0)
+    assert (security.handshakes_completed, security.authenticator_answers_ignored) == (1, 0)
 
 
 def test_a_trp_reject_answer_refuses_the_handshake() -> None:
@@ -165,7 +167,11 @@ def test_a_trp_reject_answer_refuses_the_handshake() -> None:
     assert "rejected the secure session" in str(failed.error)
     assert "ACCESS_DENIED" in str(failed.error)
     security = security_statistics(app.core)
-    assert (security.handshakes_failed, security.sessions, security.authority_pending) == (1, 0, 0)
+    assert (security.handshakes_failed, security.sessions, security.authenticator_pending) == (
+        1,
+        0,
+        0,
+    )
     assert not any(isinstance(e, IncomingRequest) for e in app.events)
 
 
@@ -176,26 +182,26 @@ def test_late_duplicate_and_unknown_answers_are_ignored_and_counted() -> None:
     client.node.secure_session(PROVIDER, world.net.now)
     assert run(world, [app], lambda: bool(app.waiting), max_time=5)
     (_, timed_out), app.waiting = app.waiting[0], []
-    assert isinstance(timed_out, AuthorityRequested)
-    assert security_statistics(app.core).authority_pending == 1
+    assert isinstance(timed_out, AuthenticatorRequested)
+    assert security_statistics(app.core).authenticator_pending == 1
     # Unanswered until the handshake timed out: swept, and its answer ignored.
     assert run(world, [app], lambda: security_statistics(app.core).half_open == 0, max_time=30)
     assert world.net.now >= timed_out.deadline
-    assert security_statistics(app.core).authority_pending == 0
-    late = world.authority.decide(timed_out.command).response
-    assert not node.answer_authority(timed_out.token, late, world.net.now)
-    assert not node.answer_authority(timed_out.token + 1000, late, world.net.now)  # unknown
+    assert security_statistics(app.core).authenticator_pending == 0
+    late = world.authenticator.decide(timed_out.command).response
+    assert not node.answer_authenticator(timed_out.token, late, world.net.now)
+    assert not node.answer_authenticator(timed_out.token + 1000, late, world.net.now)  # unknown
     # Answered at its deadline, before the timer swept it: too late as well.
     other = world.client(("10.2.0.7", 50007))
     other.node.secure_session(PROVIDER, world.net.now)
     app.waiting = []
     assert run(world, [app], lambda: bool(app.waiting), max_time=5)
     (_, expiring), app.waiting = app.waiting[0], []
-    assert isinstance(expiring, AuthorityRequested) and expiring.token != timed_out.token
-    answer = world.authority.decide(expiring.command).response
-    assert not node.answer_authority(expiring.token, answer, expiring.deadline)
+    assert isinstance(expiring, AuthenticatorRequested) and expiring.token != timed_out.token
+    answer = world.authenticator.decide(expiring.command).response
+    assert not node.answer_authenticator(expiring.token, answer, expiring.deadline)
     security = security_statistics(app.core)
-    assert (security.authority_answers_ignored, security.sessions) == (3, 0)
+    assert (security.authenticator_answers_ignored, security.sessions) == (3, 0)
     # The node keeps serving: the next handshake is answered, then answered again.
     app.delay = 0.5
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
@@ -203,11 +209,11 @@ def test_late_duplicate_and_unknown_answers_are_ignored_and_counted() -> None:
     assert run(world, [app], done)
     assert found() == RequestCompleted(get, (21,))
     assert app.answered == [True]
-    granted = [e for e in app.events if isinstance(e, AuthorityRequested)][-1]
-    answer = world.authority.decide(granted.command).response
-    assert not node.answer_authority(granted.token, answer, world.net.now)
+    granted = [e for e in app.events if isinstance(e, AuthenticatorRequested)][-1]
+    answer = world.authenticator.decide(granted.command).response
+    assert not node.answer_authenticator(granted.token, answer, world.net.now)
     security = security_statistics(app.core)
-    assert (security.authority_answers_ignored, security.sessions) == (4, 1)
+    assert (security.authenticator_answers_ignored, security.sessions) == (4, 1)
 
 
 def test_pending_decisions_are_bounded_by_max_half_open() -> None:
@@ -222,7 +228,7 @@ def test_pending_decisions_are_bounded_by_max_half_open() -> None:
     app.delay = 1e9  # nobody answers yet
     run(world, [app], lambda: False, max_time=1.0)
     security = security_statistics(app.core)
-    assert (security.authority_pending, security.half_open) == (3, 3)
+    assert (security.authenticator_pending, security.half_open) == (3, 3)
     assert security.half_open_refused >= 3
     assert len(app.waiting) == 3
     # Answered, the three finish; the others, turned away busy, come back.
@@ -235,47 +241,51 @@ def test_pending_decisions_are_bounded_by_max_half_open() -> None:
         for client in clients:
             while client.next_event() is not None:
                 pass
-        most_pending = max(most_pending, security_statistics(app.core).authority_pending)
+        most_pending = max(most_pending, security_statistics(app.core).authenticator_pending)
         return security_statistics(app.core).sessions == 6
 
     assert run(world, [app], all_sessions, max_time=30)
     assert most_pending <= 3
-    assert security_statistics(app.core).authority_requests == 6
+    assert security_statistics(app.core).authenticator_requests == 6
     assert all(app.answered)
 
 
-def test_the_synchronous_local_authority_is_unchanged() -> None:
+def test_the_synchronous_local_authenticator_is_unchanged() -> None:
     world = SecureDomain()
-    provider = world.provider()  # local_authority: decided in the handshake
-    app = App(world, provider, PROVIDER, world.authority)
+    provider = world.provider()  # local_authenticator: decided in the handshake
+    app = App(world, provider, PROVIDER, world.authenticator)
     client = world.client()
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     done, found = result(client, get)
     assert run(world, [app], done)
     assert found() == RequestCompleted(get, (21,))
-    assert not any(isinstance(e, AuthorityRequested) for e in app.events)
+    assert not any(isinstance(e, AuthenticatorRequested) for e in app.events)
     security = security_statistics(provider)
-    assert (security.authority_requests, security.handshakes_completed) == (0, 1)
+    assert (security.authenticator_requests, security.handshakes_completed) == (0, 1)
 
 
-def test_defer_authority_excludes_other_authorities() -> None:
+def test_defer_authenticator_excludes_other_authenticators() -> None:
     world = SecureDomain()
-    with pytest.raises(ValueError, match="defer_authority"):
-        world.local.security(CLIENT_ID, defer_authority=True, local_authority=world.authority)
-    with pytest.raises(ValueError, match="defer_authority"):
-        world.local.security(CLIENT_ID, defer_authority=True, authority=AUTHORITY)
+    with pytest.raises(ValueError, match="defer_authenticator"):
+        world.local.security(
+            CLIENT_ID, defer_authenticator=True, local_authenticator=world.authenticator
+        )
+    with pytest.raises(ValueError, match="defer_authenticator"):
+        world.local.security(
+            CLIENT_ID, defer_authenticator=True, authenticator=AUTHENTICATOR_ADDRESS
+        )
 
 
-def test_a_node_without_security_cannot_answer_authority() -> None:
+def test_a_node_without_security_cannot_answer_authenticator() -> None:
     from dofpy.errors import LocalProtocolError  # noqa: PLC0415
 
     with pytest.raises(LocalProtocolError):
-        Node().answer_authority(1, TrpReject(TrpError.ACCESS_DENIED), 0.0)
+        Node().answer_authenticator(1, TrpReject(TrpError.ACCESS_DENIED), 0.0)
 
 
 def test_authenticator_as_oap_node_with_deferred_decisions_and_sealed_trp() -> None:
     """The Authenticator as an OapCore node: its own handshakes decided later
-    (defer_authority), TRP commands handed up as CommandReceived and answered
+    (defer_authenticator), TRP commands handed up as CommandReceived and answered
     later, OAP Gets served; a provider talks TRP to it sealed."""
     world = SecureDomain()
     world.local.enrol(AUTHENTICATOR_ID)
@@ -284,15 +294,15 @@ def test_authenticator_as_oap_node_with_deferred_decisions_and_sealed_trp() -> N
             node=NodeConfig(
                 node_id=AUTHENTICATOR_ID,
                 applications=WITH_TRP,
-                security=world.local.security(AUTHENTICATOR_ID, defer_authority=True),
+                security=world.local.security(AUTHENTICATOR_ID, defer_authenticator=True),
             )
         )
     )
     authenticator.provide(OID(3, b"health@example.org"), THERMOSTAT)
-    world.net.add(authenticator, AUTHORITY)
-    auth_app = App(world, authenticator, AUTHORITY, world.authority, delay=1.0)
-    provider = world.provider(authority=AUTHORITY, seal_authority=True)
-    provider_app = App(world, provider, PROVIDER, world.authority)
+    world.net.add(authenticator, AUTHENTICATOR_ADDRESS)
+    auth_app = App(world, authenticator, AUTHENTICATOR_ADDRESS, world.authenticator, delay=1.0)
+    provider = world.provider(authenticator=AUTHENTICATOR_ADDRESS, seal_authenticator=True)
+    provider_app = App(world, provider, PROVIDER, world.authenticator)
     client = world.client()
 
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
@@ -305,17 +315,21 @@ def test_authenticator_as_oap_node_with_deferred_decisions_and_sealed_trp() -> N
     assert trp[0].identity == PROVIDER_ID
     assert trp[0].permissions is not None
     # The Authenticator's own handshake (with the provider) was deferred.
-    requests = [e for e in auth_app.events if isinstance(e, AuthorityRequested)]
+    requests = [e for e in auth_app.events if isinstance(e, AuthenticatorRequested)]
     assert [r.peer for r in requests] == [PROVIDER]
 
     # The same node serves OAP: the client reads its health (a second deferred handshake).
     health = client.get(
-        AUTHORITY, OID(3, b"health@example.org"), THERMOSTAT, "temperature", world.net.now
+        AUTHENTICATOR_ADDRESS,
+        OID(3, b"health@example.org"),
+        THERMOSTAT,
+        "temperature",
+        world.net.now,
     )
     done, found = result(client, health)
     assert run(world, [auth_app, provider_app], done)
     assert found() == RequestCompleted(health, (21,))
-    assert [r.peer for r in auth_app.events if isinstance(r, AuthorityRequested)] == [
+    assert [r.peer for r in auth_app.events if isinstance(r, AuthenticatorRequested)] == [
         PROVIDER,
         CLIENT,
     ]

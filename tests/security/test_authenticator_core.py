@@ -9,13 +9,13 @@ from dataclasses import replace
 import pytest
 
 from dofpy.errors import BadPacket
-from dofpy.security.authority import (
-    AuthorityPolicy,
+from dofpy.security.authenticator import (
+    AuthenticatorPolicy,
     InMemoryCredentialStore,
     NodeRecord,
     TicketError,
     TicketRole,
-    TrpAuthority,
+    TrpAuthenticator,
     open_session_ticket,
 )
 from dofpy.security.crypto import session_key_from_ticket
@@ -53,9 +53,9 @@ def store() -> InMemoryCredentialStore:
     )
 
 
-def authority(policy: AuthorityPolicy | None = None) -> TrpAuthority:
+def authenticator(policy: AuthenticatorPolicy | None = None) -> TrpAuthenticator:
     rng = random.Random(7)
-    return TrpAuthority(store(), rng.randbytes, policy)
+    return TrpAuthenticator(store(), rng.randbytes, policy)
 
 
 def command(
@@ -79,7 +79,7 @@ def command(
 
 def test_grant_gives_both_sides_the_same_key() -> None:
     cmd = command()
-    decision = authority().decide(cmd)
+    decision = authenticator().decide(cmd)
     assert decision.granted and decision.reason == "granted"
     response = decision.response
     assert isinstance(response, RequestSessionResponse)
@@ -125,16 +125,16 @@ def test_grant_gives_both_sides_the_same_key() -> None:
 
 
 def test_duration_is_the_smallest_limit() -> None:
-    decision = authority(AuthorityPolicy(max_duration=100)).decide(command(duration=200))
+    decision = authenticator(AuthenticatorPolicy(max_duration=100)).decide(command(duration=200))
     assert isinstance(decision.response, RequestSessionResponse)
     assert decision.response.authenticator.granted_duration == 60  # the client's own limit
-    decision = authority().decide(command(duration=10))
+    decision = authenticator().decide(command(duration=10))
     assert isinstance(decision.response, RequestSessionResponse)
     assert decision.response.authenticator.granted_duration == 10
 
 
 def test_fresh_keys_per_request() -> None:
-    auth = authority()
+    auth = authenticator()
     assert auth.decide(command()).session_key != auth.decide(command()).session_key
 
 
@@ -158,7 +158,7 @@ def test_fresh_keys_per_request() -> None:
     ],
 )
 def test_refusals(cmd: RequestSessionCommand, error: TrpError) -> None:
-    decision = authority().decide(cmd)
+    decision = authenticator().decide(cmd)
     assert decision.response == TrpReject(error)
     assert not decision.granted and decision.session_key is None
     assert decision.reason
@@ -173,11 +173,13 @@ def test_other_credential_type_is_incompatible() -> None:
             request=replace(cmd.initiator.request, identity=SecurityIdentity(CLIENT, 9)),
         ),
     )
-    assert authority().decide(odd).response == TrpReject(TrpError.INCOMPATIBLE_SECURITY_IDENTIFIERS)
+    assert authenticator().decide(odd).response == TrpReject(
+        TrpError.INCOMPATIBLE_SECURITY_IDENTIFIERS
+    )
 
 
 def test_unsupported_commands_bad_payloads_and_responses() -> None:
-    auth = authority()
+    auth = authenticator()
     random_cmd = RequestRandomCommand(DOMAIN.oid, KeyRequest(SecurityIdentity(CLIENT), b"x"))
     assert auth.decide(random_cmd).response == TrpReject(TrpError.ACCESS_DENIED)
     assert auth.decide_bad_payload(BadPacket("x")).response == TrpReject(TrpError.PARSE_ERROR)
@@ -187,9 +189,9 @@ def test_unsupported_commands_bad_payloads_and_responses() -> None:
 
 def test_bad_rng_and_policy_are_refused() -> None:
     with pytest.raises(ValueError, match="rng"):
-        TrpAuthority(store(), lambda n: b"short").decide(command())
+        TrpAuthenticator(store(), lambda n: b"short").decide(command())
     with pytest.raises(ValueError, match="duration"):
-        AuthorityPolicy(max_duration=256)
+        AuthenticatorPolicy(max_duration=256)
 
 
 def test_store_refuses_nodes_of_unserved_domains() -> None:

@@ -74,14 +74,14 @@ from dofpy.wire.trp import (
 
 __all__ = [
     "SESSION_KEY_SIZE",
-    "AuthorityPolicy",
+    "AuthenticatorPolicy",
     "CredentialStore",
     "Decision",
     "InMemoryCredentialStore",
     "NodeRecord",
     "TicketError",
     "TicketRole",
-    "TrpAuthority",
+    "TrpAuthenticator",
     "make_session_ticket",
     "open_session_ticket",
     "ticket_mac",
@@ -156,7 +156,7 @@ class InMemoryCredentialStore:
 
 
 @dataclass(frozen=True, slots=True)
-class AuthorityPolicy:
+class AuthenticatorPolicy:
     """Limits the AS applies to every grant."""
 
     max_duration: int = 255
@@ -260,7 +260,7 @@ def open_session_ticket(
     return session_key
 
 
-class TrpAuthority:
+class TrpAuthenticator:
     """The sans-IO AS: ``decide(pdu)`` for each TRP command received.
 
     ``rng(n)`` must return ``n`` unpredictable bytes (``secrets.token_bytes``
@@ -272,11 +272,11 @@ class TrpAuthority:
         self,
         store: CredentialStore,
         rng: Callable[[int], bytes],
-        policy: AuthorityPolicy | None = None,
+        policy: AuthenticatorPolicy | None = None,
     ) -> None:
         self._store = store
         self._rng = rng
-        self._policy = policy or AuthorityPolicy()
+        self._policy = policy or AuthenticatorPolicy()
 
     def decide(self, pdu: TrpPdu) -> Decision:
         """The answer to one decoded TRP command."""
@@ -287,7 +287,7 @@ class TrpAuthority:
         return Decision(
             TrpReject(TrpError.ACCESS_DENIED),
             False,
-            f"{type(pdu).__name__} is not offered by this authority",
+            f"{type(pdu).__name__} is not offered by this authenticator",
         )
 
     def decide_bad_payload(self, error: BadPacket) -> Decision:
