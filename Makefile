@@ -27,8 +27,8 @@ unit: $(STAMP)
 	$(PY) -m coverage report --fail-under=85
 
 lint: $(STAMP)
-	$(PY) -m ruff check dofpy dofpy_services tests fuzz interop benchmarks
-	$(PY) -m ruff format --check dofpy dofpy_services tests fuzz interop benchmarks
+	$(PY) -m ruff check dofpy dofpy_services tests fuzz interop benchmarks examples
+	$(PY) -m ruff format --check dofpy dofpy_services tests fuzz interop benchmarks examples
 	$(PY) -m mypy
 
 interop: $(STAMP)
