@@ -87,7 +87,9 @@ async def serve(arguments: argparse.Namespace) -> None:
             node.provide(HALL, THERMOSTAT, Thermostat())
             address = format_address(node.local_address)
             print(f"serving {HALL} ({THERMOSTAT.name}) at {address} as {credentials.identity}")
-            print(f"Authenticator: {credentials.authenticator}", flush=True)
+            if credentials.authenticator is not None:
+                print(f"keyed by the Authenticator at {format_address(credentials.authenticator)}")
+            sys.stdout.flush()
             if arguments.ready_file is not None:
                 write_ready_file(arguments.ready_file, address, str(credentials.identity))
             with trio.move_on_after(arguments.serve_for):
