@@ -68,7 +68,7 @@ def shown(command: Sequence[str]) -> str:
     words = list(command)
     if words[:3] == [sys.executable, "-m", "dofpy_services.cli"]:
         words = ["dofpy", *words[3:]]
-    elif words[0] == sys.executable:
+    elif words[0] == sys.executable and Path(words[1]).parent == EXAMPLES:
         words = ["python", f"examples/{Path(words[1]).name}", *words[2:]]
     return shlex.join(words)
 
@@ -84,8 +84,8 @@ class Runner:
         """The output of the last background process, once stopped."""
 
     def run(self, step: str, command: Sequence[str], *, expect_status: int = 0) -> str:
-        """Run ``command`` to its end; its stdout. Fails the step on another
-        exit status or when it runs out of time."""
+        """Run ``command`` to its end; its output (stdout, then stderr). Fails
+        the step on another exit status or when it runs out of time."""
         print(f"$ {shown(command)}", flush=True)
         started = time.monotonic()
         try:

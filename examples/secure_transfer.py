@@ -139,7 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--timeout", type=float, default=60.0, help="seconds the fetch may take (default 60)"
     )
     arguments = parser.parse_args(argv)
-    image = arguments.file.read_bytes() if arguments.file else secrets.token_bytes(arguments.size)
+    if arguments.file is None and arguments.size < 1:
+        parser.error("--size must be at least 1 byte")
+    try:
+        image = (
+            arguments.file.read_bytes() if arguments.file else secrets.token_bytes(arguments.size)
+        )
+    except OSError as error:
+        parser.error(f"--file {arguments.file}: {error.strerror}")
     try:
         server = load_credentials(arguments.server_credentials)
         device = load_credentials(arguments.device_credentials)
