@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FUZZ_SECONDS ?= 60
 BENCH_ARGS ?=
 
-.PHONY: demo test unit lint interop bench fuzz clean
+.PHONY: demo test unit lint examples wheel-check interop bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,18 @@ unit: $(STAMP)
 	$(PY) -m coverage report --fail-under=85
 
 lint: $(STAMP)
-	$(PY) -m ruff check dofpy dofpy_services tests fuzz interop benchmarks
-	$(PY) -m ruff format --check dofpy dofpy_services tests fuzz interop benchmarks
+	$(PY) -m ruff check dofpy dofpy_services tests fuzz interop benchmarks examples
+	$(PY) -m ruff format --check dofpy dofpy_services tests fuzz interop benchmarks examples
 	$(PY) -m mypy
+
+# The secure examples end to end: a domain, the Authenticator, provider,
+# requestor, block transfer (also part of the test suite: tests/test_examples.py).
+examples: $(STAMP)
+	$(PY) examples/run_all.py
+
+# A fresh install of the built wheel into a clean venv runs the examples.
+wheel-check: $(STAMP)
+	PYTHON=$(PY) tools/wheel_check.sh
 
 interop: $(STAMP)
 	$(PY) -m interop.tshark_check

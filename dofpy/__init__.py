@@ -38,7 +38,9 @@ from dofpy._version import __version__
 from dofpy.credentials import (
     CredentialsError,
     NodeCredentials,
+    format_address,
     load_credentials,
+    parse_address,
     write_credentials,
 )
 from dofpy.errors import (
@@ -168,10 +170,12 @@ __all__ = [
     "current_request",
     "decode_record_untrusted",
     "encode_record",
+    "format_address",
     "load_credentials",
     "open_node",
     "open_transfer_node",
     "open_udp_endpoint",
+    "parse_address",
     "record",
     "write_credentials",
 ]

@@ -68,11 +68,15 @@ async def secure_exchange(
     # other session).
     authenticator_core = AuthenticatorCore(local.authenticator, sealed_only=False)
     async with open_udp_endpoint(authenticator_core, pcap_path=trp_pcap) as authenticator:
-        as_address = authenticator.local_address
+        authenticator_address = authenticator.local_address
         provider_config = OapConfig(
-            node=local.node_config(PROVIDER_ID, authenticator=as_address, seal_authenticator=False)
+            node=local.node_config(
+                PROVIDER_ID, authenticator=authenticator_address, seal_authenticator=False
+            )
         )
-        client_config = OapConfig(node=local.node_config(CLIENT_ID, authenticator=as_address))
+        client_config = OapConfig(
+            node=local.node_config(CLIENT_ID, authenticator=authenticator_address)
+        )
         async with (
             open_node(config=provider_config, keylog_path=keylog) as provider,
             open_node(config=client_config, pcap_path=pcap) as client,

@@ -24,7 +24,7 @@ DOCS_PATH = re.compile(r"(?<![\w/.])docs/[A-Za-z0-9_./-]*[A-Za-z0-9_]")
 def _named_docs_paths() -> dict[str, set[str]]:
     named: dict[str, set[str]] = {}
     sources = [ROOT / "README.md", *ROOT.glob("docs/**/*.md")]
-    for folder in ("dofpy", "dofpy_services", "interop", "benchmarks", "fuzz", "tests"):
+    for folder in ("dofpy", "dofpy_services", "interop", "benchmarks", "fuzz", "tests", "examples"):
         sources.extend((ROOT / folder).rglob("*.py"))
     for source in sources:
         for path in DOCS_PATH.findall(source.read_text(encoding="utf-8")):
@@ -98,7 +98,9 @@ def test_the_sdist_holds_the_docs_and_every_test(built: tuple[Path, Path]) -> No
         names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
     tests = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("*.py")}
     docs = {str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*") if p.is_file()}
+    examples = {str(p.relative_to(ROOT)) for p in (ROOT / "examples").glob("*.py")}
     assert tests - names == set()
     assert docs - names == set()
+    assert examples and examples - names == set()
     assert {"LICENSE", "README.md", "pyproject.toml"} <= names
     assert [n for n in names if "__pycache__" in n or n.endswith(".pyc")] == []
