@@ -311,7 +311,8 @@ def test_a_newer_schema_is_refused(db_location: str) -> None:
     enrolled(db_location).close()
     raw(
         db_location,
-        "UPDATE dofpy_migrations SET version = ? WHERE service = 'authenticator'",
+        "INSERT INTO dofpy_migrations (service, version, description, applied_at)"
+        " VALUES ('authenticator', ?, 'from a newer dofpy', 0)",
         (SCHEMA_VERSION + 1,),
     )
     with pytest.raises(StoreError, match=f"authenticator .* schema version {SCHEMA_VERSION + 1}"):
@@ -347,8 +348,8 @@ def test_postgres_tables_are_created_once(postgres_url: str) -> None:
     stores = in_threads(4, lambda _: open_store(postgres_url))
     for store in stores:
         store.close()
-    assert raw(postgres_url, "SELECT service, version FROM dofpy_migrations") == [
-        ("authenticator", SCHEMA_VERSION)
+    assert raw(postgres_url, "SELECT service, version FROM dofpy_migrations ORDER BY 2") == [
+        ("authenticator", version) for version in range(1, SCHEMA_VERSION + 1)
     ]
 
 
