@@ -14,7 +14,8 @@ ACTAS                   ``actas OID``
 Requestor, Provider     ``requestor``, ``provider``
 Tunnel Domain           ``tunnel-domain OID``
 Define                  ``define HEX``
-any other type          ``type N`` or ``type N HEX``
+any other type          ``type N`` (even N), ``type N HEX`` (odd N;
+                        ``-`` for no bytes)
 ======================  ===================================================
 
 :func:`describe_permission` and :func:`parse_permission` are inverses.
@@ -153,7 +154,7 @@ def describe_permission(permission: Permission) -> str:
         return f"define {permission.payload.hex()}".rstrip()
     if permission.payload is None:
         return f"type {permission.type_id}"
-    return f"type {permission.type_id} {permission.payload.hex()}".rstrip()
+    return f"type {permission.type_id} {permission.payload.hex() or '-'}"
 
 
 def _hex(text: str) -> bytes:
@@ -188,7 +189,8 @@ def parse_permission(text: str) -> Permission:
             type_id = int(number)
         except ValueError:
             raise ValueError(f"permission type {number!r} is not a number") from None
-        return RawPermission(type_id, _hex(data) if data else None)
+        payload = None if not data else b"" if data == "-" else _hex(data)
+        return RawPermission(type_id, payload)
     # A binding: LETTERS OBJECT INTERFACE, the object possibly holding spaces.
     parts = text.split(" ", 1)
     if len(parts) != 2 or " " not in parts[1].strip():
