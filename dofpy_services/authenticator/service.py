@@ -498,8 +498,10 @@ def _secret_flags(sub: argparse.ArgumentParser, what: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _SecretOut:
-    """Where an issued identity secret goes, checked (and a secret file
-    created, empty) before the store is changed."""
+    """Where an issued identity secret goes. The file it goes to is created
+    (empty, 0600) before the store is changed: a path that cannot be written
+    is refused while refusing still costs nothing, rather than after the node
+    got a secret nobody can read."""
 
     credentials_out: Path | None = None
     secret_file: int | None = None  # an open descriptor of the new file
@@ -508,10 +510,23 @@ class _SecretOut:
     authenticator_identity: OID | None = None
 
     def discard(self) -> None:
-        """The store refused: remove the secret file made for nothing."""
-        if self.secret_file is not None and self.secret_path is not None:
+        """The store refused: remove the file made for nothing."""
+        if self.secret_file is not None:
             os.close(self.secret_file)
-            self.secret_path.unlink(missing_ok=True)
+        for path in (self.secret_path, self.credentials_out):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def _reserve(flag: str, path: Path) -> int:
+    """Create ``path``, empty and 0600; an open descriptor of it."""
+    try:
+        # O_EXCL: never overwrite, nor follow a link someone left there.
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"{flag} {path}: exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror}") from None
 
 
 def _secret_out(args: argparse.Namespace) -> _SecretOut:
@@ -527,8 +542,7 @@ def _secret_out(args: argparse.Namespace) -> _SecretOut:
         raise UsageError("--authenticator-identity needs --authenticator (and --credentials-out)")
     if args.credentials_out:
         target = Path(args.credentials_out)
-        if target.exists():
-            raise CliError(f"--credentials-out {target}: exists; refusing to overwrite it")
+        os.close(_reserve("--credentials-out", target))  # replaced atomically once written
         return _SecretOut(
             credentials_out=target,
             authenticator=authenticator,
@@ -536,14 +550,7 @@ def _secret_out(args: argparse.Namespace) -> _SecretOut:
         )
     if args.secret_file:
         path = Path(args.secret_file)
-        try:
-            # O_EXCL: never overwrite, nor follow a link someone left there.
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            raise CliError(f"--secret-file {path}: exists; refusing to overwrite it") from None
-        except OSError as exc:
-            raise CliError(f"--secret-file {path}: {exc.strerror}") from None
-        return _SecretOut(secret_file=descriptor, secret_path=path)
+        return _SecretOut(secret_file=_reserve("--secret-file", path), secret_path=path)
     return _SecretOut()
 
 
@@ -573,7 +580,7 @@ def _deliver_secret(credential: KeyCredential, out: _SecretOut) -> None:
             out.authenticator,
             authenticator_identity=out.authenticator_identity,
         )
-        written = write_credentials(out.credentials_out, credentials)
+        written = write_credentials(out.credentials_out, credentials, overwrite=True)
         print(f"credentials written to {written} (mode 0600)")
     elif out.secret_file is not None:
         with os.fdopen(out.secret_file, "w", encoding="ascii") as file:

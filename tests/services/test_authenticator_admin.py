@@ -246,6 +246,26 @@ def test_unenforced_grants_are_refused_as_usage_errors(
         (["revoke", "--db", "{db}", "--domain", "other.org", "x"], 1, "is not enrolled"),
         (["audit", "--db", "{tmp}/missing.db"], 1, "--db {tmp}/missing.db: no database there"),
         (["init-domain", "--db", "{db}", "example.org"], 1, "already exists"),
+        (
+            [
+                "add-node",
+                *node_args("{db}", "new@example.org"),
+                "--credentials-out",
+                "{tmp}/no/such/new.cred",
+            ],
+            1,
+            "--credentials-out {tmp}/no/such/new.cred: No such file or directory",
+        ),
+        (
+            ["add-node", *node_args("{db}"), "--secret-file", "{tmp}/left.secret"],
+            1,
+            "already enrolled",
+        ),
+        (
+            ["add-node", *node_args("{db}"), "--credentials-out", "{tmp}/left.cred"],
+            1,
+            "already enrolled",
+        ),
     ],
 )
 def test_exit_status_and_message(
@@ -265,6 +285,8 @@ def test_exit_status_and_message(
     assert err.startswith("dofpy: error: ") and message.format(tmp=tmp_path) in err
     with open_store(db) as store:
         assert (store.nodes(), store.audit_log()) == before
+    # A file made for a secret the store then refused is not left behind.
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("as.db")) == []
 
 
 # -- init-domain ----------------------------------------------------------------------------
