@@ -4,9 +4,12 @@ TRP serving and its ``dofpy authenticator ...`` commands, declared once as
 
 ``dofpy authenticator init-domain | add-node | grant | ungrant | revoke |
 reinstate | re-enrol | rotate | list | audit | serve`` administers and runs the
-domain's Authenticator. A domain or identity
-is given in OID text form (``[6:example.org]``, ``[{03}:dev@example.org]``) or
-as a bare name: a bare domain name is class 6, a bare identity class 3.
+domain's Authenticator. A domain or identity is given in OID text form
+(``[6:example.org]``, ``[{03}:dev@example.org]``) or as a bare name: a bare
+domain name is class 6, a bare identity class 3 (see
+:mod:`~dofpy_services.authenticator.grants`, which also reads and writes the
+text form of a grant). Exit status: 0 done, 1 refused or failed, 2 a usage
+error.
 """
 
 from __future__ import annotations
