@@ -3,6 +3,7 @@
 daemon."""
 
 from dofpy_services.authenticator.daemon import AuthenticatorCore, format_keylog_line
+from dofpy_services.authenticator.grants import describe_permission, parse_permission
 from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig, serve
 from dofpy_services.authenticator.store import (
     AsyncAuthenticatorStore,
@@ -27,8 +28,10 @@ __all__ = [
     "PostgresStore",
     "SqliteStore",
     "StoreError",
+    "describe_permission",
     "format_keylog_line",
     "open_async_store",
     "open_store",
+    "parse_permission",
     "serve",
 ]

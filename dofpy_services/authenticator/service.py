@@ -2,10 +2,14 @@
 TRP serving and its ``dofpy authenticator ...`` commands, declared once as
 :data:`AUTHENTICATOR`.
 
-``dofpy authenticator init-domain | add-node | grant | revoke | rotate | list |
-serve`` administers and runs the domain's Authenticator. A domain or identity
-is given in OID text form (``[6:example.org]``, ``[{03}:dev@example.org]``) or
-as a bare name: a bare domain name is class 6, a bare identity class 3.
+``dofpy authenticator init-domain | add-node | grant | ungrant | revoke |
+reinstate | re-enrol | rotate | list | audit | serve`` administers and runs the
+domain's Authenticator. A domain or identity is given in OID text form
+(``[6:example.org]``, ``[{03}:dev@example.org]``) or as a bare name: a bare
+domain name is class 6, a bare identity class 3 (see
+:mod:`~dofpy_services.authenticator.grants`, which also reads and writes the
+text form of a grant). Exit status: 0 done, 1 refused or failed, 2 a usage
+error.
 """
 
 from __future__ import annotations
@@ -14,12 +18,13 @@ import argparse
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -27,18 +32,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from dofpy._core import Address
 from dofpy.credentials import NodeCredentials, parse_address, write_credentials
 from dofpy.security.authenticator import Decision, TrpAuthenticator
+from dofpy.security.identity import MASTER_KEY_SIZE, KeyCredential
 from dofpy.session.node import NodeConfig
 from dofpy.trio import DofNode
 from dofpy.wire.dpp import AppId
-from dofpy.wire.oid import IID, OID
-from dofpy.wire.permissions import (
-    Action,
-    BindingPermission,
-    IamPermission,
-    Permission,
-    ProviderPermission,
-    RequestorPermission,
-)
+from dofpy.wire.oid import OID
+from dofpy.wire.permissions import BindingPermission
 from dofpy_services.authenticator.daemon import (
     AUTHENTICATOR_APPLICATIONS,
     AUTHENTICATOR_NODE,
@@ -47,6 +46,13 @@ from dofpy_services.authenticator.daemon import (
     TrpShell,
     open_keylog,
     own_security,
+)
+from dofpy_services.authenticator.grants import (
+    describe_permission,
+    parse_binding,
+    parse_domain,
+    parse_identity,
+    parse_permission,
 )
 from dofpy_services.authenticator.limits import DEFAULT_RATE_LIMIT, RateLimit
 from dofpy_services.authenticator.store import (
@@ -57,7 +63,7 @@ from dofpy_services.authenticator.store import (
     open_async_store,
     open_store,
 )
-from dofpy_services.daemon.cli import CliError, add_format_flag, print_records
+from dofpy_services.daemon.cli import CliError, UsageError, add_format_flag, print_records
 from dofpy_services.daemon.config import (
     BOOL,
     INT,
@@ -73,82 +79,75 @@ from dofpy_services.daemon.lifecycle import run_daemon
 from dofpy_services.daemon.logs import log_event
 from dofpy_services.daemon.service import Command, Service, ServiceContext
 
-__all__ = ["AUTHENTICATOR", "AuthenticatorConfig", "AuthenticatorMetrics", "serve"]
+__all__ = [
+    "AUDIT_KEYS",
+    "AUTHENTICATOR",
+    "LIST_KEYS",
+    "AuthenticatorConfig",
+    "AuthenticatorMetrics",
+    "serve",
+]
 
-_DOMAIN_CLASS = 6
-_IDENTITY_CLASS = 3
+T = TypeVar("T")
+
+_domain = parse_domain
+_identity = parse_identity
 
 
-def _oid(text: str, default_class: int, what: str) -> OID:
-    text = text.strip()
+def _config_oid(key: str, text: str, parse: Callable[[str], OID]) -> OID:
     try:
-        if text.startswith("["):
-            return OID.from_text(text)
-        return OID(default_class, text.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise CliError(f"bad {what} {text!r}: {exc}") from None
+        return parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"key {key!r}: {text!r}: {exc}") from None
 
 
-def _domain(text: str) -> OID:
-    return _oid(text, _DOMAIN_CLASS, "domain")
+def _argument(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` as an argparse ``type``: its ``ValueError`` becomes a usage
+    error naming the argument and the value."""
+
+    def converted(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
+
+    converted.__name__ = parse.__name__.strip("_")
+    return converted
 
 
-def _identity(text: str) -> OID:
-    return _oid(text, _IDENTITY_CLASS, "identity")
+def _max_duration(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError("not a whole number of minutes") from None
+    if not 0 <= value <= 0xFF:
+        raise ValueError("outside 0..255")
+    return value
+
+
+def _since(text: str) -> float:
+    """A point in time: Unix seconds, or ISO 8601 (UTC unless it says otherwise)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(
+            "expected an ISO 8601 time (2026-12-02, 2026-12-02T17:00Z) or Unix seconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def _existing_db(location: str) -> AuthenticatorStore:
     # A PostgreSQL database is the operator's to create; its tables are made on
     # first use. A missing file is a typo more often than a wish for a new one.
     if not is_postgres_url(location) and not Path(location).exists():
-        raise CliError(f"no database at {location} (create it with init-domain)")
+        raise CliError(f"--db {location}: no database there (create it with init-domain)")
     return open_store(location)
-
-
-def _permission(args: argparse.Namespace) -> Permission:
-    chosen = [args.requestor, args.provider, args.iam is not None, args.actions is not None]
-    if sum(bool(c) for c in chosen) != 1:
-        raise CliError("give exactly one of --actions, --requestor, --provider, --iam")
-    if args.requestor:
-        return RequestorPermission()
-    if args.provider:
-        return ProviderPermission()
-    if args.iam is not None:
-        return IamPermission(_identity(args.iam))
-    try:
-        actions = Action.parse(args.actions)
-        if not actions:
-            raise ValueError("no action given")
-        interface = IID.from_text(args.interface) if args.interface else None
-        if args.object in (None, "*"):
-            pattern = OID(0)
-        elif args.object.startswith("class:"):
-            pattern = OID(int(args.object.removeprefix("class:"), 0))
-        else:
-            pattern = _identity(args.object)
-        return BindingPermission(
-            actions,
-            pattern,
-            interface,
-            class_match=args.object is not None and args.object.startswith("class:"),
-        )
-    except ValueError as exc:
-        raise CliError(f"bad binding permission: {exc}") from None
-
-
-def _describe(permission: Permission) -> str:
-    if isinstance(permission, BindingPermission):
-        if permission.object_pattern.is_broadcast:
-            target = "*"
-        elif permission.class_match:
-            target = f"class:{permission.object_pattern.class_id}"
-        else:
-            target = str(permission.object_pattern)
-        interface = "*" if permission.interface is None else str(permission.interface)
-        return f"{permission.actions.letters()} {target} {interface}"
-    if isinstance(permission, IamPermission):
-        return f"iam {permission.identity}"
-    return type(permission).__name__.removesuffix("Permission").lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +208,8 @@ def _check(config: AuthenticatorConfig) -> None:
             "--sealed-only false answers TRP in the clear (anyone may ask who is enrolled)"
         )
     if config.identity:
-        _identity(config.identity)
-        _domain(config.domain or "")
+        _config_oid("identity", config.identity, _identity)
+        _config_oid("domain", config.domain or "", _domain)
     if config.max_pending < 1:
         raise ConfigError("key 'max_pending': expected an integer >= 1")
     if config.store_pool < 1:
@@ -287,7 +286,11 @@ async def _node_config(context: ServiceContext) -> NodeConfig:
         credentials = context.credentials
         own = (credentials.domain, credentials.identity, credentials.secret)
     elif config.identity:
-        own = (_domain(config.domain or ""), _identity(config.identity), None)
+        own = (
+            _config_oid("domain", config.domain or "", _domain),
+            _config_oid("identity", config.identity, _identity),
+            None,
+        )
     if own is None:
         return NodeConfig(node_id=AUTHENTICATOR_NODE, applications=AUTHENTICATOR_APPLICATIONS)
     security = await context.in_thread(own_security, store.sync, *own)
@@ -410,35 +413,77 @@ def _db_flag(sub: argparse.ArgumentParser) -> None:
 
 def _node_flags(sub: argparse.ArgumentParser) -> None:
     _db_flag(sub)
-    sub.add_argument("--domain", required=True, help="domain OID or name")
-    sub.add_argument("identity", help="node identity OID or name")
+    sub.add_argument("--domain", required=True, type=_argument(_domain), help="domain OID or name")
+    sub.add_argument("identity", type=_argument(_identity), help="node identity OID or name")
 
 
 def _init_domain_flags(sub: argparse.ArgumentParser) -> None:
     _db_flag(sub)
-    sub.add_argument("domain", help="domain OID or name, e.g. example.org")
-    sub.add_argument("--master-key-file", help="hex master key (default: a fresh random one)")
+    sub.add_argument("domain", type=_argument(_domain), help="domain OID or name, e.g. example.org")
+    sub.add_argument(
+        "--master-key-file",
+        metavar="FILE",
+        help="a file holding the master key in hex (default: a fresh random one)",
+    )
+
+
+def _read_master_key(path: str) -> bytes:
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+    except UnicodeDecodeError:
+        raise CliError(f"--master-key-file {path}: not hexadecimal text") from None
+    except OSError as exc:
+        raise CliError(f"--master-key-file {path}: {exc.strerror}") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise CliError(f"--master-key-file {path}: not hexadecimal") from None
+    if len(key) != MASTER_KEY_SIZE:
+        raise CliError(
+            f"--master-key-file {path}: {len(key)} bytes; a master key is {MASTER_KEY_SIZE}"
+        )
+    return key
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
 
 
 def _init_domain(args: argparse.Namespace) -> int:
-    domain = _domain(args.domain)
+    domain: OID = args.domain
     if args.master_key_file:
-        master_key = bytes.fromhex(Path(args.master_key_file).read_text().strip())
+        master_key = _read_master_key(args.master_key_file)
     else:
-        master_key = secrets.token_bytes(32)
-    with open_store(args.db) as store:
-        store.init_domain(domain, master_key, time.time())
+        master_key = secrets.token_bytes(MASTER_KEY_SIZE)
+    # A database this command creates is removed again if the domain cannot be
+    # made in it: an empty database left behind would look like a domain's.
+    created = None
+    if not is_postgres_url(args.db) and not Path(args.db).exists():
+        created = Path(args.db)
+    try:
+        with open_store(args.db) as store:
+            store.init_domain(domain, master_key, time.time())
+    except BaseException:
+        if created is not None:
+            for path in _sqlite_files(created):
+                path.unlink(missing_ok=True)
+        raise
     print(f"domain {domain} created in {mask_url_password(args.db)}")
     return 0
 
 
-def _add_node_flags(sub: argparse.ArgumentParser) -> None:
-    _node_flags(sub)
-    sub.add_argument("--max-duration", type=int, default=255, help="longest session (0-255)")
-    sub.add_argument(
+def _secret_flags(sub: argparse.ArgumentParser, what: str) -> None:
+    """Where a command that issues an identity secret puts it (default: stdout)."""
+    out = sub.add_mutually_exclusive_group()
+    out.add_argument(
         "--credentials-out",
         metavar="FILE",
-        help="write the node's credentials file here (mode 0600) instead of printing its secret",
+        help=f"write the node's credentials file here (mode 0600) instead of printing {what}",
+    )
+    out.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        help=f"write {what} here, in hex (a new file, mode 0600), instead of printing it",
     )
     sub.add_argument(
         "--authenticator",
@@ -448,103 +493,275 @@ def _add_node_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--authenticator-identity",
         metavar="OID",
+        type=_argument(_identity),
         help="the Authenticator's own identity, written into the credentials file: the node"
         " then accepts only that identity at the Authenticator's address",
     )
 
 
-def _add_node(args: argparse.Namespace) -> int:
-    domain, identity = _domain(args.domain), _identity(args.identity)
+@dataclass(frozen=True, slots=True)
+class _SecretOut:
+    """Where an issued identity secret goes. The file it goes to is created
+    (empty, 0600) before the store is changed: a path that cannot be written
+    is refused while refusing still costs nothing, rather than after the node
+    got a secret nobody can read."""
+
+    credentials_out: Path | None = None
+    secret_file: int | None = None  # an open descriptor of the new file
+    secret_path: Path | None = None
+    authenticator: Address | None = None
+    authenticator_identity: OID | None = None
+
+    def discard(self) -> None:
+        """The store refused: remove the file made for nothing."""
+        if self.secret_file is not None:
+            os.close(self.secret_file)
+        for path in (self.secret_path, self.credentials_out):
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+
+def _reserve(flag: str, path: Path) -> int:
+    """Create ``path``, empty and 0600; an open descriptor of it."""
+    try:
+        # O_EXCL: never overwrite, nor follow a link someone left there.
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise CliError(f"{flag} {path}: exists; refusing to overwrite it") from None
+    except OSError as exc:
+        raise CliError(f"{flag} {path}: {exc.strerror}") from None
+
+
+def _secret_out(args: argparse.Namespace) -> _SecretOut:
     authenticator = None
     if args.authenticator:
         if not args.credentials_out:
-            raise CliError("--authenticator goes into a file: give --credentials-out too")
+            raise UsageError("--authenticator goes into a credentials file: give --credentials-out")
         try:
             authenticator = parse_address(args.authenticator)
         except ValueError as exc:
-            raise CliError(f"--authenticator: {exc}") from None
-    authenticator_identity = None
-    if args.authenticator_identity:
-        if authenticator is None:
-            raise CliError("--authenticator-identity needs --authenticator (and --credentials-out)")
-        authenticator_identity = _identity(args.authenticator_identity)
-    if args.credentials_out and Path(args.credentials_out).exists():
-        raise CliError(f"{args.credentials_out} exists; refusing to overwrite credentials")
-    with _existing_db(args.db) as store:
-        store.add_node(domain, identity, time.time(), args.max_duration)
-        credential = store.domain(domain).credential_for(identity)
-    print(f"enrolled {identity} in {domain}")
+            raise UsageError(f"argument --authenticator: {args.authenticator!r}: {exc}") from None
+    if args.authenticator_identity is not None and authenticator is None:
+        raise UsageError("--authenticator-identity needs --authenticator (and --credentials-out)")
     if args.credentials_out:
-        credentials = NodeCredentials(
-            domain,
-            identity,
-            credential.secret,
-            authenticator,
-            authenticator_identity=authenticator_identity,
+        target = Path(args.credentials_out)
+        os.close(_reserve("--credentials-out", target))  # replaced atomically once written
+        return _SecretOut(
+            credentials_out=target,
+            authenticator=authenticator,
+            authenticator_identity=args.authenticator_identity,
         )
-        written = write_credentials(args.credentials_out, credentials)
+    if args.secret_file:
+        path = Path(args.secret_file)
+        return _SecretOut(secret_file=_reserve("--secret-file", path), secret_path=path)
+    return _SecretOut()
+
+
+def _issue_secret(
+    args: argparse.Namespace,
+    store: AuthenticatorStore,
+    change: Callable[[AuthenticatorStore], int],
+) -> tuple[int, KeyCredential, _SecretOut]:
+    """Check where the secret goes, then ``change`` the store (returning the
+    node's new generation); its credential."""
+    out = _secret_out(args)
+    try:
+        generation = change(store)
+        credential = store.domain(args.domain).credential_for(args.identity, generation)
+    except BaseException:
+        out.discard()
+        raise
+    return generation, credential, out
+
+
+def _deliver_secret(credential: KeyCredential, out: _SecretOut) -> None:
+    if out.credentials_out is not None:
+        credentials = NodeCredentials(
+            credential.node.domain,
+            credential.node.identity,
+            credential.secret,
+            out.authenticator,
+            authenticator_identity=out.authenticator_identity,
+        )
+        written = write_credentials(out.credentials_out, credentials, overwrite=True)
         print(f"credentials written to {written} (mode 0600)")
+    elif out.secret_file is not None:
+        with os.fdopen(out.secret_file, "w", encoding="ascii") as file:
+            file.write(credential.secret.hex() + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        print(f"identity secret written to {out.secret_path} (mode 0600)")
     else:
         print(f"identity secret: {credential.secret.hex()}")
         print(f"wireshark identsecret: {credential.wireshark_uat()}")
+
+
+def _add_node_flags(sub: argparse.ArgumentParser) -> None:
+    _node_flags(sub)
+    sub.add_argument(
+        "--max-duration",
+        type=_argument(_max_duration),
+        default=255,
+        help="longest session granted, in minutes (0-255, default 255)",
+    )
+    _secret_flags(sub, "its identity secret")
+
+
+def _add_node(args: argparse.Namespace) -> int:
+    def enrol(store: AuthenticatorStore) -> int:
+        store.add_node(args.domain, args.identity, time.time(), args.max_duration)
+        return 0
+
+    with _existing_db(args.db) as store:
+        _, credential, out = _issue_secret(args, store, enrol)
+    print(f"enrolled {args.identity} in {args.domain}")
+    _deliver_secret(credential, out)
     return 0
+
+
+_UNENFORCED = {
+    "requestor": "a requestor needs the actions it uses (r, w, x, s) on what it uses",
+    "provider": "a provider needs 'p' on what it provides (--actions p --object OID)",
+    "iam": "an identity is proven by its own secret: there is no other to claim",
+}
+
+
+def _binding_flags(sub: argparse.ArgumentParser, *, required: bool) -> None:
+    sub.add_argument(
+        "--actions", required=required, help="binding actions: letters of rwxsp, e.g. rs"
+    )
+    sub.add_argument("--object", help="object OID or name, '*' (any) or class:N (default '*')")
+    sub.add_argument("--interface", help="interface IID, e.g. [1:{01}], or '*' (default: any)")
+    # Grants of earlier versions that nothing ever enforced (docs/security.md,
+    # "Permissions"): refused with the reason, not with "unrecognized arguments".
+    for name in ("requestor", "provider"):
+        sub.add_argument(f"--{name}", action="store_true", help=argparse.SUPPRESS)
+    sub.add_argument("--iam", help=argparse.SUPPRESS)
+
+
+def _refuse_unenforced(args: argparse.Namespace) -> None:
+    for name, instead in _UNENFORCED.items():
+        if getattr(args, name) not in (None, False):
+            raise UsageError(
+                f"--{name}: dofpy enforces no {name} grant and no longer grants one; {instead}"
+                " (see docs/security.md, 'Permissions')"
+            )
+
+
+def _binding(args: argparse.Namespace) -> BindingPermission:
+    try:
+        return parse_binding(args.actions, args.object, args.interface)
+    except ValueError as exc:
+        raise UsageError(f"--{exc}") from None
 
 
 def _grant_flags(sub: argparse.ArgumentParser) -> None:
     _node_flags(sub)
-    sub.add_argument("--actions", help="binding actions: letters of rwxsp")
-    sub.add_argument("--object", help="object OID, '*' (any) or class:N (default '*')")
-    sub.add_argument("--interface", help="interface IID, e.g. [1:{01}] (default: any)")
-    sub.add_argument("--requestor", action="store_true", help="may act as a requestor")
-    sub.add_argument("--provider", action="store_true", help="may act as a provider")
-    sub.add_argument("--iam", help="may claim this identity")
+    _binding_flags(sub, required=False)
 
 
 def _grant(args: argparse.Namespace) -> int:
-    domain, identity = _domain(args.domain), _identity(args.identity)
+    _refuse_unenforced(args)
+    if args.actions is None:
+        raise UsageError("grant needs --actions (letters of rwxsp)")
+    permission = _binding(args)
     with _existing_db(args.db) as store:
-        permission = _permission(args)
-        store.grant(domain, identity, permission, time.time())
-    print(f"granted {identity}: {_describe(permission)}")
+        store.grant(args.domain, args.identity, permission, time.time())
+    print(f"granted {args.identity}: {describe_permission(permission)}")
+    return 0
+
+
+def _ungrant_flags(sub: argparse.ArgumentParser) -> None:
+    _node_flags(sub)
+    _binding_flags(sub, required=False)
+    sub.add_argument(
+        "--permission",
+        metavar="TEXT",
+        help="the grant as 'list' prints it, e.g. 'rs * [1:{01}]' or 'requestor'"
+        " (instead of --actions, --object, --interface)",
+    )
+
+
+def _ungrant(args: argparse.Namespace) -> int:
+    binding_flags = [
+        f"--{name}" for name in ("actions", "object", "interface") if getattr(args, name)
+    ]
+    if args.permission is not None:
+        if binding_flags or args.requestor or args.provider or args.iam is not None:
+            given = binding_flags or ["--requestor/--provider/--iam"]
+            raise UsageError(f"--permission names the whole grant: drop {', '.join(given)}")
+        try:
+            permission = parse_permission(args.permission)
+        except ValueError as exc:
+            raise UsageError(f"argument --permission: {args.permission!r}: {exc}") from None
+    else:
+        _refuse_unenforced(args)
+        if args.actions is None:
+            raise UsageError("ungrant needs --actions (with --object, --interface) or --permission")
+        permission = _binding(args)
+    with _existing_db(args.db) as store:
+        store.ungrant(args.domain, args.identity, permission, time.time())
+    print(f"removed from {args.identity}: {describe_permission(permission)}")
     return 0
 
 
 def _revoke_flags(sub: argparse.ArgumentParser) -> None:
     _node_flags(sub)
-    sub.add_argument("--reason", default="revoked by operator")
+    sub.add_argument("--reason", default="revoked by operator", help="recorded in the audit log")
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    domain, identity = _domain(args.domain), _identity(args.identity)
     with _existing_db(args.db) as store:
-        store.revoke(domain, identity, args.reason, time.time())
-    print(f"revoked {identity} in {domain}")
+        store.revoke(args.domain, args.identity, args.reason, time.time())
+    print(f"revoked {args.identity} in {args.domain}")
+    return 0
+
+
+def _reinstate(args: argparse.Namespace) -> int:
+    with _existing_db(args.db) as store:
+        store.reinstate(args.domain, args.identity, time.time())
+    print(f"reinstated {args.identity} in {args.domain}: its identity secret works again")
+    return 0
+
+
+def _secret_command_flags(sub: argparse.ArgumentParser) -> None:
+    _node_flags(sub)
+    _secret_flags(sub, "the new identity secret")
+
+
+def _re_enrol(args: argparse.Namespace) -> int:
+    with _existing_db(args.db) as store:
+        generation, credential, out = _issue_secret(
+            args, store, lambda s: s.re_enrol(args.domain, args.identity, time.time())
+        )
+    print(f"re-enrolled {args.identity} in {args.domain}: generation {generation}")
+    _deliver_secret(credential, out)
     return 0
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    domain, identity = _domain(args.domain), _identity(args.identity)
     with _existing_db(args.db) as store:
-        generation = store.rotate(domain, identity, time.time())
-        credential = store.domain(domain).credential_for(identity, generation)
-    print(f"rotated {identity}: generation {generation}")
-    print(f"identity secret: {credential.secret.hex()}")
+        generation, credential, out = _issue_secret(
+            args, store, lambda s: s.rotate(args.domain, args.identity, time.time())
+        )
+    print(f"rotated {args.identity}: generation {generation}")
+    _deliver_secret(credential, out)
     return 0
 
 
 def _list_flags(sub: argparse.ArgumentParser) -> None:
     _db_flag(sub)
-    sub.add_argument("--domain", help="only this domain")
+    sub.add_argument("--domain", type=_argument(_domain), help="only this domain")
     add_format_flag(sub, ("text", "table", "json", "csv"), default="text")
 
 
-_LIST_COLUMNS = ("identity", "domain", "status", "generation", "max_duration", "permissions")
+LIST_KEYS = ("identity", "domain", "status", "generation", "max_duration", "permissions")
+"""The keys of each object ``list --json`` prints (docs/operations.md)."""
 
 
 def _list(args: argparse.Namespace) -> int:
-    domain_filter = _domain(args.domain) if args.domain else None
     with _existing_db(args.db) as store:
-        summaries = store.nodes(domain_filter)
+        summaries = store.nodes(args.domain)
     if args.format != "text":
         records: list[dict[str, Any]] = [
             {
@@ -553,11 +770,11 @@ def _list(args: argparse.Namespace) -> int:
                 "status": "revoked" if summary.revoked else "active",
                 "generation": summary.generation,
                 "max_duration": summary.max_duration,
-                "permissions": [_describe(p) for p in summary.permissions],
+                "permissions": [describe_permission(p) for p in summary.permissions],
             }
             for summary in summaries
         ]
-        print_records(records, _LIST_COLUMNS, args.format)
+        print_records(records, LIST_KEYS, args.format)
         return 0
     for summary in summaries:
         status = "revoked" if summary.revoked else "active"
@@ -566,9 +783,58 @@ def _list(args: argparse.Namespace) -> int:
             f" generation={summary.generation} max-duration={summary.max_duration}"
         )
         for permission in summary.permissions:
-            print(f"    {_describe(permission)}")
+            print(f"    {describe_permission(permission)}")
     return 0
 
+
+def _audit_flags(sub: argparse.ArgumentParser) -> None:
+    _db_flag(sub)
+    sub.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_argument(_since),
+        help="only entries at or after TIME: ISO 8601 (UTC unless it says), or Unix seconds",
+    )
+    sub.add_argument(
+        "--node",
+        metavar="ID",
+        type=_argument(_identity),
+        help="only entries concerning this node (its commands, TRP decisions on either side)",
+    )
+    add_format_flag(sub, ("table", "json", "csv"), default="table")
+
+
+AUDIT_KEYS = ("id", "time", "at", "event", "domain", "node", "permission", "detail")
+"""The keys of each object ``audit --json`` prints (docs/operations.md)."""
+
+_AUDIT_COLUMNS = ("time", "event", "domain", "node", "permission", "detail")
+
+
+def _time_text(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with _existing_db(args.db) as store:
+        entries = store.audit_log(since=args.since, node=args.node)
+    records = [
+        {
+            "id": entry.id,
+            "time": _time_text(entry.at),
+            "at": entry.at,
+            "event": entry.event,
+            "domain": entry.domain,
+            "node": entry.node,
+            "permission": entry.permission,
+            "detail": entry.detail,
+        }
+        for entry in entries
+    ]
+    print_records(records, AUDIT_KEYS if args.format == "json" else _AUDIT_COLUMNS, args.format)
+    return 0
+
+
+_NODE_EXAMPLE = "--db auth.db --domain example.org device@example.org"
 
 _COMMANDS = (
     Command(
@@ -588,33 +854,63 @@ _COMMANDS = (
     ),
     Command(
         "grant",
-        "grant a node a permission",
+        "grant a node a binding permission",
         "dofpy authenticator grant --db auth.db --domain example.org client@example.org "
         "--actions rs --interface '[1:{01}]'",
         _grant_flags,
         _grant,
     ),
     Command(
+        "ungrant",
+        "remove a grant from a node",
+        "dofpy authenticator ungrant --db auth.db --domain example.org client@example.org "
+        "--actions rs --interface '[1:{01}]'\n"
+        "dofpy authenticator ungrant --db auth.db --domain example.org client@example.org "
+        "--permission 'rs * [1:{01}]'",
+        _ungrant_flags,
+        _ungrant,
+    ),
+    Command(
         "revoke",
         "revoke a node",
-        "dofpy authenticator revoke --db auth.db --domain example.org device@example.org "
-        "--reason stolen",
+        f"dofpy authenticator revoke {_NODE_EXAMPLE} --reason stolen",
         _revoke_flags,
         _revoke,
     ),
     Command(
-        "rotate",
-        "give a node a new identity secret",
-        "dofpy authenticator rotate --db auth.db --domain example.org device@example.org",
+        "reinstate",
+        "lift a node's revocation (its identity secret works again)",
+        f"dofpy authenticator reinstate {_NODE_EXAMPLE}",
         _node_flags,
+        _reinstate,
+    ),
+    Command(
+        "re-enrol",
+        "lift a node's revocation and give it a new identity secret (a device back from repair)",
+        f"dofpy authenticator re-enrol {_NODE_EXAMPLE} --secret-file device.secret",
+        _secret_command_flags,
+        _re_enrol,
+    ),
+    Command(
+        "rotate",
+        "give an active node a new identity secret",
+        f"dofpy authenticator rotate {_NODE_EXAMPLE}",
+        _secret_command_flags,
         _rotate,
     ),
     Command(
         "list",
         "list nodes and their permissions",
-        "dofpy authenticator list --db auth.db --domain example.org --format csv",
+        "dofpy authenticator list --db auth.db --domain example.org --json",
         _list_flags,
         _list,
+    ),
+    Command(
+        "audit",
+        "show the audit log",
+        "dofpy authenticator audit --db auth.db --since 2026-12-01 --node device@example.org",
+        _audit_flags,
+        _audit,
     ),
 )
 

@@ -1,5 +1,5 @@
 """The Authenticator's store: domains, nodes, permissions, revocations and an
-append-only audit log, as migration 1 of service ``authenticator`` on the
+append-only audit log, as migrations 1 and 2 of service ``authenticator`` on the
 services' store layer (:mod:`dofpy_services.store`: a SQLite file, the
 embedded default, or a PostgreSQL database that replicas share).
 
@@ -18,8 +18,9 @@ Every operator request is one transaction that first locks the node's row
 (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's write transactions lock the
 whole file), so replicas sharing one database never interleave two changes of
 the same node (two grants cannot take the same position; two rotations cannot
-return the same generation); uniqueness (a domain, a node, a revocation) is the
-primary keys', so the replica that loses a race gets a clear ``StoreError``.
+return the same generation); uniqueness (a domain, a node, a revocation, a
+grant) is the primary keys' and a unique index's, so the replica that loses a
+race gets a clear ``StoreError``.
 
 The ``audit`` table refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE): its
 triggers raise, so the log only ever grows. On PostgreSQL the owner of a table
@@ -31,9 +32,10 @@ docs/operations.md ("PostgreSQL").
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Self
 
@@ -48,10 +50,12 @@ from dofpy.wire.permissions import (
     decode_permission_set_untrusted,
     encode_permission,
 )
+from dofpy_services.authenticator.grants import describe_permission, legacy_permission_text
 from dofpy_services.store import (
     CallObserver,
     Database,
     Migration,
+    Row,
     StoreConflict,
     StoreError,
     StoreRefused,
@@ -179,12 +183,48 @@ CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
     FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 """
 
+# Version 2: audit rows name their domain, node and permission (the permission
+# in the text form of :mod:`~dofpy_services.authenticator.grants`, not a Python
+# repr); a node holds each permission once. Duplicates stored by version 1 are
+# removed, keeping the first grant, each removal audited. Version 1's audit rows
+# stay as they are (the log is append-only) and are rendered when read.
+_DEDUPLICATE = """
+INSERT INTO audit (at, event, detail, domain, node)
+SELECT {now}, 'ungrant',
+       'duplicate grant at position ' || p.position || ' removed by schema migration 2',
+       d.text, n.text
+FROM permissions p
+JOIN nodes n ON n.domain = p.domain AND n.identity = p.identity
+JOIN domains d ON d.oid = p.domain
+WHERE EXISTS (SELECT 1 FROM permissions q
+              WHERE q.domain = p.domain AND q.identity = p.identity
+                AND q.permission = p.permission AND q.position < p.position);
+DELETE FROM permissions
+WHERE EXISTS (SELECT 1 FROM permissions q
+              WHERE q.domain = permissions.domain AND q.identity = permissions.identity
+                AND q.permission = permissions.permission
+                AND q.position < permissions.position);
+CREATE UNIQUE INDEX permissions_once ON permissions (domain, identity, permission);
+"""
+
+_STRUCTURED_AUDIT = """
+ALTER TABLE audit ADD COLUMN domain TEXT;
+ALTER TABLE audit ADD COLUMN node TEXT;
+ALTER TABLE audit ADD COLUMN permission TEXT;
+"""
+
 MIGRATIONS = (
     Migration(
         1,
         "domains, nodes, permissions, revocations, append-only audit",
         _TABLES_SQLITE,
         _TABLES_POSTGRES,
+    ),
+    Migration(
+        2,
+        "audit rows name domain, node and permission; each permission granted once",
+        _STRUCTURED_AUDIT + _DEDUPLICATE.format(now="CAST(strftime('%s', 'now') AS REAL)"),
+        _STRUCTURED_AUDIT + _DEDUPLICATE.format(now="EXTRACT(EPOCH FROM now())"),
     ),
 )
 
@@ -206,12 +246,19 @@ class NodeSummary:
 
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
-    """One line of the audit log."""
+    """One line of the audit log: when (Unix seconds), what (``event``: the
+    command, ``trp-granted``, ...), and, when the event concerns them, the
+    domain, the node and the permission in text form (OIDs as ``str(OID)``,
+    the permission as :func:`~dofpy_services.authenticator.grants.describe_permission`
+    writes it); ``detail`` holds the rest (``reason=stolen``, the peer, ...)."""
 
     id: int
     at: float
     event: str
     detail: str
+    domain: str | None = None
+    node: str | None = None
+    permission: str | None = None
 
 
 # -- the operations, each a function of one transaction ----------------------------------
@@ -278,12 +325,46 @@ def _is_revoked(tx: Transaction, domain: OID, identity: OID) -> bool:
     return row is not None
 
 
-def _append_audit(tx: Transaction, now: float, event: str, detail: str) -> None:
-    tx.execute("INSERT INTO audit (at, event, detail) VALUES (?, ?, ?)", (now, event, detail))
+# One audit row: (at, event, detail, domain, node, permission).
+AuditLine = tuple[float, str, str, str | None, str | None, str | None]
+
+_INSERT_AUDIT = (
+    "INSERT INTO audit (at, event, detail, domain, node, permission) VALUES (?, ?, ?, ?, ?, ?)"
+)
 
 
-def _append_audit_lines(tx: Transaction, lines: Sequence[tuple[float, str, str]]) -> None:
-    tx.executemany("INSERT INTO audit (at, event, detail) VALUES (?, ?, ?)", lines)
+def _audit_line(
+    now: float,
+    event: str,
+    detail: str,
+    domain: OID | None = None,
+    node: OID | None = None,
+    permission: Permission | None = None,
+) -> AuditLine:
+    return (
+        now,
+        event,
+        detail,
+        None if domain is None else str(domain),
+        None if node is None else str(node),
+        None if permission is None else describe_permission(permission),
+    )
+
+
+def _append_audit(
+    tx: Transaction,
+    now: float,
+    event: str,
+    detail: str,
+    domain: OID | None = None,
+    node: OID | None = None,
+    permission: Permission | None = None,
+) -> None:
+    tx.execute(_INSERT_AUDIT, _audit_line(now, event, detail, domain, node, permission))
+
+
+def _append_audit_lines(tx: Transaction, lines: Sequence[AuditLine]) -> None:
+    tx.executemany(_INSERT_AUDIT, lines)
 
 
 def _lock_node(tx: Transaction, domain: OID, identity: OID) -> None:
@@ -303,7 +384,7 @@ def _init_domain(tx: Transaction, domain: OID, master_key: bytes, now: float) ->
         "INSERT INTO domains (oid, text, master_key) VALUES (?, ?, ?)",
         (domain.encode(), str(domain), master_key),
     )
-    _append_audit(tx, now, "init-domain", f"domain={domain}")
+    _append_audit(tx, now, "init-domain", "", domain)
 
 
 def _add_node(tx: Transaction, domain: OID, identity: OID, now: float, max_duration: int) -> None:
@@ -317,12 +398,27 @@ def _add_node(tx: Transaction, domain: OID, identity: OID, now: float, max_durat
         "INSERT INTO nodes (domain, identity, text, max_duration) VALUES (?, ?, ?, ?)",
         (domain.encode(), identity.encode(), str(identity), max_duration),
     )
-    _append_audit(tx, now, "add-node", f"domain={domain} identity={identity}")
+    _append_audit(tx, now, "add-node", f"max_duration={max_duration}", domain, identity)
+
+
+def _has_grant(tx: Transaction, domain: OID, identity: OID, blob: bytes) -> bool:
+    row = tx.row(
+        "SELECT 1 FROM permissions WHERE domain = ? AND identity = ? AND permission = ?",
+        (domain.encode(), identity.encode(), blob),
+    )
+    return row is not None
+
+
+def _already_granted(identity: OID, permission: Permission) -> StoreError:
+    return StoreError(f"{identity} already has the grant '{describe_permission(permission)}'")
 
 
 def _grant(tx: Transaction, domain: OID, identity: OID, permission: Permission, now: float) -> None:
     key = (domain.encode(), identity.encode())
+    blob = encode_permission(permission)
     _lock_node(tx, domain, identity)
+    if _has_grant(tx, domain, identity, blob):
+        raise _already_granted(identity, permission)
     row = tx.row(
         "SELECT COALESCE(MAX(position), -1) FROM permissions WHERE domain = ? AND identity = ?",
         key,
@@ -330,9 +426,25 @@ def _grant(tx: Transaction, domain: OID, identity: OID, permission: Permission, 
     position = -1 if row is None else int(row[0])
     tx.execute(
         "INSERT INTO permissions (domain, identity, position, permission) VALUES (?, ?, ?, ?)",
-        (*key, position + 1, encode_permission(permission)),
+        (*key, position + 1, blob),
     )
-    _append_audit(tx, now, "grant", f"domain={domain} identity={identity} {permission}")
+    _append_audit(tx, now, "grant", "", domain, identity, permission)
+
+
+def _ungrant(
+    tx: Transaction, domain: OID, identity: OID, permission: Permission, now: float
+) -> None:
+    _lock_node(tx, domain, identity)
+    removed = tx.execute(
+        "DELETE FROM permissions WHERE domain = ? AND identity = ? AND permission = ?",
+        (domain.encode(), identity.encode(), encode_permission(permission)),
+    )
+    if not removed:
+        raise StoreError(
+            f"{identity} has no grant '{describe_permission(permission)}' in {domain}"
+            " (see its grants with 'dofpy authenticator list')"
+        )
+    _append_audit(tx, now, "ungrant", "", domain, identity, permission)
 
 
 def _revoke(tx: Transaction, domain: OID, identity: OID, reason: str, now: float) -> None:
@@ -343,20 +455,61 @@ def _revoke(tx: Transaction, domain: OID, identity: OID, reason: str, now: float
         "INSERT INTO revocations (domain, identity, at, reason) VALUES (?, ?, ?, ?)",
         (domain.encode(), identity.encode(), now, reason),
     )
-    _append_audit(tx, now, "revoke", f"domain={domain} identity={identity} reason={reason}")
+    _append_audit(tx, now, "revoke", f"reason={reason}", domain, identity)
 
 
-def _rotate(tx: Transaction, domain: OID, identity: OID, now: float) -> int:
+def _lift_revocation(tx: Transaction, domain: OID, identity: OID) -> bool:
+    removed = tx.execute(
+        "DELETE FROM revocations WHERE domain = ? AND identity = ?",
+        (domain.encode(), identity.encode()),
+    )
+    return removed > 0
+
+
+def _not_revoked(domain: OID, identity: OID) -> StoreError:
+    return StoreError(f"{identity} is not revoked in {domain}")
+
+
+def _reinstate(tx: Transaction, domain: OID, identity: OID, now: float) -> None:
     _lock_node(tx, domain, identity)
+    if not _lift_revocation(tx, domain, identity):
+        raise _not_revoked(domain, identity)
+    _append_audit(tx, now, "reinstate", "", domain, identity)
+
+
+def _bump_generation(tx: Transaction, domain: OID, identity: OID) -> int:
     row = tx.row(
         "UPDATE nodes SET generation = generation + 1"
         " WHERE domain = ? AND identity = ? RETURNING generation",
         (domain.encode(), identity.encode()),
     )
-    if row is None:  # pragma: no cover - the row is locked above
+    if row is None:  # pragma: no cover - the caller locked the row
         raise StoreError(f"{identity} is not enrolled in {domain}")
-    generation = int(row[0])
-    _append_audit(tx, now, "rotate", f"domain={domain} identity={identity} gen={generation}")
+    return int(row[0])
+
+
+def _re_enrol(tx: Transaction, domain: OID, identity: OID, now: float) -> int:
+    _lock_node(tx, domain, identity)
+    if not _lift_revocation(tx, domain, identity):
+        raise StoreError(
+            f"{identity} is not revoked in {domain}: 'rotate' gives an active node a new secret"
+        )
+    generation = _bump_generation(tx, domain, identity)
+    _append_audit(tx, now, "re-enrol", f"generation={generation}", domain, identity)
+    return generation
+
+
+def _rotate(tx: Transaction, domain: OID, identity: OID, now: float) -> int:
+    _lock_node(tx, domain, identity)
+    if _is_revoked(tx, domain, identity):
+        # Its new secret would be refused like the old one.
+        raise StoreError(
+            f"{identity} is revoked in {domain}: a new secret would be refused too;"
+            " 'dofpy authenticator re-enrol' lifts the revocation with a new secret"
+            " ('reinstate' lifts it alone)"
+        )
+    generation = _bump_generation(tx, domain, identity)
+    _append_audit(tx, now, "rotate", f"generation={generation}", domain, identity)
     return generation
 
 
@@ -404,9 +557,78 @@ def _nodes(tx: Transaction, domain: OID | None) -> list[NodeSummary]:
     return result
 
 
-def _audit_log(tx: Transaction) -> list[AuditEntry]:
-    rows = tx.rows("SELECT id, at, event, detail FROM audit ORDER BY id")
-    return [AuditEntry(int(r[0]), float(r[1]), str(r[2]), str(r[3])) for r in rows]
+# Schema version 1 wrote "domain=OID identity=OID REST" (or "domain=OID") into
+# ``detail``, REST being the permission's repr for a grant.
+_OID_TEXT = r"\[(?:[^\]\\]|\\.)*\]"
+_LEGACY_DETAIL = re.compile(
+    rf"domain=(?P<domain>{_OID_TEXT})(?: identity=(?P<node>{_OID_TEXT}))?(?: (?P<rest>.*))?",
+    re.S,
+)
+_LEGACY_GENERATION = re.compile(r"gen=(\d+)")
+
+
+def _entry(row: Row) -> AuditEntry:
+    entry_id, at, event, detail, domain, node, permission = row
+    entry = AuditEntry(
+        int(entry_id),
+        float(at),
+        str(event),
+        str(detail),
+        None if domain is None else str(domain),
+        None if node is None else str(node),
+        None if permission is None else str(permission),
+    )
+    if domain is not None or event.startswith("trp-"):
+        return entry
+    legacy = _LEGACY_DETAIL.fullmatch(entry.detail)
+    if legacy is None:
+        return entry
+    rest = legacy.group("rest") or ""
+    if event == "grant":
+        permission = legacy_permission_text(rest) or rest
+        rest = ""
+    elif event == "rotate":
+        rest = _LEGACY_GENERATION.sub(r"generation=\1", rest)
+    return replace(
+        entry,
+        domain=legacy.group("domain"),
+        node=legacy.group("node"),
+        permission=permission,
+        detail=rest,
+    )
+
+
+def _like_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _concerns(entry: AuditEntry, node: str) -> bool:
+    if entry.node == node:
+        return True
+    named = rf"(?:^|\s)(?:identity|initiator|responder)={re.escape(node)}(?:\s|$)"
+    return re.search(named, entry.detail) is not None
+
+
+def _audit_log(
+    tx: Transaction, since: float | None = None, node: OID | None = None
+) -> list[AuditEntry]:
+    sql = "SELECT id, at, event, detail, domain, node, permission FROM audit"
+    where: list[str] = []
+    params: list[object] = []
+    if since is not None:
+        where.append("at >= ?")
+        params.append(since)
+    if node is not None:
+        # The node's column, or its text in the detail (TRP decisions, schema 1's
+        # rows): narrowed here, decided exactly by _concerns below.
+        where.append("(node = ? OR detail LIKE ? ESCAPE '\\')")
+        params += [str(node), f"%{_like_escaped(str(node))}%"]
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    entries = [_entry(row) for row in tx.rows(sql + " ORDER BY id", params)]
+    if node is not None:
+        entries = [entry for entry in entries if _concerns(entry, str(node))]
+    return entries
 
 
 def _delete_audit(tx: Transaction) -> None:
@@ -479,10 +701,23 @@ class AuthenticatorStore:
             raise StoreError(f"{identity} is already enrolled in {domain}") from None
 
     def grant(self, domain: OID, identity: OID, permission: Permission, now: float) -> None:
-        """Add ``permission`` to the node's permissions."""
+        """Add ``permission`` to the node's permissions; ``StoreError`` if the
+        node holds it already (a node holds each permission once)."""
+        try:
+            self.database.write(
+                partial(_grant, domain=domain, identity=identity, permission=permission, now=now),
+                kind="grant",
+            )
+        except StoreConflict:  # another replica granted it meanwhile
+            raise _already_granted(identity, permission) from None
+
+    def ungrant(self, domain: OID, identity: OID, permission: Permission, now: float) -> None:
+        """Remove ``permission`` from the node's permissions; ``StoreError``
+        if the node does not hold it. Sessions already keyed keep what they
+        were granted until their duration ends."""
         self.database.write(
-            partial(_grant, domain=domain, identity=identity, permission=permission, now=now),
-            kind="grant",
+            partial(_ungrant, domain=domain, identity=identity, permission=permission, now=now),
+            kind="ungrant",
         )
 
     def revoke(self, domain: OID, identity: OID, reason: str, now: float) -> None:
@@ -495,9 +730,25 @@ class AuthenticatorStore:
         except StoreConflict:  # pragma: no cover - the node's row is locked first
             raise StoreError(f"{identity} is already revoked") from None
 
+    def reinstate(self, domain: OID, identity: OID, now: float) -> None:
+        """Lift the node's revocation: its identity secret works again.
+        ``StoreError`` if it is not revoked."""
+        self.database.write(
+            partial(_reinstate, domain=domain, identity=identity, now=now), kind="reinstate"
+        )
+
+    def re_enrol(self, domain: OID, identity: OID, now: float) -> int:
+        """Lift the node's revocation and give it a new identity secret (a
+        device back from repair: the secret it had stays refused); returns the
+        new generation. ``StoreError`` if it is not revoked."""
+        return self.database.write(
+            partial(_re_enrol, domain=domain, identity=identity, now=now), kind="re_enrol"
+        )
+
     def rotate(self, domain: OID, identity: OID, now: float) -> int:
         """Bump the node's credential generation (a new identity secret);
-        returns the new generation."""
+        returns the new generation. ``StoreError`` if the node is revoked (its
+        new secret would be refused too: see :meth:`re_enrol`)."""
         return self.database.write(
             partial(_rotate, domain=domain, identity=identity, now=now), kind="rotate"
         )
@@ -524,15 +775,36 @@ class AuthenticatorStore:
 
     # -- audit --------------------------------------------------------------------------
 
-    def audit(self, now: float, event: str, detail: str) -> None:
-        """Append one line to the audit log."""
+    def audit(
+        self,
+        now: float,
+        event: str,
+        detail: str,
+        *,
+        domain: OID | None = None,
+        node: OID | None = None,
+        permission: Permission | None = None,
+    ) -> None:
+        """Append one line to the audit log: ``event`` at ``now``, about
+        ``domain``, ``node`` and ``permission`` when given, ``detail`` the rest."""
         self.database.write(
-            partial(_append_audit, now=now, event=event, detail=detail), kind="audit"
+            partial(
+                _append_audit,
+                now=now,
+                event=event,
+                detail=detail,
+                domain=domain,
+                node=node,
+                permission=permission,
+            ),
+            kind="audit",
         )
 
-    def audit_log(self) -> list[AuditEntry]:
-        """The whole audit log, oldest first."""
-        return self.database.read(_audit_log, kind="audit_log")
+    def audit_log(self, *, since: float | None = None, node: OID | None = None) -> list[AuditEntry]:
+        """The audit log, oldest first: every line, or those at or after
+        ``since`` (Unix seconds) and those concerning ``node`` (as the node of
+        a command, or either side of a TRP decision)."""
+        return self.database.read(partial(_audit_log, since=since, node=node), kind="audit_log")
 
     def try_tamper_audit(self) -> bool:
         """Try to delete the audit log; True if the database allowed it (it
@@ -584,9 +856,7 @@ class AsyncAuthenticatorStore:
     database (for start-up and administration; leaving the ``async with``
     closes it, not ``sync.close``)."""
 
-    def __init__(
-        self, database: Database, audit_lines: WriteBatcher[tuple[float, str, str]]
-    ) -> None:
+    def __init__(self, database: Database, audit_lines: WriteBatcher[AuditLine]) -> None:
         self.database = database
         self.sync = AuthenticatorStore(database.sync)
         self._audit_lines = audit_lines
@@ -605,14 +875,28 @@ class AsyncAuthenticatorStore:
         """The domain with its master key; ``StoreError`` if unknown."""
         return await self.database.read(partial(_domain, domain=domain), kind="domain")
 
-    async def audit(self, now: float, event: str, detail: str) -> None:
-        """Append one line to the audit log; returns once it committed (in a
-        batch with whatever other lines were submitted meanwhile)."""
-        await self._audit_lines.submit((now, event, detail))
+    async def audit(
+        self,
+        now: float,
+        event: str,
+        detail: str,
+        *,
+        domain: OID | None = None,
+        node: OID | None = None,
+        permission: Permission | None = None,
+    ) -> None:
+        """Append one line to the audit log (see :meth:`AuthenticatorStore.audit`);
+        returns once it committed (in a batch with whatever other lines were
+        submitted meanwhile)."""
+        await self._audit_lines.submit(_audit_line(now, event, detail, domain, node, permission))
 
-    async def audit_log(self) -> list[AuditEntry]:
-        """The whole audit log, oldest first."""
-        return await self.database.read(_audit_log, kind="audit_log")
+    async def audit_log(
+        self, *, since: float | None = None, node: OID | None = None
+    ) -> list[AuditEntry]:
+        """The audit log, oldest first (see :meth:`AuthenticatorStore.audit_log`)."""
+        return await self.database.read(
+            partial(_audit_log, since=since, node=node), kind="audit_log"
+        )
 
     def statistics(self) -> StoreStatistics:
         """The database's counters."""

@@ -9,7 +9,9 @@ configuration dataclasses, not from decorated functions).
 Every service gets ``serve`` (``--config FILE``, ``--print-config``, one flag
 per setting) from the runner; its own commands come from its
 :class:`~dofpy_services.daemon.service.Command` values. An operator's error
-is one line, ``dofpy: error: ...``, exit status 2; never a traceback.
+is one line, ``dofpy: error: ...``, never a traceback; its exit status is 2 for
+a usage error (argparse's, :class:`UsageError`, an invalid configuration) and
+1 for anything else that went wrong (a store's refusal, a missing file, ...).
 """
 
 from __future__ import annotations
@@ -37,13 +39,32 @@ from dofpy_services.daemon.lifecycle import run_daemon, version
 from dofpy_services.daemon.logs import configure_logging
 from dofpy_services.daemon.service import Service
 
-__all__ = ["FORMATS", "CliError", "add_format_flag", "build_parser", "print_records", "run_cli"]
+__all__ = [
+    "FORMATS",
+    "USAGE_ERROR",
+    "CliError",
+    "UsageError",
+    "add_format_flag",
+    "build_parser",
+    "print_records",
+    "run_cli",
+]
 
 FORMATS = ("table", "json", "csv")
 
+RUNTIME_ERROR = 1
+USAGE_ERROR = 2
+"""The exit status of a usage error (argparse's own)."""
+
 
 class CliError(Exception):
-    """A usage or operator error, shown as ``dofpy: error: ...``."""
+    """An operator's request that could not be carried out, shown as
+    ``dofpy: error: ...``, exit status 1."""
+
+
+class UsageError(CliError):
+    """A command line that makes no sense (options that do not go together,
+    a value of the wrong form), exit status 2 like argparse's own errors."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,13 +77,24 @@ class _Parser(argparse.ArgumentParser):
 def add_format_flag(
     parser: argparse.ArgumentParser, formats: Sequence[str] = FORMATS, default: str = "table"
 ) -> None:
-    """``--format`` for a command that prints records."""
-    parser.add_argument(
+    """``--format`` for a command that prints records, and ``--json`` (the
+    same as ``--format json``) when JSON is one of ``formats``."""
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
         "--format",
         choices=formats,
         default=default,
         help=f"how records are printed (default {default})",
     )
+    if "json" in formats:
+        chosen.add_argument(
+            "--json",
+            dest="format",
+            action="store_const",
+            const="json",
+            default=default,
+            help="print a JSON array of objects (the same as --format json)",
+        )
 
 
 def print_records(
@@ -179,6 +211,17 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def _message(exc: Exception) -> str:
+    """What went wrong, in one line that names the input at fault."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc).replace("\n", " ")
+
+
+def _status(exc: Exception) -> int:
+    return USAGE_ERROR if isinstance(exc, UsageError | ConfigError) else RUNTIME_ERROR
+
+
 def _user_error(exc: BaseException, extra: tuple[type[Exception], ...]) -> Exception | None:
     """The operator's error ``exc`` is (the first, inside exception groups)."""
     if isinstance(exc, BaseExceptionGroup):
@@ -198,9 +241,14 @@ def run_cli(
     *,
     user_errors: tuple[type[Exception], ...] = (),
 ) -> int:
-    """Parse ``argv`` and run the command; returns the exit status. Exceptions
-    of ``user_errors`` (a store's, say) are one-line errors too."""
-    args = build_parser(services).parse_args(argv)
+    """Parse ``argv`` and run the command; returns the exit status (argparse's
+    too: ``--help``, ``--version`` and usage errors return rather than exit).
+    Exceptions of ``user_errors`` (a store's, say) are one-line errors too,
+    exit status 1."""
+    try:
+        args = build_parser(services).parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)
@@ -210,6 +258,5 @@ def run_cli(
         found = _user_error(exc, user_errors)
         if found is None:
             raise
-        message = str(found).replace("\n", " ")
-        print(f"dofpy: error: {message}", file=sys.stderr)
-        return 2
+        print(f"dofpy: error: {_message(found)}", file=sys.stderr)
+        return _status(found)

@@ -57,7 +57,9 @@ class Command:
     run: Callable[[argparse.Namespace], int]
     """Runs the command; returns the exit status. Raises
     :class:`~dofpy_services.daemon.cli.CliError` (or ``OSError``,
-    ``ValueError``) for an operator's error, shown as one line."""
+    ``ValueError``) for a request that was refused or failed (exit status 1),
+    :class:`~dofpy_services.daemon.cli.UsageError` for a command line that
+    makes no sense (2); either is shown as one line."""
     description: str = ""
 
 

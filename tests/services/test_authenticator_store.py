@@ -24,6 +24,7 @@ from dofpy.wire.permissions import (
     IamPermission,
     ProviderPermission,
     RequestorPermission,
+    encode_permission,
 )
 from dofpy_services.authenticator import (
     AuthenticatorStore,
@@ -181,6 +182,186 @@ def test_refused_requests_change_nothing(
         assert (store.nodes(), store.domains(), store.audit_log()) == before
 
 
+READS = BindingPermission(Action.READ | Action.SUBSCRIBE, OID(0), IID(1, b"\x01"))
+
+
+def test_a_permission_is_granted_once(db_location: str) -> None:
+    with enrolled(db_location) as store:
+        store.grant(DOMAIN, CLIENT, READS, 4.0)
+        before = (store.nodes(), store.audit_log())
+        same = BindingPermission(Action.SUBSCRIBE | Action.READ, OID(0), IID(1, b"\x01"))
+        with pytest.raises(StoreError, match=r"already has the grant 'rs \* \[\{01\}:\{01\}\]'"):
+            store.grant(DOMAIN, CLIENT, same, 5.0)
+        assert (store.nodes(), store.audit_log()) == before
+        assert list(store.permissions(DOMAIN, CLIENT)) == [READS]
+    # The schema itself refuses a second copy, whoever writes it.
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
+        raw(
+            db_location,
+            "INSERT INTO permissions (domain, identity, position, permission) VALUES (?, ?, 99, ?)",
+            (DOMAIN.encode(), CLIENT.encode(), encode_permission(READS)),
+        )
+
+
+def test_ungrant_removes_one_grant_and_audits_it(db_location: str) -> None:
+    executes = BindingPermission(Action.EXECUTE, OID(9), None, class_match=True)
+    with enrolled(db_location) as store:
+        store.grant(DOMAIN, CLIENT, READS, 4.0)
+        store.grant(DOMAIN, CLIENT, executes, 5.0)
+        store.ungrant(DOMAIN, CLIENT, READS, 6.0)
+        assert list(store.permissions(DOMAIN, CLIENT)) == [executes]
+        record = store.lookup(DOMAIN, CLIENT)
+        assert record is not None and list(record.permissions) == [executes]
+        last = store.audit_log()[-1]
+        assert (last.event, last.at, last.domain, last.node, last.permission) == (
+            "ungrant",
+            6.0,
+            str(DOMAIN),
+            str(CLIENT),
+            "rs * [{01}:{01}]",
+        )
+        before = store.audit_log()
+        with pytest.raises(StoreError, match="has no grant 'rs"):
+            store.ungrant(DOMAIN, CLIENT, READS, 7.0)
+        with pytest.raises(StoreError, match="not enrolled"):
+            store.ungrant(DOMAIN, OID(3, b"ghost"), READS, 7.0)
+        assert store.audit_log() == before
+        # Granting it again after removal is a fresh grant, after the others.
+        store.grant(DOMAIN, CLIENT, READS, 8.0)
+        assert list(store.permissions(DOMAIN, CLIENT)) == [executes, READS]
+
+
+def test_a_revoked_node_is_reinstated_or_re_enrolled(db_location: str) -> None:
+    with enrolled(db_location) as store:
+        original = store.domain(DOMAIN).credential_for(DEVICE).secret
+        for refused, message in (
+            (store.reinstate, "not revoked"),
+            (store.re_enrol, "not revoked.*'rotate'"),
+        ):
+            with pytest.raises(StoreError, match=message):
+                refused(DOMAIN, DEVICE, 4.0)
+        store.revoke(DOMAIN, DEVICE, "sent for repair", 5.0)
+        before = (store.nodes(), store.audit_log())
+        with pytest.raises(StoreError, match=r"is revoked in .*re-enrol"):
+            store.rotate(DOMAIN, DEVICE, 6.0)
+        assert (store.nodes(), store.audit_log()) == before
+
+        store.reinstate(DOMAIN, DEVICE, 7.0)  # revoked by mistake: the same secret
+        record = store.lookup(DOMAIN, DEVICE)
+        assert record is not None and not record.revoked
+        assert record.credential.secret == original
+
+        store.revoke(DOMAIN, DEVICE, "returned (RMA)", 8.0)
+        assert store.re_enrol(DOMAIN, DEVICE, 9.0) == 1  # back from repair: a new secret
+        record = store.lookup(DOMAIN, DEVICE)
+        assert record is not None and not record.revoked
+        assert record.credential.generation == 1 and record.credential.secret != original
+        events = [(e.event, e.node, e.detail) for e in store.audit_log()[-4:]]
+        assert events == [
+            ("revoke", str(DEVICE), "reason=sent for repair"),
+            ("reinstate", str(DEVICE), ""),
+            ("revoke", str(DEVICE), "reason=returned (RMA)"),
+            ("re-enrol", str(DEVICE), "generation=1"),
+        ]
+        with pytest.raises(StoreError, match="not enrolled"):
+            store.re_enrol(DOMAIN, OID(3, b"ghost"), 10.0)
+
+
+def test_audit_entries_name_domain_node_and_permission(db_location: str) -> None:
+    with enrolled(db_location) as store:
+        store.grant(DOMAIN, DEVICE, READS, 10.0)
+        store.rotate(DOMAIN, CLIENT, 11.0)
+        store.audit(
+            12.0,
+            "trp-granted",
+            f"peer=127.0.0.1:1 initiator={CLIENT} responder={DEVICE} reason=granted",
+        )
+        store.audit(13.0, "serve", "listen=127.0.0.1:3567")
+        entries = store.audit_log()
+        assert [(e.event, e.domain, e.node, e.permission, e.detail) for e in entries[:4]] == [
+            ("init-domain", str(DOMAIN), None, None, ""),
+            ("add-node", str(DOMAIN), str(DEVICE), None, "max_duration=255"),
+            ("add-node", str(DOMAIN), str(CLIENT), None, "max_duration=60"),
+            ("grant", str(DOMAIN), str(DEVICE), "rs * [{01}:{01}]", ""),
+        ]
+        assert [e.at for e in store.audit_log(since=11.0)] == [11.0, 12.0, 13.0]
+        # A node's own commands and the TRP decisions it is either side of.
+        assert [e.event for e in store.audit_log(node=DEVICE)] == [
+            "add-node",
+            "grant",
+            "trp-granted",
+        ]
+        assert [e.event for e in store.audit_log(node=CLIENT, since=11.5)] == ["trp-granted"]
+        # A name that is a prefix of another's, or holds LIKE's wildcards, is not a pattern.
+        assert store.audit_log(node=OID(3, b"device@example")) == []
+        assert store.audit_log(node=OID(3, b"%")) == []
+        assert store.audit_log(node=OID(3, b"_evice@example.org")) == []
+
+
+def test_a_schema_1_database_is_migrated(db_location: str) -> None:
+    """A database dofpy with schema 1 wrote: its duplicate grants go (each
+    removal audited), its audit rows (Python reprs) read as schema 2's."""
+    from dofpy_services.authenticator.store import MIGRATIONS, SERVICE  # noqa: PLC0415
+    from dofpy_services.store import open_database_sync  # noqa: PLC0415
+
+    open_database_sync(db_location, service=SERVICE, migrations=MIGRATIONS[:1]).close()
+    key = (DOMAIN.encode(), DEVICE.encode())
+    raw(db_location, "INSERT INTO domains VALUES (?, ?, ?)", (DOMAIN.encode(), str(DOMAIN), KEY))
+    raw(
+        db_location,
+        "INSERT INTO nodes (domain, identity, text) VALUES (?, ?, ?)",
+        (*key, str(DEVICE)),
+    )
+    executes = BindingPermission(Action.EXECUTE, OID(9), None, class_match=True)
+    for position, permission in enumerate((READS, executes, READS, READS)):
+        raw(
+            db_location,
+            "INSERT INTO permissions VALUES (?, ?, ?, ?)",
+            (*key, position, encode_permission(permission)),
+        )
+    device = f"domain={DOMAIN} identity={DEVICE}"
+    for event, detail in (
+        ("init-domain", f"domain={DOMAIN}"),
+        ("grant", f"{device} {READS}"),
+        ("grant", f"{device} {IamPermission(OID(3, b'alias'))}"),
+        ("grant", f"{device} {RequestorPermission()}"),
+        ("rotate", f"{device} gen=3"),
+        ("revoke", f"{device} reason=stolen"),
+        ("trp-refused", f"peer=10.0.0.1:3567 initiator={DEVICE} responder=None reason=x"),
+    ):
+        raw(db_location, "INSERT INTO audit (at, event, detail) VALUES (1, ?, ?)", (event, detail))
+
+    with open_store(db_location) as store:
+        assert list(store.permissions(DOMAIN, DEVICE)) == [READS, executes]
+        log = store.audit_log()
+    rendered = [(e.event, e.domain, e.node, e.permission, e.detail) for e in log]
+    assert rendered[:7] == [
+        ("init-domain", str(DOMAIN), None, None, ""),
+        ("grant", str(DOMAIN), str(DEVICE), "rs * [{01}:{01}]", ""),
+        ("grant", str(DOMAIN), str(DEVICE), "iam [{03}:alias]", ""),
+        ("grant", str(DOMAIN), str(DEVICE), "requestor", ""),
+        ("rotate", str(DOMAIN), str(DEVICE), None, "generation=3"),
+        ("revoke", str(DOMAIN), str(DEVICE), None, "reason=stolen"),
+        (
+            "trp-refused",
+            None,
+            None,
+            None,
+            f"peer=10.0.0.1:3567 initiator={DEVICE} responder=None reason=x",
+        ),
+    ]
+    assert rendered[7:] == [
+        (
+            "ungrant",
+            str(DOMAIN),
+            str(DEVICE),
+            None,
+            f"duplicate grant at position {position} removed by schema migration 2",
+        )
+        for position in (2, 3)
+    ]
+
+
 def test_revoking_twice_is_refused(db_location: str) -> None:
     with enrolled(db_location) as store:
         store.revoke(DOMAIN, DEVICE, "lost", 4.0)
@@ -311,7 +492,8 @@ def test_a_newer_schema_is_refused(db_location: str) -> None:
     enrolled(db_location).close()
     raw(
         db_location,
-        "UPDATE dofpy_migrations SET version = ? WHERE service = 'authenticator'",
+        "INSERT INTO dofpy_migrations (service, version, description, applied_at)"
+        " VALUES ('authenticator', ?, 'from a newer dofpy', 0)",
         (SCHEMA_VERSION + 1,),
     )
     with pytest.raises(StoreError, match=f"authenticator .* schema version {SCHEMA_VERSION + 1}"):
@@ -347,8 +529,8 @@ def test_postgres_tables_are_created_once(postgres_url: str) -> None:
     stores = in_threads(4, lambda _: open_store(postgres_url))
     for store in stores:
         store.close()
-    assert raw(postgres_url, "SELECT service, version FROM dofpy_migrations") == [
-        ("authenticator", SCHEMA_VERSION)
+    assert raw(postgres_url, "SELECT service, version FROM dofpy_migrations ORDER BY 2") == [
+        ("authenticator", version) for version in range(1, SCHEMA_VERSION + 1)
     ]
 
 
@@ -405,7 +587,12 @@ def test_postgres_documented_privileges(
         store.add_node(DOMAIN, OID(3, b"svc@example.org"), 4.0)
         store.grant(DOMAIN, OID(3, b"svc@example.org"), RequestorPermission(), 5.0)
         assert store.rotate(DOMAIN, OID(3, b"svc@example.org"), 6.0) == 1
+        store.ungrant(DOMAIN, OID(3, b"svc@example.org"), RequestorPermission(), 6.5)
         store.revoke(DOMAIN, DEVICE, "test", 7.0)
+        store.reinstate(DOMAIN, DEVICE, 7.1)
+        store.revoke(DOMAIN, DEVICE, "test", 7.2)
+        assert store.re_enrol(DOMAIN, DEVICE, 7.3) == 1
+        store.revoke(DOMAIN, DEVICE, "test", 7.4)
         store.init_domain(OTHER_DOMAIN, KEY, 8.0)
         assert store.domain(DOMAIN).master_key == KEY
         assert len(store.nodes()) == 3
@@ -424,7 +611,7 @@ def test_postgres_documented_privileges(
         ("[{06}:example.org]",),
         ("[{06}:other.org]",),
     ]
-    assert len(raw(as_report, "SELECT * FROM audit")) == 9
+    assert len(raw(as_report, "SELECT * FROM audit")) == 14
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         raw(as_report, "SELECT master_key FROM domains")
     with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -20,8 +20,6 @@ from dofpy.wire.permissions import (
     Action,
     BindingPermission,
     PermissionSet,
-    ProviderPermission,
-    RequestorPermission,
 )
 from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig
 from dofpy_services.cli import main
@@ -49,8 +47,17 @@ async def test_nodes_join_with_credentials_files(
             str(tmp_path / f"{name}.cred"),
         )
     reads = BindingPermission(Action.READ, OID(0), THERMOSTAT.iid)
-    cli(capsys, "grant", *node, "thermostat@example.org", "--provider")
-    cli(capsys, "grant", *node, "client@example.org", "--requestor")
+    provides = BindingPermission(Action.PROVIDE, THERMOSTAT_OID, THERMOSTAT.iid)
+    interface = str(THERMOSTAT.iid)
+    provider_grant = [
+        "--actions",
+        "p",
+        "--object",
+        "thermostat@example.org",
+        "--interface",
+        interface,
+    ]
+    cli(capsys, "grant", *node, "thermostat@example.org", *provider_grant)
     cli(capsys, "grant", *node, "client@example.org", "--actions", "r")
     settings = AuthenticatorConfig(
         listen=("127.0.0.1", 0),
@@ -62,10 +69,10 @@ async def test_nodes_join_with_credentials_files(
         provider_file = load_credentials(tmp_path / "thermostat.cred")
         client_file = load_credentials(tmp_path / "client.cred")
         provider_config = provider_file.with_authenticator(authenticator.udp).node_config(
-            PermissionSet((ProviderPermission(),)), seal_authenticator=True
+            PermissionSet((provides,)), seal_authenticator=True
         )
         client_config = client_file.with_authenticator(authenticator.udp).node_config(
-            PermissionSet((RequestorPermission(), reads))
+            PermissionSet((reads,))
         )
         async with (
             open_node(config=OapConfig(node=provider_config)) as provider,

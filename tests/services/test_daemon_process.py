@@ -73,7 +73,7 @@ def test_add_node_writes_a_private_credentials_file(
     assert (out_file.stat().st_mode & 0o777) == 0o600
     assert credentials.secret == secret and secret.hex() not in out
     assert credentials.authenticator == ("127.0.0.1", 3567) and credentials.domain == DOMAIN
-    assert main(argv) == 2  # enrolled already, and the file is not overwritten
+    assert main(argv) == 1  # the file is not overwritten (nor the node enrolled twice)
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
@@ -180,7 +180,8 @@ def test_daemon_process_refuses_credentials_others_may_read(
         "127.0.0.1:0",
     )
     out, err = process.communicate(timeout=WAIT)
-    assert process.returncode == 2 and out == ""
+    # A runtime refusal (1), not a usage error (2).
+    assert process.returncode == 1 and out == ""
     assert err == (
         "dofpy: error: as.cred: credentials are readable by others (mode 0644); "
         "run: chmod 600 as.cred\n"
