@@ -91,8 +91,6 @@ from dofpy.wire.permissions import (
     Action,
     BindingPermission,
     PermissionSet,
-    ProviderPermission,
-    RequestorPermission,
 )
 from dofpy.wire.record import (
     IntRange,
@@ -150,12 +148,10 @@ __all__ = [
     "Provider",
     "ProviderException",
     "ProviderNotPermitted",
-    "ProviderPermission",
     "ReceiverConfig",
     "ReceiverStatistics",
     "RecordList",
     "RemoteProtocolError",
-    "RequestorPermission",
     "RetryPolicy",
     "SecurityConfig",
     "Subscription",

@@ -17,9 +17,7 @@ from dofpy import (
     FileStore,
     OapConfig,
     PermissionSet,
-    ProviderPermission,
     ReceiverStatistics,
-    RequestorPermission,
     TransferConfig,
     open_transfer_node,
 )
@@ -31,11 +29,13 @@ DEVICE = OID(3, b"device@example.org")
 
 
 async def test_a_secure_transfer_from_public_names(tmp_path: Path) -> None:
-    # What a device needs to fetch: invoke (x) on the block transfer's interface.
+    # What a server needs to serve blocks: provide (p) on the block transfer's
+    # interface; what a device needs to fetch: invoke (x) on it.
+    serve = BindingPermission(Action.PROVIDE, OID(0), TRANSFER_IID)
     fetch = BindingPermission(Action.EXECUTE, OID(0), TRANSFER_IID)
     domain = LocalDomain(DOMAIN, rng=random.Random(7).randbytes)
-    domain.enrol(SERVER, PermissionSet((ProviderPermission(),)))
-    domain.enrol(DEVICE, PermissionSet((RequestorPermission(), fetch)))
+    domain.enrol(SERVER, PermissionSet((serve,)))
+    domain.enrol(DEVICE, PermissionSet((fetch,)))
     # Each node asks for what it was granted (the default).
     server_config = TransferConfig(oap=OapConfig(node=domain.node_config(SERVER)))
     device_config = TransferConfig(oap=OapConfig(node=domain.node_config(DEVICE)))
