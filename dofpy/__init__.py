@@ -52,6 +52,10 @@ from dofpy.errors import (
     ProtocolError,
     ProviderNotPermitted,
     RemoteProtocolError,
+    SecureSessionCause,
+    SecureSessionFailed,
+    SecureSessionRefused,
+    SecureSessionTimeout,
 )
 from dofpy.oap.client import ItemClient, ObjectClient
 from dofpy.oap.core import OapConfig, OapCore
@@ -155,6 +159,10 @@ __all__ = [
     "RemoteProtocolError",
     "RequestorPermission",
     "RetryPolicy",
+    "SecureSessionCause",
+    "SecureSessionFailed",
+    "SecureSessionRefused",
+    "SecureSessionTimeout",
     "SecurityConfig",
     "Subscription",
     "TransferConfig",
