@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from dofpy.errors import SecureSessionCause, SecureSessionRefused
 from dofpy.oap.core import (
     AccessDenied,
     IncomingRequest,
@@ -17,7 +18,6 @@ from dofpy.oap.core import (
     RequestFailed,
     RequestKind,
 )
-from dofpy.errors import SecureSessionCause, SecureSessionRefused
 from dofpy.oap.errors import OapError, OapErrorCode
 from dofpy.session.security import COOKIE_REJECT_CODE, SecureSessionEnded, SecureSessionEstablished
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
