@@ -24,8 +24,9 @@ from dofpy.testing.secure import (
 )
 from dofpy.wire.dpp import AppId
 from dofpy.wire.security import KeyRequest, SecurityIdentity
-from dofpy.wire.trp import RequestSessionCommand
+from dofpy.wire.trp import RequestSessionCommand, TrpError, TrpReject
 from dofpy_services.authenticator.daemon import (
+    AUDIT_BUSY,
     AUDIT_CLEAR_REFUSED,
     AUDIT_HANDSHAKE_FAILED,
     AUDIT_RATE_LIMITED,
@@ -106,6 +107,31 @@ def test_rate_limited_commands_and_handshakes_are_audited() -> None:
     assert len(limited) == 4
     assert sum("handshake refused High Load" in d for d in limited) == 3
     assert all(d.startswith(f"peer={ATTACKER[0]}:") for d in limited)
+
+
+def test_commands_answered_high_load_for_a_full_queue_are_audited() -> None:
+    world = SecureDomain()
+    node = FakeNode(config=type("Config", (), {"security": world.authenticator_security()})())
+    audits: list[tuple[str, str]] = []
+    responder = TrpResponder(
+        node,  # type: ignore[arg-type]
+        world.authenticator,
+        rate_limit=None,
+        on_command=lambda command: False,  # the shell is full
+        on_audit=lambda kind, detail, now: audits.append((kind, detail)),
+    )
+    command = RequestSessionCommand(
+        world.domain.oid,
+        KeyRequest(SecurityIdentity(PROVIDER_ID), bytes(16), thermostat_grant("p")),
+        build_rekey(world.domain.oid, CLIENT_ID, bytes(16)).initiator,
+    )
+    responder.on_event(AuthenticatorRequested(1, PROVIDER, command, 10.0), 0.0)
+    assert audits == [
+        (
+            AUDIT_BUSY,
+            f"peer={PROVIDER[0]}:{PROVIDER[1]} reason=the decision queue is full (High Load)",
+        )
+    ]
 
 
 def _failure(cause: SecureSessionCause) -> IncomingHandshakeFailed:
