@@ -126,12 +126,9 @@ def test_commands_answered_high_load_for_a_full_queue_are_audited() -> None:
         build_rekey(world.domain.oid, CLIENT_ID, bytes(16)).initiator,
     )
     responder.on_event(AuthenticatorRequested(1, PROVIDER, command, 10.0), 0.0)
-    assert audits == [
-        (
-            AUDIT_BUSY,
-            f"peer={PROVIDER[0]}:{PROVIDER[1]} reason=the decision queue is full (High Load)",
-        )
-    ]
+    reason = "reason=the decision queue is full (High Load)"
+    assert audits == [(AUDIT_BUSY, f"peer={PROVIDER[0]}:{PROVIDER[1]} {reason}")]
+    assert node.answers[0][1] == TrpReject(TrpError.HIGH_LOAD)
 
 
 def _failure(cause: SecureSessionCause) -> IncomingHandshakeFailed:
