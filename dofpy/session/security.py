@@ -43,6 +43,15 @@ exactly as with an in-process answer. A pending decision is a half-open
 handshake (bounded by ``max_half_open``, ended by ``handshake_timeout``); an
 answer that comes too late, twice, or for a token never issued is ignored
 and counted (``authenticator_answers_ignored``).
+
+**Diagnosis.** A failed handshake ends its commands with
+:class:`~dofpy.errors.SecureSessionFailed` naming the cause: at once for a
+Reject (it carries the handshake's random operation id), at the deadline for
+what a forgery could cause (an Accept that does not verify is counted, logged
+and waited past). A responder gives a remote Authenticator two thirds of its
+handshake timeout, then refuses with Reject ``0xC2`` ``authenticator: <cause>``
+so that the initiator hears why before its own deadline; each handshake it
+answered that fails is reported as :class:`IncomingHandshakeFailed`.
 """
 
 from __future__ import annotations
