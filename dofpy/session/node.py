@@ -962,7 +962,10 @@ class Node:
 
     def _fail(self, pending: _Pending, error: DofError, now: float) -> None:
         if pending.internal is _Internal.TEP and self._security is not None:
-            self._security.on_handshake_failure(pending.peer, pending.request_id, error, now)
+            attempts = 0 if pending.retry is None else pending.retry.attempts
+            self._security.on_handshake_failure(
+                pending.peer, pending.request_id, error, now, attempts
+            )
         elif pending.internal is _Internal.TRP and self._security is not None:
             self._security.on_trp_failure(pending.request_id, error, now)
         elif pending.internal in (None, _Internal.PING):

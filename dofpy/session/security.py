@@ -780,12 +780,14 @@ class SecurityLayer:
             initiator=True,
         )
 
-    def on_handshake_failure(self, peer: Address, op: int, error: DofError, now: float) -> None:
-        """The Rekey or Confirm command itself timed out."""
+    def on_handshake_failure(
+        self, peer: Address, op: int, error: DofError, now: float, attempts: int = 0
+    ) -> None:
+        """The Rekey or Confirm command itself timed out (sent ``attempts`` times)."""
         handshake = self._initiating.get(peer)
         if handshake is not None and handshake.rekey_op == op:
             if isinstance(error, DofTimeoutError):
-                error = self._timed_out(handshake, now)
+                error = self._timed_out(handshake, now, attempts)
             self._fail(handshake, error, now)
 
     def diagnose(self, peer: Address, now: float) -> SecureSessionTimeout | None:
@@ -794,7 +796,9 @@ class SecurityLayer:
         handshake = self._initiating.get(peer)
         return None if handshake is None else self._timed_out(handshake, now)
 
-    def _timed_out(self, handshake: _Handshake, now: float) -> SecureSessionTimeout:
+    def _timed_out(
+        self, handshake: _Handshake, now: float, attempts: int | None = None
+    ) -> SecureSessionTimeout:
         """Why ``handshake`` (ours) is not done by ``now``: the most likely cause seen."""
         peer = handshake.peer
         where = _where(peer)
@@ -821,7 +825,9 @@ class SecurityLayer:
             )
         else:
             cause = SecureSessionCause.NO_ANSWER
-            rekeys = handshake.rekeys_sent + self._node._attempts(handshake.rekey_op)
+            if attempts is None:
+                attempts = self._node._attempts(handshake.rekey_op)
+            rekeys = handshake.rekeys_sent + attempts
             text = (
                 f"{where} did not answer the handshake ({rekeys} Rekey{'s' * (rekeys > 1)}"
                 f" in {waited:.1f} s): is it running, reachable, and a secure node of"

@@ -12,6 +12,7 @@ alongside, and forged packets are shown not to end a genuine handshake early.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -217,6 +218,8 @@ def test_peer_down_is_named_at_the_deadline() -> None:
     assert isinstance(result.error, SecureSessionTimeout)
     assert result.error.cause is SecureSessionCause.NO_ANSWER
     assert "10.1.0.1:3567 did not answer the handshake" in str(result.error)
+    # It says how hard it tried (the Rekey retransmissions of RetryPolicy).
+    assert re.search(r"\((\d+) Rekeys in 15\.0 s\)", str(result.error)), result.error
 
 
 def test_authenticator_refusal_fails_early_with_its_reason() -> None:
