@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -44,7 +44,7 @@ from dofpy.testing.secure import (
 )
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.security import AuthenticatorBlock, KeyRequest, SecurityIdentity
-from dofpy.wire.tep import ResponderInit, TepRekey, decode_tep_untrusted, encode_tep
+from dofpy.wire.tep import ResponderInit, TepConfirm, TepRekey, decode_tep_untrusted, encode_tep
 from dofpy.wire.trp import RequestSessionCommand
 from dofpy_services.authenticator.daemon import AuthenticatorCore
 from tests.session.test_secure_sessions import Pair
@@ -413,3 +413,53 @@ def test_a_forged_accept_alone_is_reported_only_at_the_deadline() -> None:
 def test_the_handshake_timeout_assumed_here_is_the_default() -> None:
     sim = SecureDomain()
     assert sim.local.security(CLIENT_ID).handshake_timeout == HANDSHAKE_TIMEOUT
+
+
+@dataclass
+class ConfirmCorrupter:
+    """Wraps the client's core and damages every Confirm it sends (a broken
+    initiator, or a link that alters it): the responder never sees one verify."""
+
+    inner: OapCore
+    damaged: int = 0
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.inner.receive_datagram(data, addr, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out = []
+        for sent, dst in self.inner.datagrams_to_send(now):
+            data = sent
+            _, packet = decode_frame_untrusted(data)
+            if packet.app_id == AppId.TEP and not packet.is_response and packet.security is None:
+                pdu = decode_tep_untrusted(packet.payload, is_response=False)
+                if isinstance(pdu, TepConfirm):
+                    bad = TepConfirm(bytes([pdu.confirmation[0] ^ 1]) + pdu.confirmation[1:])
+                    data = encode_frame(replace(packet, payload=encode_tep(bad)))
+                    self.damaged += 1
+            out.append((data, dst))
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.inner.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.inner.handle_timer(now)
+
+
+def test_confirms_that_never_verify_are_named_on_both_sides_at_the_deadline() -> None:
+    w = world()
+    client = w.pair.client
+    corrupter = ConfirmCorrupter(client)
+    w.sim.net.remove(CLIENT)
+    w.sim.net.add(corrupter, CLIENT)
+    error, took = w.failed_get()
+    assert took >= HANDSHAKE_TIMEOUT - 0.1  # a damaged Confirm could be forged: no early end
+    assert corrupter.damaged >= 1
+    assert isinstance(error, SecureSessionTimeout)
+    assert error.cause is SecureSessionCause.NO_CONFIRM_ACK
+    assert "did not acknowledge this node's Confirm (its Accept verified)" in str(error)
+    w.run_until(lambda: bool(w.provider_failures()))
+    (failure,) = w.provider_failures()
+    assert failure.error.cause is SecureSessionCause.CONFIRM_NOT_VERIFIED
+    assert "did not verify with the session key" in str(failure.error)
