@@ -54,6 +54,10 @@ from dofpy.errors import (
     ProtocolError,
     ProviderNotPermitted,
     RemoteProtocolError,
+    SecureSessionCause,
+    SecureSessionFailed,
+    SecureSessionRefused,
+    SecureSessionTimeout,
 )
 from dofpy.oap.client import ItemClient, ObjectClient
 from dofpy.oap.core import OapConfig, OapCore
@@ -153,6 +157,10 @@ __all__ = [
     "RecordList",
     "RemoteProtocolError",
     "RetryPolicy",
+    "SecureSessionCause",
+    "SecureSessionFailed",
+    "SecureSessionRefused",
+    "SecureSessionTimeout",
     "SecurityConfig",
     "Subscription",
     "TransferConfig",

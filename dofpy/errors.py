@@ -9,6 +9,7 @@ where one applies.
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,10 @@ __all__ = [
     "ProtocolError",
     "ProviderNotPermitted",
     "RemoteProtocolError",
+    "SecureSessionCause",
+    "SecureSessionFailed",
+    "SecureSessionRefused",
+    "SecureSessionTimeout",
 ]
 
 
@@ -91,3 +96,86 @@ class ProviderNotPermitted(DofError):
     the permissions its session was granted (authenticated by the
     Authenticator's ticket) do not let it provide the binding asked for: its
     answer is refused."""
+
+
+class SecureSessionCause(enum.Enum):
+    """Why a TEP handshake failed, as far as the node that reports it can tell.
+
+    The values are short names (they appear in logs, audit entries and the
+    responder's TEP Reject descriptions). The initiator's causes:
+
+    - ``NO_ANSWER``: the peer answered no Rekey (down, unreachable, or not a
+      secure node).
+    - ``NO_ACCEPT``: the peer answered with a cookie, then sent no Accept (it
+      is alive: it may be waiting for its Authenticator).
+    - ``ACCEPT_NOT_VERIFIED``: Accepts came but none verified with this node's
+      identity secret (that secret, or the Authenticator's record of it, is
+      wrong; or the Accepts were forged).
+    - ``NO_CONFIRM_ACK``: the Accept verified, the Confirm was not acknowledged.
+    - ``BUSY``: the responder stayed busy until the deadline.
+    - ``REJECTED``: another TEP Reject (wrong domain, no Authenticator...).
+
+    Either side's:
+
+    - ``AUTHENTICATOR_REFUSED``: the Authenticator refused the session (the
+      TRP error names why).
+    - ``AUTHENTICATOR_FAILED``: the responder got no answer from its
+      Authenticator (down, unreachable, or its own handshake with it failed).
+    - ``TICKET_NOT_VERIFIED``: the responder's ticket from the Authenticator
+      did not verify with the responder's identity secret.
+    - ``MODE_MISMATCH``: the two nodes use different security modes (TEP
+      Reject ``0xC3``).
+
+    The responder's:
+
+    - ``NO_CONFIRM``: no Confirm after the Accept (the initiator could not
+      verify the Accept, most likely, or went away).
+    - ``CONFIRM_NOT_VERIFIED``: Confirms came but none verified.
+    """
+
+    NO_ANSWER = "no-answer"
+    NO_ACCEPT = "no-accept"
+    ACCEPT_NOT_VERIFIED = "accept-not-verified"
+    NO_CONFIRM_ACK = "no-confirm-ack"
+    BUSY = "busy"
+    REJECTED = "rejected"
+    AUTHENTICATOR_REFUSED = "authenticator-refused"
+    AUTHENTICATOR_FAILED = "authenticator-failed"
+    TICKET_NOT_VERIFIED = "ticket-not-verified"
+    MODE_MISMATCH = "mode-mismatch"
+    NO_CONFIRM = "no-confirm"
+    CONFIRM_NOT_VERIFIED = "confirm-not-verified"
+
+
+class SecureSessionFailed(DofError):
+    """No secure session with ``peer``: ``cause`` (a :class:`SecureSessionCause`)
+    names the likely reason and the message says what to check.
+
+    Raised as :class:`SecureSessionRefused` when the peer refused (a TEP Reject:
+    it fails the handshake at once) and as :class:`SecureSessionTimeout` when
+    the handshake ran out of time (``cause`` is then the most likely reason
+    seen meanwhile). ``code`` is the TEP Reject code where one came."""
+
+    def __init__(
+        self,
+        peer: tuple[str, int],
+        cause: SecureSessionCause,
+        message: str,
+        code: int | None = None,
+    ) -> None:
+        Exception.__init__(self, message)
+        self.peer = peer
+        self.cause = cause
+        self.code = code
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.peer, self.cause, str(self), self.code))
+
+
+class SecureSessionRefused(SecureSessionFailed, RemoteProtocolError):
+    """The peer refused the handshake (a TEP Reject, ``code``)."""
+
+
+class SecureSessionTimeout(SecureSessionFailed, DofTimeoutError):
+    """The handshake was not done by its deadline; ``cause`` is the most likely
+    reason seen (each observation could also have been forged)."""

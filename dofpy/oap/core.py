@@ -51,6 +51,7 @@ from dofpy.security.permissions import is_allowed
 from dofpy.session.node import (
     AuthenticatorRequested,
     CommandReceived,
+    IncomingHandshakeFailed,
     Node,
     NodeConfig,
     NodeStatistics,
@@ -96,6 +97,7 @@ __all__ = [
     "AccessDenied",
     "AuthenticatorRequested",
     "CommandReceived",
+    "IncomingHandshakeFailed",
     "IncomingRequest",
     "Notification",
     "OapConfig",
@@ -247,6 +249,7 @@ OapEvent = (
     | SecureSessionEnded
     | CommandReceived
     | AuthenticatorRequested
+    | IncomingHandshakeFailed
     | PlaintextUsed
 )
 
@@ -778,6 +781,7 @@ class OapCore:
                     | SecureSessionEstablished()
                     | SecureSessionEnded()
                     | AuthenticatorRequested()
+                    | IncomingHandshakeFailed()
                     | PlaintextUsed()
                 ):
                     self._events.append(event)

@@ -38,6 +38,7 @@ from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session._retry import RetryPolicy, RetryState
 from dofpy.session.security import (
     AuthenticatorRequested,
+    IncomingHandshakeFailed,
     PlaintextUsed,
     SecureSessionEnded,
     SecureSessionEstablished,
@@ -88,6 +89,7 @@ __all__ = [
     "AuthenticatorRequested",
     "CommandHandler",
     "CommandReceived",
+    "IncomingHandshakeFailed",
     "Node",
     "NodeConfig",
     "NodeEvent",
@@ -282,6 +284,7 @@ NodeEvent = (
     | SecureSessionEstablished
     | SecureSessionEnded
     | AuthenticatorRequested
+    | IncomingHandshakeFailed
     | PlaintextUsed
 )
 
@@ -481,19 +484,7 @@ class Node:
             if state.expired(now):
                 del self._pending[pending.request_id]
                 self._counts["requests_timed_out"] += 1
-                waiting = (
-                    " (no secure session with it yet: the handshake did not complete)"
-                    if self._unvalidated(pending.peer) and pending.app_id not in _PLAINTEXT_APPS
-                    else ""
-                )
-                self._fail(
-                    pending,
-                    DofTimeoutError(
-                        f"no response from {pending.peer[0]}:{pending.peer[1]} to request "
-                        f"{pending.request_id} after {state.attempts} attempts{waiting}"
-                    ),
-                    now,
-                )
+                self._fail(pending, self._timed_out(pending, state.attempts, now), now)
             elif state.due(now):
                 state.record_send(now)
                 self._counts["retransmissions"] += 1
@@ -823,6 +814,33 @@ class Node:
             return
         self._transmit(peer, packet, now)
 
+    def _timed_out(self, pending: _Pending, attempts: int, now: float) -> DofTimeoutError:
+        """Why ``pending`` got no answer: when it waited for a handshake of
+        ours, that handshake's most likely cause (a :class:`SecureSessionTimeout`)."""
+        security = self._security
+        if security is not None and pending.app_id not in _ALWAYS_PLAIN_APPS:
+            session = security.session(pending.peer)
+            if session is None or (
+                pending.identity is not None and session.peer_identity != pending.identity
+            ):
+                diagnosis = security.diagnose(pending.peer, now)
+                if diagnosis is not None:
+                    return diagnosis
+        waiting = (
+            " (no secure session with it yet: the handshake did not complete)"
+            if self._unvalidated(pending.peer) and pending.app_id not in _PLAINTEXT_APPS
+            else ""
+        )
+        return DofTimeoutError(
+            f"no response from {pending.peer[0]}:{pending.peer[1]} to request "
+            f"{pending.request_id} after {attempts} attempts{waiting}"
+        )
+
+    def _attempts(self, request_id: int) -> int:
+        """Copies of pending command ``request_id`` sent so far (0: not pending)."""
+        pending = self._pending.get(request_id)
+        return 0 if pending is None or pending.retry is None else pending.retry.attempts
+
     def _unvalidated(self, peer: Address) -> bool:
         security = self._security
         return (
@@ -944,7 +962,10 @@ class Node:
 
     def _fail(self, pending: _Pending, error: DofError, now: float) -> None:
         if pending.internal is _Internal.TEP and self._security is not None:
-            self._security.on_handshake_failure(pending.peer, pending.request_id, error, now)
+            attempts = 0 if pending.retry is None else pending.retry.attempts
+            self._security.on_handshake_failure(
+                pending.peer, pending.request_id, error, now, attempts
+            )
         elif pending.internal is _Internal.TRP and self._security is not None:
             self._security.on_trp_failure(pending.request_id, error, now)
         elif pending.internal in (None, _Internal.PING):

@@ -43,6 +43,15 @@ exactly as with an in-process answer. A pending decision is a half-open
 handshake (bounded by ``max_half_open``, ended by ``handshake_timeout``); an
 answer that comes too late, twice, or for a token never issued is ignored
 and counted (``authenticator_answers_ignored``).
+
+**Diagnosis.** A failed handshake ends its commands with
+:class:`~dofpy.errors.SecureSessionFailed` naming the cause: at once for a
+Reject (it carries the handshake's random operation id), at the deadline for
+what a forgery could cause (an Accept that does not verify is counted, logged
+and waited past). A responder gives a remote Authenticator two thirds of its
+handshake timeout, then refuses with Reject ``0xC2`` ``authenticator: <cause>``
+so that the initiator hears why before its own deadline; each handshake it
+answered that fails is reported as :class:`IncomingHandshakeFailed`.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import secrets
 import warnings
 from collections.abc import Callable, Mapping
@@ -64,7 +74,10 @@ from dofpy.errors import (
     DofError,
     DofTimeoutError,
     PeerIdentityMismatch,
-    RemoteProtocolError,
+    SecureSessionCause,
+    SecureSessionFailed,
+    SecureSessionRefused,
+    SecureSessionTimeout,
 )
 from dofpy.security.authenticator import TicketRole, TrpAuthenticator, open_session_ticket
 from dofpy.security.crypto import (
@@ -95,6 +108,7 @@ from dofpy.wire.tep import (
 from dofpy.wire.trp import (
     RequestSessionCommand,
     RequestSessionResponse,
+    TrpError,
     TrpPdu,
     TrpReject,
     decode_trp_untrusted,
@@ -109,6 +123,7 @@ __all__ = [
     "CCM_INTEGRITY_LIMIT",
     "COOKIE_REJECT_CODE",
     "AuthenticatorRequested",
+    "IncomingHandshakeFailed",
     "PlaintextPolicy",
     "PlaintextUsed",
     "SecureSessionEnded",
@@ -116,6 +131,8 @@ __all__ = [
     "SecurityConfig",
     "SecurityStatistics",
 ]
+
+logger = logging.getLogger("dofpy.session.security")
 
 COOKIE_REJECT_CODE = 0xC0
 """TEP Reject code meaning "repeat your Rekey with this cookie" (dofpy extension)."""
@@ -128,6 +145,15 @@ MODE_REJECT_CODE = 0xC3
 description names both, e.g. ``CCM tag 8 (initiator) / CCM tag 16 (responder)``)."""
 
 _COOKIE_SIZE = 8
+# A responder waits this share of its handshake timeout for its Authenticator,
+# then refuses the handshake naming why: the initiator (whose timeout is
+# normally the same) hears the cause before its own deadline.
+_AUTHENTICATOR_SHARE = 2 / 3
+# Prefix of a Reject 0xC2 description: the responder's Authenticator failed it.
+_AUTHENTICATOR_TROUBLE = b"authenticator: "
+_TICKET_INVALID = b"authenticator ticket invalid"
+# Suffix of a Reject 0xC1 description: the refused Request Session went in the clear.
+_ASKED_IN_CLEAR = b" (asked in the clear)"
 _SSID_MAX = 0x3FFFFFFF  # the largest c4
 _SSID_HALF = 0x20000000  # the bit that splits the SSID space (see _allocate_ssid)
 _NONCE_SIZE = 16
@@ -303,6 +329,18 @@ class SecureSessionEnded:
 
 
 @dataclass(frozen=True, slots=True)
+class IncomingHandshakeFailed:
+    """A handshake that ``peer`` started with this node (the responder) failed:
+    ``error.cause`` says why, ``claimed_identity`` is who the initiator said it
+    was (not authenticated: the handshake did not complete). Emitted for
+    handshakes that passed the cookie (the address answered), droppable."""
+
+    peer: Address
+    claimed_identity: OID
+    error: SecureSessionFailed
+
+
+@dataclass(frozen=True, slots=True)
 class PlaintextUsed:
     """A node whose policy is :attr:`PlaintextPolicy.ALLOW` first sent
     (``sent``) or accepted an application packet in the clear with ``peer``
@@ -407,6 +445,13 @@ class _Handshake:
     session_key: bytes | None = field(default=None, repr=False)
     ssid: int | None = None
     token: int | None = None  # the AuthenticatorRequested it waits on (defer_authenticator)
+    # What was seen, for naming the cause when it fails.
+    started: float = 0.0
+    rekeys_sent: int = 0  # Rekeys of earlier cookie rounds (the node counts the current one)
+    bad_accepts: int = 0
+    bad_confirms: int = 0
+    ask_deadline: float | None = None  # responder: when to stop waiting for the Authenticator
+    trp_request: int | None = None  # responder: the Request Session sent to the Authenticator
 
     def move(self, phase: _Phase) -> None:
         if phase not in _PHASE_TRANSITIONS[self.phase]:
@@ -504,6 +549,11 @@ class SecurityLayer:
         deadlines = [h.deadline for h in self._initiating.values()]
         deadlines += [h.retry_at for h in self._initiating.values() if h.retry_at is not None]
         deadlines += [h.deadline for h in self._responding.values()]
+        deadlines += [
+            h.ask_deadline
+            for h in self._responding.values()
+            if h.ask_deadline is not None and h.phase is _Phase.ASKING_AUTHENTICATOR
+        ]
         deadlines += [s.expires for s in self._by_ssid.values()]
         return min(deadlines) if deadlines else None
 
@@ -516,7 +566,13 @@ class SecurityLayer:
         self._start_handshake(peer, now, self.config.rng(_NONCE_SIZE), cookie_rounds=0)
 
     def _start_handshake(
-        self, peer: Address, now: float, nonce: bytes, cookie_rounds: int, cookie: bytes = b""
+        self,
+        peer: Address,
+        now: float,
+        nonce: bytes,
+        cookie_rounds: int,
+        cookie: bytes = b"",
+        earlier: _Handshake | None = None,
     ) -> None:
         block, op = self._send_rekey(peer, nonce, now)
         handshake = _Handshake(
@@ -527,7 +583,11 @@ class SecurityLayer:
             op,
             cookie_rounds,
             cookie,
+            started=now if earlier is None else earlier.started,
         )
+        if earlier is not None:
+            handshake.rekeys_sent = earlier.rekeys_sent + self._node._attempts(earlier.rekey_op)
+            handshake.bad_accepts = earlier.bad_accepts
         self._initiating[peer] = handshake
         if cookie_rounds == 0:
             self._counts["handshakes_started"] += 1
@@ -548,6 +608,7 @@ class SecurityLayer:
     def _retry_busy(self, handshake: _Handshake, now: float) -> None:
         """Come back to a busy responder: a new Rekey (new nonce, same cookie)."""
         handshake.retry_at = None
+        handshake.rekeys_sent += self._node._attempts(handshake.rekey_op)
         nonce = (
             handshake.cookie + self.config.rng(_NONCE_SIZE - _COOKIE_SIZE)
             if handshake.cookie
@@ -576,7 +637,9 @@ class SecurityLayer:
             ):
                 del self._initiating[peer]
                 nonce = cookie + self.config.rng(_NONCE_SIZE - _COOKIE_SIZE)
-                self._start_handshake(peer, now, nonce, handshake.cookie_rounds + 1, cookie)
+                self._start_handshake(
+                    peer, now, nonce, handshake.cookie_rounds + 1, cookie, earlier=handshake
+                )
             case TepReject(code=code, description=b"busy") if (
                 code == HANDSHAKE_REJECT_CODE
                 and handshake.phase in (_Phase.REKEY_SENT, _Phase.CONFIRM_SENT)
@@ -594,6 +657,9 @@ class SecurityLayer:
                         handshake.cookie_rounds,
                         handshake.cookie,
                         handshake.busy_rounds,
+                        started=handshake.started,
+                        rekeys_sent=handshake.rekeys_sent,
+                        bad_accepts=handshake.bad_accepts,
                     )
                     self._initiating[peer] = handshake
                 # The responder holds too many half-open handshakes: come back
@@ -607,8 +673,13 @@ class SecurityLayer:
                 if retry_at >= handshake.deadline:
                     self._fail(
                         handshake,
-                        RemoteProtocolError(
-                            f"{peer} stayed busy: secure session not started", code
+                        SecureSessionRefused(
+                            peer,
+                            SecureSessionCause.BUSY,
+                            f"no secure session with {_where(peer)}: it stayed busy"
+                            f" ({handshake.busy_rounds} Rejects 'busy'): it holds too many"
+                            " half-open handshakes (a flood, or a slow Authenticator)",
+                            code,
                         ),
                         now,
                     )
@@ -618,28 +689,16 @@ class SecurityLayer:
                 # After the Accept the responder never rejects (a bad Confirm
                 # is dropped): a Reject now is forged.
                 self._counts["control_ignored"] += 1
+                logger.debug("TEP Reject from %s after its Accept ignored (forged)", peer)
                 return False
-            case TepReject(code=code, description=description) if code == MODE_REJECT_CODE:
-                self._counts["mode_mismatches"] += 1
-                self._fail(
-                    handshake,
-                    RemoteProtocolError(
-                        f"{peer} refused the security mode: "
-                        f"{description.decode('utf-8', 'replace')}",
-                        MODE_REJECT_CODE,
-                    ),
-                    now,
-                )
             case TepReject(code=code, description=description):
-                reason = description.decode("utf-8", "replace")
-                self._fail(
-                    handshake,
-                    RemoteProtocolError(
-                        f"{peer} rejected the secure session (TEP code {code:#04x}: {reason})",
-                        code,
-                    ),
-                    now,
-                )
+                # A Reject carries the handshake's random operation id: only
+                # an attacker who sees the Rekey can forge it (and could as
+                # well drop the answer). It ends the handshake at once.
+                if code == MODE_REJECT_CODE:
+                    self._counts["mode_mismatches"] += 1
+                self._fail(handshake, self._refused(peer, code, description), now)
+
             case TepAccept() if handshake.phase is _Phase.REKEY_SENT:
                 self._on_accept(handshake, pdu, now)
             case TepConfirmAck() if handshake.phase is _Phase.CONFIRM_SENT:
@@ -667,8 +726,20 @@ class SecurityLayer:
                 != key
             ):
                 raise BadPacket("the ticket's key differs from the Accept's")
-        except BadPacket:
+        except BadPacket as exc:
+            # A wrong identity secret, or a forged Accept: they look alike, so
+            # the handshake goes on waiting for one that verifies (a forgery
+            # must not end it) and names this cause if none does.
             self._counts["authentication_failures"] += 1
+            handshake.bad_accepts += 1
+            logger.log(
+                logging.INFO if handshake.bad_accepts == 1 else logging.DEBUG,
+                "TEP Accept from %s did not verify with this node's identity secret (%s);"
+                " still waiting for one that does: %s",
+                _where(handshake.peer),
+                self.config.identity,
+                exc,
+            )
             raise
         if accept.responder_init is None or accept.responder_init.ssid is None:
             raise BadPacket("TEP Accept without an SSID")
@@ -709,17 +780,117 @@ class SecurityLayer:
             initiator=True,
         )
 
-    def on_handshake_failure(self, peer: Address, op: int, error: DofError, now: float) -> None:
-        """The Rekey or Confirm command itself timed out."""
+    def on_handshake_failure(
+        self, peer: Address, op: int, error: DofError, now: float, attempts: int = 0
+    ) -> None:
+        """The Rekey or Confirm command itself timed out (sent ``attempts`` times)."""
         handshake = self._initiating.get(peer)
         if handshake is not None and handshake.rekey_op == op:
             if isinstance(error, DofTimeoutError):
-                error = DofTimeoutError(f"secure session with {peer} not established: {error}")
+                error = self._timed_out(handshake, now, attempts)
             self._fail(handshake, error, now)
+
+    def diagnose(self, peer: Address, now: float) -> SecureSessionTimeout | None:
+        """The most likely reason the handshake with ``peer`` is not done yet
+        (None when none is running): for commands that time out waiting for it."""
+        handshake = self._initiating.get(peer)
+        return None if handshake is None else self._timed_out(handshake, now)
+
+    def _timed_out(
+        self, handshake: _Handshake, now: float, attempts: int | None = None
+    ) -> SecureSessionTimeout:
+        """Why ``handshake`` (ours) is not done by ``now``: the most likely cause seen."""
+        peer = handshake.peer
+        where = _where(peer)
+        waited = now - handshake.started
+        if handshake.phase is _Phase.CONFIRM_SENT:
+            cause = SecureSessionCause.NO_CONFIRM_ACK
+            text = (
+                f"{where} did not acknowledge this node's Confirm (its Accept verified)"
+                f" in {waited:.1f} s: the link lost it, or {where} failed"
+            )
+        elif handshake.bad_accepts:
+            cause = SecureSessionCause.ACCEPT_NOT_VERIFIED
+            text = (
+                f"the Accept from {where} did not verify with this node's identity secret"
+                f" ({handshake.bad_accepts} Accept{'s' * (handshake.bad_accepts > 1)}):"
+                f" this node's secret ({self.config.identity}), or the Authenticator's"
+                " record of it, is wrong (or the Accepts were forged)"
+            )
+        elif handshake.cookie_rounds:
+            cause = SecureSessionCause.NO_ACCEPT
+            text = (
+                f"{where} answered with a cookie, then sent no Accept in {waited:.1f} s:"
+                f" it may be waiting for its Authenticator (see {where}'s log)"
+            )
+        else:
+            cause = SecureSessionCause.NO_ANSWER
+            if attempts is None:
+                attempts = self._node._attempts(handshake.rekey_op)
+            rekeys = handshake.rekeys_sent + attempts
+            text = (
+                f"{where} did not answer the handshake ({rekeys} Rekey{'s' * (rekeys > 1)}"
+                f" in {waited:.1f} s): is it running, reachable, and a secure node of"
+                f" {self.config.domain}?"
+            )
+            if peer == self.config.authenticator:
+                text += " (an Authenticator without its own identity takes no sealed TRP)"
+        return SecureSessionTimeout(peer, cause, f"no secure session with {where}: {text}")
+
+    def _refused(self, peer: Address, code: int, description: bytes) -> SecureSessionRefused:
+        """The error of a TEP Reject from ``peer``, naming its cause."""
+        where = _where(peer)
+        said = _printable(description)
+        head = f"{where} rejected the secure session"
+        if code == MODE_REJECT_CODE:
+            cause = SecureSessionCause.MODE_MISMATCH
+            text = (
+                f"it requires another security mode (TEP Reject {code:#04x}: {said});"
+                " give both nodes the same tag_length"
+            )
+        elif code == AUTHENTICATOR_REJECT_CODE:
+            cause = SecureSessionCause.AUTHENTICATOR_REFUSED
+            name, _, rest = said.partition(" ")
+            if rest:
+                text = (
+                    f"the Authenticator refused it ({name}); {where} asked it in the clear,"
+                    " which a sealed-only Authenticator (the default) always refuses:"
+                    f" {where} needs seal_authenticator (otherwise:"
+                    f" {_trp_hint(name, self.config)})"
+                )
+            else:
+                text = f"the Authenticator refused it ({name}: {_trp_hint(name, self.config)})"
+        elif code == HANDSHAKE_REJECT_CODE and description == _TICKET_INVALID:
+            cause = SecureSessionCause.TICKET_NOT_VERIFIED
+            text = (
+                f"its ticket from the Authenticator did not verify with its own identity"
+                f" secret: {where}'s secret, or the Authenticator's record of it, is wrong"
+            )
+        elif code == HANDSHAKE_REJECT_CODE and description.startswith(_AUTHENTICATOR_TROUBLE):
+            cause = SecureSessionCause.AUTHENTICATOR_FAILED
+            why = _printable(description[len(_AUTHENTICATOR_TROUBLE) :])
+            text = (
+                f"it could not get a session key from its Authenticator ({why}:"
+                f" {_AUTHENTICATOR_TROUBLE_HINTS.get(why, 'see its log')})"
+            )
+        elif code == HANDSHAKE_REJECT_CODE and description == b"domain":
+            cause = SecureSessionCause.REJECTED
+            text = f"it is not a node of {self.config.domain} (TEP Reject {code:#04x}: domain)"
+        elif code == COOKIE_REJECT_CODE:
+            cause = SecureSessionCause.REJECTED
+            text = (
+                "it kept asking for a cookie: the address it sees for this node changes"
+                " between Rekeys (a NAT rebinding?)"
+            )
+        else:
+            cause = SecureSessionCause.REJECTED
+            text = f"TEP code {code:#04x}: {said}"
+        return SecureSessionRefused(peer, cause, f"{head}: {text}", code)
 
     def _fail(self, handshake: _Handshake, error: DofError, now: float) -> None:
         if handshake.phase in (_Phase.DONE, _Phase.FAILED):
             return
+        logger.debug("handshake with %s failed: %s", _where(handshake.peer), error)
         handshake.move(_Phase.FAILED)
         self._counts["handshakes_failed"] += 1
         if self._initiating.get(handshake.peer) is handshake:
@@ -812,8 +983,16 @@ class SecurityLayer:
             self._counts["handshakes_failed"] += 1
             self._reject_small(peer, op, MODE_REJECT_CODE, mismatch.encode(), received_size)
             self._node._emit_event(
-                SecureSessionEnded(
-                    peer, RemoteProtocolError(f"{peer} asked for another security mode: {mismatch}")
+                IncomingHandshakeFailed(
+                    peer,
+                    identity,
+                    SecureSessionRefused(
+                        peer,
+                        SecureSessionCause.MODE_MISMATCH,
+                        f"handshake from {_where(peer)} (claims {identity}) refused: it asked"
+                        f" for another security mode: {mismatch}",
+                        MODE_REJECT_CODE,
+                    ),
                 ),
                 droppable=True,
             )
@@ -834,12 +1013,13 @@ class SecurityLayer:
             op,
             command=command,
             responder=responder,
+            started=now,
         )
         self._responding[(peer, op)] = handshake
         self._counts["handshakes_started"] += 1
         if cfg.local_authenticator is not None:
             decision = cfg.local_authenticator.decide(command)
-            self._on_authenticator_answer(handshake, decision.response, now)
+            self._on_authenticator_answer(handshake, decision.response, now, decision.reason)
         elif cfg.defer_authenticator:
             token = self._next_token
             self._next_token += 1
@@ -855,8 +1035,18 @@ class SecurityLayer:
                 cfg.authenticator, AppId.TRP, encode_trp(command), now, "trp"
             )
             self._authenticator_requests[request_id] = (peer, op)
+            handshake.trp_request = request_id
+            handshake.ask_deadline = now + cfg.handshake_timeout * _AUTHENTICATOR_SHARE
         else:
-            self._refuse_handshake(handshake, b"no authenticator configured", now)
+            self._refuse_handshake(
+                handshake,
+                b"no authenticator configured",
+                now,
+                cause=SecureSessionCause.AUTHENTICATOR_FAILED,
+                message=self._incoming_message(
+                    handshake, "this node has no Authenticator (authenticator=...)"
+                ),
+            )
 
     def _mode_mismatch(self, block: InitiatorBlock) -> str | None:
         """Why the initiator's security mode is not ours (None: it is)."""
@@ -945,10 +1135,24 @@ class SecurityLayer:
         try:
             pdu = decode_trp_untrusted(payload, True)
         except BadPacket:
-            self._refuse_handshake(handshake, b"bad authenticator answer", now)
+            self._refuse_handshake(
+                handshake,
+                b"bad authenticator answer",
+                now,
+                cause=SecureSessionCause.AUTHENTICATOR_FAILED,
+                message=self._incoming_message(handshake, "the Authenticator's answer is garbled"),
+            )
             raise
         if not isinstance(pdu, RequestSessionResponse | TrpReject):
-            self._refuse_handshake(handshake, b"bad authenticator answer", now)
+            self._refuse_handshake(
+                handshake,
+                b"bad authenticator answer",
+                now,
+                cause=SecureSessionCause.AUTHENTICATOR_FAILED,
+                message=self._incoming_message(
+                    handshake, f"the Authenticator answered with a {type(pdu).__name__}"
+                ),
+            )
             return
         self._on_authenticator_answer(handshake, pdu, now)
 
@@ -956,16 +1160,62 @@ class SecurityLayer:
         key = self._authenticator_requests.pop(request_id, None)
         handshake = None if key is None else self._responding.get(key)
         if handshake is not None and handshake.phase is _Phase.ASKING_AUTHENTICATOR:
-            self._refuse_handshake(handshake, f"authenticator: {error}".encode(), now)
-
-    def _on_authenticator_answer(self, handshake: _Handshake, answer: object, now: float) -> None:
-        if isinstance(answer, TrpReject):
+            if isinstance(error, SecureSessionFailed):
+                cause = error.cause.value
+            elif isinstance(error, PeerIdentityMismatch):
+                cause = "identity-mismatch"
+            else:
+                cause = SecureSessionCause.NO_ANSWER.value
+            where = _where(self.config.authenticator or ("?", 0))
             self._refuse_handshake(
-                handshake, f"{answer.error.name}".encode(), now, code=AUTHENTICATOR_REJECT_CODE
+                handshake,
+                _AUTHENTICATOR_TROUBLE + cause.encode(),
+                now,
+                cause=SecureSessionCause.AUTHENTICATOR_FAILED,
+                message=self._incoming_message(
+                    handshake, f"no answer from the Authenticator at {where}: {error}"
+                ),
+            )
+
+    def _on_authenticator_answer(
+        self, handshake: _Handshake, answer: object, now: float, reason: str = ""
+    ) -> None:
+        if isinstance(answer, TrpReject):
+            description = answer.error.name.encode()
+            text = f"the Authenticator refused it: {answer.error.name}"
+            if reason:
+                text += f" ({reason})"
+            cfg = self.config
+            if (
+                answer.error is TrpError.ACCESS_DENIED
+                and handshake.trp_request is not None
+                and not cfg.seal_authenticator
+            ):
+                # A sealed-only Authenticator answers every clear command so.
+                description += _ASKED_IN_CLEAR
+                text += (
+                    "; asked in the clear, and a sealed-only Authenticator (the default)"
+                    " refuses all TRP in the clear: set seal_authenticator"
+                )
+            self._refuse_handshake(
+                handshake,
+                description,
+                now,
+                code=AUTHENTICATOR_REJECT_CODE,
+                cause=SecureSessionCause.AUTHENTICATOR_REFUSED,
+                message=self._incoming_message(handshake, text),
             )
             return
         if not isinstance(answer, RequestSessionResponse):
-            self._refuse_handshake(handshake, b"bad authenticator answer", now)
+            self._refuse_handshake(
+                handshake,
+                b"bad authenticator answer",
+                now,
+                cause=SecureSessionCause.AUTHENTICATOR_FAILED,
+                message=self._incoming_message(
+                    handshake, f"the Authenticator answered with a {type(answer).__name__}"
+                ),
+            )
             return
         assert handshake.command is not None and handshake.responder is not None
         try:
@@ -978,7 +1228,18 @@ class SecurityLayer:
             )
         except BadPacket:
             self._counts["authentication_failures"] += 1
-            self._refuse_handshake(handshake, b"authenticator ticket invalid", now)
+            self._refuse_handshake(
+                handshake,
+                _TICKET_INVALID,
+                now,
+                cause=SecureSessionCause.TICKET_NOT_VERIFIED,
+                message=self._incoming_message(
+                    handshake,
+                    "the Authenticator's ticket for this node did not verify with its identity"
+                    f" secret: this node's secret ({self.config.identity}), or the"
+                    " Authenticator's record of it, is wrong",
+                ),
+            )
             return
         ssid = self._allocate_ssid(handshake.peer, handshake.block.request.identity.node)
         accept = build_accept(
@@ -1002,7 +1263,10 @@ class SecurityLayer:
         try:
             verify_confirm(confirm, handshake.session_key, handshake.block, accept)
         except BadPacket:
+            # Forged, or a broken initiator: wait on for one that verifies.
             self._counts["authentication_failures"] += 1
+            handshake.bad_confirms += 1
+            logger.debug("TEP Confirm from %s did not verify", _where(handshake.peer))
             raise
         handshake.move(_Phase.DONE)
         # Keep the finished handshake until its deadline so that a repeated
@@ -1023,12 +1287,104 @@ class SecurityLayer:
         )
 
     def _refuse_handshake(
-        self, handshake: _Handshake, reason: bytes, now: float, code: int = HANDSHAKE_REJECT_CODE
+        self,
+        handshake: _Handshake,
+        reason: bytes,
+        now: float,
+        code: int = HANDSHAKE_REJECT_CODE,
+        cause: SecureSessionCause | None = None,
+        message: str = "",
     ) -> None:
         handshake.move(_Phase.FAILED)
         self._counts["handshakes_failed"] += 1
         self._forget_handshake(handshake)
         self._reply(handshake.peer, handshake.rekey_op, TepReject(code, reason[:64]), now)
+        if cause is not None:
+            self._incoming_failed(
+                handshake, SecureSessionRefused(handshake.peer, cause, message, code)
+            )
+
+    def _incoming_failed(self, handshake: _Handshake, error: SecureSessionFailed) -> None:
+        """Tell the application that a handshake we answered failed, and why."""
+        claimed = handshake.block.request.identity.node
+        logger.debug(
+            "handshake from %s (claims %s) failed: %s", _where(handshake.peer), claimed, error
+        )
+        self._node._emit_event(
+            IncomingHandshakeFailed(handshake.peer, claimed, error), droppable=True
+        )
+
+    def _incoming_timed_out(self, handshake: _Handshake, now: float) -> SecureSessionTimeout:
+        """Why a handshake we answered is not done by its deadline."""
+        where = _where(handshake.peer)
+        claimed = handshake.block.request.identity.node
+        if handshake.phase is _Phase.ASKING_AUTHENTICATOR:
+            cause = SecureSessionCause.AUTHENTICATOR_FAILED
+            if handshake.token is not None:
+                text = (
+                    "the application did not answer its AuthenticatorRequested in time"
+                    " (answer_authenticator)"
+                )
+            else:
+                text = self._authenticator_trouble(handshake, now)[1]
+        elif handshake.bad_confirms:
+            cause = SecureSessionCause.CONFIRM_NOT_VERIFIED
+            text = (
+                f"its Confirms ({handshake.bad_confirms}) did not verify with the session"
+                " key (forged, or a broken initiator)"
+            )
+        else:
+            cause = SecureSessionCause.NO_CONFIRM
+            text = (
+                "it sent no Confirm after this node's Accept: most likely it could not"
+                f" verify the Accept, i.e. its identity secret differs from the"
+                f" Authenticator's record of {claimed}; or it went away"
+            )
+        return SecureSessionTimeout(
+            handshake.peer,
+            cause,
+            f"handshake from {where} (claims {claimed}) not done in"
+            f" {now - handshake.started:.1f} s: {text}",
+        )
+
+    def _authenticator_trouble(self, handshake: _Handshake, now: float) -> tuple[str, str]:
+        """Why the remote Authenticator has not answered ``handshake``'s Request
+        Session: (a cause for the initiator's Reject, a message for our log)."""
+        address = self.config.authenticator
+        assert address is not None
+        where = _where(address)
+        if self.config.seal_authenticator and address not in self._current:
+            ours = self.diagnose(address, now)
+            if ours is not None:
+                return ours.cause.value, (
+                    f"the Authenticator at {where} gave no answer: this node's secure"
+                    f" session with it is not up ({ours})"
+                )
+        sent = 0 if handshake.trp_request is None else self._node._attempts(handshake.trp_request)
+        return SecureSessionCause.NO_ANSWER.value, (
+            f"the Authenticator at {where} did not answer the Request Session"
+            f" ({sent} sent in {now - handshake.started:.1f} s): is it running and reachable?"
+        )
+
+    def _authenticator_gave_no_answer(self, handshake: _Handshake, now: float) -> None:
+        """The share of the handshake timeout for the Authenticator is over:
+        refuse now, naming why, rather than let the initiator time out blind."""
+        if handshake.trp_request is not None:
+            self._authenticator_requests.pop(handshake.trp_request, None)
+            self._node.cancel(handshake.trp_request)
+        cause, text = self._authenticator_trouble(handshake, now)
+        self._refuse_handshake(
+            handshake,
+            _AUTHENTICATOR_TROUBLE + cause.encode(),
+            now,
+            cause=SecureSessionCause.AUTHENTICATOR_FAILED,
+            message=self._incoming_message(handshake, text),
+        )
+
+    @staticmethod
+    def _incoming_message(handshake: _Handshake, text: str) -> str:
+        claimed = handshake.block.request.identity.node
+        return f"handshake from {_where(handshake.peer)} (claims {claimed}) refused: {text}"
 
     def _forget_handshake(self, handshake: _Handshake) -> None:
         key = (handshake.peer, handshake.rekey_op)
@@ -1266,14 +1622,21 @@ class SecurityLayer:
     def handle_timer(self, now: float) -> None:
         for handshake in list(self._initiating.values()):
             if now >= handshake.deadline:
-                self._fail(handshake, _timeout(handshake.peer), now)
+                self._fail(handshake, self._timed_out(handshake, now), now)
             elif handshake.retry_at is not None and now >= handshake.retry_at:
                 self._retry_busy(handshake, now)
         for handshake in list(self._responding.values()):
             if now >= handshake.deadline:
                 if handshake.phase is not _Phase.DONE:
                     self._counts["handshakes_failed"] += 1
+                    self._incoming_failed(handshake, self._incoming_timed_out(handshake, now))
                 self._forget_handshake(handshake)
+            elif (
+                handshake.phase is _Phase.ASKING_AUTHENTICATOR
+                and handshake.ask_deadline is not None
+                and now >= handshake.ask_deadline
+            ):
+                self._authenticator_gave_no_answer(handshake, now)
         for key, session in list(self._by_ssid.items()):
             if now < session.expires:
                 continue
@@ -1293,5 +1656,46 @@ class SecurityLayer:
             self._forget(peer, ClosedResourceError(f"secure session with {peer} expired"))
 
 
-def _timeout(peer: Address) -> DofError:
-    return DofTimeoutError(f"secure session with {peer} not established in time")
+def _where(peer: Address) -> str:
+    return f"{peer[0]}:{peer[1]}"
+
+
+def _printable(data: bytes) -> str:
+    """A peer's bytes for a message or a log line: printable ASCII only (no
+    control characters from the network in anyone's terminal)."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F else "?" for b in data)
+
+
+_TRP_HINTS = {
+    TrpError.UNKNOWN_INITIATOR.name: "this node ({identity}) is not enrolled in {domain}",
+    TrpError.UNKNOWN_RESPONDER.name: "the responder is not enrolled in {domain}",
+    TrpError.UNKNOWN_DOMAIN.name: "the Authenticator does not serve {domain}",
+    TrpError.ACCESS_DENIED.name: (
+        "a node is revoked, or asks for permissions it was not granted"
+        " (see the Authenticator's audit)"
+    ),
+    TrpError.HIGH_LOAD.name: "the Authenticator is overloaded or rate-limits the responder",
+    TrpError.BAD_MODE.name: "the Authenticator does not allow this security mode",
+    TrpError.INCOMPATIBLE_SECURITY_IDENTIFIERS.name: "a credential type it does not take",
+    TrpError.PARSE_ERROR.name: "it could not read the request",
+    TrpError.INTERNAL_ERROR.name: "it failed (its log says why)",
+}
+
+
+def _trp_hint(name: str, config: SecurityConfig) -> str:
+    hint = _TRP_HINTS.get(name, "an unknown TRP error")
+    return hint.format(identity=config.identity, domain=config.domain)
+
+
+# What the responder's Reject "authenticator: <cause>" tells the initiator to check.
+_AUTHENTICATOR_TROUBLE_HINTS = {
+    SecureSessionCause.NO_ANSWER.value: "is its Authenticator running and reachable from it?",
+    SecureSessionCause.NO_ACCEPT.value: "its Authenticator is alive but sent no Accept",
+    SecureSessionCause.ACCEPT_NOT_VERIFIED.value: (
+        "its identity secret, or the Authenticator's record of it, is wrong"
+    ),
+    SecureSessionCause.NO_CONFIRM_ACK.value: "its handshake with the Authenticator did not end",
+    SecureSessionCause.MODE_MISMATCH.value: "its Authenticator uses another security mode",
+    SecureSessionCause.AUTHENTICATOR_REFUSED.value: "the Authenticator refused its handshake",
+    "identity-mismatch": "another identity answers at its Authenticator's address",
+}

@@ -22,11 +22,18 @@ from typing import TYPE_CHECKING, Any, TextIO
 import trio
 
 from dofpy._core import Address, DatagramCore
-from dofpy.errors import ClosedResourceError, DofError, LocalProtocolError
+from dofpy.errors import (
+    ClosedResourceError,
+    DofError,
+    LocalProtocolError,
+    PeerIdentityMismatch,
+    SecureSessionFailed,
+)
 from dofpy.oap.core import (
     AccessDenied,
     AuthenticatorRequested,
     CommandReceived,
+    IncomingHandshakeFailed,
     IncomingRequest,
     Notification,
     OapConfig,
@@ -249,6 +256,7 @@ class DofNode:
         self._handler_errors = 0
         self._announcements: list[ProviderAnnounced] = []
         self._application_handlers: dict[int, ApplicationHandler] = {}
+        self._handshake_failure_handler: Callable[[IncomingHandshakeFailed], None] | None = None
         self._closed = False
 
     # -- plumbing ------------------------------------------------------------------
@@ -341,10 +349,24 @@ class DofNode:
                         event.peer,
                     )
                 case SecureSessionEnded():
-                    logger.info("secure session with %s ended: %s", event.peer, event.error)
+                    if isinstance(event.error, SecureSessionFailed | PeerIdentityMismatch):
+                        # A handshake of ours failed: its requests fail with this.
+                        logger.warning("%s", event.error)
+                    else:
+                        logger.info("secure session with %s ended: %s", event.peer, event.error)
                     for waiter in self._secure_waiters.pop(event.peer, []):
                         waiter.error = event.error
                         waiter.done.set()
+                case IncomingHandshakeFailed():
+                    # Anyone whose address answers can start (and fail) one: INFO.
+                    logger.info("%s", event.error)
+                    handler = self._handshake_failure_handler
+                    if handler is not None:
+                        try:
+                            handler(event)
+                        except Exception:
+                            self._handler_errors += 1
+                            logger.exception("handshake failure handler failed on %r", event)
                 case CommandReceived() | AuthenticatorRequested():
                     app_id = event.app_id if isinstance(event, CommandReceived) else AppId.TRP
                     application = self._application_handlers.get(app_id)
@@ -384,6 +406,17 @@ class DofNode:
             self._application_handlers.pop(app_id, None)
         else:
             self._application_handlers[app_id] = handler
+
+    def set_handshake_failure_handler(
+        self, handler: Callable[[IncomingHandshakeFailed], None] | None
+    ) -> None:
+        """Hand every :class:`~dofpy.session.security.IncomingHandshakeFailed`
+        (a handshake another node started with this one failed; its
+        ``error.cause`` says why) to ``handler``, besides the INFO log line;
+        ``None`` removes it. It runs in the receive path: it must not block
+        (an Authenticator queues an audit line). What it raises is logged and
+        counted (``handler_errors``)."""
+        self._handshake_failure_handler = handler
 
     def _on_secure_session(self, event: SecureSessionEstablished) -> None:
         logger.info(

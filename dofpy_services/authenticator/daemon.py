@@ -24,13 +24,17 @@ from typing import Any, TextIO
 import trio
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket
+from dofpy.errors import BadPacket, SecureSessionCause
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authenticator import Decision, TrpAuthenticator
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.security.keylog import open_keylog
 from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
-from dofpy.session.security import AuthenticatorRequested, SecurityConfig
+from dofpy.session.security import (
+    AuthenticatorRequested,
+    IncomingHandshakeFailed,
+    SecurityConfig,
+)
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.trp import (
@@ -56,6 +60,7 @@ from dofpy_services.daemon.service import InFlight
 __all__ = [
     "AUTHENTICATOR_APPLICATIONS",
     "AUTHENTICATOR_NODE",
+    "AuditThrottle",
     "AuthenticatorCore",
     "TrpCommand",
     "TrpResponder",
@@ -102,6 +107,56 @@ _NO_SEALED_TRP = (
 )
 
 
+AUDIT_CLEAR_REFUSED = "trp-clear-refused"
+"""Audit kind: TRP commands in the clear refused by a sealed-only Authenticator."""
+AUDIT_RATE_LIMITED = "trp-rate-limited"
+"""Audit kind: TRP commands or handshakes over a host's rate, dropped (or High Load)."""
+AUDIT_BUSY = "trp-busy"
+"""Audit kind: commands answered High Load because the decision queue was full."""
+AUDIT_HANDSHAKE_FAILED = "handshake-failed"
+"""Audit kind: a handshake with the Authenticator itself failed (its cause named)."""
+
+
+class AuditThrottle:
+    """Bounds the audit lines that unauthenticated traffic can cause.
+
+    Anyone can send TRP in the clear, flood, or start a handshake from an
+    address it holds: auditing each would let them fill the audit log. Of each
+    kind at most ``per_window`` lines are written per ``window`` seconds; the
+    rest are counted, and the next line of that kind after the window (its
+    own, written) says how many were left out (``suppressed=N``). Sans-IO:
+    ``admit`` takes the time and returns the detail to audit, or None.
+    """
+
+    def __init__(self, per_window: int = 20, window: float = 60.0) -> None:
+        if per_window < 1 or window <= 0:
+            raise ValueError("per_window must be >= 1 and window > 0")
+        self._per_window = per_window
+        self._window = window
+        self._kinds: dict[str, _AuditWindow] = {}
+
+    def admit(self, kind: str, detail: str, now: float) -> str | None:
+        """The detail to audit for one ``kind`` event now (None: left out)."""
+        state = self._kinds.get(kind)
+        if state is None:
+            state = self._kinds[kind] = _AuditWindow(now)
+        if now - state.start >= self._window:
+            state.start, state.written = now, 0
+        if state.written >= self._per_window:
+            state.left_out += 1
+            return None
+        state.written += 1
+        left_out, state.left_out = state.left_out, 0
+        return f"{detail} suppressed={left_out}" if left_out else detail
+
+
+@dataclass(slots=True)
+class _AuditWindow:
+    start: float
+    written: int = 0
+    left_out: int = 0  # since the last line written
+
+
 class TrpResponder:
     """The sans-IO TRP side of an Authenticator node: takes the node's TRP
     commands and its deferred authenticator requests (``on_event``), refuses at
@@ -125,6 +180,14 @@ class TrpResponder:
     half-open state at once). Other hosts are served meanwhile.
     ``on_unserved(reason)`` hears of each (``"clear"``, ``"rate-limited"``).
 
+    **Audited**: with ``on_audit(kind, detail, now)`` every refusal that needs
+    no decision (TRP in the clear while sealed only, over the rate, the
+    decision queue full) and every failed handshake with this node
+    (:meth:`on_handshake_failed`: no Confirm after the Accept, a mode mismatch,
+    no answer in time...) becomes an audit line, bounded by an
+    :class:`AuditThrottle` since anyone can cause them. Decisions are audited
+    by whoever makes them (``on_decision``, :class:`TrpShell`).
+
     By default it decides each command as it arrives, calling the authenticator
     (and so its store) on the spot: right for the simulator and an in-memory
     store. With ``on_command`` it hands each over (a :class:`TrpCommand`) and
@@ -143,9 +206,13 @@ class TrpResponder:
         on_command: Callable[[TrpCommand], bool] | None = None,
         on_decision: Callable[[Decision, Address, float], None] | None = None,
         on_unserved: Callable[[str], None] | None = None,
+        on_audit: Callable[[str, str, float], None] | None = None,
+        audit_throttle: AuditThrottle | None = None,
     ) -> None:
         if sealed_only and node.config.security is None:
             raise ValueError(_NO_SEALED_TRP)
+        self._on_audit = on_audit
+        self._throttle = audit_throttle or AuditThrottle()
         self._node = node
         self._authenticator = authenticator
         self._sealed_only = sealed_only
@@ -171,6 +238,16 @@ class TrpResponder:
         if self._limiter is not None and not self._limiter.allow(event.peer, now):
             self.rate_limited += 1
             self._unserved("rate-limited")
+            self._audit(
+                AUDIT_RATE_LIMITED,
+                f"peer={_host_port(event.peer)} reason=over the per-host rate limit"
+                + (
+                    " (handshake refused High Load)"
+                    if isinstance(event, AuthenticatorRequested)
+                    else ""
+                ),
+                now,
+            )
             if isinstance(event, AuthenticatorRequested):
                 self._node.answer_authenticator(event.token, TrpReject(TrpError.HIGH_LOAD), now)
             return
@@ -179,6 +256,12 @@ class TrpResponder:
         elif event.identity is None and self._sealed_only:
             self.clear_refused += 1
             self._unserved("clear")
+            self._audit(
+                AUDIT_CLEAR_REFUSED,
+                f"peer={_host_port(event.peer)} reason=TRP in the clear to a sealed-only"
+                " Authenticator (the asker needs seal_authenticator)",
+                now,
+            )
             if event.op_count is not None:
                 self._node.send_response(event.peer, event.op_count, AppId.TRP, _CLEAR_REFUSAL, now)
             return
@@ -189,10 +272,40 @@ class TrpResponder:
             if self._on_command(command):
                 return
             decision = Decision(TrpReject(TrpError.HIGH_LOAD), False, "the authenticator is busy")
+            self._audit(
+                AUDIT_BUSY,
+                f"peer={_host_port(event.peer)} reason=the decision queue is full (High Load)",
+                now,
+            )
         elif decision is None:
             assert command.pdu is not None
             decision = self._authenticator.decide(command.pdu)
         self.answer(command, decision, now)
+
+    def on_handshake_failed(self, event: IncomingHandshakeFailed, now: float) -> None:
+        """A handshake with this node failed: audit it (bounded). A refusal by a
+        decision is audited with the decision already (deferred decisions, the
+        daemon's), so it is not audited twice."""
+        security = self._node.config.security
+        if (
+            event.error.cause is SecureSessionCause.AUTHENTICATOR_REFUSED
+            and security is not None
+            and security.defer_authenticator
+        ):
+            return
+        self._audit(
+            AUDIT_HANDSHAKE_FAILED,
+            f"peer={_host_port(event.peer)} initiator={event.claimed_identity}"
+            f" cause={event.error.cause.value} reason={event.error}",
+            now,
+        )
+
+    def _audit(self, kind: str, detail: str, now: float) -> None:
+        if self._on_audit is None:
+            return
+        admitted = self._throttle.admit(kind, detail, now)
+        if admitted is not None:
+            self._on_audit(kind, admitted, now)
 
     def _unserved(self, reason: str) -> None:
         if self._on_unserved is not None:
@@ -273,6 +386,7 @@ class AuthenticatorCore:
         security: SecurityConfig | None = None,
         sealed_only: bool = True,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        on_audit: Callable[[str, str, float], None] | None = None,
     ) -> None:
         if sealed_only and security is None:
             raise ValueError(_NO_SEALED_TRP)
@@ -291,6 +405,7 @@ class AuthenticatorCore:
             sealed_only=sealed_only,
             rate_limit=rate_limit,
             on_decision=on_decision,
+            on_audit=on_audit,
         )
 
     @property
@@ -328,6 +443,8 @@ class AuthenticatorCore:
                 isinstance(event, CommandReceived) and event.app_id == AppId.TRP
             ):
                 self.responder.on_event(event, now)
+            elif isinstance(event, IncomingHandshakeFailed):
+                self.responder.on_handshake_failed(event, now)
 
     def statistics(self) -> NodeStatistics:
         """The session layer's counters."""
@@ -340,6 +457,10 @@ def format_keylog_line(decision: Decision) -> str:
     if decision.session_key is None:
         raise ValueError("only a granted decision has a session key")
     return format_session_key_line(decision.session_key, decision.initiator, decision.responder)
+
+
+def _host_port(peer: Address) -> str:
+    return f"{peer[0]}:{peer[1]}"
 
 
 def _audit_detail(decision: Decision, peer: Address) -> str:
@@ -381,6 +502,11 @@ class TrpShell:
         self._keylog = keylog
         self._on_answer = on_answer
         self._send, self._receive = trio.open_memory_channel[TrpCommand](max_pending)
+        self._audit_send, self._audit_receive = trio.open_memory_channel[tuple[str, str]](
+            max_pending
+        )
+        self.audit_dropped = 0
+        """Audit lines of :meth:`audit_soon` dropped: the queue was full."""
         self.accepting = True
         self.in_flight = in_flight if in_flight is not None else InFlight()
         """Commands taken and not yet answered (a drain waits for them)."""
@@ -395,6 +521,28 @@ class TrpShell:
             return False
         self.in_flight.begin()
         return True
+
+    def audit_soon(self, kind: str, detail: str, now: float) -> None:
+        """The responder's ``on_audit``: log the line now and queue it for the
+        store (written by :meth:`run`, never on the receive path; a drain waits
+        for it like for a command)."""
+        logger.info("%s %s", kind, detail)
+        try:
+            self._audit_send.send_nowait((kind, detail))
+        except trio.WouldBlock:
+            self.audit_dropped += 1
+        else:
+            self.in_flight.begin()
+
+    async def _write_audit(self) -> None:
+        async for kind, detail in self._audit_receive:
+            try:
+                # The audit log keeps wall-clock time.
+                await self._store.audit(time.time(), kind, detail)
+            except StoreError as exc:
+                logger.error("audit write failed (%s %s): %s", kind, detail, exc)
+            finally:
+                self.in_flight.end()
 
     async def _decide_and_record(self, command: TrpCommand) -> Decision:
         decision = command.decision
@@ -415,6 +563,7 @@ class TrpShell:
         """Answer commands with ``workers`` tasks until cancelled; ``wakeup``
         sends what the node has to send."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._write_audit)
             for _ in range(workers):
                 nursery.start_soon(self._work, responder, wakeup)
 

@@ -351,9 +351,13 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
         rate_limit=_rate_limit(config),
         on_command=take,
         on_unserved=lambda reason: metrics.unserved.labels(reason).inc(),
+        on_audit=shell.audit_soon,
     )
     node.set_application_handler(
         AppId.TRP, lambda event: responder.on_event(event, trio.current_time())
+    )
+    node.set_handshake_failure_handler(
+        lambda event: responder.on_handshake_failed(event, trio.current_time())
     )
     await store.audit(time.time(), "serve", f"listen={node.local_address}")
 

@@ -254,7 +254,7 @@ def test_cli_on_unreachable_postgres_is_a_clear_error(capsys: pytest.CaptureFixt
     assert status == 1 and err.startswith("dofpy: error: cannot connect to PostgreSQL")
 
 
-async def test_authenticator_refuses_trp_in_the_clear_by_default_and_audits_nothing(
+async def test_authenticator_refuses_trp_in_the_clear_by_default_and_audits_only_the_refusal(
     db_location: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = db_location
@@ -268,6 +268,12 @@ async def test_authenticator_refuses_trp_in_the_clear_by_default_and_audits_noth
             await exchange(address, request(CLIENT), 9),
             await exchange(address, request(OID(3, b"nobody@example.org")), 10),
         ]
+        # The refusals' audit lines are written off the receive path: wait for
+        # them (bounded; the pacing is not an assertion).
+        for _ in range(200):
+            if len(await trio.to_thread.run_sync(clear_refusals, db)) >= 2:
+                break
+            await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     payloads = [decode_frame_untrusted(answer)[1].payload for answer in answers]
     # One constant answer whatever is asked: nothing learnt of who is enrolled.
@@ -275,8 +281,18 @@ async def test_authenticator_refuses_trp_in_the_clear_by_default_and_audits_noth
     assert decode_trp_untrusted(payloads[0], is_response=True) == TrpReject(TrpError.ACCESS_DENIED)
     with open_store(db) as store:
         events = [entry.event for entry in store.audit_log()]
-    # No audit row for either (the last one is the daemon's own start).
-    assert events[-1] == "serve" and not any(e.startswith("trp-") for e in events)
+    # Nothing decided (no grant or refusal of a node); each clear command is
+    # audited as such, naming its source and the fix, never what it asked.
+    assert not any(e in ("trp-granted", "trp-refused") for e in events)
+    refusals = clear_refusals(db)
+    assert len(refusals) == 2
+    assert all("peer=127.0.0.1:" in r and "seal_authenticator" in r for r in refusals)
+    assert not any("nobody" in r or "client" in r for r in refusals)
+
+
+def clear_refusals(db: str) -> list[str]:
+    with open_store(db) as store:
+        return [e.detail for e in store.audit_log() if e.event == "trp-clear-refused"]
 
 
 def test_cli_serve_checks_its_sealing_options(

@@ -122,7 +122,8 @@ def test_clear_trp_is_refused_by_default_alike_for_all_and_decides_nothing() -> 
     assert decode_trp_untrusted(payloads.pop(), True) == TrpReject(TrpError.ACCESS_DENIED)
     # No amplification: each answer is smaller than its request.
     assert max(map(len, sink.received)) < min(map(len, requests))
-    # Nothing decided (no grant, no store lookup, nothing for the audit log).
+    # Nothing decided (no grant, no store lookup; the audit, given on_audit,
+    # records only that clear TRP was refused: tests/services/test_authenticator_audit.py).
     assert authenticator.clear_refused == len(requests)
     assert authenticator.decisions == 0 and decided == []
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dofpy.errors import RemoteProtocolError
+from dofpy.errors import RemoteProtocolError, SecureSessionCause
 from dofpy.oap.core import (
     AuthenticatorRequested,
     IncomingRequest,
@@ -17,7 +17,11 @@ from dofpy.oap.core import (
     RequestCompleted,
     RequestFailed,
 )
-from dofpy.session.security import SecureSessionEnded, SecurityStatistics
+from dofpy.session.security import (
+    IncomingHandshakeFailed,
+    SecureSessionEnded,
+    SecurityStatistics,
+)
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.secure import AUTHENTICATOR_ADDRESS, CLIENT, CLIENT_ID, PROVIDER, SecureDomain
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
@@ -323,8 +327,12 @@ def test_tag_length_mismatch_is_refused_at_once_on_both_sides() -> None:
     assert isinstance(failed, RequestFailed)
     assert isinstance(failed.error, RemoteProtocolError)
     assert "tag 8 (initiator)" in str(failed.error) and "tag 16 (responder)" in str(failed.error)
-    ended = [e for e in provider_events if isinstance(e, SecureSessionEnded)]
-    assert len(ended) == 1 and "tag 8 (initiator)" in str(ended[0].error)
+    # The provider names the refused handshake too (not as a session of its own).
+    assert not any(isinstance(e, SecureSessionEnded) for e in provider_events)
+    failed_in = [e for e in provider_events if isinstance(e, IncomingHandshakeFailed)]
+    assert len(failed_in) == 1 and "tag 8 (initiator)" in str(failed_in[0].error)
+    assert failed_in[0].error.cause is SecureSessionCause.MODE_MISMATCH
+    assert failed_in[0].claimed_identity == CLIENT_ID
     assert stats(provider).mode_mismatches == 1 and stats(client).mode_mismatches == 1
     assert stats(provider).sessions == 0
     # With the modes matching the same client is served.

@@ -14,7 +14,13 @@ import pytest
 import trio
 
 from dofpy._core import Address
-from dofpy.errors import BrokenResourceError, ClosedResourceError, DofError
+from dofpy.errors import (
+    BrokenResourceError,
+    ClosedResourceError,
+    DofError,
+    SecureSessionCause,
+    SecureSessionTimeout,
+)
 from dofpy.oap.core import OapConfig
 from dofpy.security.keylog import parse_keylog
 from dofpy.testing import LocalDomain, grant, make_object
@@ -255,8 +261,9 @@ async def test_secure_fetch_from_a_provider_that_is_gone_fails_with_the_handshak
             gone = provider.local_address
         config = domain.config(requestor_id(0), handshake_timeout=0.3)
         async with open_transfer_node(config=config) as requestor:
-            with pytest.raises(DofError, match=r"secure session with .* not established"):
+            with pytest.raises(SecureSessionTimeout, match=r"did not answer the handshake") as info:
                 await requestor.fetch(manifest, [gone])
+            assert info.value.cause is SecureSessionCause.NO_ANSWER
 
 
 async def test_relay_whose_upstream_is_gone_fails_downstream_and_logs_it(
