@@ -77,14 +77,22 @@ def parse_oid(text: str, default_class: int) -> OID:
         raise ValueError("a bare name is ASCII; give other names in OID text form") from None
 
 
+def _named(oid: OID, what: str) -> OID:
+    # An OID with no data (``[3:]``) names no one: every such node would be
+    # the same node, and a typo's ``[3:]`` would enrol it.
+    if not oid.data:
+        raise ValueError(f"{oid} names no {what}: give it a name, e.g. [{oid.class_id}:name]")
+    return oid
+
+
 def parse_domain(text: str) -> OID:
-    """A domain: OID text form, or a bare name (class 6)."""
-    return parse_oid(text, DOMAIN_CLASS)
+    """A domain: OID text form, or a bare name (class 6); never an empty one."""
+    return _named(parse_oid(text, DOMAIN_CLASS), "domain")
 
 
 def parse_identity(text: str) -> OID:
-    """An identity: OID text form, or a bare name (class 3)."""
-    return parse_oid(text, IDENTITY_CLASS)
+    """An identity: OID text form, or a bare name (class 3); never an empty one."""
+    return _named(parse_oid(text, IDENTITY_CLASS), "node")
 
 
 def parse_object_pattern(text: str | None) -> tuple[OID, bool]:

@@ -492,3 +492,21 @@ def test_list_json_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     records = json.loads(out)
     assert status == 0 and [tuple(r) for r in records] == [LIST_KEYS, LIST_KEYS]
     assert records == json.loads(run(capsys, "list", "--db", db, "--format", "json")[1])
+
+
+@pytest.mark.parametrize(
+    ("argv", "fault"),
+    [
+        (["add-node", "--db", "{db}", "--domain", "example.org", "[3:]"], "[{03}:] names no node"),
+        (["add-node", "--db", "{db}", "--domain", "[6:]", "device"], "[{06}:] names no domain"),
+    ],
+)
+def test_an_empty_identity_or_domain_is_a_usage_error(
+    db_location: str, capsys: pytest.CaptureFixture[str], argv: list[str], fault: str
+) -> None:
+    enrol(db_location, capsys)
+    status, _, err = run(capsys, *(a.replace("{db}", db_location) for a in argv))
+    assert status == 2
+    assert fault in err
+    with open_store(db_location) as store:
+        assert store.lookup(DOMAIN, OID(3)) is None
