@@ -109,7 +109,8 @@ def parse_object_pattern(text: str | None) -> tuple[OID, bool]:
         except ValueError:
             raise ValueError(f"class {number!r} is not a number") from None
         return OID(class_id), True
-    return parse_identity(text), False
+    # An object pattern may be empty but for its attributes: no _named check.
+    return parse_oid(text, IDENTITY_CLASS), False
 
 
 def parse_binding(actions: str, obj: str | None, interface: str | None) -> BindingPermission:
@@ -140,7 +141,7 @@ def parse_binding(actions: str, obj: str | None, interface: str | None) -> Bindi
 def describe_permission(permission: Permission) -> str:
     """The permission's text form (see the module docstring)."""
     if isinstance(permission, BindingPermission):
-        if permission.object_pattern.is_broadcast:
+        if permission.object_pattern == OID(0):  # not any broadcast: attributes count
             target = "*"
         elif permission.class_match:
             target = f"class:{permission.object_pattern.class_id}"
