@@ -153,7 +153,9 @@ def read_pcap_untrusted(data: bytes) -> Capture:
     while offset < len(data):
         if offset + 16 > len(data):
             raise BadPacket("pcap record header cut short")
-        seconds, fraction_part, captured, original = struct.unpack_from(order + "IIII", data, offset)
+        seconds, fraction_part, captured, original = struct.unpack_from(
+            order + "IIII", data, offset
+        )
         offset += 16
         if offset + captured > len(data):
             raise BadPacket("pcap record cut short")

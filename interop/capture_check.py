@@ -172,7 +172,7 @@ def check_capture(
 def _kind(info: str) -> str:
     """``TEP Rekey`` / ``OAP Invoke Response`` ... from an Info column (tshark
     appends the operation's details in brackets)."""
-    return " ".join(info.split(" [")[0].split()) or "?"
+    return " ".join(info.split(" [", maxsplit=1)[0].split()) or "?"
 
 
 def print_report(report: CaptureReport) -> None:
