@@ -22,9 +22,11 @@ For each conversation it runs tshark with the session keys of a key log
 key from the TEP handshake itself) and fails on any frame that is not DOF, is
 malformed or warned, or is left encrypted.
 
-``python -m interop.capture_check CAPTURE [--keylog FILE] [--identsecret LINE]...``
-(``LINE`` as ``KeyCredential.wireshark_uat()`` writes it); exit status 0 only
-when every conversation decoded and decrypted completely.
+``python -m interop.capture_check CAPTURE [--keylog FILE] [--identsecret LINE]...
+[--split-to FILE]`` (``LINE`` as ``KeyCredential.wireshark_uat()`` writes it);
+``--split-to`` writes the capture with every GSO/GRO buffer split into its
+datagrams, for Wireshark. Exit status 0 only when every conversation decoded
+and decrypted completely.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ class ConversationReport:
     kinds: Counter[str] = field(default_factory=Counter)
     """Frames by the application part of their Info column (TEP, TRP, OAP...)."""
     problems: list[str] = field(default_factory=list)
-    """One line per frame that is not DOF, is malformed or warned, or stayed encrypted."""
+    """One line per frame that is not DOF, is malformed or warned, or stayed
+    encrypted (the frame numbers are the capture's: ``7.2`` is the second
+    datagram of its frame 7)."""
 
     @property
     def name(self) -> str:
@@ -129,6 +133,20 @@ def conversations(capture: Capture) -> tuple[list[_Conversation], list[str]]:
     return list(by_pair.values()), split
 
 
+def write_split(capture: Capture, path: Path) -> int:
+    """Write ``capture``'s UDP datagrams to ``path`` (raw IP pcap), every
+    GSO/GRO buffer split into its datagrams; how many were written."""
+    records = []
+    for datagram in capture.datagrams:
+        parts = split_coalesced_untrusted(datagram.payload) or [datagram.payload]
+        records += [
+            pcap_record(datagram.timestamp + i * 1e-6, datagram.src, datagram.dst, part)
+            for i, part in enumerate(parts)
+        ]
+    path.write_bytes(PCAP_GLOBAL_HEADER + b"".join(records))
+    return len(records)
+
+
 def check_capture(
     pcap: Path,
     key_options: Sequence[str],
@@ -153,18 +171,20 @@ def check_capture(
             verbose=False,
         )
         report = ConversationReport(conversation.endpoints, frames=result.packets)
+        reasons: dict[int, list[str]] = {}
         for number, (stack, info) in enumerate(zip(result.protocols, result.info, strict=True)):
-            origin = conversation.origin[number] if number < len(conversation.origin) else "?"
             if "dof" not in stack.split(":"):
-                report.problems.append(f"frame {origin}: not decoded as DOF ({stack})")
+                reasons.setdefault(number, []).append(f"not decoded as DOF ({stack})")
             elif any(word in info for word in _WARNING_INFO):
-                report.problems.append(f"frame {origin}: not decrypted: {info.strip()}")
+                reasons.setdefault(number, []).append(f"not decrypted: {info.strip()}")
             report.kinds[_kind(info)] += 1
         for line in result.problems:
             number_text, _, rest = line.partition("\t")
             number = int(number_text) - 1 if number_text.isdigit() else -1
+            reasons.setdefault(number, []).append(f"malformed or warned: {rest.strip()}")
+        for number, why in sorted(reasons.items()):
             origin = conversation.origin[number] if 0 <= number < len(conversation.origin) else "?"
-            report.problems.append(f"frame {origin}: malformed or warned: {rest.strip()}")
+            report.problems.append(f"frame {origin}: {'; '.join(why)}")
         reports.append(report)
     return CaptureReport(keys, reports, split, capture.other_records)
 
@@ -200,7 +220,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="LINE",
         help='"<domain hex>","<identity hex>","<secret hex>" (repeat for each identity)',
     )
+    parser.add_argument(
+        "--split-to", type=Path, metavar="FILE", help="write the capture, GSO buffers split, here"
+    )
     args = parser.parse_args(argv)
+    if args.split_to is not None:
+        written = write_split(read_pcap_untrusted(args.capture.read_bytes()), args.split_to)
+        print(f"{args.split_to}: {written} datagrams")
     tshark = find_tshark()
     if tshark is None:
         print("tshark not found: apt-get install tshark", file=sys.stderr)

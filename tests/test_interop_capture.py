@@ -166,3 +166,54 @@ async def test_dissector_limit_a_failed_packet_fails_the_responders_next_ones(
     result = run_tshark(without, port, _secret_options(secret), tshark=tshark, verbose=False)
     assert not any("Encrypted" in info or "failure" in info for info in result.info)
     assert result.info[-1].startswith("OAP Get Response")
+
+
+async def _relay_like(pcap: Path) -> tuple[list[int], list[str]]:
+    """Node B answers A's secure session and opens one of its own to C (a
+    relay's two roles on one port), all in one capture; every port and the
+    identity secrets of the three."""
+    names = [OID(3, f"{n}@interop.example".encode()) for n in ("a", "b", "c")]
+    local = LocalDomain(DOMAIN)
+    for name in names:
+        local.enrol(name, grant("rwxsp", interface=SENSOR.iid))
+    capture = PcapWriter(pcap)
+    try:
+        async with (
+            open_node(config=OapConfig(node=local.node_config(names[0])), shared_pcap=capture) as a,
+            open_node(config=OapConfig(node=local.node_config(names[1])), shared_pcap=capture) as b,
+            open_node(config=OapConfig(node=local.node_config(names[2])), shared_pcap=capture) as c,
+        ):
+            b.provide(SENSOR_OID, SENSOR, Sensor())
+            c.provide(SENSOR_OID, SENSOR, Sensor())
+            with trio.fail_after(30):
+                for _ in range(3):
+                    assert await a.get(b.local_address, SENSOR_OID, SENSOR, "reading") == 17
+                    assert await b.get(c.local_address, SENSOR_OID, SENSOR, "reading") == 17
+            ports = [n.local_address[1] for n in (a, b, c)]
+    finally:
+        capture.close()
+    return ports, [local.domain.credential_for(n).wireshark_uat() for n in names]
+
+
+async def test_dissector_limit_one_port_in_two_roles_needs_one_conversation_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """A dissector limit, recorded in docs/protocol.md: it keeps UDP session
+    state per transport address, so a port that is the TEP responder of one
+    peer and the initiator towards another (a relay) gets its packets
+    mis-assigned when the capture holds both conversations: some stay
+    encrypted. Each conversation on its own decrypts completely."""
+    tshark = require_tshark()
+    pcap = tmp_path / "relay.pcap"
+    ports, secrets = await _relay_like(pcap)
+    options = [w for line in secrets for w in _secret_options(line)]
+    for port in ports[1:]:
+        options += ["-d", f"udp.port=={port},dof"]
+    whole = run_tshark(pcap, ports[0], options, tshark=tshark, verbose=False)
+    assert whole.packets == len(_records(pcap))
+    assert any("Encrypted" in info or "failure" in info for info in whole.info)
+
+    report = check_capture(pcap, options, "secrets", tshark=tshark, workdir=tmp_path)
+    assert len(report.conversations) == 2
+    assert report.problems == []
+    assert all(c.kinds["OAP Get Response"] == 3 for c in report.conversations)
