@@ -337,11 +337,14 @@ async def run_demo(
     pcap: Path | None = None,
     out: TextIO | None = None,
     keylog: Path | None = None,
+    parties: dict[Address, str] | None = None,
 ) -> int:
     """Run the demo; 0 when every requestor got a verified, byte-identical copy.
 
     ``pcap``: one capture of every party's datagrams; ``keylog``: every
-    party's session keys (see :mod:`dofpy.security.keylog`)."""
+    party's session keys (see :mod:`dofpy.security.keylog`); ``parties`` is
+    filled with each party's address and name (to read a capture by)."""
+    parties = parties if parties is not None else {}
     out = out if out is not None else sys.stdout
     tty = out.isatty()
     size = int(size_mib * MIB)
@@ -376,6 +379,7 @@ async def run_demo(
             )
         )
         authenticator_address = authenticator.local_address
+        parties[authenticator_address] = "Authenticator"
         provider = await stack.enter_async_context(
             open_transfer_node(
                 config=domain.config(PROVIDER_ID, authenticator_address),
@@ -390,11 +394,14 @@ async def run_demo(
                 keylog_path=keylog,
             )
         )
+        parties[provider.local_address] = "provider"
+        parties[relay.local_address] = "relay"
         manifest = provider.publish(data)
         relay.relay(manifest, [provider.local_address])
         nursery = await stack.enter_async_context(trio.open_nursery())
         link = LossyLink(relay.local_address, loss, seed, nursery, capture)
         stack.callback(link.close)
+        parties[link.address] = "lossy link"
         stack.callback(nursery.cancel_scope.cancel)
         nodes: list[TransferNode] = []
         for index in range(requestors):
@@ -407,6 +414,7 @@ async def run_demo(
                     )
                 )
             )
+            parties[nodes[-1].local_address] = f"device-{index:02}"
         out.write(
             f"  object {manifest.object_id.hex()[:16]}..., {manifest.leaf_count} leaves of "
             f"{manifest.leaf_size} B, Merkle root {manifest.merkle_root.hex()[:16]}...\n"
@@ -422,6 +430,7 @@ async def run_demo(
         for node, row in zip(nodes, rows, strict=True):
             seen_as = link.upstream_address(node.local_address)
             if seen_as is not None:
+                parties[seen_as] = f"lossy link for {parties[node.local_address]}"
                 served = relay.core.served(seen_as)
                 row.relay_blocks, row.relay_cache_hits = served.blocks, served.cache_hits
         print_table(rows, out)

@@ -35,7 +35,7 @@ import argparse
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,8 @@ class ConversationReport:
 
     endpoints: tuple[Endpoint, Endpoint]
     frames: int = 0
+    names: Mapping[Endpoint, str] = field(default_factory=dict)
+    """Who is at an endpoint, where known (shown beside its address)."""
     kinds: Counter[str] = field(default_factory=Counter)
     """Frames by the application part of their Info column (TEP, TRP, OAP...)."""
     problems: list[str] = field(default_factory=list)
@@ -78,8 +80,12 @@ class ConversationReport:
 
     @property
     def name(self) -> str:
-        (a_host, a_port), (b_host, b_port) = self.endpoints
-        return f"{a_host}:{a_port} <-> {b_host}:{b_port}"
+        shown = []
+        for endpoint in self.endpoints:
+            address = f"{endpoint[0]}:{endpoint[1]}"
+            who = self.names.get(endpoint)
+            shown.append(address if who is None else f"{who} ({address})")
+        return " <-> ".join(shown)
 
 
 @dataclass
@@ -154,8 +160,10 @@ def check_capture(
     *,
     tshark: str,
     workdir: Path,
+    names: Mapping[Endpoint, str] | None = None,
 ) -> CaptureReport:
-    """Decode every conversation of ``pcap`` with tshark and ``key_options``."""
+    """Decode every conversation of ``pcap`` with tshark and ``key_options``;
+    ``names`` says who is at which endpoint, for the report."""
     capture = read_pcap_untrusted(pcap.read_bytes())
     found, split = conversations(capture)
     reports = []
@@ -170,7 +178,9 @@ def check_capture(
             tshark=tshark,
             verbose=False,
         )
-        report = ConversationReport(conversation.endpoints, frames=result.packets)
+        report = ConversationReport(
+            conversation.endpoints, frames=result.packets, names=names or {}
+        )
         reasons: dict[int, list[str]] = {}
         for number, (stack, info) in enumerate(zip(result.protocols, result.info, strict=True)):
             if "dof" not in stack.split(":"):
@@ -207,6 +217,12 @@ def print_report(report: CaptureReport) -> None:
         )
         for line in conversation.problems:
             print(f"    PROBLEM {line}")
+    frames = sum(c.frames for c in report.conversations)
+    bad = len(report.problems)
+    print(
+        f"  total: {frames} frames in {len(report.conversations)} conversations, "
+        f"{frames - bad} decoded as DOF and decrypted, {bad} with problems"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,8 +67,11 @@ def check_demo(
             "DEBIAN_FRONTEND=noninteractive apt-get install -y tshark"
         )
     out = io.StringIO()
+    parties: dict[tuple[str, int], str] = {}
     status = trio.run(
-        lambda: run_demo(requestors, size_mib, loss, SEED, pcap, out=out, keylog=keylog)
+        lambda: run_demo(
+            requestors, size_mib, loss, SEED, pcap, out=out, keylog=keylog, parties=parties
+        )
     )
     keys = parse_keylog(keylog.read_text().splitlines())
     secrets = demo_secrets(SEED, requestors)
@@ -82,6 +85,7 @@ def check_demo(
             f"the key log ({len(keys)} session keys)",
             tshark=tshark,
             workdir=workdir,
+            names=parties,
         ),
         check_capture(
             pcap,
@@ -89,6 +93,7 @@ def check_demo(
             f"the domain's {len(secrets)} identity secrets",
             tshark=tshark,
             workdir=workdir,
+            names=parties,
         ),
     ]
     return status, out.getvalue(), reports
