@@ -217,3 +217,46 @@ async def test_dissector_limit_one_port_in_two_roles_needs_one_conversation_at_a
     assert len(report.conversations) == 2
     assert report.problems == []
     assert all(c.kinds["OAP Get Response"] == 3 for c in report.conversations)
+
+
+async def test_rekeyed_sessions_decrypt_in_tshark(tmp_path: Path) -> None:
+    """A session rekeyed (a key's usage limit reached: a new TEP handshake in
+    the clear, a new SSID) while Gets go on: the dissector follows every key,
+    from the key log and from the identity secrets alone."""
+    tshark = require_tshark()
+    local = LocalDomain(DOMAIN)
+    local.enrol(PROVIDER, grant("p", interface=SENSOR.iid))
+    local.enrol(CLIENT, grant("rwxs", interface=SENSOR.iid))
+    pcap, keylog = tmp_path / "rekey.pcap", tmp_path / "keys.log"
+    capture = PcapWriter(pcap)
+    try:
+        async with (
+            open_node(
+                config=OapConfig(node=local.node_config(PROVIDER, confidentiality_limit=24)),
+                shared_pcap=capture,
+                keylog_path=keylog,
+            ) as provider,
+            open_node(
+                config=OapConfig(node=local.node_config(CLIENT, confidentiality_limit=24)),
+                shared_pcap=capture,
+            ) as client,
+        ):
+            provider.provide(SENSOR_OID, SENSOR, Sensor())
+            with trio.fail_after(30):
+                for _ in range(40):
+                    assert (
+                        await client.get(provider.local_address, SENSOR_OID, SENSOR, "reading")
+                        == 17
+                    )
+    finally:
+        capture.close()
+    keys = parse_keylog(keylog.read_text().splitlines())
+    assert len(keys) >= 3  # rekeyed at least twice
+    secret = local.domain.credential_for(CLIENT).wireshark_uat()
+    for options in (tshark_key_options(keys), _secret_options(secret)):
+        report = check_capture(pcap, options, "keys", tshark=tshark, workdir=tmp_path)
+        (conversation,) = report.conversations
+        assert conversation.problems == []
+        assert conversation.kinds["TEP Accept"] >= 3
+        # Every Get answered (a Get waiting for the new key may be sent again).
+        assert conversation.kinds["OAP Get Response"] >= 40
