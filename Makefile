@@ -40,7 +40,11 @@ examples: $(STAMP)
 wheel-check: $(STAMP)
 	PYTHON=$(PY) tools/wheel_check.sh
 
+# Wireshark's DOF dissector (tshark) on: the main job's own traffic (the demo,
+# every party, every conversation decrypted), then a clear exchange of every
+# OAP operation and a secure one with TRP in the clear.
 interop: $(STAMP)
+	$(PY) -m interop.demo_check
 	$(PY) -m interop.tshark_check
 	$(PY) -m interop.secure_check
 

@@ -17,11 +17,14 @@ travels sealed (AES-256-CCM) and every leaf is checked against the manifest's
 Merkle tree before it is stored; at the end each requestor's copy is compared
 with the object's SHA-256. A live progress line (updated in place on a
 terminal, a line every few seconds otherwise) and a closing table per
-requestor follow. ``--pcap PATH`` captures the first requestor's traffic and
-writes its session key to ``PATH.keys`` (see docs/operations.md for tshark).
+requestor follow. ``--pcap FILE`` captures the traffic of every party (each
+datagram once, as it is sent: those the lossy link then drops included) and
+``--keylog FILE`` appends every party's session keys (mode 0600), so that
+Wireshark decodes and decrypts the whole run (docs/operations.md;
+``python -m interop.capture_check FILE --keylog KEYS`` checks it).
 
 Run it with ``make demo`` or ``python -m dofpy_services.demo [--requestors N]
-[--size-mib M] [--loss P] [--seed S] [--pcap PATH]``.
+[--size-mib M] [--loss P] [--seed S] [--pcap FILE] [--keylog FILE]``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -50,7 +54,7 @@ from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import TRANSFER_IID
 from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.store import MemoryStore
-from dofpy.trio import TransferNode, open_transfer_node, open_udp_endpoint
+from dofpy.trio import PcapWriter, TransferNode, open_transfer_node, open_udp_endpoint
 from dofpy.wire.oid import OID
 from dofpy_services.authenticator.daemon import AuthenticatorCore
 
@@ -92,7 +96,14 @@ class LossyLink:
     and each is drained in batches after one readiness wait, as the endpoint
     does (a datagram costs one ``recvfrom`` and one ``sendto``)."""
 
-    def __init__(self, upstream: Address, loss: float, seed: int, nursery: trio.Nursery) -> None:
+    def __init__(
+        self,
+        upstream: Address,
+        loss: float,
+        seed: int,
+        nursery: trio.Nursery,
+        capture: PcapWriter | None = None,
+    ) -> None:
         if not 0.0 <= loss < 1.0:
             raise ValueError("loss must be in [0, 1)")
         self.upstream = upstream
@@ -101,6 +112,9 @@ class LossyLink:
         self.to_upstream = LinkCounts()
         self.to_requestors = LinkCounts()
         self._nursery = nursery
+        # What the link forwards is a datagram sent (by it): the shared capture
+        # records it, as the endpoints record what they send.
+        self._capture = capture
         self._front = _udp_socket()
         self._clients: dict[Address, tuple[socket.socket, random.Random]] = {}
         nursery.start_soon(self._front_loop)
@@ -170,6 +184,9 @@ class LossyLink:
         with suppress(OSError):  # a full send buffer drops, as a congested link would
             sock.sendto(data, destination)
             counts.forwarded += 1
+            if self._capture is not None:
+                host, port = sock.getsockname()[:2]
+                self._capture.write((host, port), destination, data)
 
 
 def _udp_socket() -> socket.socket:
@@ -319,8 +336,15 @@ async def run_demo(
     seed: int = 1,
     pcap: Path | None = None,
     out: TextIO | None = None,
+    keylog: Path | None = None,
+    parties: dict[Address, str] | None = None,
 ) -> int:
-    """Run the demo; 0 when every requestor got a verified, byte-identical copy."""
+    """Run the demo; 0 when every requestor got a verified, byte-identical copy.
+
+    ``pcap``: one capture of every party's datagrams; ``keylog``: every
+    party's session keys (see :mod:`dofpy.security.keylog`); ``parties`` is
+    filled with each party's address and name (to read a capture by)."""
+    parties = parties if parties is not None else {}
     out = out if out is not None else sys.stdout
     tty = out.isatty()
     size = int(size_mib * MIB)
@@ -336,6 +360,9 @@ async def run_demo(
     rows = [Row(requestor_id(i)) for i in range(requestors)]
     stores = [MemoryStore() for _ in range(requestors)]
     async with AsyncExitStack() as stack:
+        capture = None if pcap is None else PcapWriter(pcap)
+        if capture is not None:
+            stack.callback(capture.close)  # after every party is closed (LIFO)
         grants = [0, 0]  # sessions granted, refused
 
         def count(decision: Decision, peer: Address, now: float) -> None:
@@ -347,35 +374,47 @@ async def run_demo(
                     domain.authenticator,
                     on_decision=count,
                     security=domain.local.security(AUTHENTICATOR_ID),
-                )
+                ),
+                shared_pcap=capture,
             )
         )
         authenticator_address = authenticator.local_address
+        parties[authenticator_address] = "Authenticator"
         provider = await stack.enter_async_context(
-            open_transfer_node(config=domain.config(PROVIDER_ID, authenticator_address))
+            open_transfer_node(
+                config=domain.config(PROVIDER_ID, authenticator_address),
+                shared_pcap=capture,
+                keylog_path=keylog,
+            )
         )
         relay = await stack.enter_async_context(
-            open_transfer_node(config=domain.config(RELAY_ID, authenticator_address))
+            open_transfer_node(
+                config=domain.config(RELAY_ID, authenticator_address),
+                shared_pcap=capture,
+                keylog_path=keylog,
+            )
         )
+        parties[provider.local_address] = "provider"
+        parties[relay.local_address] = "relay"
         manifest = provider.publish(data)
         relay.relay(manifest, [provider.local_address])
         nursery = await stack.enter_async_context(trio.open_nursery())
-        link = LossyLink(relay.local_address, loss, seed, nursery)
+        link = LossyLink(relay.local_address, loss, seed, nursery, capture)
         stack.callback(link.close)
+        parties[link.address] = "lossy link"
         stack.callback(nursery.cancel_scope.cancel)
         nodes: list[TransferNode] = []
         for index in range(requestors):
-            capture = pcap if index == 0 else None
-            keylog = None if capture is None else capture.with_name(capture.name + ".keys")
             nodes.append(
                 await stack.enter_async_context(
                     open_transfer_node(
                         config=domain.config(requestor_id(index), authenticator_address),
-                        pcap_path=capture,
+                        shared_pcap=capture,
                         keylog_path=keylog,
                     )
                 )
             )
+            parties[nodes[-1].local_address] = f"device-{index:02}"
         out.write(
             f"  object {manifest.object_id.hex()[:16]}..., {manifest.leaf_count} leaves of "
             f"{manifest.leaf_size} B, Merkle root {manifest.merkle_root.hex()[:16]}...\n"
@@ -391,6 +430,7 @@ async def run_demo(
         for node, row in zip(nodes, rows, strict=True):
             seen_as = link.upstream_address(node.local_address)
             if seen_as is not None:
+                parties[seen_as] = f"lossy link for {parties[node.local_address]}"
                 served = relay.core.served(seen_as)
                 row.relay_blocks, row.relay_cache_hits = served.blocks, served.cache_hits
         print_table(rows, out)
@@ -425,11 +465,12 @@ async def run_demo(
             f"  Authenticator: {grants[0]} sessions granted, {grants[1]} refused; "
             f"{authenticated}/{requestors} requestors hold a secure session with {RELAY_ID}\n"
         )
-        if pcap is not None:
-            port = link.address[1]
+        if capture is not None:
+            capture.flush()
             out.write(
-                f"  capture of {rows[0].identity}: {pcap} (keys: {pcap.name}.keys; "
-                f"tshark -r {pcap} -d udp.port=={port},dof)\n"
+                f"  capture of every party: {pcap} ({capture.records_written} datagrams"
+                + (f"; session keys in {keylog}" if keylog is not None else "")
+                + "; decode each UDP conversation on its own, see docs/operations.md)\n"
             )
         out.flush()
     return 0 if ok == requestors else 1
@@ -441,7 +482,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=float, default=16, help="object size (default 16)")
     parser.add_argument("--loss", type=float, default=0.02, help="loss share (default 0.02)")
     parser.add_argument("--seed", type=int, default=1, help="seed of keys, data, loss")
-    parser.add_argument("--pcap", type=Path, help="capture the first requestor's traffic")
+    parser.add_argument("--pcap", type=Path, help="capture every party's datagrams to this file")
+    parser.add_argument(
+        "--keylog", type=Path, help="append every session key here (0600; for Wireshark)"
+    )
     args = parser.parse_args(argv)
     if args.requestors < 1:
         parser.error("--requestors must be at least 1")
@@ -449,9 +493,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--size-mib must be positive")
     if not 0 <= args.loss < 1:
         parser.error("--loss must be in [0, 1)")
-    if args.pcap is not None:
-        args.pcap.parent.mkdir(parents=True, exist_ok=True)
-    return trio.run(run_demo, args.requestors, args.size_mib, args.loss, args.seed, args.pcap)
+    for path in (args.pcap, args.keylog):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    return trio.run(
+        partial(
+            run_demo,
+            args.requestors,
+            args.size_mib,
+            args.loss,
+            args.seed,
+            args.pcap,
+            keylog=args.keylog,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ A second capture, at the Authenticator, holds the TRP exchange and must decode
 cleanly too. (They are kept apart because the dissector assigns initiator and
 responder roles per transport address: a capture in which the responder's port
 also talks TRP to the Authenticator defeats its decryption of the initiator's
-packets.)
+packets; docs/protocol.md, "Captures in Wireshark", and
+:mod:`interop.capture_check`, which decodes one conversation at a time.)
 
 ``python -m interop.secure_check [--pcap PATH]``; exit status 0 only when both
 decryptions leave no packet encrypted and tshark reports no problem.

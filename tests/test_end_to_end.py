@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from dofpy.pcap import read_pcap_untrusted
+from dofpy.security.keylog import parse_keylog
 from dofpy.testing.tshark import require_tshark
 from dofpy_services.demo import main, run_demo
 from interop.tshark_check import _provider_port, exchange, run_tshark
@@ -16,8 +19,10 @@ async def test_demo_delivers_verified_copies_through_the_relay_over_a_lossy_link
     tmp_path: Path,
 ) -> None:
     out = io.StringIO()
-    pcap = tmp_path / "demo.pcap"
-    status = await run_demo(requestors=3, size_mib=0.5, loss=0.05, seed=3, pcap=pcap, out=out)
+    pcap, keylog = tmp_path / "demo.pcap", tmp_path / "demo.keys"
+    status = await run_demo(
+        requestors=3, size_mib=0.5, loss=0.05, seed=3, pcap=pcap, out=out, keylog=keylog
+    )
     text = out.getvalue()
     assert status == 0, text
     assert "3/3 requestors verified" in text
@@ -35,8 +40,40 @@ async def test_demo_delivers_verified_copies_through_the_relay_over_a_lossy_link
     assert "3/3 requestors hold a secure session with [{03}:relay@demo.example]" in text
     link_line = next(line for line in text.splitlines() if line.startswith("  lossy link:"))
     assert not link_line.startswith("  lossy link: 0 of")  # 5% loss did drop datagrams
-    assert pcap.stat().st_size > 24
-    assert (tmp_path / "demo.pcap.keys").read_text().count("\n") == 1
+    # One capture of every party: each requestor with the link, the link with
+    # the relay for each requestor, the relay with the provider, the provider
+    # and the relay with the Authenticator.
+    datagrams = read_pcap_untrusted(pcap.read_bytes()).datagrams
+    conversations = {frozenset((d.src, d.dst)) for d in datagrams}
+    assert len(conversations) == 3 + 3 + 1 + 2
+    assert f"capture of every party: {pcap} ({len(datagrams)} datagrams" in text
+    # Every party logs its session keys: 4 sessions granted, 2 with the
+    # Authenticator, each logged by both ends (the Authenticator logs none).
+    assert len(parse_keylog(keylog.read_text().splitlines())) == 6
+    assert keylog.stat().st_mode & 0o777 == 0o600
+
+
+def test_every_datagram_of_the_demo_decodes_and_decrypts_in_tshark(tmp_path: Path) -> None:
+    """make interop's check, smaller: the demo's capture of every party, each
+    conversation decoded by tshark with the key log and with the identity
+    secrets: all DOF, nothing malformed or warned, nothing left encrypted."""
+    require_tshark()
+    from interop.demo_check import check_demo  # noqa: PLC0415
+
+    status, output, reports = check_demo(
+        tmp_path / "demo.pcap", tmp_path / "keys", tmp_path, 2, 0.25, 0.02
+    )
+    assert status == 0, output
+    for report in reports:
+        assert len(report.conversations) == 2 + 2 + 1 + 2
+        assert report.problems == []
+        assert report.split_frames == [] and report.other_records == 0
+        # Every conversation is a session keyed by TEP (the lossy link may
+        # repeat an Accept), followed by tshark.
+        assert all(c.kinds["TEP Accept"] >= 1 for c in report.conversations)
+        kinds = sum((c.kinds for c in report.conversations), Counter[str]())
+        assert kinds["TRP Request Session Response"] >= 3  # sealed TRP decrypted
+        assert kinds["OAP Signal"] > 0  # the blocks
 
 
 def test_demo_command_line(capsys: pytest.CaptureFixture[str]) -> None:

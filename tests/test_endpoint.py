@@ -19,8 +19,9 @@ import trio.lowlevel
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, ClosedResourceError
-from dofpy.pcap import PCAP_GLOBAL_HEADER
+from dofpy.pcap import PCAP_GLOBAL_HEADER, read_pcap_untrusted
 from dofpy.testing.tshark import require_tshark
+from dofpy.trio import PcapWriter
 from dofpy.trio._endpoint import EndpointStatistics, open_udp_endpoint
 
 LIMIT = 10  # seconds of real time a loopback test may take before it fails
@@ -406,6 +407,35 @@ async def test_pcap_records_every_datagram(tmp_path: Path) -> None:
         payloads.append(packet[28:])  # IPv4 (20) + UDP (8) headers
         offset += 16 + caplen
     assert sorted(payloads) == sorted([b"record %d" % i for i in range(3)] * 2)
+
+
+async def test_a_shared_pcap_records_each_datagram_once_and_stays_open(tmp_path: Path) -> None:
+    """Two endpoints, one capture: each records what it sends, not what it
+    receives (its sender did), so every datagram appears once, in the
+    direction it went; the writer is left open for its maker."""
+    writer = PcapWriter(tmp_path / "shared.pcap")
+    done = trio.Event()
+    client = ClientCore(on_change=lambda: done.set() if len(client.replies) == 3 else None)
+    with trio.fail_after(LIMIT):
+        async with (
+            open_udp_endpoint(EchoCore(), shared_pcap=writer) as server_endpoint,
+            open_udp_endpoint(client, shared_pcap=writer) as client_endpoint,
+        ):
+            for index in range(3):
+                client.queue(b"shared %d" % index, server_endpoint.local_address)
+            client_endpoint.wakeup()
+            await done.wait()
+    assert not writer.closed
+    writer.close()
+    datagrams = read_pcap_untrusted((tmp_path / "shared.pcap").read_bytes()).datagrams
+    server, near = server_endpoint.local_address, client_endpoint.local_address
+    sent = sorted((d.src, d.dst, d.payload) for d in datagrams)
+    expected = [(near, server, b"shared %d" % i) for i in range(3)]
+    expected += [(server, near, b"shared %d" % i) for i in range(3)]
+    assert sent == sorted(expected)
+    with pytest.raises(ValueError, match="not both"):
+        async with open_udp_endpoint(EchoCore(), pcap_path=tmp_path / "x", shared_pcap=writer):
+            pass
 
 
 async def test_pcap_is_readable_by_tshark(tmp_path: Path) -> None:

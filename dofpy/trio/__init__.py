@@ -6,6 +6,8 @@
 - :func:`open_transfer_node` — a block-transfer provider, caching relay and
   requestor (``await node.fetch(manifest, providers)``) on a UDP socket.
 - :func:`open_udp_endpoint` — drive any sans-IO ``DatagramCore`` over UDP.
+- :class:`PcapWriter` — a pcap file of datagrams; one writer given to several
+  endpoints (``shared_pcap=``) is one capture of all of them.
 - :func:`lone_exceptions_unwrapped` — what these context managers do with
   trio's exception groups (a lone exception leaves as itself), for code that
   stacks its own nurseries on them.
@@ -21,6 +23,7 @@ from dofpy.trio._node import (
     current_request,
     open_node,
 )
+from dofpy.trio._pcapfile import PcapWriter
 from dofpy.trio._transfer import (
     FetchProgress,
     TransferNode,
@@ -33,6 +36,7 @@ __all__ = [
     "EndpointStatistics",
     "FetchProgress",
     "NodeStatistics",
+    "PcapWriter",
     "Provider",
     "Subscription",
     "TransferNode",

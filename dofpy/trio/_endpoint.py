@@ -151,11 +151,16 @@ class UdpEndpoint:
         recv_batch: int,
         receive_buffer_requested: int | None,
         offload: bool = False,
+        pcap_shared: bool = False,
     ) -> None:
         self._core = core
         self._sock = sock
         self._family = sock.family
         self._pcap = pcap
+        # A capture shared with the other endpoints of one process records each
+        # datagram once, when it is sent (its receiver would record it again);
+        # whoever made it closes it.
+        self._pcap_shared = pcap_shared
         self._max_datagram = max_datagram
         self._send_queue_limit = send_queue_limit
         self._recv_batch = recv_batch
@@ -458,7 +463,7 @@ class UdpEndpoint:
         data = bytes(datagram)
         self._datagrams_received += 1
         self._bytes_received += size
-        if self._pcap is not None:
+        if self._pcap is not None and not self._pcap_shared:
             self._pcap.write(addr, _pcap_local(self._local, addr), data)
         try:
             self._core.receive_datagram(data, addr, trio.current_time())
@@ -493,7 +498,7 @@ class UdpEndpoint:
             trio.lowlevel.notify_closing(self._sock)
         finally:
             self._sock.close()
-            if self._pcap is not None:
+            if self._pcap is not None and not self._pcap_shared:
                 self._pcap.close()
 
 
@@ -611,6 +616,7 @@ async def open_udp_endpoint(
     local: Address = ("127.0.0.1", 0),
     *,
     pcap_path: str | os.PathLike[str] | None = None,
+    shared_pcap: PcapWriter | None = None,
     recv_buffer: int | None = DEFAULT_RECV_BUFFER,
     send_buffer: int | None = None,
     sock: socket.socket | None = None,
@@ -632,7 +638,10 @@ async def open_udp_endpoint(
     ``send_queue_limit`` datagrams wait when the kernel's send buffer is full.
     ``recv_batch`` datagrams at most are read per scheduling round before the
     endpoint flushes and yields. With ``pcap_path``, every
-    datagram sent and received is appended to that pcap file. With ``offload``
+    datagram sent and received is appended to that pcap file. ``shared_pcap``
+    is one capture of several endpoints (all the parties of one process): each
+    records into it the datagrams it sends, once, not those it receives (their
+    sender did), and leaves it open for its maker to close. With ``offload``
     on Linux, runs of equal-size datagrams to one peer go out in
     one ``UDP_SEGMENT`` send and the kernel may coalesce received datagrams
     (``UDP_GRO``); where the kernel or route refuses, the endpoint sends and
@@ -649,6 +658,8 @@ async def open_udp_endpoint(
         raise ValueError(f"send_queue_limit must be at least 1, not {send_queue_limit}")
     if recv_batch < 1:
         raise ValueError(f"recv_batch must be at least 1, not {recv_batch}")
+    if pcap_path is not None and shared_pcap is not None:
+        raise ValueError("give pcap_path or shared_pcap, not both")
     for name, size in (("recv_buffer", recv_buffer), ("send_buffer", send_buffer)):
         if size is not None and size < 1:
             raise ValueError(f"{name} must be positive or None, not {size}")
@@ -657,7 +668,7 @@ async def open_udp_endpoint(
     else:
         _adopt(sock, recv_buffer, send_buffer)
     try:
-        pcap = None if pcap_path is None else PcapWriter(pcap_path)
+        pcap = shared_pcap if pcap_path is None else PcapWriter(pcap_path)
     except BaseException:
         sock.close()
         raise
@@ -665,6 +676,7 @@ async def open_udp_endpoint(
         core,
         sock,
         pcap=pcap,
+        pcap_shared=shared_pcap is not None,
         max_datagram=max_datagram,
         send_queue_limit=send_queue_limit,
         recv_batch=recv_batch,
