@@ -489,7 +489,13 @@ class SignatureReport:
         return tuple(t for t in self.tallies if not t.met)
 
     def signed_by(self, party: Party) -> tuple[TrustedKey, ...]:
-        return tuple(k for t in self.tallies if t.party is party for k in t.valid)
+        """The keys of ``party`` whose signatures are valid (required by the
+        policy or not)."""
+        return tuple(
+            c.key
+            for c in self.checks
+            if c.outcome is SignatureOutcome.VALID and c.key is not None and c.key.party is party
+        )
 
     def lines(self) -> list[str]:
         """One line per party tally, then one per signature that did not count."""
