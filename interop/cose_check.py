@@ -8,8 +8,9 @@ we did not write (PyPI ``pycose``).
 2. pycose refuses them once tampered: a payload byte changed, a signature
    byte changed, a signature's protected header changed (its party).
 3. dofpy verifies what pycose signs: a ``COSE_Sign1`` and a ``COSE_Sign``
-   manifest built by pycose (headers in canonical order, as dofpy decodes only
-   canonical CBOR), through :func:`dofpy.image.verify_manifest`.
+   manifest built by pycose (the ``COSE_Sign1``'s protected header in pycose's
+   label order, not the canonical one), through
+   :func:`dofpy.image.verify_manifest`.
 
 pycose 1.1 decodes with cbor2, whose 6.x releases return tuples and
 frozendicts inside tags where pycose expects lists and dicts; the check
@@ -125,11 +126,12 @@ def _pycose_algorithm(key: SigningKey) -> Any:
 
 def pycose_sign1(payload: bytes, key: SigningKey, party: Party) -> bytes:
     """A ``COSE_Sign1`` manifest signed by pycose."""
-    # Canonical order of the labels: 1, 3, 4, then the negative private label.
+    # pycose's own label order (not canonical): dofpy keeps protected
+    # headers as the bytes that were signed, so any order verifies.
     headers = {
         AlgorithmHeader: _pycose_algorithm(key),
-        3: MANIFEST_CONTENT_TYPE,
         KID: key.kid,
+        3: MANIFEST_CONTENT_TYPE,
         HEADER_PARTY: int(party),
     }
     message = Sign1Message(phdr=headers, payload=payload)

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from dofpy.errors import BadPacket
-from dofpy.wire.values import _decode_canonical
+from dofpy.wire.values import _decode_canonical, _decode_strict
 
 __all__ = [
     "COSE_SIGN1_TAG",
@@ -431,7 +431,9 @@ def _protected_header(value: object, what: str) -> dict[int, Any]:
         raise BadPacket(f"COSE {what} protected header: expected a byte string")
     if not value:
         return {}
-    headers = _header_map(_decode_canonical(value, f"COSE {what} protected header"), what)
+    # Signed as these very bytes: another tool's label order is accepted
+    # (they are never re-encoded), a repeated label is not.
+    headers = _header_map(_decode_strict(value, f"COSE {what} protected header"), what)
     if not headers:
         raise BadPacket(f"COSE {what} protected header: an empty map must be sent as h''")
     return headers

@@ -304,3 +304,22 @@ def test_add_signature_keeps_the_payload_and_earlier_signatures() -> None:
     assert second.verify(second.signatures[0], KEYS[0].public_key)
     assert second.verify(second.signatures[1], KEYS[1].public_key)
     assert not second.verify(second.signatures[1], KEYS[0].public_key)
+
+
+def test_a_protected_header_in_another_label_order_is_kept_as_signed() -> None:
+    kid = KEYS[0].kid
+    # Labels 4 before 1: not canonical, but these bytes are what was signed.
+    protected = b"\xa2\x04\x58\x20" + kid + b"\x01\x27"
+    body = [protected, {}, b"payload", bytes(64)]
+    encoded = cbor2.dumps(cbor2.CBORTag(18, body), canonical=True)
+    message = decode_cose_untrusted(encoded)
+    assert message.protected == protected and message.headers == {1: -8, 4: kid}
+    assert message.encode() == encoded
+
+
+def test_a_protected_header_repeating_a_label_is_refused() -> None:
+    kid = KEYS[0].kid
+    protected = b"\xa3\x01\x27\x04\x58\x20" + kid + b"\x01\x26"  # alg -8, then alg -7
+    body = [protected, {}, b"payload", bytes(64)]
+    with pytest.raises(BadPacket, match="Duplicate map key"):
+        decode_cose_untrusted(cbor2.dumps(cbor2.CBORTag(18, body), canonical=True))
