@@ -323,3 +323,20 @@ def test_a_protected_header_repeating_a_label_is_refused() -> None:
     body = [protected, {}, b"payload", bytes(64)]
     with pytest.raises(BadPacket, match="Duplicate map key"):
         decode_cose_untrusted(cbor2.dumps(cbor2.CBORTag(18, body), canonical=True))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(range(len(KEYS))),
+    st.one_of(
+        st.binary(min_size=64, max_size=64),
+        st.sampled_from(
+            [bytes(64), b"\xff" * 64, bytes(32) + b"\x01" * 32, b"\x01" * 32 + bytes(32)]
+        ),
+    ),
+)
+def test_verifying_any_64_bytes_answers_false_and_never_raises(
+    index: int, signature: bytes
+) -> None:
+    # r or s zero, or at or above the group order, included: an answer, not an exception.
+    assert KEYS[index].public_key.verify(signature, b"data") is False
