@@ -8,6 +8,8 @@ import dataclasses
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dofpy.image import (
     HEADER_PARTY,
@@ -20,6 +22,7 @@ from dofpy.image import (
     Rollback,
     SignatureOutcome,
     Tampered,
+    TrustedKey,
     TrustRoot,
     UnknownKey,
     WrongVendor,
@@ -328,3 +331,51 @@ def test_the_party_claim_is_a_protected_header(keys: Keys) -> None:
     (signature,) = message.signatures
     assert cbor2.loads(signature.protected)[HEADER_PARTY] == int(Party.MANUFACTURER)
     assert isinstance(signature, CoseSignature) and signature.unprotected == {}
+
+
+KEY_POOL = [key(seed) for seed in range(60, 66)]
+POOL_ROOT = TrustRoot(
+    vendor_id=make_root(Keys.make()).vendor_id,
+    version=1,
+    expires=NOW + DAY,
+    keys=(
+        TrustedKey(Party.MANUFACTURER, KEY_POOL[0].public_key),
+        TrustedKey(Party.MANUFACTURER, KEY_POOL[1].public_key),
+        TrustedKey(Party.MANUFACTURER, KEY_POOL[2].public_key),
+        TrustedKey(Party.SERVICE_PROVIDER, KEY_POOL[3].public_key),
+        TrustedKey(Party.OPERATOR, KEY_POOL[4].public_key),
+    ),  # KEY_POOL[5] is listed nowhere
+    policy={Party.MANUFACTURER: 2, Party.SERVICE_PROVIDER: 1},
+    root_policy={Party.MANUFACTURER: 2},
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(range(len(KEY_POOL))), st.sampled_from(Party)),
+        min_size=1,  # a COSE_Sign carries at least one signature
+        max_size=8,
+        unique_by=lambda signer: signer[0],
+    )
+)
+def test_a_manifest_is_accepted_exactly_when_each_party_has_its_threshold(
+    signers: list[tuple[int, Party]],
+) -> None:
+    # The rule, stated independently: a signature counts when its key is
+    # listed for the very party it claims; each party needs its threshold.
+    listed = {k.kid: k.party for k in POOL_ROOT.keys}
+    counted: dict[Party, int] = {}
+    for index, claimed in signers:
+        if listed.get(KEY_POOL[index].kid) is claimed:
+            counted[claimed] = counted.get(claimed, 0) + 1
+    expected = all(counted.get(p, 0) >= n for p, n in POOL_ROOT.policy.items())
+    signed = sign(make_manifest(), *((KEY_POOL[i], p) for i, p in signers))
+    try:
+        verify_manifest(signed, POOL_ROOT, device(), NOW)
+        accepted = True
+    except BelowThreshold as refused:
+        accepted = False
+        assert refused.valid < refused.needed
+        assert counted.get(refused.party, 0) == refused.valid
+    assert accepted is expected
