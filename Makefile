@@ -47,6 +47,7 @@ interop: $(STAMP)
 	$(PY) -m interop.demo_check
 	$(PY) -m interop.tshark_check
 	$(PY) -m interop.secure_check
+	$(PY) -m interop.cose_check
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
