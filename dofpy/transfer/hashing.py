@@ -63,7 +63,7 @@ class ObjectHasher:
             view = view[take:]
             if len(self._partial) < size:
                 return
-            self._add_leaf(leaf_hash(self._partial))
+            self._add_leaf(leaf_hash(memoryview(self._partial)))
             self._partial.clear()
         whole = view.nbytes - view.nbytes % size
         for offset in range(0, whole, size):
@@ -85,7 +85,7 @@ class ObjectHasher:
         """The object's manifest and leaf hashes (at least one byte must have
         been hashed); the hasher is spent."""
         if self._partial:
-            self._add_leaf(leaf_hash(self._partial))
+            self._add_leaf(leaf_hash(memoryview(self._partial)))
             self._partial.clear()
         if not self._frontier:
             raise ValueError("an object has at least one byte")

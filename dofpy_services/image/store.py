@@ -45,7 +45,7 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ ManifestReader = Callable[[bytes], ManifestSummary]
 
 @dataclass(frozen=True, slots=True)
 class StoredImage:
-    """A published manifest as :meth:`ImageStore.list` shows it."""
+    """A published manifest as :meth:`ImageStore.published` lists it."""
 
     digest: bytes
     summary: ManifestSummary
@@ -155,10 +155,8 @@ class ImageStore:
         self.unreadable: dict[bytes, str] = {}
         """Manifests in the store ``describe`` refused (digest: why); never served."""
         for directory in (self.root, *(self.root / kind for kind in _KINDS), self.root / "refs"):
-            try:
+            with suppress(FileExistsError):
                 fs.mkdir(directory, 0o755)
-            except FileExistsError:
-                pass
         self.temporaries_removed = self._remove_temporaries()
         """Temporary files (left by a crash) removed when this store was opened."""
         self.refresh()
@@ -257,7 +255,7 @@ class ImageStore:
                 best = (summary.sequence, digest)
         return None if best is None else best[1]
 
-    def list(self) -> list[StoredImage]:
+    def published(self) -> list[StoredImage]:
         """Every published manifest, by class then sequence."""
         latest = {
             digest
@@ -298,14 +296,20 @@ class ImageStore:
         (one streaming pass) and written for next time."""
         if not self.has_image(image.object_id):
             raise KeyError(image.object_id.hex())
-        expected = image.leaf_count * HASH_SIZE
-        try:
-            leaves = self._read_file(self._leaves_path(image), expected)
-            return ObjectHashes(image, leaves)
-        except (KeyError, StoreError, ValueError):
-            pass  # absent, of the wrong size or not this tree: compute it again
+        found = self._stored_hashes(image)
+        if found is not None:
+            return found
         with self._locked():
             return self._rehash(image)
+
+    def _stored_hashes(self, image: Manifest) -> ObjectHashes | None:
+        """The leaf hashes in the image's ``.leaves`` file, if they are
+        ``image``'s tree (``None``: absent, torn or another tree)."""
+        try:
+            leaves = self._read_file(self._leaves_path(image), image.leaf_count * HASH_SIZE)
+            return ObjectHashes(image, leaves)
+        except (KeyError, StoreError, ValueError):
+            return None
 
     def _rehash(self, image: Manifest) -> ObjectHashes:
         """Hash the stored image again (one streaming pass), check it is
@@ -378,15 +382,11 @@ class ImageStore:
 
     def _discard(self, fd: int | None, temporary: Path) -> None:
         """Undo a write that failed (best effort: what is left, the next open removes)."""
-        try:
-            if fd is not None:
+        if fd is not None:
+            with suppress(OSError):
                 self._fs.close(fd)
-        except OSError:
-            pass
-        try:
+        with suppress(OSError):
             self._fs.unlink(temporary)
-        except OSError:
-            pass
 
     def _write_named(self, target: Path, chunks: Iterable[bytes]) -> None:
         fd, temporary = self._temporary(target.parent)
@@ -471,8 +471,9 @@ class ImageStore:
             for reference in summary.references:
                 if not self._exists(self._path("records", reference)):
                     raise StoreError(f"record {reference.hex()} is not in the store: add it first")
-            if not self._exists(self._leaves_path(image)):
-                # Another leaf size than the one the image was added at: hash it again.
+            if self._stored_hashes(image) is None:
+                # Another leaf size than the image was added at, or verification
+                # data that does not match it (refused there): hash it again.
                 self._rehash(image)
             digest = self._add_small("manifests", data)
         self._summaries[digest] = summary
