@@ -97,6 +97,10 @@ class ManifestSummary:
     signers: tuple[str, ...] = ()
     encrypted: bool = False
     references: tuple[bytes, ...] = ()
+    payload_digest: bytes | None = None
+    """The signed payload's digest, when the format has one: manifests with the
+    same payload are one release with different signature sets."""
+    signature_count: int = 0
 
 
 ManifestReader = Callable[[bytes], ManifestSummary]
@@ -249,11 +253,13 @@ class ImageStore:
     def latest(self, class_id: str) -> bytes | None:
         """The digest of the manifest with the highest sequence number for
         ``class_id`` (``None``: none published)."""
-        best: tuple[int, bytes] | None = None
+        best: tuple[int, int, bytes] | None = None
         for digest, summary in self._summaries.items():
-            if summary.class_id == class_id and (best is None or summary.sequence > best[0]):
-                best = (summary.sequence, digest)
-        return None if best is None else best[1]
+            # The same release signed by more parties is preferred.
+            rank = (summary.sequence, summary.signature_count, digest)
+            if summary.class_id == class_id and (best is None or rank > best):
+                best = rank
+        return None if best is None else best[2]
 
     def published(self) -> list[StoredImage]:
         """Every published manifest, by class then sequence."""
@@ -506,17 +512,31 @@ class ImageStore:
         report = GcReport()
         with self._locked():
             self.refresh()
-            by_class: dict[str, list[tuple[int, bytes]]] = {}
+            by_class: dict[str, list[tuple[tuple[int, int], bytes]]] = {}
             for digest, summary in self._summaries.items():
-                by_class.setdefault(summary.class_id, []).append((summary.sequence, digest))
+                order = (summary.sequence, summary.signature_count)
+                by_class.setdefault(summary.class_id, []).append((order, digest))
             for entries in by_class.values():
                 entries.sort(reverse=True)
-                for rank, (_, digest) in enumerate(entries):
+                # Newest first, and of one release (payload) the most signed
+                # first: any later copy of a payload is superseded.
+                releases: set[bytes] = set()
+                superseded: list[bytes] = []
+                for _, digest in entries:
+                    payload = self._summaries[digest].payload_digest
+                    if payload is None:
+                        continue
+                    if payload in releases:
+                        superseded.append(digest)
+                    releases.add(payload)
+                report.manifests.extend(superseded)
+                current = [(s, d) for s, d in entries if d not in superseded]
+                for position, (_, digest) in enumerate(current):
                     summary = self._summaries[digest]
-                    too_old = keep is not None and rank >= keep
+                    too_old = keep is not None and position >= keep
                     expired = (
                         expired_before is not None
-                        and rank > 0
+                        and position > 0
                         and summary.expires is not None
                         and summary.expires <= expired_before
                     )
