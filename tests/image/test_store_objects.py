@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
+import shutil
 import stat
 from pathlib import Path
 
@@ -199,3 +200,16 @@ def test_the_block_store_serves_stored_images_read_only(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="read-only"):
         blocks.write_verified(image.object_id, 0, b"x" * 64)
     blocks.close()
+
+
+def test_a_copy_of_a_store_is_a_store(tmp_path: Path) -> None:
+    store = _store(tmp_path / "origin")
+    image = store.add_image([b"copied" * 100], LEAF).manifest
+    digest = store.add_manifest(stand_in_manifest(image))
+    store.set_trust_root(b"root")
+    shutil.copytree(tmp_path / "origin", tmp_path / "replica")
+    replica = _store(tmp_path / "replica")
+    assert set(replica.manifests()) == {digest}
+    assert replica.trust_root() == b"root"
+    assert replica.check() == []
+    assert replica.hashes(image).manifest == image
