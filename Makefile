@@ -34,6 +34,7 @@ lint: $(STAMP)
 interop: $(STAMP)
 	$(PY) -m interop.tshark_check
 	$(PY) -m interop.secure_check
+	$(PY) -m interop.cose_check
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

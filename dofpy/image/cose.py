@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from dofpy.errors import BadPacket
-from dofpy.wire.values import _decode_canonical
+from dofpy.wire.values import _decode_canonical, _decode_strict
 
 __all__ = [
     "COSE_SIGN1_TAG",
@@ -206,6 +206,8 @@ class PublicKey:
         if not isinstance(value, dict):
             raise BadPacket("COSE_Key: expected a map")
         kty, crv = value.get(_KEY_KTY), value.get(_KEY_CRV)
+        if type(kty) is not int or type(crv) is not int:  # CBOR true == 1 in Python
+            raise BadPacket("COSE_Key: kty and crv must be integers")
         try:
             if kty == _KTY_OKP and crv == _CRV_ED25519 and set(value) == {1, -1, -2}:
                 x = value[_KEY_X]
@@ -424,12 +426,14 @@ def _header_map(value: object, what: str) -> dict[int, Any]:
     return value
 
 
-def _protected_untrusted(value: object, what: str) -> dict[int, Any]:
+def _protected_header(value: object, what: str) -> dict[int, Any]:
     if not isinstance(value, bytes):
         raise BadPacket(f"COSE {what} protected header: expected a byte string")
     if not value:
         return {}
-    headers = _header_map(_decode_canonical(value, f"COSE {what} protected header"), what)
+    # Signed as these very bytes: another tool's label order is accepted
+    # (they are never re-encoded), a repeated label is not.
+    headers = _header_map(_decode_strict(value, f"COSE {what} protected header"), what)
     if not headers:
         raise BadPacket(f"COSE {what} protected header: an empty map must be sent as h''")
     return headers
@@ -472,7 +476,7 @@ def decode_cose_untrusted(data: bytes) -> CoseSigned:
     if not isinstance(body, list) or len(body) != 4:
         raise BadPacket("COSE message: expected an array of 4 items")
     protected_raw, unprotected_raw, payload, last = body
-    headers = _protected_untrusted(protected_raw, "body")
+    headers = _protected_header(protected_raw, "body")
     unprotected = _header_map(unprotected_raw, "body unprotected")
     if not isinstance(payload, bytes):
         raise BadPacket("COSE message: a detached or non-byte-string payload is not supported")
@@ -488,7 +492,7 @@ def decode_cose_untrusted(data: bytes) -> CoseSigned:
     for entry in last:
         if not isinstance(entry, list) or len(entry) != 3:
             raise BadPacket("COSE_Signature: expected an array of 3 items")
-        sig_protected = _protected_untrusted(entry[0], "signature")
+        sig_protected = _protected_header(entry[0], "signature")
         sig_unprotected = _header_map(entry[1], "signature unprotected")
         _signer_headers(sig_protected, sig_unprotected)
         signatures.append(

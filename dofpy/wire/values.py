@@ -226,6 +226,34 @@ def _decode_canonical(data: bytes, what: str) -> object:
     return decoded
 
 
+def _decode_strict(data: bytes, what: str) -> object:
+    """Like :func:`_decode_canonical`, but any encoding of the item is
+    accepted (map keys in any order, longer heads than needed are still
+    refused by the scan) as long as no map repeats a key.
+
+    For bytes that are kept and compared as they are, never re-encoded: a COSE
+    protected header is signed as bytes, so another tool's key order is
+    harmless, while a repeated label could mean different things to two
+    parsers. Untrusted input: raises only ``BadPacket``.
+    """
+    raw = bytes(data)
+    if len(raw) > MAX_VALUES_SIZE:
+        raise BadPacket(f"{what} of {len(raw)} bytes exceeds {MAX_VALUES_SIZE}")
+    end = _scan_item(raw, 0, 0, _Budget(), what)
+    if end != len(raw):
+        raise BadPacket(f"{what}: {len(raw) - end} trailing bytes after the item")
+    try:
+        decoded = cbor2.loads(
+            raw, max_depth=MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False
+        )
+        _check_keys(decoded)
+    except BadPacket:
+        raise
+    except Exception as exc:  # cbor2 raises several unrelated types
+        raise BadPacket(f"{what} does not decode: {exc}") from None
+    return decoded
+
+
 def decode_values_untrusted(data: bytes) -> tuple[object, ...]:
     """Decode an OAP value list (one canonical CBOR array) into a tuple.
 

@@ -404,10 +404,16 @@ def _verify_root_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--current", metavar="OLD", help="check ROOT as a rotation from this trusted root"
     )
+    sub.add_argument("--at", help="check as of this time instead of now (an ISO date, 30d...)")
+
+
+def _at(args: argparse.Namespace) -> float:
+    now = time.time()
+    return now if args.at is None else float(parse_time(args.at, now))
 
 
 def _verify_root(args: argparse.Namespace) -> int:
-    now = time.time()
+    now = _at(args)
     data = _read(args.root)
     root, message = _root_document(args.root)
     current = load_trust_root(args.current, now) if args.current else None
@@ -537,7 +543,7 @@ def _verify_flags(sub: argparse.ArgumentParser) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    now = time.time() if args.at is None else float(parse_time(args.at, time.time()))
+    now = _at(args)
     data = _read(args.manifest)
     if not _is_signed(data):
         print(f"REFUSED: {args.manifest} is not signed")
