@@ -191,14 +191,14 @@ def run(quick: bool = False) -> str:
     runs = 1 if quick else 3
     lines = [f"Image publish ({size >> 20} MiB file, best of {runs})"]
     lines += [
-        f"  {name:58} {value:10.2f} {unit}" for name, value, unit in publish_section(size, runs)
+        f"  {name:66} {value:10.2f} {unit}" for name, value, unit in publish_section(size, runs)
     ]
     serve_size = (8 if quick else 64) * (1 << 20)
     lines.append(
         f"Image serving ({serve_size >> 20} MiB to one requestor over loopback, best of {runs})"
     )
     lines += [
-        f"  {name:58} {value:10.2f} {unit}"
+        f"  {name:66} {value:10.2f} {unit}"
         for name, value, unit in serving_section(serve_size, runs)
     ]
     return "\n".join(lines)

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 
 from dofpy_services.image.store import ImageStore
-from tests.image._store_helpers import Crash, CuttableOs, describe_test_manifest, stand_in_manifest
+from tests.image._store_helpers import (
+    Crash,
+    CuttableOs,
+    PowerCutOs,
+    describe_test_manifest,
+    stand_in_manifest,
+)
 
 LEAF = 64
 OLD = random.Random(1).randbytes(5 * LEAF + 3)
@@ -151,3 +157,42 @@ def test_a_crash_at_every_step_of_a_gc_leaves_every_manifest_whole(tmp_path: Pat
         assert store.check() == []
         assert len([p for p in (root / "images").iterdir() if "." not in p.name]) == 1
         assert list((root / "records").iterdir()) == []
+
+
+def test_a_power_cut_at_every_step_of_a_publish_keeps_only_whole_objects(tmp_path: Path) -> None:
+    new_digest = _expected_new(tmp_path)
+    probe = tmp_path / "probe"
+    _seeded(probe)
+    total = _steps_of(lambda fs: _publish_new(probe, fs))
+    outcomes = set()
+    for step in range(total + 1):  # and after the last step: all of it durable
+        root = tmp_path / f"cut-{step}"
+        old_digest = _seeded(root)
+        fs = PowerCutOs(root, crash_at=step)
+        with contextlib.suppress(Crash):
+            _publish_new(root, fs)
+        fs.power_cut()
+        store = _open(root)
+        assert store.check() == [], step
+        published = set(store.manifests())
+        assert published in ({old_digest}, {old_digest, new_digest}), step
+        outcomes.add(len(published))
+    assert outcomes == {1, 2}
+    assert len(published) == 2  # a publish that returned is durable
+
+
+def test_a_power_cut_at_every_step_of_a_gc_keeps_every_manifest_whole(tmp_path: Path) -> None:
+    probe = tmp_path / "probe"
+    _gc_seeded(probe)
+    total = _steps_of(lambda fs: _open(probe, fs).gc(keep=1))
+    for step in range(total + 1):
+        root = tmp_path / f"gc-cut-{step}"
+        newest, all_digests = _gc_seeded(root)
+        fs = PowerCutOs(root, crash_at=step)
+        with contextlib.suppress(Crash):
+            _open(root, fs).gc(keep=1)
+        fs.power_cut()
+        store = _open(root)
+        assert store.check() == [], step
+        assert newest in store.manifests() and set(store.manifests()) <= set(all_digests)
+    assert set(store.manifests()) == {newest}  # a gc that returned is durable
