@@ -5,8 +5,8 @@ cut at a chosen call."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import cbor2
