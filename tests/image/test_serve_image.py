@@ -212,6 +212,12 @@ async def test_an_encrypted_image_through_a_caching_relay_that_holds_only_cipher
                 )
                 installed.append(target.read_bytes())
         assert installed == [plaintext, plaintext]
+        # The relay passes the provider's NotFound on as it is.
+        through = IMAGE_INTERFACE.client(first.node, relay.local_address, IMAGE_OBJECT)
+        with pytest.raises(ProviderException, match="no manifest for device class"):
+            await through.latest(uuid.UUID(int=9).bytes)
+        # What it serves by digest it checked against the digest.
+        assert await through.manifest(digest) == store.manifest(digest)
         served_upstream = server.statistics().transfer.bytes_sent
         # The relay fetched the image from upstream once for both devices.
         assert len(ciphertext) <= served_upstream < 2 * len(ciphertext)
