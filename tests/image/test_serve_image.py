@@ -24,8 +24,6 @@ from dofpy import (
     FileStore,
     OapConfig,
     PermissionSet,
-    ProviderPermission,
-    RequestorPermission,
     TransferConfig,
     open_transfer_node,
 )
@@ -56,11 +54,16 @@ LEAF = 1024
 def _domain() -> LocalDomain:
     fetch = BindingPermission(Action.EXECUTE, OID(0), TRANSFER_IID)
     ask = BindingPermission(Action.EXECUTE, OID(0), IMAGE_INTERFACE.iid)
+    # Servers and the relay provide (p) the block transfer and the image interface.
+    serve = (
+        BindingPermission(Action.PROVIDE, OID(0), TRANSFER_IID),
+        BindingPermission(Action.PROVIDE, OID(0), IMAGE_INTERFACE.iid),
+    )
     domain = LocalDomain(DOMAIN, rng=random.Random(7).randbytes)
     for server in (SERVER, SECOND):
-        domain.enrol(server, PermissionSet((ProviderPermission(),)))
-    domain.enrol(RELAY, PermissionSet((ProviderPermission(), RequestorPermission(), fetch, ask)))
-    domain.enrol(DEVICE, PermissionSet((RequestorPermission(), fetch, ask)))
+        domain.enrol(server, PermissionSet(serve))
+    domain.enrol(RELAY, PermissionSet((*serve, fetch, ask)))
+    domain.enrol(DEVICE, PermissionSet((fetch, ask)))
     return domain
 
 
