@@ -50,7 +50,7 @@ from dofpy.image.verify import DeviceState, open_manifest_untrusted, sign_manife
 from dofpy.oap.core import OapConfig
 from dofpy.transfer.core import TransferConfig
 from dofpy.trio import open_transfer_node
-from dofpy_services.daemon.cli import CliError, add_format_flag, print_records
+from dofpy_services.daemon.cli import CliError, UsageError, add_format_flag, print_records
 from dofpy_services.daemon.service import Command
 from dofpy_services.image.keys import load_private_key, read_passphrase, write_document
 from dofpy_services.image.manifests import describe_manifest, encryption_of, summary_of_verified
@@ -206,7 +206,7 @@ def _publish(args: argparse.Namespace) -> int:
     store = open_image_store(args.store)
     chosen = [args.image is not None, args.manifest is not None, args.trust_root is not None]
     if sum(chosen) != 1:
-        raise CliError("give exactly one of FILE, --manifest, --trust-root")
+        raise UsageError("give exactly one of FILE, --manifest, --trust-root")
     if args.trust_root:
         return _publish_trust_root(store, args.trust_root, now)
     if args.manifest:
@@ -216,18 +216,18 @@ def _publish(args: argparse.Namespace) -> int:
         return 0
     for flag in ("device_class", "version", "sequence"):
         if getattr(args, flag) is None:
-            raise CliError(f"publishing an image needs --{flag.replace('device_', '')}")
+            raise UsageError(f"publishing an image needs --{flag.replace('device_', '')}")
     if args.encrypt != bool(args.recipient):
-        raise CliError("--encrypt needs --recipient PUB (one or more), and --recipient --encrypt")
+        raise UsageError("--encrypt needs --recipient PUB (one or more), and --recipient --encrypt")
     root = store_trust_root(store, now)
     vendor = args.vendor or (None if root is None else str(root.vendor_id))
     if vendor is None:
-        raise CliError("give --vendor (or publish the vendor's trust root first)")
+        raise UsageError("give --vendor (or publish the vendor's trust root first)")
     try:
         vendor_id = uuid.UUID(vendor)
         device_class = uuid.UUID(args.device_class)
     except ValueError as exc:
-        raise CliError(f"a vendor and a class are UUIDs: {exc}") from None
+        raise UsageError(f"a vendor and a class are UUIDs: {exc}") from None
     recipients = [load_recipient_public_key(p) for p in args.recipient or ()]
     key = load_private_key(args.key, _passphrase(args)) if args.key else None
     started = time.perf_counter()
@@ -278,7 +278,7 @@ def _signing_party(args: argparse.Namespace, root: TrustRoot | None, kid: bytes)
         try:
             return Party.parse(args.party)
         except ValueError as exc:
-            raise CliError(str(exc)) from None
+            raise UsageError(str(exc)) from None
     listed = None if root is None else root.key_by_kid(kid)
     if listed is None:
         raise CliError("give --party (your key is not in the store's trust root)")
@@ -404,7 +404,7 @@ def _fetch(args: argparse.Namespace) -> int:
     elif args.allow_plaintext:
         config = TransferConfig()
     else:
-        raise CliError("give --credentials (or --allow-plaintext on a loopback test)")
+        raise UsageError("give --credentials (or --allow-plaintext on a loopback test)")
 
     def verify(data: bytes) -> ManifestSummary:
         verified = verify_manifest(data, root, device, time.time())

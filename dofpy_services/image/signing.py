@@ -56,7 +56,7 @@ from dofpy.image.trust import (
     sign_trust_root,
 )
 from dofpy.image.verify import DeviceState, ImageCheck, sign_manifest, verify_manifest
-from dofpy_services.daemon.cli import CliError
+from dofpy_services.daemon.cli import CliError, UsageError
 from dofpy_services.daemon.service import Command
 from dofpy_services.image.keys import (
     load_private_key,
@@ -85,7 +85,7 @@ def parse_time(text: str, now: float) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise CliError(
+        raise UsageError(
             f"bad time {text!r}: give a duration (365d, 12h), an ISO date or POSIX seconds"
         ) from None
     if moment.tzinfo is None:
@@ -97,14 +97,14 @@ def _uuid(text: str, what: str) -> uuid.UUID:
     try:
         return uuid.UUID(text)
     except ValueError:
-        raise CliError(f"bad {what} {text!r}: expected a UUID") from None
+        raise UsageError(f"bad {what} {text!r}: expected a UUID") from None
 
 
 def _party(text: str) -> Party:
     try:
         return Party.parse(text)
     except ValueError as exc:
-        raise CliError(str(exc)) from None
+        raise UsageError(str(exc)) from None
 
 
 def _thresholds(entries: Sequence[str] | None, what: str) -> dict[Party, int]:
@@ -112,7 +112,7 @@ def _thresholds(entries: Sequence[str] | None, what: str) -> dict[Party, int]:
     for entry in entries or ():
         party, _, count = entry.partition("=")
         if not count.isdigit():
-            raise CliError(f"bad {what} {entry!r}: expected PARTY=N, e.g. manufacturer=2")
+            raise UsageError(f"bad {what} {entry!r}: expected PARTY=N, e.g. manufacturer=2")
         policy[_party(party)] = int(count)
     return policy
 
@@ -269,18 +269,26 @@ def _init(args: argparse.Namespace) -> int:
         path, _, rest = entry.partition(":")
         party, _, name = rest.partition(":")
         if not party:
-            raise CliError(f"bad --key {entry!r}: expected PUB:PARTY[:NAME]")
+            raise UsageError(f"bad --key {entry!r}: expected PUB:PARTY[:NAME]")
         keys.append(TrustedKey(_party(party), load_public_key(path), name))
     policy = _thresholds(args.threshold, "threshold")
-    root = TrustRoot(
-        vendor_id=_uuid(args.vendor, "vendor"),
-        version=1,
-        expires=parse_time(args.expires, time.time()),
-        keys=tuple(keys),
-        policy=policy,
-        root_policy=_thresholds(args.root_threshold, "root threshold") or policy,
-        class_policies=_class_thresholds(args.class_threshold),
-    )
+    vendor = _uuid(args.vendor, "vendor")
+    expires = parse_time(args.expires, time.time())
+    root_policy = _thresholds(args.root_threshold, "root threshold") or policy
+    class_policies = _class_thresholds(args.class_threshold)
+    try:
+        root = TrustRoot(
+            vendor_id=vendor,
+            version=1,
+            expires=expires,
+            keys=tuple(keys),
+            policy=policy,
+            root_policy=root_policy,
+            class_policies=class_policies,
+        )
+    except ValueError as exc:
+        # Everything here came from the options: they do not fit together.
+        raise UsageError(str(exc)) from None
     _write_root_draft(root, args.out, overwrite=False)
     return 0
 
@@ -298,7 +306,7 @@ def _draft_to_edit(args: argparse.Namespace) -> tuple[TrustRoot, str, bool]:
     if message is not None:
         # Editing the signed current root starts the next version.
         if not args.out:
-            raise CliError(f"{args.root} is signed: give --out for the draft of the next version")
+            raise UsageError(f"{args.root} is signed: give --out for the draft of the next version")
         root = root.next_version()
     if args.expires:
         root = replace(root, expires=parse_time(args.expires, time.time()))
@@ -502,9 +510,9 @@ def _sign(args: argparse.Namespace) -> int:
     elif root is not None and (listed := root.key_by_kid(key.kid)) is not None:
         party = listed.party
     else:
-        raise CliError("give --party (or --trust-root listing your key)")
+        raise UsageError("give --party (or --trust-root listing your key)")
     if message is not None and args.single:
-        raise CliError("--single applies to an unsigned manifest only")
+        raise UsageError("--single applies to an unsigned manifest only")
     try:
         signed = sign_manifest(
             manifest if message is None else message, key, party, single=args.single

@@ -16,7 +16,7 @@ from dofpy.security.keylog import parse_keylog, tshark_key_options
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.testing.tshark import require_tshark
 from dofpy.trio import open_node
-from dofpy.wire.permissions import PermissionSet, ProviderPermission, RequestorPermission
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig
 from interop.capture_check import check_capture
 from tests.services.test_daemon_credentials import cli
@@ -39,8 +39,13 @@ async def test_the_authenticators_capture_decrypts_with_its_key_log(
             "--credentials-out",
             str(tmp_path / f"{name}.cred"),
         )
-    cli(capsys, "grant", *node, "thermostat@example.org", "--provider")
-    cli(capsys, "grant", *node, "client@example.org", "--requestor")
+    provides = BindingPermission(Action.PROVIDE, THERMOSTAT_OID, THERMOSTAT.iid)
+    reads = BindingPermission(Action.READ, THERMOSTAT_OID, THERMOSTAT.iid)
+    interface = str(THERMOSTAT.iid)
+    cli(capsys, "grant", *node, "thermostat@example.org", "--actions", "p",
+        "--object", "thermostat@example.org", "--interface", interface)  # fmt: skip
+    cli(capsys, "grant", *node, "client@example.org", "--actions", "r",
+        "--object", "thermostat@example.org", "--interface", interface)  # fmt: skip
     pcap, keylog = tmp_path / "as.pcap", tmp_path / "as.keys"
     settings = AuthenticatorConfig(
         listen=("127.0.0.1", 0),
@@ -54,12 +59,12 @@ async def test_the_authenticators_capture_decrypts_with_its_key_log(
         provider_config = (
             load_credentials(tmp_path / "thermostat.cred")
             .with_authenticator(authenticator.udp)
-            .node_config(PermissionSet((ProviderPermission(),)), seal_authenticator=True)
+            .node_config(PermissionSet((provides,)), seal_authenticator=True)
         )
         client_config = (
             load_credentials(tmp_path / "client.cred")
             .with_authenticator(authenticator.udp)
-            .node_config(PermissionSet((RequestorPermission(),)))
+            .node_config(PermissionSet((reads,)))
         )
         async with (
             open_node(config=OapConfig(node=provider_config)) as provider,
