@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from dofpy_services.authenticator.service import AUTHENTICATOR
 from dofpy_services.authenticator.store import StoreError
 from dofpy_services.daemon.cli import run_cli
+from dofpy_services.version.service import VERSION
 
 __all__ = ["SERVICES", "main"]
 
-SERVICES = (AUTHENTICATOR,)
+SERVICES = (AUTHENTICATOR, VERSION)
 """Every service ``dofpy`` knows, in the order its help lists them."""
 
 

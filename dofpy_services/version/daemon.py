@@ -59,28 +59,31 @@ class ChangeFeed:
     """The VERSION_CHANGES objects of the watched device classes (at most
     ``max_classes``), and what their subscribers are told."""
 
-    def __init__(self, node: DofNode, max_classes: int) -> None:
-        self._node = node
+    def __init__(self, max_classes: int, node: DofNode | None = None) -> None:
+        self.node = node
+        """The node providing the objects (set once it is open)."""
         self._max_classes = max_classes
         self._recent: dict[str, deque[DeviceChange]] = {}
 
     def watch(self, device_class: str) -> OID:
         """The object carrying ``device_class``'s changes, provided from now on."""
         oid = changes_object(device_class)
+        if self.node is None:
+            raise OapError(OapErrorCode.BUSY, "the service is starting")
         if device_class not in self._recent:
             if len(self._recent) >= self._max_classes:
                 raise OapError(OapErrorCode.BUSY, f"{self._max_classes} classes watched already")
             self._recent[device_class] = deque(maxlen=_RECENT_CHANGES)
-            self._node.provide(oid, VERSION_CHANGES, _ClassChanges(self._recent[device_class]))
+            self.node.provide(oid, VERSION_CHANGES, _ClassChanges(self._recent[device_class]))
         return oid
 
     def publish(self, device_class: str, change: DeviceChange) -> int:
         """Tell ``device_class``'s subscribers of ``change``; how many were told."""
         recent = self._recent.get(device_class)
-        if recent is None or self._node.closed:
+        if recent is None or self.node is None or self.node.closed:
             return 0
         recent.append(change)
-        return self._node.notify_change(
+        return self.node.notify_change(
             changes_object(device_class), VERSION_CHANGES, "changes", (change,)
         )
 

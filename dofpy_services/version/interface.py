@@ -55,8 +55,9 @@ __all__ = [
 
 MAX_CLASS_LENGTH = 48
 """Bytes of a device class name (it is part of its changes object's id)."""
-MAX_PAGE = 256
-"""Devices in one ``query`` page at most (a page fits one datagram)."""
+MAX_PAGE = 128
+"""Devices in one ``query`` page at most: a page of the largest records
+(about 450 bytes each) fits one UDP datagram, sealed."""
 MAX_IDENTITIES = 256
 """Identities one filter may list."""
 

@@ -7,9 +7,15 @@ device classes seen; ``denied`` the identities whose reports are refused.
 Every query is served from an index: a page of ``query`` is one range read in
 identity order (the keyset cursor: ``identity > after``) on the index its
 filter names — ``(device_class, identity)``, ``(device_class, version,
-identity)``, the partial index of devices running an unaccepted image, or the
-primary key — stopping after ``limit`` matches, so a page costs the same on
-the first page and the thousandth and nothing is held beyond it. Identities
+identity)``, the partial indexes of devices running an unaccepted or a
+Reprogram image, or the primary key — stopping after ``limit`` matches, so a
+page costs the same on the first page and the thousandth and nothing is held
+beyond it. (A filter whose only narrowing is on a column without an index of
+its own — a sequence range or last seen without a class — reads the primary
+key's range until the page is full: cheap when many devices match, a long
+read when few do; give the class.) Counts and histograms read only an index:
+of the class, of last seen, or a partial one; a count with no class over
+another column reads a whole covering index. Identities
 never change, so paging in their order while reports arrive neither misses
 nor repeats a device. ``tests/services/test_version_store.py`` shows the
 query plans.
@@ -87,6 +93,7 @@ CREATE INDEX devices_class_version ON devices (device_class, version, identity);
 CREATE INDEX devices_class_sequence ON devices (device_class, sequence, version);
 CREATE INDEX devices_last_seen ON devices (last_seen);
 CREATE INDEX devices_unaccepted ON devices (identity) WHERE accepted = 0;
+CREATE INDEX devices_reprogram ON devices (identity) WHERE image_kind = 'reprogram';
 CREATE TABLE history (
     id {serial},
     identity BLOB NOT NULL,
@@ -299,8 +306,8 @@ def _filter_clauses(query: QueryFilter) -> tuple[list[str], list[object]]:
         # partial index of devices running an unaccepted image.
         clauses.append(f"accepted = {int(query.accepted)}")
     if query.image_kind is not None:
-        clauses.append("image_kind = ?")
-        params.append(query.image_kind.value)
+        # A literal for the same reason (the values are the enum's, not the peer's).
+        clauses.append(f"image_kind = '{ImageKind(query.image_kind).value}'")
     if query.identities:
         clauses.append(f"identity IN ({_placeholders(len(query.identities))})")
         params.extend(identity.encode() for identity in query.identities)
