@@ -29,7 +29,7 @@ from dofpy.credentials import load_credentials, parse_address
 from dofpy.oap.core import OapConfig
 from dofpy.trio import DofNode, open_node
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission, PermissionSet, RequestorPermission
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.daemon.cli import CliError, add_format_flag
 from dofpy_services.daemon.config import (
     DURATION,
@@ -361,21 +361,23 @@ def _filter(args: argparse.Namespace) -> QueryFilter:
         raise CliError(f"bad filter: {exc}") from None
 
 
-def _over_oap(args: argparse.Namespace, work: Callable[[VersionClient], Any]) -> Any:
-    """Run ``work(client)`` against the service at ``--service``."""
+_QUERYING = PermissionSet((BindingPermission(Action.parse("x"), OID(0), VERSION_QUERY.iid),))
+_REPORTING = PermissionSet((BindingPermission(Action.parse("x"), OID(0), VERSION_REPORT.iid),))
+
+
+def _over_oap(
+    args: argparse.Namespace,
+    work: Callable[[VersionClient], Any],
+    asks: PermissionSet = _QUERYING,
+) -> Any:
+    """Run ``work(client)`` against the service at ``--service``, asking
+    for ``asks`` (no more than the command needs: the Authenticator refuses a
+    session that asks for more than was granted)."""
     if not args.credentials:
         raise CliError("--service needs --credentials (this client's credentials file)")
     credentials = load_credentials(args.credentials)
     peer = parse_address(args.service)
     identity = _identity(args.service_identity) if args.service_identity else None
-    asks = PermissionSet(
-        (
-            RequestorPermission(),
-            BindingPermission(Action.parse("x"), OID(0), VERSION_QUERY.iid),
-            BindingPermission(Action.parse("rs"), OID(0), VERSION_CHANGES.iid),
-            BindingPermission(Action.parse("x"), OID(0), VERSION_REPORT.iid),
-        )
-    )
 
     async def run() -> Any:
         config = OapConfig(node=credentials.node_config(asks))
@@ -538,7 +540,7 @@ def _report(args: argparse.Namespace) -> int:
         )
     except (TypeError, ValueError) as exc:
         raise CliError(f"bad report: {exc}") from None
-    changed = _over_oap(args, lambda client: client.report(report))
+    changed = _over_oap(args, lambda client: client.report(report), _REPORTING)
     print("reported: changed" if changed else "reported: unchanged")
     return 0
 

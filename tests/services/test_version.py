@@ -207,14 +207,17 @@ class Unavailable:
 async def test_a_report_not_stored_is_answered_not_stored_never_acknowledged(
     location: str,
 ) -> None:
-    async with serving(location, wrap=lambda store: Unavailable(store, 1)) as service:
-        async with service.client(device(1)) as one, service.client(CLIENT_ID) as client:
-            with trio.fail_after(WAIT):
-                with pytest.raises(ReportNotStored):
-                    await one.report(report(), attempts=1)
-                assert await client.count(QueryFilter()) == 0
-                assert await one.report(report(), attempts=1) is True
-                assert await client.count(QueryFilter()) == 1
+    async with (
+        serving(location, wrap=lambda store: Unavailable(store, 1)) as service,
+        service.client(device(1)) as one,
+        service.client(CLIENT_ID) as client,
+    ):
+        with trio.fail_after(WAIT):
+            with pytest.raises(ReportNotStored):
+                await one.report(report(), attempts=1)
+            assert await client.count(QueryFilter()) == 0
+            assert await one.report(report(), attempts=1) is True
+            assert await client.count(QueryFilter()) == 1
     assert service.reports.refusals.counts == {"store": 1}
 
 

@@ -7,15 +7,17 @@ reports keep arriving, batches through the write batcher, and the query plans
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import replace
 import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 import trio
 
 from dofpy.wire.oid import OID
+from dofpy_services.store import Transaction
 from dofpy_services.version.interface import ImageKind, QueryFilter, VersionCount
 from dofpy_services.version.store import (
     HISTOGRAM_SQL,
@@ -199,6 +201,10 @@ def test_sqlite_serves_every_query_from_an_index(tmp_path: Path) -> None:
         connection.close()
 
 
+def _writer(chunk: list[PendingReport]) -> Callable[[Transaction], None]:
+    return lambda tx: write_reports(tx, chunk)
+
+
 def _plan_nodes(plan: dict[str, object]) -> list[dict[str, object]]:
     nodes = [plan]
     for child in plan.get("Plans", []):  # type: ignore[attr-defined]
@@ -209,8 +215,6 @@ def _plan_nodes(plan: dict[str, object]) -> list[dict[str, object]]:
 def test_postgres_serves_every_query_from_an_index(postgres_url: str) -> None:
     """On a table large enough that PostgreSQL's planner weighs a sequential
     scan against the indexes (and analysed), each query reads an index."""
-    import psycopg
-
     with open_version_store(postgres_url) as store:
         batch = [
             PendingReport(
@@ -226,7 +230,8 @@ def test_postgres_serves_every_query_from_an_index(postgres_url: str) -> None:
             for n in range(20_000)
         ]
         for start in range(0, len(batch), 1000):
-            store.database.write(lambda tx, s=start: write_reports(tx, batch[s : s + 1000]))
+            chunk = batch[start : start + 1000]
+            store.database.write(_writer(chunk))
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("ANALYZE devices")
         # The same filters, their times as selective in 20,000 devices as in 60.
@@ -238,11 +243,9 @@ def test_postgres_serves_every_query_from_an_index(postgres_url: str) -> None:
             )
             for query in FILTERS
         ]
-        for sql, params in _every_sql(filters):
-            sql = sql.replace("sensor", "class-1")
-            params = [
-                "class-1" if p == "sensor" else "class-3" if p == "gateway" else p for p in params
-            ]
+        for sql, fleet_params in _every_sql(filters):
+            renamed = {"sensor": "class-1", "gateway": "class-3"}
+            params = [renamed.get(p, p) if isinstance(p, str) else p for p in fleet_params]
             text = sql.replace("?", "%s")
             (row,) = connection.execute(f"EXPLAIN (FORMAT JSON) {text}", params).fetchall()
             plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
