@@ -112,9 +112,8 @@ def version_daemon(
         process.communicate(timeout=WAIT)
 
 
-def reporting(identity: str) -> PermissionSet:
-    del identity
-    return PermissionSet((BindingPermission(Action.parse("x"), OID(0), VERSION_REPORT.iid),))
+REPORTING = PermissionSet((BindingPermission(Action.parse("x"), OID(0), VERSION_REPORT.iid),))
+"""What a device asks for in its sessions: to invoke ``report``."""
 
 
 async def report_until_killed(
@@ -133,7 +132,7 @@ async def report_until_killed(
     async def device(n: int) -> None:
         nonlocal total
         credentials = load_credentials(with_authenticator(tmp_path, f"device-{n}", authenticator))
-        config = OapConfig(node=credentials.node_config(reporting(str(n))))
+        config = OapConfig(node=credentials.node_config(REPORTING))
         async with open_node(("127.0.0.1", 0), config) as node:
             client = VersionClient(node, service, identity=OID(3, SERVICE.encode()))
             for sequence in range(1, 10_000):
