@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import oap_roundtrip, security, transfer
+from benchmarks import oap_roundtrip, security, transfer, version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:42} {value:12.2f} {unit}")
     print()
     print(transfer.run(args.quick), flush=True)
+    print()
+    print(version.run(args.quick), flush=True)
     return 0
 
 
