@@ -162,8 +162,20 @@ def load_sqlite(path: Path, count: int) -> None:
             connection.execute(statement)
         connection.execute("COMMIT")
         connection.execute("ANALYZE")
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         connection.close()
+
+
+def registry_bytes(backend: str, db: str) -> int:
+    """What the ``devices`` table and its indexes take on disk."""
+    if backend == "sqlite":
+        return os.path.getsize(db)  # after the load's checkpoint: the file is the registry
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(db) as connection:
+        row = connection.execute("SELECT pg_total_relation_size('devices')").fetchone()
+    return int(row[0]) if row else 0
 
 
 def load_postgres(url: str, count: int) -> None:
@@ -319,6 +331,8 @@ class Figures:
     """(what, service, direct-and-ratio) rows."""
     checks: list[tuple[str, float, float]] = field(default_factory=list)
     """(what, ratio, floor)."""
+    plans: list[str] = field(default_factory=list)
+    """How the database reads each kind of page."""
 
 
 def _check_in(sequence: int) -> VersionReport:
@@ -538,6 +552,27 @@ STREAM_SQL = (
 )
 
 
+def plans(backend: str, run_sql: Callable[[str, list[object]], list[Any]]) -> list[str]:
+    """How the database reads each page query (on the analysed registry)."""
+    found = []
+    for name, query in _kinds():
+        sql, params = query_sql(query, identity(500_000).encode(), 128)
+        if backend == "sqlite":
+            steps = [str(row[3]) for row in run_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
+        else:
+            (row,) = run_sql(f"EXPLAIN (FORMAT JSON) {sql}", params)
+            plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+            steps = []
+            pending = [plan[0]["Plan"]]
+            while pending:
+                node = pending.pop()
+                if node.get("Relation Name") == "devices":
+                    steps.append(f"{node['Node Type']} {node.get('Index Name', '')}".strip())
+                pending.extend(node.get("Plans", []))
+        found.append(f"{name}: {'; '.join(steps)}")
+    return found
+
+
 def direct_stream(command: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
@@ -561,6 +596,14 @@ async def measure(
     load_devices: int,
 ) -> Figures:
     figures = Figures(backend)
+    size = registry_bytes(backend, db)
+    figures.lines.append(
+        (
+            "registry on disk (devices + indexes)",
+            f"{size / 2**20:8.0f} MiB",
+            f"{size / registry:6.0f} bytes per device",
+        )
+    )
     auth_db = enrol(directory, load_devices)
     settings = AuthenticatorConfig(
         listen=("127.0.0.1", 0),
@@ -633,13 +676,14 @@ async def measure(
     direct = direct_latencies(run_sql, registry, rounds)
     direct_stream_seconds = direct_stream(stream_command)
     direct_stream_seconds = min(direct_stream_seconds, direct_stream(stream_command))
+    figures.plans = plans(backend, run_sql)
 
     for count, rate in rates.items():
         label = f"check-ins/s, {count} daemon{'s' if count > 1 else ''}"
         figures.lines.append(
             (
                 label,
-                f"{rate:10.0f}",
+                f"{rate:10.1f}",
                 f"direct batched (64) {per_batch:8.0f} ({rate / per_batch:5.1%}); "
                 f"one per transaction {single:7.0f} ({rate / single:5.0%})",
             )
@@ -732,6 +776,8 @@ def report(results: Sequence[Figures | str], registry: int) -> str:
         out.append(f"  {figures.backend}:")
         for what, service, direct in figures.lines:
             out.append(f"    {what:40} {service:>22}   {direct}")
+        out.append("    query plans (a page after the 500,000th device):")
+        out.extend(f"      {plan}" for plan in figures.plans)
         checks += figures.checks
     out.append("  targets (service >= 50% of the direct database's rate):")
     for what, ratio, floor in checks:
