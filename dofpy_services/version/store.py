@@ -32,6 +32,7 @@ import os
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import cast
 
 from dofpy.wire.oid import OID, decode_oid_untrusted
 from dofpy_services.store import (
@@ -266,6 +267,10 @@ def write_reports(tx: Transaction, pending: Sequence[PendingReport]) -> None:
         if item.changed:
             history.append((item.key, item.now, *state))
     if upserts:
+        # In identity order (stable: one device's reports keep theirs), so
+        # that two processes writing overlapping batches lock rows in the
+        # same order and never deadlock.
+        upserts.sort(key=lambda row: cast(bytes, row[0]))
         tx.executemany(_UPSERT, upserts)
     if history:
         tx.executemany(_INSERT_HISTORY, history)

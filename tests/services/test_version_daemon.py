@@ -197,9 +197,41 @@ async def test_a_killed_daemon_loses_no_acknowledged_report(
             out = await trio.to_thread.run_sync(
                 lambda: cli(capsys, "version", "query", *over_oap, "--count", "--format", "json")
             )
+            # A device reports with the CLI; a client shows it over OAP.
+            device = with_authenticator(tmp_path, "device-0", authenticator.udp)
+            as_device = ["--service", address, "--credentials", str(device)]
+            reported = await trio.to_thread.run_sync(
+                lambda: cli(
+                    capsys,
+                    "version",
+                    "report",
+                    *as_device,
+                    "--class",
+                    "sensor",
+                    "--version",
+                    "9.9",
+                    "--sequence",
+                    "99999",
+                    "--unaccepted",
+                )
+            )
+            shown = await trio.to_thread.run_sync(
+                lambda: cli(
+                    capsys,
+                    "version",
+                    "show",
+                    *over_oap,
+                    "device-0@example.org",
+                    "--format",
+                    "json",
+                )
+            )
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=WAIT)
         assert process.returncode == 0
+        assert reported.strip() == "reported: changed"
+        device_shown = json.loads(shown)["device"]
+        assert (device_shown["version"], device_shown["accepted"]) == ("9.9", False)
         await authenticator.signals.send(signal.SIGTERM)
     assert len(acknowledged) == DEVICES and sum(acknowledged.values()) >= 60
     assert json.loads(out) == {"devices": DEVICES}
