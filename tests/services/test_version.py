@@ -2,7 +2,8 @@
 in-process domain): reports under the session's identity only, refusals
 (a revoked identity, a denied one, a report in the clear), NotStored and the
 device's retries, permission checks by interface, pages streamed while
-reports keep arriving, and subscriptions to a class's changes."""
+reports keep arriving, and subscriptions to a class's changes; on SQLite and
+on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import random
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -101,8 +101,9 @@ async def serving(
 
 
 @pytest.fixture
-def location(tmp_path: Path) -> str:
-    return str(tmp_path / "version.db")
+def location(db_location: str) -> str:
+    """Each test once on SQLite, once on PostgreSQL (tests/services/conftest.py)."""
+    return db_location
 
 
 async def test_a_device_reports_for_itself_and_a_client_reads_it(location: str) -> None:
