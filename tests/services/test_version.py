@@ -83,7 +83,7 @@ class Running:
 
 @asynccontextmanager
 async def serving(
-    location: str, local: LocalDomain | None = None, *, wrap: Any = None
+    location: str, local: LocalDomain | None = None, *, wrap: Any = None, max_pending: int = 4096
 ) -> AsyncIterator[Running]:
     """The service's providers on a secure node (what the daemon's attach
     does, without the runner)."""
@@ -94,7 +94,9 @@ async def serving(
     ):
         feed = ChangeFeed(16, node)
         used = wrap(store) if wrap is not None else store
-        reports = ReportProvider(used, feed, lambda: 1000.0, retry_after=0.5)
+        reports = ReportProvider(
+            used, feed, lambda: 1000.0, retry_after=0.5, max_pending=max_pending
+        )
         node.provide(VERSION_OBJECT, VERSION_REPORT, reports)
         node.provide(VERSION_OBJECT, VERSION_QUERY, QueryProvider(store, feed))
         yield Running(local, node, store, reports)
@@ -220,6 +222,43 @@ async def test_a_report_not_stored_is_answered_not_stored_never_acknowledged(
             assert await one.report(report(), attempts=1) is True
             assert await client.count(QueryFilter()) == 1
     assert service.reports.refusals.counts == {"store": 1}
+
+
+class Held:
+    """A store whose reports wait until ``release`` is set."""
+
+    def __init__(self, inner: AsyncVersionStore) -> None:
+        self._inner = inner
+        self.waiting = trio.Event()
+        self.release = trio.Event()
+
+    async def report(self, identity: OID, sent: VersionReport, now: float) -> PendingReport:
+        self.waiting.set()
+        await self.release.wait()
+        return await self._inner.report(identity, sent, now)
+
+
+async def test_reports_beyond_max_pending_are_not_stored_at_once(location: str) -> None:
+    held: list[Held] = []
+
+    def wrap(store: AsyncVersionStore) -> Held:
+        held.append(Held(store))
+        return held[0]
+
+    async with (
+        serving(location, wrap=wrap, max_pending=1) as service,
+        service.client(device(1)) as one,
+        service.client(device(2)) as two,
+    ):
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(one.report, report())
+                await held[0].waiting.wait()  # the first holds the only place
+                with pytest.raises(ReportNotStored, match=r"NotStored\(0\.5,\)"):
+                    await two.report(report(), attempts=1)
+                held[0].release.set()
+            assert await service.store.count(QueryFilter()) == 1
+    assert service.reports.refusals.counts == {"busy": 1}
 
 
 class ScriptedNode:

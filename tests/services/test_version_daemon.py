@@ -36,7 +36,7 @@ from dofpy_services.version import (
     open_version_store,
 )
 from tests.services.test_daemon_process import dofpy, wait_for_file
-from tests.services.test_daemon_runner import WAIT, running
+from tests.services.test_daemon_runner import WAIT, running, samples, scrape
 from tests.services.version_helpers import report
 
 DEVICES = 6
@@ -92,20 +92,21 @@ def with_authenticator(tmp_path: Path, name: str, address: tuple[str, int]) -> P
 @contextmanager
 def version_daemon(
     tmp_path: Path, db: str, authenticator: tuple[str, int]
-) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int]]]:
+) -> Iterator[tuple[subprocess.Popen[str], tuple[str, int], str]]:
+    """A ``dofpy version serve`` process: it, its UDP address, its metrics address."""
     ready = tmp_path / "ready.json"
     ready.unlink(missing_ok=True)
     cred = with_authenticator(tmp_path, "version", authenticator)
     config = tmp_path / "version.toml"
     config.write_text(
         f'listen = "127.0.0.1:0"\ndb = "{db}"\ncredentials = "{cred}"\n'
-        f'ready_file = "{ready}"\nlog_format = "json"\n'
+        f'ready_file = "{ready}"\nlog_format = "json"\nmetrics_listen = "127.0.0.1:0"\n'
     )
     process = dofpy(tmp_path, "version", "serve", "--config", str(config))
     try:
         addresses = wait_for_file(ready, process)
         host, _, port = addresses["udp"].rpartition(":")
-        yield process, (host, int(port))
+        yield process, (host, int(port)), addresses["metrics"]
     finally:
         if process.poll() is None:
             process.kill()
@@ -173,10 +174,10 @@ async def test_a_killed_daemon_loses_no_acknowledged_report(
         listen=("127.0.0.1", 0), db=auth_db, credentials=str(tmp_path / "as.cred")
     )
     async with running(AUTHENTICATOR, settings) as authenticator:
-        with version_daemon(tmp_path, db, authenticator.udp) as (process, service):
+        with version_daemon(tmp_path, db, authenticator.udp) as (process, service, _):
             acknowledged = await report_until_killed(tmp_path, authenticator.udp, service, process)
         assert process.returncode == -signal.SIGKILL
-        with version_daemon(tmp_path, db, authenticator.udp) as (process, service):
+        with version_daemon(tmp_path, db, authenticator.udp) as (process, service, metrics_at):
             # Restarted on the same database: every acknowledged report is there.
             with open_version_store(db) as store:
                 for identity, sequence in acknowledged.items():
@@ -226,10 +227,14 @@ async def test_a_killed_daemon_loses_no_acknowledged_report(
                     "json",
                 )
             )
+            _, metrics = await trio.to_thread.run_sync(scrape, metrics_at, "/metrics")
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=WAIT)
         assert process.returncode == 0
         assert reported.strip() == "reported: changed"
+        counted = samples(metrics)
+        assert counted[("dofpy_version_reports_total", frozenset({("outcome", "changed")}))] == 1
+        assert counted[("dofpy_version_watched_classes", frozenset())] == 0
         device_shown = json.loads(shown)["device"]
         assert (device_shown["version"], device_shown["accepted"]) == ("9.9", False)
         await authenticator.signals.send(signal.SIGTERM)
