@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import image, oap_roundtrip, security, transfer
+from benchmarks import image, oap_roundtrip, security, transfer, version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(transfer.run(args.quick), flush=True)
     print()
     print(image.run(args.quick), flush=True)
+    print(version.run(args.quick), flush=True)
     return 0
 
 

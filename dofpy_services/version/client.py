@@ -1,0 +1,180 @@
+"""Talking to the Version service: a device's :meth:`VersionClient.report`
+(retried until acknowledged), a client's queries (streamed a page at a time),
+and :meth:`VersionClient.changes` (a class's changes as they happen).
+
+    client = VersionClient(node, service_address, identity=VERSION_SERVICE_ID)
+    changed = await client.report(report)
+    async for device in client.devices(QueryFilter(device_class="sensor", not_version="2.0")):
+        ...
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from dofpy._core import Address
+from dofpy.errors import DofError
+from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
+from dofpy.trio import DofNode
+from dofpy.wire.oid import OID, decode_oid_untrusted
+from dofpy_services.version.interface import (
+    MAX_PAGE,
+    VERSION_CHANGES,
+    VERSION_OBJECT,
+    VERSION_QUERY,
+    VERSION_REPORT,
+    DeviceChange,
+    DeviceRecord,
+    HistoryEntry,
+    QueryFilter,
+    VersionCount,
+    VersionReport,
+)
+
+__all__ = ["ReportNotStored", "VersionClient"]
+
+
+class ReportNotStored(DofError):
+    """Every attempt to report failed before an acknowledgement: the report
+    may or may not be stored; send it again later."""
+
+
+class VersionClient:
+    """The Version service at ``peer`` (its node's identity ``identity``, when
+    given, is the only one that may answer: trust by identity)."""
+
+    def __init__(
+        self,
+        node: DofNode,
+        peer: Address,
+        *,
+        identity: OID | None = None,
+        object_id: OID = VERSION_OBJECT,
+    ) -> None:
+        self._node = node
+        self._peer = peer
+        self._identity = identity
+        self._object = object_id
+
+    async def report(
+        self,
+        report: VersionReport,
+        *,
+        attempts: int = 8,
+        max_backoff: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> bool:
+        """Report ``report`` until the service acknowledges it; whether it
+        changed the device's version or boot state. Retries (with capped,
+        jittered exponential back-off) while the service answers
+        ``NotStored`` or BUSY or the request times out; raises
+        :class:`ReportNotStored` after ``attempts``, and the service's
+        ``Refused`` (a ProviderException) at once."""
+        jitter = rng if rng is not None else random.Random()
+        delay = 0.25
+        last: Exception | None = None
+        for _ in range(attempts):
+            try:
+                (changed,) = await self._node.invoke(
+                    self._peer,
+                    self._object,
+                    VERSION_REPORT,
+                    "report",
+                    report,
+                    identity=self._identity,
+                )
+                return bool(changed)
+            except ProviderException as exc:
+                if exc.definition.name != "NotStored":
+                    raise
+                last = exc
+                delay = max(delay, float(exc.values[0]))
+            except OapError as exc:
+                if exc.error_code is not OapErrorCode.BUSY:
+                    raise
+                last = exc
+            except TimeoutError as exc:  # DofTimeoutError: no answer at all
+                last = exc
+            await trio.sleep(delay * (0.5 + jitter.random()))
+            delay = min(delay * 2, max_backoff)
+        raise ReportNotStored(f"report not acknowledged after {attempts} attempts: {last}")
+
+    async def page(
+        self, query: QueryFilter, after: bytes = b"", limit: int = MAX_PAGE
+    ) -> tuple[tuple[DeviceRecord, ...], bool]:
+        """One page of ``query``: devices after the identity ``after`` (its
+        DOF encoding), and whether more may follow."""
+        devices, more = await self._invoke("query", query, after, limit)
+        return devices, more
+
+    async def devices(
+        self, query: QueryFilter, *, page_size: int = MAX_PAGE
+    ) -> AsyncIterator[DeviceRecord]:
+        """Every device ``query`` matches, in identity order, fetched a page
+        at a time: one page in memory, however many devices match."""
+        after = b""
+        while True:
+            devices, more = await self.page(query, after, page_size)
+            for device in devices:
+                yield device
+            if not more or not devices:
+                return
+            after = devices[-1].identity.encode()
+
+    async def count(self, query: QueryFilter) -> int:
+        (devices,) = await self._invoke("count", query)
+        result: int = devices
+        return result
+
+    async def histogram(self, device_class: str) -> tuple[VersionCount, ...]:
+        (versions,) = await self._invoke("histogram", device_class)
+        return tuple(versions)
+
+    async def classes(self) -> tuple[str, ...]:
+        (classes,) = await self._invoke("classes")
+        return tuple(str(c) for c in classes)
+
+    async def show(
+        self, identity: OID, history_limit: int = 100
+    ) -> tuple[DeviceRecord | None, tuple[HistoryEntry, ...]]:
+        """A device and its latest ``history_limit`` changes (oldest first);
+        ``(None, ())`` for a device never seen."""
+        device, history = await self._invoke("show", identity.encode(), history_limit)
+        return (device[0] if device else None), tuple(history)
+
+    async def watch(self, device_class: str) -> OID:
+        """The object whose ``changes`` carry ``device_class``'s changes."""
+        (encoded,) = await self._invoke("watch", device_class)
+        try:
+            return decode_oid_untrusted(encoded)
+        except DofError as exc:
+            raise OapError(OapErrorCode.INVALID_VALUE, f"watch answered no object: {exc}") from None
+
+    @asynccontextmanager
+    async def changes(self, device_class: str) -> AsyncIterator[AsyncIterator[DeviceChange]]:
+        """``async with client.changes("sensor") as changes: async for change
+        in changes:`` -- each version or boot-state change of a device of the
+        class committed at this service instance from now on. Notifications
+        are datagrams: one may be lost (the subscription counts what it
+        missed); re-query with ``last_seen_after`` to catch up."""
+        oid = await self.watch(device_class)
+        async with self._node.subscribe(
+            self._peer, oid, VERSION_CHANGES, "changes", identity=self._identity
+        ) as subscription:
+
+            async def each() -> AsyncIterator[DeviceChange]:
+                async for notification in subscription:
+                    for change in notification.values[0]:
+                        yield change
+
+            yield each()
+
+    async def _invoke(self, method: str, *args: object) -> tuple[Any, ...]:
+        return await self._node.invoke(
+            self._peer, self._object, VERSION_QUERY, method, *args, identity=self._identity
+        )

@@ -1,0 +1,253 @@
+"""The Version service's OAP side: the providers of its three interfaces.
+
+:class:`ReportProvider` serves ``report``: the device is the session's
+authenticated identity (a report in the clear is refused; no field of the
+report names a device), the report is written by the store's batcher and
+answered only once its batch committed; a report that could not be committed
+is answered ``NotStored`` (retry), never acknowledged. :class:`QueryProvider`
+serves the queries a page at a time. :class:`ChangeFeed` provides one
+VERSION_CHANGES object per watched device class and tells its subscribers of
+each version or boot-state change committed here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from dofpy.errors import BadPacket
+from dofpy.oap.core import IncomingRequest
+from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
+from dofpy.trio import DofNode, Provider, current_request
+from dofpy.wire.oid import OID, decode_oid_untrusted
+from dofpy_services.daemon.service import ServiceContext
+from dofpy_services.store import StoreError
+from dofpy_services.version.interface import (
+    MAX_PAGE,
+    VERSION_CHANGES,
+    VERSION_QUERY,
+    VERSION_REPORT,
+    DeviceChange,
+    DeviceRecord,
+    HistoryEntry,
+    QueryFilter,
+    VersionCount,
+    VersionReport,
+    changes_object,
+)
+from dofpy_services.version.store import AsyncVersionStore, PendingReport
+
+__all__ = [
+    "MAX_HISTORY",
+    "ChangeFeed",
+    "DrainingProvider",
+    "QueryProvider",
+    "ReportProvider",
+    "ReportRefusals",
+]
+
+logger = logging.getLogger("dofpy.version")
+
+MAX_HISTORY = 100
+"""History entries ``show`` returns at most (the latest)."""
+_RECENT_CHANGES = 16  # what a Get of ``changes`` returns, per class
+
+
+class ChangeFeed:
+    """The VERSION_CHANGES objects of the watched device classes (at most
+    ``max_classes``), and what their subscribers are told."""
+
+    def __init__(self, max_classes: int, node: DofNode | None = None) -> None:
+        self.node = node
+        """The node providing the objects (set once it is open)."""
+        self._max_classes = max_classes
+        self._recent: dict[str, deque[DeviceChange]] = {}
+
+    def watch(self, device_class: str) -> OID:
+        """The object carrying ``device_class``'s changes, provided from now on."""
+        oid = changes_object(device_class)
+        if self.node is None:
+            raise OapError(OapErrorCode.BUSY, "the service is starting")
+        if device_class not in self._recent:
+            if len(self._recent) >= self._max_classes:
+                raise OapError(OapErrorCode.BUSY, f"{self._max_classes} classes watched already")
+            self._recent[device_class] = deque(maxlen=_RECENT_CHANGES)
+            self.node.provide(oid, VERSION_CHANGES, _ClassChanges(self._recent[device_class]))
+        return oid
+
+    def publish(self, device_class: str, change: DeviceChange) -> int:
+        """Tell ``device_class``'s subscribers of ``change``; how many were told."""
+        recent = self._recent.get(device_class)
+        if recent is None or self.node is None or self.node.closed:
+            return 0
+        recent.append(change)
+        return self.node.notify_change(
+            changes_object(device_class), VERSION_CHANGES, "changes", (change,)
+        )
+
+    @property
+    def watched(self) -> int:
+        return len(self._recent)
+
+
+class _ClassChanges(Provider):
+    def __init__(self, recent: deque[DeviceChange]) -> None:
+        self._recent = recent
+
+    def get_changes(self) -> tuple[DeviceChange, ...]:
+        return tuple(self._recent)
+
+
+class ReportRefusals:
+    """Counters of reports not acknowledged, by reason (for metrics and tests)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def add(self, reason: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+
+
+def _change(pending: PendingReport) -> DeviceChange:
+    report = pending.report
+    previous = pending.previous
+    return DeviceChange(
+        identity=pending.identity,
+        at=pending.now,
+        version=report.version,
+        sequence=report.sequence,
+        image_digest=report.image_digest,
+        boot=report.boot,
+        previous_version=None if previous is None else previous[0],
+        previous_sequence=None if previous is None else previous[1],
+    )
+
+
+class ReportProvider(Provider):
+    """VERSION_REPORT's ``report``. ``clock()`` stamps first and last seen
+    (the service's wall clock, not the device's); at most ``max_pending``
+    reports wait for the store, more are answered ``NotStored`` at once."""
+
+    def __init__(
+        self,
+        store: AsyncVersionStore,
+        feed: ChangeFeed | None,
+        clock: Callable[[], float],
+        *,
+        max_pending: int = 4096,
+        retry_after: float = 1.0,
+        refusals: ReportRefusals | None = None,
+        on_report: Callable[[PendingReport], None] | None = None,
+    ) -> None:
+        self._store = store
+        self.feed = feed
+        self._clock = clock
+        self._max_pending = max_pending
+        self._retry_after = retry_after
+        self._pending = 0
+        self.refusals = refusals if refusals is not None else ReportRefusals()
+        self._on_report = on_report
+
+    def _refuse(self, reason: str, why: str) -> ProviderException:
+        self.refusals.add(reason)
+        return ProviderException(VERSION_REPORT.exception("Refused"), [why])
+
+    def _not_stored(self, reason: str) -> ProviderException:
+        self.refusals.add(reason)
+        return ProviderException(VERSION_REPORT.exception("NotStored"), [self._retry_after])
+
+    async def report(self, report: VersionReport) -> bool:
+        identity = current_request().identity
+        if identity is None:
+            # Trust by identity: a report in the clear names no one.
+            raise self._refuse("clear", "a report needs a secure session: it is its identity's")
+        if self._pending >= self._max_pending:
+            raise self._not_stored("busy")
+        self._pending += 1
+        try:
+            pending = await self._store.report(identity, report, self._clock())
+        except StoreError as exc:
+            logger.warning("report from %s not stored: %s", identity, exc)
+            raise self._not_stored("store") from None
+        finally:
+            self._pending -= 1
+        if pending.denied:
+            raise self._refuse("denied", "this identity is denied")
+        if self._on_report is not None:
+            self._on_report(pending)
+        if pending.changed and self.feed is not None:
+            self.feed.publish(report.device_class, _change(pending))
+        return pending.changed
+
+
+def _bad_query(reason: str) -> ProviderException:
+    return ProviderException(VERSION_QUERY.exception("BadQuery"), [reason])
+
+
+class QueryProvider(Provider):
+    """VERSION_QUERY: pages, counts, histograms, a device's history, watches."""
+
+    def __init__(self, store: AsyncVersionStore, feed: ChangeFeed | None) -> None:
+        self._store = store
+        self._feed = feed
+
+    async def query(
+        self, query: QueryFilter, after: bytes, limit: int
+    ) -> tuple[tuple[DeviceRecord, ...], bool]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise _bad_query(f"limit must be 1..{MAX_PAGE}")
+        if len(after) > 128:
+            raise _bad_query("after: not an encoded identity")
+        devices, more = await self._store.page(query, after, limit)
+        return tuple(devices), more
+
+    async def count(self, query: QueryFilter) -> int:
+        return await self._store.count(query)
+
+    async def histogram(self, device_class: str) -> tuple[VersionCount, ...]:
+        if not device_class:
+            raise _bad_query("a histogram is of one device class")
+        return tuple(await self._store.histogram(device_class))
+
+    async def show(
+        self, identity: bytes, history_limit: int
+    ) -> tuple[tuple[DeviceRecord, ...], tuple[HistoryEntry, ...]]:
+        try:
+            oid = decode_oid_untrusted(identity)
+        except BadPacket as exc:
+            raise _bad_query(f"identity: {exc}") from None
+        limit = max(0, min(history_limit, MAX_HISTORY))
+        device, history = await self._store.show(oid, limit)
+        return (() if device is None else (device,)), tuple(history)
+
+    def watch(self, device_class: str) -> bytes:
+        if self._feed is None:
+            raise OapError(OapErrorCode.NOT_SUPPORTED, "changes are not published here")
+        try:
+            return self._feed.watch(device_class).encode()
+        except ValueError as exc:
+            raise _bad_query(str(exc)) from None
+
+    async def classes(self) -> list[str]:
+        return await self._store.classes()
+
+
+class DrainingProvider(Provider):
+    """``inner`` refusing new requests (BUSY) once the daemon drains, and
+    counted in flight until then (what the runner's own wrapper does for the
+    service's first interface)."""
+
+    def __init__(self, inner: Provider, context: ServiceContext) -> None:
+        self._inner = inner
+        self._context = context
+
+    def missing_handlers(self, interface: Any) -> list[str]:
+        return self._inner.missing_handlers(interface)
+
+    async def handle(self, request: IncomingRequest) -> Sequence[Any]:
+        if self._context.draining:
+            raise OapError(OapErrorCode.BUSY, "the daemon is shutting down")
+        with self._context.in_flight.track():
+            return await self._inner.handle(request)
