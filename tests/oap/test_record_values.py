@@ -18,7 +18,7 @@ from dofpy.oap.core import (
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
-    Event,
+    EventDef,
     ExceptionDef,
     Interface,
     Method,
@@ -67,7 +67,7 @@ LOOSE_FLEET = Interface.define(
             (Param("filter", ValueType.MAP),),
             (Param("devices", ValueType.LIST), Param("total", ValueType.INT)),
         ),
-        Event(3, "reported", (Param("report", ValueType.MAP),)),
+        EventDef(3, "reported", (Param("report", ValueType.MAP),)),
     ],
 )
 
