@@ -39,7 +39,7 @@ from dofpy.wire.oap import (
     SetCommand,
     SubscribeCommand,
     decode_oap_untrusted,
-    read_command_head_untrusted,
+    probe_command_head_untrusted,
 )
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action, PermissionSet
@@ -56,7 +56,10 @@ use it instead of the request/response path."""
 RawInterceptor = Callable[[Address, OID | None, int | None, CommandHead, bytes, float], None]
 """The fast form of an :data:`Interceptor`: ``(peer, identity, op_count, head,
 payload, now)`` with the OAP payload only read up to its target (``head``); the
-interceptor decodes and checks the rest itself, raising only ``BadPacket``."""
+interceptor decodes and checks the rest itself, raising only ``BadPacket``.
+While consecutive payloads repeat the same head bytes, ``head`` is the very
+same object (the gate's head cache), so an interceptor may key a cache of
+its own on ``head`` by identity."""
 
 DeniedHandler = Callable[[Address, int | None, Binding, float], None]
 """Told of an intercepted command refused for want of permission: ``(peer,
@@ -257,11 +260,11 @@ class Gate:
         command is not one for a raw interceptor."""
         cached = self._raw_head
         if cached is not None and payload.startswith(cached.head_bytes):
-            # read_command_head_untrusted reads nothing past the head: the same
+            # probe_command_head_untrusted reads nothing past the head: the same
             # head bytes give the same head.
             head, interception = cached.head, cached.interception
         else:
-            found = read_command_head_untrusted(payload)
+            found = probe_command_head_untrusted(payload)
             if found is None or not isinstance(found.target, Binding):
                 return False
             known = self._interceptors.get(found.target.interface)
