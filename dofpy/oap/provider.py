@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, LocalProtocolError
@@ -74,6 +74,17 @@ class _Incoming:
 
 
 _SubscriberKey = tuple[Address, OID, IID, int, RequestKind]
+_ItemKey = tuple[OID, IID, int, RequestKind]  # what is subscribed to, by whom not
+
+
+class _CheckedCommand(NamedTuple):
+    """A request checked against its item: its kind, its values for the
+    application, and why it is refused (``None`` when it is not)."""
+
+    kind: RequestKind
+    values: tuple[Any, ...]
+    refusal: tuple[OapErrorCode, str] | None
+
 
 _RequestCommand = GetCommand | SetCommand | InvokeCommand | SubscribeCommand | RegisterCommand
 
@@ -87,9 +98,11 @@ class ProviderSide:
         self._aliases: dict[int, Binding] = {}
         self._incoming: dict[int, _Incoming] = {}
         self._next_handle = 1
-        # Subscribers and registrants, by their lease's end.
+        # Subscribers and registrants, by their lease's end; and the peers
+        # subscribed to each item, so that a notification visits only those.
         self._subscribers: DeadlineHeap[_SubscriberKey] = DeadlineHeap()
-        self._sequences: dict[tuple[OID, IID, int, RequestKind], int] = {}
+        self._subscribed: dict[_ItemKey, dict[Address, None]] = {}
+        self._sequences: dict[_ItemKey, int] = {}
 
     @property
     def subscriber_count(self) -> int:
@@ -100,7 +113,16 @@ class ProviderSide:
 
     def expire(self, now: float) -> None:
         """Forget the subscribers whose lease ended at or before ``now``."""
-        self._subscribers.pop_due(now)
+        for key in self._subscribers.pop_due(now):
+            self._forget_subscriber(key)
+
+    def _forget_subscriber(self, key: _SubscriberKey) -> None:
+        self._subscribers.cancel(key)
+        peer, item_key = key[0], key[1:]
+        peers = self._subscribed[item_key]
+        del peers[peer]
+        if not peers:
+            del self._subscribed[item_key]
 
     # -- the application's calls --------------------------------------------------------
 
@@ -111,7 +133,7 @@ class ProviderSide:
         oid = object_key(object_id)
         self._providers.pop((oid, interface.iid), None)
         for key in [k for k in self._subscribers if k[1] == oid and k[2] == interface.iid]:
-            self._subscribers.cancel(key)
+            self._forget_subscriber(key)
 
     def announce(self, peer: Address, object_id: OID, interface: Interface, now: float) -> int:
         oid = object_key(object_id)
@@ -215,11 +237,9 @@ class ProviderSide:
         payload = encode_oap(pdu)
         node = self._context.node
         sent = 0
-        for key in self._subscribers:
-            peer, s_oid, s_iid, s_item, s_kind = key
-            if (s_oid, s_iid, s_item, s_kind) == (oid, interface.iid, item.item_id, kind):
-                node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
-                sent += 1
+        for peer in self._subscribed.get(seq_key, ()):
+            node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
+            sent += 1
         self._context.counters.notifications_sent += sent
         return sent
 
@@ -263,9 +283,9 @@ class ProviderSide:
                 peer, op, OapErrorCode.NO_SUCH_ITEM, f"no item {pdu.item_id}", now, identity
             )
             return
-        kind, values, problem = _check_command(pdu, item)
-        if problem is not None:
-            code, message = problem
+        kind, values, refusal = _check_command(pdu, item)
+        if refusal is not None:
+            code, message = refusal
             context.refuse(peer, op, code, message, now, identity)
             return
         if kind in (RequestKind.SUBSCRIBE, RequestKind.REGISTER):
@@ -312,8 +332,10 @@ class ProviderSide:
         ):
             context.refuse(peer, op, OapErrorCode.BUSY, "too many subscribers", now, identity)
             return
-        sequence = self._sequences.get((oid, binding.interface, item.item_id, kind), 0)
+        item_key: _ItemKey = (oid, binding.interface, item.item_id, kind)
+        sequence = self._sequences.get(item_key, 0)
         self._subscribers.schedule(key, now + context.config.subscription_lease)
+        self._subscribed.setdefault(item_key, {})[peer] = None
         if op is None:
             return
         reply: SubscribeResponse | RegisterResponse = (
@@ -337,9 +359,7 @@ class _Refusal(Exception):
         self.message = message
 
 
-def _check_command(
-    pdu: _RequestCommand, item: Item
-) -> tuple[RequestKind, tuple[Any, ...], tuple[OapErrorCode, str] | None]:
+def _check_command(pdu: _RequestCommand, item: Item) -> _CheckedCommand:
     """Which kind of request ``pdu`` is, its values, and why it is refused (if so)."""
     values: tuple[Any, ...] = ()
     try:
@@ -347,27 +367,27 @@ def _check_command(
             case GetCommand():
                 if not (isinstance(item, Property) and item.readable):
                     raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not readable")
-                return RequestKind.GET, values, None
+                return _CheckedCommand(RequestKind.GET, values, None)
             case SetCommand():
                 if not (isinstance(item, Property) and item.writable):
                     raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not writable")
                 values = _check(item.params, pdu.values, item.name)
-                return RequestKind.SET, values, None
+                return _CheckedCommand(RequestKind.SET, values, None)
             case InvokeCommand():
                 if not isinstance(item, Method):
                     raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not a method")
                 values = _check(item.arguments, pdu.values, item.name)
-                return RequestKind.INVOKE, values, None
+                return _CheckedCommand(RequestKind.INVOKE, values, None)
             case SubscribeCommand():
                 if not (isinstance(item, Property) and item.observable):
                     raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not observable")
-                return RequestKind.SUBSCRIBE, values, None
+                return _CheckedCommand(RequestKind.SUBSCRIBE, values, None)
             case RegisterCommand():
                 if not isinstance(item, EventDef):
                     raise _Refusal(OapErrorCode.NOT_SUPPORTED, f"{item.name} is not an event")
-                return RequestKind.REGISTER, values, None
+                return _CheckedCommand(RequestKind.REGISTER, values, None)
     except _Refusal as refusal:
-        return RequestKind.GET, values, (refusal.code, refusal.message)
+        return _CheckedCommand(RequestKind.GET, values, (refusal.code, refusal.message))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
