@@ -66,7 +66,7 @@ from dofpy.wire.oap import (
     decode_oap_untrusted,
     encode_oap,
 )
-from dofpy.wire.oid import OID
+from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action, PermissionSet
 
 __all__ = ["RequestorSide"]
@@ -106,6 +106,20 @@ class _Subscription:
     last_sequence: int = 0
 
 
+_NotificationSource = tuple[Address, RequestKind, int, IID, OID]
+"""(provider, SUBSCRIBE or REGISTER, item id, interface, object without attributes)."""
+
+
+def _source_of(target: _SubscriptionTarget) -> _NotificationSource:
+    return (
+        target.peer,
+        target.kind,
+        target.item.item_id,
+        target.binding.interface,
+        target.binding.object_id,
+    )
+
+
 _EXPECTED_ANSWERS: dict[RequestKind, type[Any]] = {
     RequestKind.GET: GetResponse,
     RequestKind.SET: SetResponse,
@@ -129,6 +143,9 @@ class RequestorSide:
         self._context = context
         self._outgoing: dict[int, _Outgoing] = {}
         self._subscriptions: dict[int, _Subscription] = {}
+        # The subscriptions a notification can be for, by what it names, so
+        # that it visits those only (in the order they were made).
+        self._by_source: dict[_NotificationSource, dict[int, None]] = {}
         self._refresh: DeadlineHeap[int] = DeadlineHeap()  # subscription id -> refresh
 
     @property
@@ -228,6 +245,7 @@ class RequestorSide:
         # The subscription is known by the request id of its first command.
         sub_id = self._send_subscribe(target, now, None)
         self._subscriptions[sub_id] = _Subscription(sub_id, target)
+        self._by_source.setdefault(_source_of(target), {})[sub_id] = None
         return sub_id
 
     def unsubscribe(self, subscription_id: int) -> None:
@@ -263,42 +281,39 @@ class RequestorSide:
         kind = RequestKind.SUBSCRIBE if isinstance(pdu, ChangeCommand) else RequestKind.REGISTER
         binding = pdu.target if isinstance(pdu.target, Binding) else None
         refused = False
-        for sub in self._subscriptions.values():
+        candidates: dict[int, None] = {}
+        if binding is not None:
+            source = (peer, kind, pdu.item_id, binding.interface, object_key(binding.object_id))
+            candidates = self._by_source.get(source, candidates)
+        for sub_id in candidates:
+            sub = self._subscriptions[sub_id]
             target = sub.target
-            if (
-                target.peer == peer
-                and target.kind is kind
-                and target.item.item_id == pdu.item_id
-                and binding is not None
-                and target.binding.interface == binding.interface
-                and target.binding.object_id == object_key(binding.object_id)
+            if target.identity is not None and not (
+                identity == target.identity and _may_provide(permissions, target.binding)
             ):
-                if target.identity is not None and not (
-                    identity == target.identity and _may_provide(permissions, target.binding)
-                ):
-                    # Not from the identity this subscription is bound to (or
-                    # one that may not provide it): not its notification.
-                    refused = True
-                    continue
-                item = target.item
-                params = item.params if isinstance(item, Property) else item.values
-                try:
-                    values = incoming_values_untrusted(params, pdu.values, item.name)
-                except BadPacket:
-                    counters.bad_oap_payloads += 1
-                    return
-                missed = 0
-                if sub.state.synced:
-                    gap = (pdu.sequence - sub.last_sequence) & 0xFFFF
-                    if gap == 0 or gap > 0x8000:
-                        return  # a duplicate or an old copy
-                    missed = gap - 1
-                self._step(sub, SubscriptionInput.NOTIFIED)
-                sub.last_sequence = pdu.sequence
-                counters.notifications_received += 1
-                counters.notifications_missed += missed
-                self._context.events.append(Notification(sub.sub_id, values, pdu.sequence, missed))
+                # Not from the identity this subscription is bound to (or
+                # one that may not provide it): not its notification.
+                refused = True
+                continue
+            item = target.item
+            params = item.params if isinstance(item, Property) else item.values
+            try:
+                values = incoming_values_untrusted(params, pdu.values, item.name)
+            except BadPacket:
+                counters.bad_oap_payloads += 1
                 return
+            missed = 0
+            if sub.state.synced:
+                gap = (pdu.sequence - sub.last_sequence) & 0xFFFF
+                if gap == 0 or gap > 0x8000:
+                    return  # a duplicate or an old copy
+                missed = gap - 1
+            self._step(sub, SubscriptionInput.NOTIFIED)
+            sub.last_sequence = pdu.sequence
+            counters.notifications_received += 1
+            counters.notifications_missed += missed
+            self._context.events.append(Notification(sub.sub_id, values, pdu.sequence, missed))
+            return
         if refused:
             counters.answers_not_permitted += 1
         else:
@@ -403,6 +418,11 @@ class RequestorSide:
         if sub.state is SubscriptionState.ENDED:
             del self._subscriptions[sub.sub_id]
             self._refresh.cancel(sub.sub_id)
+            source = _source_of(sub.target)
+            others = self._by_source[source]
+            del others[sub.sub_id]
+            if not others:
+                del self._by_source[source]
         return outcome
 
     def _request(

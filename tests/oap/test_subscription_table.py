@@ -127,6 +127,7 @@ def test_every_state_and_input(
     if event in (I.FAILED, I.CANCELLED):
         assert after is None
         assert sub_id not in core._requestor._refresh
+        assert core._requestor._by_source == {}  # its notifications are not looked for
         assert core.statistics().subscriptions == 0
         (ended,) = events
         if event is I.CANCELLED:
