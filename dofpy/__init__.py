@@ -5,7 +5,7 @@ DPP common operations) so that Wireshark's DOF dissector decodes every packet.
 It is built as a sans-IO core with a thin trio shell:
 
 - objects: :class:`Interface` with typed :class:`Property`, :class:`Method`,
-  :class:`Event` and :class:`ExceptionDef` items, addressed by :class:`OID`
+  :class:`EventDef` and :class:`ExceptionDef` items, addressed by :class:`OID`
   and :class:`IID`; structured values are records (:func:`record`, frozen
   dataclasses sent as canonical CBOR maps) and :class:`RecordList`;
 - the async API: :func:`open_node` gives a :class:`DofNode` that provides
@@ -64,6 +64,7 @@ from dofpy.oap.core import OapConfig, OapCore
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
     Event,
+    EventDef,
     ExceptionDef,
     Interface,
     Method,
@@ -125,6 +126,7 @@ __all__ = [
     "DofNode",
     "DofTimeoutError",
     "Event",
+    "EventDef",
     "ExceptionDef",
     "FileStore",
     "IntRange",

@@ -24,7 +24,7 @@ import trio
 
 from dofpy.oap.errors import ProviderException
 from dofpy.oap.interface import (
-    Event,
+    EventDef,
     ExceptionDef,
     Interface,
     Method,
@@ -44,7 +44,7 @@ SENSOR = Interface.define(
         Property(1, "reading", ValueType.INT, observable=True),
         Property(2, "label", ValueType.TEXT, writable=True),
         Method(3, "scale", (Param("factor", ValueType.INT),), (Param("scaled", ValueType.INT),)),
-        Event(4, "alarm", (Param("reason", ValueType.TEXT),)),
+        EventDef(4, "alarm", (Param("reason", ValueType.TEXT),)),
         ExceptionDef(5, "OutOfRange", (Param("limit", ValueType.INT),)),
     ],
 )

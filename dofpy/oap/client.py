@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from dofpy._core import Address
 from dofpy.oap.core import Notification
-from dofpy.oap.interface import Event, Interface, Item, Method, Property, check_values
+from dofpy.oap.interface import EventDef, Interface, Item, Method, Property, check_values
 from dofpy.wire.oid import OID
 
 __all__ = ["ItemClient", "NotificationStream", "ObjectClient", "RequestorNode"]
@@ -93,7 +93,7 @@ def _kind(item: Item) -> str:
             return "a property"
         case Method():
             return "a method"
-        case Event():
+        case EventDef():
             return "an event"
         case _:
             return "an exception"
@@ -107,7 +107,7 @@ class ItemClient:
 
     __slots__ = ("_item", "_object")
 
-    def __init__(self, target: ObjectClient, item: Property | Method | Event) -> None:
+    def __init__(self, target: ObjectClient, item: Property | Method | EventDef) -> None:
         self._object = target
         self._item = item
 
@@ -200,7 +200,7 @@ class ItemClient:
     def register(self) -> AbstractAsyncContextManager[NotificationStream]:
         """Register for the event: ``async with event.register() as signals:``
         yields each signal (a :class:`Notification` of the event's values)."""
-        if not isinstance(self._item, Event):
+        if not isinstance(self._item, EventDef):
             raise self._wrong("registered for")
         return self._watch()
 
@@ -283,7 +283,7 @@ class ObjectClient:
             item = self._interface.item(name)
         except KeyError:
             item = None
-        if not isinstance(item, Property | Method | Event):
+        if not isinstance(item, Property | Method | EventDef):
             raise AttributeError(
                 f"interface {self._interface.name} has no property, method or event "
                 f"{name!r}; it has: {', '.join(self._names()) or 'none'}"
@@ -297,5 +297,5 @@ class ObjectClient:
         return [
             item.name
             for item in self._interface.items
-            if isinstance(item, Property | Method | Event)
+            if isinstance(item, Property | Method | EventDef)
         ]

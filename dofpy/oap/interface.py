@@ -24,6 +24,7 @@ from dofpy.wire.record import is_record, record_from_value_untrusted, record_to_
 
 __all__ = [
     "Event",
+    "EventDef",
     "ExceptionDef",
     "Interface",
     "Item",
@@ -236,12 +237,17 @@ class Method:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
+class EventDef:
     """An event: signalled by the provider to every registered requestor."""
 
     item_id: int
     name: str
     values: tuple[Param, ...] = ()
+
+
+Event = EventDef
+"""The former name of :class:`EventDef` (which pairs with :class:`ExceptionDef`
+and is not taken for an event the core emits), kept so existing imports work."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +259,7 @@ class ExceptionDef:
     values: tuple[Param, ...] = ()
 
 
-Item = Property | Method | Event | ExceptionDef
+Item = Property | Method | EventDef | ExceptionDef
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,8 +315,8 @@ class Interface:
         result: Method = self._typed(key, Method)
         return result
 
-    def event(self, key: int | str) -> Event:
-        result: Event = self._typed(key, Event)
+    def event(self, key: int | str) -> EventDef:
+        result: EventDef = self._typed(key, EventDef)
         return result
 
     def exception(self, key: int | str) -> ExceptionDef:

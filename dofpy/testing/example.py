@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dofpy.oap.errors import ProviderException
 from dofpy.oap.interface import (
-    Event,
+    EventDef,
     ExceptionDef,
     Interface,
     Method,
@@ -36,7 +36,7 @@ THERMOSTAT = Interface.define(
             (Param("a", ValueType.INT), Param("b", ValueType.INT)),
             (Param("sum", ValueType.INT),),
         ),
-        Event(4, "alarm", (Param("reason", ValueType.TEXT),)),
+        EventDef(4, "alarm", (Param("reason", ValueType.TEXT),)),
         ExceptionDef(5, "Overflow", (Param("limit", ValueType.INT),)),
         Method(6, "count_calls", (), (Param("calls", ValueType.INT),)),
     ],

@@ -82,6 +82,7 @@ __all__ = [
     "WatchCommand",
     "decode_oap_untrusted",
     "encode_oap",
+    "probe_command_head_untrusted",
     "read_command_head_untrusted",
 ]
 
@@ -916,7 +917,7 @@ _HEADED_OPCODES = frozenset(
 )
 
 
-def read_command_head_untrusted(payload: bytes) -> CommandHead | None:
+def probe_command_head_untrusted(payload: bytes) -> CommandHead | None:
     """The :class:`CommandHead` of an OAP command payload, read as
     :func:`decode_oap_untrusted` reads it; ``None`` for commands of another
     shape (other opcodes, command control present), which need the full
@@ -934,3 +935,8 @@ def read_command_head_untrusted(payload: bytes) -> CommandHead | None:
     item_id = reader.c2()
     target = _read_target(reader, _ALIAS_SIZES[byte0 >> _ALIAS_SHIFT])
     return CommandHead(OapOpcode(byte0 & _OPCODE_MASK), item_id, target, reader.pos)
+
+
+read_command_head_untrusted = probe_command_head_untrusted
+"""The former name of :func:`probe_command_head_untrusted` (a ``probe_``
+answers ``None`` for "not this shape"), kept so existing imports work."""

@@ -1,4 +1,4 @@
-"""Fuzz target: ``read_command_head_untrusted`` (the head of an OAP command,
+"""Fuzz target: ``probe_command_head_untrusted`` (the head of an OAP command,
 read to route it before the full decode).
 
 Differential: whenever the full decoder accepts the payload as a command with
@@ -17,7 +17,7 @@ from dofpy.wire.oap import (
     SubscribeCommand,
     decode_oap_untrusted,
     encode_oap,
-    read_command_head_untrusted,
+    probe_command_head_untrusted,
 )
 from dofpy.wire.oid import IID, OID
 
@@ -36,7 +36,7 @@ SEEDS: tuple[bytes, ...] = tuple(
 
 def target(data: bytes) -> None:
     """Read the head; compare it with the full decode where that succeeds."""
-    head = read_command_head_untrusted(data)
+    head = probe_command_head_untrusted(data)
     try:
         pdu = decode_oap_untrusted(data, is_response=False)
     except BadPacket:

@@ -6,7 +6,7 @@ what it cannot parse."""
 from __future__ import annotations
 
 from dofpy.oap.core import OapCore
-from dofpy.oap.interface import Event, Interface, Method, Param, Property, ValueType
+from dofpy.oap.interface import EventDef, Interface, Method, Param, Property, ValueType
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.oap import (
     Binding,
@@ -25,7 +25,7 @@ _IFACE = Interface.define(
     [
         Property(1, "p", ValueType.INT, writable=True, observable=True),
         Method(2, "m", (Param("a", ValueType.INT),), (Param("r", ValueType.INT),)),
-        Event(3, "e", (Param("x", ValueType.TEXT),)),
+        EventDef(3, "e", (Param("x", ValueType.TEXT),)),
     ],
 )
 _OID = OID(3, b"fuzz@example.org")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated
 
-from dofpy.oap.interface import Event, Interface, Method, Param, Property, RecordList, ValueType
+from dofpy.oap.interface import EventDef, Interface, Method, Param, Property, RecordList, ValueType
 from dofpy.trio import Provider
 from dofpy.wire.oid import OID
 from dofpy.wire.record import MaxLen, UInt32, record
@@ -47,7 +47,7 @@ FLEET = Interface.define(
             (Param("filter", Query),),
             (Param("devices", RecordList(DeviceSummary)), Param("total", ValueType.INT)),
         ),
-        Event(3, "reported", (Param("report", DeviceReport),)),
+        EventDef(3, "reported", (Param("report", DeviceReport),)),
     ],
 )
 FLEET_OID = OID(3, b"fleet@example.org")

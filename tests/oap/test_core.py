@@ -14,9 +14,9 @@ from dofpy.oap.core import (
     OapConfig,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     ProviderAnnounced,
     RequestCompleted,
-    RequestFailed,
     RequestKind,
     SubscriptionEnded,
 )
@@ -112,7 +112,7 @@ class Harness:
 
 
 def error_of(event: OapEvent) -> DofError:
-    assert isinstance(event, RequestFailed), event
+    assert isinstance(event, OapRequestFailed), event
     return event.error
 
 

@@ -12,13 +12,13 @@ from dofpy.oap.core import (
     Notification,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
     RequestKind,
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
-    Event,
+    EventDef,
     ExceptionDef,
     Interface,
     Method,
@@ -67,7 +67,7 @@ LOOSE_FLEET = Interface.define(
             (Param("filter", ValueType.MAP),),
             (Param("devices", ValueType.LIST), Param("total", ValueType.INT)),
         ),
-        Event(3, "reported", (Param("report", ValueType.MAP),)),
+        EventDef(3, "reported", (Param("report", ValueType.MAP),)),
     ],
 )
 
@@ -182,7 +182,7 @@ def test_requestor_fails_a_response_whose_record_is_malformed() -> None:
     h.report = broken
     got = h.requestor.get(P, FLEET_OID, FLEET, "last_report", h.net.now)
     failed = h.result(got)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert isinstance(failed.error, BadPacket)
     assert "DeviceReport.summary.device: required field missing" in str(failed.error)
     h.report = record_to_value(DeviceReport(DEVICES[2]))
@@ -274,12 +274,12 @@ def test_declared_exceptions_carry_record_values() -> None:
     h.answer = refuse  # type: ignore[method-assign]
     call = h.requestor.invoke(P, FLEET_OID, STRICT_FLEET, "query", [Query()], h.net.now)
     failed = h.result(call)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert isinstance(failed.error, ProviderException)
     assert failed.error.definition == UNKNOWN and failed.error.values == (DEVICES[1],)
     call = h.requestor.invoke(P, FLEET_OID, STRICT_FLEET, "query", [Query()], h.net.now)
     failed = h.result(call)
-    assert isinstance(failed, RequestFailed) and isinstance(failed.error, OapError)
+    assert isinstance(failed, OapRequestFailed) and isinstance(failed.error, OapError)
     assert failed.error.code == OapErrorCode.INTERNAL
 
 
@@ -300,5 +300,5 @@ def test_requestor_fails_a_declared_exception_with_a_malformed_record() -> None:
     h.answer = refuse  # type: ignore[method-assign]
     call = h.requestor.invoke(P, FLEET_OID, STRICT_FLEET, "query", [Query()], h.net.now)
     failed = h.result(call)
-    assert isinstance(failed, RequestFailed) and isinstance(failed.error, BadPacket)
+    assert isinstance(failed, OapRequestFailed) and isinstance(failed.error, BadPacket)
     assert "DeviceSummary.device: required field missing" in str(failed.error)

@@ -13,8 +13,8 @@ from dofpy.oap.core import (
     OapConfig,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
 )
 from dofpy.oap.errors import OapError, OapErrorCode
 from dofpy.oap.interface import Interface, Method, Param, Property, ValueType
@@ -106,7 +106,7 @@ def test_an_oversize_response_fails_at_once_with_the_reason(secure: bool) -> Non
     world = World(secure=secure)
     sent_at = world.net.now
     failed = world.dump(70_000)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     error = failed.error
     assert isinstance(error, OapError)
     assert error.error_code is OapErrorCode.INTERNAL
@@ -119,7 +119,7 @@ def test_an_oversize_response_fails_at_once_with_the_reason(secure: bool) -> Non
     assert str(refusal).startswith("dump: response of 700")
     # A Get of a value too long for a datagram is refused the same way.
     got = world.get_blob()
-    assert isinstance(got, RequestFailed) and "datagram limit" in str(got.error)
+    assert isinstance(got, OapRequestFailed) and "datagram limit" in str(got.error)
     assert len(world.refusals) == 2
     # And a response that fits is still served.
     fits = world.dump(60_000)
@@ -138,7 +138,7 @@ def largest_served(secure: bool, limit: int) -> tuple[int, int]:
             assert not refused, "a longer response was served after a shorter was refused"
             served.append((size, world.last_response_length()))
         else:
-            assert isinstance(event, RequestFailed)
+            assert isinstance(event, OapRequestFailed)
             assert f"exceeds the {limit}-byte datagram limit" in str(event.error)
             refused.append(size)
     assert served and refused

@@ -1,4 +1,4 @@
-"""``read_command_head_untrusted`` reads a command's opcode, item and target
+"""``probe_command_head_untrusted`` reads a command's opcode, item and target
 exactly as the full decoder does, and declines the shapes it does not cover."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dofpy.wire.oap import (
     SubscribeCommand,
     decode_oap_untrusted,
     encode_oap,
-    read_command_head_untrusted,
+    probe_command_head_untrusted,
 )
 from tests.wire.test_oap import PDU_STRATEGIES, any_pdu
 
@@ -37,7 +37,7 @@ HEADED = (
 @given(st.one_of(*(PDU_STRATEGIES[kind] for kind in HEADED)))
 def test_head_matches_the_full_decode(pdu: OapPdu) -> None:
     payload = encode_oap(pdu)
-    head = read_command_head_untrusted(payload)
+    head = probe_command_head_untrusted(payload)
     if getattr(pdu, "command_control", None) is not None:
         assert head is None
         return
@@ -55,7 +55,7 @@ def test_other_shapes_are_declined(pdu: OapPdu) -> None:
         return
     if pdu.IS_RESPONSE:
         return  # a response never reaches the command dispatch
-    assert read_command_head_untrusted(encode_oap(pdu)) is None
+    assert probe_command_head_untrusted(encode_oap(pdu)) is None
 
 
 @given(st.one_of(*(PDU_STRATEGIES[kind] for kind in HEADED)), st.data())
@@ -63,7 +63,7 @@ def test_truncated_heads_raise_only_bad_packet(pdu: OapPdu, data: st.DataObject)
     payload = encode_oap(pdu)
     cut = payload[: data.draw(st.integers(0, len(payload)))]
     try:
-        head = read_command_head_untrusted(cut)
+        head = probe_command_head_untrusted(cut)
     except BadPacket:
         return
     if head is not None:
@@ -72,4 +72,4 @@ def test_truncated_heads_raise_only_bad_packet(pdu: OapPdu, data: st.DataObject)
 
 def test_empty_payload_is_bad() -> None:
     with pytest.raises(BadPacket):
-        read_command_head_untrusted(b"")
+        probe_command_head_untrusted(b"")

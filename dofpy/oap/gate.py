@@ -1,0 +1,282 @@
+"""The gate of an OAP core: every incoming OAP command passes it first.
+
+It checks permissions (one function, :meth:`Gate.permitted`, for the
+decoded-event path and the raw path alike) and hands commands for an
+intercepted interface to their interceptor instead of the provider path.
+Permissions come first, for every request (intercepted ones too): a
+requestor that may not touch an object does not learn whether it exists, nor
+reach a protocol built on OAP such as the block transfer.
+
+The raw path reads a command only up to its target (a transfer's datagrams
+repeat one head, so the last head read is kept: the OAP layer's one head
+cache) and the last permission check passed is remembered the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from dofpy._core import Address
+from dofpy.errors import BadPacket, LocalProtocolError
+from dofpy.oap.context import OapContext
+from dofpy.oap.errors import OapErrorCode
+from dofpy.oap.events import AccessDenied
+from dofpy.security.permissions import is_allowed
+from dofpy.session.node import CommandReceived
+from dofpy.wire.dpp import AppId
+from dofpy.wire.oap import (
+    Alias,
+    Binding,
+    CommandHead,
+    GetCommand,
+    InvokeCommand,
+    OapOpcode,
+    OapPdu,
+    ProvideCommand,
+    RegisterCommand,
+    SetCommand,
+    SubscribeCommand,
+    decode_oap_untrusted,
+    probe_command_head_untrusted,
+)
+from dofpy.wire.oid import IID, OID
+from dofpy.wire.permissions import Action, PermissionSet
+
+__all__ = ["DeniedHandler", "Gate", "Interceptor", "RawInterceptor"]
+
+Interceptor = Callable[[Address, OID | None, int | None, OapPdu, float], None]
+"""Takes every OAP command addressed (by full binding) to one interface:
+``(peer, identity, op_count, pdu, now)``, ``identity`` the authenticated
+identity of the secure session it came through (None in the clear).
+Protocols built on OAP messages with their own recovery (the block transfer)
+use it instead of the request/response path."""
+
+RawInterceptor = Callable[[Address, OID | None, int | None, CommandHead, bytes, float], None]
+"""The fast form of an :data:`Interceptor`: ``(peer, identity, op_count, head,
+payload, now)`` with the OAP payload only read up to its target (``head``); the
+interceptor decodes and checks the rest itself, raising only ``BadPacket``.
+While consecutive payloads repeat the same head bytes, ``head`` is the very
+same object (the gate's head cache), so an interceptor may key a cache of
+its own on ``head`` by identity."""
+
+DeniedHandler = Callable[[Address, int | None, Binding, float], None]
+"""Told of an intercepted command refused for want of permission: ``(peer,
+op_count, binding, now)``. It answers in the intercepted protocol's own terms
+(the OAP Exception response is then not sent: a one-way command has no
+requestor waiting for one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Interception:
+    handler: Interceptor
+    raw: RawInterceptor | None
+    on_denied: DeniedHandler | None
+
+
+class _CachedHead(NamedTuple):
+    """The last raw-routed command head: its bytes, the head read from them
+    and the interception it goes to."""
+
+    head_bytes: bytes
+    head: CommandHead
+    interception: _Interception
+
+
+class _AllowedCheck(NamedTuple):
+    """The last permission check passed."""
+
+    permissions: PermissionSet
+    action: Action
+    binding: Binding
+
+
+_ACTIONS: dict[type, Action] = {
+    GetCommand: Action.READ,
+    SetCommand: Action.WRITE,
+    InvokeCommand: Action.EXECUTE,
+    SubscribeCommand: Action.SUBSCRIBE,
+    RegisterCommand: Action.SUBSCRIBE,
+}
+
+_OPCODE_ACTIONS: dict[OapOpcode, Action] = {
+    OapOpcode.GET: Action.READ,
+    OapOpcode.SET: Action.WRITE,
+    OapOpcode.INVOKE: Action.EXECUTE,
+    OapOpcode.SUBSCRIBE: Action.SUBSCRIBE,
+    OapOpcode.REGISTER: Action.SUBSCRIBE,
+}
+
+AliasResolver = Callable[[Alias | Binding], Binding | None]
+
+
+class Gate:
+    """Permissions and interception for the commands an OAP core receives."""
+
+    def __init__(self, context: OapContext, resolve: AliasResolver) -> None:
+        self._context = context
+        self._resolve = resolve
+        self._interceptors: dict[IID, _Interception] = {}
+        self._raw_interceptors = 0
+        self._raw_head: _CachedHead | None = None
+        self._last_allowed: _AllowedCheck | None = None
+
+    def intercept(
+        self,
+        interface: IID,
+        handler: Interceptor,
+        raw: RawInterceptor | None,
+        on_denied: DeniedHandler | None,
+    ) -> None:
+        """See :meth:`dofpy.oap.core.OapCore.intercept`."""
+        if interface in self._interceptors:
+            raise LocalProtocolError(f"{interface} is already intercepted")
+        self._interceptors[interface] = _Interception(handler, raw, on_denied)
+        if raw is not None:
+            self._raw_interceptors += 1
+            # One-way commands for raw interceptors go straight from the node
+            # to them, without an event each.
+            self._context.node.set_command_handler(self.on_direct_command)
+
+    def admit(self, event: CommandReceived, now: float) -> OapPdu | None:
+        """Pass one OAP command through the gate: the decoded PDU when it
+        goes on to the provider or requestor path, ``None`` when the gate
+        refused it or handed it to an interceptor. Raises only ``BadPacket``."""
+        peer, op, identity, permissions = (
+            event.peer,
+            event.op_count,
+            event.identity,
+            event.permissions,
+        )
+        if self._raw_interceptors and self._route_raw(
+            peer, op, event.payload, identity, permissions, now
+        ):
+            return None
+        pdu = decode_oap_untrusted(event.payload, False)
+        target = getattr(pdu, "target", None)
+        action = _ACTIONS.get(type(pdu))
+        interception = (
+            self._interceptors.get(target.interface) if isinstance(target, Binding) else None
+        )
+        if action is not None and isinstance(target, Alias | Binding):
+            resolved = self._resolve(target)
+            on_denied = None if interception is None else interception.on_denied
+            if resolved is not None and not self.permitted(
+                peer, identity, permissions, action, resolved, now, op, on_denied
+            ):
+                return None
+        if interception is not None:
+            interception.handler(peer, identity, op, pdu, now)
+            return None
+        if isinstance(pdu, ProvideCommand) and not self.permitted(
+            peer, identity, permissions, Action.PROVIDE, pdu.binding, now
+        ):
+            return None
+        return pdu
+
+    def permitted(
+        self,
+        peer: Address,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        action: Action,
+        binding: Binding,
+        now: float,
+        op: int | None = None,
+        on_denied: DeniedHandler | None = None,
+    ) -> bool:
+        """Whether the (authenticated) requestor may do ``action`` on ``binding``;
+        when not, the refusal is counted, reported (:class:`AccessDenied`) and
+        answered (by ``on_denied``, else by an OAP Exception).
+
+        Without a security configuration every request is allowed (a plaintext
+        node trusts its network). With one, a request must come through a
+        secure session whose granted permissions allow it: deny by default.
+        """
+        context = self._context
+        if context.node.config.security is None:
+            return True
+        if permissions is not None:
+            last = self._last_allowed
+            # The same session's permissions (the very object) allowed the
+            # same action on the same binding just before: a transfer asks
+            # this thousands of times a second.
+            if (
+                last is not None
+                and last.permissions is permissions
+                and last.action == action
+                and last.binding == binding
+            ):
+                return True
+            if is_allowed(permissions, action, binding.object_id, binding.interface):
+                self._last_allowed = _AllowedCheck(permissions, action, binding)
+                return True
+        context.counters.permission_denied += 1
+        context.events.append(
+            AccessDenied(peer, identity, action, binding.object_id, binding.interface)
+        )
+        if on_denied is not None:
+            context.counters.requests_refused += 1
+            on_denied(peer, op, binding, now)
+        else:
+            context.refuse(
+                peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now, identity
+            )
+        return False
+
+    def on_direct_command(
+        self,
+        peer: Address,
+        op: int | None,
+        app_id: int,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        """The node's one-way command handler: the raw path without the event
+        (True when a raw interceptor took the command, or when it was
+        malformed: counted as the event path counts it)."""
+        if app_id != AppId.OAP:
+            return False
+        try:
+            return self._route_raw(peer, op, payload, identity, permissions, now)
+        except BadPacket:
+            self._context.counters.bad_oap_payloads += 1
+            return True
+
+    def _route_raw(
+        self,
+        peer: Address,
+        op: int | None,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        """Hand a command for a raw interceptor over after reading only its
+        head (permissions checked as on the decoded path); False when the
+        command is not one for a raw interceptor."""
+        cached = self._raw_head
+        if cached is not None and payload.startswith(cached.head_bytes):
+            # probe_command_head_untrusted reads nothing past the head: the same
+            # head bytes give the same head.
+            head, interception = cached.head, cached.interception
+        else:
+            found = probe_command_head_untrusted(payload)
+            if found is None or not isinstance(found.target, Binding):
+                return False
+            known = self._interceptors.get(found.target.interface)
+            if known is None or known.raw is None:
+                return False
+            head, interception = found, known
+            self._raw_head = _CachedHead(payload[: head.end], head, interception)
+        assert interception.raw is not None and isinstance(head.target, Binding)
+        action = _OPCODE_ACTIONS.get(head.opcode)
+        if action is not None and not self.permitted(
+            peer, identity, permissions, action, head.target, now, op, interception.on_denied
+        ):
+            return True
+        interception.raw(peer, identity, op, head, payload, now)
+        return True
