@@ -1,5 +1,4 @@
-"""The sans-IO DPS node: peers, operation ids, retransmission, duplicates,
-DSP session handling and the DPP common operations.
+r"""The sans-IO DPS node: the façade over the session layer's tables.
 
 A :class:`Node` speaks DNP/DPP with any number of peers over one datagram
 socket (driven by :mod:`dofpy.trio` or :mod:`dofpy.testing.netsim`). It knows
@@ -7,12 +6,15 @@ nothing of OAP: the layer above sends application commands and responses
 through :meth:`Node.send_command` / :meth:`Node.send_response` and learns what
 arrived from :meth:`Node.next_event`.
 
-Operation ids link a command to its response: a command carries the implied
-sender SID and a fresh operation count; the response carries the implied
-receiver SID and the same count. A command is retransmitted (same count,
-retry byte incremented) until a response arrives or its :class:`RetryPolicy`
-gives up; the receiving node answers a retransmitted copy from its
-:class:`DuplicateCache` instead of handing it up again, so a retried Set or
+The node routes; the tables keep the state: the command table
+(:mod:`~dofpy.session.commands`: operation ids, retransmission, the held
+queue), the channel table (:mod:`~dofpy.session.channels`: secure sessions),
+the handshakes (:mod:`~dofpy.session.initiator`,
+:mod:`~dofpy.session.responder`), the peer table
+(:mod:`~dofpy.session.peers`) and the duplicate cache. The tables report to
+the node through :data:`~dofpy.session.events.SessionReport`\ s, never by
+calling into it. A retransmitted command is answered from the
+:class:`DuplicateCache` instead of being handed up again, so a retried Set or
 Invoke executes at most once.
 """
 
@@ -20,8 +22,6 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from dofpy._core import Address
 from dofpy.errors import (
@@ -35,17 +35,33 @@ from dofpy.errors import (
 from dofpy.security.crypto import AuthenticationFailed
 from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
 from dofpy.session._dedup import PENDING, DuplicateCache
-from dofpy.session._retry import RetryPolicy, RetryState
-from dofpy.session.security import (
+from dofpy.session._retry import RetryPolicy
+from dofpy.session.channels import ChannelTable
+from dofpy.session.commands import CommandTable, PendingCommand
+from dofpy.session.config import NodeConfig, PlaintextPolicy, SecurityConfig
+from dofpy.session.events import (
     AuthenticatorRequested,
+    ChannelClosed,
+    ChannelOpened,
+    CommandHandler,
+    CommandReceived,
+    HandshakeFailed,
     IncomingHandshakeFailed,
+    NodeEvent,
+    NodeStatistics,
+    PeerClosed,
     PlaintextUsed,
+    RequestFailed,
+    ResponseReceived,
     SecureSessionEnded,
     SecureSessionEstablished,
-    SecurityConfig,
-    SecurityLayer,
     SecurityStatistics,
+    SessionOpened,
+    SessionReport,
 )
+from dofpy.session.initiator import Initiator
+from dofpy.session.peers import Peer, PeerInput, PeerState, PeerTable
+from dofpy.session.responder import Responder
 from dofpy.wire._codec import C4_MAX
 from dofpy.wire.common import (
     CommonPdu,
@@ -96,110 +112,17 @@ __all__ = [
     "NodeStatistics",
     "PeerClosed",
     "PeerState",
+    "PlaintextPolicy",
     "PlaintextUsed",
     "RequestFailed",
     "ResponseReceived",
     "SecureSessionEnded",
     "SecureSessionEstablished",
+    "SecurityConfig",
+    "SecurityStatistics",
     "SessionOpened",
 ]
 
-
-# -- configuration, statistics, events ----------------------------------------
-
-
-_UNNAMED = OID(3, b"node@localhost")
-"""The identity of a node configured without one (compared by identity)."""
-
-
-@dataclass(frozen=True, slots=True)
-class NodeConfig:
-    """Limits and policies of a node. Every queue and table is bounded here."""
-
-    node_id: OID = field(default_factory=lambda: _UNNAMED)
-    """This node's identity; with ``security`` it is the security identity
-    (leave it unset, or give the same OID: a different one is refused)."""
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    applications: tuple[int, ...] = (AppId.DSP, AppId.OAP, AppId.COMMON)
-    max_pending_commands: int = 4096
-    max_events: int = 16384
-    max_peers: int = 4096
-    duplicate_entries: int = 8192
-    duplicate_lifetime: float = 60.0
-    first_op_count: int | None = None
-    """The first operation id; by default 1 without security and a random
-    value with it (an explicit value is for tests that replay an id)."""
-    security: SecurityConfig | None = None
-    max_datagram: int = 65507
-    """The largest datagram this node sends: the most one IPv4 UDP datagram
-    carries by default; lower it for a path (or peers) with a smaller limit."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_pending_commands", "max_events", "max_peers", "duplicate_entries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if not 64 <= self.max_datagram <= 65535:
-            raise ValueError(f"max_datagram must be 64..65535, not {self.max_datagram}")
-        if self.first_op_count is not None and not 0 <= self.first_op_count <= C4_MAX:
-            raise ValueError("first_op_count must be a c4")
-        if self.security is not None:
-            if self.node_id is _UNNAMED:
-                object.__setattr__(self, "node_id", self.security.identity)
-            elif self.node_id != self.security.identity:
-                raise ValueError(
-                    f"node_id {self.node_id} differs from the security identity "
-                    f"{self.security.identity}: a secure node is who its credentials say"
-                    " (leave node_id unset)"
-                )
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatistics:
-    """Counters of a node; every dropped datagram or event is counted once."""
-
-    datagrams_received: int
-    datagrams_sent: int
-    bad_datagrams: int
-    unsupported_datagrams: int
-    unmatched_responses: int
-    duplicate_commands: int
-    duplicate_responses_resent: int
-    duplicate_responses_held: int
-    duplicate_cache_evictions: int
-    retransmissions: int
-    requests_timed_out: int
-    events_dropped: int
-    commands_refused: int
-    held_dropped: int
-    responses_wrong_identity: int
-    responses_withheld: int
-    peers: int
-    pending_commands: int
-    security: SecurityStatistics | None = None
-
-
-class PeerState(enum.Enum):
-    """Where a peer's DSP session is."""
-
-    IDLE = "idle"  # no DSP exchange yet; commands still flow (UDP needs no open)
-    OPENING = "opening"  # we sent a DSP Open and wait for its response
-    OPEN = "open"  # a DSP Open was answered, in either direction
-    CLOSED = "closed"  # terminated; a new command from the peer starts over
-
-
-# Allowed transitions of a peer's session state. Anything else is a bug.
-# Opening again (from OPENING or OPEN) re-negotiates; a closed peer starts over
-# when either side speaks again.
-_PEER_TRANSITIONS: dict[PeerState, frozenset[PeerState]] = {
-    PeerState.IDLE: frozenset({PeerState.OPENING, PeerState.OPEN, PeerState.CLOSED}),
-    PeerState.OPENING: frozenset({PeerState.OPENING, PeerState.OPEN, PeerState.CLOSED}),
-    PeerState.OPEN: frozenset({PeerState.OPENING, PeerState.OPEN, PeerState.CLOSED}),
-    PeerState.CLOSED: frozenset({PeerState.IDLE, PeerState.OPENING}),
-}
-
-
-# One-way commands waiting for a secure session, per peer (oldest dropped).
-_MAX_HELD_PER_PEER = 256
 
 # Applications that may travel in the clear when security is required: session
 # set-up (DSP), key exchange (TEP, TRP) and the common operations (ping).
@@ -209,125 +132,79 @@ _PLAINTEXT_APPS = frozenset({AppId.DSP, AppId.TEP, AppId.TRP, AppId.COMMON})
 # TRP is sealed when a session with the Authenticator exists (seal_authenticator).
 _ALWAYS_PLAIN_APPS = frozenset({AppId.TEP})
 
-
-@dataclass(frozen=True, slots=True)
-class CommandReceived:
-    """A new application command arrived (duplicates never show up here).
-
-    Answer it with :meth:`Node.send_response` (``op_count`` and ``peer``
-    identify it); a command needing no answer may be left unanswered.
-    """
-
-    peer: Address
-    op_count: int | None
-    app_id: int
-    payload: bytes
-    retry: int
-    identity: OID | None = None
-    permissions: PermissionSet | None = None
-
-
-CommandHandler = Callable[
-    [Address, int | None, int, bytes, OID | None, PermissionSet | None, float], bool
-]
-"""``handler(peer, op_count, app_id, payload, identity, permissions, now)``:
-takes a one-way application command as it arrives (see
-:meth:`Node.set_command_handler`); True when it took it."""
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
-    """The response to our command ``request_id`` arrived; ``identity`` and
-    ``permissions`` are those of the secure session it came through (``None``
-    in the clear): for the responder, what the Authenticator granted it."""
-
-    request_id: int
-    peer: Address
-    app_id: int
-    payload: bytes
-    identity: OID | None = None
-    permissions: PermissionSet | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RequestFailed:
-    """Our command ``request_id`` failed: timed out, or the peer went away."""
-
-    request_id: int
-    peer: Address
-    error: DofError
-
-
-@dataclass(frozen=True, slots=True)
-class SessionOpened:
-    """Our DSP Open ``request_id`` completed; ``applications`` the peer supports."""
-
-    request_id: int
-    peer: Address
-    applications: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerClosed:
-    """``peer`` terminated its session (DSP Terminate), or we did."""
-
-    peer: Address
-    by_peer: bool
-
-
-NodeEvent = (
-    CommandReceived
-    | ResponseReceived
-    | RequestFailed
-    | SessionOpened
-    | PeerClosed
-    | SecureSessionEstablished
-    | SecureSessionEnded
-    | AuthenticatorRequested
-    | IncomingHandshakeFailed
-    | PlaintextUsed
+_SECURITY_COUNTS = tuple(
+    name
+    for name in SecurityStatistics.__dataclass_fields__
+    if name not in ("sessions", "half_open", "authenticator_pending", "keys")
 )
 
 
-# -- internal state ------------------------------------------------------------
+class _Security:
+    """The secure-session tables of a node with a :class:`SecurityConfig`."""
+
+    def __init__(self, node: Node, config: SecurityConfig, commands: CommandTable) -> None:
+        self.config = config
+        self.counts = dict.fromkeys(_SECURITY_COUNTS, 0)
+        self.channels = ChannelTable(
+            config,
+            self.counts,
+            commands,
+            send=node._send,
+            report=node._on_report,
+            # Late-bound: the initiator is built next, over this table.
+            start_handshake=lambda peer, now: self.initiator.ensure_session(peer, now),  # noqa: PLW0108
+            handshaking=lambda peer: self.initiator.handshaking(peer),  # noqa: PLW0108
+        )
+        self.initiator = Initiator(
+            config,
+            self.counts,
+            commands,
+            self.channels,
+            report=node._on_report,
+            expected_identities=node._expected_identities,
+        )
+        self.responder = Responder(
+            config,
+            self.counts,
+            commands,
+            self.channels,
+            self.initiator,
+            send=node._send_plain_response,
+            report=node._on_report,
+        )
+
+    def count(self, name: str) -> None:
+        self.counts[name] += 1
+
+    def statistics(self) -> SecurityStatistics:
+        return SecurityStatistics(
+            **self.counts,
+            sessions=len(self.channels),
+            half_open=self.responder.half_open,
+            authenticator_pending=self.responder.authenticator_pending,
+            keys=self.channels.keys,
+        )
+
+    def get_timer(self) -> float | None:
+        deadlines = [
+            d
+            for d in (
+                self.initiator.get_timer(),
+                self.responder.get_timer(),
+                self.channels.get_timer(),
+            )
+            if d is not None
+        ]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> None:
+        self.initiator.handle_timer(now)
+        self.responder.handle_timer(now)
+        self.channels.handle_timer(now)
 
 
 class _Unset(enum.Enum):
     CURRENT = "current"  # send_response: the identity of the current session
-
-
-class _Internal(enum.Enum):
-    """Commands the node itself issued (not the layer above)."""
-
-    PING = "ping"
-    DSP_OPEN = "dsp-open"
-    DSP_TERMINATE = "dsp-terminate"
-    QUERY = "query"
-    TEP = "tep"
-    TRP = "trp"
-
-
-@dataclass(slots=True)
-class _Pending:
-    request_id: int
-    peer: Address
-    app_id: int
-    payload: bytes
-    retry: RetryState | None  # None: sent once, no retransmission
-    internal: _Internal | None = None
-    # Sent only through, and answered only from, a secure session with this identity.
-    identity: OID | None = None
-
-
-@dataclass(slots=True)
-class _Peer:
-    address: Address
-    state: PeerState = PeerState.IDLE
-    applications: tuple[int, ...] = ()
-    last_heard: float = 0.0
-
-
-# -- the node ------------------------------------------------------------------
 
 
 class Node:
@@ -340,22 +217,27 @@ class Node:
         # spoofer cannot guess the ids of our pending commands (a forged
         # Reject must name one); handshake commands take a fresh random id each.
         if self.config.first_op_count is not None:
-            self._next_op = self.config.first_op_count
+            first_op = self.config.first_op_count
         elif security is None:
-            self._next_op = 1
+            first_op = 1
         else:
-            self._next_op = int.from_bytes(security.rng(4), "big") & C4_MAX
-        self._pending: dict[int, _Pending] = {}
-        self._peers: dict[Address, _Peer] = {}
+            first_op = int.from_bytes(security.rng(4), "big") & C4_MAX
         self._outgoing: list[tuple[bytes, Address]] = []
         self._events: deque[NodeEvent] = deque()
+        self._commands = CommandTable(
+            limit=self.config.max_pending_commands,
+            retry=self.config.retry,
+            first_op=first_op,
+            rng=None if security is None else security.rng,
+            emit=self._emit_command,
+            describe_timeout=self._timed_out,
+        )
+        self._peers = PeerTable(self.config.max_peers, self._commands.busy_peers)
         # Keyed by (address, authenticated identity or None, operation id).
         self._duplicates: DuplicateCache[DppPacket] = DuplicateCache(
             self.config.duplicate_entries, self.config.duplicate_lifetime
         )
-        self._security = (
-            None if self.config.security is None else SecurityLayer(self.config.security, self)
-        )
+        self._security = None if security is None else _Security(self, security, self._commands)
         self._counts: dict[str, int] = dict.fromkeys(
             (
                 "datagrams_received",
@@ -366,17 +248,13 @@ class Node:
                 "duplicate_commands",
                 "duplicate_responses_resent",
                 "duplicate_responses_held",
-                "retransmissions",
-                "requests_timed_out",
                 "events_dropped",
                 "commands_refused",
-                "held_dropped",
                 "responses_wrong_identity",
                 "responses_withheld",
             ),
             0,
         )
-        self._held: dict[Address, deque[_Pending]] = {}
         # The identity of the current secure session at each address.
         self._session_identities: dict[Address, OID] = {}
         self._command_handler: CommandHandler | None = None
@@ -404,16 +282,16 @@ class Node:
                 # (a block transfer's datagrams): read without building
                 # packets, every header byte checked, then authenticated.
                 op_count, _delay, ssid, packet_number, start = sealed
-                session = security.lookup(addr, ssid)
+                session = security.channels.lookup(addr, ssid)
                 try:
                     plaintext = session.channel.open_sealed_untrusted(data, packet_number, start)
                 except ReplayedPacket:
                     security.count("replays")
                     return
                 except AuthenticationFailed:
-                    security.on_authentication_failed(addr, session, now)
+                    security.channels.on_authentication_failed(addr, session, now)
                     return
-                security.on_opened(addr, session, now)
+                security.channels.on_opened(addr, session, now)
                 if plaintext and plaintext[0] < 0x80:
                     app_id, payload = plaintext[0], plaintext[1:]
                 else:
@@ -439,7 +317,7 @@ class Node:
                 if security is None:
                     self._counts["unsupported_datagrams"] += 1
                     return
-                session = security.lookup(addr, packet.security.ssid)
+                session = security.channels.lookup(addr, packet.security.ssid)
                 try:
                     # Opened from the packet decoded above: one parse per datagram.
                     packet = session.channel.open_packet_untrusted(dnp, packet)
@@ -447,18 +325,18 @@ class Node:
                     security.count("replays")
                     return
                 except AuthenticationFailed:
-                    security.on_authentication_failed(addr, session, now)
+                    security.channels.on_authentication_failed(addr, session, now)
                     return
-                security.on_opened(addr, session, now)
+                security.channels.on_opened(addr, session, now)
                 identity, permissions = session.peer_identity, session.permissions
                 channel = session.channel
             elif security is not None and packet.app_id not in _PLAINTEXT_APPS:
                 # In the clear only by explicit choice (PlaintextPolicy.ALLOW), and
                 # never from a peer secured with us: anyone can send from its address.
-                if not security.plaintext_allowed(addr):
+                if not security.channels.plaintext_allowed(addr):
                     security.count("plaintext_refused")
                     return
-                security.used_plaintext(addr, sent=False)
+                security.channels.used_plaintext(addr, sent=False, now=now)
             self._receive_packet(packet, addr, now, len(data), identity, permissions, channel)
         except BadPacket:
             self._counts["bad_datagrams"] += 1
@@ -469,26 +347,15 @@ class Node:
         return out
 
     def get_timer(self) -> float | None:
-        timers = [p.retry.next_timer() for p in self._pending.values() if p.retry is not None]
-        if self._security is not None and (deadline := self._security.get_timer()) is not None:
-            timers.append(deadline)
-        return min(timers) if timers else None
+        deadline = self._commands.get_timer()
+        if self._security is not None and (secure := self._security.get_timer()) is not None:
+            deadline = secure if deadline is None else min(deadline, secure)
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         if self._security is not None:
             self._security.handle_timer(now)
-        for pending in list(self._pending.values()):
-            state = pending.retry
-            if state is None:
-                continue
-            if state.expired(now):
-                del self._pending[pending.request_id]
-                self._counts["requests_timed_out"] += 1
-                self._fail(pending, self._timed_out(pending, state.attempts, now), now)
-            elif state.due(now):
-                state.record_send(now)
-                self._counts["retransmissions"] += 1
-                self._emit_command(pending, state.retry_byte, now)
+        self._commands.handle_timer(now)
 
     # -- events and statistics -----------------------------------------------------
 
@@ -499,9 +366,10 @@ class Node:
     def statistics(self) -> NodeStatistics:
         return NodeStatistics(
             **self._counts,
+            **self._commands.counts,
             duplicate_cache_evictions=self._duplicates.evicted,
             peers=len(self._peers),
-            pending_commands=len(self._pending),
+            pending_commands=len(self._commands),
             security=None if self._security is None else self._security.statistics(),
         )
 
@@ -538,8 +406,16 @@ class Node:
         :class:`~dofpy.errors.PeerIdentityMismatch`.
         """
         expected = self.expected_identity(peer, identity)
-        return self._start(
-            peer, app_id, payload, now, expect_response, retry, None, identity=expected
+        return self._commands.start(
+            peer,
+            app_id,
+            payload,
+            now,
+            expect_response=expect_response,
+            retry=retry,
+            on_response=self._on_application_response,
+            on_failure=self._on_request_failed,
+            identity=expected,
         )
 
     def expected_identity(self, peer: Address, identity: OID | None = None) -> OID | None:
@@ -598,7 +474,7 @@ class Node:
                 )
             )
         )
-        session = None if self._security is None else self._security.session(peer)
+        session = None if self._security is None else self._security.channels.session(peer)
         return clear if session is None else clear + session.channel.max_overhead
 
     def secure_session(self, peer: Address, now: float) -> None:
@@ -607,14 +483,21 @@ class Node:
         :class:`SecureSessionEnded` follows."""
         if self._security is None:
             raise LocalProtocolError("this node has no SecurityConfig")
-        self._security.ensure_session(peer, now)
+        self._security.initiator.ensure_session(peer, now)
 
     def end_secure_session(self, peer: Address, now: float) -> bool:
         """End the secure session with ``peer`` (a sealed TEP End Session);
         False when there was none. Later commands to it start a new one."""
         if self._security is None:
             raise LocalProtocolError("this node has no SecurityConfig")
-        return self._security.end_session(peer, now)
+        channels = self._security.channels
+        if channels.session(peer) is None:
+            return False
+        # A new key we were still making with the peer would outlive the End
+        # Session on one side only (the peer drops it on the End Session).
+        self._security.initiator.abandon(peer)
+        channels.end(peer, ClosedResourceError(f"secure session with {peer} ended by us"), now)
+        return True
 
     def answer_authenticator(self, token: int, answer: TrpPdu, now: float) -> bool:
         """Resume the handshake that :class:`AuthenticatorRequested` ``token`` waits
@@ -629,11 +512,11 @@ class Node:
         """
         if self._security is None:
             raise LocalProtocolError("this node has no SecurityConfig")
-        return self._security.answer_authenticator(token, answer, now)
+        return self._security.responder.answer_authenticator(token, answer, now)
 
     def peer_identity(self, peer: Address) -> OID | None:
         """The authenticated identity of ``peer``, when a secure session exists."""
-        session = None if self._security is None else self._security.session(peer)
+        session = None if self._security is None else self._security.channels.session(peer)
         return None if session is None else session.peer_identity
 
     def cancel(self, request_id: int) -> bool:
@@ -641,98 +524,69 @@ class Node:
 
         A response that arrives later is counted as unmatched and dropped.
         """
-        return self._pending.pop(request_id, None) is not None
+        return self._commands.cancel(request_id)
 
     def ping(self, peer: Address, now: float) -> int:
         """Send a DPP ping; completes as :class:`ResponseReceived` (app COMMON)."""
-        return self._start(
-            peer, AppId.COMMON, encode_common(Ping()), now, True, None, _Internal.PING
+        return self._commands.start(
+            peer,
+            AppId.COMMON,
+            encode_common(Ping()),
+            now,
+            on_response=self._on_ping_response,
+            on_failure=self._on_request_failed,
         )
 
     def open_session(self, peer: Address, now: float) -> int:
         """Send a DSP Open; :class:`SessionOpened` follows on success."""
-        self._transition(self._peer(peer, now), PeerState.OPENING)
-        return self._start(
-            peer, AppId.DSP, encode_dsp(DspOpen()), now, True, None, _Internal.DSP_OPEN
+        self._peers.touch(peer, now).move(PeerInput.WE_OPEN)
+        return self._commands.start(
+            peer,
+            AppId.DSP,
+            encode_dsp(DspOpen()),
+            now,
+            on_response=self._on_open_response,
+            on_failure=self._on_open_failed,
         )
 
     def terminate_session(self, peer: Address, now: float) -> None:
         """Send a DSP Terminate and fail every command pending with ``peer``."""
         known = self._peers.get(peer)
-        self._start(
-            peer, AppId.DSP, encode_dsp(DspTerminate()), now, True, None, _Internal.DSP_TERMINATE
+        self._commands.start(
+            peer,
+            AppId.DSP,
+            encode_dsp(DspTerminate()),
+            now,
+            on_response=self._on_control_response,
+            survives_close=True,
         )
         if known is not None:
             self._close_peer(known, by_peer=False, now=now)
 
     def send_heartbeat(self, peer: Address, now: float) -> None:
         """Send a DPP heartbeat (no response is expected)."""
-        self._start(peer, AppId.COMMON, encode_common(Heartbeat()), now, False, None, None)
+        self._commands.start(
+            peer, AppId.COMMON, encode_common(Heartbeat()), now, expect_response=False
+        )
 
     # -- internals: sending ----------------------------------------------------------
 
-    def _allocate_op(self, *, unpredictable: bool = False) -> int:
-        security = self.config.security
-        if unpredictable and security is not None:
-            for _ in range(8):
-                op = int.from_bytes(security.rng(4), "big") & C4_MAX
-                if op not in self._pending:
-                    return op
-        for _ in range(len(self._pending) + 1):
-            op = self._next_op
-            self._next_op = 0 if op >= C4_MAX else op + 1
-            if op not in self._pending:
-                return op
-        raise LocalProtocolError("no free operation count")  # pragma: no cover
-
-    def _start(
-        self,
-        peer: Address,
-        app_id: int,
-        payload: bytes,
-        now: float,
-        expect_response: bool,
-        retry: RetryPolicy | None,
-        internal: _Internal | None,
-        op: int | None = None,
-        identity: OID | None = None,
-    ) -> int:
-        if expect_response and len(self._pending) >= self.config.max_pending_commands:
-            raise LocalProtocolError(
-                f"{len(self._pending)} commands pending: limit max_pending_commands reached"
-            )
-        if op is None:
-            op = self._allocate_op(unpredictable=internal in (_Internal.TEP, _Internal.TRP))
-        state = RetryState.start(retry or self.config.retry, now) if expect_response else None
-        pending = _Pending(op, peer, app_id, payload, state, internal, identity)
-        if expect_response:
-            self._pending[op] = pending
-        if not self._emit_command(pending, 0, now) and not expect_response:
-            # A one-way command has no retransmission to carry it once the
-            # secure session exists: hold it (bounded) until then.
-            held = self._held.setdefault(peer, deque())
-            if len(held) >= _MAX_HELD_PER_PEER:
-                held.popleft()
-                self._counts["held_dropped"] += 1
-            held.append(pending)
-        return op
-
-    def _emit_command(self, pending: _Pending, retry_byte: int, now: float) -> bool:
+    def _emit_command(self, pending: PendingCommand, retry_byte: int, now: float) -> bool:
         security = self._security
         if security is not None and pending.identity is not None:
-            session = security.session(pending.peer)
+            session = security.channels.session(pending.peer)
             if session is None or session.peer_identity != pending.identity:
                 # Bound to an identity: never in the clear, never on a session
                 # with anyone else. A handshake of our own decides (the
                 # current session may be one the peer's address started).
-                security.ensure_session(pending.peer, now)
+                security.initiator.ensure_session(pending.peer, now)
                 return False
         if security is not None and pending.app_id not in _ALWAYS_PLAIN_APPS:
-            session = security.session(pending.peer)
+            session = security.channels.session(pending.peer)
             if session is not None:
                 # What _transmit does with the packet below, sealed straight
                 # from its fields (SecureChannel.seal_command): no packet built.
-                if not security.ready_to_seal(pending.peer, session, now):
+                if not security.channels.ready_to_seal(pending.peer, session, now):
                     return False  # the key is used up: held for the new one
                 sealed = session.channel.seal_command(
                     pending.app_id,
@@ -758,21 +612,21 @@ class Node:
         exists, in the clear when allowed. False when it was held back."""
         security = self._security
         if security is not None and packet.app_id not in _ALWAYS_PLAIN_APPS:
-            session = security.session(peer)
+            session = security.channels.session(peer)
             if session is not None:
-                if not security.ready_to_seal(peer, session, now):
+                if not security.channels.ready_to_seal(peer, session, now):
                     return False  # the key is used up: held for the new one
                 self._outgoing.append((session.channel.seal(packet), peer))
                 return True
             if packet.app_id == AppId.TRP and security.config.seal_authenticator:
-                security.ensure_session(peer, now)
+                security.initiator.ensure_session(peer, now)
                 return False
             if packet.app_id not in _PLAINTEXT_APPS:
-                if not security.plaintext_allowed(peer):
+                if not security.channels.plaintext_allowed(peer):
                     # Policy REFUSE, or a peer once secured: a handshake, never the clear.
-                    security.ensure_session(peer, now)
+                    security.initiator.ensure_session(peer, now)
                     return False
-                security.used_plaintext(peer, sent=True)
+                security.channels.used_plaintext(peer, sent=True, now=now)
         self._outgoing.append((encode_frame(packet), peer))
         return True
 
@@ -789,7 +643,7 @@ class Node:
         if op_count is None:
             raise LocalProtocolError("a command without an operation id cannot be answered")
         security = self._security
-        current = None if security is None else security.session(peer)
+        current = None if security is None else security.channels.session(peer)
         if identity is _Unset.CURRENT:
             identity = None if current is None else current.peer_identity
         packet = DppPacket(
@@ -814,16 +668,16 @@ class Node:
             return
         self._transmit(peer, packet, now)
 
-    def _timed_out(self, pending: _Pending, attempts: int, now: float) -> DofTimeoutError:
+    def _timed_out(self, pending: PendingCommand, attempts: int, now: float) -> DofTimeoutError:
         """Why ``pending`` got no answer: when it waited for a handshake of
         ours, that handshake's most likely cause (a :class:`SecureSessionTimeout`)."""
         security = self._security
         if security is not None and pending.app_id not in _ALWAYS_PLAIN_APPS:
-            session = security.session(pending.peer)
+            session = security.channels.session(pending.peer)
             if session is None or (
                 pending.identity is not None and session.peer_identity != pending.identity
             ):
-                diagnosis = security.diagnose(pending.peer, now)
+                diagnosis = security.initiator.diagnose(pending.peer, now)
                 if diagnosis is not None:
                     return diagnosis
         waiting = (
@@ -836,17 +690,12 @@ class Node:
             f"{pending.request_id} after {attempts} attempts{waiting}"
         )
 
-    def _attempts(self, request_id: int) -> int:
-        """Copies of pending command ``request_id`` sent so far (0: not pending)."""
-        pending = self._pending.get(request_id)
-        return 0 if pending is None or pending.retry is None else pending.retry.attempts
-
     def _unvalidated(self, peer: Address) -> bool:
         security = self._security
         return (
             security is not None
             and security.config.require_security
-            and security.session(peer) is None
+            and security.channels.session(peer) is None
         )
 
     # -- internals: the security layer's hooks -----------------------------------------
@@ -854,24 +703,15 @@ class Node:
     def _expected_identities(self, peer: Address) -> set[OID]:
         """Every identity a handshake with ``peer`` must authenticate: the
         configured one and those the commands waiting for it are bound to."""
-        expected = {p.identity for p in self._pending.values() if p.peer == peer}
-        expected.update(p.identity for p in self._held.get(peer, ()))
+        expected = self._commands.bound_identities(peer)
         if self._security is not None:
             configured = self._security.config.peer_identities.get(peer)
-            expected.add(configured)
-        return {identity for identity in expected if identity is not None}
+            if configured is not None:
+                expected.add(configured)
+        return expected
 
-    def _send_internal_command(
-        self,
-        peer: Address,
-        app_id: int,
-        payload: bytes,
-        now: float,
-        kind: str,
-        op: int | None = None,
-    ) -> int:
-        internal = _Internal.TEP if kind == "tep" else _Internal.TRP
-        return self._start(peer, app_id, payload, now, True, None, internal, op=op)
+    def _send(self, datagram: bytes, peer: Address) -> None:
+        self._outgoing.append((datagram, peer))
 
     def _send_plain_response(
         self, peer: Address, op: int, app_id: int, payload: bytes, limit: int | None = None
@@ -890,68 +730,48 @@ class Node:
         self._outgoing.append((datagram, peer))
         return True
 
-    def _on_secure_session(
-        self, peer: Address, identity: OID, ssid: int, initiator: bool, key: bytes, now: float
-    ) -> None:
-        self._session_identities[peer] = identity
-        self._emit_event(
-            SecureSessionEstablished(peer, identity, ssid, initiator, key), droppable=False
-        )
-        for pending in list(self._pending.values()):
-            if pending.peer == peer and pending.internal is not _Internal.TEP:
-                retry_byte = 0 if pending.retry is None else pending.retry.retry_byte
-                self._emit_command(pending, retry_byte, now)
-        for pending in self._held.pop(peer, ()):
-            if not self._emit_command(pending, 0, now):
-                # Bound to another identity than this session's: it waits for
-                # the handshake that emit started (bounded as before).
-                self._held.setdefault(peer, deque()).append(pending)
+    def _on_report(self, report: SessionReport, now: float) -> None:
+        """What a table of the session layer tells the node."""
+        commands = self._commands
+        match report:
+            case ChannelOpened(peer=peer, identity=identity):
+                self._session_identities[peer] = identity
+                self._emit_event(
+                    SecureSessionEstablished(
+                        peer, identity, report.ssid, report.initiator, report.key
+                    ),
+                    droppable=False,
+                )
+                commands.flush(peer, now)
+            case ChannelClosed(peer=peer, error=error):
+                closed = self._session_identities.pop(peer, None)
+                if closed is not None:
+                    # Its answers go with it: a later session (whose permissions
+                    # the Authenticator may have changed) has its commands
+                    # checked anew.
+                    self._duplicates.forget(lambda key: key[:2] == (peer, closed))
+                self._emit_event(SecureSessionEnded(peer, error), droppable=False)
+            case HandshakeFailed(peer=peer, error=error, kept=None):
+                commands.drop_held(peer, lambda p: True)
+                # The handshake's own commands end with it, unfailed.
+                for pending in commands.with_peer(peer):
+                    commands.finish(pending)
+                    if not pending.handshake:
+                        pending.on_failure(pending, error, now)
+                self._emit_event(SecureSessionEnded(peer, error), droppable=False)
+            case HandshakeFailed(peer=peer, error=error, kept=kept):
+                # Commands bound to another identity than the session that
+                # stays waited for this handshake; no other session may carry them.
+                def elsewhere(pending: PendingCommand) -> bool:
+                    return pending.identity is not None and pending.identity != kept
 
-    def _on_secure_session_failed(self, peer: Address, error: DofError, now: float) -> None:
-        self._counts["held_dropped"] += len(self._held.pop(peer, ()))
-        for pending in [p for p in self._pending.values() if p.peer == peer]:
-            del self._pending[pending.request_id]
-            if pending.internal is not _Internal.TEP:
-                self._fail(pending, error, now)
-        self._emit_event(SecureSessionEnded(peer, error), droppable=False)
-
-    def _fail_bound_elsewhere(
-        self, peer: Address, identity: OID, error: DofError, now: float
-    ) -> None:
-        """Fail the commands to ``peer`` bound to an identity other than
-        ``identity`` (the session that stays): the handshake they waited for
-        failed, and no other session may carry them."""
-
-        def elsewhere(pending: _Pending) -> bool:
-            return pending.identity is not None and pending.identity != identity
-
-        held = self._held.get(peer)
-        if held:
-            kept = deque(p for p in held if not elsewhere(p))
-            self._counts["held_dropped"] += len(held) - len(kept)
-            self._held[peer] = kept
-        for pending in [p for p in self._pending.values() if p.peer == peer and elsewhere(p)]:
-            del self._pending[pending.request_id]
-            self._fail(pending, error, now)
-
-    def _on_secure_session_ended(self, peer: Address, error: DofError) -> None:
-        identity = self._session_identities.pop(peer, None)
-        if identity is not None:
-            # Its answers go with it: a later session (whose permissions the
-            # Authenticator may have changed) has its commands checked anew.
-            self._duplicates.forget(lambda key: key[:2] == (peer, identity))
-        self._emit_event(SecureSessionEnded(peer, error), droppable=False)
-
-    def _send_sealed_command(
-        self, peer: Address, channel: SecureChannel, payload: bytes, now: float
-    ) -> None:
-        packet = DppPacket(
-            app_id=AppId.TEP,
-            payload=payload,
-            op_id_type=OpIdType.IMPLIED_SENDER,
-            op_count=self._allocate_op(),
-        )
-        self._outgoing.append((channel.seal(packet, final=True), peer))
+                commands.drop_held(peer, elsewhere)
+                commands.fail_where(peer, elsewhere, error, now)
+            case AuthenticatorRequested():
+                # Not droppable: at most max_half_open of these wait at a time.
+                self._emit_event(report, droppable=False)
+            case IncomingHandshakeFailed() | PlaintextUsed():
+                self._emit_event(report, droppable=True)
 
     def _emit_event(self, event: NodeEvent, *, droppable: bool) -> bool:
         if droppable and len(self._events) >= self.config.max_events:
@@ -960,60 +780,96 @@ class Node:
         self._events.append(event)
         return True
 
-    def _fail(self, pending: _Pending, error: DofError, now: float) -> None:
-        if pending.internal is _Internal.TEP and self._security is not None:
-            attempts = 0 if pending.retry is None else pending.retry.attempts
-            self._security.on_handshake_failure(
-                pending.peer, pending.request_id, error, now, attempts
-            )
-        elif pending.internal is _Internal.TRP and self._security is not None:
-            self._security.on_trp_failure(pending.request_id, error, now)
-        elif pending.internal in (None, _Internal.PING):
+    # -- the handlers of the node's own commands ----------------------------------------
+
+    def _on_request_failed(self, pending: PendingCommand, error: DofError, now: float) -> None:
+        self._emit_event(RequestFailed(pending.request_id, pending.peer, error), droppable=False)
+
+    def _on_open_failed(self, pending: PendingCommand, error: DofError, now: float) -> None:
+        known = self._peers.get(pending.peer)
+        if known is not None:
+            known.move(PeerInput.OPEN_FAILED)
+        self._on_request_failed(pending, error, now)
+
+    def _on_application_response(
+        self,
+        pending: PendingCommand,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        self._peers.touch(pending.peer, now)
+        self._emit_event(
+            ResponseReceived(
+                pending.request_id, pending.peer, pending.app_id, payload, identity, permissions
+            ),
+            droppable=False,
+        )
+        return True
+
+    def _on_ping_response(
+        self,
+        pending: PendingCommand,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        # Validated before it ends the ping: a malformed answer leaves it to
+        # its retransmissions.
+        decode_common_untrusted(payload, True)
+        self._peers.touch(pending.peer, now)
+        self._emit_event(
+            ResponseReceived(pending.request_id, pending.peer, pending.app_id, payload),
+            droppable=False,
+        )
+        return True
+
+    def _on_open_response(
+        self,
+        pending: PendingCommand,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        pdu = decode_dsp_untrusted(payload, True)
+        self._commands.finish(pending)
+        peer = self._peers.touch(pending.peer, now)
+        if isinstance(pdu, DspOpenResponse):
+            peer.applications = pdu.app_ids
+            peer.move(PeerInput.OPEN_ANSWERED)
             self._emit_event(
-                RequestFailed(pending.request_id, pending.peer, error), droppable=False
+                SessionOpened(pending.request_id, peer.address, pdu.app_ids), droppable=False
             )
-        elif pending.internal is _Internal.DSP_OPEN:
-            known = self._peers.get(pending.peer)
-            if known is not None and known.state is PeerState.OPENING:
-                self._transition(known, PeerState.CLOSED)
-            self._emit_event(
-                RequestFailed(pending.request_id, pending.peer, error), droppable=False
+        else:
+            self._on_open_failed(
+                pending, BrokenResourceError(f"peer {peer.address} refused DSP Open: {pdu!r}"), now
             )
+        return True
+
+    def _on_control_response(
+        self,
+        pending: PendingCommand,
+        payload: bytes,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        now: float,
+    ) -> bool:
+        self._peers.touch(pending.peer, now)  # Terminate responses need no action
+        return True
 
     # -- internals: peers ------------------------------------------------------------
 
-    def _peer(self, address: Address, now: float) -> _Peer:
-        known = self._peers.get(address)
-        if known is None:
-            if len(self._peers) >= self.config.max_peers:
-                # Forget the peer heard from least recently that has nothing pending.
-                busy = {p.peer for p in self._pending.values()}
-                idle = [p for p in self._peers.values() if p.address not in busy]
-                if idle:
-                    del self._peers[min(idle, key=lambda p: p.last_heard).address]
-            known = _Peer(address, last_heard=now)
-            self._peers[address] = known
-        known.last_heard = now
-        return known
-
-    def _transition(self, peer: _Peer, new: PeerState) -> None:
-        if new not in _PEER_TRANSITIONS[peer.state]:
-            raise LocalProtocolError(f"peer {peer.address}: {peer.state.value} -> {new.value}")
-        peer.state = new
-
-    def _close_peer(self, peer: _Peer, *, by_peer: bool, now: float) -> None:
-        if peer.state is not PeerState.CLOSED:
-            self._transition(peer, PeerState.CLOSED)
+    def _close_peer(self, peer: Peer, *, by_peer: bool, now: float) -> None:
+        peer.move(PeerInput.CLOSE)
         error: DofError = (
             BrokenResourceError(f"peer {peer.address} terminated the session")
             if by_peer
             else ClosedResourceError(f"session with {peer.address} terminated by us")
         )
-        for pending in [p for p in self._pending.values() if p.peer == peer.address]:
-            if pending.internal is _Internal.DSP_TERMINATE:
-                continue
-            del self._pending[pending.request_id]
-            self._fail(pending, error, now)
+        self._commands.fail_where(peer.address, lambda p: not p.survives_close, error, now)
         self._emit_event(PeerClosed(peer.address, by_peer), droppable=False)
 
     # -- internals: receiving --------------------------------------------------------
@@ -1058,8 +914,8 @@ class Node:
         permissions: PermissionSet | None = None,
     ) -> None:
         pending = (
-            self._pending.get(packet.op_count)
-            if packet.op_id_type is OpIdType.IMPLIED_RECEIVER and packet.op_count is not None
+            self._commands.get(packet.op_count)
+            if packet.op_id_type is OpIdType.IMPLIED_RECEIVER
             else None
         )
         if pending is None or pending.peer != addr or pending.app_id != app_id:
@@ -1072,7 +928,7 @@ class Node:
             and app_id != AppId.TEP
             and (security := self._security) is not None
             and security.config.require_security
-            and security.session(addr) is not None
+            and security.channels.session(addr) is not None
         ):
             # A peer we share a secure session with seals every answer but
             # TEP's: a clear one (a TRP Reject to a sealed TRP request, a DSP
@@ -1085,61 +941,13 @@ class Node:
             # command goes on waiting for one from the identity it is bound to.
             self._counts["responses_wrong_identity"] += 1
             return
-        # Validate an internal response before consuming the pending command:
-        # a malformed answer must leave the command to its retransmissions.
-        if pending.internal is _Internal.PING:
-            decode_common_untrusted(packet.payload, True)
-        dsp_reply = (
-            decode_dsp_untrusted(packet.payload, True)
-            if pending.internal is _Internal.DSP_OPEN
-            else None
-        )
-        if pending.internal is _Internal.TEP and self._security is not None:
-            # The handshake decides whether this answer ends the command (a
-            # late copy of an Accept must not end the Confirm that reuses the
-            # Rekey's operation id); it may already have put a new command in
-            # the same slot.
-            if self._security.on_tep_response(addr, pending.request_id, packet.payload, now):
-                if self._pending.get(pending.request_id) is pending:
-                    del self._pending[pending.request_id]
-            else:
-                self._counts["unmatched_responses"] += 1
-            return
-        del self._pending[pending.request_id]
-        if pending.internal is _Internal.TRP and self._security is not None:
-            self._security.on_trp_response(pending.request_id, packet.payload, now)
-            return
-        peer = self._peer(addr, now)
-        match pending.internal:
-            case None:
-                self._emit_event(
-                    ResponseReceived(
-                        pending.request_id, addr, app_id, packet.payload, identity, permissions
-                    ),
-                    droppable=False,
-                )
-            case _Internal.PING:
-                self._emit_event(
-                    ResponseReceived(pending.request_id, addr, app_id, packet.payload),
-                    droppable=False,
-                )
-            case _Internal.DSP_OPEN:
-                pdu = dsp_reply
-                if isinstance(pdu, DspOpenResponse):
-                    peer.applications = pdu.app_ids
-                    if peer.state is not PeerState.CLOSED:
-                        self._transition(peer, PeerState.OPEN)
-                    self._emit_event(
-                        SessionOpened(pending.request_id, addr, pdu.app_ids), droppable=False
-                    )
-                else:
-                    self._fail(
-                        pending,
-                        BrokenResourceError(f"peer {addr} refused DSP Open: {pdu!r}"),
-                        now,
-                    )
-            case _:
-                pass  # Terminate / Query responses need no action.
+        if pending.on_response is None:
+            self._commands.finish(pending)
+            self._peers.touch(addr, now)
+        elif not self._commands.answered(pending, packet.payload, identity, permissions, now):
+            # A late or repeated copy of a handshake's answer (a late Accept
+            # must not end the Confirm that reuses the Rekey's operation id).
+            self._counts["unmatched_responses"] += 1
 
     def _receive_command(
         self,
@@ -1159,11 +967,11 @@ class Node:
         or in the clear."""
         if app_id == AppId.TEP and self._security is not None:
             if identity is not None:
-                self._security.on_sealed_tep_command(addr, payload)
+                self._security.channels.on_sealed_tep_command(addr, payload, now)
                 return
             # Handshakes keep their own per-operation state (a Confirm reuses
             # the Rekey's operation id); no state for unvalidated addresses.
-            self._security.on_tep_command(addr, op, payload, size, now)
+            self._security.responder.on_tep_command(addr, op, payload, size, now)
             return
         if app_id not in self.config.applications:
             self._counts["unsupported_datagrams"] += 1
@@ -1197,9 +1005,8 @@ class Node:
                             self._transmit(addr, response, now)
                         self._counts["duplicate_responses_resent"] += 1
                 return
-        peer = self._peer(addr, now)
-        if peer.state is PeerState.CLOSED:
-            self._transition(peer, PeerState.IDLE)
+        peer = self._peers.touch(addr, now)
+        peer.move(PeerInput.PEER_SPEAKS)
         # DSP and common operations are decoded before they are remembered: a
         # malformed copy must not make a later good retry look like a duplicate.
         if app_id == AppId.DSP:
@@ -1240,7 +1047,7 @@ class Node:
     def _receive_dsp(
         self,
         pdu: DspPdu,
-        peer: _Peer,
+        peer: Peer,
         op: int | None,
         now: float,
         size: int,
@@ -1248,8 +1055,7 @@ class Node:
     ) -> None:
         match pdu:
             case DspOpen():
-                if peer.state is not PeerState.OPEN:
-                    self._transition(peer, PeerState.OPEN)
+                peer.move(PeerInput.PEER_OPENS)
                 reply = encode_dsp(DspOpenResponse(self._apps()))
                 self._answer(peer, op, AppId.DSP, reply, now, size, identity)
             case DspQuery():
@@ -1271,7 +1077,7 @@ class Node:
     def _receive_common(
         self,
         pdu: CommonPdu,
-        peer: _Peer,
+        peer: Peer,
         op: int | None,
         now: float,
         size: int,
@@ -1290,7 +1096,7 @@ class Node:
 
     def _answer(
         self,
-        peer: _Peer,
+        peer: Peer,
         op: int | None,
         app_id: int,
         payload: bytes,

@@ -30,7 +30,7 @@ from dofpy.security.authenticator import Decision, TrpAuthenticator
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.security.keylog import open_keylog
 from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
-from dofpy.session.security import (
+from dofpy.session.node import (
     AuthenticatorRequested,
     IncomingHandshakeFailed,
     SecurityConfig,
