@@ -19,7 +19,7 @@ TARGETS = sorted(p.stem for p in (ROOT / "fuzz" / "targets").glob("*.py") if p.s
 def test_every_untrusted_parser_has_a_fuzz_target() -> None:
     defined = set()
     for path in (ROOT / "dofpy").rglob("*.py"):
-        defined |= set(re.findall(r"^def ([a-z_]+_untrusted)\(", path.read_text(), re.M))
+        defined |= set(re.findall(r"^\s*def ([a-z_]+_untrusted)\(", path.read_text(), re.M))
     fuzzed = set()
     for name in TARGETS:
         fuzzed |= set(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from dofpy._core import Address
 from dofpy.errors import DofError, SecureSessionFailed
@@ -20,6 +21,7 @@ __all__ = [
     "ChannelOpened",
     "CommandHandler",
     "CommandReceived",
+    "EmitEvent",
     "HandshakeFailed",
     "IncomingHandshakeFailed",
     "NodeEvent",
@@ -292,6 +294,14 @@ SessionReport = (
 )
 """What a table of the session layer tells the node; the last three are
 handed up as they are."""
+
+
+class EmitEvent(Protocol):
+    """``emit(event, droppable=...)``: queue ``event`` for the layer above;
+    False when a droppable one found the queue full."""
+
+    def __call__(self, event: NodeEvent, *, droppable: bool) -> bool: ...
+
 
 Report = Callable[[SessionReport, float], None]
 """``report(what, now)``: how a table of the session layer tells the node."""
