@@ -195,6 +195,13 @@ class NodeConfig:
     max_datagram: int = 65507
     """The largest datagram this node sends: the most one IPv4 UDP datagram
     carries by default; lower it for a path (or peers) with a smaller limit."""
+    fast_paths: bool = True
+    """Take the session layer's fast paths: sealed one-way commands read with
+    :func:`~dofpy.wire.dpp.probe_sealed_command` and opened without building
+    packets, commands sealed straight from their fields. Off, every datagram
+    goes through the general decoder and every command through a packet: the
+    reference the fast paths are compared with (same events, statistics and
+    datagrams); they are only faster."""
 
     def __post_init__(self) -> None:
         for name in ("max_pending_commands", "max_events", "max_peers", "duplicate_entries"):

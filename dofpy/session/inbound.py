@@ -29,7 +29,7 @@ from dofpy.wire.dpp import (
     DppPacket,
     OpIdType,
     decode_frame_untrusted,
-    read_sealed_command_untrusted,
+    probe_sealed_command,
     split_app_untrusted,
 )
 from dofpy.wire.dsp import DspTerminate, decode_dsp_untrusted
@@ -67,7 +67,11 @@ class Inbound:
         self._counts["datagrams_received"] += 1
         try:
             security = self._security
-            if security is not None and (sealed := read_sealed_command_untrusted(data)) is not None:
+            if (
+                security is not None
+                and self.config.fast_paths
+                and (sealed := probe_sealed_command(data)) is not None
+            ):
                 # The shape of every one-way command a secure session carries
                 # (a block transfer's datagrams): read without building
                 # packets, every header byte checked, then authenticated.

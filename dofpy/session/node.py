@@ -126,7 +126,7 @@ class Node:
             ),
             0,
         )
-        self._out = Outbound(self._duplicates, self._counts)
+        self._out = Outbound(self._duplicates, self._counts, fast_paths=self.config.fast_paths)
         self._commands = CommandTable(
             limit=self.config.max_pending_commands,
             retry=self.config.retry,

@@ -33,8 +33,11 @@ class Unset(enum.Enum):
 class Outbound:
     """What a node sends, and through which session."""
 
-    def __init__(self, duplicates: DuplicateCache[DppPacket], counts: dict[str, int]) -> None:
+    def __init__(
+        self, duplicates: DuplicateCache[DppPacket], counts: dict[str, int], *, fast_paths: bool
+    ) -> None:
         self.datagrams: list[tuple[bytes, Address]] = []
+        self.fast_paths = fast_paths
         # Set once the secure tables exist (they send through this object).
         self.security: SecureTables | None = None
         self._duplicates = duplicates
@@ -54,7 +57,7 @@ class Outbound:
                 # current session may be one the peer's address started).
                 security.initiator.ensure_session(pending.peer, now)
                 return False
-        if security is not None and pending.app_id not in ALWAYS_PLAIN_APPS:
+        if security is not None and self.fast_paths and pending.app_id not in ALWAYS_PLAIN_APPS:
             session = security.channels.session(pending.peer)
             if session is not None:
                 # What transmit does with the packet below, sealed straight

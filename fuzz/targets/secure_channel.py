@@ -19,7 +19,7 @@ from dofpy.wire.dpp import (
     DppPacket,
     OpIdType,
     decode_frame_untrusted,
-    read_sealed_command_untrusted,
+    probe_sealed_command,
     split_app_untrusted,
 )
 
@@ -71,7 +71,7 @@ def target(data: bytes) -> None:
         by_packet is not None and by_packet != general
     ):
         raise AssertionError(f"open_untrusted and open_packet_untrusted differ on {data!r}")
-    head = read_sealed_command_untrusted(data)
+    head = probe_sealed_command(data)
     if head is None:
         return
     _op, _delay, ssid, packet_number, start = head
