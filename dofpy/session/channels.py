@@ -20,7 +20,8 @@ from typing import TypeVar
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, BrokenResourceError, ClosedResourceError, DofError
-from dofpy.security.secure_frame import SecureChannel
+from dofpy.security.crypto import AuthenticationFailed
+from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
 from dofpy.session.commands import CommandTable
 from dofpy.session.config import PlaintextPolicy, SecurityConfig
 from dofpy.session.events import ChannelClosed, ChannelOpened, PlaintextUsed, Report
@@ -32,6 +33,7 @@ from dofpy.wire.tep import TepEndSession, decode_tep_untrusted, encode_tep
 __all__ = ["ChannelTable", "Session"]
 
 _Key = TypeVar("_Key")
+_Opened = TypeVar("_Opened")
 
 # A superseded key still opens the peer's packets sent before it switched;
 # once the peer is seen using the new key, only reordered ones can follow.
@@ -231,6 +233,30 @@ class ChannelTable:
         self._report(ChannelClosed(peer, error), now)
 
     # -- using keys ----------------------------------------------------------------------
+
+    def open_from(
+        self,
+        peer: Address,
+        ssid: int | None,
+        now: float,
+        opener: Callable[[SecureChannel], _Opened],
+    ) -> tuple[Session, _Opened] | None:
+        """Open a secure datagram from ``peer`` naming ``ssid`` with ``opener``
+        (one of the channel's ``open_*_untrusted``): the session and what it
+        opened, or ``None`` for a replay or a forgery (counted; past the
+        integrity limit the key is retired). ``BadPacket`` for an unknown
+        session. The one place every secure datagram is opened."""
+        session = self.lookup(peer, ssid)
+        try:
+            opened = opener(session.channel)
+        except ReplayedPacket:
+            self._counts["replays"] += 1
+            return None
+        except AuthenticationFailed:
+            self.on_authentication_failed(peer, session, now)
+            return None
+        self.on_opened(peer, session, now)
+        return session, opened
 
     def on_opened(self, peer: Address, session: Session, now: float) -> None:
         """A datagram from ``peer`` authenticated under ``session``."""

@@ -9,10 +9,14 @@ behaviour beyond the table.
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 from dataclasses import dataclass, field
 
 from dofpy._core import Address
 from dofpy.session._table import TransitionTable
+from dofpy.session.config import SecurityConfig
+from dofpy.wire.oid import OID
 from dofpy.wire.security import InitiatorBlock, KeyRequest
 from dofpy.wire.tep import TepAccept
 from dofpy.wire.trp import RequestSessionCommand
@@ -122,3 +126,28 @@ def printable(data: bytes) -> str:
     """A peer's bytes for a message or a log line: printable ASCII only (no
     control characters from the network in anyone's terminal)."""
     return "".join(chr(b) if 0x20 <= b < 0x7F else "?" for b in data)
+
+
+def make_cookie(cookie_key: bytes, peer: Address, identity: OID, bucket: int) -> bytes:
+    """The stateless cookie of ``peer`` claiming ``identity`` in time ``bucket``."""
+    message = (
+        bucket.to_bytes(8, "big", signed=True) + f"{peer[0]}|{peer[1]}".encode() + identity.encode()
+    )
+    return hmac.new(cookie_key, message, hashlib.sha256).digest()[:COOKIE_SIZE]
+
+
+def cookie_valid(
+    config: SecurityConfig, peer: Address, identity: OID, nonce: bytes, now: float
+) -> bool:
+    """Whether a Rekey's ``nonce`` starts with the cookie of this bucket or the last."""
+    if len(nonce) != NONCE_SIZE:
+        return False
+    bucket = int(now // config.cookie_lifetime)
+    presented = nonce[:COOKIE_SIZE]
+    # Both buckets are checked, whatever the first says: the time taken does
+    # not tell which one matched.
+    matches = [
+        hmac.compare_digest(presented, make_cookie(config.cookie_key, peer, identity, b))
+        for b in (bucket, bucket - 1)
+    ]
+    return any(matches)

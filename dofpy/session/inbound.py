@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket
-from dofpy.security.crypto import AuthenticationFailed
-from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
+from dofpy.security.secure_frame import SecureChannel
 from dofpy.session._dedup import PENDING, DuplicateCache
 from dofpy.session.commands import CommandTable
 from dofpy.session.config import NodeConfig
@@ -75,24 +74,23 @@ class Inbound:
                 # The shape of every one-way command a secure session carries
                 # (a block transfer's datagrams): read without building
                 # packets, every header byte checked, then authenticated.
-                op_count, _delay, ssid, packet_number, start = sealed
-                session = security.channels.lookup(addr, ssid)
-                try:
-                    plaintext = session.channel.open_sealed_untrusted(data, packet_number, start)
-                except ReplayedPacket:
-                    security.count("replays")
+                packet_number, start = sealed.packet_number, sealed.ciphertext_start
+                opened = security.channels.open_from(
+                    addr,
+                    sealed.ssid,
+                    now,
+                    lambda channel: channel.open_sealed_untrusted(data, packet_number, start),
+                )
+                if opened is None:
                     return
-                except AuthenticationFailed:
-                    security.channels.on_authentication_failed(addr, session, now)
-                    return
-                security.channels.on_opened(addr, session, now)
+                session, plaintext = opened
                 if plaintext and plaintext[0] < 0x80:
                     app_id, payload = plaintext[0], plaintext[1:]
                 else:
                     app_id, payload = split_app_untrusted(plaintext)
                 self._receive_command(
                     app_id,
-                    op_count,
+                    sealed.op_count,
                     None,
                     payload,
                     addr,
@@ -111,17 +109,17 @@ class Inbound:
                 if security is None:
                     self._counts["unsupported_datagrams"] += 1
                     return
-                session = security.channels.lookup(addr, packet.security.ssid)
-                try:
-                    # Opened from the packet decoded above: one parse per datagram.
-                    packet = session.channel.open_packet_untrusted(dnp, packet)
-                except ReplayedPacket:
-                    security.count("replays")
+                secured = packet
+                # Opened from the packet decoded above: one parse per datagram.
+                opened_packet = security.channels.open_from(
+                    addr,
+                    packet.security.ssid,
+                    now,
+                    lambda channel: channel.open_packet_untrusted(dnp, secured),
+                )
+                if opened_packet is None:
                     return
-                except AuthenticationFailed:
-                    security.channels.on_authentication_failed(addr, session, now)
-                    return
-                security.channels.on_opened(addr, session, now)
+                session, packet = opened_packet
                 identity, permissions = session.peer_identity, session.permissions
                 channel = session.channel
             elif security is not None and packet.app_id not in PLAINTEXT_APPS:

@@ -5,7 +5,7 @@ functions of what the handshake saw; nothing here sends or keeps state."""
 from __future__ import annotations
 
 from dofpy._core import Address
-from dofpy.errors import SecureSessionCause, SecureSessionRefused, SecureSessionTimeout
+from dofpy.errors import BadPacket, SecureSessionCause, SecureSessionRefused, SecureSessionTimeout
 from dofpy.session.config import SecurityConfig
 from dofpy.session.handshake import (
     AUTHENTICATOR_REJECT_CODE,
@@ -17,9 +17,17 @@ from dofpy.session.handshake import (
     printable,
     where,
 )
+from dofpy.wire.ccm import CcmStrength
+from dofpy.wire.security import InitiatorBlock
 from dofpy.wire.trp import TrpError
 
-__all__ = ["initiator_timed_out", "refused", "responder_timed_out"]
+__all__ = [
+    "incoming_refusal",
+    "initiator_timed_out",
+    "mode_mismatch",
+    "refused",
+    "responder_timed_out",
+]
 
 # Prefix of a Reject 0xC2 description: the responder's Authenticator failed it.
 AUTHENTICATOR_TROUBLE = b"authenticator: "
@@ -155,6 +163,31 @@ def responder_timed_out(handshake: Handshake, now: float, trouble: str) -> Secur
         f"handshake from {at} (claims {claimed}) not done in"
         f" {now - handshake.started:.1f} s: {text}",
     )
+
+
+def mode_mismatch(block: InitiatorBlock, tag_length: int) -> str | None:
+    """Why the initiator's security mode is not ours (None: it is)."""
+    ours = f"CCM AES-256 tag {tag_length}"
+    try:
+        options = block.security_mode.ccm_options()
+    except BadPacket:
+        theirs = f"mode {block.security_mode.protocol_id:#06x}"
+    else:
+        if (
+            options.min_tag == tag_length
+            and options.encrypt_min
+            and CcmStrength.AES_256 in options.strengths
+        ):
+            return None
+        theirs = f"CCM tag {options.min_tag}" + ("" if options.encrypt_min else " unencrypted")
+        if CcmStrength.AES_256 not in options.strengths:
+            theirs += " without AES-256"
+    return f"{theirs} (initiator) / {ours} (responder)"
+
+
+def incoming_refusal(handshake: Handshake, text: str) -> str:
+    claimed = handshake.block.request.identity.node
+    return f"handshake from {where(handshake.peer)} (claims {claimed}) refused: {text}"
 
 
 TRP_HINTS = {

@@ -10,8 +10,6 @@ reports what the application hears (:class:`IncomingHandshakeFailed`,
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections.abc import Callable
 
@@ -40,6 +38,8 @@ from dofpy.session.handshake import (
     Handshake,
     HandshakeInput,
     Phase,
+    cookie_valid,
+    make_cookie,
     where,
 )
 from dofpy.session.initiator import Initiator
@@ -47,13 +47,14 @@ from dofpy.session.refusals import (
     ASKED_IN_CLEAR,
     AUTHENTICATOR_TROUBLE,
     TICKET_INVALID,
+    incoming_refusal,
+    mode_mismatch,
     responder_timed_out,
 )
-from dofpy.wire.ccm import CcmStrength
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
-from dofpy.wire.security import InitiatorBlock, KeyRequest, SecurityIdentity
+from dofpy.wire.security import KeyRequest, SecurityIdentity
 from dofpy.wire.tep import (
     ResponderInit,
     TepAccept,
@@ -123,29 +124,6 @@ class Responder:
     def authenticator_pending(self) -> int:
         return len(self._deferred)
 
-    # -- cookies ---------------------------------------------------------------------
-
-    def cookie(self, peer: Address, identity: OID, bucket: int) -> bytes:
-        message = (
-            bucket.to_bytes(8, "big", signed=True)
-            + f"{peer[0]}|{peer[1]}".encode()
-            + identity.encode()
-        )
-        return hmac.new(self.config.cookie_key, message, hashlib.sha256).digest()[:COOKIE_SIZE]
-
-    def _cookie_valid(self, peer: Address, identity: OID, nonce: bytes, now: float) -> bool:
-        if len(nonce) != NONCE_SIZE:
-            return False
-        bucket = int(now // self.config.cookie_lifetime)
-        presented = nonce[:COOKIE_SIZE]
-        # Both buckets are checked, whatever the first says: the time taken
-        # does not tell which one matched.
-        matches = [
-            hmac.compare_digest(presented, self.cookie(peer, identity, b))
-            for b in (bucket, bucket - 1)
-        ]
-        return any(matches)
-
     # -- TEP commands ------------------------------------------------------------------
 
     def on_tep_command(
@@ -184,16 +162,20 @@ class Responder:
         if rekey.domain is None or rekey.domain != cfg.domain:
             self._reject_small(peer, op, HANDSHAKE_REJECT_CODE, b"domain", received_size)
             return
-        if not self._cookie_valid(peer, identity, request.nonce, now):
+        if not cookie_valid(self.config, peer, identity, request.nonce, now):
             bucket = int(now // cfg.cookie_lifetime)
             if request.nonce[:COOKIE_SIZE] and len(request.nonce) == NONCE_SIZE:
                 self._counts["cookies_rejected"] += 1
             if self._reject_small(
-                peer, op, COOKIE_REJECT_CODE, self.cookie(peer, identity, bucket), received_size
+                peer,
+                op,
+                COOKIE_REJECT_CODE,
+                make_cookie(self.config.cookie_key, peer, identity, bucket),
+                received_size,
             ):
                 self._counts["cookies_sent"] += 1
             return
-        mismatch = self._mode_mismatch(rekey.initiator)
+        mismatch = mode_mismatch(rekey.initiator, self.config.tag_length)
         if mismatch is not None:
             # Refused here, named on both sides: a session whose two ends use
             # different tag lengths would fail every packet.
@@ -263,29 +245,10 @@ class Responder:
                 b"no authenticator configured",
                 now,
                 cause=SecureSessionCause.AUTHENTICATOR_FAILED,
-                message=self._incoming_message(
+                message=incoming_refusal(
                     handshake, "this node has no Authenticator (authenticator=...)"
                 ),
             )
-
-    def _mode_mismatch(self, block: InitiatorBlock) -> str | None:
-        """Why the initiator's security mode is not ours (None: it is)."""
-        ours = f"CCM AES-256 tag {self.config.tag_length}"
-        try:
-            options = block.security_mode.ccm_options()
-        except BadPacket:
-            theirs = f"mode {block.security_mode.protocol_id:#06x}"
-        else:
-            if (
-                options.min_tag == self.config.tag_length
-                and options.encrypt_min
-                and CcmStrength.AES_256 in options.strengths
-            ):
-                return None
-            theirs = f"CCM tag {options.min_tag}" + ("" if options.encrypt_min else " unencrypted")
-            if CcmStrength.AES_256 not in options.strengths:
-                theirs += " without AES-256"
-        return f"{theirs} (initiator) / {ours} (responder)"
 
     def _make_half_open_room(self, peer: Address, identity: OID, now: float) -> bool:
         """Room for one more half-open handshake from ``peer`` claiming
@@ -373,7 +336,7 @@ class Responder:
                 b"bad authenticator answer",
                 now,
                 cause=SecureSessionCause.AUTHENTICATOR_FAILED,
-                message=self._incoming_message(handshake, "the Authenticator's answer is garbled"),
+                message=incoming_refusal(handshake, "the Authenticator's answer is garbled"),
             )
             raise
         if not isinstance(pdu, RequestSessionResponse | TrpReject):
@@ -382,7 +345,7 @@ class Responder:
                 b"bad authenticator answer",
                 now,
                 cause=SecureSessionCause.AUTHENTICATOR_FAILED,
-                message=self._incoming_message(
+                message=incoming_refusal(
                     handshake, f"the Authenticator answered with a {type(pdu).__name__}"
                 ),
             )
@@ -406,7 +369,7 @@ class Responder:
                 AUTHENTICATOR_TROUBLE + cause.encode(),
                 now,
                 cause=SecureSessionCause.AUTHENTICATOR_FAILED,
-                message=self._incoming_message(
+                message=incoming_refusal(
                     handshake, f"no answer from the Authenticator at {at}: {error}"
                 ),
             )
@@ -437,7 +400,7 @@ class Responder:
                 now,
                 code=AUTHENTICATOR_REJECT_CODE,
                 cause=SecureSessionCause.AUTHENTICATOR_REFUSED,
-                message=self._incoming_message(handshake, text),
+                message=incoming_refusal(handshake, text),
             )
             return
         if not isinstance(answer, RequestSessionResponse):
@@ -446,7 +409,7 @@ class Responder:
                 b"bad authenticator answer",
                 now,
                 cause=SecureSessionCause.AUTHENTICATOR_FAILED,
-                message=self._incoming_message(
+                message=incoming_refusal(
                     handshake, f"the Authenticator answered with a {type(answer).__name__}"
                 ),
             )
@@ -467,7 +430,7 @@ class Responder:
                 TICKET_INVALID,
                 now,
                 cause=SecureSessionCause.TICKET_NOT_VERIFIED,
-                message=self._incoming_message(
+                message=incoming_refusal(
                     handshake,
                     "the Authenticator's ticket for this node did not verify with its identity"
                     f" secret: this node's secret ({self.config.identity}), or the"
@@ -581,13 +544,8 @@ class Responder:
             AUTHENTICATOR_TROUBLE + cause.encode(),
             now,
             cause=SecureSessionCause.AUTHENTICATOR_FAILED,
-            message=self._incoming_message(handshake, text),
+            message=incoming_refusal(handshake, text),
         )
-
-    @staticmethod
-    def _incoming_message(handshake: Handshake, text: str) -> str:
-        claimed = handshake.block.request.identity.node
-        return f"handshake from {where(handshake.peer)} (claims {claimed}) refused: {text}"
 
     def _forget_handshake(self, handshake: Handshake) -> None:
         key = (handshake.peer, handshake.rekey_op)
