@@ -15,7 +15,7 @@ import trio
 
 from benchmarks.oap_roundtrip import COUNTER, COUNTER_OID, Counter
 from dofpy.oap.core import OapConfig, OapCore
-from dofpy.session.security import SecureSessionEstablished
+from dofpy.session.node import SecureSessionEstablished
 from dofpy.testing import LocalDomain, Network, grant
 from dofpy.trio import open_node
 from dofpy.wire.oid import OID

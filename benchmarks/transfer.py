@@ -45,7 +45,7 @@ from benchmarks._util import Result, Target, format_table, read_first_line
 from benchmarks.lossy_proxy import ProxyConfig, spawn_lossy_proxy
 from dofpy._core import Address
 from dofpy.oap.core import OapConfig
-from dofpy.session.security import SecureSessionEnded, SecureSessionEstablished
+from dofpy.session.node import SecureSessionEnded, SecureSessionEstablished
 from dofpy.testing import LocalDomain, grant
 from dofpy.transfer.core import TransferCompleted, TransferConfig, TransferCore, TransferFailed
 from dofpy.transfer.manifest import Manifest, ObjectHashes

@@ -74,8 +74,8 @@ from dofpy.oap.interface import (
     ValueType,
 )
 from dofpy.session._retry import RetryPolicy
-from dofpy.session.node import Node, NodeConfig
-from dofpy.session.security import PlaintextPolicy, SecurityConfig
+from dofpy.session.config import NodeConfig, PlaintextPolicy, SecurityConfig
+from dofpy.session.node import Node
 from dofpy.transfer.core import TransferConfig
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import TRANSFER_IID

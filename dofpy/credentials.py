@@ -2,7 +2,7 @@
 
 The Authenticator's ``add-node --credentials-out FILE`` writes one; a daemon or
 a device reads it with :func:`load_credentials` and turns it into the
-:class:`~dofpy.session.security.SecurityConfig` of its node with
+:class:`~dofpy.session.config.SecurityConfig` of its node with
 :meth:`NodeCredentials.security_config`. The file is TOML::
 
     # dofpy node credentials: the identity secret is a key; keep this file private.
@@ -39,8 +39,7 @@ from typing import Any
 from dofpy._core import Address
 from dofpy.errors import DofError
 from dofpy.security.identity import SECRET_SIZE
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.session.node import NodeConfig, SecurityConfig
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
 

@@ -1,5 +1,5 @@
-"""Every ``*_untrusted`` parser in dofpy has a fuzz target, and every target's
-seeds run cleanly."""
+"""Every ``*_untrusted`` parser and ``probe_*`` reader in dofpy (functions and
+methods) has a fuzz target, and every target's seeds run cleanly."""
 
 from __future__ import annotations
 
@@ -19,11 +19,16 @@ TARGETS = sorted(p.stem for p in (ROOT / "fuzz" / "targets").glob("*.py") if p.s
 def test_every_untrusted_parser_has_a_fuzz_target() -> None:
     defined = set()
     for path in (ROOT / "dofpy").rglob("*.py"):
-        defined |= set(re.findall(r"^def ([a-z_]+_untrusted)\(", path.read_text(), re.M))
+        defined |= set(
+            re.findall(r"^\s*def (probe_[a-z_]+|[a-z_]+_untrusted)\(", path.read_text(), re.M)
+        )
     fuzzed = set()
     for name in TARGETS:
         fuzzed |= set(
-            re.findall(r"[a-z_]+_untrusted", (ROOT / "fuzz/targets" / f"{name}.py").read_text())
+            re.findall(
+                r"probe_[a-z_]+|[a-z_]+_untrusted",
+                (ROOT / "fuzz/targets" / f"{name}.py").read_text(),
+            )
         )
     assert defined, "found no untrusted parsers"
     assert defined - fuzzed == set()

@@ -45,6 +45,7 @@ from dofpy.wire.dpp import (
     decode_frame_untrusted,
     encode_app,
     encode_dpp,
+    encode_sealed_command_head,
     split_app_untrusted,
 )
 
@@ -405,17 +406,8 @@ class SecureChannel:
         ):
             raise ValueError("app id, op count or retry out of range")
         packet_number = self._next_packet_number()
-        # DPP header 82 · flags (secure, implied sender, retry byte?) · op count
-        # · [retry] · delay 0 · security header · CCM header 01 · packet number.
-        associated_data = b"".join(
-            (
-                b"\x82\xa0" if retry is None else b"\x82\xa2",
-                encode_c4(op_count),
-                b"\x00" if retry is None else bytes((retry, 0)),
-                self._security_header,
-                b"\x01",
-                encode_c4(packet_number),
-            )
+        associated_data = encode_sealed_command_head(
+            op_count, retry, self._security_header, packet_number
         )
         plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + payload
         sealed = self._ccm.seal(
@@ -425,7 +417,7 @@ class SecureChannel:
 
     def open_sealed_untrusted(self, datagram: bytes, packet_number: int, start: int) -> bytes:
         """The plaintext (application id and payload) of a datagram from the
-        peer whose header :func:`~dofpy.wire.dpp.read_sealed_command_untrusted` read:
+        peer whose header :func:`~dofpy.wire.dpp.probe_sealed_command` read:
         ``packet_number`` and the ``start`` of its ciphertext (the DPP bytes
         before it are the associated data). Replay-checked and authenticated
         as :meth:`open_untrusted` does; raises :class:`ReplayedPacket` or

@@ -2,7 +2,7 @@
 
 It gathers what every secured example needs: a domain master key, the nodes
 enrolled with their grants (an in-memory credential store), an in-process
-Authenticator, and the :class:`~dofpy.session.security.SecurityConfig` of
+Authenticator, and the :class:`~dofpy.session.config.SecurityConfig` of
 each node. Production deployments use the Authenticator daemon and its
 SQLite store instead (docs/operations.md).
 
@@ -23,8 +23,7 @@ from typing import Any
 from dofpy._core import Address
 from dofpy.security.authenticator import InMemoryCredentialStore, NodeRecord, TrpAuthenticator
 from dofpy.security.identity import Domain, KeyCredential
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import SecurityConfig
+from dofpy.session.node import NodeConfig, SecurityConfig
 from dofpy.wire.oid import IID, OID
 from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 

@@ -32,7 +32,7 @@ from dofpy.errors import DofError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authenticator import InMemoryCredentialStore, TrpAuthenticator
 from dofpy.security.identity import Domain
-from dofpy.session.security import SecurityConfig
+from dofpy.session.node import SecurityConfig
 from dofpy.testing.domain import LocalDomain, grant
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import LinkConditions, Network

@@ -394,7 +394,7 @@ class DofNode:
         :class:`~dofpy.session.node.CommandReceived`; ``None`` removes it.
 
         The handler of ``AppId.TRP`` also takes the
-        :class:`~dofpy.session.security.AuthenticatorRequested` of a node with
+        :class:`~dofpy.session.events.AuthenticatorRequested` of a node with
         ``defer_authenticator`` (both are TRP Request Sessions to decide). It runs
         in the receive path, so it must not block: start a task (bounded by
         the application) that answers with ``core.node.send_response`` or
@@ -410,7 +410,7 @@ class DofNode:
     def set_handshake_failure_handler(
         self, handler: Callable[[IncomingHandshakeFailed], None] | None
     ) -> None:
-        """Hand every :class:`~dofpy.session.security.IncomingHandshakeFailed`
+        """Hand every :class:`~dofpy.session.events.IncomingHandshakeFailed`
         (a handshake another node started with this one failed; its
         ``error.cause`` says why) to ``handler``, besides the INFO log line;
         ``None`` removes it. It runs in the receive path: it must not block

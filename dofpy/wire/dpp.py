@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from dofpy.errors import BadPacket
 from dofpy.wire._codec import C2_MAX, C4_MAX, Reader, check_version_list, encode_c2, encode_c4
@@ -59,6 +60,7 @@ __all__ = [
     "DppVersionQuery",
     "DppVersionResponse",
     "OpIdType",
+    "SealedCommandHead",
     "decode_dpp_any_untrusted",
     "decode_dpp_untrusted",
     "decode_frame_untrusted",
@@ -66,7 +68,8 @@ __all__ = [
     "encode_app",
     "encode_dpp",
     "encode_frame",
-    "read_sealed_command_untrusted",
+    "encode_sealed_command_head",
+    "probe_sealed_command",
     "split_app_untrusted",
 ]
 
@@ -427,12 +430,42 @@ def _c4_at(data: bytes, pos: int) -> tuple[int, int]:
     return (value, pos + 4) if value > 0x3FFF else (-1, pos)
 
 
-def read_sealed_command_untrusted(datagram: bytes) -> tuple[int, int, int, int, int] | None:
-    """``(op count, delay, SSID, packet number, start of the ciphertext)`` of
-    a datagram in the one shape a secure session's one-way commands take
-    (DNP ``01`` · DPP ``82 A0`` op count c4 · delay · security header
-    ``81`` SSID c4 · CCM header ``01`` packet number c4 · ciphertext): the
-    fields :func:`decode_frame_untrusted` gives for it, read without building
+class SealedCommandHead(NamedTuple):
+    """What :func:`probe_sealed_command` reads of a sealed one-way command."""
+
+    op_count: int
+    delay: int
+    ssid: int
+    packet_number: int
+    ciphertext_start: int  # the DPP bytes from offset 1 up to it are the associated data
+
+
+def encode_sealed_command_head(
+    op_count: int, retry: int | None, security_header: bytes, packet_number: int
+) -> bytes:
+    """The DPP bytes of a node's sealed command up to its ciphertext (its
+    associated data): ``82`` · flags (secure, implied sender, retry byte?) ·
+    op count c4 · [retry] · delay 0 · ``security_header`` (``81`` SSID c4) ·
+    CCM header ``01`` · packet number c4. :func:`probe_sealed_command` reads
+    the same layout back (without a retry byte)."""
+    return b"".join(
+        (
+            b"\x82\xa0" if retry is None else b"\x82\xa2",
+            encode_c4(op_count),
+            b"\x00" if retry is None else bytes((retry, 0)),
+            security_header,
+            b"\x01",
+            encode_c4(packet_number),
+        )
+    )
+
+
+def probe_sealed_command(datagram: bytes) -> SealedCommandHead | None:
+    """The head of a datagram in the one shape a secure session's one-way
+    commands take (DNP ``01`` · DPP ``82 A0`` op count c4 · delay · security
+    header ``81`` SSID c4 · CCM header ``01`` packet number c4 · ciphertext,
+    as :func:`encode_sealed_command_head` lays it out): the fields
+    :func:`decode_frame_untrusted` gives for it, read without building
     packets. ``None`` for every other datagram (other shapes, truncated, not
     minimal), which the general decoder then judges; never raises.
 
@@ -451,4 +484,4 @@ def read_sealed_command_untrusted(datagram: bytes) -> tuple[int, int, int, int, 
     packet_number, pos = _c4_at(datagram, pos + 1)
     if packet_number < 0:
         return None
-    return op_count, delay, ssid, packet_number, pos
+    return SealedCommandHead(op_count, delay, ssid, packet_number, pos)

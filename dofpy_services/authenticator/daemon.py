@@ -29,10 +29,13 @@ from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.authenticator import Decision, TrpAuthenticator
 from dofpy.security.keylog import format_keylog_line as format_session_key_line
 from dofpy.security.keylog import open_keylog
-from dofpy.session.node import CommandReceived, Node, NodeConfig, NodeStatistics
-from dofpy.session.security import (
+from dofpy.session.node import (
     AuthenticatorRequested,
+    CommandReceived,
     IncomingHandshakeFailed,
+    Node,
+    NodeConfig,
+    NodeStatistics,
     SecurityConfig,
 )
 from dofpy.wire.dpp import AppId

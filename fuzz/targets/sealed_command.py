@@ -1,4 +1,4 @@
-"""Fuzz target: ``read_sealed_command_untrusted`` (the header of a secure
+"""Fuzz target: ``probe_sealed_command`` (the header of a secure
 one-way command, read without building packets).
 
 Differential: it never raises; whenever it gives fields, the general decoder
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dofpy.errors import BadPacket
 from dofpy.security.secure_frame import SecureChannel
 from dofpy.wire._codec import Reader
-from dofpy.wire.dpp import OpIdType, decode_frame_untrusted, read_sealed_command_untrusted
+from dofpy.wire.dpp import OpIdType, decode_frame_untrusted, probe_sealed_command
 
 _KEY = bytes(range(32))
 
@@ -27,7 +27,7 @@ SEEDS: tuple[bytes, ...] = (
 
 def target(data: bytes) -> None:
     """Read the header both ways and compare."""
-    fields = read_sealed_command_untrusted(data)
+    fields = probe_sealed_command(data)
     try:
         dnp, dpp = decode_frame_untrusted(data)
     except BadPacket:

@@ -1,5 +1,5 @@
 """The one-way command path of a secure session: ``SecureChannel.seal_command``
-and ``read_sealed_command_untrusted`` + ``SecureChannel.open_sealed_untrusted``
+and ``probe_sealed_command`` + ``SecureChannel.open_sealed_untrusted``
 give exactly what the general ``seal`` / ``decode_frame_untrusted`` +
 ``open_packet_untrusted`` give, on valid and on mutated datagrams."""
 
@@ -16,7 +16,7 @@ from dofpy.wire.dpp import (
     DppPacket,
     OpIdType,
     decode_frame_untrusted,
-    read_sealed_command_untrusted,
+    probe_sealed_command,
     split_app_untrusted,
 )
 from fuzz.targets import sealed_command
@@ -54,7 +54,7 @@ def test_seal_command_equals_seal_and_opens_as_the_general_path(
     datagram = fast.seal_command(app_id, payload, op_count, retry)
     assert datagram == general.seal(packet)
     dnp, dpp = decode_frame_untrusted(datagram)
-    fields = read_sealed_command_untrusted(datagram)
+    fields = probe_sealed_command(datagram)
     if retry is not None:
         assert fields is None  # a command with a retry byte takes the general path
         return
@@ -89,7 +89,7 @@ def test_mutated_datagrams_read_as_the_general_decoder_reads_them(
             datagram[position] ^= 1 << data.draw(st.integers(0, 7))
     mutated = bytes(datagram)
     sealed_command.target(mutated)  # the fuzz target's differential check
-    fields = read_sealed_command_untrusted(mutated)
+    fields = probe_sealed_command(mutated)
     receiver = SecureChannel(KEY, ssid=ssid, initiator=False)
     general = SecureChannel(KEY, ssid=ssid, initiator=False)
     if fields is None:

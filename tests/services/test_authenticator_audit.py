@@ -12,8 +12,7 @@ import trio
 
 from dofpy.errors import SecureSessionCause, SecureSessionRefused, SecureSessionTimeout
 from dofpy.security.crypto import build_rekey
-from dofpy.session.node import CommandReceived
-from dofpy.session.security import AuthenticatorRequested, IncomingHandshakeFailed
+from dofpy.session.node import AuthenticatorRequested, CommandReceived, IncomingHandshakeFailed
 from dofpy.testing.secure import (
     AUTHENTICATOR_ADDRESS,
     CLIENT_ID,

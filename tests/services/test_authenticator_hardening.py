@@ -15,8 +15,7 @@ from dofpy._core import Address
 from dofpy.oap.core import RequestCompleted
 from dofpy.security.authenticator import Decision
 from dofpy.security.crypto import build_rekey
-from dofpy.session.node import CommandReceived
-from dofpy.session.security import AuthenticatorRequested
+from dofpy.session.node import AuthenticatorRequested, CommandReceived
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.secure import (
     AUTHENTICATOR_ADDRESS,

@@ -21,8 +21,13 @@ from dofpy.oap.core import (
 )
 from dofpy.security.authenticator import TrpAuthenticator
 from dofpy.security.crypto import build_rekey
-from dofpy.session.node import Node, NodeConfig, ResponseReceived
-from dofpy.session.security import SecureSessionEstablished, SecurityStatistics
+from dofpy.session.node import (
+    Node,
+    NodeConfig,
+    ResponseReceived,
+    SecureSessionEstablished,
+    SecurityStatistics,
+)
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import Network
 from dofpy.testing.secure import (

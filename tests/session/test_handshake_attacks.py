@@ -17,7 +17,7 @@ from dofpy.oap.core import (
     RequestCompleted,
     RequestFailed,
 )
-from dofpy.session.security import (
+from dofpy.session.node import (
     IncomingHandshakeFailed,
     SecureSessionEnded,
     SecurityStatistics,

@@ -30,8 +30,7 @@ from dofpy.errors import (
 from dofpy.oap.core import OapConfig, OapCore, OapEvent, RequestCompleted, RequestFailed
 from dofpy.security.authenticator import Decision, TicketRole, make_session_ticket
 from dofpy.security.crypto import build_accept
-from dofpy.session.node import NodeConfig, RetryPolicy
-from dofpy.session.security import IncomingHandshakeFailed, SecureSessionEnded
+from dofpy.session.node import IncomingHandshakeFailed, NodeConfig, RetryPolicy, SecureSessionEnded
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.secure import (
     AUTHENTICATOR_ADDRESS,
@@ -123,7 +122,7 @@ def test_wrong_device_secret_is_named_at_the_deadline_and_the_server_sees_no_con
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     w = world(client={"secret": bytes(range(32))})
-    with caplog.at_level(logging.INFO, logger="dofpy.session.security"):
+    with caplog.at_level(logging.INFO, logger="dofpy.session.handshake"):
         error, took = w.failed_get()
     # An Accept that does not verify could be forged: the handshake waits for
     # one that does until its deadline, then names what it saw.

@@ -19,9 +19,9 @@ from dofpy.session.node import (
     PeerState,
     RequestFailed,
     ResponseReceived,
+    SecurityConfig,
     SessionOpened,
 )
-from dofpy.session.security import SecurityConfig
 from dofpy.testing.netsim import LinkConditions, Network
 from dofpy.testing.secure import CLIENT_ID, DOMAIN_OID, PROVIDER_ID, SecureDomain
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame

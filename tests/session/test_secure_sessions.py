@@ -19,7 +19,8 @@ from dofpy.oap.core import (
     RequestKind,
 )
 from dofpy.oap.errors import OapError, OapErrorCode
-from dofpy.session.security import COOKIE_REJECT_CODE, SecureSessionEnded, SecureSessionEstablished
+from dofpy.session.handshake import COOKIE_REJECT_CODE
+from dofpy.session.node import SecureSessionEnded, SecureSessionEstablished
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
 from dofpy.testing.netsim import LinkConditions
 from dofpy.testing.secure import (

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from dofpy.oap.core import IncomingRequest, OapConfig, OapCore, RequestCompleted
-from dofpy.session.node import NodeConfig
-from dofpy.session.security import (
+from dofpy.session.channels import ChannelTable
+from dofpy.session.node import (
+    NodeConfig,
     PlaintextPolicy,
     PlaintextUsed,
     SecureSessionEnded,
     SecureSessionEstablished,
     SecurityConfig,
-    SecurityLayer,
     SecurityStatistics,
 )
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID
@@ -33,15 +33,15 @@ def security_of(core: OapCore) -> SecurityStatistics:
     return stats
 
 
-def layer(core: OapCore) -> SecurityLayer:
+def layer(core: OapCore) -> ChannelTable:
     security = core.node._security
     assert security is not None
-    return security
+    return security.channels
 
 
 def keys_with(core: OapCore, peer: tuple[str, int]) -> int:
     """Session keys ``core`` holds for ``peer`` (current and superseded)."""
-    return sum(1 for key in layer(core)._by_ssid if key[0] == peer)
+    return layer(core).keys_with(peer)
 
 
 def usage_with(core: OapCore, peer: tuple[str, int]) -> int:

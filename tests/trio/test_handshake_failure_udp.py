@@ -12,7 +12,7 @@ import pytest
 import trio
 
 import dofpy
-from dofpy.session.security import IncomingHandshakeFailed
+from dofpy.session.node import IncomingHandshakeFailed
 from dofpy.testing import LocalDomain, open_secure_node
 from dofpy.testing.example import THERMOSTAT, THERMOSTAT_OID, Thermostat
 from dofpy.testing.secure import CLIENT_ID, DOMAIN_OID, PROVIDER_ID, thermostat_grant
