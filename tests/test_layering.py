@@ -20,6 +20,7 @@ PACKAGE_RANKS = {
     "oap": 3,
     "credentials": 3,
     "transfer": 4,
+    "image": 5,  # signed manifests over the transfer manifest
     "trio": 5,
     "testing": 6,
     "__init__": 6,
