@@ -27,13 +27,14 @@ transfer recovers losses itself.
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, ClosedResourceError, DofError, LocalProtocolError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.transfer.cache import BlockCache, CacheStatistics
+from dofpy.transfer.deadlines import DeadlineHeap
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
 from dofpy.transfer.messages import (
     OBJECT_OID_CLASS,
@@ -78,7 +79,10 @@ class TransferConfig:
     random one per core) and how long one stays valid (s). A relay whose
     upstream transfer failed starts it again after ``relay_retry_initial``
     seconds, doubled after each failure in a row up to ``relay_retry_max``,
-    each delay drawn in its upper half (jitter)."""
+    each delay drawn in its upper half (jitter). A finished transfer is
+    forgotten (its final statistics are in its event); the last
+    ``finished_kept`` stay inspectable (:meth:`TransferCore.receiver`,
+    :meth:`TransferCore.transfer_statistics`)."""
 
     oap: OapConfig = field(default_factory=OapConfig)
     sender: SenderConfig = field(default_factory=SenderConfig)
@@ -91,6 +95,7 @@ class TransferConfig:
     address_token_lifetime: float = 600.0
     relay_retry_initial: float = 0.5
     relay_retry_max: float = 30.0
+    finished_kept: int = 16
 
     def __post_init__(self) -> None:
         if not 0 < self.relay_retry_initial <= self.relay_retry_max:
@@ -103,23 +108,29 @@ class TransferConfig:
             raise ValueError("address_token_key must be 32 bytes")
         if self.address_token_lifetime < 10.0:
             raise ValueError("address_token_lifetime must be >= 10 s")
+        if self.finished_kept < 0:
+            raise ValueError("finished_kept must be >= 0")
 
 
 @dataclass(frozen=True, slots=True)
 class TransferCompleted:
-    """Transfer ``transfer_id`` of ``object_id`` finished: every byte verified and stored."""
+    """Transfer ``transfer_id`` of ``object_id`` finished: every byte verified
+    and stored; ``statistics`` are its final ones."""
 
     transfer_id: int
     object_id: bytes
+    statistics: ReceiverStatistics
 
 
 @dataclass(frozen=True, slots=True)
 class TransferFailed:
-    """Transfer ``transfer_id`` gave up (``error`` says why)."""
+    """Transfer ``transfer_id`` gave up (``error`` says why); ``statistics``
+    are its final ones."""
 
     transfer_id: int
     object_id: bytes
     error: DofError
+    statistics: ReceiverStatistics
 
 
 TransferEvent = TransferCompleted | TransferFailed
@@ -165,6 +176,15 @@ class ServedStatistics:
     cache_hits: int = 0
 
 
+_RECEIVER_TOTALS = (
+    "retransmissions",
+    "timeouts",
+    "verification_failures",
+    "duplicates",
+    "blocks_received",
+    "unsolicited",
+    "slow_providers",
+)
 _MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
 _CREDIT_SLACK = 1e-3  # bytes of provider-wide credit deficit treated as none
 _AMPLIFICATION_LIMIT = 3  # bytes answered per byte received from an unvalidated address
@@ -235,10 +255,20 @@ class TransferCore:
         self._retrying: dict[bytes, _Relayed] = {}  # those with a retry due
         self._relay_transfers: dict[bytes, int] = {}
         self._senders: dict[tuple[Address, bytes], BlockSender] = {}
+        # The same senders by object: a relay wakes those of one object.
+        self._senders_by_object: dict[bytes, dict[Address, BlockSender]] = {}
         self._active: deque[BlockSender] = deque()
+        # Running transfers only: a finished one moves to ``_finished`` (the
+        # last ``finished_kept``) and its counters into ``_finished_totals``,
+        # so a core serving transfers for months does not grow.
         self._receivers: dict[int, Receiver] = {}
+        self._finished: OrderedDict[int, Receiver] = OrderedDict()
+        self._finished_totals = dict.fromkeys(_RECEIVER_TOTALS, 0)
         self._by_object: dict[bytes, int] = {}
-        self._finished: set[int] = set()
+        # Receiver deadlines (by transfer id) and relay retries (by object id).
+        self._deadlines: DeadlineHeap[int | bytes] = DeadlineHeap()
+        # Transfers called into since their deadline and Fetches were last taken.
+        self._touched: set[int] = set()
         self._next_transfer = 1
         self._events: deque[TransferEvent] = deque()
         self._provider_credit = 0.0
@@ -281,13 +311,7 @@ class TransferCore:
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        timers = [self.oap.get_timer(), self._next_sweep]
-        for relayed in self._retrying.values():
-            assert relayed.retry_at is not None
-            timers.append(relayed.retry_at)
-        for receiver in self._receivers.values():
-            if not receiver.done:
-                timers.append(receiver.get_timer())
+        timers = [self.oap.get_timer(), self._next_sweep, self._deadlines.earliest()]
         if self._active:
             timers.append(self._paced_until())
         present = [t for t in timers if t is not None]
@@ -295,16 +319,19 @@ class TransferCore:
 
     def handle_timer(self, now: float) -> None:
         self.oap.handle_timer(now)
-        for receiver in list(self._receivers.values()):
-            if not receiver.done:
-                receiver.handle_timer(now)
+        due = self._deadlines.pop_due(now)
+        for key in due:
+            if isinstance(key, int):
+                receiver = self._receivers.get(key)
+                if receiver is not None:
+                    receiver.handle_timer(now)
+                    self._touched.add(key)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
-        for object_id, relayed in list(self._retrying.items()):
-            assert relayed.retry_at is not None
-            if now >= relayed.retry_at:
-                del self._retrying[object_id]
-                self._retry_relay(object_id, relayed, now)
+        for key in due:
+            if isinstance(key, bytes):
+                relayed = self._retrying.pop(key)
+                self._retry_relay(key, relayed, now)
         self._after(now)
 
     # -- application API ----------------------------------------------------------------------
@@ -348,6 +375,16 @@ class TransferCore:
         """
         if manifest.object_id in self._by_object:
             raise LocalProtocolError("this object is already being fetched here")
+        return self._start_fetch(manifest, providers, now, store, config)[0]
+
+    def _start_fetch(
+        self,
+        manifest: Manifest,
+        providers: list[Address],
+        now: float,
+        store: BlockStore | None = None,
+        config: ReceiverConfig | None = None,
+    ) -> tuple[int, Receiver]:
         receiver = Receiver(
             manifest,
             providers,
@@ -360,45 +397,42 @@ class TransferCore:
         self._next_transfer += 1
         self._receivers[transfer_id] = receiver
         self._by_object[manifest.object_id] = transfer_id
+        self._touched.add(transfer_id)
         self._after(now)
-        return transfer_id
+        return transfer_id, receiver
 
     def cancel(self, transfer_id: int, now: float) -> bool:
         """Stop a transfer still running: it ends with :class:`TransferFailed`
         (``ClosedResourceError``) and its provider is told to forget it. False
         when it had already ended."""
-        receiver = self._receivers[transfer_id]
-        if receiver.done:
-            return False
+        receiver = self._receivers.get(transfer_id)
+        if receiver is None:
+            if 0 < transfer_id < self._next_transfer:
+                return False  # finished (and maybe forgotten)
+            raise KeyError(transfer_id)
         receiver.cancel(now, ClosedResourceError("the transfer was cancelled"))
+        self._touched.add(transfer_id)
         self._after(now)
         return True
 
     def receiver(self, transfer_id: int) -> Receiver:
-        """The requestor state of a transfer (finished ones included)."""
-        return self._receivers[transfer_id]
+        """The requestor state of a running transfer or of one of the last
+        ``finished_kept`` finished ones (``KeyError`` for any other)."""
+        found = self._receivers.get(transfer_id)
+        return found if found is not None else self._finished[transfer_id]
 
     def transfer_statistics(self, transfer_id: int, now: float) -> ReceiverStatistics:
-        """RTT, window, rate, retransmissions... of one transfer."""
-        return self._receivers[transfer_id].statistics(now)
+        """RTT, window, rate, retransmissions... of a running transfer or of
+        one of the last ``finished_kept`` finished ones (a finished
+        transfer's event carries its final statistics in any case)."""
+        return self.receiver(transfer_id).statistics(now)
 
     def relay_transfer(self, object_id: bytes) -> int | None:
         """The id of the upstream transfer a relay started for ``object_id``."""
         return self._relay_transfers.get(object_id)
 
     def statistics(self) -> TransferStatistics:
-        totals = dict.fromkeys(
-            (
-                "retransmissions",
-                "timeouts",
-                "verification_failures",
-                "duplicates",
-                "blocks_received",
-                "unsolicited",
-                "slow_providers",
-            ),
-            0,
-        )
+        totals = dict(self._finished_totals)
         for receiver in self._receivers.values():
             stats = receiver.statistics(0.0)
             for name in totals:
@@ -409,7 +443,7 @@ class TransferCore:
             + sum(s.dropped_units for s in self._senders.values()),
             active_senders=sum(s.state is SendState.SENDING for s in self._senders.values()),
             open_senders=len(self._senders),
-            active_transfers=sum(not r.done for r in self._receivers.values()),
+            active_transfers=len(self._receivers),
             cache=self.cache.statistics(),
             **self._counts,
         )
@@ -462,6 +496,7 @@ class TransferCore:
                 receiver = self._receivers[transfer_id]
                 _, leaf, data, fetch_seq, hold_us = fields
                 receiver.receive_block(peer, identity, leaf, data, fetch_seq, hold_us, now)
+                self._touched.add(transfer_id)
                 if self._relay_transfers:
                     self._relay_progress(object_id, transfer_id, receiver, now)
                 return
@@ -504,6 +539,7 @@ class TransferCore:
             return
         receiver = self._receivers[transfer_id]
         receiver.receive(peer, message, now, identity)
+        self._touched.add(transfer_id)
         self._relay_progress(message.object_id, transfer_id, receiver, now)
 
     def _relay_progress(
@@ -520,7 +556,7 @@ class TransferCore:
                 self._activate(sender)
 
     def _senders_of(self, object_id: bytes) -> list[BlockSender]:
-        return [s for (_, oid), s in self._senders.items() if oid == object_id]
+        return list(self._senders_by_object.get(object_id, {}).values())
 
     def _refuse(self, peer: Address, request: FetchRequest, code: RefuseCode, now: float) -> None:
         self._counts["refusals_sent"] += 1
@@ -563,6 +599,7 @@ class TransferCore:
                 self._senders_per_peer[peer] = self._senders_per_peer.get(peer, 0) + 1
             sender = BlockSender(peer, source, self.config.sender, now)
             self._senders[key] = sender
+            self._senders_by_object.setdefault(object_id, {})[peer] = sender
             if self._next_sweep is None:
                 self._next_sweep = now + self.config.sender.idle_timeout / 4
         sender.on_fetch(request, now)
@@ -574,7 +611,11 @@ class TransferCore:
 
     def _forget_sender(self, key: tuple[Address, bytes]) -> None:
         del self._senders[key]
-        peer = key[0]
+        peer, object_id = key
+        of_object = self._senders_by_object[object_id]
+        del of_object[peer]
+        if not of_object:
+            del self._senders_by_object[object_id]
         left = self._senders_per_peer.pop(peer) - 1
         if left:
             self._senders_per_peer[peer] = left
@@ -628,6 +669,8 @@ class TransferCore:
             del self._held_tokens[next(iter(self._held_tokens))]
         self._held_tokens[peer] = message.token
         receiver.on_retry(peer, now)
+        assert transfer_id is not None
+        self._touched.add(transfer_id)
 
     def _activate(self, sender: BlockSender) -> None:
         if sender.state is SendState.SENDING and sender not in self._active:
@@ -635,9 +678,8 @@ class TransferCore:
 
     def _start_relay(self, object_id: bytes, now: float) -> _Source:
         relayed = self._relayable[object_id]
-        transfer_id = self.fetch(relayed.manifest, relayed.upstream, now)
+        transfer_id, receiver = self._start_fetch(relayed.manifest, relayed.upstream, now)
         self._relay_transfers[object_id] = transfer_id
-        receiver = self._receivers[transfer_id]
         source = _Source(relayed.manifest, self.cache, receiver.verified, None)
         self._sources[object_id] = source
         return source
@@ -655,6 +697,7 @@ class TransferCore:
         )
         relayed.retry_at = now + delay * (0.5 + 0.5 * self._rng.random())
         self._retrying[object_id] = relayed
+        self._deadlines.set(object_id, relayed.retry_at)
 
     def _retry_relay(self, object_id: bytes, relayed: _Relayed, now: float) -> None:
         """Start a failed upstream transfer again, from the next upstream
@@ -678,10 +721,9 @@ class TransferCore:
             for peer in upstream:
                 if node.peer_identity(peer) is None:
                     node.secure_session(peer, now)
-        transfer_id = self.fetch(relayed.manifest, upstream, now)
+        transfer_id, receiver = self._start_fetch(relayed.manifest, upstream, now)
         self._relay_transfers[object_id] = transfer_id
-        source = self._sources[object_id]
-        source.verified = self._receivers[transfer_id].verified
+        self._sources[object_id].verified = receiver.verified
 
     def _sweep(self, now: float) -> None:
         idle = self.config.sender.idle_timeout
@@ -762,24 +804,55 @@ class TransferCore:
         )
 
     def _after(self, now: float) -> None:
-        node, secure = self.oap.node, self._secure
-        for transfer_id, receiver in self._receivers.items():
-            for peer, request in receiver.take_fetches():
-                self._send(peer, request, now)
-                if secure:
-                    receiver.fetch_sent(peer, node.peer_identity(peer))
-            if receiver.done and transfer_id not in self._finished:
-                self._finished.add(transfer_id)
-                object_id = receiver.manifest.object_id
-                if self._by_object.get(object_id) == transfer_id:
-                    del self._by_object[object_id]
-                relayed = self._relay_transfers.get(object_id) == transfer_id
-                if receiver.error is None:
-                    if relayed:
-                        self._relayable[object_id].failures = 0
-                    self._events.append(TransferCompleted(transfer_id, object_id))
-                else:
-                    if relayed:
-                        self._relay_failed(object_id, now)
-                    self._events.append(TransferFailed(transfer_id, object_id, receiver.error))
+        """Send the Fetches of the transfers called into, refresh their
+        deadlines, finish those that ended (in transfer id order, as they
+        started), and serve what is queued."""
+        touched = self._touched
+        while touched:
+            # Finishing a relay's upstream transfer may start another one.
+            for transfer_id in sorted(touched):
+                touched.discard(transfer_id)
+                self._after_receiver(transfer_id, now)
         self._pump(now)
+
+    def _after_receiver(self, transfer_id: int, now: float) -> None:
+        receiver = self._receivers.get(transfer_id)
+        if receiver is None:
+            return
+        node, secure = self.oap.node, self._secure
+        for peer, request in receiver.take_fetches():
+            self._send(peer, request, now)
+            if secure:
+                receiver.fetch_sent(peer, node.peer_identity(peer))
+        if not receiver.done:
+            self._deadlines.set(transfer_id, receiver.get_timer())
+            return
+        self._forget_receiver(transfer_id, receiver)
+        object_id = receiver.manifest.object_id
+        if self._by_object.get(object_id) == transfer_id:
+            del self._by_object[object_id]
+        relayed = self._relay_transfers.get(object_id) == transfer_id
+        statistics = receiver.statistics(now)
+        if receiver.error is None:
+            if relayed:
+                self._relayable[object_id].failures = 0
+            self._events.append(TransferCompleted(transfer_id, object_id, statistics))
+        else:
+            if relayed:
+                self._relay_failed(object_id, now)
+            self._events.append(TransferFailed(transfer_id, object_id, receiver.error, statistics))
+
+    def _forget_receiver(self, transfer_id: int, receiver: Receiver) -> None:
+        """A finished transfer leaves the running table: its counters join the
+        core's totals, and it is kept only among the last ``finished_kept``."""
+        del self._receivers[transfer_id]
+        self._deadlines.discard(transfer_id)
+        stats = receiver.statistics(0.0)
+        totals = self._finished_totals
+        for name in _RECEIVER_TOTALS:
+            totals[name] += getattr(stats, name)
+        kept = self.config.finished_kept
+        if kept:
+            self._finished[transfer_id] = receiver
+            while len(self._finished) > kept:
+                self._finished.popitem(last=False)

@@ -247,7 +247,7 @@ class TransferNode:
         event = self._finished.pop(transfer_id, None)
         if event is None:
             raise ClosedResourceError("the transfer node was closed during the fetch")
-        statistics = self.core.transfer_statistics(transfer_id, trio.current_time())
+        statistics = event.statistics
         if progress is not None:
             progress(statistics)
         if isinstance(event, TransferFailed):
