@@ -14,19 +14,22 @@ import inspect
 import ipaddress
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
 from dofpy._core import Address, DatagramCore
 from dofpy.errors import (
+    BadPacket,
     ClosedResourceError,
     DofError,
     LocalProtocolError,
     PeerIdentityMismatch,
+    RemoteProtocolError,
     SecureSessionFailed,
 )
 from dofpy.oap.core import (
@@ -53,8 +56,15 @@ from dofpy.oap.core import (
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface, Method, Property
 from dofpy.security.keylog import format_keylog_line, open_keylog
-from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
+from dofpy.session.security import SecurityConfig
+from dofpy.trio._endpoint import (
+    EndpointConfig,
+    EndpointStatistics,
+    UdpEndpoint,
+    open_udp_endpoint,
+)
 from dofpy.trio._groups import lone_exceptions_unwrapped
+from dofpy.trio._pcapfile import PcapWriter
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 
@@ -158,6 +168,18 @@ class Provider:
         return result
 
 
+def _remote_error(error: DofError) -> DofError:
+    """What an awaiting requestor sees: a response that did not decode or did
+    not fit its interface is the peer breaking the protocol
+    (:class:`~dofpy.errors.RemoteProtocolError`, the ``BadPacket`` its cause),
+    not a packet of ours."""
+    if isinstance(error, BadPacket):
+        remote = RemoteProtocolError(f"malformed response: {error}")
+        remote.__cause__ = error
+        return remote
+    return error
+
+
 async def _call(function: Callable[..., Any], *args: Any) -> Any:
     result = function(*args)
     if inspect.isawaitable(result):
@@ -207,38 +229,19 @@ class _Waiter:
         self.error: DofError | None = None
 
 
-class _DispatchingCore:
-    """A DatagramCore that hands the OAP core's events to waiting tasks."""
-
-    def __init__(self, core: OapCore, node: DofNode) -> None:
-        self.core = core
-        self._node = node
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.core.receive_datagram(data, addr, now)
-        self._node.dispatch()
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return self.core.datagrams_to_send(now)
-
-    def get_timer(self) -> float | None:
-        return self.core.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-        self._node.dispatch()
-
-
 class DofNode:
     """An OAP node on a UDP socket: provide objects, request from peers.
 
     Create it with :func:`open_node`. All methods must be called from the trio
-    run that opened it.
+    run that opened it. Its endpoint hands it every input (its ``on_input``
+    hook is :meth:`dispatch`); a protocol driving the endpoint around the OAP
+    core (the block transfer) sets its own hook, which calls :meth:`dispatch`.
     """
 
     def __init__(
         self,
         core: OapCore,
+        endpoint: UdpEndpoint,
         nursery: trio.Nursery,
         notification_buffer: int,
         keylog: TextIO | None = None,
@@ -247,7 +250,7 @@ class DofNode:
         self._keylog = keylog
         self._secure_waiters: dict[Address, list[_Waiter]] = {}
         self._nursery = nursery
-        self._endpoint: UdpEndpoint | None = None
+        self._endpoint = endpoint
         self._waiters: dict[int, _Waiter] = {}
         self._subscriptions: dict[int, Subscription] = {}
         self._handlers: dict[tuple[OID, bytes], Provider] = {}
@@ -263,11 +266,9 @@ class DofNode:
 
     @property
     def local_address(self) -> Address:
-        assert self._endpoint is not None
         return self._endpoint.local_address
 
     def statistics(self) -> NodeStatistics:
-        assert self._endpoint is not None
         return NodeStatistics(
             endpoint=self._endpoint.statistics(),
             oap=self.core.statistics(),
@@ -284,7 +285,7 @@ class DofNode:
         self._wakeup()
 
     def _wakeup(self) -> None:
-        if self._closed or self._endpoint is None:
+        if self._closed:
             raise ClosedResourceError("the node is closed")
         self._endpoint.wakeup()
 
@@ -297,8 +298,8 @@ class DofNode:
             subscription._send.close()
 
     def dispatch(self) -> None:
-        """Hand the OAP core's events to waiting tasks and providers (drivers
-        other than the default call it after every input)."""
+        """Hand the OAP core's events to waiting tasks and providers (the
+        endpoint's ``on_input`` hook: after every input)."""
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -319,7 +320,7 @@ class DofNode:
                 case RequestFailed():
                     waiter = self._waiters.pop(event.request_id, None)
                     if waiter is not None:
-                        waiter.error = event.error
+                        waiter.error = _remote_error(event.error)
                         waiter.done.set()
                     self._end_subscription(event.request_id)
                 case Notification():
@@ -677,35 +678,56 @@ def check_plaintext_bind(local: Address, *, secure: bool, allow_plaintext: bool)
     )
 
 
+def oap_config_with_security(
+    config: OapConfig | None, security: SecurityConfig | None
+) -> OapConfig:
+    """``config`` (or the default) with ``security`` in its node configuration."""
+    config = config or OapConfig()
+    if security is None:
+        return config
+    if config.node.security is not None:
+        raise ValueError("give security= or config.node.security, not both")
+    # A node_id left unset becomes the security identity (NodeConfig checks).
+    return replace(config, node=replace(config.node, security=security))
+
+
 @asynccontextmanager
 async def open_node(
     local: Address = ("127.0.0.1", 0),
     config: OapConfig | None = None,
     *,
+    security: SecurityConfig | None = None,
+    endpoint: EndpointConfig | None = None,
+    sock: socket.socket | None = None,
     pcap_path: str | os.PathLike[str] | None = None,
+    shared_pcap: PcapWriter | None = None,
     keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
     allow_plaintext: bool = False,
-    **endpoint_options: Any,
 ) -> AsyncIterator[DofNode]:
     """Run an OAP node on a UDP socket bound at ``local`` for the block's lifetime.
 
     ``pcap_path`` captures every datagram to a pcap file (Wireshark reads it with
-    ``-d udp.port==PORT,dof``); ``keylog_path`` appends every secure session's
-    key (see :mod:`dofpy.security.keylog`) so that Wireshark can decrypt it.
-    Security comes from ``config.node.security``; without it only a loopback
-    ``local`` is accepted unless ``allow_plaintext`` (logged:
-    :func:`check_plaintext_bind`). Other keyword arguments go to
-    :func:`~dofpy.trio.open_udp_endpoint`.
+    ``-d udp.port==PORT,dof``); ``shared_pcap`` is one capture of several
+    nodes (see :func:`~dofpy.trio.open_udp_endpoint`); ``keylog_path`` appends
+    every secure session's key (see :mod:`dofpy.security.keylog`) so that
+    Wireshark can decrypt it. Security comes from ``security`` (put into
+    ``config.node``; the node's id is then its security identity) or from
+    ``config.node.security``; without it only a loopback ``local`` is
+    accepted unless ``allow_plaintext`` (logged: :func:`check_plaintext_bind`).
+    ``endpoint`` says how the socket is used (:class:`~dofpy.trio.EndpointConfig`);
+    ``sock`` is an already bound UDP socket to use instead of binding ``local``.
     """
     async with run_oap_node(
-        OapCore(config),
+        OapCore(oap_config_with_security(config, security)),
         local,
+        endpoint=endpoint,
+        sock=sock,
         pcap_path=pcap_path,
+        shared_pcap=shared_pcap,
         keylog_path=keylog_path,
         notification_buffer=notification_buffer,
         allow_plaintext=allow_plaintext,
-        **endpoint_options,
     ) as node:
         yield node
 
@@ -715,37 +737,53 @@ async def run_oap_node(
     core: OapCore,
     local: Address,
     *,
-    driver: Callable[[DofNode], DatagramCore] | None = None,
+    driven: DatagramCore | None = None,
+    endpoint: EndpointConfig | None = None,
+    default_offload: bool = False,
+    sock: socket.socket | None = None,
     pcap_path: str | os.PathLike[str] | None = None,
+    shared_pcap: PcapWriter | None = None,
     keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
     allow_plaintext: bool = False,
-    **endpoint_options: Any,
 ) -> AsyncIterator[DofNode]:
     """The lifetime of a :class:`DofNode` around ``core``: key log, nursery for
     provider tasks, UDP endpoint, and a clean close (waiters failed,
-    subscriptions ended). ``driver(node)`` gives the DatagramCore the endpoint
-    drives (by default ``core`` itself, its events dispatched to ``node``); a
-    protocol that wraps the OAP core (the block transfer) passes its own, which
-    must call :meth:`DofNode.dispatch` after every input. A plaintext node
-    binds a non-loopback address only with ``allow_plaintext`` (logged).
+    subscriptions ended). The endpoint drives ``driven`` (by default ``core``
+    itself; a protocol wrapping the OAP core, the block transfer, passes its
+    own) and calls :meth:`DofNode.dispatch` after every input, until the
+    caller sets another ``on_input`` hook. ``endpoint.offload`` left ``None``
+    means ``default_offload``. A plaintext node binds a non-loopback address
+    only with ``allow_plaintext`` (logged).
     """
     check_plaintext_bind(
         local, secure=core.node.config.security is not None, allow_plaintext=allow_plaintext
     )
+    options = endpoint or EndpointConfig()
     keylog: TextIO | None = None
     if keylog_path is not None:
         keylog = open_keylog(keylog_path)
     try:
         with lone_exceptions_unwrapped():
             async with trio.open_nursery() as nursery:
-                node = DofNode(core, nursery, notification_buffer, keylog)
-                driven = _DispatchingCore(core, node) if driver is None else driver(node)
                 try:
                     async with open_udp_endpoint(
-                        driven, local, pcap_path=pcap_path, **endpoint_options
-                    ) as endpoint:
-                        node._endpoint = endpoint
+                        core if driven is None else driven,
+                        local,
+                        pcap_path=pcap_path,
+                        shared_pcap=shared_pcap,
+                        sock=sock,
+                        recv_buffer=options.recv_buffer,
+                        send_buffer=options.send_buffer,
+                        max_datagram=options.max_datagram,
+                        send_queue_limit=options.send_queue_limit,
+                        recv_batch=options.recv_batch,
+                        offload=default_offload if options.offload is None else options.offload,
+                    ) as udp:
+                        # No checkpoint since the endpoint started: no input
+                        # reaches the core before the hook is set.
+                        node = DofNode(core, udp, nursery, notification_buffer, keylog)
+                        udp.on_input = node.dispatch
                         try:
                             yield node
                         finally:
