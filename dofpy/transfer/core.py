@@ -39,12 +39,12 @@ from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
 from dofpy.transfer.messages import (
     OBJECT_OID_CLASS,
     TRANSFER_IID,
+    BlockHeadCache,
     FetchRequest,
     RefuseCode,
     RefusedMessage,
     RetryMessage,
     TransferMessage,
-    block_object_id,
     decode_transfer_command_untrusted,
     decode_transfer_untrusted,
     encode_transfer,
@@ -297,8 +297,7 @@ class TransferCore:
         self._senders_per_peer: dict[Address, int] = {}
         self._dropped_closed = 0
         self._served: dict[Address, ServedStatistics] = {}
-        self._block_head: CommandHead | None = None
-        self._block_object: bytes | None = None
+        self._heads = BlockHeadCache()
 
     # -- DatagramCore ----------------------------------------------------------------------
 
@@ -477,14 +476,7 @@ class TransferCore:
         payload: bytes,
         now: float,
     ) -> None:
-        # The OAP core hands the same head object while the head bytes repeat
-        # (every Block of one object): judge it once.
-        if head is self._block_head:
-            object_id = self._block_object
-        else:
-            object_id = block_object_id(head)
-            if object_id is not None:
-                self._block_head, self._block_object = head, object_id
+        object_id = self._heads.object_id(head)
         if object_id is not None:
             fields = read_block_untrusted(payload, head.end)
             if fields is not None:
@@ -494,8 +486,9 @@ class TransferCore:
                     self._counts["unmatched_messages"] += 1
                     return
                 receiver = self._receivers[transfer_id]
-                _, leaf, data, fetch_seq, hold_us = fields
-                receiver.receive_block(peer, identity, leaf, data, fetch_seq, hold_us, now)
+                receiver.receive_block(
+                    peer, identity, fields.leaf, fields.data, fields.fetch_seq, fields.hold_us, now
+                )
                 self._touched.add(transfer_id)
                 if self._relay_transfers:
                     self._relay_progress(object_id, transfer_id, receiver, now)
