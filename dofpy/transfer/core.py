@@ -28,13 +28,21 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket, ClosedResourceError, DofError, LocalProtocolError
-from dofpy.oap.core import OapConfig, OapCore
-from dofpy.transfer.cache import BlockCache, CacheStatistics
+from dofpy.errors import BadPacket, ClosedResourceError, LocalProtocolError
+from dofpy.oap.core import OapCore
+from dofpy.transfer.cache import BlockCache
 from dofpy.transfer.deadlines import DeadlineHeap
+from dofpy.transfer.events import (
+    ServedStatistics,
+    TransferCompleted,
+    TransferConfig,
+    TransferEvent,
+    TransferFailed,
+    TransferStatistics,
+)
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
 from dofpy.transfer.messages import (
     OBJECT_OID_CLASS,
@@ -50,9 +58,11 @@ from dofpy.transfer.messages import (
     encode_transfer,
     read_block_untrusted,
 )
-from dofpy.transfer.rangeset import RangeSet
+from dofpy.transfer.pacing import ProviderRateCap, ServedCounters
 from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
-from dofpy.transfer.sender import BlockSender, SenderConfig, SendState
+from dofpy.transfer.sender import BlockSender, SendState
+from dofpy.transfer.senders import SenderTable
+from dofpy.transfer.source import ServedObject
 from dofpy.transfer.store import BlockStore, MemoryStore
 from dofpy.transfer.tokens import AddressTokens
 from dofpy.wire.dpp import AppId
@@ -70,112 +80,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class TransferConfig:
-    """Configuration: the OAP core's, the provider's and requestors' defaults,
-    the provider-wide rate cap (bytes/s, 1 Gbit/s by default; ``None``: none),
-    the block cache size, the senders kept (in all and per requestor), and the
-    address tokens of plaintext requestors: their key (32 bytes; ``None``: a
-    random one per core) and how long one stays valid (s). A relay whose
-    upstream transfer failed starts it again after ``relay_retry_initial``
-    seconds, doubled after each failure in a row up to ``relay_retry_max``,
-    each delay drawn in its upper half (jitter). A finished transfer is
-    forgotten (its final statistics are in its event); the last
-    ``finished_kept`` stay inspectable (:meth:`TransferCore.receiver`,
-    :meth:`TransferCore.transfer_statistics`)."""
-
-    oap: OapConfig = field(default_factory=OapConfig)
-    sender: SenderConfig = field(default_factory=SenderConfig)
-    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
-    provider_rate_cap: float | None = 125_000_000.0
-    cache_bytes: int = 16 << 20
-    max_senders: int = 4096
-    max_senders_per_peer: int = 256
-    address_token_key: bytes | None = field(default=None, repr=False)
-    address_token_lifetime: float = 600.0
-    relay_retry_initial: float = 0.5
-    relay_retry_max: float = 30.0
-    finished_kept: int = 16
-
-    def __post_init__(self) -> None:
-        if not 0 < self.relay_retry_initial <= self.relay_retry_max:
-            raise ValueError("need 0 < relay_retry_initial <= relay_retry_max")
-        if self.provider_rate_cap is not None and self.provider_rate_cap <= 0:
-            raise ValueError("provider_rate_cap must be > 0")
-        if self.max_senders < 1 or self.max_senders_per_peer < 1:
-            raise ValueError("max_senders and max_senders_per_peer must be >= 1")
-        if self.address_token_key is not None and len(self.address_token_key) != 32:
-            raise ValueError("address_token_key must be 32 bytes")
-        if self.address_token_lifetime < 10.0:
-            raise ValueError("address_token_lifetime must be >= 10 s")
-        if self.finished_kept < 0:
-            raise ValueError("finished_kept must be >= 0")
-
-
-@dataclass(frozen=True, slots=True)
-class TransferCompleted:
-    """Transfer ``transfer_id`` of ``object_id`` finished: every byte verified
-    and stored; ``statistics`` are its final ones."""
-
-    transfer_id: int
-    object_id: bytes
-    statistics: ReceiverStatistics
-
-
-@dataclass(frozen=True, slots=True)
-class TransferFailed:
-    """Transfer ``transfer_id`` gave up (``error`` says why); ``statistics``
-    are its final ones."""
-
-    transfer_id: int
-    object_id: bytes
-    error: DofError
-    statistics: ReceiverStatistics
-
-
-TransferEvent = TransferCompleted | TransferFailed
-
-
-@dataclass(frozen=True, slots=True)
-class TransferStatistics:
-    """Counters of the whole core (requestor side summed over its transfers)."""
-
-    retransmissions: int
-    timeouts: int
-    verification_failures: int
-    duplicates: int
-    blocks_received: int
-    unsolicited: int
-    slow_providers: int
-    relay_retries: int
-    blocks_sent: int
-    bytes_sent: int
-    units_dropped: int
-    fetches_received: int
-    refusals_sent: int
-    bad_messages: int
-    unmatched_messages: int
-    active_senders: int
-    open_senders: int
-    active_transfers: int
-    cache: CacheStatistics
-    retries_sent: int = 0
-    """Retries (address tokens) sent to plaintext requestors not yet validated."""
-    unvalidated_fetches: int = 0
-    """Plaintext Fetches without a valid address token (none of them served)."""
-    retries_received: int = 0
-
-
-@dataclass(slots=True)
-class ServedStatistics:
-    """What this core served one requestor (peer): Blocks, bytes, and how many
-    of those Blocks came from the block cache."""
-
-    blocks: int = 0
-    bytes: int = 0
-    cache_hits: int = 0
-
-
 _RECEIVER_TOTALS = (
     "retransmissions",
     "timeouts",
@@ -186,7 +90,6 @@ _RECEIVER_TOTALS = (
     "slow_providers",
 )
 _MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
-_CREDIT_SLACK = 1e-3  # bytes of provider-wide credit deficit treated as none
 _AMPLIFICATION_LIMIT = 3  # bytes answered per byte received from an unvalidated address
 
 
@@ -199,34 +102,6 @@ class _Relayed:
     upstream: list[Address]
     failures: int = 0
     retry_at: float | None = None
-
-
-class _Source:
-    """An object this core serves (a :class:`~dofpy.transfer.sender.BlockSource`)."""
-
-    def __init__(
-        self, manifest: Manifest, cache: BlockCache, verified: RangeSet, hashes: ObjectHashes | None
-    ) -> None:
-        self.manifest = manifest
-        self.cache = cache
-        self.verified = verified
-        self.hashes = hashes
-
-    def has_hashes(self) -> bool:
-        return self.hashes is not None
-
-    def chunk(self, chunk: int, chunk_leaves: int) -> tuple[bytes, list[bytes]]:
-        assert self.hashes is not None
-        return self.hashes.chunk(chunk, chunk_leaves)
-
-    def has_leaves(self, start: int, end: int) -> bool:
-        return self.verified.covers(start, end)
-
-    def read(self, start: int, end: int) -> bytes:
-        manifest = self.manifest
-        return self.cache.read(
-            manifest.object_id, start * manifest.leaf_size, manifest.span_length(start, end)
-        )
 
 
 class TransferCore:
@@ -250,13 +125,11 @@ class TransferCore:
         )
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
-        self._sources: dict[bytes, _Source] = {}
+        self._sources: dict[bytes, ServedObject] = {}
         self._relayable: dict[bytes, _Relayed] = {}
         self._retrying: dict[bytes, _Relayed] = {}  # those with a retry due
         self._relay_transfers: dict[bytes, int] = {}
-        self._senders: dict[tuple[Address, bytes], BlockSender] = {}
-        # The same senders by object: a relay wakes those of one object.
-        self._senders_by_object: dict[bytes, dict[Address, BlockSender]] = {}
+        self._senders = SenderTable()
         self._active: deque[BlockSender] = deque()
         # Running transfers only: a finished one moves to ``_finished`` (the
         # last ``finished_kept``) and its counters into ``_finished_totals``,
@@ -271,8 +144,9 @@ class TransferCore:
         self._touched: set[int] = set()
         self._next_transfer = 1
         self._events: deque[TransferEvent] = deque()
-        self._provider_credit = 0.0
-        self._provider_time = 0.0
+        self._rate_cap = ProviderRateCap(
+            self.config.provider_rate_cap, self.config.sender.burst_bytes
+        )
         self._next_sweep: float | None = None
         self._counts = dict.fromkeys(
             (
@@ -294,9 +168,7 @@ class TransferCore:
         )
         # Requestor side: the address token each provider last sent us.
         self._held_tokens: dict[Address, bytes] = {}
-        self._senders_per_peer: dict[Address, int] = {}
-        self._dropped_closed = 0
-        self._served: dict[Address, ServedStatistics] = {}
+        self._served = ServedCounters(_MAX_SERVED_PEERS)
         self._heads = BlockHeadCache()
 
     # -- DatagramCore ----------------------------------------------------------------------
@@ -351,7 +223,7 @@ class TransferCore:
         """Serve an object whose leaves are (being) verified in the store."""
         manifest = hashes.manifest
         verified = self.store.open(manifest)
-        self._sources[manifest.object_id] = _Source(manifest, self.cache, verified, hashes)
+        self._sources[manifest.object_id] = ServedObject(manifest, self.cache, verified, hashes)
 
     def relay(self, manifest: Manifest, upstream: list[Address]) -> None:
         """Offer ``manifest``'s object downstream, fetched from ``upstream`` on first demand."""
@@ -438,7 +310,7 @@ class TransferCore:
                 totals[name] += getattr(stats, name)
         return TransferStatistics(
             **totals,
-            units_dropped=self._dropped_closed
+            units_dropped=self._senders.dropped_closed
             + sum(s.dropped_units for s in self._senders.values()),
             active_senders=sum(s.state is SendState.SENDING for s in self._senders.values()),
             open_senders=len(self._senders),
@@ -544,12 +416,9 @@ class TransferCore:
         if source is not None and self._relay_transfers.get(object_id) == transfer_id:
             if source.hashes is None and receiver.hashes_known():
                 source.hashes = ObjectHashes(receiver.manifest, receiver.leaf_hashes())
-            for sender in self._senders_of(object_id):
+            for sender in self._senders.of_object(object_id):
                 sender.on_available(now)
                 self._activate(sender)
-
-    def _senders_of(self, object_id: bytes) -> list[BlockSender]:
-        return list(self._senders_by_object.get(object_id, {}).values())
 
     def _refuse(self, peer: Address, request: FetchRequest, code: RefuseCode, now: float) -> None:
         self._counts["refusals_sent"] += 1
@@ -584,34 +453,19 @@ class TransferCore:
                 return
             if sender is None and (
                 len(self._senders) >= self.config.max_senders
-                or self._senders_per_peer.get(peer, 0) >= self.config.max_senders_per_peer
+                or self._senders.of_peer(peer) >= self.config.max_senders_per_peer
             ):
                 self._refuse(peer, request, RefuseCode.BUSY, now)
                 return
-            if sender is None:
-                self._senders_per_peer[peer] = self._senders_per_peer.get(peer, 0) + 1
             sender = BlockSender(peer, source, self.config.sender, now)
-            self._senders[key] = sender
-            self._senders_by_object.setdefault(object_id, {})[peer] = sender
+            self._senders.put(key, sender)
             if self._next_sweep is None:
                 self._next_sweep = now + self.config.sender.idle_timeout / 4
         sender.on_fetch(request, now)
         if sender.state is SendState.CLOSED:
-            self._dropped_closed += sender.dropped_units
-            self._forget_sender(key)
+            self._senders.forget(key)
         else:
             self._activate(sender)
-
-    def _forget_sender(self, key: tuple[Address, bytes]) -> None:
-        del self._senders[key]
-        peer, object_id = key
-        of_object = self._senders_by_object[object_id]
-        del of_object[peer]
-        if not of_object:
-            del self._senders_by_object[object_id]
-        left = self._senders_per_peer.pop(peer) - 1
-        if left:
-            self._senders_per_peer[peer] = left
 
     def _validated(self, peer: Address, request: FetchRequest, now: float) -> bool:
         """Whether ``peer`` proved that it receives what is sent to its address.
@@ -669,11 +523,11 @@ class TransferCore:
         if sender.state is SendState.SENDING and sender not in self._active:
             self._active.append(sender)
 
-    def _start_relay(self, object_id: bytes, now: float) -> _Source:
+    def _start_relay(self, object_id: bytes, now: float) -> ServedObject:
         relayed = self._relayable[object_id]
         transfer_id, receiver = self._start_fetch(relayed.manifest, relayed.upstream, now)
         self._relay_transfers[object_id] = transfer_id
-        source = _Source(relayed.manifest, self.cache, receiver.verified, None)
+        source = ServedObject(relayed.manifest, self.cache, receiver.verified, None)
         self._sources[object_id] = source
         return source
 
@@ -699,7 +553,7 @@ class TransferCore:
         relayed.retry_at = None
         if object_id in self._by_object:
             return  # already running again (fetched directly meanwhile)
-        if not self._senders_of(object_id):
+        if not self._senders.of_object(object_id):
             self._sources.pop(object_id, None)
             self._relay_transfers.pop(object_id, None)
             relayed.failures = 0
@@ -720,42 +574,21 @@ class TransferCore:
 
     def _sweep(self, now: float) -> None:
         idle = self.config.sender.idle_timeout
-        for key, sender in list(self._senders.items()):
-            if now - sender.last_heard >= idle:
-                self._dropped_closed += sender.dropped_units
-                sender.expire()
-                self._forget_sender(key)
+        self._senders.expire_idle(now, idle)
         self._active = deque(s for s in self._active if s.state is SendState.SENDING)
         self._next_sweep = now + idle / 4 if self._senders else None
 
-    def _provider_ready(self, now: float) -> bool:
-        cap = self.config.provider_rate_cap
-        if cap is None:
-            return True
-        burst = float(self.config.sender.burst_bytes)
-        self._provider_credit = min(
-            burst, self._provider_credit + (now - self._provider_time) * cap
-        )
-        self._provider_time = now
-        # The slack absorbs float rounding: a deficit of 1e-11 bytes would
-        # otherwise ask for a timer at this very instant, forever.
-        return self._provider_credit >= -_CREDIT_SLACK
-
     def _paced_until(self) -> float | None:
-        now = self._provider_time
+        now = self._rate_cap.last_time
         times = [s.ready_at(now) for s in self._active]
         present = [t for t in times if t is not None]
-        earliest = min(present) if present else None
-        cap = self.config.provider_rate_cap
-        if earliest is not None and cap is not None and self._provider_credit < -_CREDIT_SLACK:
-            earliest = max(earliest, now + (-self._provider_credit) / cap)
-        return earliest
+        return self._rate_cap.not_before(min(present) if present else None)
 
     def _pump(self, now: float) -> None:
         active = self._active
         idle_turns = 0
         while active and idle_turns < len(active):
-            if not self._provider_ready(now):
+            if not self._rate_cap.ready(now):
                 return
             sender = active.popleft()
             hits_before = self.cache.hits
@@ -763,38 +596,21 @@ class TransferCore:
             if found is not None:
                 idle_turns = 0
                 payload, size = found
-                self._count_served(sender.peer, size, self.cache.hits - hits_before)
+                self._served.count(sender.peer, size, self.cache.hits - hits_before)
                 self.oap.node.send_command(
                     sender.peer, AppId.OAP, payload, now, expect_response=False
                 )
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
-                if self.config.provider_rate_cap is not None:
-                    self._provider_credit -= size
+                self._rate_cap.spend(size)
                 active.append(sender)
             elif sender.state is SendState.SENDING:
                 idle_turns += 1
                 active.append(sender)
 
-    def _count_served(self, peer: Address, size: int, cache_hits: int) -> None:
-        served = self._served.pop(peer, None)
-        if served is None:
-            served = ServedStatistics()
-            if len(self._served) >= _MAX_SERVED_PEERS:
-                del self._served[next(iter(self._served))]
-        served.blocks += 1
-        served.bytes += size
-        served.cache_hits += cache_hits
-        self._served[peer] = served  # most recent last
-
     def served(self, peer: Address) -> ServedStatistics:
         """What this core has served ``peer`` (zeros for a peer it never served)."""
-        served = self._served.get(peer)
-        return (
-            ServedStatistics()
-            if served is None
-            else ServedStatistics(served.blocks, served.bytes, served.cache_hits)
-        )
+        return self._served.get(peer)
 
     def _after(self, now: float) -> None:
         """Send the Fetches of the transfers called into, refresh their

@@ -52,8 +52,8 @@ def test_sequential_transfers_leave_the_tables_bounded() -> None:
     assert requestor._receivers == {} and requestor._by_object == {}
     assert len(requestor._finished) == TransferConfig().finished_kept
     assert len(requestor._deadlines) == 0 and len(requestor._deadlines._heap) == 0
-    assert provider._senders == {} and provider._senders_by_object == {}
-    assert provider._senders_per_peer == {}
+    assert len(provider._senders) == 0 and provider._senders._by_object == {}
+    assert provider._senders._per_peer == {}
     assert (
         len(requestor._finished),
         len(requestor._deadlines._heap),
