@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from dofpy.errors import LocalProtocolError
 from dofpy.testing.transfer import PROVIDER, make_object
+from dofpy.transfer.fetch_state import FetchInput
 from dofpy.transfer.manifest import ObjectHashes
 from dofpy.transfer.receiver import FetchState, Receiver
-from dofpy.transfer.receiver import _Input as FetchInput
 from dofpy.transfer.sender import BlockSender, SenderConfig, SendState
 from dofpy.transfer.sender import _Input as SendInput
 from dofpy.transfer.store import MemoryStore
