@@ -27,31 +27,42 @@ transfer recovers losses itself.
 from __future__ import annotations
 
 import random
-from collections import deque
-from dataclasses import dataclass, field, replace
+from collections import OrderedDict, deque
+from dataclasses import dataclass, replace
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket, ClosedResourceError, DofError, LocalProtocolError
-from dofpy.oap.core import OapConfig, OapCore
-from dofpy.transfer.cache import BlockCache, CacheStatistics
+from dofpy.errors import BadPacket, ClosedResourceError, LocalProtocolError
+from dofpy.oap.core import OapCore
+from dofpy.transfer.cache import BlockCache
+from dofpy.transfer.deadlines import DeadlineHeap
+from dofpy.transfer.events import (
+    ServedStatistics,
+    TransferCompleted,
+    TransferConfig,
+    TransferEvent,
+    TransferFailed,
+    TransferStatistics,
+)
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
 from dofpy.transfer.messages import (
     OBJECT_OID_CLASS,
     TRANSFER_IID,
+    BlockHeadCache,
     FetchRequest,
     RefuseCode,
     RefusedMessage,
     RetryMessage,
     TransferMessage,
-    block_object_id,
     decode_transfer_command_untrusted,
     decode_transfer_untrusted,
     encode_transfer,
     read_block_untrusted,
 )
-from dofpy.transfer.rangeset import RangeSet
+from dofpy.transfer.pacing import ProviderRateCap, ServedCounters
 from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
-from dofpy.transfer.sender import BlockSender, SenderConfig, SendState
+from dofpy.transfer.sender import BlockSender, SendState
+from dofpy.transfer.senders import SenderTable
+from dofpy.transfer.source import ServedObject
 from dofpy.transfer.store import BlockStore, MemoryStore
 from dofpy.transfer.tokens import AddressTokens
 from dofpy.wire.dpp import AppId
@@ -69,104 +80,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class TransferConfig:
-    """Configuration: the OAP core's, the provider's and requestors' defaults,
-    the provider-wide rate cap (bytes/s, 1 Gbit/s by default; ``None``: none),
-    the block cache size, the senders kept (in all and per requestor), and the
-    address tokens of plaintext requestors: their key (32 bytes; ``None``: a
-    random one per core) and how long one stays valid (s). A relay whose
-    upstream transfer failed starts it again after ``relay_retry_initial``
-    seconds, doubled after each failure in a row up to ``relay_retry_max``,
-    each delay drawn in its upper half (jitter)."""
-
-    oap: OapConfig = field(default_factory=OapConfig)
-    sender: SenderConfig = field(default_factory=SenderConfig)
-    receiver: ReceiverConfig = field(default_factory=ReceiverConfig)
-    provider_rate_cap: float | None = 125_000_000.0
-    cache_bytes: int = 16 << 20
-    max_senders: int = 4096
-    max_senders_per_peer: int = 256
-    address_token_key: bytes | None = field(default=None, repr=False)
-    address_token_lifetime: float = 600.0
-    relay_retry_initial: float = 0.5
-    relay_retry_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.relay_retry_initial <= self.relay_retry_max:
-            raise ValueError("need 0 < relay_retry_initial <= relay_retry_max")
-        if self.provider_rate_cap is not None and self.provider_rate_cap <= 0:
-            raise ValueError("provider_rate_cap must be > 0")
-        if self.max_senders < 1 or self.max_senders_per_peer < 1:
-            raise ValueError("max_senders and max_senders_per_peer must be >= 1")
-        if self.address_token_key is not None and len(self.address_token_key) != 32:
-            raise ValueError("address_token_key must be 32 bytes")
-        if self.address_token_lifetime < 10.0:
-            raise ValueError("address_token_lifetime must be >= 10 s")
-
-
-@dataclass(frozen=True, slots=True)
-class TransferCompleted:
-    """Transfer ``transfer_id`` of ``object_id`` finished: every byte verified and stored."""
-
-    transfer_id: int
-    object_id: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class TransferFailed:
-    """Transfer ``transfer_id`` gave up (``error`` says why)."""
-
-    transfer_id: int
-    object_id: bytes
-    error: DofError
-
-
-TransferEvent = TransferCompleted | TransferFailed
-
-
-@dataclass(frozen=True, slots=True)
-class TransferStatistics:
-    """Counters of the whole core (requestor side summed over its transfers)."""
-
-    retransmissions: int
-    timeouts: int
-    verification_failures: int
-    duplicates: int
-    blocks_received: int
-    unsolicited: int
-    slow_providers: int
-    relay_retries: int
-    blocks_sent: int
-    bytes_sent: int
-    units_dropped: int
-    fetches_received: int
-    refusals_sent: int
-    bad_messages: int
-    unmatched_messages: int
-    active_senders: int
-    open_senders: int
-    active_transfers: int
-    cache: CacheStatistics
-    retries_sent: int = 0
-    """Retries (address tokens) sent to plaintext requestors not yet validated."""
-    unvalidated_fetches: int = 0
-    """Plaintext Fetches without a valid address token (none of them served)."""
-    retries_received: int = 0
-
-
-@dataclass(slots=True)
-class ServedStatistics:
-    """What this core served one requestor (peer): Blocks, bytes, and how many
-    of those Blocks came from the block cache."""
-
-    blocks: int = 0
-    bytes: int = 0
-    cache_hits: int = 0
-
-
+_RECEIVER_TOTALS = (
+    "retransmissions",
+    "timeouts",
+    "verification_failures",
+    "duplicates",
+    "blocks_received",
+    "unsolicited",
+    "slow_providers",
+)
 _MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
-_CREDIT_SLACK = 1e-3  # bytes of provider-wide credit deficit treated as none
 _AMPLIFICATION_LIMIT = 3  # bytes answered per byte received from an unvalidated address
 
 
@@ -179,34 +102,6 @@ class _Relayed:
     upstream: list[Address]
     failures: int = 0
     retry_at: float | None = None
-
-
-class _Source:
-    """An object this core serves (a :class:`~dofpy.transfer.sender.BlockSource`)."""
-
-    def __init__(
-        self, manifest: Manifest, cache: BlockCache, verified: RangeSet, hashes: ObjectHashes | None
-    ) -> None:
-        self.manifest = manifest
-        self.cache = cache
-        self.verified = verified
-        self.hashes = hashes
-
-    def has_hashes(self) -> bool:
-        return self.hashes is not None
-
-    def chunk(self, chunk: int, chunk_leaves: int) -> tuple[bytes, list[bytes]]:
-        assert self.hashes is not None
-        return self.hashes.chunk(chunk, chunk_leaves)
-
-    def has_leaves(self, start: int, end: int) -> bool:
-        return self.verified.covers(start, end)
-
-    def read(self, start: int, end: int) -> bytes:
-        manifest = self.manifest
-        return self.cache.read(
-            manifest.object_id, start * manifest.leaf_size, manifest.span_length(start, end)
-        )
 
 
 class TransferCore:
@@ -230,19 +125,28 @@ class TransferCore:
         )
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
-        self._sources: dict[bytes, _Source] = {}
+        self._sources: dict[bytes, ServedObject] = {}
         self._relayable: dict[bytes, _Relayed] = {}
         self._retrying: dict[bytes, _Relayed] = {}  # those with a retry due
         self._relay_transfers: dict[bytes, int] = {}
-        self._senders: dict[tuple[Address, bytes], BlockSender] = {}
+        self._senders = SenderTable()
         self._active: deque[BlockSender] = deque()
+        # Running transfers only: a finished one moves to ``_finished`` (the
+        # last ``finished_kept``) and its counters into ``_finished_totals``,
+        # so a core serving transfers for months does not grow.
         self._receivers: dict[int, Receiver] = {}
+        self._finished: OrderedDict[int, Receiver] = OrderedDict()
+        self._finished_totals = dict.fromkeys(_RECEIVER_TOTALS, 0)
         self._by_object: dict[bytes, int] = {}
-        self._finished: set[int] = set()
+        # Receiver deadlines (by transfer id) and relay retries (by object id).
+        self._deadlines: DeadlineHeap[int | bytes] = DeadlineHeap()
+        # Transfers called into since their deadline and Fetches were last taken.
+        self._touched: set[int] = set()
         self._next_transfer = 1
         self._events: deque[TransferEvent] = deque()
-        self._provider_credit = 0.0
-        self._provider_time = 0.0
+        self._rate_cap = ProviderRateCap(
+            self.config.provider_rate_cap, self.config.sender.burst_bytes
+        )
         self._next_sweep: float | None = None
         self._counts = dict.fromkeys(
             (
@@ -264,11 +168,8 @@ class TransferCore:
         )
         # Requestor side: the address token each provider last sent us.
         self._held_tokens: dict[Address, bytes] = {}
-        self._senders_per_peer: dict[Address, int] = {}
-        self._dropped_closed = 0
-        self._served: dict[Address, ServedStatistics] = {}
-        self._block_head: CommandHead | None = None
-        self._block_object: bytes | None = None
+        self._served = ServedCounters(_MAX_SERVED_PEERS)
+        self._heads = BlockHeadCache()
 
     # -- DatagramCore ----------------------------------------------------------------------
 
@@ -281,13 +182,7 @@ class TransferCore:
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        timers = [self.oap.get_timer(), self._next_sweep]
-        for relayed in self._retrying.values():
-            assert relayed.retry_at is not None
-            timers.append(relayed.retry_at)
-        for receiver in self._receivers.values():
-            if not receiver.done:
-                timers.append(receiver.get_timer())
+        timers = [self.oap.get_timer(), self._next_sweep, self._deadlines.earliest()]
         if self._active:
             timers.append(self._paced_until())
         present = [t for t in timers if t is not None]
@@ -295,16 +190,19 @@ class TransferCore:
 
     def handle_timer(self, now: float) -> None:
         self.oap.handle_timer(now)
-        for receiver in list(self._receivers.values()):
-            if not receiver.done:
-                receiver.handle_timer(now)
+        due = self._deadlines.pop_due(now)
+        for key in due:
+            if isinstance(key, int):
+                receiver = self._receivers.get(key)
+                if receiver is not None:
+                    receiver.handle_timer(now)
+                    self._touched.add(key)
         if self._next_sweep is not None and now >= self._next_sweep:
             self._sweep(now)
-        for object_id, relayed in list(self._retrying.items()):
-            assert relayed.retry_at is not None
-            if now >= relayed.retry_at:
-                del self._retrying[object_id]
-                self._retry_relay(object_id, relayed, now)
+        for key in due:
+            if isinstance(key, bytes):
+                relayed = self._retrying.pop(key)
+                self._retry_relay(key, relayed, now)
         self._after(now)
 
     # -- application API ----------------------------------------------------------------------
@@ -325,7 +223,7 @@ class TransferCore:
         """Serve an object whose leaves are (being) verified in the store."""
         manifest = hashes.manifest
         verified = self.store.open(manifest)
-        self._sources[manifest.object_id] = _Source(manifest, self.cache, verified, hashes)
+        self._sources[manifest.object_id] = ServedObject(manifest, self.cache, verified, hashes)
 
     def relay(self, manifest: Manifest, upstream: list[Address]) -> None:
         """Offer ``manifest``'s object downstream, fetched from ``upstream`` on first demand."""
@@ -348,6 +246,16 @@ class TransferCore:
         """
         if manifest.object_id in self._by_object:
             raise LocalProtocolError("this object is already being fetched here")
+        return self._start_fetch(manifest, providers, now, store, config)[0]
+
+    def _start_fetch(
+        self,
+        manifest: Manifest,
+        providers: list[Address],
+        now: float,
+        store: BlockStore | None = None,
+        config: ReceiverConfig | None = None,
+    ) -> tuple[int, Receiver]:
         receiver = Receiver(
             manifest,
             providers,
@@ -360,56 +268,53 @@ class TransferCore:
         self._next_transfer += 1
         self._receivers[transfer_id] = receiver
         self._by_object[manifest.object_id] = transfer_id
+        self._touched.add(transfer_id)
         self._after(now)
-        return transfer_id
+        return transfer_id, receiver
 
     def cancel(self, transfer_id: int, now: float) -> bool:
         """Stop a transfer still running: it ends with :class:`TransferFailed`
         (``ClosedResourceError``) and its provider is told to forget it. False
         when it had already ended."""
-        receiver = self._receivers[transfer_id]
-        if receiver.done:
-            return False
+        receiver = self._receivers.get(transfer_id)
+        if receiver is None:
+            if 0 < transfer_id < self._next_transfer:
+                return False  # finished (and maybe forgotten)
+            raise KeyError(transfer_id)
         receiver.cancel(now, ClosedResourceError("the transfer was cancelled"))
+        self._touched.add(transfer_id)
         self._after(now)
         return True
 
     def receiver(self, transfer_id: int) -> Receiver:
-        """The requestor state of a transfer (finished ones included)."""
-        return self._receivers[transfer_id]
+        """The requestor state of a running transfer or of one of the last
+        ``finished_kept`` finished ones (``KeyError`` for any other)."""
+        found = self._receivers.get(transfer_id)
+        return found if found is not None else self._finished[transfer_id]
 
     def transfer_statistics(self, transfer_id: int, now: float) -> ReceiverStatistics:
-        """RTT, window, rate, retransmissions... of one transfer."""
-        return self._receivers[transfer_id].statistics(now)
+        """RTT, window, rate, retransmissions... of a running transfer or of
+        one of the last ``finished_kept`` finished ones (a finished
+        transfer's event carries its final statistics in any case)."""
+        return self.receiver(transfer_id).statistics(now)
 
     def relay_transfer(self, object_id: bytes) -> int | None:
         """The id of the upstream transfer a relay started for ``object_id``."""
         return self._relay_transfers.get(object_id)
 
     def statistics(self) -> TransferStatistics:
-        totals = dict.fromkeys(
-            (
-                "retransmissions",
-                "timeouts",
-                "verification_failures",
-                "duplicates",
-                "blocks_received",
-                "unsolicited",
-                "slow_providers",
-            ),
-            0,
-        )
+        totals = dict(self._finished_totals)
         for receiver in self._receivers.values():
             stats = receiver.statistics(0.0)
             for name in totals:
                 totals[name] += getattr(stats, name)
         return TransferStatistics(
             **totals,
-            units_dropped=self._dropped_closed
+            units_dropped=self._senders.dropped_closed
             + sum(s.dropped_units for s in self._senders.values()),
             active_senders=sum(s.state is SendState.SENDING for s in self._senders.values()),
             open_senders=len(self._senders),
-            active_transfers=sum(not r.done for r in self._receivers.values()),
+            active_transfers=len(self._receivers),
             cache=self.cache.statistics(),
             **self._counts,
         )
@@ -443,14 +348,7 @@ class TransferCore:
         payload: bytes,
         now: float,
     ) -> None:
-        # The OAP core hands the same head object while the head bytes repeat
-        # (every Block of one object): judge it once.
-        if head is self._block_head:
-            object_id = self._block_object
-        else:
-            object_id = block_object_id(head)
-            if object_id is not None:
-                self._block_head, self._block_object = head, object_id
+        object_id = self._heads.object_id(head)
         if object_id is not None:
             fields = read_block_untrusted(payload, head.end)
             if fields is not None:
@@ -460,8 +358,10 @@ class TransferCore:
                     self._counts["unmatched_messages"] += 1
                     return
                 receiver = self._receivers[transfer_id]
-                _, leaf, data, fetch_seq, hold_us = fields
-                receiver.receive_block(peer, identity, leaf, data, fetch_seq, hold_us, now)
+                receiver.receive_block(
+                    peer, identity, fields.leaf, fields.data, fields.fetch_seq, fields.hold_us, now
+                )
+                self._touched.add(transfer_id)
                 if self._relay_transfers:
                     self._relay_progress(object_id, transfer_id, receiver, now)
                 return
@@ -504,6 +404,7 @@ class TransferCore:
             return
         receiver = self._receivers[transfer_id]
         receiver.receive(peer, message, now, identity)
+        self._touched.add(transfer_id)
         self._relay_progress(message.object_id, transfer_id, receiver, now)
 
     def _relay_progress(
@@ -515,12 +416,9 @@ class TransferCore:
         if source is not None and self._relay_transfers.get(object_id) == transfer_id:
             if source.hashes is None and receiver.hashes_known():
                 source.hashes = ObjectHashes(receiver.manifest, receiver.leaf_hashes())
-            for sender in self._senders_of(object_id):
+            for sender in self._senders.of_object(object_id):
                 sender.on_available(now)
                 self._activate(sender)
-
-    def _senders_of(self, object_id: bytes) -> list[BlockSender]:
-        return [s for (_, oid), s in self._senders.items() if oid == object_id]
 
     def _refuse(self, peer: Address, request: FetchRequest, code: RefuseCode, now: float) -> None:
         self._counts["refusals_sent"] += 1
@@ -555,29 +453,19 @@ class TransferCore:
                 return
             if sender is None and (
                 len(self._senders) >= self.config.max_senders
-                or self._senders_per_peer.get(peer, 0) >= self.config.max_senders_per_peer
+                or self._senders.of_peer(peer) >= self.config.max_senders_per_peer
             ):
                 self._refuse(peer, request, RefuseCode.BUSY, now)
                 return
-            if sender is None:
-                self._senders_per_peer[peer] = self._senders_per_peer.get(peer, 0) + 1
             sender = BlockSender(peer, source, self.config.sender, now)
-            self._senders[key] = sender
+            self._senders.put(key, sender)
             if self._next_sweep is None:
                 self._next_sweep = now + self.config.sender.idle_timeout / 4
         sender.on_fetch(request, now)
         if sender.state is SendState.CLOSED:
-            self._dropped_closed += sender.dropped_units
-            self._forget_sender(key)
+            self._senders.forget(key)
         else:
             self._activate(sender)
-
-    def _forget_sender(self, key: tuple[Address, bytes]) -> None:
-        del self._senders[key]
-        peer = key[0]
-        left = self._senders_per_peer.pop(peer) - 1
-        if left:
-            self._senders_per_peer[peer] = left
 
     def _validated(self, peer: Address, request: FetchRequest, now: float) -> bool:
         """Whether ``peer`` proved that it receives what is sent to its address.
@@ -628,17 +516,18 @@ class TransferCore:
             del self._held_tokens[next(iter(self._held_tokens))]
         self._held_tokens[peer] = message.token
         receiver.on_retry(peer, now)
+        assert transfer_id is not None
+        self._touched.add(transfer_id)
 
     def _activate(self, sender: BlockSender) -> None:
         if sender.state is SendState.SENDING and sender not in self._active:
             self._active.append(sender)
 
-    def _start_relay(self, object_id: bytes, now: float) -> _Source:
+    def _start_relay(self, object_id: bytes, now: float) -> ServedObject:
         relayed = self._relayable[object_id]
-        transfer_id = self.fetch(relayed.manifest, relayed.upstream, now)
+        transfer_id, receiver = self._start_fetch(relayed.manifest, relayed.upstream, now)
         self._relay_transfers[object_id] = transfer_id
-        receiver = self._receivers[transfer_id]
-        source = _Source(relayed.manifest, self.cache, receiver.verified, None)
+        source = ServedObject(relayed.manifest, self.cache, receiver.verified, None)
         self._sources[object_id] = source
         return source
 
@@ -655,6 +544,7 @@ class TransferCore:
         )
         relayed.retry_at = now + delay * (0.5 + 0.5 * self._rng.random())
         self._retrying[object_id] = relayed
+        self._deadlines.set(object_id, relayed.retry_at)
 
     def _retry_relay(self, object_id: bytes, relayed: _Relayed, now: float) -> None:
         """Start a failed upstream transfer again, from the next upstream
@@ -663,7 +553,7 @@ class TransferCore:
         relayed.retry_at = None
         if object_id in self._by_object:
             return  # already running again (fetched directly meanwhile)
-        if not self._senders_of(object_id):
+        if not self._senders.of_object(object_id):
             self._sources.pop(object_id, None)
             self._relay_transfers.pop(object_id, None)
             relayed.failures = 0
@@ -678,49 +568,27 @@ class TransferCore:
             for peer in upstream:
                 if node.peer_identity(peer) is None:
                     node.secure_session(peer, now)
-        transfer_id = self.fetch(relayed.manifest, upstream, now)
+        transfer_id, receiver = self._start_fetch(relayed.manifest, upstream, now)
         self._relay_transfers[object_id] = transfer_id
-        source = self._sources[object_id]
-        source.verified = self._receivers[transfer_id].verified
+        self._sources[object_id].verified = receiver.verified
 
     def _sweep(self, now: float) -> None:
         idle = self.config.sender.idle_timeout
-        for key, sender in list(self._senders.items()):
-            if now - sender.last_heard >= idle:
-                self._dropped_closed += sender.dropped_units
-                sender.expire()
-                self._forget_sender(key)
+        self._senders.expire_idle(now, idle)
         self._active = deque(s for s in self._active if s.state is SendState.SENDING)
         self._next_sweep = now + idle / 4 if self._senders else None
 
-    def _provider_ready(self, now: float) -> bool:
-        cap = self.config.provider_rate_cap
-        if cap is None:
-            return True
-        burst = float(self.config.sender.burst_bytes)
-        self._provider_credit = min(
-            burst, self._provider_credit + (now - self._provider_time) * cap
-        )
-        self._provider_time = now
-        # The slack absorbs float rounding: a deficit of 1e-11 bytes would
-        # otherwise ask for a timer at this very instant, forever.
-        return self._provider_credit >= -_CREDIT_SLACK
-
     def _paced_until(self) -> float | None:
-        now = self._provider_time
+        now = self._rate_cap.last_time
         times = [s.ready_at(now) for s in self._active]
         present = [t for t in times if t is not None]
-        earliest = min(present) if present else None
-        cap = self.config.provider_rate_cap
-        if earliest is not None and cap is not None and self._provider_credit < -_CREDIT_SLACK:
-            earliest = max(earliest, now + (-self._provider_credit) / cap)
-        return earliest
+        return self._rate_cap.not_before(min(present) if present else None)
 
     def _pump(self, now: float) -> None:
         active = self._active
         idle_turns = 0
         while active and idle_turns < len(active):
-            if not self._provider_ready(now):
+            if not self._rate_cap.ready(now):
                 return
             sender = active.popleft()
             hits_before = self.cache.hits
@@ -728,58 +596,72 @@ class TransferCore:
             if found is not None:
                 idle_turns = 0
                 payload, size = found
-                self._count_served(sender.peer, size, self.cache.hits - hits_before)
+                self._served.count(sender.peer, size, self.cache.hits - hits_before)
                 self.oap.node.send_command(
                     sender.peer, AppId.OAP, payload, now, expect_response=False
                 )
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
-                if self.config.provider_rate_cap is not None:
-                    self._provider_credit -= size
+                self._rate_cap.spend(size)
                 active.append(sender)
             elif sender.state is SendState.SENDING:
                 idle_turns += 1
                 active.append(sender)
 
-    def _count_served(self, peer: Address, size: int, cache_hits: int) -> None:
-        served = self._served.pop(peer, None)
-        if served is None:
-            served = ServedStatistics()
-            if len(self._served) >= _MAX_SERVED_PEERS:
-                del self._served[next(iter(self._served))]
-        served.blocks += 1
-        served.bytes += size
-        served.cache_hits += cache_hits
-        self._served[peer] = served  # most recent last
-
     def served(self, peer: Address) -> ServedStatistics:
         """What this core has served ``peer`` (zeros for a peer it never served)."""
-        served = self._served.get(peer)
-        return (
-            ServedStatistics()
-            if served is None
-            else ServedStatistics(served.blocks, served.bytes, served.cache_hits)
-        )
+        return self._served.get(peer)
 
     def _after(self, now: float) -> None:
-        node, secure = self.oap.node, self._secure
-        for transfer_id, receiver in self._receivers.items():
-            for peer, request in receiver.take_fetches():
-                self._send(peer, request, now)
-                if secure:
-                    receiver.fetch_sent(peer, node.peer_identity(peer))
-            if receiver.done and transfer_id not in self._finished:
-                self._finished.add(transfer_id)
-                object_id = receiver.manifest.object_id
-                if self._by_object.get(object_id) == transfer_id:
-                    del self._by_object[object_id]
-                relayed = self._relay_transfers.get(object_id) == transfer_id
-                if receiver.error is None:
-                    if relayed:
-                        self._relayable[object_id].failures = 0
-                    self._events.append(TransferCompleted(transfer_id, object_id))
-                else:
-                    if relayed:
-                        self._relay_failed(object_id, now)
-                    self._events.append(TransferFailed(transfer_id, object_id, receiver.error))
+        """Send the Fetches of the transfers called into, refresh their
+        deadlines, finish those that ended (in transfer id order, as they
+        started), and serve what is queued."""
+        touched = self._touched
+        while touched:
+            # Finishing a relay's upstream transfer may start another one.
+            for transfer_id in sorted(touched):
+                touched.discard(transfer_id)
+                self._after_receiver(transfer_id, now)
         self._pump(now)
+
+    def _after_receiver(self, transfer_id: int, now: float) -> None:
+        receiver = self._receivers.get(transfer_id)
+        if receiver is None:
+            return
+        node, secure = self.oap.node, self._secure
+        for peer, request in receiver.take_fetches():
+            self._send(peer, request, now)
+            if secure:
+                receiver.fetch_sent(peer, node.peer_identity(peer))
+        if not receiver.done:
+            self._deadlines.set(transfer_id, receiver.get_timer())
+            return
+        self._forget_receiver(transfer_id, receiver)
+        object_id = receiver.manifest.object_id
+        if self._by_object.get(object_id) == transfer_id:
+            del self._by_object[object_id]
+        relayed = self._relay_transfers.get(object_id) == transfer_id
+        statistics = receiver.statistics(now)
+        if receiver.error is None:
+            if relayed:
+                self._relayable[object_id].failures = 0
+            self._events.append(TransferCompleted(transfer_id, object_id, statistics))
+        else:
+            if relayed:
+                self._relay_failed(object_id, now)
+            self._events.append(TransferFailed(transfer_id, object_id, receiver.error, statistics))
+
+    def _forget_receiver(self, transfer_id: int, receiver: Receiver) -> None:
+        """A finished transfer leaves the running table: its counters join the
+        core's totals, and it is kept only among the last ``finished_kept``."""
+        del self._receivers[transfer_id]
+        self._deadlines.discard(transfer_id)
+        stats = receiver.statistics(0.0)
+        totals = self._finished_totals
+        for name in _RECEIVER_TOTALS:
+            totals[name] += getattr(stats, name)
+        kept = self.config.finished_kept
+        if kept:
+            self._finished[transfer_id] = receiver
+            while len(self._finished) > kept:
+                self._finished.popitem(last=False)

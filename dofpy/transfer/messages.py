@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 from dofpy.errors import BadPacket
 from dofpy.transfer.manifest import HASH_SIZE
@@ -468,8 +468,19 @@ _UINT_WIDTHS = (1, 2, 4, 8)
 _UINT_MINIMUM = (24, 0x100, 0x1_0000, 0x1_0000_0000)
 
 
-def read_block_untrusted(payload: bytes, pos: int) -> tuple[int, int, bytes, int, int] | None:
-    """``(sequence, leaf, data, fetch seq, hold µs)`` of a Block whose OAP head
+class BlockFields(NamedTuple):
+    """The fields of a Block read by :func:`read_block_untrusted` (those of a
+    :class:`BlockMessage` after its object id)."""
+
+    sequence: int
+    leaf: int
+    data: bytes
+    fetch_seq: int
+    hold_us: int
+
+
+def read_block_untrusted(payload: bytes, pos: int) -> BlockFields | None:
+    """The :class:`BlockFields` (sequence, leaf, data, fetch seq, hold µs) of a Block whose OAP head
     ends at ``pos``, read straight from its canonical bytes (``u16 sequence,
     0x84, uint leaf, bytes data, uint fetch seq, uint hold``) with every field
     in the range :class:`BlockMessage` accepts; None for anything else (which
@@ -546,7 +557,7 @@ def read_block_untrusted(payload: bytes, pos: int) -> tuple[int, int, bytes, int
         return None
     if pos != size:
         return None
-    return sequence, leaf, data, fetch_seq, hold_us
+    return BlockFields(sequence, leaf, data, fetch_seq, hold_us)
 
 
 def block_object_id(head: CommandHead) -> bytes | None:
@@ -563,6 +574,26 @@ def block_object_id(head: CommandHead) -> bytes | None:
         if oid.class_id == OBJECT_OID_CLASS and not oid.attributes and len(oid.data) == HASH_SIZE:
             return oid.data
     return None
+
+
+class BlockHeadCache:
+    """The transfer layer's one head cache: :func:`block_object_id` of the
+    last head judged. The OAP core hands the same head object while the head
+    bytes repeat (every Block of one object), so each is judged once."""
+
+    __slots__ = ("_head", "_object_id")
+
+    def __init__(self) -> None:
+        self._head: CommandHead | None = None
+        self._object_id: bytes | None = None
+
+    def object_id(self, head: CommandHead) -> bytes | None:
+        if head is self._head:
+            return self._object_id
+        object_id = block_object_id(head)
+        if object_id is not None:
+            self._head, self._object_id = head, object_id
+        return object_id
 
 
 def decode_transfer_command_untrusted(head: CommandHead, payload: bytes) -> TransferMessage:

@@ -39,17 +39,23 @@ and the object's leaf hashes (32 bytes per leaf).
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 
 from dofpy._core import Address
 from dofpy.errors import BrokenResourceError, DofError, LocalProtocolError, RemoteProtocolError
-from dofpy.transfer.congestion import CongestionConfig, CongestionController
+from dofpy.transfer.congestion import CongestionController
+from dofpy.transfer.fetch_state import (
+    FETCH_TRANSITIONS,
+    FetchInput,
+    FetchState,
+    Outstanding,
+    ReceiverConfig,
+    ReceiverStatistics,
+    SourceStatistics,
+)
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
-    DEFAULT_BLOCK_SIZE,
     MAX_FETCH_RANGES,
     MAX_SEQ,
     BlockMessage,
@@ -59,7 +65,7 @@ from dofpy.transfer.messages import (
     RefusedMessage,
 )
 from dofpy.transfer.rangeset import RangeSet
-from dofpy.transfer.rtt import RttConfig, RttEstimator
+from dofpy.transfer.rtt import RttEstimator
 from dofpy.transfer.store import BlockStore
 from dofpy.wire.oid import OID
 
@@ -72,97 +78,6 @@ __all__ = [
 ]
 
 _MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
-
-
-class FetchState(enum.Enum):
-    """Where a transfer is. HASHES: some hash chunks are still missing (leaves of
-    verified chunks are fetched meanwhile); BLOCKS: all hashes verified."""
-
-    HASHES = "hashes"
-    BLOCKS = "blocks"
-    COMPLETE = "complete"
-    FAILED = "failed"
-
-
-class _Input(enum.Enum):
-    HASHES_DONE = "hashes done"
-    LEAVES_DONE = "leaves done"
-    GIVE_UP = "give up"
-
-
-_TRANSITIONS: dict[tuple[FetchState, _Input], FetchState] = {
-    (FetchState.HASHES, _Input.HASHES_DONE): FetchState.BLOCKS,
-    (FetchState.HASHES, _Input.GIVE_UP): FetchState.FAILED,
-    (FetchState.BLOCKS, _Input.LEAVES_DONE): FetchState.COMPLETE,
-    (FetchState.BLOCKS, _Input.GIVE_UP): FetchState.FAILED,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverConfig:
-    """Parameters of a requestor. ``block_size``: bytes of data per Block
-    datagram (rounded down to a multiple of the leaf size). ``min_rate``: the
-    progress floor, verified bytes/s from the provider asked, measured over
-    each ``rate_window`` seconds; a provider below it is replaced (None: no
-    floor)."""
-
-    block_size: int = DEFAULT_BLOCK_SIZE
-    congestion: CongestionConfig = field(default_factory=CongestionConfig)
-    rtt: RttConfig = field(default_factory=RttConfig)
-    max_timeouts: int = 6
-    max_bad_blocks: int = 64
-    min_rate: float | None = 1024.0
-    rate_window: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.block_size < 1:
-            raise ValueError("block_size must be > 0")
-        if self.max_timeouts < 1 or self.max_bad_blocks < 1:
-            raise ValueError("max_timeouts and max_bad_blocks must be >= 1")
-        if self.min_rate is not None and not self.min_rate > 0:
-            raise ValueError("min_rate must be > 0 (or None)")
-        if not self.rate_window > 0:
-            raise ValueError("rate_window must be > 0")
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverStatistics:
-    """Counters of one transfer (``rate``: verified bytes/s since the start)."""
-
-    state: FetchState
-    bytes_verified: int
-    blocks_received: int
-    duplicates: int
-    unrequested: int
-    retransmissions: int
-    timeouts: int
-    verification_failures: int
-    fetches_sent: int
-    unsolicited: int
-    slow_providers: int
-    window: int
-    srtt: float | None
-    min_rtt: float | None
-    rto: float
-    rate: float
-    provider: Address
-
-
-@dataclass(slots=True)
-class SourceStatistics:
-    """What one source sent a transfer that was not taken: ``unsolicited``
-    messages (not from the provider asked, or not through its session) and
-    ``bad_blocks`` (from the provider asked, failing verification)."""
-
-    unsolicited: int = 0
-    bad_blocks: int = 0
-
-
-@dataclass(slots=True)
-class _Outstanding:
-    ordinal: int
-    fetch_seq: int
-    end: int  # leaf pieces: the end leaf; hash chunks: chunk + 1
 
 
 class Receiver:
@@ -214,7 +129,7 @@ class Receiver:
         self._chunk_leaves = manifest.chunk_leaves_for(self._block_size())
         self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
         self._need_leaves = RangeSet()
-        self._outstanding: dict[int, _Outstanding] = {}
+        self._outstanding: dict[int, Outstanding] = {}
         self._order: deque[tuple[int, int]] = deque()
         self._next_ordinal = 0
         self._largest_arrived = -1
@@ -499,7 +414,7 @@ class Receiver:
         base = self.rtt.min_rtt if self.rtt.min_rtt is not None else self.rtt.config.initial_rto
         return max(self.rtt.config.granularity, base / 4) * self._reorder_factor
 
-    def _deadline(self, mark: tuple[int, float, int], record: _Outstanding) -> float:
+    def _deadline(self, mark: tuple[int, float, int], record: Outstanding) -> float:
         """When ``record`` counts as lost given that a later-requested block arrived.
 
         Within one Fetch the provider sends in order, so only network reordering
@@ -549,7 +464,7 @@ class Receiver:
             return None
         return None
 
-    def _requeue(self, key: int, record: _Outstanding) -> None:
+    def _requeue(self, key: int, record: Outstanding) -> None:
         if key < 0:
             self._need_chunks.add(-1 - key, -key)
         else:
@@ -597,7 +512,7 @@ class Receiver:
         self._need_leaves.update(wanted)
         self._arrived(key, message.fetch_seq, message.hold_us, now)
         if self.hashes_known():
-            self._transition(_Input.HASHES_DONE, now)
+            self._transition(FetchInput.HASHES_DONE, now)
             self._check_complete(now)
 
     def _block(self, first: int, data: bytes, fetch_seq: int, hold_us: int, now: float) -> None:
@@ -656,8 +571,8 @@ class Receiver:
 
     # -- state -----------------------------------------------------------------------
 
-    def _transition(self, event: _Input, now: float) -> None:
-        new = _TRANSITIONS.get((self.state, event))
+    def _transition(self, event: FetchInput, now: float) -> None:
+        new = FETCH_TRANSITIONS.get((self.state, event))
         if new is None:
             raise LocalProtocolError(f"transfer: {event.value} in state {self.state.value}")
         self.state = new
@@ -677,9 +592,9 @@ class Receiver:
             )
         if digest.digest() != manifest.object_id:
             self.error = RemoteProtocolError("object SHA-256 differs from the manifest")
-            self._transition(_Input.GIVE_UP, now)
+            self._transition(FetchInput.GIVE_UP, now)
             return
-        self._transition(_Input.LEAVES_DONE, now)
+        self._transition(FetchInput.LEAVES_DONE, now)
         # Tell the provider it may forget us (best effort: it also times out).
         self._fetches.append(
             (
@@ -695,7 +610,7 @@ class Receiver:
         if self.done:
             return
         self.error = error
-        self._transition(_Input.GIVE_UP, now)
+        self._transition(FetchInput.GIVE_UP, now)
         self._fetches.append(
             (
                 self.provider,
@@ -712,7 +627,7 @@ class Receiver:
         self._bad_from_provider = 0
         if self._failed_providers >= len(self.providers):
             self.error = error
-            self._transition(_Input.GIVE_UP, now)
+            self._transition(FetchInput.GIVE_UP, now)
             return
         self._provider_index = (self._provider_index + 1) % len(self.providers)
         self._asked = self.providers[self._provider_index]
@@ -780,7 +695,7 @@ class Receiver:
             start, stop = span
             chunks.append(span)
             for chunk in range(start, stop):
-                outstanding[-1 - chunk] = _Outstanding(ordinal, seq, chunk + 1)
+                outstanding[-1 - chunk] = Outstanding(ordinal, seq, chunk + 1)
                 order.append((ordinal, -1 - chunk))
                 ordinal += 1
             free -= stop - start
@@ -798,7 +713,7 @@ class Receiver:
                 leaves.append(span)
             while piece < span_end:
                 piece_end = min((piece // per_block + 1) * per_block, span_end)
-                outstanding[piece] = _Outstanding(ordinal, seq, piece_end)
+                outstanding[piece] = Outstanding(ordinal, seq, piece_end)
                 order.append((ordinal, piece))
                 ordinal += 1
                 free -= 1

@@ -5,7 +5,8 @@
   who asks.
 - :func:`open_transfer_node` — a block-transfer provider, caching relay and
   requestor (``await node.fetch(manifest, providers)``) on a UDP socket.
-- :func:`open_udp_endpoint` — drive any sans-IO ``DatagramCore`` over UDP.
+- :func:`open_udp_endpoint` — drive any sans-IO ``DatagramCore`` over UDP
+  (:class:`EndpointConfig`: how the socket is used).
 - :class:`PcapWriter` — a pcap file of datagrams; one writer given to several
   endpoints (``shared_pcap=``) is one capture of all of them.
 - :func:`lone_exceptions_unwrapped` — what these context managers do with
@@ -13,17 +14,17 @@
   stacks its own nurseries on them.
 """
 
-from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
-from dofpy.trio._groups import lone_exceptions_unwrapped
-from dofpy.trio._node import (
-    DofNode,
-    NodeStatistics,
-    Provider,
-    Subscription,
-    current_request,
-    open_node,
+from dofpy.trio._endpoint import (
+    EndpointConfig,
+    EndpointStatistics,
+    UdpEndpoint,
+    open_udp_endpoint,
 )
+from dofpy.trio._groups import lone_exceptions_unwrapped
+from dofpy.trio._node import DofNode, NodeStatistics, Subscription
+from dofpy.trio._open import open_node
 from dofpy.trio._pcapfile import PcapWriter
+from dofpy.trio._provider import Provider, current_request
 from dofpy.trio._transfer import (
     FetchProgress,
     TransferNode,
@@ -33,6 +34,7 @@ from dofpy.trio._transfer import (
 
 __all__ = [
     "DofNode",
+    "EndpointConfig",
     "EndpointStatistics",
     "FetchProgress",
     "NodeStatistics",

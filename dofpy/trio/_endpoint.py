@@ -36,11 +36,9 @@ import ipaddress
 import math
 import os
 import socket
-import struct
-import sys
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,31 +48,65 @@ from dofpy._core import Address, DatagramCore
 from dofpy.errors import BadPacket, ClosedResourceError
 from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.trio._pcapfile import PcapWriter
+from dofpy.trio._sockets import (
+    GRO_CMSG_SPACE,
+    GRO_SIZE,
+    GSO_SIZE,
+    GSO_UNSUPPORTED,
+    MAX_UDP_PAYLOAD,
+    SOL_UDP,
+    UDP_GRO,
+    UDP_SEGMENT,
+    adopt_udp,
+    bind_udp,
+    enable_gro,
+    enable_gso,
+    pcap_local,
+    peer_ipv4,
+    peer_ipv6,
+    segment_run_end,
+    strip_scope,
+)
 
-__all__ = ["EndpointStatistics", "UdpEndpoint", "open_udp_endpoint"]
+__all__ = ["EndpointConfig", "EndpointStatistics", "UdpEndpoint", "open_udp_endpoint"]
 
 DEFAULT_RECV_BUFFER = 4 * 1024 * 1024
 DEFAULT_SEND_QUEUE_LIMIT = 1024
 DEFAULT_RECV_BATCH = 64
-_MAX_UDP_PAYLOAD = 65535
 _ADDRESS_CACHE_LIMIT = 4096
 
-# UDP segmentation offload (Linux >= 4.18) and receive offload (>= 5.0): one
-# sendmsg carries a run of equal-size datagrams to one peer (the last may be
-# shorter) and the kernel cuts it; one recvmsg may return several datagrams of
-# ``gso_size`` bytes back to back. Python < 3.12 lacks the constants.
-_SOL_UDP = getattr(socket, "SOL_UDP", 17)
-_UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-_UDP_GRO = getattr(socket, "UDP_GRO", 104)
-_GSO_MAX_SEGMENTS = 64  # the kernel's UDP_MAX_SEGMENTS before Linux 6.9
-_GSO_MAX_BYTES = 65507 - 64  # payload of one IPv4 UDP datagram, with margin
-_GRO_CMSG_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
-_GSO_SIZE = struct.Struct("=H")
-_GRO_SIZE = struct.Struct("=i")
-# sendmsg errors that mean "this socket or route cannot segment": stop trying.
-_GSO_UNSUPPORTED = frozenset(
-    {errno.EIO, errno.ENOPROTOOPT, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
-)
+InputHook = Callable[[], None]
+"""Called after every input the endpoint hands its core (a datagram, a timer):
+what turns the core's events into the application's (see :attr:`UdpEndpoint.on_input`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """How a UDP endpoint uses its socket (see :func:`open_udp_endpoint`):
+    ``recv_buffer`` / ``send_buffer`` the ``SO_RCVBUF`` / ``SO_SNDBUF`` to ask
+    for (``None``: the OS default), datagrams longer than ``max_datagram``
+    dropped, at most ``send_queue_limit`` datagrams waiting for the kernel's
+    send buffer, at most ``recv_batch`` read per scheduling round, and
+    ``offload``: UDP segmentation and receive offload where Linux has them
+    (``None``: the opener's default, on for block transfer, off otherwise)."""
+
+    recv_buffer: int | None = DEFAULT_RECV_BUFFER
+    send_buffer: int | None = None
+    max_datagram: int = MAX_UDP_PAYLOAD
+    send_queue_limit: int = DEFAULT_SEND_QUEUE_LIMIT
+    recv_batch: int = DEFAULT_RECV_BATCH
+    offload: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_datagram <= MAX_UDP_PAYLOAD:
+            raise ValueError(f"max_datagram must be 1..{MAX_UDP_PAYLOAD}, not {self.max_datagram}")
+        if self.send_queue_limit < 1:
+            raise ValueError(f"send_queue_limit must be at least 1, not {self.send_queue_limit}")
+        if self.recv_batch < 1:
+            raise ValueError(f"recv_batch must be at least 1, not {self.recv_batch}")
+        for name, size in (("recv_buffer", self.recv_buffer), ("send_buffer", self.send_buffer)):
+            if size is not None and size < 1:
+                raise ValueError(f"{name} must be positive or None, not {size}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +186,10 @@ class UdpEndpoint:
         pcap_shared: bool = False,
     ) -> None:
         self._core = core
+        self.on_input: InputHook | None = None
+        """Called after every datagram handed to the core and every timer it
+        handled (set by whoever turns the core's events into the
+        application's: :class:`~dofpy.trio.DofNode`, :class:`~dofpy.trio.TransferNode`)."""
         self._sock = sock
         self._family = sock.family
         self._pcap = pcap
@@ -167,7 +203,7 @@ class UdpEndpoint:
         self._receive_buffer_requested = receive_buffer_requested
         self._receive_buffer_granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         bound = sock.getsockname()
-        self._local: Address = (_strip_scope(bound[0]), bound[1])
+        self._local: Address = (strip_scope(bound[0]), bound[1])
         self._closed = False
         # (payload, destination as the core gave it, destination for sendto)
         self._send_queue: deque[tuple[bytes, Address, tuple[Any, ...]]] = deque()
@@ -186,8 +222,8 @@ class UdpEndpoint:
         self._dropped_send_queue_full = 0
         self._timer_fires = 0
         # Segment sizes at or above this are sent one by one (a route refused them).
-        self._gso_limit = _MAX_UDP_PAYLOAD + 1 if offload and _enable_gso(sock) else 0
-        self._gro = offload and _enable_gro(sock)
+        self._gso_limit = MAX_UDP_PAYLOAD + 1 if offload and enable_gso(sock) else 0
+        self._gro = offload and enable_gro(sock)
         self._segmented_sends = 0
         self._coalesced_receives = 0
         self._last_send_error: str | None = None
@@ -318,25 +354,12 @@ class UdpEndpoint:
                 self._enqueue(data, addr)
                 index += 1
                 continue
-            size = len(data)
-            end = index + 1
-            total = size
-            if size < self._gso_limit:
-                while (
-                    end < count
-                    and end - index < _GSO_MAX_SEGMENTS
-                    and total + size <= _GSO_MAX_BYTES
-                    and out[end][1] == addr
-                    and len(out[end][0]) <= size
-                ):
-                    total += len(out[end][0])
-                    end += 1
-                    if len(out[end - 1][0]) < size:
-                        break  # a shorter datagram can only end a run
+            # Planned one run at a time: a refused run lowers the limit for the next.
+            end = segment_run_end(out, index, self._gso_limit)
             if end - index == 1:
                 self._send_or_enqueue(data, addr)
             else:
-                self._send_run(out[index:end], addr, size)
+                self._send_run(out[index:end], addr, len(data))
             index = end
 
     def _send_run(self, run: list[tuple[bytes, Address]], addr: Address, size: int) -> None:
@@ -349,7 +372,7 @@ class UdpEndpoint:
         try:
             self._sock.sendmsg(
                 [b"".join(data for data, _ in run)],
-                [(_SOL_UDP, _UDP_SEGMENT, _GSO_SIZE.pack(size))],
+                [(SOL_UDP, UDP_SEGMENT, GSO_SIZE.pack(size))],
                 0,
                 sockaddr,
             )
@@ -361,7 +384,7 @@ class UdpEndpoint:
             # The route or device cannot segment (EIO: no checksum offload;
             # EINVAL/EMSGSIZE: segments larger than the path allows): send these
             # one by one, and stop segmenting what this size or more needs.
-            if exc.errno in _GSO_UNSUPPORTED:
+            if exc.errno in GSO_UNSUPPORTED:
                 self._gso_limit = 0
             elif exc.errno in (errno.EINVAL, errno.EMSGSIZE):
                 self._gso_limit = min(self._gso_limit, size)
@@ -390,7 +413,7 @@ class UdpEndpoint:
         self._datagrams_sent += 1
         self._bytes_sent += len(data)
         if self._pcap is not None:
-            self._pcap.write(_pcap_local(self._local, addr), addr, data)
+            self._pcap.write(pcap_local(self._local, addr), addr, data)
 
     def _count_send_error(self, exc: Exception) -> None:
         self._send_errors += 1
@@ -423,9 +446,9 @@ class UdpEndpoint:
     async def _receive_loop(self) -> None:
         sock = self._sock
         # With receive offload one read may hold up to 64 KiB of datagrams.
-        buffer = bytearray(_MAX_UDP_PAYLOAD + 1 if self._gro else self._max_datagram + 1)
+        buffer = bytearray(MAX_UDP_PAYLOAD + 1 if self._gro else self._max_datagram + 1)
         view = memoryview(buffer)
-        peer = _peer_ipv4 if self._family == socket.AF_INET else _peer_ipv6
+        peer = peer_ipv4 if self._family == socket.AF_INET else peer_ipv6
         while True:
             await trio.lowlevel.wait_readable(sock)
             for _ in range(self._recv_batch):
@@ -433,11 +456,11 @@ class UdpEndpoint:
                 try:
                     if self._gro:
                         size, ancillary, _flags, raw_addr = sock.recvmsg_into(
-                            [buffer], _GRO_CMSG_SPACE
+                            [buffer], GRO_CMSG_SPACE
                         )
                         for level, kind, value in ancillary:
-                            if level == _SOL_UDP and kind == _UDP_GRO:
-                                segment = _GRO_SIZE.unpack_from(value)[0]
+                            if level == SOL_UDP and kind == UDP_GRO:
+                                segment = GRO_SIZE.unpack_from(value)[0]
                     else:
                         size, raw_addr = sock.recvfrom_into(buffer)
                 except BlockingIOError:
@@ -464,11 +487,13 @@ class UdpEndpoint:
         self._datagrams_received += 1
         self._bytes_received += size
         if self._pcap is not None and not self._pcap_shared:
-            self._pcap.write(addr, _pcap_local(self._local, addr), data)
+            self._pcap.write(addr, pcap_local(self._local, addr), data)
         try:
             self._core.receive_datagram(data, addr, trio.current_time())
         except BadPacket:
             self._dropped_malformed += 1
+        if self.on_input is not None:
+            self.on_input()
 
     # ------------------------------------------------------------------ timer
 
@@ -485,6 +510,8 @@ class UdpEndpoint:
             if deadline is not None and now >= deadline:
                 self._timer_fires += 1
                 core.handle_timer(now)
+                if self.on_input is not None:
+                    self.on_input()
                 self._flush()
 
     # ---------------------------------------------------------------- closing
@@ -502,114 +529,6 @@ class UdpEndpoint:
                 self._pcap.close()
 
 
-def _enable_gso(sock: socket.socket) -> bool:
-    """Whether this kernel segments UDP sends for ``sock`` (``UDP_SEGMENT``)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        # A zero default segment size: only sends that carry their own cmsg segment.
-        sock.setsockopt(_SOL_UDP, _UDP_SEGMENT, 0)
-    except OSError:
-        return False
-    return True
-
-
-def _enable_gro(sock: socket.socket) -> bool:
-    """Ask the kernel to coalesce received datagrams (``UDP_GRO``) for ``sock``."""
-    if not sys.platform.startswith("linux") or not _GRO_CMSG_SPACE:
-        return False
-    try:
-        sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
-    except OSError:
-        return False
-    return True
-
-
-def _strip_scope(host: str) -> str:
-    return host.partition("%")[0]
-
-
-def _peer_ipv4(raw: tuple[Any, ...]) -> Address:
-    return (raw[0], raw[1])
-
-
-def _peer_ipv6(raw: tuple[Any, ...]) -> Address:
-    host: str = raw[0]
-    if host.startswith("::ffff:") and "." in host:
-        return (host[7:], raw[1])
-    return (_strip_scope(host), raw[1])
-
-
-def _pcap_local(local: Address, peer: Address) -> Address:
-    """Our address as a capture should show it to ``peer``: same family as the peer."""
-    local_v4 = ":" not in local[0]
-    peer_v4 = ":" not in peer[0]
-    if local_v4 == peer_v4:
-        return local
-    if peer_v4:
-        # A dual-stack socket talking IPv4: the kernel does not tell us which of
-        # our IPv4 addresses was used, so the capture shows the unspecified one.
-        host = local[0]
-        mapped = host[7:] if host.startswith("::ffff:") and "." in host else "0.0.0.0"  # noqa: S104 (a label)
-        return (mapped, local[1])
-    return ("::", local[1])
-
-
-async def _bind(local: Address, recv_buffer: int | None, send_buffer: int | None) -> socket.socket:
-    host, port = local
-    infos = await trio.socket.getaddrinfo(
-        host, port, type=socket.SOCK_DGRAM, proto=socket.IPPROTO_UDP, flags=socket.AI_PASSIVE
-    )
-    if not infos:
-        raise OSError(f"cannot resolve local address {local!r}")
-    family, _, _, _, sockaddr = infos[0]
-    sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
-    try:
-        if family == socket.AF_INET6 and ipaddress.ip_address(sockaddr[0]).is_unspecified:
-            # "::" means every address: accept IPv4 too where the OS allows it.
-            with suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        if recv_buffer is not None:
-            _set_receive_buffer(sock, recv_buffer)
-        if send_buffer is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-        sock.bind(sockaddr)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-def _adopt(sock: socket.socket, recv_buffer: int | None, send_buffer: int | None) -> None:
-    """Check that a caller's socket is a bound UDP socket, and configure it."""
-    if sock.type != socket.SOCK_DGRAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        raise ValueError("sock must be an IPv4 or IPv6 UDP socket")
-    if sock.getsockname()[1] == 0:
-        raise ValueError("sock must be bound")
-    if recv_buffer is not None:
-        _set_receive_buffer(sock, recv_buffer)
-    if send_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-    sock.setblocking(False)
-
-
-def _set_receive_buffer(sock: socket.socket, size: int) -> None:
-    """Ask for a receive buffer of ``size`` bytes; take what the kernel grants.
-
-    A burst of a window of large datagrams overflows the default buffer (about
-    200 KiB on Linux) and stalls the peer; ``SO_RCVBUF`` is capped by
-    ``net.core.rmem_max``, so a privileged process also tries ``SO_RCVBUFFORCE``.
-    """
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
-    # Linux reports (and books) twice the size asked for.
-    full = 2 * size if sys.platform.startswith("linux") else size
-    if force is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < full:
-        with suppress(OSError):  # not privileged: keep what SO_RCVBUF granted
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-
-
 @asynccontextmanager
 async def open_udp_endpoint(
     core: DatagramCore,
@@ -620,10 +539,11 @@ async def open_udp_endpoint(
     recv_buffer: int | None = DEFAULT_RECV_BUFFER,
     send_buffer: int | None = None,
     sock: socket.socket | None = None,
-    max_datagram: int = _MAX_UDP_PAYLOAD,
+    max_datagram: int = MAX_UDP_PAYLOAD,
     send_queue_limit: int = DEFAULT_SEND_QUEUE_LIMIT,
     recv_batch: int = DEFAULT_RECV_BATCH,
     offload: bool = False,
+    on_input: InputHook | None = None,
 ) -> AsyncIterator[UdpEndpoint]:
     """Bind a UDP socket at ``local`` and drive ``core`` with it until the block exits.
 
@@ -646,27 +566,22 @@ async def open_udp_endpoint(
     one ``UDP_SEGMENT`` send and the kernel may coalesce received datagrams
     (``UDP_GRO``); where the kernel or route refuses, the endpoint sends and
     receives one datagram per system call (see :meth:`UdpEndpoint.statistics`).
+    These socket options are those of :class:`EndpointConfig` (which checks
+    them). ``on_input`` is called after every input handed to ``core`` (see
+    :attr:`UdpEndpoint.on_input`).
 
     On exit the tasks are cancelled, queued datagrams discarded, the socket
     closed and the pcap file flushed and closed. An exception raised by the core
     (or by the body of the ``async with``) ends the block with that exception,
     not wrapped in an exception group when it is the only one.
     """
-    if not 1 <= max_datagram <= _MAX_UDP_PAYLOAD:
-        raise ValueError(f"max_datagram must be 1..{_MAX_UDP_PAYLOAD}, not {max_datagram}")
-    if send_queue_limit < 1:
-        raise ValueError(f"send_queue_limit must be at least 1, not {send_queue_limit}")
-    if recv_batch < 1:
-        raise ValueError(f"recv_batch must be at least 1, not {recv_batch}")
+    EndpointConfig(recv_buffer, send_buffer, max_datagram, send_queue_limit, recv_batch, offload)
     if pcap_path is not None and shared_pcap is not None:
         raise ValueError("give pcap_path or shared_pcap, not both")
-    for name, size in (("recv_buffer", recv_buffer), ("send_buffer", send_buffer)):
-        if size is not None and size < 1:
-            raise ValueError(f"{name} must be positive or None, not {size}")
     if sock is None:
-        sock = await _bind(local, recv_buffer, send_buffer)
+        sock = await bind_udp(local, recv_buffer, send_buffer)
     else:
-        _adopt(sock, recv_buffer, send_buffer)
+        adopt_udp(sock, recv_buffer, send_buffer)
     try:
         pcap = shared_pcap if pcap_path is None else PcapWriter(pcap_path)
     except BaseException:
@@ -683,6 +598,7 @@ async def open_udp_endpoint(
         receive_buffer_requested=recv_buffer,
         offload=offload,
     )
+    endpoint.on_input = on_input
     try:
         with lone_exceptions_unwrapped():
             async with trio.open_nursery() as nursery:

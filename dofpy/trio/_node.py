@@ -1,19 +1,16 @@
 """The async API: an OAP node on a trio UDP endpoint.
 
-:func:`open_node` binds a UDP socket, runs an :class:`~dofpy.oap.core.OapCore`
-on it and gives back a :class:`DofNode` whose methods are awaitable:
-``await node.get(peer, oid, interface, "temp")``. Providers are plain objects
-(see :class:`Provider`); each incoming request runs as its own task, and the
-core bounds how many may be in progress.
+:func:`~dofpy.trio.open_node` (:mod:`dofpy.trio._open`) binds a UDP socket,
+runs an :class:`~dofpy.oap.core.OapCore` on it and gives back a
+:class:`DofNode` whose methods are awaitable: ``await node.get(peer, oid,
+interface, "temp")``. Providers are plain objects (see
+:class:`~dofpy.trio.Provider`); each incoming request runs as its own task,
+and the core bounds how many may be in progress.
 """
 
 from __future__ import annotations
 
-import contextvars
-import inspect
-import ipaddress
 import logging
-import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,12 +18,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from dofpy._core import Address, DatagramCore
+from dofpy._core import Address
 from dofpy.errors import (
+    BadPacket,
     ClosedResourceError,
     DofError,
-    LocalProtocolError,
     PeerIdentityMismatch,
+    RemoteProtocolError,
     SecureSessionFailed,
 )
 from dofpy.oap.core import (
@@ -36,7 +34,6 @@ from dofpy.oap.core import (
     IncomingHandshakeFailed,
     IncomingRequest,
     Notification,
-    OapConfig,
     OapCore,
     OapStatistics,
     PeerClosed,
@@ -44,53 +41,25 @@ from dofpy.oap.core import (
     ProviderAnnounced,
     RequestCompleted,
     RequestFailed,
-    RequestKind,
     SecureSessionEnded,
     SecureSessionEstablished,
     SessionOpened,
     SubscriptionEnded,
 )
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
-from dofpy.oap.interface import Interface, Method, Property
-from dofpy.security.keylog import format_keylog_line, open_keylog
-from dofpy.trio._endpoint import EndpointStatistics, UdpEndpoint, open_udp_endpoint
-from dofpy.trio._groups import lone_exceptions_unwrapped
+from dofpy.oap.interface import Interface
+from dofpy.security.keylog import format_keylog_line
+from dofpy.trio._endpoint import (
+    EndpointStatistics,
+    UdpEndpoint,
+)
+from dofpy.trio._provider import Provider, current_request_var
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 
-__all__ = [
-    "DofNode",
-    "NodeStatistics",
-    "Provider",
-    "Subscription",
-    "current_request",
-    "open_node",
-]
+__all__ = ["DofNode", "NodeStatistics", "Subscription"]
 
 logger = logging.getLogger("dofpy.node")
-
-# The request a provider's handler task serves: each request runs in a task of
-# its own, whose context (copied when trio spawns it) carries only its request.
-_current_request: contextvars.ContextVar[IncomingRequest] = contextvars.ContextVar(
-    "dofpy_current_request"
-)
-
-
-def current_request() -> IncomingRequest:
-    """The request the calling provider handler serves: its peer, object, item
-    and values, and the requestor's authenticated ``identity`` and granted
-    ``permissions`` (``None`` in the clear).
-
-    A ``get_x``/``set_x``/method handler calls it to learn who is asking
-    without overriding :meth:`Provider.handle`. Raises ``LookupError`` when
-    called anywhere but in a handler a :class:`DofNode` runs.
-    """
-    try:
-        return _current_request.get()
-    except LookupError:
-        raise LookupError(
-            "current_request() called outside a provider handler run by a DofNode"
-        ) from None
 
 
 ApplicationHandler = Callable[[CommandReceived | AuthenticatorRequested], None]
@@ -98,71 +67,16 @@ ApplicationHandler = Callable[[CommandReceived | AuthenticatorRequested], None]
 :meth:`DofNode.set_application_handler`)."""
 
 
-class Provider:
-    """Base class for object providers, dispatching by item name.
-
-    For a property ``temp`` define ``get_temp(self)`` and, if writable,
-    ``set_temp(self, value)``; for a method ``add`` define ``add(self, *args)``
-    returning the result (one value, or a tuple when the method declares
-    several results). Each may be a plain or an ``async`` function. Raise
-    :class:`~dofpy.oap.errors.ProviderException` for a declared exception.
-    :func:`current_request` tells a handler who asks (the requestor's
-    authenticated identity and permissions). Override :meth:`handle` to
-    dispatch in another way; :meth:`DofNode.provide` then no longer checks the
-    handlers against the interface.
-    """
-
-    def missing_handlers(self, interface: Interface) -> list[str]:
-        """The handlers :meth:`handle` would look for and not find when serving
-        ``interface``: ``get_<p>`` for each readable property, ``set_<p>`` for
-        each writable one, ``<m>`` for each method (an attribute that is not
-        callable counts as missing). Empty when a subclass overrides
-        :meth:`handle`, which then dispatches by itself."""
-        if type(self).handle is not Provider.handle:
-            return []
-        wanted: list[str] = []
-        for item in interface.items:
-            if isinstance(item, Property):
-                if item.readable:
-                    wanted.append(f"get_{item.name}")
-                if item.writable:
-                    wanted.append(f"set_{item.name}")
-            elif isinstance(item, Method):
-                wanted.append(item.name)
-        return [name for name in wanted if not callable(getattr(self, name, None))]
-
-    async def handle(self, request: IncomingRequest) -> Sequence[Any]:
-        """Serve one request; return the response values."""
-        item = request.item
-        if request.kind is RequestKind.GET:
-            assert isinstance(item, Property)
-            value = await _call(self._handler(f"get_{item.name}"))
-            return (value,)
-        if request.kind is RequestKind.SET:
-            assert isinstance(item, Property)
-            await _call(self._handler(f"set_{item.name}"), *request.values)
-            return ()
-        assert isinstance(item, Method)
-        result = await _call(self._handler(item.name), *request.values)
-        if len(item.results) == 0:
-            return ()
-        if len(item.results) == 1:
-            return (result,)
-        return tuple(result)
-
-    def _handler(self, name: str) -> Callable[..., Any]:
-        handler = getattr(self, name, None)
-        if handler is None or not callable(handler):
-            raise OapError(OapErrorCode.NOT_SUPPORTED, f"{type(self).__name__} has no {name}")
-        result: Callable[..., Any] = handler
-        return result
-
-
-async def _call(function: Callable[..., Any], *args: Any) -> Any:
-    result = function(*args)
-    if inspect.isawaitable(result):
-        return await result
-    return result
+def _remote_error(error: DofError) -> DofError:
+    """What an awaiting requestor sees: a response that did not decode or did
+    not fit its interface is the peer breaking the protocol
+    (:class:`~dofpy.errors.RemoteProtocolError`, the ``BadPacket`` its cause),
+    not a packet of ours."""
+    if isinstance(error, BadPacket):
+        remote = RemoteProtocolError(f"malformed response: {error}")
+        remote.__cause__ = error
+        return remote
+    return error
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,38 +121,19 @@ class _Waiter:
         self.error: DofError | None = None
 
 
-class _DispatchingCore:
-    """A DatagramCore that hands the OAP core's events to waiting tasks."""
-
-    def __init__(self, core: OapCore, node: DofNode) -> None:
-        self.core = core
-        self._node = node
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.core.receive_datagram(data, addr, now)
-        self._node.dispatch()
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return self.core.datagrams_to_send(now)
-
-    def get_timer(self) -> float | None:
-        return self.core.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self.core.handle_timer(now)
-        self._node.dispatch()
-
-
 class DofNode:
     """An OAP node on a UDP socket: provide objects, request from peers.
 
     Create it with :func:`open_node`. All methods must be called from the trio
-    run that opened it.
+    run that opened it. Its endpoint hands it every input (its ``on_input``
+    hook is :meth:`dispatch`); a protocol driving the endpoint around the OAP
+    core (the block transfer) sets its own hook, which calls :meth:`dispatch`.
     """
 
     def __init__(
         self,
         core: OapCore,
+        endpoint: UdpEndpoint,
         nursery: trio.Nursery,
         notification_buffer: int,
         keylog: TextIO | None = None,
@@ -247,7 +142,7 @@ class DofNode:
         self._keylog = keylog
         self._secure_waiters: dict[Address, list[_Waiter]] = {}
         self._nursery = nursery
-        self._endpoint: UdpEndpoint | None = None
+        self._endpoint = endpoint
         self._waiters: dict[int, _Waiter] = {}
         self._subscriptions: dict[int, Subscription] = {}
         self._handlers: dict[tuple[OID, bytes], Provider] = {}
@@ -263,11 +158,9 @@ class DofNode:
 
     @property
     def local_address(self) -> Address:
-        assert self._endpoint is not None
         return self._endpoint.local_address
 
     def statistics(self) -> NodeStatistics:
-        assert self._endpoint is not None
         return NodeStatistics(
             endpoint=self._endpoint.statistics(),
             oap=self.core.statistics(),
@@ -284,7 +177,7 @@ class DofNode:
         self._wakeup()
 
     def _wakeup(self) -> None:
-        if self._closed or self._endpoint is None:
+        if self._closed:
             raise ClosedResourceError("the node is closed")
         self._endpoint.wakeup()
 
@@ -297,8 +190,8 @@ class DofNode:
             subscription._send.close()
 
     def dispatch(self) -> None:
-        """Hand the OAP core's events to waiting tasks and providers (drivers
-        other than the default call it after every input)."""
+        """Hand the OAP core's events to waiting tasks and providers (the
+        endpoint's ``on_input`` hook: after every input)."""
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -319,7 +212,7 @@ class DofNode:
                 case RequestFailed():
                     waiter = self._waiters.pop(event.request_id, None)
                     if waiter is not None:
-                        waiter.error = event.error
+                        waiter.error = _remote_error(event.error)
                         waiter.done.set()
                     self._end_subscription(event.request_id)
                 case Notification():
@@ -451,11 +344,11 @@ class DofNode:
         try:
             if handler is None:
                 raise OapError(OapErrorCode.NOT_FOUND, "provider withdrawn")
-            token = _current_request.set(request)
+            token = current_request_var.set(request)
             try:
                 values = await handler.handle(request)
             finally:
-                _current_request.reset(token)
+                current_request_var.reset(token)
         except (ProviderException, OapError) as exc:
             error = exc
         except Exception:
@@ -642,119 +535,6 @@ class DofNode:
             self._subscriptions.pop(sub_id, None)
             self.core.unsubscribe(sub_id)
             subscription._send.close()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
-    except ValueError:  # a host name (or "" for every address): not known to be loopback
-        return False
-
-
-def check_plaintext_bind(local: Address, *, secure: bool, allow_plaintext: bool) -> None:
-    """Refuse to serve ``local`` in the clear beyond this host unless asked to.
-
-    Without a security configuration anyone on the network may talk to the
-    node as anyone (and a block-transfer provider answers them: it only asks
-    that they prove their address). That is fine on loopback (tests,
-    examples); any other address needs ``allow_plaintext=True``, which is
-    logged as a warning. Raises :class:`~dofpy.errors.LocalProtocolError`.
-    """
-    if secure or _is_loopback(local[0]):
-        return
-    if not allow_plaintext:
-        raise LocalProtocolError(
-            f"refusing to serve {local[0]}:{local[1]} without security: configure a "
-            "SecurityConfig, bind a loopback address, or pass allow_plaintext=True"
-        )
-    logger.warning(
-        "serving %s:%s WITHOUT SECURITY (allow_plaintext=True): any host that reaches it "
-        "may use it under any identity",
-        local[0],
-        local[1],
-    )
-
-
-@asynccontextmanager
-async def open_node(
-    local: Address = ("127.0.0.1", 0),
-    config: OapConfig | None = None,
-    *,
-    pcap_path: str | os.PathLike[str] | None = None,
-    keylog_path: str | os.PathLike[str] | None = None,
-    notification_buffer: int = 256,
-    allow_plaintext: bool = False,
-    **endpoint_options: Any,
-) -> AsyncIterator[DofNode]:
-    """Run an OAP node on a UDP socket bound at ``local`` for the block's lifetime.
-
-    ``pcap_path`` captures every datagram to a pcap file (Wireshark reads it with
-    ``-d udp.port==PORT,dof``); ``keylog_path`` appends every secure session's
-    key (see :mod:`dofpy.security.keylog`) so that Wireshark can decrypt it.
-    Security comes from ``config.node.security``; without it only a loopback
-    ``local`` is accepted unless ``allow_plaintext`` (logged:
-    :func:`check_plaintext_bind`). Other keyword arguments go to
-    :func:`~dofpy.trio.open_udp_endpoint`.
-    """
-    async with run_oap_node(
-        OapCore(config),
-        local,
-        pcap_path=pcap_path,
-        keylog_path=keylog_path,
-        notification_buffer=notification_buffer,
-        allow_plaintext=allow_plaintext,
-        **endpoint_options,
-    ) as node:
-        yield node
-
-
-@asynccontextmanager
-async def run_oap_node(
-    core: OapCore,
-    local: Address,
-    *,
-    driver: Callable[[DofNode], DatagramCore] | None = None,
-    pcap_path: str | os.PathLike[str] | None = None,
-    keylog_path: str | os.PathLike[str] | None = None,
-    notification_buffer: int = 256,
-    allow_plaintext: bool = False,
-    **endpoint_options: Any,
-) -> AsyncIterator[DofNode]:
-    """The lifetime of a :class:`DofNode` around ``core``: key log, nursery for
-    provider tasks, UDP endpoint, and a clean close (waiters failed,
-    subscriptions ended). ``driver(node)`` gives the DatagramCore the endpoint
-    drives (by default ``core`` itself, its events dispatched to ``node``); a
-    protocol that wraps the OAP core (the block transfer) passes its own, which
-    must call :meth:`DofNode.dispatch` after every input. A plaintext node
-    binds a non-loopback address only with ``allow_plaintext`` (logged).
-    """
-    check_plaintext_bind(
-        local, secure=core.node.config.security is not None, allow_plaintext=allow_plaintext
-    )
-    keylog: TextIO | None = None
-    if keylog_path is not None:
-        keylog = open_keylog(keylog_path)
-    try:
-        with lone_exceptions_unwrapped():
-            async with trio.open_nursery() as nursery:
-                node = DofNode(core, nursery, notification_buffer, keylog)
-                driven = _DispatchingCore(core, node) if driver is None else driver(node)
-                try:
-                    async with open_udp_endpoint(
-                        driven, local, pcap_path=pcap_path, **endpoint_options
-                    ) as endpoint:
-                        node._endpoint = endpoint
-                        try:
-                            yield node
-                        finally:
-                            node._shut()
-                finally:
-                    nursery.cancel_scope.cancel()
-    finally:
-        if keylog is not None:
-            keylog.close()
 
 
 if TYPE_CHECKING:

@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import trio
 
 from dofpy._core import Address
 from dofpy.errors import ClosedResourceError, DofError
 from dofpy.oap.core import OapStatistics
+from dofpy.session.security import SecurityConfig
 from dofpy.transfer.core import (
     TransferCompleted,
     TransferConfig,
@@ -42,8 +43,10 @@ from dofpy.transfer.core import (
 from dofpy.transfer.manifest import Manifest, ObjectHashes
 from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.store import BlockStore
-from dofpy.trio._endpoint import EndpointStatistics
-from dofpy.trio._node import DofNode, run_oap_node
+from dofpy.trio._endpoint import EndpointConfig, EndpointStatistics
+from dofpy.trio._node import DofNode
+from dofpy.trio._open import oap_config_with_security, run_oap_node
+from dofpy.trio._pcapfile import PcapWriter
 
 __all__ = [
     "FetchProgress",
@@ -68,30 +71,6 @@ class TransferNodeStatistics:
     transfer: TransferStatistics
 
 
-class _TransferDriver:
-    """The DatagramCore the endpoint drives: the transfer core, whose events (and
-    the OAP core's, through the :class:`DofNode`) are handed to waiting tasks
-    after every input."""
-
-    def __init__(self, owner: TransferNode) -> None:
-        self._owner = owner
-        self._core = owner.core
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self._core.receive_datagram(data, addr, now)
-        self._owner._dispatch()
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return self._core.datagrams_to_send(now)
-
-    def get_timer(self) -> float | None:
-        return self._core.get_timer()
-
-    def handle_timer(self, now: float) -> None:
-        self._core.handle_timer(now)
-        self._owner._dispatch()
-
-
 class TransferNode:
     """Provider, caching relay and requestor of block transfers on one UDP socket.
 
@@ -107,6 +86,9 @@ class TransferNode:
         self._finished: dict[int, TransferEvent] = {}
         self._cancelled: set[int] = set()
         self._waiters: dict[int, trio.Event] = {}
+        # The endpoint drives the transfer core; after every input, the OAP
+        # core's events go to the node and the transfer core's to our waiters.
+        node._endpoint.on_input = self._dispatch
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -247,7 +229,7 @@ class TransferNode:
         event = self._finished.pop(transfer_id, None)
         if event is None:
             raise ClosedResourceError("the transfer node was closed during the fetch")
-        statistics = self.core.transfer_statistics(transfer_id, trio.current_time())
+        statistics = event.statistics
         if progress is not None:
             progress(statistics)
         if isinstance(event, TransferFailed):
@@ -261,44 +243,48 @@ async def open_transfer_node(
     local: Address = ("127.0.0.1", 0),
     config: TransferConfig | None = None,
     *,
+    security: SecurityConfig | None = None,
     store: BlockStore | None = None,
+    endpoint: EndpointConfig | None = None,
+    sock: socket.socket | None = None,
     pcap_path: str | os.PathLike[str] | None = None,
+    shared_pcap: PcapWriter | None = None,
     keylog_path: str | os.PathLike[str] | None = None,
     notification_buffer: int = 256,
     allow_plaintext: bool = False,
-    **endpoint_options: Any,
 ) -> AsyncIterator[TransferNode]:
     """Run a block-transfer node on a UDP socket bound at ``local`` for the block's lifetime.
 
     ``store`` holds what it publishes, relays and (by default) fetches (default:
-    in memory). Security comes from ``config.oap.node.security``; without it
-    only a loopback ``local`` is accepted unless ``allow_plaintext`` (logged).
-    ``pcap_path`` captures every datagram; ``keylog_path`` appends each secure
-    session's key so that Wireshark decrypts the capture. Other keyword arguments go to
-    :func:`~dofpy.trio.open_udp_endpoint` (``offload`` defaults to True here:
-    UDP segmentation offload where the kernel has it).
+    in memory). Security comes from ``security`` (put into
+    ``config.oap.node``) or from ``config.oap.node.security``; without it only
+    a loopback ``local`` is accepted unless ``allow_plaintext`` (logged).
+    ``pcap_path`` captures every datagram (``shared_pcap``: into one capture
+    of several nodes); ``keylog_path`` appends each secure session's key so
+    that Wireshark decrypts the capture. ``endpoint`` says how the socket is
+    used (:class:`~dofpy.trio.EndpointConfig`; its ``offload`` defaults to on
+    here: block datagrams come in runs of equal size to one peer, which the
+    kernel segments where it can); ``sock`` is an already bound UDP socket.
     """
+    config = config or TransferConfig()
+    if security is not None:
+        config = replace(config, oap=oap_config_with_security(config.oap, security))
     core = TransferCore(config, store=store)
-    # Block datagrams come in runs of equal size to one peer: let the kernel
-    # segment them (UDP_SEGMENT/GRO; the endpoint falls back where unsupported).
-    endpoint_options.setdefault("offload", True)
-    holder: list[TransferNode] = []
-
-    def driver(node: DofNode) -> _TransferDriver:
-        holder.append(TransferNode(core, node))
-        return _TransferDriver(holder[0])
-
     async with run_oap_node(
         core.oap,
         local,
-        driver=driver,
+        driven=core,
+        endpoint=endpoint,
+        default_offload=True,
+        sock=sock,
         pcap_path=pcap_path,
+        shared_pcap=shared_pcap,
         keylog_path=keylog_path,
         notification_buffer=notification_buffer,
         allow_plaintext=allow_plaintext,
-        **endpoint_options,
-    ):
+    ) as node:
+        transfer_node = TransferNode(core, node)
         try:
-            yield holder[0]
+            yield transfer_node
         finally:
-            holder[0]._close()
+            transfer_node._close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +19,8 @@ from dofpy.transfer.manifest import (
 from dofpy.transfer.messages import (
     MAX_SEQ,
     BlockEncoder,
+    BlockFields,
+    BlockHeadCache,
     BlockMessage,
     FetchRequest,
     block_object_id,
@@ -189,3 +193,24 @@ def test_sender_payloads_are_the_encoded_messages(
         by_payload.sent_bytes,
         by_payload.state,
     )
+
+
+def test_block_fields_are_named_as_the_message_fields_and_one_head_cache_judges_heads() -> None:
+    message = BlockMessage(bytes(range(32)), 7, 3, b"abc", 9, 11)
+    payload = encode_transfer(message)
+    head = read_command_head_untrusted(payload)
+    assert head is not None
+    fields = read_block_untrusted(payload, head.end)
+    assert isinstance(fields, BlockFields)
+    assert fields._fields == tuple(f.name for f in dataclasses.fields(BlockMessage))[1:]
+    assert fields.leaf == 3 and fields.data == b"abc" and fields.hold_us == 11
+    assert BlockMessage(message.object_id, *fields) == message
+
+    cache = BlockHeadCache()
+    assert cache.object_id(head) == message.object_id
+    assert cache.object_id(head) == message.object_id  # the same head object: cached
+    fetch = encode_transfer(FetchRequest(bytes(32), 1, 1024, 0, 4, (), ((0, 1),)))
+    other = read_command_head_untrusted(fetch)
+    assert other is not None
+    assert cache.object_id(other) is None  # not a Block's head...
+    assert cache.object_id(head) == message.object_id  # ... and it evicted nothing

@@ -39,7 +39,7 @@ from dofpy.transfer.messages import (
 from dofpy.transfer.sender import SenderConfig
 from dofpy.transfer.store import MemoryStore
 from dofpy.transfer.tokens import TOKEN_SIZE, AddressTokens, read_address_token_untrusted
-from dofpy.trio._node import check_plaintext_bind
+from dofpy.trio._open import check_plaintext_bind
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.oap import decode_oap_untrusted
 from dofpy.wire.oid import OID
