@@ -31,7 +31,7 @@ import trio
 from dofpy._core import Address
 from dofpy.errors import ClosedResourceError, DofError
 from dofpy.oap.core import OapStatistics
-from dofpy.session.security import SecurityConfig
+from dofpy.session.config import SecurityConfig
 from dofpy.transfer.core import (
     TransferCompleted,
     TransferConfig,
