@@ -266,6 +266,38 @@ class Daemon:
                 return int(line.split()[1]) * 1024
         return 0
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) used so far (Linux /proc)."""
+        return process_cpu(self.process.pid)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used (Linux /proc)."""
+    # The command name (field 2) may hold spaces: count fields after its ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuShares:
+    """Each process's CPU over one interval, as a share of one core: whether
+    the load generator (this process) or the service saturates."""
+
+    def __init__(self, daemons: Sequence[Daemon]) -> None:
+        self._daemons = daemons
+        self._start = self._sample()
+
+    def _sample(self) -> list[float]:
+        return [time.perf_counter(), time.process_time(), *(d.cpu() for d in self._daemons)]
+
+    def stop(self) -> str:
+        end = self._sample()
+        elapsed = end[0] - self._start[0]
+        shares = [(b - a) / elapsed for a, b in zip(self._start[1:], end[1:], strict=True)]
+        load, *services = shares
+        return f"load generator {load:4.0%}, " + ", ".join(
+            f"daemon {n + 1} {share:4.0%}" for n, share in enumerate(services)
+        )
+
 
 @contextlib.contextmanager
 def daemons(
@@ -354,10 +386,12 @@ async def check_ins(
     services: Sequence[tuple[str, int]],
     devices: int,
     seconds: float,
-) -> tuple[float, int]:
+    watched: Sequence[Daemon] = (),
+) -> tuple[float, int, str]:
     """Check-ins acknowledged per second by ``services`` (devices spread over
     them, each in lock-step: a report, its answer, the next), after every
-    device's session is up; and how many were refused or lost."""
+    device's session is up; how many were refused or lost; and the CPU shares
+    of the load (this process) and of the ``watched`` daemons while measuring."""
     done = 0
     failed = 0
     measuring = trio.Event()
@@ -393,11 +427,13 @@ async def check_ins(
         await trio.sleep(1.0)  # warm
         measuring.set()
         start = time.perf_counter()
+        cpu = CpuShares(watched)
         await trio.sleep(seconds)
         elapsed = time.perf_counter() - start
         count = done
+        shares = cpu.stop()
         stop.set()
-    return count / elapsed, failed
+    return count / elapsed, failed, shares
 
 
 def direct_check_ins(
@@ -531,19 +567,20 @@ def direct_latencies(
 
 
 async def service_stream(
-    directory: Path, authenticator: tuple[str, int], service: tuple[str, int]
-) -> tuple[int, float]:
+    directory: Path, authenticator: tuple[str, int], service: Daemon
+) -> tuple[int, float, str]:
     credentials = load_credentials(_credentials(directory, "client", authenticator))
     config = OapConfig(node=credentials.node_config(QUERYING))
     async with open_node(("127.0.0.1", 0), config) as node:
-        client = VersionClient(node, service, identity=OID(3, SERVICE_ID.encode()))
+        client = VersionClient(node, service.address, identity=OID(3, SERVICE_ID.encode()))
         await client.count(QueryFilter(device_class="none"))
         rows = 0
         start = time.perf_counter()
+        cpu = CpuShares([service])
         query = QueryFilter(device_class=TARGET_CLASS, not_version=TARGET_VERSION)
         async for _ in client.devices(query):
             rows += 1
-        return rows, time.perf_counter() - start
+        return rows, time.perf_counter() - start, cpu.stop()
 
 
 STREAM_SQL = (
@@ -623,11 +660,17 @@ async def measure(
         authenticator = (host, int(port))
         counts = [1, 2] if backend == "postgres" else [1]
         rates: dict[int, float] = {}
+        cpu_shares: dict[int, str] = {}
         for count in counts:
             with daemons(directory, db, authenticator, count) as running:
                 _note(f"{backend}: check-ins with {load_devices} devices, {count} daemon(s)")
-                rates[count], failed = await check_ins(
-                    directory, authenticator, [d.address for d in running], load_devices, seconds
+                rates[count], failed, cpu_shares[count] = await check_ins(
+                    directory,
+                    authenticator,
+                    [d.address for d in running],
+                    load_devices,
+                    seconds,
+                    running,
                 )
                 if count == 1:
                     _note(f"{backend}: query latencies")
@@ -636,8 +679,8 @@ async def measure(
                     )
                     _note(f"{backend}: streaming 'not running V'")
                     rss_before = running[0].rss()
-                    rows, stream_seconds = await service_stream(
-                        directory, authenticator, running[0].address
+                    rows, stream_seconds, stream_cpu = await service_stream(
+                        directory, authenticator, running[0]
                     )
                     rss_after = running[0].rss()
         await stop_send.send(signal.SIGTERM)
@@ -688,6 +731,7 @@ async def measure(
                 f"one per transaction {single:7.0f} ({rate / single:5.0%})",
             )
         )
+        figures.lines.append((f"  CPU while checking in, {count} daemon(s)", "", cpu_shares[count]))
         figures.checks.append(
             (f"{backend} {label} vs direct, one per transaction", rate / single, 0.5)
         )
@@ -713,6 +757,7 @@ async def measure(
             f"  ({rate / direct_rate:5.1%} of its rate)",
         )
     )
+    figures.lines.append(("  CPU while streaming", "", stream_cpu))
     figures.checks.append(
         (f"{backend} stream rows/s vs {stream_command[0]}", rate / direct_rate, 0.5)
     )

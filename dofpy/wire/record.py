@@ -79,6 +79,7 @@ __all__ = [
 R = TypeVar("R")
 
 _SCHEMA_ATTRIBUTE = "__dofpy_record__"
+_ABSENT = object()  # a key missing from a decoded map (None is a value there)
 _INT_MIN = -(1 << 64)
 _INT_MAX = (1 << 64) - 1
 
@@ -230,6 +231,10 @@ class _Text(_Codec):
     def decode(self, value: object, path: str, depth: int, walk: _Walk) -> Any:
         if type(value) is not str:
             raise _wrong(path, "str", value)
+        if value.isascii():  # the common case: one byte per character, always encodable
+            if len(value) > self.limit:
+                raise BadPacket(f"{path}: {len(value)} UTF-8 bytes exceed {self.limit}")
+            return value
         try:
             size = len(value.encode("utf-8"))
         except UnicodeEncodeError:
@@ -373,6 +378,10 @@ class _Field:
     codec: _Codec
     nullable: bool  # ``T | None``: None travels as an absent key
     required: bool  # no default and not nullable: the key must be present
+    dotted: str = ""  # ".name": appended to a path (built once, not per decode)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dotted", f".{self.name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -386,12 +395,16 @@ class _Schema:
         if depth >= MAX_DEPTH:
             raise ValueError(f"{path}: record nested deeper than {MAX_DEPTH} levels")
         out: dict[str, object] = {}
+        inner = depth + 1
         for field in self.fields:
-            item = getattr(value, field.name)
+            name = field.name
+            item = getattr(value, name)
             if item is None and field.nullable:
                 continue
-            walk.spend(path, ValueError)
-            out[field.name] = field.codec.encode(item, f"{path}.{field.name}", depth + 1, walk)
+            walk.items += 1  # walk.spend, inlined (as in decode)
+            if walk.items > MAX_ITEMS:
+                raise ValueError(f"{path}: record has more than {MAX_ITEMS} items")
+            out[name] = field.codec.encode(item, path + field.dotted, inner, walk)
         return out
 
     def decode(self, value: object, path: str, depth: int, walk: _Walk) -> Any:
@@ -403,19 +416,24 @@ class _Schema:
             if type(key) is not str:
                 raise BadPacket(f"{path}: map key of type {type(key).__name__}; keys are text")
         arguments: dict[str, Any] = {}
+        inner = depth + 1
         for field in self.fields:
-            walk.spend(path, BadPacket)
-            where = f"{path}.{field.name}"
-            if field.name not in value:
+            # walk.spend, inlined: this loop runs for every field of every
+            # record of a page (benchmarks/version.py).
+            walk.items += 1
+            if walk.items > MAX_ITEMS:
+                raise BadPacket(f"{path}: record has more than {MAX_ITEMS} items")
+            name = field.name
+            item = value.get(name, _ABSENT)
+            if item is _ABSENT:
                 if field.required:
-                    raise BadPacket(f"{where}: required field missing")
+                    raise BadPacket(f"{path}.{name}: required field missing")
                 if field.nullable:
-                    arguments[field.name] = None
+                    arguments[name] = None
                 continue
-            item = value[field.name]
             if item is None:
-                raise BadPacket(f"{where}: null is never sent (None is an absent key)")
-            arguments[field.name] = field.codec.decode(item, where, depth + 1, walk)
+                raise BadPacket(f"{path}.{name}: null is never sent (None is an absent key)")
+            arguments[name] = field.codec.decode(item, path + field.dotted, inner, walk)
         try:
             return self.kind(**arguments)
         except (ValueError, TypeError) as exc:
@@ -566,7 +584,9 @@ def record_to_value(value: object) -> dict[str, object]:
     Raises ``TypeError`` or ``ValueError`` for a field value its type does not allow.
     """
     # The nearest record class: an undecorated subclass encodes as its record base.
-    kind = next((k for k in type(value).__mro__ if is_record(k)), type(value))
+    kind = type(value)
+    if not isinstance(kind.__dict__.get(_SCHEMA_ATTRIBUTE), _Schema):
+        kind = next((k for k in kind.__mro__ if is_record(k)), kind)
     schema = _schema(kind)
     return schema.encode(value, schema.kind.__name__, 0, _Walk())
 

@@ -77,43 +77,59 @@ class _Budget:
 
 
 def _check_value(value: object, depth: int, budget: _Budget) -> None:
-    if not budget.spend():
+    # One loop over an explicit stack rather than a recursive call per item:
+    # a page of records is thousands of items (benchmarks/version.py).
+    items = budget.items
+    pending: list[tuple[object, int]] = [(value, depth)]
+    while pending:
+        value, depth = pending.pop()
+        items += 1
+        # Exact type checks: subclasses (IntEnum, bool-as-int, str subclasses)
+        # could carry meaning that CBOR cannot round-trip.
+        kind = type(value)
+        if value is None or kind is bool or kind is float or kind is bytes:
+            continue
+        if kind is int:
+            assert isinstance(value, int)
+            if not _INT_MIN <= value <= _INT_MAX:
+                raise ValueError(f"integer {value} outside the CBOR range -2**64 .. 2**64-1")
+            continue
+        if kind is str:
+            assert isinstance(value, str)
+            if value.isascii():
+                continue
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("text value is not encodable as UTF-8") from None
+            continue
+        if kind is list or kind is tuple or kind is dict:
+            assert isinstance(value, list | tuple | dict)
+            if depth > MAX_DEPTH:
+                raise ValueError(f"values nested deeper than {MAX_DEPTH} levels")
+            # Every item pending is counted once popped: refuse at once what
+            # would exceed the budget, so the stack never outgrows it.
+            if items + len(pending) + len(value) * (2 if kind is dict else 1) > MAX_ITEMS:
+                raise ValueError(f"value list has more than {MAX_ITEMS} items")
+            inner = depth + 1
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if type(key) not in (int, str, bytes):
+                        raise ValueError(
+                            f"map key of type {type(key).__name__}: use int, str or bytes"
+                        )
+                    pending.append((key, inner))
+                    pending.append((item, inner))
+            else:
+                pending.extend([(item, inner) for item in value])
+            continue
+        raise ValueError(
+            f"cannot encode a value of type {kind.__name__}: "
+            "use int, float, bool, None, str, bytes, list, tuple or dict"
+        )
+    if items > MAX_ITEMS:
         raise ValueError(f"value list has more than {MAX_ITEMS} items")
-    # Exact type checks: subclasses (IntEnum, bool-as-int, str subclasses)
-    # could carry meaning that CBOR cannot round-trip.
-    kind = type(value)
-    if value is None or kind is bool or kind is float or kind is bytes:
-        return
-    if kind is int:
-        assert isinstance(value, int)
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise ValueError(f"integer {value} outside the CBOR range -2**64 .. 2**64-1")
-        return
-    if kind is str:
-        assert isinstance(value, str)
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("text value is not encodable as UTF-8") from None
-        return
-    if kind is list or kind is tuple or kind is dict:
-        if depth > MAX_DEPTH:
-            raise ValueError(f"values nested deeper than {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if type(key) not in (int, str, bytes):
-                    raise ValueError(f"map key of type {type(key).__name__}: use int, str or bytes")
-                _check_value(key, depth + 1, budget)
-                _check_value(item, depth + 1, budget)
-        else:
-            assert isinstance(value, list | tuple)
-            for item in value:
-                _check_value(item, depth + 1, budget)
-        return
-    raise ValueError(
-        f"cannot encode a value of type {kind.__name__}: "
-        "use int, float, bool, None, str, bytes, list, tuple or dict"
-    )
+    budget.items = items
 
 
 def encode_values(values: Sequence[object]) -> bytes:
@@ -138,66 +154,80 @@ def _scan_item(data: bytes, pos: int, depth: int, budget: _Budget, what: str) ->
     """Check the structure of one CBOR data item at ``pos``; return its end.
 
     This runs before cbor2 sees the bytes, so that tags, indefinite lengths,
-    excessive nesting and lengths that exceed the data are refused without
-    asking cbor2 to allocate or interpret anything.
+    excessive nesting, lengths that exceed the data and map keys other than
+    integers, byte strings and text strings are refused without asking cbor2
+    to allocate or interpret anything.
+
+    One loop over an explicit stack of open containers rather than a
+    recursive call per item: a page of records is thousands of items, and
+    this scan was most of the time spent decoding one (benchmarks/version.py).
     """
-    if not budget.spend():
-        raise BadPacket(f"{what} has more than {MAX_ITEMS} items")
-    if pos >= len(data):
-        raise BadPacket(f"{what} truncated")
-    initial = data[pos]
-    pos += 1
-    major, info = initial >> 5, initial & 0x1F
-    if major == _MAJOR_SIMPLE:
-        if info in _ALLOWED_SIMPLE:
-            return pos
-        if info in _FLOAT_INFO:
-            end = pos + _ARG_BYTES[info]
-            if end > len(data):
-                raise BadPacket(f"{what} truncated in a float")
-            return end
-        raise BadPacket(f"CBOR simple value or break (0x{initial:02x}) not allowed")
-    if major == _MAJOR_TAG:
-        raise BadPacket(f"CBOR tags are not allowed in a {what}")
-    if info < 24:
-        argument = info
-    elif info in _ARG_BYTES:
-        width = _ARG_BYTES[info]
-        if pos + width > len(data):
-            raise BadPacket(f"{what} truncated in a CBOR head")
-        argument = int.from_bytes(data[pos : pos + width], "big")
-        pos += width
-        if argument < _ARG_MINIMUM[info]:
-            raise BadPacket("CBOR head not minimally encoded")
-    else:
-        raise BadPacket(f"CBOR indefinite length or reserved head 0x{initial:02x} not allowed")
-    if major in (_MAJOR_UINT, _MAJOR_NINT):
-        return pos
-    if major in (_MAJOR_BYTES, _MAJOR_TEXT):
-        if argument > len(data) - pos:
-            raise BadPacket(f"CBOR string runs past the end of the {what}")
-        return pos + argument
-    # An array or a map: every contained item takes at least one byte.
-    count = argument if major == _MAJOR_ARRAY else 2 * argument
-    if count > len(data) - pos:
-        raise BadPacket("CBOR container claims more items than bytes remain")
-    if depth > MAX_DEPTH:
-        raise BadPacket(f"{what} nested deeper than {MAX_DEPTH} levels")
-    for _ in range(count):
-        pos = _scan_item(data, pos, depth + 1, budget, what)
+    size = len(data)
+    items = budget.items
+    # Per open container: the items still to scan in it, and whether it is a
+    # map (whose items alternate key, value). The bottom entry is the one item
+    # asked for; an item's depth is ``depth + len(remaining) - 1``.
+    remaining = [1]
+    in_map = [False]
+    while remaining:
+        left = remaining[-1]
+        if not left:
+            remaining.pop()
+            in_map.pop()
+            continue
+        remaining[-1] = left - 1
+        items += 1
+        if items > MAX_ITEMS:
+            raise BadPacket(f"{what} has more than {MAX_ITEMS} items")
+        if pos >= size:
+            raise BadPacket(f"{what} truncated")
+        initial = data[pos]
+        pos += 1
+        major, info = initial >> 5, initial & 0x1F
+        # A map's items alternate key, value, so a key has an even count left.
+        if major > _MAJOR_TEXT and in_map[-1] and not left & 1:
+            raise BadPacket(f"{what}: map key of CBOR major type {major}; use int, str or bytes")
+        if major == _MAJOR_SIMPLE:
+            if info in _ALLOWED_SIMPLE:
+                continue
+            if info in _FLOAT_INFO:
+                pos += _ARG_BYTES[info]
+                if pos > size:
+                    raise BadPacket(f"{what} truncated in a float")
+                continue
+            raise BadPacket(f"CBOR simple value or break (0x{initial:02x}) not allowed")
+        if major == _MAJOR_TAG:
+            raise BadPacket(f"CBOR tags are not allowed in a {what}")
+        if info < 24:
+            argument = info
+        elif info in _ARG_BYTES:
+            width = _ARG_BYTES[info]
+            if pos + width > size:
+                raise BadPacket(f"{what} truncated in a CBOR head")
+            argument = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+            if argument < _ARG_MINIMUM[info]:
+                raise BadPacket("CBOR head not minimally encoded")
+        else:
+            raise BadPacket(f"CBOR indefinite length or reserved head 0x{initial:02x} not allowed")
+        if major <= _MAJOR_NINT:
+            continue
+        if major <= _MAJOR_TEXT:
+            if argument > size - pos:
+                raise BadPacket(f"CBOR string runs past the end of the {what}")
+            pos += argument
+            continue
+        # An array or a map: every contained item takes at least one byte.
+        count = argument if major == _MAJOR_ARRAY else 2 * argument
+        if count > size - pos:
+            raise BadPacket("CBOR container claims more items than bytes remain")
+        if depth + len(remaining) - 1 > MAX_DEPTH:
+            raise BadPacket(f"{what} nested deeper than {MAX_DEPTH} levels")
+        if count:
+            remaining.append(count)
+            in_map.append(major == _MAJOR_MAP)
+    budget.items = items
     return pos
-
-
-def _check_keys(value: object) -> None:
-    """Map keys must be int, str or bytes (cbor2 would also accept others)."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if type(key) not in (int, str, bytes):
-                raise BadPacket(f"map key of type {type(key).__name__} not allowed")
-            _check_keys(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_keys(item)
 
 
 def _decode_canonical(data: bytes, what: str) -> object:
@@ -215,7 +245,6 @@ def _decode_canonical(data: bytes, what: str) -> object:
         raise BadPacket(f"{what}: {len(raw) - end} trailing bytes after the item")
     try:
         decoded = cbor2.loads(raw, max_depth=MAX_DEPTH + 1, allow_indefinite=False)
-        _check_keys(decoded)
         canonical = cbor2.dumps(decoded, canonical=True)
     except BadPacket:
         raise
@@ -246,7 +275,6 @@ def _decode_strict(data: bytes, what: str) -> object:
         decoded = cbor2.loads(
             raw, max_depth=MAX_DEPTH + 1, allow_indefinite=False, allow_duplicate_keys=False
         )
-        _check_keys(decoded)
     except BadPacket:
         raise
     except Exception as exc:  # cbor2 raises several unrelated types
