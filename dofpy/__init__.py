@@ -63,7 +63,6 @@ from dofpy.oap.client import ItemClient, ObjectClient
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import (
-    Event,
     EventDef,
     ExceptionDef,
     Interface,
@@ -125,7 +124,6 @@ __all__ = [
     "DofError",
     "DofNode",
     "DofTimeoutError",
-    "Event",
     "EventDef",
     "ExceptionDef",
     "FileStore",

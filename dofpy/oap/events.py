@@ -44,7 +44,6 @@ __all__ = [
     "PlaintextUsed",
     "ProviderAnnounced",
     "RequestCompleted",
-    "RequestFailed",
     "RequestKind",
     "SecureSessionEnded",
     "SecureSessionEstablished",
@@ -109,10 +108,6 @@ class OapRequestFailed:
 
     request_id: int
     error: DofError
-
-
-RequestFailed = OapRequestFailed
-"""The former name of :class:`OapRequestFailed`, kept so existing imports work."""
 
 
 @dataclass(frozen=True, slots=True)

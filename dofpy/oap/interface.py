@@ -23,7 +23,6 @@ from dofpy.wire.oid import IID
 from dofpy.wire.record import is_record, record_from_value_untrusted, record_to_value
 
 __all__ = [
-    "Event",
     "EventDef",
     "ExceptionDef",
     "Interface",
@@ -243,11 +242,6 @@ class EventDef:
     item_id: int
     name: str
     values: tuple[Param, ...] = ()
-
-
-Event = EventDef
-"""The former name of :class:`EventDef` (which pairs with :class:`ExceptionDef`
-and is not taken for an event the core emits), kept so existing imports work."""
 
 
 @dataclass(frozen=True, slots=True)

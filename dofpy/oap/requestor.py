@@ -3,7 +3,7 @@ the answers and notifications that come back for them.
 
 Each request is remembered until its answer (or the node's failure for it)
 arrives and is turned into :class:`~dofpy.oap.events.RequestCompleted` or
-:class:`~dofpy.oap.events.RequestFailed`. A subscription moves through the
+:class:`~dofpy.oap.events.OapRequestFailed`. A subscription moves through the
 table of :mod:`dofpy.oap.subscription`; its refresh deadlines are kept in one
 heap. An answer or notification bound to an identity is taken only from that
 identity, and only when its session's granted permissions let it provide the
@@ -23,8 +23,8 @@ from dofpy.oap.deadlines import DeadlineHeap
 from dofpy.oap.errors import OapError, ProviderException
 from dofpy.oap.events import (
     Notification,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
     RequestKind,
     SubscriptionEnded,
 )
@@ -406,9 +406,9 @@ class RequestorSide:
                 if self._step(sub, SubscriptionInput.FAILED) is SubscriptionOutcome.END:
                     events.append(SubscriptionEnded(sub.sub_id, error))
                 else:
-                    events.append(RequestFailed(sub.sub_id, error))
+                    events.append(OapRequestFailed(sub.sub_id, error))
             return
-        events.append(RequestFailed(request_id, error))
+        events.append(OapRequestFailed(request_id, error))
 
     # -- internals -----------------------------------------------------------------------
 

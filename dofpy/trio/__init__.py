@@ -21,7 +21,7 @@ from dofpy.trio._endpoint import (
     open_udp_endpoint,
 )
 from dofpy.trio._groups import lone_exceptions_unwrapped
-from dofpy.trio._node import DofNode, NodeStatistics, Subscription
+from dofpy.trio._node import DofNode, DofNodeStatistics, Subscription
 from dofpy.trio._open import open_node
 from dofpy.trio._pcapfile import PcapWriter
 from dofpy.trio._provider import Provider, current_request
@@ -34,10 +34,10 @@ from dofpy.trio._transfer import (
 
 __all__ = [
     "DofNode",
+    "DofNodeStatistics",
     "EndpointConfig",
     "EndpointStatistics",
     "FetchProgress",
-    "NodeStatistics",
     "PcapWriter",
     "Provider",
     "Subscription",

@@ -35,12 +35,12 @@ from dofpy.oap.core import (
     IncomingRequest,
     Notification,
     OapCore,
+    OapRequestFailed,
     OapStatistics,
     PeerClosed,
     PlaintextUsed,
     ProviderAnnounced,
     RequestCompleted,
-    RequestFailed,
     SecureSessionEnded,
     SecureSessionEstablished,
     SessionOpened,
@@ -57,7 +57,7 @@ from dofpy.trio._provider import Provider, current_request_var
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 
-__all__ = ["DofNode", "NodeStatistics", "Subscription"]
+__all__ = ["DofNode", "DofNodeStatistics", "Subscription"]
 
 logger = logging.getLogger("dofpy.node")
 
@@ -80,7 +80,7 @@ def _remote_error(error: DofError) -> DofError:
 
 
 @dataclass(frozen=True, slots=True)
-class NodeStatistics:
+class DofNodeStatistics:
     """A node's counters: the UDP endpoint's and the OAP core's."""
 
     endpoint: EndpointStatistics
@@ -160,8 +160,8 @@ class DofNode:
     def local_address(self) -> Address:
         return self._endpoint.local_address
 
-    def statistics(self) -> NodeStatistics:
-        return NodeStatistics(
+    def statistics(self) -> DofNodeStatistics:
+        return DofNodeStatistics(
             endpoint=self._endpoint.statistics(),
             oap=self.core.statistics(),
             notifications_dropped=self._notifications_dropped,
@@ -209,7 +209,7 @@ class DofNode:
                     if isinstance(event, RequestCompleted):
                         waiter.values = event.values
                     waiter.done.set()
-                case RequestFailed():
+                case OapRequestFailed():
                     waiter = self._waiters.pop(event.request_id, None)
                     if waiter is not None:
                         waiter.error = _remote_error(event.error)

@@ -83,7 +83,6 @@ __all__ = [
     "decode_oap_untrusted",
     "encode_oap",
     "probe_command_head_untrusted",
-    "read_command_head_untrusted",
 ]
 
 OAP_APP_ID = 1
@@ -935,8 +934,3 @@ def probe_command_head_untrusted(payload: bytes) -> CommandHead | None:
     item_id = reader.c2()
     target = _read_target(reader, _ALIAS_SIZES[byte0 >> _ALIAS_SHIFT])
     return CommandHead(OapOpcode(byte0 & _OPCODE_MASK), item_id, target, reader.pos)
-
-
-read_command_head_untrusted = probe_command_head_untrusted
-"""The former name of :func:`probe_command_head_untrusted` (a ``probe_``
-answers ``None`` for "not this shape"), kept so existing imports work."""

@@ -17,7 +17,7 @@ from dofpy.transfer.messages import (
     decode_transfer_untrusted,
     read_block_untrusted,
 )
-from dofpy.wire.oap import decode_oap_untrusted, read_command_head_untrusted
+from dofpy.wire.oap import decode_oap_untrusted, probe_command_head_untrusted
 
 _OBJECT = bytes(range(32))
 
@@ -38,7 +38,7 @@ def _general(data: bytes) -> TransferMessage | None:
 
 def target(data: bytes) -> None:
     """Read the Block inline; the general decoders must agree."""
-    head = read_command_head_untrusted(data)
+    head = probe_command_head_untrusted(data)
     object_id = None if head is None else block_object_id(head)
     if head is None or object_id is None:
         raise BadPacket("not a Block head")

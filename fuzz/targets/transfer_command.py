@@ -20,7 +20,7 @@ from dofpy.transfer.messages import (
     decode_transfer_untrusted,
     encode_transfer,
 )
-from dofpy.wire.oap import decode_oap_untrusted, read_command_head_untrusted
+from dofpy.wire.oap import decode_oap_untrusted, probe_command_head_untrusted
 
 _OBJECT = bytes(range(32))
 
@@ -49,7 +49,7 @@ def _general(data: bytes) -> TransferMessage | None:
 def target(data: bytes) -> None:
     """Decode the raw way; the general decoder must agree."""
     expected = _general(data)
-    head = read_command_head_untrusted(data)
+    head = probe_command_head_untrusted(data)
     if head is None:
         return
     try:

@@ -15,8 +15,8 @@ from dofpy.oap.core import (
     OapConfig,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
     RequestKind,
 )
 from dofpy.security.authenticator import TrpAuthenticator
@@ -168,7 +168,7 @@ def test_a_trp_reject_answer_refuses_the_handshake() -> None:
     done, found = result(client, get)
     assert run(world, [app], done)
     failed = found()
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert "rejected the secure session" in str(failed.error)
     assert "ACCESS_DENIED" in str(failed.error)
     security = security_statistics(app.core)

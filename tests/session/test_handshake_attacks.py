@@ -14,8 +14,8 @@ from dofpy.oap.core import (
     IncomingRequest,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
 )
 from dofpy.session.node import (
     IncomingHandshakeFailed,
@@ -295,7 +295,7 @@ def test_simultaneous_open_gives_two_working_sessions() -> None:
 
     assert world.net.run_until(answered, max_time=10)
     refused = next(e for e in seen if getattr(e, "request_id", None) == back)
-    assert isinstance(refused, RequestFailed) and "timed out" not in str(refused.error)
+    assert isinstance(refused, OapRequestFailed) and "timed out" not in str(refused.error)
     for core in (provider, client):
         assert stats(core).authentication_failures == 0
         assert stats(core).unknown_sessions == 0
@@ -324,7 +324,7 @@ def test_tag_length_mismatch_is_refused_at_once_on_both_sides() -> None:
     assert world.net.run_until(done, max_time=30)
     assert world.net.now - start < 1.0  # refused in the handshake, not timed out
     failed = next(e for e in seen if getattr(e, "request_id", None) == request)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert isinstance(failed.error, RemoteProtocolError)
     assert "tag 8 (initiator)" in str(failed.error) and "tag 16 (responder)" in str(failed.error)
     # The provider names the refused handshake too (not as a session of its own).

@@ -27,7 +27,7 @@ from dofpy.errors import (
     SecureSessionRefused,
     SecureSessionTimeout,
 )
-from dofpy.oap.core import OapConfig, OapCore, OapEvent, RequestCompleted, RequestFailed
+from dofpy.oap.core import OapConfig, OapCore, OapEvent, OapRequestFailed, RequestCompleted
 from dofpy.security.authenticator import Decision, TicketRole, make_session_ticket
 from dofpy.security.crypto import build_accept
 from dofpy.session.node import IncomingHandshakeFailed, NodeConfig, RetryPolicy, SecureSessionEnded
@@ -69,7 +69,7 @@ class World:
         start = self.sim.net.now
         get = self.pair.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", start)
         result = self.pair.result(get, max_time=max_time)
-        assert isinstance(result, RequestFailed), result
+        assert isinstance(result, OapRequestFailed), result
         assert isinstance(result.error, SecureSessionFailed), result.error
         return result.error, self.sim.net.now - start
 
@@ -178,7 +178,7 @@ def test_wrong_secret_of_a_server_holding_the_store_is_named_at_once() -> None:
     start = sim.net.now
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", start)
     result = p.result(get)
-    assert isinstance(result, RequestFailed)
+    assert isinstance(result, OapRequestFailed)
     assert isinstance(result.error, SecureSessionRefused)
     assert result.error.cause is SecureSessionCause.TICKET_NOT_VERIFIED
     assert "its ticket from the Authenticator did not verify" in str(result.error)
@@ -213,7 +213,7 @@ def test_peer_down_is_named_at_the_deadline() -> None:
     start = sim.net.now
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", start)
     result = p.result(get)
-    assert isinstance(result, RequestFailed)
+    assert isinstance(result, OapRequestFailed)
     assert isinstance(result.error, SecureSessionTimeout)
     assert result.error.cause is SecureSessionCause.NO_ANSWER
     assert "10.1.0.1:3567 did not answer the handshake" in str(result.error)
@@ -303,7 +303,7 @@ def test_a_command_timing_out_before_the_handshake_names_its_cause() -> None:
     result = p.result(get)
     # The Get gave up (5 s) while the handshake still ran: it says why.
     assert sim.net.now - start < HANDSHAKE_TIMEOUT
-    assert isinstance(result, RequestFailed)
+    assert isinstance(result, OapRequestFailed)
     assert isinstance(result.error, SecureSessionTimeout)
     assert result.error.cause is SecureSessionCause.ACCEPT_NOT_VERIFIED
     assert "did not verify with this node's identity secret" in str(result.error)
@@ -402,7 +402,7 @@ def test_a_forged_accept_alone_is_reported_only_at_the_deadline() -> None:
     start = sim.net.now
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", start)
     result: OapEvent = p.result(get)
-    assert isinstance(result, RequestFailed)
+    assert isinstance(result, OapRequestFailed)
     assert isinstance(result.error, SecureSessionTimeout)
     assert result.error.cause is SecureSessionCause.ACCEPT_NOT_VERIFIED
     assert "(or the Accepts were forged)" in str(result.error)

@@ -24,8 +24,8 @@ from dofpy.oap.core import (
     OapConfig,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
     RequestKind,
 )
 from dofpy.oap.errors import OapError, OapErrorCode
@@ -116,7 +116,7 @@ class World:
 
 
 def _mismatch(event: OapEvent) -> PeerIdentityMismatch:
-    assert isinstance(event, RequestFailed), event
+    assert isinstance(event, OapRequestFailed), event
     assert isinstance(event.error, PeerIdentityMismatch), event.error
     return event.error
 
@@ -309,7 +309,7 @@ def test_the_bound_identity_must_be_granted_the_binding_it_answers_for() -> None
         PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now, identity=IMPOSTOR_ID
     )
     failed = world.result(get)
-    assert isinstance(failed, RequestFailed) and isinstance(failed.error, ProviderNotPermitted)
+    assert isinstance(failed, OapRequestFailed) and isinstance(failed.error, ProviderNotPermitted)
     assert world.client.statistics().answers_not_permitted == 1
     world.at(PROVIDER, world.provider)
     get = world.client.get(
@@ -364,7 +364,7 @@ def test_address_taken_over_gets_no_cached_answer_and_genuine_retransmission_doe
         ]
     else:
         # Through the permission check, and refused there.
-        assert isinstance(result, RequestFailed) and isinstance(result.error, OapError)
+        assert isinstance(result, OapRequestFailed) and isinstance(result.error, OapError)
         assert result.error.error_code is OapErrorCode.PERMISSION_DENIED
         denied = [e for e in world.of(world.provider) if isinstance(e, AccessDenied)]
         assert [e.identity for e in denied] == [intruder_id]

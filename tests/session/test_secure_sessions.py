@@ -14,8 +14,8 @@ from dofpy.oap.core import (
     OapConfig,
     OapCore,
     OapEvent,
+    OapRequestFailed,
     RequestCompleted,
-    RequestFailed,
     RequestKind,
 )
 from dofpy.oap.errors import OapError, OapErrorCode
@@ -148,7 +148,7 @@ def test_permission_denied_for_each_action_while_others_are_served() -> None:
         p.client.subscribe(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "alarm", now),
     ):
         failed = p.result(request)
-        assert isinstance(failed, RequestFailed)
+        assert isinstance(failed, OapRequestFailed)
         assert isinstance(failed.error, OapError)
         assert failed.error.error_code is OapErrorCode.PERMISSION_DENIED
     denied = [e for e in p.provider_events if isinstance(e, AccessDenied)]
@@ -164,7 +164,7 @@ def test_revoked_identity_is_refused() -> None:
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert "ACCESS_DENIED" in str(failed.error)
     assert any(isinstance(e, SecureSessionEnded) for e in p.client_events)
 
@@ -313,7 +313,7 @@ def test_wrong_domain_is_refused() -> None:
     p = Pair(world, provider, client)
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert "rejected the secure session" in str(failed.error)
 
 
@@ -325,7 +325,7 @@ def test_forged_identity_fails_the_accept_confirmation() -> None:
     p = Pair(world, provider, client)
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get, max_time=120)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     security = client.statistics().node.security
     assert security is not None and security.authentication_failures >= 1
 
@@ -340,7 +340,7 @@ def test_unknown_identity_is_refused() -> None:
     p = Pair(world, provider, client)
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert "UNKNOWN_INITIATOR" in str(failed.error)
 
 
@@ -348,7 +348,7 @@ def test_read_is_denied_without_r() -> None:
     p = pair(client_grant="x", client_asks="x")
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
     failed = p.result(get)
-    assert isinstance(failed, RequestFailed) and isinstance(failed.error, OapError)
+    assert isinstance(failed, OapRequestFailed) and isinstance(failed.error, OapError)
     assert failed.error.error_code is OapErrorCode.PERMISSION_DENIED
 
 
@@ -356,7 +356,7 @@ def test_asking_for_more_than_granted_is_refused_by_the_authenticator() -> None:
     p = pair(client_grant="r", client_asks="rw")
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
     failed = p.result(get)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert "ACCESS_DENIED" in str(failed.error)
 
 
@@ -412,7 +412,7 @@ def test_unreachable_authenticator_refuses_the_handshake() -> None:
     get = client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     start = world.net.now
     failed = p.result(get, max_time=200)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     # The provider gives its Authenticator two thirds of its handshake timeout,
     # then refuses the handshake naming why: long before the client's deadline.
     assert isinstance(failed.error, SecureSessionRefused)
@@ -608,7 +608,7 @@ def test_sealed_only_authenticator_refuses_trp_in_the_clear() -> None:
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     failed = p.result(get)
-    assert isinstance(failed, RequestFailed)
+    assert isinstance(failed, OapRequestFailed)
     assert "ACCESS_DENIED" in str(failed.error)
     # Refused before any decision: nothing looked up, nothing to audit.
     assert authenticator.decisions == 0 and authenticator.clear_refused >= 1
@@ -684,7 +684,7 @@ def test_a_responder_bound_to_the_authenticators_identity_refuses_an_impostor_th
     )
     p = Pair(world, provider, world.client())
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
-    assert isinstance(p.result(get), RequestFailed)
+    assert isinstance(p.result(get), OapRequestFailed)
     assert p.provider.statistics().node.security.identity_mismatches >= 1  # type: ignore[union-attr]
     assert any(
         isinstance(e, SecureSessionEnded) and isinstance(e.error, PeerIdentityMismatch)

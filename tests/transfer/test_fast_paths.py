@@ -30,7 +30,7 @@ from dofpy.transfer.messages import (
     read_block_untrusted,
 )
 from dofpy.transfer.sender import BlockSender, SenderConfig, message_size
-from dofpy.wire.oap import decode_oap_untrusted, read_command_head_untrusted
+from dofpy.wire.oap import decode_oap_untrusted, probe_command_head_untrusted
 
 
 @settings(max_examples=200)
@@ -119,7 +119,7 @@ def test_block_reader_equals_the_general_decoder_on_any_head_forms(
         + _head(0x00, hold_us, forms[3])
         + tail
     )
-    head = read_command_head_untrusted(payload)
+    head = probe_command_head_untrusted(payload)
     assert head is not None
     assert block_object_id(head) == object_id
     try:
@@ -198,7 +198,7 @@ def test_sender_payloads_are_the_encoded_messages(
 def test_block_fields_are_named_as_the_message_fields_and_one_head_cache_judges_heads() -> None:
     message = BlockMessage(bytes(range(32)), 7, 3, b"abc", 9, 11)
     payload = encode_transfer(message)
-    head = read_command_head_untrusted(payload)
+    head = probe_command_head_untrusted(payload)
     assert head is not None
     fields = read_block_untrusted(payload, head.end)
     assert isinstance(fields, BlockFields)
@@ -210,7 +210,7 @@ def test_block_fields_are_named_as_the_message_fields_and_one_head_cache_judges_
     assert cache.object_id(head) == message.object_id
     assert cache.object_id(head) == message.object_id  # the same head object: cached
     fetch = encode_transfer(FetchRequest(bytes(32), 1, 1024, 0, 4, (), ((0, 1),)))
-    other = read_command_head_untrusted(fetch)
+    other = probe_command_head_untrusted(fetch)
     assert other is not None
     assert cache.object_id(other) is None  # not a Block's head...
     assert cache.object_id(head) == message.object_id  # ... and it evicted nothing
