@@ -243,13 +243,14 @@ class CutPoint:
 
 def cut_points(operations: list[Operation]) -> list[CutPoint]:
     """Every cut point of a run that did ``operations``: each operation with
-    nothing of it done, and each write also torn after its first byte, half
-    of it, all but its last byte, and all of it (written, not yet synced)."""
+    nothing of it done, and each write also torn after its first byte, a
+    quarter, half and three quarters of it, all but its last byte, and all of
+    it (written, not yet synced)."""
     points: list[CutPoint] = []
     for index, operation in enumerate(operations):
         points.append(CutPoint(index))
         if operation.kind == "write":
             size = operation.size
-            torn = sorted({1, size // 2, size - 1, size} - {0} if size else set())
+            torn = sorted({1, size // 4, size // 2, 3 * size // 4, size - 1, size} - {0})
             points.extend(CutPoint(index, k) for k in torn if 0 < k <= size)
     return points
