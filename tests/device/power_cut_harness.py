@@ -9,6 +9,7 @@ script's own persisted state (what an agent keeps in its state file) is the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 import shutil
@@ -236,10 +237,8 @@ def cut_once(template: Path, work: Path, scenario: Scenario, point: CutPoint) ->
     shutil.copytree(template, work)
     fs = PowerCutFs(work, cut_at=point.at, torn_bytes=point.torn_bytes)
     progress: set[str] = set()
-    try:
+    with contextlib.suppress(PowerCut):
         scenario.script(SimulatedBootloader(work, fs=fs), progress)
-    except PowerCut:
-        pass
     assert fs.cut, f"{scenario.name}: no operation {point.at} to cut"
     check_boots_accepted_image(work)
     run_to_end(work, scenario, progress)
@@ -258,9 +257,7 @@ def all_cut_points(template: Path, work: Path, scenario: Scenario) -> list[CutPo
     return cut_points(operations_of(template, work, scenario))
 
 
-def random_run(
-    template: Path, work: Path, scenario: Scenario, operations: int, seed: int
-) -> int:
+def random_run(template: Path, work: Path, scenario: Scenario, operations: int, seed: int) -> int:
     """One to three power cuts, each at a random one of the ``operations`` of
     an uncut run (a cut beyond the end of a resumed run does not fall) and
     with a random part of a write torn, a check after each, then the
