@@ -23,6 +23,8 @@ from dofpy_services.device.bootloader import (
     SlotWriter,
     WrongImage,
 )
+from dofpy_services.device.fs import CutPoint, DeviceFs, OsFs, PowerCut, PowerCutFs, cut_points
+from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader, inspect_device
 
 __all__ = [
     "BootInfo",
@@ -30,7 +32,14 @@ __all__ = [
     "Bootloader",
     "BootloaderError",
     "Bricked",
+    "CutPoint",
+    "DeviceFs",
+    "FirmwareImage",
     "Layout",
+    "OsFs",
+    "PowerCut",
+    "PowerCutFs",
+    "SimulatedBootloader",
     "Slot",
     "SlotBusy",
     "SlotImage",
@@ -39,4 +48,6 @@ __all__ = [
     "SlotState",
     "SlotWriter",
     "WrongImage",
+    "cut_points",
+    "inspect_device",
 ]
