@@ -34,7 +34,7 @@ from dofpy.transfer.messages import (
     decode_transfer_untrusted,
     encode_transfer,
 )
-from dofpy.wire.oap import decode_oap_untrusted, read_command_head_untrusted
+from dofpy.wire.oap import decode_oap_untrusted, probe_command_head_untrusted
 from dofpy.wire.oid import OID
 
 object_ids = st.binary(min_size=32, max_size=32)
@@ -93,7 +93,7 @@ def general(payload: bytes) -> TransferMessage | None:
 
 def raw(payload: bytes) -> TransferMessage | None:
     try:
-        head = read_command_head_untrusted(payload)
+        head = probe_command_head_untrusted(payload)
         if head is None:
             return general(payload)
         return decode_transfer_command_untrusted(head, payload)
