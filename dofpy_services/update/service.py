@@ -156,6 +156,13 @@ def _population(args: argparse.Namespace) -> int:
         return store.count(query)
 
 
+def _bytes_rate(value: float) -> str:
+    for unit, scale in (("GB/s", 1e9), ("MB/s", 1e6), ("kB/s", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.2f} {unit}"
+    return f"{value:.0f} B/s"
+
+
 def plan_lines(plan: CampaignPlan) -> list[str]:
     """The plan as the lines ``dofpy update plan`` prints."""
     request = plan.request
@@ -177,8 +184,8 @@ def plan_lines(plan: CampaignPlan) -> list[str]:
         f"image providers   {plan.provider_nodes}",
         f"relays            {plan.relay_nodes}",
         f"version nodes     {plan.version_nodes}",
-        f"device traffic    {plan.device_bytes_per_second / 1e6:.2f} MB/s",
-        f"server bandwidth  {plan.server_bytes_per_second / 1e6:.2f} MB/s "
+        f"device traffic    {_bytes_rate(plan.device_bytes_per_second)}",
+        f"server bandwidth  {_bytes_rate(plan.server_bytes_per_second)} "
         f"({plan.server_bytes} bytes)",
         f"cost              {plan.cost:.2f} = {plan.node_hours:.2f} node-hours x "
         f"{request.price_node_hour} + {plan.server_bytes / 1e9:.3f} GB x {request.price_gb}",
