@@ -30,6 +30,7 @@ from dofpy_services.update.tracking import (
 )
 
 __all__ = [
+    "CHART_BACKGROUND",
     "FORMATS",
     "CampaignReport",
     "ProgressPoint",
@@ -49,6 +50,8 @@ CHART_WIDTH = 640
 CHART_HEIGHT = 240
 CHART_MARGIN = 40
 CHART_ID = "progress-chart"
+CHART_BACKGROUND = "#fdf6e3"
+"""The chart's own background, unlike the page's (white): where the chart is."""
 _SERIES = (("started", "#1f77b4"), ("succeeded", "#2ca02c"), ("failed", "#d62728"))
 
 
@@ -255,7 +258,7 @@ def progress_svg(report: CampaignReport) -> str:
         f'<svg id="{CHART_ID}" xmlns="http://www.w3.org/2000/svg" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
         'aria-label="devices started, succeeded and failed over time">',
-        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#ffffff"/>',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="{CHART_BACKGROUND}"/>',
         f'<line x1="{margin}" y1="{height - margin}" x2="{width - 10}" y2="{height - margin}" '
         'stroke="#333333" stroke-width="1"/>',
         f'<line x1="{margin}" y1="10" x2="{margin}" y2="{height - margin}" '
@@ -275,7 +278,13 @@ def progress_svg(report: CampaignReport) -> str:
             return f"{x:.1f},{y:.1f}"
 
         for name, colour in _SERIES:
-            path = " ".join(xy(p.time, getattr(p, name)) for p in points)
+            # Counts change at events and hold between them: a step line.
+            steps = [xy(begin, 0)]
+            for before, point in zip((None, *points), points, strict=False):
+                if before is not None:
+                    steps.append(xy(point.time, getattr(before, name)))
+                steps.append(xy(point.time, getattr(point, name)))
+            path = " ".join(steps)
             parts.append(
                 f'<polyline class="series-{name}" fill="none" stroke="{colour}" '
                 f'stroke-width="3" points="{path}"/>'
