@@ -340,7 +340,9 @@ def _campaign_flags(sub: argparse.ArgumentParser) -> None:
     approve.add_argument("--out", required=True, help="the approval file to write")
     check = actions.add_parser("check", help="whether approvals meet the campaign's policy")
     check.add_argument("terms", help="the campaign terms file")
-    check.add_argument("approvals", nargs="*", help="approval files")
+    check.add_argument(
+        "--approval", action="append", default=[], metavar="FILE", help="an approval (repeatable)"
+    )
     check.add_argument("--trust-root", required=True, help="the signed trust root")
 
 
@@ -393,7 +395,7 @@ def _campaign(args: argparse.Namespace) -> int:
         return 0
     terms = _load_terms(args.terms)
     root = load_trust_root(args.trust_root, now)
-    approvals = [Path(p).read_bytes() for p in args.approvals]
+    approvals = [Path(p).read_bytes() for p in args.approval]
     report = check_approvals(terms, approvals, root)
     print(f"campaign {terms.name} ({terms.digest.hex()[:16]}): policy {terms.policy.describe()}")
     for line in report.lines():
