@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
-from dofpy.image import Party, SigningKey, TrustedKey
+from dofpy.image import MANIFEST_CONTENT_TYPE, Party, SigningKey, TrustedKey
 from dofpy.image.cose import decode_cose_untrusted, sign_payload
 from dofpy.image.trust import HEADER_PARTY
 from dofpy_services.update.approvals import (
@@ -176,7 +176,7 @@ def test_a_manifest_signature_is_not_an_approval() -> None:
     other = sign_payload(
         payload,
         KEYS.m1,
-        content_type="application/vnd.dofpy.manifest+cbor",
+        content_type=MANIFEST_CONTENT_TYPE,
         headers={HEADER_PARTY: 1},
         single=True,
     )
