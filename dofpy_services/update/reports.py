@@ -4,9 +4,10 @@ renderers print it as a table, JSON, CSV, or one self-contained HTML file
 whose progress over time is an inline SVG chart (no script, no external
 resource).
 
-What is counted: *scheduled* (every record), *started* (the device left
-scheduled or deferred), *succeeded* (the Version service saw it boot and
-accept the version: the ``succeeded`` state, never a written image),
+What is counted: *scheduled* (every record), *started* (the device was
+notified or went further, whatever became of it after), *succeeded* (the
+Version service saw it boot and accept the version: the ``succeeded``
+state, never a written image),
 *failed* (failed, rolled back or timed out); time to update is from a
 device's first transition (scheduled) to its success.
 """
@@ -141,7 +142,7 @@ def _failure_key(record: TrackingRecord) -> tuple[str, str] | None:
 def build_report(campaign: str, records: Sequence[TrackingRecord]) -> CampaignReport:
     """The report of ``records`` (one per device)."""
     states = Counter(r.state.value for r in records)
-    started = [r for r in records if r.state in STARTED_STATES]
+    started = [r for r in records if r.started]
     succeeded = [r for r in records if r.state is DeviceState.SUCCEEDED]
     failed = [r for r in records if r.state in FAILED_STATES]
     waves: list[WaveCounts] = []
@@ -151,7 +152,7 @@ def build_report(campaign: str, records: Sequence[TrackingRecord]) -> CampaignRe
             WaveCounts(
                 wave,
                 len(members),
-                sum(r.state in STARTED_STATES for r in members),
+                sum(r.started for r in members),
                 sum(r.state is DeviceState.SUCCEEDED for r in members),
                 sum(r.state in FAILED_STATES for r in members),
             )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "STARTED_STATES",
     "TERMINAL_STATES",
     "DeviceState",
     "Stage",
@@ -57,7 +58,14 @@ TERMINAL_STATES = frozenset(
     }
 )
 
-STARTED_STATES = frozenset(DeviceState) - {DeviceState.SCHEDULED, DeviceState.DEFERRED}
+STARTED_STATES = frozenset(DeviceState) - {
+    DeviceState.SCHEDULED,
+    DeviceState.DEFERRED,
+    DeviceState.CANCELLED,
+}
+"""States a device reaches only once the campaign has started on it: a device
+whose log holds one of them counts as started (a device cancelled or deferred
+before it was notified never started)."""
 
 
 class Stage(Enum):
@@ -134,6 +142,10 @@ class TrackingRecord:
     def first(self, states: Iterable[DeviceState]) -> Transition | None:
         wanted = frozenset(states)
         return next((t for t in self.transitions if t.state in wanted), None)
+
+    @property
+    def started(self) -> bool:
+        return self.first(STARTED_STATES) is not None
 
     @property
     def failure(self) -> Transition | None:

@@ -109,6 +109,20 @@ def test_counts() -> None:
     assert all(a.time < b.time for a, b in zip(report.progress, report.progress[1:], strict=False))
 
 
+def test_cancelled_or_deferred_before_notification_never_started() -> None:
+    waiting = TrackingRecord("a", 0, "2.0", "1.0", (Transition(T0, S.SCHEDULED),))
+    cancelled = waiting.with_transition(Transition(T0 + 1, S.CANCELLED))
+    deferred = waiting.with_transition(Transition(T0 + 1, S.DEFERRED))
+    late = (
+        waiting.with_transition(Transition(T0 + 1, S.NOTIFIED))
+        .with_transition(Transition(T0 + 2, S.DEFERRED))
+        .with_transition(Transition(T0 + 3, S.CANCELLED))
+    )
+    report = build_report("x", [cancelled, deferred, late])
+    assert (report.scheduled, report.started, report.succeeded, report.failed) == (3, 1, 0, 0)
+    assert report.states == {"cancelled": 2, "deferred": 1}
+
+
 def test_intended_and_actual_versions_are_kept_apart() -> None:
     records = history()
     failed = records[31]
