@@ -70,24 +70,25 @@ class AgentMachine:
         if event is Input.GAVE_UP:
             raise ValueError("GAVE_UP is the machine's to feed, not a step's")
         delay = wait
+        attempts = self.attempts
         if event is Input.RETRY:
-            self.attempts += 1
-            if self.attempts >= self.policy.max_attempts:
+            attempts += 1
+            if attempts >= self.policy.max_attempts:
                 event = Input.GAVE_UP
-                reason = reason or f"gave up after {self.attempts} attempts"
-            else:
-                delay = max(wait, backoff_delay(self.attempts, self.policy, self.rng))
-        if event in _FAILURES or event is Input.GAVE_UP:
-            self.failure = Failure(self.state, STAGE_OF.get(self.state, Stage.NOTIFIED), reason)
+                reason = reason or f"gave up after {attempts} attempts"
         before = self.state
-        self.state = next_state(before, event)
-        if self.state is not before or event is not Input.RETRY:
-            self.attempts = 0
-        if self.state is State.IDLE or (self.state is State.CHECK_IN and before is State.REPORT):
+        after = next_state(before, event)  # NoTransition leaves the machine as it was
+        if event is Input.RETRY:
+            delay = max(wait, backoff_delay(attempts, self.policy, self.rng))
+        if event in _FAILURES or event is Input.GAVE_UP:
+            self.failure = Failure(before, STAGE_OF.get(before, Stage.NOTIFIED), reason)
+        self.state = after
+        self.attempts = attempts if event is Input.RETRY else 0
+        if after is State.IDLE or (after is State.CHECK_IN and before is State.REPORT):
             self.failure = None  # reported, or nothing begun: the next update starts clean
-        self.trail.append((before, event, self.state))
+        self.trail.append((before, event, after))
         self.run_at = now + delay
-        return self.state
+        return after
 
 
 _FAILURES = frozenset(
