@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from dofpy_services.authenticator.service import AUTHENTICATOR
 from dofpy_services.authenticator.store import StoreError
 from dofpy_services.daemon.cli import run_cli
+from dofpy_services.device.service import DEVICE
 from dofpy_services.image.service import IMAGE
 from dofpy_services.version.service import VERSION
 
 __all__ = ["SERVICES", "main"]
 
-SERVICES = (AUTHENTICATOR, IMAGE, VERSION)
+SERVICES = (AUTHENTICATOR, IMAGE, VERSION, DEVICE)
 """Every service ``dofpy`` knows, in the order its help lists them."""
 
 
