@@ -281,6 +281,11 @@ class DeviceAgent:
         if not assignments:
             return Input.NOTHING, "", self.check_in_interval
         assignment = assignments[0]
+        running = self.boot.booted().image
+        if not assignment.rollback and running.sequence >= assignment.sequence:
+            # Already running it (or later): nothing to install; the check-in
+            # told the Version service so.
+            return Input.NOTHING, "", self.check_in_interval
         self._remember(assignment)
         self.record.previous_digest = self.boot.booted().image.digest.hex()
         if assignment.rollback:

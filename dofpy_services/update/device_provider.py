@@ -175,7 +175,13 @@ class DeviceUpdates:
 
     def poll(self, device: OID, now: float) -> list[Assignment]:
         planned = self.plan.updates.get(device)
-        return [] if planned is None else [planned.assignment]
+        if planned is None:
+            return []
+        done = self.progress.get(device)
+        report = None if done is None else done.report
+        if report is not None and report.campaign == planned.assignment.campaign:
+            return []  # reported: the campaign decides whether it tries again
+        return [planned.assignment]
 
     def authorise(
         self, device: OID, campaign: str, manifest_digest: bytes, now: float
