@@ -287,8 +287,18 @@ class DeviceAgent:
             # told the Version service so.
             return Input.NOTHING, "", self.check_in_interval
         self._remember(assignment)
-        self.record.previous_digest = self.boot.booted().image.digest.hex()
+        self.record.previous_digest = running.digest.hex()
         if assignment.rollback:
+            # Back to the image accepted before this one: REVERT boots the
+            # slot holding previous_digest (A/B: kept in its slot).
+            kept = self.boot.rollback_slot()
+            image = None if kept is None else self.boot.slot_record(kept).image
+            if image is None:
+                # The seed's layout keeps no previous image: the rollback
+                # campaign's manifest is the previous image, installed
+                # through Reprogram mode like any update.
+                return Input.ASSIGNED, "", 0.0
+            self.record.previous_digest = self.record.image_digest = image.digest.hex()
             return Input.ROLLBACK, "", 0.0
         return Input.ASSIGNED, "", 0.0
 

@@ -120,14 +120,22 @@ class World:
         )  # fmt: skip
 
     async def run_update(self) -> DeviceAgent:
+        return await self.run_update_of("c1")
+
+    async def run_update_of(self, campaign: str) -> DeviceAgent:
         """Run the agent (and reboot it) until it has sent its install report
-        and checked in again."""
+        for ``campaign`` and is idle again."""
+
+        def done(agent: DeviceAgent) -> bool:
+            progress = self.updates.progress.get(DEVICE)
+            report = None if progress is None else progress.report
+            reported = report is not None and report.campaign == campaign
+            return reported and agent.machine.state is State.IDLE
+
         for _ in range(20):
             agent = self.agent()
             try:
-                await agent.run(until=lambda a: self.updates.progress.get(DEVICE) is not None
-                                and self.updates.progress[DEVICE].report is not None
-                                and a.machine.state is State.IDLE)  # fmt: skip
+                await agent.run(until=done)
             except Rebooted:
                 self.boot.reboot()
                 self.reboots += 1
@@ -276,3 +284,103 @@ async def test_a_manual_update_honours_the_user(
     if answer is UserAnswer.DEFER:
         assert len(asked) == 2 and asked[1] - asked[0] >= 7200.0
         assert Stage.DEFERRED in [s.stage for s in w.updates.progress[DEVICE].stages]
+
+
+class LosesTheSession:
+    """Wraps a port: the first call of each named method fails as a lost
+    session would (DofError), the next one goes through."""
+
+    def __init__(self, inner: object, lost: set[str]) -> None:
+        self._inner = inner
+        self.lost = set(lost)
+        self.failed: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self._inner, name)
+
+        async def call(*args: object) -> object:
+            if name in self.lost:
+                self.lost.discard(name)
+                self.failed.append(name)
+                raise DofError(f"session lost during {name}")
+            return await method(*args)
+
+        return call
+
+
+@pytest.mark.parametrize("layout", [Layout.SEED, Layout.AB])
+async def test_the_session_lost_during_every_step_is_retried(
+    tmp_path: Path, layout: Layout, autojump_clock: trio.testing.MockClock
+) -> None:
+    w = world(tmp_path, layout)
+    update_calls = {"poll", "authorise", "progress", "accept_booted", "install_report"}
+    lossy_update = LosesTheSession(InProcessUpdate(w.updates, DEVICE), update_calls)
+    lossy_version = LosesTheSession(w.versions, {"report"})
+    lossy_images = LosesTheSession(w.images, {"verify", "transfer"})
+
+    def agent() -> DeviceAgent:
+        ports = AgentPorts(lossy_update, lossy_version, lossy_images, w.health, w.user)  # type: ignore[arg-type]
+        return DeviceAgent(
+            w.boot, ports, w.directory / "agent", identity=DEVICE, key=KEY, device_class="sensor",
+            machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
+        )  # fmt: skip
+
+    w.agent = agent  # type: ignore[method-assign]
+    await w.run_update()
+    assert set(lossy_update.failed) == update_calls
+    assert lossy_version.failed == ["report"]
+    assert set(lossy_images.failed) == {"verify", "transfer"}
+    booted = w.boot.booted()
+    assert (booted.image.version, booted.accepted) == ("2.0", True)
+    report = w.updates.progress[DEVICE].report
+    assert report is not None and report.outcome is InstallOutcome.SUCCEEDED
+
+
+async def test_rollback_on_command_is_instant_on_ab(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    w = world(tmp_path, Layout.AB)
+    await w.run_update()
+    assert w.boot.booted().image.version == "2.0"
+    reboots = w.reboots
+    rollback = Assignment("c2", MANIFEST_DIGEST, "1.0", 10, 0.0, 1e9, rollback=True)
+    w.updates.plan.assign(
+        DEVICE, PlannedUpdate(rollback, OLD.slot_image().digest, OLD.slot_image().digest)
+    )
+    await w.run_update_of("c2")
+    booted = w.boot.booted()
+    assert (booted.image.version, booted.accepted, booted.slot) == ("1.0", True, Slot.NORMAL)
+    assert w.reboots == reboots + 1  # one reboot into the kept slot: nothing transferred again
+    report = w.updates.progress[DEVICE].report
+    assert report is not None
+    assert (report.campaign, report.outcome, report.running_version) == (
+        "c2", InstallOutcome.ROLLED_BACK, "1.0",
+    )  # fmt: skip
+    assert w.versions.reports[-1].version == "1.0"
+
+
+async def test_rollback_on_the_seed_layout_reinstalls_the_previous_image(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """No previous image is kept: the rollback campaign's image (the old one)
+    is installed again through Reprogram mode."""
+    w = world(tmp_path, Layout.SEED)
+    await w.run_update()
+    assert w.boot.booted().image.version == "2.0"
+    w.images.provider.publish(OLD.data)
+    old_manifest = TransferCore().publish(OLD.data)
+
+    async def verify_old(assignment: Assignment) -> ImageToInstall:
+        return ImageToInstall(old_manifest, OLD.slot_image())
+
+    w.images.verify = verify_old  # type: ignore[method-assign]
+    rollback = Assignment("c2", MANIFEST_DIGEST, "1.0", 10, 0.0, 1e9, rollback=True)
+    w.updates.plan.assign(
+        DEVICE, PlannedUpdate(rollback, OLD.slot_image().digest, NEW.slot_image().digest)
+    )
+    await w.run_update_of("c2")
+    booted = w.boot.booted()
+    assert (booted.image.version, booted.accepted) == ("1.0", True)
+    report = w.updates.progress[DEVICE].report
+    assert report is not None
+    assert (report.outcome, report.running_version) == (InstallOutcome.ROLLED_BACK, "1.0")
