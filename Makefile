@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FUZZ_SECONDS ?= 60
 BENCH_ARGS ?=
 
-.PHONY: demo test unit lint examples wheel-check interop bench fuzz clean
+.PHONY: demo test unit lint examples wheel-check interop bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
+
+# The long runs of tests that run short in `make test`: the bootloader's
+# power cuts at random points over 1,000 seeded runs (100 in `make test`).
+soak: $(STAMP)
+	DOFPY_SOAK=1 $(PY) -m pytest -q tests/device/test_power_cuts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage* out

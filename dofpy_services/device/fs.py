@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["DeviceFs", "Operation", "OsFs", "PowerCut", "PowerCutFs"]
+__all__ = ["CutPoint", "DeviceFs", "Operation", "OsFs", "PowerCut", "PowerCutFs", "cut_points"]
 
 
 class PowerCut(Exception):
@@ -230,3 +230,27 @@ class PowerCutFs:
         if self._operation(Operation("fsync_directory", "")):
             self._cut()
         self._durable_names = dict(self._names)
+
+
+@dataclass(frozen=True, slots=True)
+class CutPoint:
+    """Where a power cut falls: at operation ``at``, with ``torn_bytes`` of it
+    reaching the disk when it is a write (0: none of it)."""
+
+    at: int
+    torn_bytes: int = 0
+
+
+def cut_points(operations: list[Operation]) -> list[CutPoint]:
+    """Every cut point of a run that did ``operations``: each operation with
+    nothing of it done, and each write also torn after its first byte, a
+    quarter, half and three quarters of it, all but its last byte, and all of
+    it (written, not yet synced)."""
+    points: list[CutPoint] = []
+    for index, operation in enumerate(operations):
+        points.append(CutPoint(index))
+        if operation.kind == "write":
+            size = operation.size
+            torn = sorted({1, size // 4, size // 2, 3 * size // 4, size - 1, size} - {0})
+            points.extend(CutPoint(index, k) for k in torn if 0 < k <= size)
+    return points

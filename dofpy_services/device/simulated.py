@@ -245,8 +245,9 @@ class SimulatedBootloader:
         the current one, and fsync it: a torn write spoils only that copy."""
         record = replace(record, sequence=self._record.sequence + 1)
         area = 1 - self._index
-        encoded = encode_boot_record(record).ljust(RECORD_AREA_BYTES, b"\0")
-        self.fs.write(RECORDS_FILE, area * RECORD_AREA_BYTES, encoded)
+        # Only the record's own bytes: what is left of an older one after them
+        # is ignored (the length field), and a torn write tears the record itself.
+        self.fs.write(RECORDS_FILE, area * RECORD_AREA_BYTES, encode_boot_record(record))
         self.fs.fsync(RECORDS_FILE)
         self._index, self._record = area, record
 
