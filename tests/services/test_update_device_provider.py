@@ -16,6 +16,9 @@ from dofpy.testing.domain import LocalDomain
 from dofpy.testing.secure import DOMAIN_OID, open_secure_node
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
+from dofpy_services.device.agent import NotNow as AgentNotNow
+from dofpy_services.device.agent import Refused as AgentRefused
+from dofpy_services.device.update_client import UpdateDeviceClient
 from dofpy_services.update.device_interface import (
     UPDATE_DEVICE,
     UPDATE_OBJECT,
@@ -34,6 +37,7 @@ from dofpy_services.update.device_provider import (
     Refused,
     UpdateDeviceProvider,
 )
+from dofpy_services.version.interface import ImageKind
 from tests.services.test_daemon_runner import WAIT
 
 DEVICE = OID(3, b"device-1@example.org")
@@ -218,3 +222,35 @@ async def test_over_oap_the_session_identity_is_the_device() -> None:
     assert progress.report == report()
     assert [s.stage for s in progress.stages] == [Stage.AUTHORISED, Stage.TRANSFERRING]
     assert STRANGER not in service.progress or service.progress[STRANGER].stages == []
+
+
+async def test_the_agents_client_maps_the_services_answers() -> None:
+    """UpdateDeviceClient (the agent's UpdatePort over OAP): NotNow and
+    Refused arrive as the agent's exceptions; a signed report is kept."""
+    local = domain()
+    service = updates(authorise_from=120.0)
+    clock = [50.0]
+    async with (
+        open_secure_node(local, SERVICE) as node,
+        open_secure_node(local, DEVICE) as device,
+        open_secure_node(local, STRANGER) as stranger,
+    ):
+        node.provide(UPDATE_OBJECT, UPDATE_DEVICE, UpdateDeviceProvider(service, lambda: clock[0]))
+        mine = UpdateDeviceClient(device, node.local_address, identity=SERVICE)
+        theirs = UpdateDeviceClient(stranger, node.local_address, identity=SERVICE)
+        with trio.fail_after(WAIT):
+            assert [a.manifest_digest for a in await mine.poll()] == [MANIFEST]
+            with pytest.raises(AgentNotNow) as early:
+                await mine.authorise("c1", MANIFEST)
+            assert early.value.retry_after == 70.0
+            with pytest.raises(AgentRefused, match="not in campaign"):
+                await theirs.authorise("c1", MANIFEST)
+            clock[0] = 150.0
+            assert (await mine.authorise("c1", MANIFEST)).not_after == 180.0
+            await mine.progress("c1", Stage.TRANSFERRING, "")
+            assert await mine.accept_booted("c1", ImageKind.NORMAL, NEW) is True
+            data, signature = sign_install_report(KEY, report())
+            await mine.install_report(data, signature)
+            with pytest.raises(AgentRefused, match="no key"):
+                await theirs.install_report(data, signature)
+    assert service.progress[DEVICE].report == report()
