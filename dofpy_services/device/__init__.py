@@ -5,9 +5,20 @@ bootloader (:mod:`~dofpy_services.device.simulated`) and the
 power-cut filesystem layer it is tested with (:mod:`~dofpy_services.device.fs`);
 the device agent: its explicit state table (:mod:`~dofpy_services.device.table`)
 and the machine that runs it with bounded, jittered retries
-(:mod:`~dofpy_services.device.machine`).
+(:mod:`~dofpy_services.device.machine`), the agent that runs the table's steps
+against the bootloader and the services (:mod:`~dofpy_services.device.agent`),
+and the block store that writes verified leaves into a slot
+(:mod:`~dofpy_services.device.slot_store`).
 """
 
+from dofpy_services.device.agent import (
+    AgentPorts,
+    DeviceAgent,
+    ImageToInstall,
+    ManifestRefused,
+    Rebooted,
+    UserAnswer,
+)
 from dofpy_services.device.boot_records import (
     BootRecord,
     Layout,
@@ -26,20 +37,35 @@ from dofpy_services.device.bootloader import (
     SlotWriter,
     WrongImage,
 )
+from dofpy_services.device.machine import AgentMachine, RetryPolicy
+from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.device.table import TRANSITIONS, Input, State
 
 __all__ = [
+    "TRANSITIONS",
+    "AgentMachine",
+    "AgentPorts",
     "BootInfo",
     "BootRecord",
     "Bootloader",
     "BootloaderError",
     "Bricked",
+    "DeviceAgent",
+    "ImageToInstall",
+    "Input",
     "Layout",
+    "ManifestRefused",
+    "Rebooted",
+    "RetryPolicy",
     "Slot",
+    "SlotBlockStore",
     "SlotBusy",
     "SlotImage",
     "SlotNotBootable",
     "SlotRecord",
     "SlotState",
     "SlotWriter",
+    "State",
+    "UserAnswer",
     "WrongImage",
 ]
