@@ -315,6 +315,12 @@ class DeviceAgent:
         return self._image
 
     async def _step_verify_manifest(self) -> tuple[Input, str, float]:
+        if self._current().updater:
+            # Updating the Reprogram image needs its own steps (write the
+            # Reprogram slot from Normal, try it, come back): not built yet,
+            # so it is refused before anything changes rather than installed
+            # into a Normal slot.
+            return Input.REFUSED, "updating the Reprogram image is not supported yet", 0.0
         try:
             await self._image_of()
         except ManifestRefused as exc:
