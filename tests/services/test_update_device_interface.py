@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
@@ -74,6 +74,7 @@ def round_trip(params: tuple, values: tuple) -> tuple:  # type: ignore[type-arg]
     return incoming_values_untrusted(params, decode_values_untrusted(wire), "test")
 
 
+@settings(suppress_health_check=[HealthCheck.too_slow])  # slow only on a loaded machine
 @given(st.lists(assignments(), max_size=1))
 def test_an_assignment_round_trips(sent: list[Assignment]) -> None:
     params = UPDATE_DEVICE.method("poll").results
