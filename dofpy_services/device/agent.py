@@ -268,7 +268,8 @@ class DeviceAgent:
             booted.image.sequence,
             booted.image.digest,
             booted.boot_state(),
-            0,
+            # Room for a new image: the slot it would be written to.
+            self.boot.slot_record(self._target_slot()).capacity,
             trio.current_time(),
         )
 
