@@ -488,8 +488,16 @@ class DeviceAgent:
                     return Input.BOOTED_NORMAL, "", 0.0
                 self.boot.set_boot_target(slot)
                 self._reboot()
-        # The previous image is gone (the seed's layout): install it again.
-        return Input.REINSTALL, "the previous image must be installed again", 0.0
+        # The previous image is gone (the seed's layout): back to the accepted
+        # Reprogram image, which reports and waits for what to install.
+        if booted.slot is Slot.REPROGRAM:
+            self.record.switched = False
+            if not booted.accepted:
+                self.boot.accept()
+            return Input.BOOTED_REPROGRAM, "", 0.0
+        self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
 
     async def _step_report(self) -> tuple[Input, str, float]:
         assignment = self._current()

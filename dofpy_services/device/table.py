@@ -64,8 +64,8 @@ class State(enum.Enum):
     CONFIRM_NORMAL = "confirm_normal"
     """D. The Update service accepts the booted image; then the bootloader does."""
     REVERT = "revert"
-    """Back to the previous image (instant on A/B; on the seed's layout the
-    previous image must be installed again, through TRANSFER)."""
+    """Back to the previous image (instant on A/B); on the seed's layout,
+    whose previous image is gone, back to Reprogram mode."""
     REPORT = "report"
     """The signed install report (success or failure, stage and reason)."""
 
@@ -92,9 +92,6 @@ class Input(enum.Enum):
     NOT_ACCEPTED = "not_accepted"
     CORRUPT = "corrupt"
     HEALTH_FAILED = "health_failed"
-    REINSTALL = "reinstall"
-    """REVERT on the seed's layout: the previous image is gone and must be
-    transferred again (in Reprogram mode)."""
     RETRY = "retry"
     """A transient failure: the machine waits and runs the same step again."""
     GAVE_UP = "gave_up"
@@ -157,7 +154,9 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.CONFIRM_NORMAL, On.RETRY): S.CONFIRM_NORMAL,
     (S.CONFIRM_NORMAL, On.GAVE_UP): S.REVERT,
     (S.REVERT, On.BOOTED_NORMAL): S.REPORT,
-    (S.REVERT, On.REINSTALL): S.TRANSFER,
+    # The seed's layout keeps no previous image: back in Reprogram mode (its
+    # accepted fallback), reported; the Update service assigns what to install.
+    (S.REVERT, On.BOOTED_REPROGRAM): S.REPORT,
     (S.REVERT, On.RETRY): S.REVERT,
     # The seed's layout cannot revert without its Normal image: it stays in
     # Reprogram mode and keeps trying (the device is never left with neither).

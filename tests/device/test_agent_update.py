@@ -257,6 +257,29 @@ async def test_a_health_check_failure_reverts_and_reports_stage_and_reason(
     assert w.versions.reports[-1].version == "1.0"
 
 
+async def test_a_health_check_failure_on_the_seed_layout_goes_back_to_reprogram_mode(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The seed's layout has overwritten its previous image: the device goes
+    back to its accepted Reprogram image, reports the failure, and the
+    Version service sees it in Reprogram mode."""
+
+    async def sick() -> str:
+        return "watchdog fired"
+
+    w = world(tmp_path, Layout.SEED, health=sick)
+    await w.run_update()
+    booted = w.boot.booted()
+    assert (booted.slot, booted.accepted) == (Slot.REPROGRAM, True)
+    report = w.updates.progress[DEVICE].report
+    assert report is not None
+    assert (report.outcome, report.failed_stage, report.reason, report.running_version) == (
+        InstallOutcome.FAILED, Stage.NORMAL_MODE, "watchdog fired", "r1",
+    )  # fmt: skip
+    last = w.versions.reports[-1]
+    assert (last.version, last.boot.image_kind.value) == ("r1", "reprogram")
+
+
 @pytest.mark.parametrize("answer", [UserAnswer.ACCEPT, UserAnswer.DEFER, UserAnswer.REFUSE])
 async def test_a_manual_update_honours_the_user(
     tmp_path: Path, answer: UserAnswer, autojump_clock: trio.testing.MockClock
