@@ -37,7 +37,9 @@ from dofpy_services.device.bootloader import (
     SlotWriter,
     WrongImage,
 )
+from dofpy_services.device.fs import CutPoint, DeviceFs, OsFs, PowerCut, PowerCutFs, cut_points
 from dofpy_services.device.machine import AgentMachine, RetryPolicy
+from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader, inspect_device
 from dofpy_services.device.slot_store import SlotBlockStore
 from dofpy_services.device.table import TRANSITIONS, Input, State
 
@@ -50,13 +52,20 @@ __all__ = [
     "Bootloader",
     "BootloaderError",
     "Bricked",
+    "CutPoint",
     "DeviceAgent",
+    "DeviceFs",
+    "FirmwareImage",
     "ImageToInstall",
     "Input",
     "Layout",
     "ManifestRefused",
+    "OsFs",
+    "PowerCut",
+    "PowerCutFs",
     "Rebooted",
     "RetryPolicy",
+    "SimulatedBootloader",
     "Slot",
     "SlotBlockStore",
     "SlotBusy",
@@ -68,4 +77,6 @@ __all__ = [
     "State",
     "UserAnswer",
     "WrongImage",
+    "cut_points",
+    "inspect_device",
 ]
