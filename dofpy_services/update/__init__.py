@@ -7,7 +7,10 @@ append-only, hash-chained, signed audit trail (:class:`AuditLog`,
 (:func:`plan_campaign`), the per-device tracking record
 (:class:`TrackingRecord`) and reports (:func:`build_report`). See
 docs/operations.md ("Operating the Update service") and docs/protocol.md
-section 10.
+section 10. The device-facing side (the agent's interface, signed install
+reports, the provider deciding from a plan) is
+:mod:`dofpy_services.update.device_interface` and
+:mod:`dofpy_services.update.device_provider` (docs/protocol.md section 11).
 """
 
 from dofpy_services.update.approvals import (

@@ -1,0 +1,532 @@
+"""The device agent: runs the table of :mod:`dofpy_services.device.table`
+against the bootloader, the services and the user.
+
+Each state's step is one method here that answers an :class:`Input`; the
+machine picks the next state. What the agent must remember across a reboot
+or a power cut (the state it is in, the assignment, the authorisation, the
+failure to report) is an :class:`AgentRecord` written atomically to
+``state_dir`` before any step that changes the device, so a freshly started
+agent (after :class:`Rebooted` unwound the old one) continues where the
+record says; the reboot-steps read :meth:`Bootloader.booted` to learn what
+the reboot did. The services and the image source are ports (protocols) so
+the agent is the same against the real OAP clients and in-process providers.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import trio
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from dofpy.errors import DofError
+from dofpy.transfer.manifest import Manifest
+from dofpy.wire.oid import OID
+from dofpy_services.device.boot_records import Slot, SlotImage, SlotState
+from dofpy_services.device.bootloader import Bootloader, WrongImage
+from dofpy_services.device.machine import AgentMachine, Failure
+from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.device.table import Input, State
+from dofpy_services.update.device_interface import (
+    Assignment,
+    Authorisation,
+    InstallOutcome,
+    InstallReport,
+    Stage,
+    sign_install_report,
+)
+from dofpy_services.version.interface import ImageKind, VersionReport
+
+__all__ = [
+    "AgentPorts",
+    "DeviceAgent",
+    "ImageToInstall",
+    "ManifestRefused",
+    "NotNow",
+    "Rebooted",
+    "Refused",
+    "UserAnswer",
+]
+
+
+class Rebooted(Exception):
+    """The agent asked for a reboot: whoever runs it reboots the platform and
+    starts a fresh agent on the same state directory."""
+
+
+class NotNow(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after}")
+        self.retry_after = retry_after
+
+
+class Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ManifestRefused(Exception):
+    """The device's manifest check refused the assigned manifest (wrong class,
+    rollback, expired, under-signed...): ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class UserAnswer(enum.Enum):
+    ACCEPT = "accept"
+    DEFER = "defer"
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True)
+class ImageToInstall:
+    """A verified manifest's image: the block transfer's manifest and what
+    the bootloader records for the slot."""
+
+    transfer: Manifest
+    slot_image: SlotImage
+
+
+class UpdatePort(Protocol):
+    async def poll(self) -> list[Assignment]: ...
+    async def authorise(self, campaign: str, manifest_digest: bytes) -> Authorisation: ...
+    async def progress(self, campaign: str, stage: Stage, reason: str) -> None: ...
+    async def accept_booted(self, campaign: str, kind: ImageKind, digest: bytes) -> bool: ...
+    async def install_report(self, data: bytes, signature: bytes) -> None: ...
+
+
+class VersionPort(Protocol):
+    async def report(self, report: VersionReport) -> bool: ...
+
+
+class ImagePort(Protocol):
+    async def verify(self, assignment: Assignment) -> ImageToInstall:
+        """Fetch and verify the assigned manifest; :class:`ManifestRefused`."""
+        ...
+
+    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
+        """Fetch the image's blocks into ``store`` (each verified before it
+        is written); DofError (or OSError) when the session is lost."""
+        ...
+
+
+@dataclass
+class AgentPorts:
+    update: UpdatePort
+    version: VersionPort
+    images: ImagePort
+    health_check: Callable[[], Awaitable[str]]
+    """Runs the booted image's health check: "" when healthy, else why not."""
+    ask_user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]]
+    """The manual-update hook: accept, defer (with the time to ask again), refuse."""
+
+
+_TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
+
+
+@dataclass
+class AgentRecord:
+    """What survives a reboot (JSON in ``state_dir/agent.json``)."""
+
+    state: str = State.IDLE.value
+    assignment: dict[str, object] | None = None
+    image_digest: str = ""
+    previous_digest: str = ""
+    failure: list[str] | None = None  # state, stage, reason
+    switched: bool = False
+    """The step switched the boot target and rebooted (it reads the result)."""
+
+
+class DeviceAgent:
+    """One device's agent on ``bootloader``; ``identity`` is its enrolled
+    identity and ``key`` its Ed25519 key (the install report's signer)."""
+
+    def __init__(
+        self,
+        bootloader: Bootloader,
+        ports: AgentPorts,
+        state_dir: str | os.PathLike[str],
+        *,
+        identity: OID,
+        key: ed25519.Ed25519PrivateKey,
+        device_class: str,
+        machine: AgentMachine | None = None,
+        check_in_interval: float = 3600.0,
+    ) -> None:
+        self.boot = bootloader
+        self.ports = ports
+        self.state_dir = Path(state_dir)
+        self.identity = identity
+        self.key = key
+        self.device_class = device_class
+        self.machine = machine or AgentMachine()
+        self.check_in_interval = check_in_interval
+        self.record = self._load()
+        self.machine.state = State(self.record.state)
+        if self.record.failure is not None:
+            state, stage, reason = self.record.failure
+            self.machine.failure = Failure(State(state), Stage(stage), reason)
+        self._image: ImageToInstall | None = None
+        self.reports_sent: list[InstallReport] = []
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    @property
+    def _path(self) -> Path:
+        return self.state_dir / "agent.json"
+
+    def _load(self) -> AgentRecord:
+        try:
+            return AgentRecord(**json.loads(self._path.read_text()))
+        except FileNotFoundError:
+            return AgentRecord()
+
+    def _save(self) -> None:
+        failure = self.machine.failure
+        self.record.state = self.machine.state.value
+        self.record.failure = (
+            None if failure is None else [failure.state.value, failure.stage.value, failure.reason]
+        )
+        data = json.dumps(self.record.__dict__).encode()
+        temporary = self._path.with_name("agent.json.new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self._path)
+        directory = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @property
+    def assignment(self) -> Assignment | None:
+        data = self.record.assignment
+        if data is None:
+            return None
+        values = dict(data)
+        values["manifest_digest"] = bytes.fromhex(str(values["manifest_digest"]))
+        return Assignment(**values)  # type: ignore[arg-type]
+
+    def _remember(self, assignment: Assignment | None) -> None:
+        if assignment is None:
+            self.record.assignment = None
+            return
+        values: dict[str, object] = {
+            name: getattr(assignment, name) for name in Assignment.__dataclass_fields__
+        }
+        values["manifest_digest"] = assignment.manifest_digest.hex()
+        self.record.assignment = values
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    async def run(self, *, until: Callable[[DeviceAgent], bool], max_steps: int = 10_000) -> None:
+        """Run steps until ``until(self)`` (checked before each step); at most
+        ``max_steps``. :class:`Rebooted` propagates (the caller reboots)."""
+        for _ in range(max_steps):
+            if until(self):
+                return
+            await trio.sleep_until(max(self.machine.run_at, trio.current_time()))
+            state = self.machine.state
+            event, reason, wait = await self._step(state)
+            self.machine.feed(event, trio.current_time(), reason=reason, wait=wait)
+            self._save()
+        raise RuntimeError(f"the agent did not finish in {max_steps} steps")
+
+    async def _step(self, state: State) -> tuple[Input, str, float]:
+        step = getattr(self, f"_step_{state.value}")
+        try:
+            result: tuple[Input, str, float] = await step()
+        except NotNow as exc:
+            return Input.RETRY, "not now", exc.retry_after
+        except _TRANSIENT as exc:
+            return Input.RETRY, f"{type(exc).__name__}: {exc}", 0.0
+        return result
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    async def _step_idle(self) -> tuple[Input, str, float]:
+        return Input.TICK, "", 0.0
+
+    def _version_report(self) -> VersionReport:
+        booted = self.boot.booted()
+        return VersionReport(
+            self.device_class,
+            booted.image.version,
+            booted.image.sequence,
+            booted.image.digest,
+            booted.boot_state(),
+            # Room for a new image: the slot it would be written to.
+            self.boot.slot_record(self._target_slot()).capacity,
+            trio.current_time(),
+        )
+
+    async def _step_check_in(self) -> tuple[Input, str, float]:
+        await self.ports.version.report(self._version_report())
+        return Input.OK, "", 0.0
+
+    async def _step_poll(self) -> tuple[Input, str, float]:
+        assignments = await self.ports.update.poll()
+        if not assignments:
+            return Input.NOTHING, "", self.check_in_interval
+        assignment = assignments[0]
+        running = self.boot.booted().image
+        if not assignment.rollback and running.sequence >= assignment.sequence:
+            # Already running it (or later): nothing to install; the check-in
+            # told the Version service so.
+            return Input.NOTHING, "", self.check_in_interval
+        self._remember(assignment)
+        self.record.previous_digest = running.digest.hex()
+        if assignment.rollback:
+            # Back to the image accepted before this one: REVERT boots the
+            # slot holding previous_digest (A/B: kept in its slot).
+            kept = self.boot.rollback_slot()
+            image = None if kept is None else self.boot.slot_record(kept).image
+            if image is None:
+                # The seed's layout keeps no previous image: the rollback
+                # campaign's manifest is the previous image, installed
+                # through Reprogram mode like any update.
+                return Input.ASSIGNED, "", 0.0
+            self.record.previous_digest = self.record.image_digest = image.digest.hex()
+            return Input.ROLLBACK, "", 0.0
+        return Input.ASSIGNED, "", 0.0
+
+    def _current(self) -> Assignment:
+        assignment = self.assignment
+        if assignment is None:
+            raise RuntimeError("a step that needs the assignment ran without one")
+        return assignment
+
+    async def _image_of(self) -> ImageToInstall:
+        if self._image is None:
+            self._image = await self.ports.images.verify(self._current())
+            self.record.image_digest = self._image.slot_image.digest.hex()
+        return self._image
+
+    async def _step_verify_manifest(self) -> tuple[Input, str, float]:
+        if self._current().updater:
+            # Updating the Reprogram image needs its own steps (write the
+            # Reprogram slot from Normal, try it, come back): not built yet,
+            # so it is refused before anything changes rather than installed
+            # into a Normal slot.
+            return Input.REFUSED, "updating the Reprogram image is not supported yet", 0.0
+        try:
+            await self._image_of()
+        except ManifestRefused as exc:
+            return Input.REFUSED, exc.reason, 0.0
+        return Input.OK, "", 0.0
+
+    def _target_slot(self) -> Slot:
+        """The slot the new image goes to: the free Normal slot on A/B, the
+        Normal slot (written from Reprogram mode) on the seed's layout."""
+        free = self.boot.free_normal_slot()
+        return free if free is not None else Slot.NORMAL
+
+    async def _step_check_space(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        capacity = self.boot.slot_record(self._target_slot()).capacity
+        if image.slot_image.size > capacity:
+            return Input.NO_SPACE, f"{image.slot_image.size} bytes, the slot holds {capacity}", 0.0
+        return Input.OK, "", 0.0
+
+    async def _step_ask_user(self) -> tuple[Input, str, float]:
+        assignment = self._current()
+        if not assignment.manual:
+            return Input.ACCEPT, "", 0.0
+        answer, until = await self.ports.ask_user(assignment)
+        if answer is UserAnswer.ACCEPT:
+            return Input.ACCEPT, "", 0.0
+        if answer is UserAnswer.DEFER:
+            await self._progress(Stage.DEFERRED, "")
+            return Input.DEFER, "", max(0.0, until - trio.current_time())
+        return Input.USER_REFUSED, "the user refused", 0.0
+
+    async def _step_deferred(self) -> tuple[Input, str, float]:
+        return Input.TICK, "", 0.0
+
+    async def _progress(self, stage: Stage, reason: str) -> None:
+        await self.ports.update.progress(self._current().campaign, stage, reason)
+
+    async def _step_authorise(self) -> tuple[Input, str, float]:
+        assignment = self._current()
+        try:
+            await self.ports.update.authorise(assignment.campaign, assignment.manifest_digest)
+        except Refused as exc:
+            return Input.REFUSED, exc.reason, 0.0
+        await self._progress(Stage.AUTHORISED, "")
+        return Input.OK, "", 0.0
+
+    def _reboot(self) -> None:
+        """Remember that the boot target was switched, then hand the reboot to
+        the platform (the state stays: the step runs again after the boot)."""
+        self.record.switched = True
+        self._save()
+        raise Rebooted()
+
+    async def _step_enter_reprogram(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        if booted.slot is Slot.REPROGRAM:
+            self.record.switched = False
+            return Input.BOOTED_REPROGRAM, "", 0.0
+        if self.boot.free_normal_slot() is not None:
+            # A/B: the new image goes to the free slot while Normal runs; the
+            # running, accepted image is the safety net, as Reprogram is on
+            # the seed's layout, so there is nothing to switch.
+            return Input.BOOTED_REPROGRAM, "", 0.0
+        if self.record.switched:
+            # Switched and rebooted, and the bootloader fell back to Normal:
+            # nothing changed; try again (bounded by the machine's attempts).
+            self.record.switched = False
+            return Input.RETRY, "the Reprogram image did not come up", 0.0
+        self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    async def _step_confirm_reprogram(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        if booted.slot is Slot.REPROGRAM and not booted.accepted:
+            accepted = await self.ports.update.accept_booted(
+                self._current().campaign, ImageKind.REPROGRAM, booted.image.digest
+            )
+            if not accepted:
+                return Input.NOT_ACCEPTED, "the service did not accept the Reprogram image", 0.0
+            self.boot.accept()
+        await self._progress(Stage.REPROGRAM_MODE, "")
+        return Input.OK, "", 0.0
+
+    def _marks(self) -> Path:
+        return self.state_dir / "transfer.marks"
+
+    async def _step_transfer(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        slot = self._target_slot()
+        entry = self.boot.slot_record(slot)
+        if entry.state is SlotState.VALID and entry.image == image.slot_image:
+            return Input.OK, "", 0.0  # written and recorded before a reboot
+        await self._progress(Stage.TRANSFERRING, "")
+        store = SlotBlockStore(self.boot.open_slot(slot), image.transfer, self._marks())
+        try:
+            await self.ports.images.transfer(image, store)
+        finally:
+            store.close()
+        if not store.complete:
+            return Input.RETRY, "the transfer ended before the image was whole", 0.0
+        return Input.OK, "", 0.0
+
+    async def _step_verify_image(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        slot = self._target_slot()
+        entry = self.boot.slot_record(slot)
+        if not (entry.state is SlotState.VALID and entry.image == image.slot_image):
+            try:
+                self.boot.open_slot(slot).finish(image.slot_image)
+            except WrongImage as exc:
+                self._marks().unlink(missing_ok=True)
+                return Input.CORRUPT, str(exc), 0.0
+        self._marks().unlink(missing_ok=True)
+        return Input.OK, "", 0.0
+
+    async def _step_enter_normal(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        booted = self.boot.booted()
+        if booted.slot.is_normal and booted.image == image.slot_image:
+            self.record.switched = False
+            return Input.BOOTED_NORMAL, "", 0.0
+        if self.record.switched:
+            # Switched and rebooted, and the bootloader fell back: retry.
+            self.record.switched = False
+            return Input.RETRY, "the new image did not boot", 0.0
+        slot = next(
+            s
+            for s in self.boot.slots()
+            if s.is_normal and self.boot.slot_record(s).image == image.slot_image
+        )
+        await self._progress(Stage.INSTALLING, "")
+        self.boot.set_boot_target(slot)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    async def _step_health_check(self) -> tuple[Input, str, float]:
+        problem = await self.ports.health_check()
+        if problem:
+            return Input.HEALTH_FAILED, problem, 0.0
+        return Input.OK, "", 0.0
+
+    async def _step_confirm_normal(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        if not booted.accepted:
+            accepted = await self.ports.update.accept_booted(
+                self._current().campaign, ImageKind.NORMAL, booted.image.digest
+            )
+            if not accepted:
+                return Input.NOT_ACCEPTED, "the service did not accept the booted image", 0.0
+            self.boot.accept()
+        return Input.OK, "", 0.0
+
+    async def _step_revert(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        previous = bytes.fromhex(self.record.previous_digest)
+        if booted.slot.is_normal and booted.image.digest == previous and booted.accepted:
+            return Input.BOOTED_NORMAL, "", 0.0
+        for slot in self.boot.slots():
+            entry = self.boot.slot_record(slot)
+            if slot.is_normal and entry.image is not None and entry.image.digest == previous:
+                if booted.slot is slot:
+                    self.boot.accept()
+                    return Input.BOOTED_NORMAL, "", 0.0
+                self.boot.set_boot_target(slot)
+                self._reboot()
+        # The previous image is gone (the seed's layout): back to the accepted
+        # Reprogram image, which reports and waits for what to install.
+        if booted.slot is Slot.REPROGRAM:
+            self.record.switched = False
+            if not booted.accepted:
+                self.boot.accept()
+            return Input.BOOTED_REPROGRAM, "", 0.0
+        self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    async def _step_report(self) -> tuple[Input, str, float]:
+        assignment = self._current()
+        booted = self.boot.booted()
+        failure = self.machine.failure
+        intended = bytes.fromhex(self.record.image_digest)
+        if failure is None:
+            outcome = (
+                InstallOutcome.ROLLED_BACK if assignment.rollback else InstallOutcome.SUCCEEDED
+            )
+        elif failure.reason == "the user refused":
+            outcome = InstallOutcome.REFUSED_BY_USER
+        else:
+            outcome = InstallOutcome.FAILED
+        report = InstallReport(
+            self.identity,
+            assignment.campaign,
+            intended,
+            assignment.version,
+            booted.image.digest,
+            booted.image.version,
+            outcome,
+            trio.current_time(),
+            None if failure is None else failure.stage,
+            "" if failure is None else failure.reason[:200],
+        )
+        data, signature = sign_install_report(self.key, report)
+        await self.ports.update.install_report(data, signature)
+        self.reports_sent.append(report)
+        self._remember(None)
+        self._image = None
+        return Input.OK, "", 0.0

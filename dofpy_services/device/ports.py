@@ -1,0 +1,55 @@
+"""Ports of the device agent onto in-process services: the Update service's
+device interface (:class:`~dofpy_services.update.device_provider.DeviceUpdates`,
+the provider's own decisions) for one device identity, as the simulator
+(`dofpy device run --sim`) and the tests run it beside real services."""
+
+from __future__ import annotations
+
+import trio
+
+from dofpy.wire.oid import OID
+from dofpy_services.device.agent import NotNow, Refused
+from dofpy_services.update import device_provider
+from dofpy_services.update.device_interface import Assignment, Authorisation, Stage
+from dofpy_services.update.device_provider import DeviceUpdates
+from dofpy_services.version.interface import ImageKind
+
+__all__ = ["InProcessUpdate"]
+
+
+class InProcessUpdate:
+    """The agent's UpdatePort on a :class:`DeviceUpdates` in the same process:
+    ``identity`` stands for the secure session's authenticated identity."""
+
+    def __init__(self, updates: DeviceUpdates, identity: OID) -> None:
+        self.updates = updates
+        self.identity = identity
+
+    async def poll(self) -> list[Assignment]:
+        return self.updates.poll(self.identity, trio.current_time())
+
+    async def authorise(self, campaign: str, manifest_digest: bytes) -> Authorisation:
+        try:
+            return self.updates.authorise(
+                self.identity, campaign, manifest_digest, trio.current_time()
+            )
+        except device_provider.NotNow as exc:
+            raise NotNow(exc.retry_after) from None
+        except device_provider.Refused as exc:
+            raise Refused(exc.reason) from None
+
+    async def progress(self, campaign: str, stage: Stage, reason: str) -> None:
+        self.updates.record_progress(
+            self.identity, campaign, stage.value, reason, trio.current_time()
+        )
+
+    async def accept_booted(self, campaign: str, kind: ImageKind, digest: bytes) -> bool:
+        return self.updates.accept_booted(
+            self.identity, campaign, kind.value, digest, trio.current_time()
+        )
+
+    async def install_report(self, data: bytes, signature: bytes) -> None:
+        try:
+            self.updates.install_report(self.identity, data, signature, trio.current_time())
+        except device_provider.Refused as exc:
+            raise Refused(exc.reason) from None

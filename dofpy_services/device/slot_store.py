@@ -1,0 +1,126 @@
+"""A block store whose object is a bootloader slot: the block transfer's
+receiver writes each leaf straight into the slot, and only once it has
+verified it (step C).
+
+:class:`SlotBlockStore` is a :class:`~dofpy.transfer.store.BlockStore` for
+one object, the image being installed, backed by a
+:class:`~dofpy_services.device.bootloader.SlotWriter`. Which leaves are
+verified (the *marks*) is kept in a file of the agent's state directory,
+written atomically (a new file, fsync-ed, renamed, the directory fsync-ed) and
+only after ``writer.sync()`` made the leaves it covers durable: after a power
+cut or a reboot the agent reopens the slot and the store, and the transfer
+resumes from the marked leaves, from any provider or relay. Marks bound to
+another manifest, torn or foreign, are discarded (the transfer's own
+:func:`~dofpy.transfer.store.decode_marks` checks them), so the leaves are
+fetched and verified again rather than trusted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dofpy.transfer.manifest import Manifest
+from dofpy.transfer.rangeset import RangeSet
+from dofpy.transfer.store import decode_marks, encode_marks
+from dofpy_services.device.bootloader import SlotWriter
+
+__all__ = ["SlotBlockStore"]
+
+
+class SlotBlockStore:
+    """The transfer's store for ``manifest``'s object, written into ``writer``'s
+    slot; marks in ``marks_path``, saved every ``sync_bytes`` of leaves and
+    when the object is complete."""
+
+    def __init__(
+        self,
+        writer: SlotWriter,
+        manifest: Manifest,
+        marks_path: str | os.PathLike[str],
+        *,
+        sync_bytes: int = 64 << 10,
+    ) -> None:
+        if manifest.size > writer.capacity:
+            raise ValueError(f"an image of {manifest.size} bytes does not fit the slot")
+        self.writer = writer
+        self.manifest = manifest
+        self.marks_path = Path(marks_path)
+        self.sync_bytes = sync_bytes
+        self._verified = self._load()
+        self._unsynced = 0
+        self.leaves_written = 0
+        """Leaves written into the slot by this store (each verified first)."""
+
+    def _load(self) -> RangeSet:
+        try:
+            data = self.marks_path.read_bytes()
+        except FileNotFoundError:
+            return RangeSet()
+        marks = decode_marks(self.manifest, data)
+        return marks if marks is not None else RangeSet()
+
+    def _save(self) -> None:
+        self.writer.sync()  # the leaves first: marks never cover bytes a cut may lose
+        data = encode_marks(self.manifest, self._verified)
+        temporary = self.marks_path.with_name(self.marks_path.name + ".new")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.marks_path)
+        directory = os.open(self.marks_path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        self._unsynced = 0
+
+    def _check(self, object_id: bytes) -> None:
+        if object_id != self.manifest.object_id:
+            raise KeyError("this slot store holds one object")
+
+    # -- BlockStore ---------------------------------------------------------------------------
+
+    def open(self, manifest: Manifest) -> RangeSet:
+        if manifest != self.manifest:
+            raise ValueError("this slot store holds another manifest's object")
+        return self._verified.copy()
+
+    def verified(self, object_id: bytes) -> RangeSet:
+        if object_id != self.manifest.object_id:
+            return RangeSet()
+        return self._verified.copy()
+
+    def read(self, object_id: bytes, offset: int, length: int) -> bytes:
+        self._check(object_id)
+        return self.writer.read(offset, min(length, self.manifest.size - offset))
+
+    def write_verified(self, object_id: bytes, leaf: int, data: bytes) -> None:
+        """Called by the receiver with leaves it has verified against the
+        manifest's Merkle tree, never with any other bytes."""
+        self._check(object_id)
+        leaf_size = self.manifest.leaf_size
+        self.writer.write(leaf * leaf_size, data)
+        leaves = -(-len(data) // leaf_size)
+        self._verified.add(leaf, leaf + leaves)
+        self.leaves_written += leaves
+        self._unsynced += len(data)
+        if self._unsynced >= self.sync_bytes or self.complete:
+            self._save()
+
+    # -- the agent's side ---------------------------------------------------------------------
+
+    @property
+    def complete(self) -> bool:
+        return self._verified.covers(0, self.manifest.leaf_count)
+
+    def close(self) -> None:
+        """Save the marks (what a clean stop keeps)."""
+        self._save()
+
+    def discard(self) -> None:
+        """Forget the marks (the image is installed, or abandoned)."""
+        self.marks_path.unlink(missing_ok=True)
