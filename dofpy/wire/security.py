@@ -318,6 +318,23 @@ class SecurityMode:
             raise ValueError(f"security mode id {self.protocol_id!r} outside 0x6000..0x6FFF")
         if not isinstance(self.value, bytes) or len(self.value) > 0xFF:
             raise ValueError("security mode value must be bytes, at most 255")
+        # A CCM option value is a strength count, that many strengths and a
+        # flags byte; one cut short is a malformed packet to every other
+        # OpenDOF implementation (Wireshark's dissector included), so dofpy
+        # neither sends nor accepts one. The options' meaning is checked
+        # where they are used (ccm_options).
+        value = self.value
+        if (
+            self.protocol_id == CCM_PROTOCOL_ID
+            and self.family == SECURITY_MODE_FAMILY
+            and value
+            and len(value) < value[0] + 2
+        ):
+            raise ValueError(
+                f"CCM option value of {len(value)} bytes is cut short: {value[0]} strengths"
+                " and a flags byte need "
+                f"{value[0] + 2}"
+            )
 
     @classmethod
     def ccm(cls, options: CcmOptions | None = None) -> SecurityMode:
@@ -344,7 +361,10 @@ def read_security_mode(reader: Reader) -> SecurityMode:
     value = reader.take(reader.u8())
     if protocol_id not in _SECURITY_MODE_IDS:
         raise BadPacket(f"security mode id {protocol_id:#06x} outside 0x6000..0x6FFF")
-    return SecurityMode(protocol_id, value, family)
+    try:
+        return SecurityMode(protocol_id, value, family)
+    except ValueError as exc:
+        raise BadPacket(str(exc)) from None
 
 
 # AES-256, encrypted, 16-byte tag.

@@ -58,7 +58,26 @@ key_requests = st.builds(
 tickets = st.builds(
     Ticket, st.binary(min_size=32, max_size=32), st.binary(min_size=32, max_size=32)
 )
-modes = st.builds(SecurityMode, st.integers(0x6000, 0x6FFF), st.binary(max_size=8), u8)
+
+
+def _mode_fits(mode: tuple[int, bytes, int]) -> bool:
+    protocol_id, value, family = mode
+    ccm = protocol_id == 0x6001 and family == 2
+    return not (ccm and value and len(value) < value[0] + 2)
+
+
+# Any id, bytes and family, well-formed CCM options among them; the CCM
+# security mode on its own with arbitrary values is drawn often (its value
+# is what the dissector parses), those cut short are refused below.
+modes = (
+    st.tuples(
+        st.one_of(st.just(0x6001), st.integers(0x6000, 0x6FFF)),
+        st.binary(max_size=8),
+        st.one_of(st.just(2), u8),
+    )
+    .filter(_mode_fits)
+    .map(lambda mode: SecurityMode(*mode))
+)
 initiator_blocks = st.builds(InitiatorBlock, key_requests, modes, u8)
 scopes = st.one_of(
     st.just(PermissionScope(ScopeMode.REFERENCE)),
@@ -207,6 +226,8 @@ _REQUEST = KeyRequest(_IDENTITY, b"1")
         (lambda: SecurityMode(0x5FFF), "security mode"),
         (lambda: SecurityMode(value=bytes(256)), "value"),
         (lambda: SecurityMode(family=-1), "family"),
+        (lambda: SecurityMode(value=b"\x00"), "cut short"),
+        (lambda: SecurityMode(value=b"\x02\x01\x01"), "cut short"),
         (lambda: SecurityMode.ccm(CcmOptions(min_tag=5)), "min_tag"),
         (lambda: InitiatorBlock("r"), "request"),
         (lambda: InitiatorBlock(_REQUEST, "m"), "security mode"),
@@ -226,6 +247,14 @@ _REQUEST = KeyRequest(_IDENTITY, b"1")
 def test_constructors_refuse_bad_values(make: Callable[[], object], why: str) -> None:
     with pytest.raises(ValueError, match=why):
         make()
+
+
+def test_cut_short_ccm_options_on_the_wire_are_bad_packet() -> None:
+    # family 2, id 0x6001, a one-byte value: a strength count with nothing after.
+    with pytest.raises(BadPacket, match="cut short"):
+        read_security_mode(Reader(b"\x02\x60\x01\x01\x00"))
+    # The same bytes under another id are that mode's business.
+    assert read_security_mode(Reader(b"\x02\x60\x02\x01\x00")).value == b"\x00"
 
 
 def test_ccm_options_of_another_mode_is_bad_packet() -> None:

@@ -258,3 +258,30 @@ def test_tshark_shows_the_fields_we_meant() -> None:
     assert "1073741821 (session scope)" in verbose
     assert "Permission Group Identifier: 300" in verbose
     assert "Unknown Initiator (3)" in verbose
+
+
+def test_tshark_decodes_every_ccm_option_length_dofpy_sends() -> None:
+    # The CCM option value is parsed by the dissector; dofpy refuses the
+    # lengths it calls malformed (a count with too few bytes after it) and
+    # every length it does send decodes cleanly.
+    request = KeyRequest(SecurityIdentity(OID(1, b"")), b"\x00")
+    values = [
+        b"",
+        b"\x00\x00",
+        b"\x00\x00\x00",
+        b"\x01\x01\x01",
+        b"\x01\x01\x01\x01",
+        b"\x02\x01\x02\xc9",
+    ]
+    pdus = [
+        RequestSessionCommand(
+            OID(1, b""), request, InitiatorBlock(request, SecurityMode(0x6001, value), 0)
+        )
+        for value in values
+    ]
+    result = check_datagrams([frame(pdu, index + 1) for index, pdu in enumerate(pdus)])
+    assert result.problems == []
+    assert [info.strip() for info in result.info] == ["TRP Request Session"] * len(values)
+    for short in (b"\x00", b"\x01", b"\x01\x01", b"\x02\x01\x01", b"\x05\x01"):
+        with pytest.raises(ValueError, match="cut short"):
+            SecurityMode(0x6001, short)
