@@ -11,6 +11,8 @@ the handshake (TEP), to DSP and the common operations, or up as
 
 from __future__ import annotations
 
+import logging
+
 from dofpy._core import Address
 from dofpy.errors import BadPacket
 from dofpy.security.secure_frame import SecureChannel
@@ -34,6 +36,8 @@ from dofpy.wire.dpp import (
 from dofpy.wire.dsp import DspTerminate, decode_dsp_untrusted
 from dofpy.wire.oid import OID
 from dofpy.wire.permissions import PermissionSet
+
+logger = logging.getLogger("dofpy.session.inbound")
 
 __all__ = ["Inbound"]
 
@@ -130,8 +134,9 @@ class Inbound:
                     return
                 security.channels.used_plaintext(addr, sent=False, now=now)
             self._receive_packet(packet, addr, now, len(data), identity, permissions, channel)
-        except BadPacket:
+        except BadPacket as exc:
             self._counts["bad_datagrams"] += 1
+            logger.debug("dropped a bad datagram of %d bytes from %s: %s", len(data), addr, exc)
 
     def _receive_packet(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 import pytest
@@ -231,6 +232,16 @@ def test_bad_and_unsupported_datagrams_are_counted_and_dropped() -> None:
         1,
     )
     assert node.next_event() is None
+
+
+def test_a_bad_datagram_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
+    node = Node()
+    with caplog.at_level(logging.DEBUG, logger="dofpy.session.inbound"):
+        node.receive_datagram(b"", A, 0.0)
+    assert node.statistics().bad_datagrams == 1
+    (record,) = caplog.records
+    assert record.getMessage().startswith(f"dropped a bad datagram of 0 bytes from {A}: ")
+    assert len(record.getMessage()) > len(f"dropped a bad datagram of 0 bytes from {A}: ")
 
 
 def test_event_queue_is_bounded_and_refusals_counted() -> None:
