@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 
 from dofpy.errors import BadPacket
+from fuzz.targets import session_sequence, transfer_sequence
+from fuzz.targets._sequence import MAX_DATAGRAMS, decode_sequence, encode_sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = sorted(p.stem for p in (ROOT / "fuzz" / "targets").glob("*.py") if p.stem != "__init__")
+# Modules starting with "_" are the targets' helpers (as the runner skips them).
+TARGETS = sorted(
+    p.stem for p in (ROOT / "fuzz" / "targets").glob("*.py") if not p.stem.startswith("_")
+)
 
 
 def test_every_untrusted_parser_has_a_fuzz_target() -> None:
@@ -41,3 +46,27 @@ def test_fuzz_target_seeds_run(name: str) -> None:
     for seed in module.SEEDS:
         with contextlib.suppress(BadPacket):
             module.target(seed)
+
+
+def test_sequence_seeds_replay_deep_into_the_state_machines() -> None:
+    # The sequence targets are worth their name only while their seeds still
+    # reach an established session and a completed transfer on replay.
+    (seed,) = session_sequence.SEEDS
+    server, _now = session_sequence.replay(seed)
+    assert server.node.peer_identity(session_sequence._CLIENT_ADDR) == session_sequence._CLIENT
+    assert server.statistics().node.security.handshakes_completed == 1
+    for seed in transfer_sequence.SEEDS:
+        assert transfer_sequence.replay(seed)
+        # Without the provider's last datagram it does not complete.
+        records = [(to, data, round(step * 10)) for to, data, step in decode_sequence(seed)]
+        last = max(i for i, (to, _, _) in enumerate(records) if to == 1)
+        assert not transfer_sequence.replay(encode_sequence(records[:last]))
+
+
+def test_sequence_inputs_cut_short_end_the_sequence() -> None:
+    whole = encode_sequence([(0, b"ab", 3), (1, b"", 0)])
+    assert list(decode_sequence(whole)) == [(0, b"ab", 0.3), (1, b"", 0.0)]
+    assert list(decode_sequence(whole[:-1])) == [(0, b"ab", 0.3)]
+    assert list(decode_sequence(b"\x00\xff\xff")) == []
+    many = encode_sequence([(0, b"x", 1)] * (MAX_DATAGRAMS + 5))
+    assert len(list(decode_sequence(many))) == MAX_DATAGRAMS
