@@ -48,6 +48,7 @@ interop: $(STAMP)
 	$(PY) -m interop.tshark_check
 	$(PY) -m interop.secure_check
 	$(PY) -m interop.cose_check
+	$(PY) -m interop.cose_key_record_check
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
