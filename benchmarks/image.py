@@ -36,6 +36,7 @@ import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from benchmarks.summary import Summary
 from dofpy.image import (
     DeviceState,
     ImageManifest,
@@ -186,21 +187,40 @@ def serving_section(size: int, runs: int) -> list[tuple[str, float, str]]:
     return rows
 
 
-def run(quick: bool = False) -> str:
+def run(quick: bool = False, summary: Summary | None = None) -> str:
     size = (16 if quick else 256) * (1 << 20)
     runs = 1 if quick else 3
     lines = [f"Image publish ({size >> 20} MiB file, best of {runs})"]
-    lines += [
-        f"  {name:66} {value:10.2f} {unit}" for name, value, unit in publish_section(size, runs)
-    ]
+    published = publish_section(size, runs)
+    lines += [f"  {name:66} {value:10.2f} {unit}" for name, value, unit in published]
     serve_size = (8 if quick else 64) * (1 << 20)
     lines.append(
         f"Image serving ({serve_size >> 20} MiB to one requestor over loopback, best of {runs})"
     )
-    lines += [
-        f"  {name:66} {value:10.2f} {unit}"
-        for name, value, unit in serving_section(serve_size, runs)
-    ]
+    served = serving_section(serve_size, runs)
+    lines += [f"  {name:66} {value:10.2f} {unit}" for name, value, unit in served]
+    if summary is not None:
+        rates = {name: value for name, value, _ in (*published, *served)}
+        sha256sum = rates.get("sha256sum (read + SHA-256)")
+        for name, value, unit in published:
+            if name.startswith("publish"):
+                summary.add(
+                    f"image {name.split(' (')[0]}, {size >> 20} MiB",
+                    value,
+                    unit,
+                    "" if sha256sum is None else "sha256sum",
+                    sha256sum,
+                )
+        memory = next((v for n, v, _ in served if n.startswith("serve from MemoryStore")), None)
+        for name, value, unit in served:
+            if name.startswith("serve from the image store"):
+                summary.add(
+                    f"image served from its store file, {serve_size >> 20} MiB",
+                    value,
+                    unit,
+                    "MemoryStore (no disk)",
+                    memory,
+                )
     return "\n".join(lines)
 
 

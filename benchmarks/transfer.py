@@ -43,6 +43,7 @@ import trio
 from benchmarks import peers
 from benchmarks._util import Result, Target, format_table, read_first_line
 from benchmarks.lossy_proxy import ProxyConfig, spawn_lossy_proxy
+from benchmarks.summary import Summary
 from dofpy._core import Address
 from dofpy.oap.core import OapConfig
 from dofpy.session.node import SecureSessionEnded, SecureSessionEstablished
@@ -539,18 +540,53 @@ FULL = Plan(16 << 20, (1 << 20, 16 << 20), 1 << 20, (10, 100, 1000), 256 << 10)
 QUICK = Plan(1 << 20, (256 << 10,), 64 << 10, (10, 100), 64 << 10)
 
 
-def run(quick: bool = False, plan: Plan | None = None) -> str:
-    """Measure every scenario and return the report (tables and target lines)."""
+def _summarise(
+    summary: Summary, loopback: Sequence[Result], loss: Sequence[Result], scale: Sequence[Result]
+) -> None:
+    by_name = {result.name: result for result in (*loopback, *loss, *scale)}
+    secure = next((r for r in loopback if r.name == f"dofpy secure {LAN_BLOCK_SIZE} B"), None)
+    if secure is not None:
+        index = list(loopback).index(secure)
+        raw = loopback[index + 1] if index + 1 < len(loopback) else None
+        figure = f"single transfer, {secure.nbytes / 2**20:g} MiB, 8 KiB blocks, secure"
+        for peer in (raw, by_name.get("tftpy 1428"), by_name.get("curl over TCP")):
+            if peer is not None:
+                summary.add(figure, secure.mb_per_s, "MB/s", peer.name, peer.mb_per_s)
+    lossy = [r for r in loss if r.name.startswith("dofpy ") and r.name.endswith(" 5% loss")]
+    tftp = next(
+        (r for r in loss if r.name.startswith("tftpy") and r.name.endswith("5% loss")), None
+    )
+    for result in lossy[-1:]:
+        summary.add(
+            f"single transfer, {result.name.removeprefix('dofpy ')} (1 KiB blocks)",
+            result.mb_per_s,
+            "MB/s",
+            "" if tftp is None else f"{tftp.name} (smaller file)",
+            None if tftp is None else tftp.mb_per_s,
+        )
+    for result in scale[-1:]:
+        summary.add(
+            f"one provider process, {result.name.removeprefix('dofpy ')}, aggregate",
+            result.mb_per_s,
+            "MB/s",
+        )
+
+
+def run(quick: bool = False, plan: Plan | None = None, summary: Summary | None = None) -> str:
+    """Measure every scenario and return the report (tables and target lines);
+    its headline figures go to ``summary`` too."""
     plan = plan or (QUICK if quick else FULL)
     started = time.perf_counter()
     out: list[str] = []
     size_label = f"{plan.loopback / 2**20:g} MiB"
     _note(f"transfer: loopback, {size_label}")
     results, targets, skipped = loopback_section(plan.loopback)
+    loopback = results
     out.append(f"Block transfer, {size_label} on loopback (secure session, AES-256-CCM)")
     out.append(format_table(results, targets=targets, skipped=skipped))
     _note("transfer: loss")
     results, targets, skipped, notes = loss_section(plan.lossy, plan.tftpy_lossy)
+    lossy = results
     out.append("")
     out.append("Through the seeded lossy proxy (its own process), 1 KiB blocks")
     out.append(format_table(results, targets=targets, skipped=skipped))
@@ -566,6 +602,8 @@ def run(quick: bool = False, plan: Plan | None = None) -> str:
     out.append(format_table(results, targets=targets))
     out.extend(lines)
     out.append(f"(transfer benchmark measured in {time.perf_counter() - started:.1f} s)")
+    if summary is not None:
+        _summarise(summary, loopback, lossy, results)
     return "\n".join(out)
 
 

@@ -47,6 +47,7 @@ from typing import Any
 
 import trio
 
+from benchmarks.summary import Summary
 from dofpy.credentials import load_credentials, write_credentials
 from dofpy.errors import DofError
 from dofpy.oap.core import OapConfig
@@ -365,6 +366,8 @@ class Figures:
     """(what, ratio, floor)."""
     plans: list[str] = field(default_factory=list)
     """How the database reads each kind of page."""
+    headline: list[tuple[str, float, str, str, float, bool]] = field(default_factory=list)
+    """(figure, service, unit, direct's name, direct, higher is better) for the summary."""
 
 
 def _check_in(sequence: int) -> VersionReport:
@@ -736,10 +739,16 @@ async def measure(
             (f"{backend} {label} vs direct, one per transaction", rate / single, 0.5)
         )
         figures.checks.append((f"{backend} {label} vs direct, batched", rate / per_batch, 0.5))
+        figures.headline.append(
+            (f"{backend}: {label}", rate, "check-ins/s", "same SQL, batches of 64", per_batch, True)
+        )
     if failed:
         figures.lines.append(("check-ins not acknowledged", str(failed), ""))
     for name, (p50, p99) in service.items():
         d50, d99 = direct[name]
+        figures.headline.append(
+            (f"{backend}: query {name}, page p50", p50 * 1e3, "ms", "same SQL", d50 * 1e3, False)
+        )
         figures.lines.append(
             (
                 f"query {name} p50/p99",
@@ -758,6 +767,16 @@ async def measure(
         )
     )
     figures.lines.append(("  CPU while streaming", "", stream_cpu))
+    figures.headline.append(
+        (
+            f"{backend}: stream 'not running V', {rows} devices",
+            rate,
+            "devices/s",
+            stream_command[0],
+            direct_rate,
+            True,
+        )
+    )
     figures.checks.append(
         (f"{backend} stream rows/s vs {stream_command[0]}", rate / direct_rate, 0.5)
     )
@@ -830,12 +849,28 @@ def report(results: Sequence[Figures | str], registry: int) -> str:
     return "\n".join(out)
 
 
-def run(quick: bool = False, backends: Sequence[str] = ("sqlite", "postgres")) -> str:
+def run(
+    quick: bool = False,
+    backends: Sequence[str] = ("sqlite", "postgres"),
+    summary: Summary | None = None,
+) -> str:
     registry = 100_000 if quick else 1_000_000
     results = [
         run_backend(b, registry, 5.0 if quick else 20.0, 20 if quick else 200, 32 if quick else 64)
         for b in backends
     ]
+    if summary is not None:
+        for figures in results:
+            if isinstance(figures, Figures):
+                for figure, value, unit, peer, peer_value, higher in figures.headline:
+                    summary.add(
+                        f"Version, {registry:,} devices, {figure}",
+                        value,
+                        unit,
+                        peer,
+                        peer_value,
+                        higher_is_better=higher,
+                    )
     return report(results, registry)
 
 
