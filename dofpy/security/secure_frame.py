@@ -35,7 +35,7 @@ from dofpy.security.crypto import (
     ccm_seal,
 )
 from dofpy.security.replay import PacketCounter, ReplayWindow
-from dofpy.wire._codec import C4_MAX, Reader, encode_c2
+from dofpy.wire._codec import C4_MAX, Reader
 from dofpy.wire.ccm import CcmHeader, read_ccm_header
 from dofpy.wire.dnp import DnpPacket, encode_dnp
 from dofpy.wire.dpp import (
@@ -356,7 +356,7 @@ class SecureChannel:
             raise ValueError("seal takes a clear DPP packet (with an app id)")
         packet_number = self._counter.next() if final else self._next_packet_number()
         associated_data = encode_secure_dpp_head(packet, self._security_header, packet_number)
-        plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + packet.payload
+        plaintext = encode_app(app_id, packet.payload)
         sealed = self._ccm.seal(
             self._send_nonce + packet_number.to_bytes(4, "big"), associated_data, plaintext
         )
@@ -379,7 +379,7 @@ class SecureChannel:
         associated_data = encode_sealed_command_head(
             op_count, retry, self._security_header, packet_number
         )
-        plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + payload
+        plaintext = encode_app(app_id, payload)
         sealed = self._ccm.seal(
             self._send_nonce + packet_number.to_bytes(4, "big"), associated_data, plaintext
         )

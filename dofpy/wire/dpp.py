@@ -288,11 +288,15 @@ DppPdu = DppPacket | DppVersionQuery | DppVersionResponse
 
 def encode_app(app_id: int, payload: bytes) -> bytes:
     """An application payload with its c2 application id in front."""
+    if 0 <= app_id < 0x80:  # the one-byte c2 of every application dofpy runs
+        return bytes((app_id,)) + payload
     return encode_c2(app_id) + payload
 
 
 def split_app_untrusted(data: bytes) -> tuple[int, bytes]:
     """Split an application payload into (app id, rest)."""
+    if data and data[0] < 0x80:  # a one-byte c2, read without a Reader (every datagram)
+        return data[0], data[1:]
     reader = Reader(data)
     app_id = reader.c2()
     return app_id, reader.rest()

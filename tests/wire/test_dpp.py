@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
 from dofpy.testing.tshark import Datagram, check_datagrams
-from dofpy.wire._codec import C2_MAX, C4_MAX, Reader
+from dofpy.wire._codec import C2_MAX, C4_MAX, Reader, encode_c2
 from dofpy.wire.ccm import CcmHeader, read_ccm_header
 from dofpy.wire.dnp import DnpPacket
 from dofpy.wire.dpp import (
@@ -308,3 +308,11 @@ def test_secure_head_is_the_encoding_of_the_secure_copy(
     decoded = decode_dpp_untrusted(head)
     assert decoded.security == security
     assert read_ccm_header(Reader(decoded.payload)).packet_number == packet_number
+
+
+@given(st.integers(0, C2_MAX), st.binary(max_size=8))
+def test_app_payloads_are_the_c2_app_id_then_the_payload(app_id: int, payload: bytes) -> None:
+    # The one-byte branch (ids below 0x80) is the general c2 encoding.
+    data = encode_app(app_id, payload)
+    assert data == encode_c2(app_id) + payload
+    assert split_app_untrusted(data) == (app_id, payload)
