@@ -21,6 +21,7 @@ __all__ = [
     "ClosedResourceError",
     "DofError",
     "DofTimeoutError",
+    "IllegalTransition",
     "LocalProtocolError",
     "PeerIdentityMismatch",
     "ProtocolError",
@@ -58,6 +59,13 @@ class ProtocolError(DofError):
 
 class LocalProtocolError(ProtocolError):
     """We were asked to do something the protocol does not allow."""
+
+
+class IllegalTransition(LocalProtocolError):
+    """A state machine was given an input its ``(state, input) -> state``
+    table has no entry for in its current state: a bug of this node, never
+    something a peer can cause. The one error of every state table (peer,
+    handshake, subscription, sender, receiver)."""
 
 
 class RemoteProtocolError(ProtocolError):

@@ -22,7 +22,8 @@ from dofpy.errors import BadPacket, ClosedResourceError
 from dofpy.pcap import PCAP_GLOBAL_HEADER, read_pcap_untrusted
 from dofpy.testing.tshark import require_tshark
 from dofpy.trio import PcapWriter
-from dofpy.trio._endpoint import EndpointStatistics, open_udp_endpoint
+from dofpy.trio._endpoint import open_udp_endpoint
+from dofpy.trio._endpoint_config import EndpointStatistics
 
 LIMIT = 10  # seconds of real time a loopback test may take before it fails
 

@@ -10,6 +10,10 @@ reach a protocol built on OAP such as the block transfer.
 The raw path reads a command only up to its target (a transfer's datagrams
 repeat one head, so the last head read is kept: the OAP layer's one head
 cache) and the last permission check passed is remembered the same way.
+With the node's ``fast_paths`` off (:class:`~dofpy.session.config.NodeConfig`)
+there is neither: every command is decoded in full and handed to the
+interceptor's decoded form, every permission evaluated: the reference the
+fast paths are compared with (the same events, statistics and datagrams).
 """
 
 from __future__ import annotations
@@ -121,6 +125,7 @@ class Gate:
         self._raw_interceptors = 0
         self._raw_head: _CachedHead | None = None
         self._last_allowed: _AllowedCheck | None = None
+        self._fast_paths = context.node.config.fast_paths
 
     def intercept(
         self,
@@ -132,6 +137,8 @@ class Gate:
         """See :meth:`dofpy.oap.core.OapCore.intercept`."""
         if interface in self._interceptors:
             raise LocalProtocolError(f"{interface} is already intercepted")
+        if not self._fast_paths:
+            raw = None  # the reference: the decoded path only
         self._interceptors[interface] = _Interception(handler, raw, on_denied)
         if raw is not None:
             self._raw_interceptors += 1
@@ -210,7 +217,8 @@ class Gate:
             ):
                 return True
             if is_allowed(permissions, action, binding.object_id, binding.interface):
-                self._last_allowed = _AllowedCheck(permissions, action, binding)
+                if self._fast_paths:
+                    self._last_allowed = _AllowedCheck(permissions, action, binding)
                 return True
         context.counters.permission_denied += 1
         context.events.append(

@@ -27,7 +27,7 @@ any but ENDED           REFRESH_DUE                the same                RESEN
 REQUESTED(_SYNCED)      FAILED                     ENDED                   REFUSE
 ACTIVE(_SYNCED)         FAILED                     ENDED                   END
 any but ENDED           CANCELLED                  ENDED                   END
-ENDED                   any                        (none: LocalProtocolError)
+ENDED                   any                        (none: IllegalTransition)
 ======================  =========================  ======================  ===========
 
 Outcomes: CONFIRM is :class:`~dofpy.oap.events.RequestCompleted` for the
@@ -37,7 +37,7 @@ provider never accepted it); END is
 Where the sequence becomes known (an unsynced state to a synced one), the
 requestor adopts the sequence the input carried; a NOTIFIED in a synced state
 counts the gap from the last sequence. Every pair not in the table raises
-:class:`~dofpy.errors.LocalProtocolError` (the one error of every state table
+:class:`~dofpy.errors.IllegalTransition` (the one error of every state table
 in dofpy): a subscription that has ended takes no input.
 """
 
@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import enum
 
-from dofpy.errors import LocalProtocolError
+from dofpy.errors import IllegalTransition
 
 __all__ = [
     "SUBSCRIPTION_TRANSITIONS",
@@ -130,9 +130,9 @@ def subscription_step(
 ) -> tuple[SubscriptionState, SubscriptionOutcome]:
     """The next state of a subscription in ``state`` on ``event``, and what to do.
 
-    Raises ``LocalProtocolError`` for a pair the table does not hold.
+    Raises :class:`~dofpy.errors.IllegalTransition` for a pair the table does not hold.
     """
     step = SUBSCRIPTION_TRANSITIONS.get((state, event))
     if step is None:
-        raise LocalProtocolError(f"subscription: {event.value} in state {state.value}")
+        raise IllegalTransition(f"subscription: {event.value} in state {state.value}")
     return step

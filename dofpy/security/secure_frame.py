@@ -35,17 +35,17 @@ from dofpy.security.crypto import (
     ccm_seal,
 )
 from dofpy.security.replay import PacketCounter, ReplayWindow
-from dofpy.wire._codec import C4_MAX, Reader, encode_c2, encode_c4
+from dofpy.wire._codec import C4_MAX, Reader
 from dofpy.wire.ccm import CcmHeader, read_ccm_header
 from dofpy.wire.dnp import DnpPacket, encode_dnp
 from dofpy.wire.dpp import (
-    DPP_VERSION,
     DppPacket,
     DppSecurityHeader,
     decode_frame_untrusted,
     encode_app,
     encode_dpp,
     encode_sealed_command_head,
+    encode_secure_dpp_head,
     split_app_untrusted,
 )
 
@@ -225,36 +225,6 @@ class ChannelStatistics:
     failed_authentication: int
 
 
-def _secure_dpp_header(packet: DppPacket, security_header: bytes, packet_number: int) -> bytes:
-    """The associated data of a sealed ``packet``: its DPP header with the secure
-    flag, ``security_header`` and the CCM header carrying ``packet_number``.
-
-    The bytes :func:`seal_datagram` gets from :func:`encode_dpp` of the secure
-    copy of ``packet`` (a Hypothesis test holds them equal), built without
-    that copy: this runs for every datagram a secure session sends.
-    """
-    flags = (packet.op_id_type << 5) | 0x80  # the secure flag
-    out = bytearray()
-    if packet.sid is not None:
-        out += packet.sid.encode()
-    if packet.op_count is not None:
-        out += encode_c4(packet.op_count)
-    if packet.is_response:
-        flags |= 0x10
-    else:
-        if packet.seq is not None:
-            flags |= 0x04
-            out.append(packet.seq)
-        if packet.retry is not None:
-            flags |= 0x02
-            out.append(packet.retry)
-        out.append(packet.delay or 0)
-    out += security_header
-    out.append(0x01)  # CCM flags: the packet number follows
-    out += encode_c4(packet_number)
-    return bytes((0x80 | DPP_VERSION, flags)) + bytes(out)
-
-
 class SecureChannel:
     """One side of a two-party CCM session: its key, its SSID, the packet
     numbers it sends and the replay window of those it receives.
@@ -385,8 +355,8 @@ class SecureChannel:
         if packet.security is not None or app_id is None:
             raise ValueError("seal takes a clear DPP packet (with an app id)")
         packet_number = self._counter.next() if final else self._next_packet_number()
-        associated_data = _secure_dpp_header(packet, self._security_header, packet_number)
-        plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + packet.payload
+        associated_data = encode_secure_dpp_head(packet, self._security_header, packet_number)
+        plaintext = encode_app(app_id, packet.payload)
         sealed = self._ccm.seal(
             self._send_nonce + packet_number.to_bytes(4, "big"), associated_data, plaintext
         )
@@ -409,7 +379,7 @@ class SecureChannel:
         associated_data = encode_sealed_command_head(
             op_count, retry, self._security_header, packet_number
         )
-        plaintext = (bytes((app_id,)) if app_id < 0x80 else encode_c2(app_id)) + payload
+        plaintext = encode_app(app_id, payload)
         sealed = self._ccm.seal(
             self._send_nonce + packet_number.to_bytes(4, "big"), associated_data, plaintext
         )
@@ -422,14 +392,18 @@ class SecureChannel:
         before it are the associated data). Replay-checked and authenticated
         as :meth:`open_untrusted` does; raises :class:`ReplayedPacket` or
         :class:`AuthenticationFailed`."""
+        return self._open(packet_number, datagram[1:start], datagram[start:])
+
+    def _open(self, packet_number: int, associated_data: bytes, sealed: bytes) -> bytes:
+        """The plaintext of ``sealed``: the one place a channel replay-checks,
+        authenticates and decrypts (both open paths come here). Only an
+        authenticated packet moves the replay window; a refusal is counted."""
         if not self._window.check(packet_number):
             self._window.accept(packet_number)  # counts the refusal
             raise ReplayedPacket(f"packet number {packet_number} replayed or too old")
         try:
             plaintext = self._ccm.open(
-                self._receive_nonce + packet_number.to_bytes(4, "big"),
-                datagram[1:start],
-                datagram[start:],
+                self._receive_nonce + packet_number.to_bytes(4, "big"), associated_data, sealed
             )
         except AuthenticationFailed:
             self._failed += 1
@@ -470,20 +444,8 @@ class SecureChannel:
             reader = Reader(payload)
             packet_number = _packet_number(read_ccm_header(reader))
         sealed = reader.rest()
-        if not self._window.check(packet_number):
-            self._window.accept(packet_number)  # counts the refusal
-            raise ReplayedPacket(f"packet number {packet_number} replayed or too old")
         whole = dnp.payload
-        try:
-            plaintext = self._ccm.open(
-                self._receive_nonce + packet_number.to_bytes(4, "big"),
-                whole[: len(whole) - len(sealed)],
-                sealed,
-            )
-        except AuthenticationFailed:
-            self._failed += 1
-            raise
-        self._window.accept(packet_number)
+        plaintext = self._open(packet_number, whole[: len(whole) - len(sealed)], sealed)
         app_id, payload = split_app_untrusted(plaintext)
         return DppPacket(
             app_id,

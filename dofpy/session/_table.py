@@ -6,22 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Generic, TypeVar
 
-from dofpy.errors import LocalProtocolError
+from dofpy.errors import IllegalTransition
 
-__all__ = ["IllegalTransition", "TransitionTable"]
+__all__ = ["TransitionTable"]
 
 _State = TypeVar("_State")
 _Input = TypeVar("_Input")
 
 
-class IllegalTransition(LocalProtocolError):
-    """A state machine was given an input its table has no entry for in its
-    current state: a bug of this node, never something a peer can cause."""
-
-
 class TransitionTable(Generic[_State, _Input]):
     """``table.next(state, input)``: the state after ``input`` in ``state``;
-    :class:`IllegalTransition` when the table has no entry for the pair."""
+    :class:`~dofpy.errors.IllegalTransition` when the table has no entry for the pair."""
 
     def __init__(self, name: str, entries: Mapping[tuple[_State, _Input], _State]) -> None:
         self.name = name

@@ -196,12 +196,18 @@ class NodeConfig:
     """The largest datagram this node sends: the most one IPv4 UDP datagram
     carries by default; lower it for a path (or peers) with a smaller limit."""
     fast_paths: bool = True
-    """Take the session layer's fast paths: sealed one-way commands read with
-    :func:`~dofpy.wire.dpp.probe_sealed_command` and opened without building
-    packets, commands sealed straight from their fields. Off, every datagram
-    goes through the general decoder and every command through a packet: the
-    reference the fast paths are compared with (same events, statistics and
-    datagrams); they are only faster."""
+    """Take the fast paths of this node and of the layers above it: sealed
+    one-way commands read with :func:`~dofpy.wire.dpp.probe_sealed_command`
+    and opened without building packets, commands sealed straight from their
+    fields; in the OAP gate, commands for a raw interceptor (the block
+    transfer's Blocks and Fetches) read only up to their head, the last head
+    and the last permission granted cached. Off, every datagram goes through
+    the general decoder, every command through a packet and the full OAP
+    decode, every permission is evaluated: the reference the fast paths are
+    compared with (same events, statistics and datagrams); they are only
+    faster. (A block sender's :class:`~dofpy.transfer.messages.BlockEncoder`
+    is not switched: it is held byte-equal to the general encoder by its own
+    test.)"""
 
     def __post_init__(self) -> None:
         for name in ("max_pending_commands", "max_events", "max_peers", "duplicate_entries"):

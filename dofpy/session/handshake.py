@@ -3,15 +3,19 @@
 
 The initiator (:mod:`dofpy.session.initiator`) and the responder
 (:mod:`dofpy.session.responder`) run the exchange; this module holds no
-behaviour beyond the table.
+behaviour beyond the table and :class:`HandshakeTable`, where both keep their
+handshakes with each one's next timer in a heap.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import heapq
 import hmac
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from dofpy._core import Address
 from dofpy.session._table import TransitionTable
@@ -29,7 +33,10 @@ __all__ = [
     "MODE_REJECT_CODE",
     "Handshake",
     "HandshakeInput",
+    "HandshakeTable",
     "Phase",
+    "initiator_wake_at",
+    "responder_wake_at",
 ]
 
 COOKIE_REJECT_CODE = 0xC0
@@ -151,3 +158,122 @@ def cookie_valid(
         for b in (bucket, bucket - 1)
     ]
     return any(matches)
+
+
+def initiator_wake_at(handshake: Handshake) -> float:
+    """When a running handshake needs the timer: its deadline, or coming back
+    to a busy responder before it."""
+    if handshake.retry_at is None:
+        return handshake.deadline
+    return min(handshake.deadline, handshake.retry_at)
+
+
+def responder_wake_at(handshake: Handshake) -> float:
+    """When a handshake (finished ones too: kept until their deadline) needs
+    the timer: its deadline, or giving up on the Authenticator before it."""
+    if handshake.ask_deadline is None or handshake.phase is not Phase.ASKING_AUTHENTICATOR:
+        return handshake.deadline
+    return min(handshake.deadline, handshake.ask_deadline)
+
+
+K = TypeVar("K", bound=Hashable)
+
+_SLACK = 64  # stale heap entries always tolerated before a rebuild
+
+
+class HandshakeTable(Generic[K]):
+    """Handshakes by key (the initiator's by peer, the responder's by peer and
+    operation), with the next time each needs its timer (``wake_at``) kept in
+    a heap: :meth:`next_wakeup` costs the same however many handshakes wait,
+    finished ones (kept to answer retransmissions until their deadline)
+    included.
+
+    Each key has one live heap entry, never later than its handshake's
+    ``wake_at``: a table whose handshake's wake-up moves earlier calls
+    :meth:`reschedule` (a new handshake under a key is scheduled by setting
+    it). A wake-up that moved later, or a handshake gone, is found when its
+    entry comes to the top and is put right there, so :meth:`next_wakeup` is
+    exactly the earliest ``wake_at`` of the table, as a scan would give.
+    ``examined`` counts the heap entries looked at (the cost the tests bound).
+    """
+
+    __slots__ = ("_handshakes", "_heap", "_live", "_order", "_tokens", "_wake_at", "examined")
+
+    def __init__(self, wake_at: Callable[[Handshake], float]) -> None:
+        self._handshakes: dict[K, Handshake] = {}
+        self._wake_at = wake_at
+        self._heap: list[tuple[float, int, K]] = []
+        self._live: dict[K, int] = {}  # key -> token of its live heap entry
+        self._order: dict[K, int] = {}  # key -> when it entered the table (dict order)
+        self._tokens = 0
+        self.examined = 0
+
+    def __len__(self) -> int:
+        return len(self._handshakes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._handshakes
+
+    def get(self, key: K) -> Handshake | None:
+        return self._handshakes.get(key)
+
+    def values(self) -> Iterable[Handshake]:
+        return self._handshakes.values()
+
+    def __setitem__(self, key: K, handshake: Handshake) -> None:
+        if key not in self._handshakes:
+            self._tokens += 1
+            self._order[key] = self._tokens
+        self._handshakes[key] = handshake
+        self.reschedule(key)
+
+    def __delitem__(self, key: K) -> None:
+        del self._handshakes[key]
+        self._live.pop(key, None)
+        del self._order[key]
+
+    def pop(self, key: K) -> Handshake | None:
+        handshake = self._handshakes.get(key)
+        if handshake is not None:
+            del self[key]
+        return handshake
+
+    def reschedule(self, key: K) -> None:
+        """The handshake under ``key`` may need its timer earlier than before."""
+        self._tokens += 1
+        self._live[key] = self._tokens
+        heapq.heappush(self._heap, (self._wake_at(self._handshakes[key]), self._tokens, key))
+        if len(self._heap) > 2 * len(self._live) + _SLACK:
+            live = self._live
+            self._heap = [entry for entry in self._heap if live.get(entry[2]) == entry[1]]
+            heapq.heapify(self._heap)
+
+    def next_wakeup(self) -> float | None:
+        """The earliest ``wake_at`` of the handshakes in the table."""
+        heap, live = self._heap, self._live
+        while heap:
+            self.examined += 1
+            when, token, key = heap[0]
+            if live.get(key) != token:  # stale: the key was rescheduled or removed
+                heapq.heappop(heap)
+                continue
+            actual = self._wake_at(self._handshakes[key])
+            if actual == when:
+                return when
+            heapq.heappop(heap)  # moved later: put it where it belongs
+            self.reschedule(key)
+        return None
+
+    def due(self, now: float) -> list[Handshake]:
+        """The handshakes whose ``wake_at`` is at or before ``now``, in the
+        order they entered the table (the order a scan of it visits them).
+        Their entries stay scheduled: what the caller does to them moves them."""
+        keys: list[K] = []
+        while (when := self.next_wakeup()) is not None and when <= now:
+            _, _, key = heapq.heappop(self._heap)
+            del self._live[key]
+            keys.append(key)
+        for key in keys:
+            self.reschedule(key)
+        keys.sort(key=self._order.__getitem__)
+        return [self._handshakes[key] for key in keys]

@@ -88,10 +88,7 @@ class Inbound:
                 if opened is None:
                     return
                 session, plaintext = opened
-                if plaintext and plaintext[0] < 0x80:
-                    app_id, payload = plaintext[0], plaintext[1:]
-                else:
-                    app_id, payload = split_app_untrusted(plaintext)
+                app_id, payload = split_app_untrusted(plaintext)
                 self._receive_command(
                     app_id,
                     sealed.op_count,

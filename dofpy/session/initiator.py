@@ -34,7 +34,9 @@ from dofpy.session.handshake import (
     NONCE_SIZE,
     Handshake,
     HandshakeInput,
+    HandshakeTable,
     Phase,
+    initiator_wake_at,
     where,
 )
 from dofpy.session.refusals import initiator_timed_out, refused
@@ -70,7 +72,7 @@ class Initiator:
         self._channels = channels
         self._report = report
         self._expected_identities = expected_identities
-        self._running: dict[Address, Handshake] = {}
+        self._running: HandshakeTable[Address] = HandshakeTable(initiator_wake_at)
 
     def handshaking(self, peer: Address) -> bool:
         return peer in self._running
@@ -247,6 +249,8 @@ class Initiator:
             )
         else:
             handshake.retry_at = retry_at
+            if self._running.get(peer) is handshake:
+                self._running.reschedule(peer)
 
     def _on_accept(self, handshake: Handshake, accept: TepAccept, now: float) -> None:
         try:
@@ -359,18 +363,16 @@ class Initiator:
 
     def abandon(self, peer: Address) -> None:
         """Stop the handshake with ``peer`` (its session is being ended)."""
-        handshake = self._running.pop(peer, None)
+        handshake = self._running.pop(peer)
         if handshake is not None:
             handshake.move(HandshakeInput.FAIL)
             self._commands.cancel(handshake.rekey_op)
 
     def get_timer(self) -> float | None:
-        deadlines = [h.deadline for h in self._running.values()]
-        deadlines += [h.retry_at for h in self._running.values() if h.retry_at is not None]
-        return min(deadlines) if deadlines else None
+        return self._running.next_wakeup()
 
     def handle_timer(self, now: float) -> None:
-        for handshake in list(self._running.values()):
+        for handshake in self._running.due(now):
             if now >= handshake.deadline:
                 attempts = self._commands.attempts(handshake.rekey_op)
                 self._fail(

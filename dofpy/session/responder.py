@@ -37,9 +37,11 @@ from dofpy.session.handshake import (
     NONCE_SIZE,
     Handshake,
     HandshakeInput,
+    HandshakeTable,
     Phase,
     cookie_valid,
     make_cookie,
+    responder_wake_at,
     where,
 )
 from dofpy.session.initiator import Initiator
@@ -84,6 +86,7 @@ logger = logging.getLogger("dofpy.session.handshake")
 # normally the same) hears the cause before its own deadline.
 _AUTHENTICATOR_SHARE = 2 / 3
 
+
 SendResponse = Callable[[Address, int, int, bytes, "int | None"], bool]
 """``send(peer, op, app_id, payload, limit)``: a plain response; False when it
 would be longer than ``limit`` (not sent)."""
@@ -110,7 +113,7 @@ class Responder:
         self._initiator = initiator
         self._send = send
         self._report = report
-        self._responding: dict[tuple[Address, int], Handshake] = {}
+        self._responding: HandshakeTable[tuple[Address, int]] = HandshakeTable(responder_wake_at)
         self._authenticator_requests: dict[int, tuple[Address, int]] = {}
         # defer_authenticator: the handshakes waiting on the application, by token.
         self._deferred: dict[int, Handshake] = {}
@@ -239,6 +242,8 @@ class Responder:
             self._authenticator_requests[request_id] = (peer, op)
             handshake.trp_request = request_id
             handshake.ask_deadline = now + cfg.handshake_timeout * _AUTHENTICATOR_SHARE
+            if self._responding.get((peer, op)) is handshake:
+                self._responding.reschedule((peer, op))
         else:
             self._refuse_handshake(
                 handshake,
@@ -570,16 +575,10 @@ class Responder:
         return sent
 
     def get_timer(self) -> float | None:
-        deadlines = [h.deadline for h in self._responding.values()]
-        deadlines += [
-            h.ask_deadline
-            for h in self._responding.values()
-            if h.ask_deadline is not None and h.phase is Phase.ASKING_AUTHENTICATOR
-        ]
-        return min(deadlines) if deadlines else None
+        return self._responding.next_wakeup()
 
     def handle_timer(self, now: float) -> None:
-        for handshake in list(self._responding.values()):
+        for handshake in self._responding.due(now):
             if now >= handshake.deadline:
                 if handshake.phase is not Phase.DONE:
                     self._counts["handshakes_failed"] += 1

@@ -82,6 +82,9 @@ class SecureDomain:
     conditions: LinkConditions = field(default_factory=lambda: LinkConditions(delay=0.002))
     client_grant: str = "rwxs"
     client_asks: str = "rwxs"
+    trace: bool = False
+    """Record the network's trace (:attr:`Network.trace`), as a differential
+    test comparing two runs datagram for datagram needs."""
     local: LocalDomain = field(init=False)
     net: Network = field(init=False)
 
@@ -89,7 +92,7 @@ class SecureDomain:
         self.local = LocalDomain(DOMAIN_OID, rng=random.Random(self.seed).randbytes)
         self.local.enrol(PROVIDER_ID, thermostat_grant("p"))
         self.local.enrol(CLIENT_ID, thermostat_grant(self.client_grant))
-        self.net = Network(self.seed, default=self.conditions)
+        self.net = Network(self.seed, default=self.conditions, trace=self.trace)
 
     @property
     def domain(self) -> Domain:

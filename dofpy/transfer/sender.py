@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
 from dofpy._core import Address
-from dofpy.errors import LocalProtocolError
+from dofpy.errors import IllegalTransition
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.messages import (
     MAX_SEQ,
@@ -354,5 +354,5 @@ class BlockSender:
     def _transition(self, event: _Input) -> None:
         new = _TRANSITIONS.get((self.state, event))
         if new is None:
-            raise LocalProtocolError(f"sender: {event.value} in state {self.state.value}")
+            raise IllegalTransition(f"sender: {event.value} in state {self.state.value}")
         self.state = new

@@ -14,12 +14,8 @@
   stacks its own nurseries on them.
 """
 
-from dofpy.trio._endpoint import (
-    EndpointConfig,
-    EndpointStatistics,
-    UdpEndpoint,
-    open_udp_endpoint,
-)
+from dofpy.trio._endpoint import UdpEndpoint, open_udp_endpoint
+from dofpy.trio._endpoint_config import EndpointConfig, EndpointStatistics
 from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.trio._node import DofNode, DofNodeStatistics, Subscription
 from dofpy.trio._open import open_node

@@ -49,10 +49,8 @@ from dofpy.oap.core import (
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.interface import Interface
 from dofpy.security.keylog import format_keylog_line
-from dofpy.trio._endpoint import (
-    EndpointStatistics,
-    UdpEndpoint,
-)
+from dofpy.trio._endpoint import UdpEndpoint
+from dofpy.trio._endpoint_config import EndpointStatistics
 from dofpy.trio._provider import Provider, current_request_var
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID

@@ -20,7 +20,8 @@ from dofpy.errors import LocalProtocolError
 from dofpy.oap.core import OapConfig, OapCore
 from dofpy.security.keylog import open_keylog
 from dofpy.session.config import SecurityConfig
-from dofpy.trio._endpoint import EndpointConfig, open_udp_endpoint
+from dofpy.trio._endpoint import open_udp_endpoint
+from dofpy.trio._endpoint_config import EndpointConfig
 from dofpy.trio._groups import lone_exceptions_unwrapped
 from dofpy.trio._node import DofNode
 from dofpy.trio._pcapfile import PcapWriter

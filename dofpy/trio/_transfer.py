@@ -43,7 +43,7 @@ from dofpy.transfer.core import (
 from dofpy.transfer.manifest import Manifest, ObjectHashes
 from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.store import BlockStore
-from dofpy.trio._endpoint import EndpointConfig, EndpointStatistics
+from dofpy.trio._endpoint_config import EndpointConfig, EndpointStatistics
 from dofpy.trio._node import DofNode
 from dofpy.trio._open import oap_config_with_security, run_oap_node
 from dofpy.trio._pcapfile import PcapWriter

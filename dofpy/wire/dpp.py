@@ -69,6 +69,7 @@ __all__ = [
     "encode_dpp",
     "encode_frame",
     "encode_sealed_command_head",
+    "encode_secure_dpp_head",
     "probe_sealed_command",
     "split_app_untrusted",
 ]
@@ -287,11 +288,15 @@ DppPdu = DppPacket | DppVersionQuery | DppVersionResponse
 
 def encode_app(app_id: int, payload: bytes) -> bytes:
     """An application payload with its c2 application id in front."""
+    if 0 <= app_id < 0x80:  # the one-byte c2 of every application dofpy runs
+        return bytes((app_id,)) + payload
     return encode_c2(app_id) + payload
 
 
 def split_app_untrusted(data: bytes) -> tuple[int, bytes]:
     """Split an application payload into (app id, rest)."""
+    if data and data[0] < 0x80:  # a one-byte c2, read without a Reader (every datagram)
+        return data[0], data[1:]
     reader = Reader(data)
     app_id = reader.c2()
     return app_id, reader.rest()
@@ -458,6 +463,40 @@ def encode_sealed_command_head(
             encode_c4(packet_number),
         )
     )
+
+
+def encode_secure_dpp_head(packet: DppPacket, security_header: bytes, packet_number: int) -> bytes:
+    """The DPP bytes of clear ``packet`` sealed, up to its ciphertext (its
+    associated data): its header with the secure flag, ``security_header``
+    (:meth:`DppSecurityHeader.encode`) and the CCM header ``01`` · packet
+    number c4.
+
+    The bytes :func:`encode_dpp` gives for the secure copy of ``packet``
+    (no app id, that security header, the CCM header as payload; a Hypothesis
+    test holds them equal), built without that copy: this runs for every
+    datagram a secure session sends. :func:`decode_dpp_untrusted` and
+    :func:`~dofpy.wire.ccm.read_ccm_header` read it back.
+    """
+    flags = (packet.op_id_type << 5) | _FLAG_SECURE
+    out = bytearray()
+    if packet.sid is not None:
+        out += packet.sid.encode()
+    if packet.op_count is not None:
+        out += encode_c4(packet.op_count)
+    if packet.is_response:
+        flags |= _FLAG_RESPONSE
+    else:
+        if packet.seq is not None:
+            flags |= _FLAG_SEQUENCE
+            out.append(packet.seq)
+        if packet.retry is not None:
+            flags |= _FLAG_RETRY
+            out.append(packet.retry)
+        out.append(packet.delay or 0)
+    out += security_header
+    out.append(0x01)  # CCM flags: the packet number follows
+    out += encode_c4(packet_number)
+    return bytes((0x80 | DPP_VERSION, flags)) + bytes(out)
 
 
 def probe_sealed_command(datagram: bytes) -> SealedCommandHead | None:

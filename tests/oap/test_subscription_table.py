@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dofpy.errors import DofError, DofTimeoutError, LocalProtocolError
+from dofpy.errors import DofError, DofTimeoutError, IllegalTransition
 from dofpy.oap.core import (
     Notification,
     OapCore,
@@ -117,7 +117,7 @@ def test_every_state_and_input(
 
     if state is S.ENDED:
         # An ended subscription takes no input: the table has no entry.
-        with pytest.raises(LocalProtocolError):
+        with pytest.raises(IllegalTransition):
             _deliver(core, sub_id, event, sequence)
         return
     _deliver(core, sub_id, event, sequence)
@@ -187,7 +187,7 @@ def test_the_table_holds_every_pair_but_those_of_the_ended_state() -> None:
         for event in SubscriptionInput:
             if state is S.ENDED:
                 assert (state, event) not in SUBSCRIPTION_TRANSITIONS
-                with pytest.raises(LocalProtocolError, match="subscription"):
+                with pytest.raises(IllegalTransition, match="subscription"):
                     subscription_step(state, event)
             else:
                 subscription_step(state, event)  # does not raise

@@ -26,7 +26,7 @@ def _drain(node: Node) -> list[NodeEvent]:
 
 
 def _run(fast_paths: bool, seed: int, conditions: LinkConditions) -> Run:
-    world = SecureDomain(seed=seed, conditions=conditions)
+    world = SecureDomain(seed=seed, conditions=conditions, trace=True)
     provider = Node(
         dataclasses.replace(world.local.node_config(PROVIDER_ID), fast_paths=fast_paths)
     )
@@ -84,6 +84,7 @@ def test_fast_paths_on_and_off_see_the_same_session(seed: int, conditions: LinkC
     assert fast_client_stats == ref_client_stats
     assert fast_provider_stats == ref_provider_stats
     assert fast_trace == ref_trace
+    assert fast_trace, "the simulator traced no datagram"
     # The runs did what they are for: sessions, answers, sealed one-way commands.
     assert fast_client_stats.security is not None and fast_client_stats.security.sessions == 1
     assert sum(isinstance(e, CommandReceived) and b"get" in e.payload for e in fast_provider) == 20

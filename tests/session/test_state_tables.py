@@ -8,10 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dofpy.errors import LocalProtocolError
+from dofpy.errors import IllegalTransition, LocalProtocolError
 from dofpy.security.crypto import build_rekey
 from dofpy.session._retry import RetryPolicy
-from dofpy.session._table import IllegalTransition
 from dofpy.session.handshake import Handshake, HandshakeInput, Phase
 from dofpy.session.node import Node, NodeConfig
 from dofpy.session.peers import Peer, PeerInput, PeerState

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
 from dofpy.testing.tshark import Datagram, check_datagrams
-from dofpy.wire._codec import C2_MAX, C4_MAX
+from dofpy.wire._codec import C2_MAX, C4_MAX, Reader, encode_c2
+from dofpy.wire.ccm import CcmHeader, read_ccm_header
 from dofpy.wire.dnp import DnpPacket
 from dofpy.wire.dpp import (
     AppId,
@@ -25,6 +28,7 @@ from dofpy.wire.dpp import (
     encode_app,
     encode_dpp,
     encode_frame,
+    encode_secure_dpp_head,
     split_app_untrusted,
 )
 from dofpy.wire.oid import OID
@@ -287,3 +291,28 @@ def test_tshark_decodes_our_dpp_headers() -> None:
         "Permission Group Identifier: 1073741821 (session scope)",
     ):
         assert text in result.verbose
+
+
+@given(
+    dpp_packets().filter(lambda packet: packet.security is None),
+    security_headers.filter(lambda header: header.mode_header),
+    c4s,
+)
+def test_secure_head_is_the_encoding_of_the_secure_copy(
+    packet: DppPacket, security: DppSecurityHeader, packet_number: int
+) -> None:
+    ccm = CcmHeader(packet_number=packet_number)
+    secure = dataclasses.replace(packet, app_id=None, security=security, payload=ccm.encode())
+    head = encode_secure_dpp_head(packet, security.encode(), packet_number)
+    assert head == encode_dpp(secure)
+    decoded = decode_dpp_untrusted(head)
+    assert decoded.security == security
+    assert read_ccm_header(Reader(decoded.payload)).packet_number == packet_number
+
+
+@given(st.integers(0, C2_MAX), st.binary(max_size=8))
+def test_app_payloads_are_the_c2_app_id_then_the_payload(app_id: int, payload: bytes) -> None:
+    # The one-byte branch (ids below 0x80) is the general c2 encoding.
+    data = encode_app(app_id, payload)
+    assert data == encode_c2(app_id) + payload
+    assert split_app_untrusted(data) == (app_id, payload)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
 from dofpy.testing.tshark import Datagram, check_datagrams
-from dofpy.wire import oap
+from dofpy.wire import oap_fields
 from dofpy.wire._codec import C2_MAX, C4_MAX
 from dofpy.wire.dpp import DppPacket, OpIdType, decode_frame_untrusted, encode_frame
 from dofpy.wire.oap import (
@@ -308,7 +308,7 @@ def test_constructor_errors_while_decoding_become_badpacket(
     def refuse(*args: object) -> object:
         raise ValueError("refused")
 
-    monkeypatch.setattr(oap, "read_iid", refuse)
+    monkeypatch.setattr(oap_fields, "read_iid", refuse)  # the target reader
     with pytest.raises(BadPacket, match="refused"):
         decode_oap_untrusted(b"\x0a\x01" + BIND_WIRE, False)
 
