@@ -34,6 +34,7 @@ SESSION_ORDER = (
     "config",
     "events",
     "handshake",
+    "admission",
     "refusals",
     "peers",
     "commands",

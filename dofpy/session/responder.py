@@ -24,6 +24,7 @@ from dofpy.errors import (
 )
 from dofpy.security.authenticator import TicketRole, open_session_ticket
 from dofpy.security.crypto import build_accept, verify_confirm
+from dofpy.session.admission import plan_admission
 from dofpy.session.channels import ChannelTable
 from dofpy.session.commands import CommandTable, PendingCommand
 from dofpy.session.config import SecurityConfig
@@ -114,6 +115,9 @@ class Responder:
         self._send = send
         self._report = report
         self._responding: HandshakeTable[tuple[Address, int]] = HandshakeTable(responder_wake_at)
+        # Keys of handshakes maybe still half-open: admission skips the finished
+        # ones kept until their deadline (thousands at a high handshake rate).
+        self._maybe_open: dict[tuple[Address, int], None] = {}
         self._authenticator_requests: dict[int, tuple[Address, int]] = {}
         # defer_authenticator: the handshakes waiting on the application, by token.
         self._deferred: dict[int, Handshake] = {}
@@ -121,7 +125,19 @@ class Responder:
 
     @property
     def half_open(self) -> int:
-        return sum(1 for h in self._responding.values() if h.phase is not Phase.DONE)
+        return len(self._open_handshakes())
+
+    def _open_handshakes(self) -> list[Handshake]:
+        """The handshakes not DONE; a key whose handshake finished or went
+        (both final) is pruned, once."""
+        found = []
+        for key in list(self._maybe_open):
+            handshake = self._responding.get(key)
+            if handshake is None or handshake.phase is Phase.DONE:
+                del self._maybe_open[key]
+            else:
+                found.append(handshake)
+        return found
 
     @property
     def authenticator_pending(self) -> int:
@@ -217,6 +233,7 @@ class Responder:
             started=now,
         )
         self._responding[(peer, op)] = handshake
+        self._maybe_open[(peer, op)] = None
         self._counts["handshakes_started"] += 1
         if cfg.local_authenticator is not None:
             decision = cfg.local_authenticator.decide(command)
@@ -257,31 +274,19 @@ class Responder:
 
     def _make_half_open_room(self, peer: Address, identity: OID, now: float) -> bool:
         """Room for one more half-open handshake from ``peer`` claiming
-        ``identity``. One source address, and one claimed identity, hold at
-        most ``max_half_open_per_source``: its newest handshake replaces its
-        oldest, so a host (or a stolen address) cannot fill the table. When
-        the whole table is full a random handshake (from ``rng``) is evicted,
-        so a flood from many sources displaces genuine initiators only by
-        chance and they come back (busy back-off). False when nothing can go
-        (every slot waits on the application, which must answer or time out)."""
+        ``identity`` (the rules: :mod:`dofpy.session.admission`)."""
         cfg = self.config
-        open_ = [h for h in self._responding.values() if h.phase is not Phase.DONE]
-        for same in (
-            [h for h in open_ if h.peer[0] == peer[0]],
-            [h for h in open_ if h.block.request.identity.node == identity],
-        ):
-            if len(same) >= cfg.max_half_open_per_source:
-                oldest = min(same, key=lambda h: h.deadline)
-                self._evict_half_open(oldest, now)
-                open_.remove(oldest)
-        if len(open_) < cfg.max_half_open:
-            return True
-        evictable = [h for h in open_ if h.token is None]
-        if not evictable:
-            return False
-        index = int.from_bytes(cfg.rng(4), "big") % len(evictable)
-        self._evict_half_open(evictable[index], now)
-        return True
+        evict, admitted = plan_admission(
+            self._open_handshakes(),
+            peer[0],
+            identity,
+            max_half_open=cfg.max_half_open,
+            max_per_source=cfg.max_half_open_per_source,
+            draw=cfg.rng,
+        )
+        for handshake in evict:
+            self._evict_half_open(handshake, now)
+        return admitted
 
     def _evict_half_open(self, handshake: Handshake, now: float) -> None:
         self._counts["half_open_replaced"] += 1

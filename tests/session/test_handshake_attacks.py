@@ -101,7 +101,9 @@ def clear_response(app_id: int, payload: bytes, op: int) -> bytes:
 # -- half-open exhaustion ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("claim", ["one-host-many-identities", "many-hosts-one-identity"])
+@pytest.mark.parametrize(
+    "claim", ["one-host-many-identities", "many-hosts-one-identity", "one-host-one-identity"]
+)
 def test_half_open_flood_is_bounded_per_source_and_a_genuine_initiator_establishes(
     claim: str,
 ) -> None:
@@ -114,6 +116,11 @@ def test_half_open_flood_is_bounded_per_source_and_a_genuine_initiator_establish
         if claim == "one-host-many-identities":
             address: Address = ("10.6.0.1", 40000 + index)
             identity = OID(3, f"claimed-{index}@example.org".encode())
+        elif claim == "one-host-one-identity":
+            # Both limits at once: its oldest is evicted once, not twice (that
+            # was an IllegalTransition out of the receive path).
+            address = ("10.6.0.1", 40000 + index)
+            identity = OID(3, b"claimed@example.org")
         else:
             address = (f"10.7.{index}.1", 40000)
             identity = OID(3, b"claimed@example.org")

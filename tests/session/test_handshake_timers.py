@@ -140,3 +140,35 @@ def test_a_random_schedule_of_handshakes_keeps_the_heap_small() -> None:
         handshake.retry_at = rng.uniform(0, 100)
         table.reschedule(handshake.rekey_op)
     assert len(table._heap) <= 2 * len(table) + 64 + 1
+
+
+def test_admitting_a_handshake_looks_only_at_the_half_open_ones() -> None:
+    # 40 clients finish their handshakes; their handshakes stay in the table
+    # until their deadline, but admission (the half-open limits) must not scan
+    # them again and again: once seen finished, a key leaves the open set.
+    world = SecureDomain(seed=13)
+    provider = world.provider()
+    addresses = [(f"10.0.2.{i + 1}", 40000) for i in range(40)]
+    cores = [world.client(address, CLIENT_ID) for address in addresses]
+    for core in cores:
+        core.node.secure_session(PROVIDER, world.net.now)
+    for address in addresses:
+        world.net.wakeup(address)
+    security = provider.node._security
+    assert security is not None
+    responder = security.responder
+
+    def established() -> bool:
+        for core in cores:
+            while core.next_event() is not None:
+                pass
+        while provider.next_event() is not None:
+            pass
+        return all(core.node.peer_identity(PROVIDER) is not None for core in cores)
+
+    assert world.net.run_until(established, max_time=10.0)
+    table = responder._responding
+    finished = sum(h.phase is Phase.DONE for h in table.values())
+    assert finished == 40 == len(table)  # all held until their deadline
+    assert responder.half_open == 0 == sum(h.phase is not Phase.DONE for h in table.values())
+    assert responder._maybe_open == {}  # pruned: the next admission looks at nothing
