@@ -161,13 +161,16 @@ class Responder:
                     return  # still asking the authenticator: the Accept will come
                 self._on_rekey(peer, op, pdu, received_size, now)
             case TepConfirm():
-                if existing is None:
-                    raise BadPacket("TEP Confirm without a handshake")
-                if existing.phase is Phase.DONE:
+                if existing is not None and existing.phase is Phase.DONE:
                     self._reply(peer, op, TepConfirmAck(), now)
                     return
-                if existing.phase is not Phase.ACCEPT_SENT:
-                    raise BadPacket(f"TEP Confirm in {existing.phase.value}")
+                if existing is None or existing.phase is not Phase.ACCEPT_SENT:
+                    # Well-formed but out of place (a late retransmission after the
+                    # handshake was forgotten, or a stray): ignored, not malformed.
+                    self._counts["control_ignored"] += 1
+                    state = "no handshake" if existing is None else existing.phase.value
+                    logger.debug("TEP Confirm from %s ignored: %s", where(peer), state)
+                    return
                 self._on_confirm(existing, pdu, now)
             case _:
                 raise BadPacket(f"TEP {type(pdu).__name__} is not handled")

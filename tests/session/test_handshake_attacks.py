@@ -27,7 +27,7 @@ from dofpy.testing.secure import AUTHENTICATOR_ADDRESS, CLIENT, CLIENT_ID, PROVI
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.dsp import DspTerminate, encode_dsp
 from dofpy.wire.oid import OID
-from dofpy.wire.tep import TepConfirmAck, TepReject, encode_tep
+from dofpy.wire.tep import CONFIRMATION_SIZE, TepConfirm, TepConfirmAck, TepReject, encode_tep
 from dofpy.wire.trp import TrpError, TrpReject, encode_trp
 from tests.session.test_secure_sessions import sealed_authenticator_world
 
@@ -347,3 +347,29 @@ def test_tag_length_mismatch_is_refused_at_once_on_both_sides() -> None:
     fixed = world.client(tag_length=16)
     result = get_result(world, provider, fixed)
     assert isinstance(result, RequestCompleted) and result.values == (21,)
+
+
+def test_a_stray_confirm_is_ignored_not_counted_malformed() -> None:
+    # A Confirm for no handshake (a late retransmission after the finished
+    # handshake was forgotten, or a stray) is well-formed: ignored and counted
+    # as out-of-place control, not as a bad datagram; the genuine client is served.
+    world = SecureDomain()
+    provider = world.provider()
+    client = world.client()
+    stray = encode_frame(
+        DppPacket(
+            app_id=AppId.TEP,
+            payload=encode_tep(TepConfirm(bytes(CONFIRMATION_SIZE))),
+            op_id_type=OpIdType.IMPLIED_SENDER,
+            op_count=7,
+        )
+    )
+
+    def spoof() -> None:
+        world.net.inject(stray, ("10.8.0.1", 40000), PROVIDER)
+
+    result = get_result(world, provider, client, spoof=spoof)
+    assert isinstance(result, RequestCompleted) and result.values == (21,)
+    node = provider.statistics().node
+    assert stats(provider).control_ignored >= 1
+    assert node.bad_datagrams == 0
