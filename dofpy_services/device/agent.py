@@ -4,8 +4,9 @@ against the bootloader, the services and the user.
 Each state's step is one method here that answers an :class:`Input`; the
 machine picks the next state. What the agent must remember across a reboot
 or a power cut (the state it is in, the assignment, the authorisation, the
-failure to report) is an :class:`AgentRecord` written atomically to
-``state_dir`` before any step that changes the device, so a freshly started
+failure to report) is an :class:`AgentRecord` written atomically
+(:func:`~dofpy_services.device.state_file.write_atomically`) to the agent's
+state files after every step and before every reboot, so a freshly started
 agent (after :class:`Rebooted` unwound the old one) continues where the
 record says; the reboot-steps read :meth:`Bootloader.booted` to learn what
 the reboot did. The services and the image source are ports (protocols) so
@@ -19,7 +20,6 @@ import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import trio
@@ -30,8 +30,10 @@ from dofpy.transfer.manifest import Manifest
 from dofpy.wire.oid import OID
 from dofpy_services.device.boot_records import Slot, SlotImage, SlotState
 from dofpy_services.device.bootloader import Bootloader, WrongImage
+from dofpy_services.device.fs import DeviceFs, OsFs
 from dofpy_services.device.machine import AgentMachine, Failure
-from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.device.slot_store import SlotBlockStore, forget_marks
+from dofpy_services.device.state_file import read_framed, write_atomically
 from dofpy_services.device.table import Input, State
 from dofpy_services.update.device_interface import (
     Assignment,
@@ -44,9 +46,12 @@ from dofpy_services.update.device_interface import (
 from dofpy_services.version.interface import ImageKind, VersionReport
 
 __all__ = [
+    "MARKS_FILE",
+    "RECORD_FILE",
     "AgentPorts",
     "DeviceAgent",
     "ImageToInstall",
+    "Installed",
     "ManifestRefused",
     "NotNow",
     "Rebooted",
@@ -88,6 +93,18 @@ class UserAnswer(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Installed:
+    """What the device had installed when the update began, as its manifest
+    check needs it (rollback, precursor): the Normal image's sequence (0:
+    none) and digest. Kept in the agent's record, because the bootloader's
+    slots change during the update (the seed's layout overwrites its Normal
+    slot) while the manifest is checked again after every reboot."""
+
+    sequence: int = 0
+    digest: bytes | None = None
+
+
+@dataclass(frozen=True)
 class ImageToInstall:
     """A verified manifest's image: the block transfer's manifest and what
     the bootloader records for the slot."""
@@ -109,8 +126,9 @@ class VersionPort(Protocol):
 
 
 class ImagePort(Protocol):
-    async def verify(self, assignment: Assignment) -> ImageToInstall:
-        """Fetch and verify the assigned manifest; :class:`ManifestRefused`."""
+    async def verify(self, assignment: Assignment, installed: Installed) -> ImageToInstall:
+        """Fetch the assigned manifest and verify it for a device that has
+        ``installed``; :class:`ManifestRefused`."""
         ...
 
     async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
@@ -135,26 +153,37 @@ _TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
 
 @dataclass
 class AgentRecord:
-    """What survives a reboot (JSON in ``state_dir/agent.json``)."""
+    """What survives a reboot (JSON in the state file :data:`RECORD_FILE`)."""
 
     state: str = State.IDLE.value
     assignment: dict[str, object] | None = None
     image_digest: str = ""
     previous_digest: str = ""
+    installed_sequence: int = 0
+    installed_digest: str = ""
+    """The Normal image installed when the update began (:class:`Installed`)."""
     failure: list[str] | None = None  # state, stage, reason
     switched: bool = False
     """The step switched the boot target and rebooted (it reads the result)."""
 
 
+RECORD_FILE = "agent.json"
+MARKS_FILE = "transfer.marks"
+
+
 class DeviceAgent:
     """One device's agent on ``bootloader``; ``identity`` is its enrolled
-    identity and ``key`` its Ed25519 key (the install report's signer)."""
+    identity and ``key`` its Ed25519 key (the install report's signer).
+
+    ``state`` holds the agent's files (:data:`RECORD_FILE`, :data:`MARKS_FILE`):
+    a :class:`~dofpy_services.device.fs.DeviceFs` (on the simulator, the
+    bootloader's own, so power cuts hit them too) or a directory."""
 
     def __init__(
         self,
         bootloader: Bootloader,
         ports: AgentPorts,
-        state_dir: str | os.PathLike[str],
+        state: DeviceFs | str | os.PathLike[str],
         *,
         identity: OID,
         key: ed25519.Ed25519PrivateKey,
@@ -164,7 +193,7 @@ class DeviceAgent:
     ) -> None:
         self.boot = bootloader
         self.ports = ports
-        self.state_dir = Path(state_dir)
+        self.fs: DeviceFs = OsFs(state) if isinstance(state, (str, os.PathLike)) else state
         self.identity = identity
         self.key = key
         self.device_class = device_class
@@ -180,15 +209,14 @@ class DeviceAgent:
 
     # -- persistence -----------------------------------------------------------------------------
 
-    @property
-    def _path(self) -> Path:
-        return self.state_dir / "agent.json"
-
     def _load(self) -> AgentRecord:
-        try:
-            return AgentRecord(**json.loads(self._path.read_text()))
-        except FileNotFoundError:
+        data = read_framed(self.fs, RECORD_FILE)
+        if data is None:
+            # Never written (or, written atomically, it cannot be torn; a
+            # rotten one): from IDLE the agent checks in and polls again, and
+            # the steps read the bootloader for what already happened.
             return AgentRecord()
+        return AgentRecord(**json.loads(data))
 
     def _save(self) -> None:
         failure = self.machine.failure
@@ -196,20 +224,7 @@ class DeviceAgent:
         self.record.failure = (
             None if failure is None else [failure.state.value, failure.stage.value, failure.reason]
         )
-        data = json.dumps(self.record.__dict__).encode()
-        temporary = self._path.with_name("agent.json.new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self._path)
-        directory = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_atomically(self.fs, RECORD_FILE, json.dumps(self.record.__dict__).encode())
 
     @property
     def assignment(self) -> Assignment | None:
@@ -251,6 +266,11 @@ class DeviceAgent:
             result: tuple[Input, str, float] = await step()
         except NotNow as exc:
             return Input.RETRY, "not now", exc.retry_after
+        except ManifestRefused as exc:
+            # Refused again after a reboot, past VERIFY_MANIFEST (it expired
+            # during a long transfer, say): never installed; the retries end
+            # in GAVE_UP, which leads back to the accepted image.
+            return Input.RETRY, exc.reason, 0.0
         except _TRANSIENT as exc:
             return Input.RETRY, f"{type(exc).__name__}: {exc}", 0.0
         return result
@@ -289,6 +309,9 @@ class DeviceAgent:
             return Input.NOTHING, "", self.check_in_interval
         self._remember(assignment)
         self.record.previous_digest = running.digest.hex()
+        installed = self._installed_now()
+        self.record.installed_sequence = installed.sequence
+        self.record.installed_digest = "" if installed.digest is None else installed.digest.hex()
         if assignment.rollback:
             # Back to the image accepted before this one: REVERT boots the
             # slot holding previous_digest (A/B: kept in its slot).
@@ -309,9 +332,30 @@ class DeviceAgent:
             raise RuntimeError("a step that needs the assignment ran without one")
         return assignment
 
+    def _installed_now(self) -> Installed:
+        """The Normal image installed now: the running one, or (running the
+        Reprogram image) the newest a Normal slot holds."""
+        booted = self.boot.booted()
+        if booted.slot.is_normal:
+            return Installed(booted.image.sequence, booted.image.digest)
+        images = [
+            entry.image
+            for slot in self.boot.slots()
+            if slot.is_normal and (entry := self.boot.slot_record(slot)).image is not None
+        ]
+        if not images:
+            return Installed()
+        newest = max(images, key=lambda image: image.sequence)
+        return Installed(newest.sequence, newest.digest)
+
+    @property
+    def installed(self) -> Installed:
+        digest = self.record.installed_digest
+        return Installed(self.record.installed_sequence, bytes.fromhex(digest) if digest else None)
+
     async def _image_of(self) -> ImageToInstall:
         if self._image is None:
-            self._image = await self.ports.images.verify(self._current())
+            self._image = await self.ports.images.verify(self._current(), self.installed)
             self.record.image_digest = self._image.slot_image.digest.hex()
         return self._image
 
@@ -406,9 +450,6 @@ class DeviceAgent:
         await self._progress(Stage.REPROGRAM_MODE, "")
         return Input.OK, "", 0.0
 
-    def _marks(self) -> Path:
-        return self.state_dir / "transfer.marks"
-
     async def _step_transfer(self) -> tuple[Input, str, float]:
         image = await self._image_of()
         slot = self._target_slot()
@@ -416,7 +457,7 @@ class DeviceAgent:
         if entry.state is SlotState.VALID and entry.image == image.slot_image:
             return Input.OK, "", 0.0  # written and recorded before a reboot
         await self._progress(Stage.TRANSFERRING, "")
-        store = SlotBlockStore(self.boot.open_slot(slot), image.transfer, self._marks())
+        store = SlotBlockStore(self.boot.open_slot(slot), image.transfer, MARKS_FILE, fs=self.fs)
         try:
             await self.ports.images.transfer(image, store)
         finally:
@@ -433,9 +474,9 @@ class DeviceAgent:
             try:
                 self.boot.open_slot(slot).finish(image.slot_image)
             except WrongImage as exc:
-                self._marks().unlink(missing_ok=True)
+                forget_marks(self.fs, MARKS_FILE)
                 return Input.CORRUPT, str(exc), 0.0
-        self._marks().unlink(missing_ok=True)
+        forget_marks(self.fs, MARKS_FILE)
         return Input.OK, "", 0.0
 
     async def _step_enter_normal(self) -> tuple[Input, str, float]:

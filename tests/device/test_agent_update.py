@@ -27,6 +27,7 @@ from dofpy_services.device.agent import (
     AgentPorts,
     DeviceAgent,
     ImageToInstall,
+    Installed,
     ManifestRefused,
     Rebooted,
     UserAnswer,
@@ -66,7 +67,7 @@ class NetsimImages:
         self.refusal = refusal
         self.transfers = 0
 
-    async def verify(self, assignment: Assignment) -> ImageToInstall:
+    async def verify(self, assignment: Assignment, installed: Installed) -> ImageToInstall:
         if self.refusal:
             raise ManifestRefused(self.refusal)
         return ImageToInstall(self.manifest, NEW.slot_image())
@@ -393,7 +394,7 @@ async def test_rollback_on_the_seed_layout_reinstalls_the_previous_image(
     w.images.provider.publish(OLD.data)
     old_manifest = TransferCore().publish(OLD.data)
 
-    async def verify_old(assignment: Assignment) -> ImageToInstall:
+    async def verify_old(assignment: Assignment, installed: Installed) -> ImageToInstall:
         return ImageToInstall(old_manifest, OLD.slot_image())
 
     w.images.verify = verify_old  # type: ignore[method-assign]
