@@ -105,6 +105,9 @@ class World:
     health: Callable[[], Awaitable[str]]
     user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]]
     reboots: int = 0
+    state_on_device: bool = False
+    """The agent's files on the bootloader's own DeviceFs (power cuts hit
+    them too) rather than in a directory beside the device."""
 
     def agent(self) -> DeviceAgent:
         ports = AgentPorts(
@@ -114,8 +117,9 @@ class World:
             self.health,
             self.user,
         )
+        state = self.boot.fs if self.state_on_device else self.directory / "agent"
         return DeviceAgent(
-            self.boot, ports, self.directory / "agent", identity=DEVICE, key=KEY,
+            self.boot, ports, state, identity=DEVICE, key=KEY,
             device_class="sensor",
             machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
         )  # fmt: skip
@@ -162,6 +166,7 @@ def world(
     health: Callable[[], Awaitable[str]] = healthy,
     user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]] = accept,
     capacity: int = 64_000,
+    versions: object = None,
 ) -> World:
     (tmp_path / "agent").mkdir()
     boot = SimulatedBootloader.provision(
@@ -177,7 +182,7 @@ def world(
         tmp_path,
         boot,
         DeviceUpdates(plan, keys),
-        Versions(),
+        versions or Versions(),  # type: ignore[arg-type]
         images or NetsimImages(),
         health,
         user,
