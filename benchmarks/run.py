@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import image, oap_roundtrip, security, transfer, version
+from benchmarks import adaptive, image, oap_roundtrip, security, transfer, version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:42} {value:12.2f} {unit}")
     print()
     print(transfer.run(args.quick), flush=True)
+    print()
+    print(adaptive.run(args.quick), flush=True)
     print()
     print(image.run(args.quick), flush=True)
     print(version.run(args.quick), flush=True)

@@ -27,10 +27,12 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dofpy.errors import DofError
 from dofpy.transfer.manifest import Manifest
+from dofpy.transfer.receiver import LocalLeaves
 from dofpy.wire.oid import OID
 from dofpy_services.device.boot_records import Slot, SlotImage, SlotState
 from dofpy_services.device.bootloader import Bootloader, WrongImage
 from dofpy_services.device.fs import DeviceFs, OsFs
+from dofpy_services.device.local_leaves import SlotLeaves
 from dofpy_services.device.machine import AgentMachine, Failure
 from dofpy_services.device.slot_store import SlotBlockStore, forget_marks
 from dofpy_services.device.state_file import read_framed, write_atomically
@@ -131,9 +133,12 @@ class ImagePort(Protocol):
         ``installed``; :class:`ManifestRefused`."""
         ...
 
-    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None
+    ) -> None:
         """Fetch the image's blocks into ``store`` (each verified before it
-        is written); DofError (or OSError) when the session is lost."""
+        is written), copying those ``local`` holds instead of fetching them
+        (adaptive transfer); DofError (or OSError) when the session is lost."""
         ...
 
 
@@ -459,12 +464,26 @@ class DeviceAgent:
         await self._progress(Stage.TRANSFERRING, "")
         store = SlotBlockStore(self.boot.open_slot(slot), image.transfer, MARKS_FILE, fs=self.fs)
         try:
-            await self.ports.images.transfer(image, store)
+            await self.ports.images.transfer(image, store, self._local_leaves(slot, image))
         finally:
             store.close()
         if not store.complete:
             return Input.RETRY, "the transfer ended before the image was whole", 0.0
         return Input.OK, "", 0.0
+
+    def _local_leaves(self, target: Slot, image: ImageToInstall) -> SlotLeaves:
+        """The adaptive transfer's source: the running Normal image (A/B), or
+        on the seed's layout, in Reprogram mode, the Normal slot itself --
+        the old image until the new one overwrites it, each copy verified."""
+        booted = self.boot.booted()
+        if booted.slot.is_normal:
+            source, size = booted.slot, booted.image.size
+        else:
+            source, size = target, min(self.boot.slot_record(target).capacity, image.transfer.size)
+        leaf_size = image.transfer.leaf_size
+        return SlotLeaves(
+            lambda offset, length: self.boot.read_slot(source, offset, length), size, leaf_size
+        )
 
     async def _step_verify_image(self) -> tuple[Input, str, float]:
         image = await self._image_of()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dofpy._core import Address
 from dofpy.errors import BadPacket, DofError
 from dofpy.image.errors import ManifestRefused as ManifestCheckFailed
+from dofpy.transfer.receiver import LocalLeaves
 from dofpy.trio import TransferNode
 from dofpy_services.device.agent import ImageToInstall, Installed, ManifestRefused
 from dofpy_services.device.boot_records import SlotImage
@@ -90,5 +91,7 @@ class ServiceImages:
         data = await self._manifest(assignment.manifest_digest)
         return check_manifest(self._verify, data, installed)
 
-    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
-        await self.node.fetch(image.transfer, self.providers, store=store)
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None
+    ) -> None:
+        await self.node.fetch(image.transfer, self.providers, store=store, local=local)

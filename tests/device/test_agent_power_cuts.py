@@ -56,14 +56,25 @@ def finished(w: World):  # type: ignore[no-untyped-def]
     return done
 
 
-def switch_on(w: World, template: Path, cut: CutPoint | None) -> None:
-    """Power on after a cut (with the next cut point, if any): it boots a
-    whole image, old, new or Reprogram, never neither."""
-    fs = None if cut is None else PowerCutFs(template, cut_at=cut.at, torn_bytes=cut.torn_bytes)
-    w.boot = SimulatedBootloader(template, fs=fs)
-    booted = w.boot.booted()
-    assert booted.image in WHOLE
-    assert booted.accepted or booted.boot_attempts > 0
+def switch_on(w: World, template: Path, pending: list[CutPoint]) -> int:
+    """Power on after a cut, with the next cut point of ``pending`` (if any);
+    a cut during the power-on's own boot decision powers on again. It boots
+    a whole image, old, new or Reprogram, never neither. Returns the cuts
+    that fell while powering on."""
+    fell = 0
+    for _ in range(len(pending) + 1):
+        cut = pending.pop(0) if pending else None
+        fs = None if cut is None else PowerCutFs(template, cut_at=cut.at, torn_bytes=cut.torn_bytes)
+        try:
+            w.boot = SimulatedBootloader(template, fs=fs)
+        except PowerCut:
+            fell += 1
+            continue
+        booted = w.boot.booted()
+        assert booted.image in WHOLE
+        assert booted.accepted or booted.boot_attempts > 0
+        return fell
+    raise AssertionError("the device did not power on")
 
 
 async def update_with_cuts(
@@ -92,12 +103,10 @@ async def update_with_cuts(
             try:
                 w.boot.reboot()
             except PowerCut:  # during the boot decision's own record write
-                fell += 1
-                switch_on(w, template, pending.pop(0) if pending else None)
+                fell += 1 + switch_on(w, template, pending)
             continue
         except PowerCut:
-            fell += 1
-            switch_on(w, template, pending.pop(0) if pending else None)
+            fell += 1 + switch_on(w, template, pending)
             continue
         break
     else:

@@ -18,6 +18,7 @@ from dofpy.errors import DofError
 from dofpy.testing.netsim import LinkConditions, Network
 from dofpy.testing.transfer import PROVIDER, REQUESTOR
 from dofpy.transfer.core import TransferCore
+from dofpy.transfer.receiver import LocalLeaves
 from dofpy_services.device.agent import AgentPorts, DeviceAgent, ImageToInstall
 from dofpy_services.device.boot_records import Layout
 from dofpy_services.device.machine import AgentMachine, RetryPolicy
@@ -119,9 +120,11 @@ class LosesHalfWay(NetsimImages):
         super().__init__(loss=0.02)
         self.written: list[int] = []
 
-    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None = None
+    ) -> None:
         if self.transfers:
-            await super().transfer(image, store)
+            await super().transfer(image, store, local)
             self.written.append(store.leaves_written)
             return
         self.transfers += 1
@@ -129,7 +132,7 @@ class LosesHalfWay(NetsimImages):
         requestor = TransferCore(store=store)
         net.add(self.provider, PROVIDER)
         net.add(requestor, REQUESTOR)
-        requestor.fetch(image.transfer, [PROVIDER], net.now)
+        requestor.fetch(image.transfer, [PROVIDER], net.now, local=local)
         net.wakeup(REQUESTOR)
         half = image.transfer.leaf_count // 2
         net.run_until(lambda: store.leaves_written >= half, max_time=30)

@@ -22,6 +22,7 @@ from dofpy.errors import DofError
 from dofpy.testing.netsim import LinkConditions, Network
 from dofpy.testing.transfer import PROVIDER, REQUESTOR, make_object, run_to_event
 from dofpy.transfer.core import TransferCompleted, TransferCore
+from dofpy.transfer.receiver import LocalLeaves
 from dofpy.wire.oid import OID
 from dofpy_services.device.agent import (
     AgentPorts,
@@ -72,13 +73,15 @@ class NetsimImages:
             raise ManifestRefused(self.refusal)
         return ImageToInstall(self.manifest, NEW.slot_image())
 
-    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None = None
+    ) -> None:
         self.transfers += 1
         net = Network(seed=self.transfers, default=LinkConditions(loss=self.loss, delay=0.01))
         requestor = TransferCore(store=store)
         net.add(self.provider, PROVIDER)
         net.add(requestor, REQUESTOR)
-        requestor.fetch(image.transfer, [PROVIDER], net.now)
+        requestor.fetch(image.transfer, [PROVIDER], net.now, local=local)
         net.wakeup(REQUESTOR)
         event = run_to_event(net, requestor)
         net.remove(PROVIDER)
@@ -167,10 +170,11 @@ def world(
     user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]] = accept,
     capacity: int = 64_000,
     versions: object = None,
+    running: FirmwareImage = OLD,
 ) -> World:
     (tmp_path / "agent").mkdir()
     boot = SimulatedBootloader.provision(
-        tmp_path / "dev", layout, normal=OLD, reprogram=RESCUE,
+        tmp_path / "dev", layout, normal=running, reprogram=RESCUE,
         normal_capacity=capacity, reprogram_capacity=8_000,
     )  # fmt: skip
     plan = DevicePlan()
