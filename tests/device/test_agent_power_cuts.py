@@ -1,4 +1,5 @@
-"""Power cuts over the whole agent's full update, on both layouts.
+"""Power cuts over the whole agent's full update and its rollback on
+command, on both layouts.
 
 The simulated device's files -- its slots, its two record copies, and the
 agent's own state (its record and the transfer's marks, on the bootloader's
@@ -11,8 +12,11 @@ image, accepted, and what the Version service's store (the real tables, on
 SQLite) records matches what it runs.
 
 - every cut point (each operation, each write also torn at 1 byte, a
-  quarter, a half, three quarters, all but one byte and all of it) of the
-  uncut update, one cut per run;
+  quarter, a half, three quarters, all but one byte and all of it; here
+  each operation and each write torn at 1 byte and half way, every point
+  under ``make soak``) of the uncut update, one cut per run; the same for a
+  rollback after the update (instant on A/B, a re-install on the seed's
+  layout), which ends on the old image, accepted and recorded;
 - seeded random runs: a random cut point, and after each power-on perhaps
   another one, until the update ends. 20 here; ``DOFPY_SOAK=1``
   (``make soak``) runs 1,000.
@@ -30,26 +34,38 @@ import pytest
 import trio
 import trio.testing
 
-from dofpy_services.device.agent import MARKS_FILE, RECORD_FILE, Rebooted
+from dofpy.transfer.core import TransferCore
+from dofpy_services.device.agent import MARKS_FILE, RECORD_FILE, ImageToInstall, Installed, Rebooted
 from dofpy_services.device.boot_records import Layout
 from dofpy_services.device.fs import CutPoint, Operation, PowerCut, PowerCutFs, cut_points
 from dofpy_services.device.ports import InProcessVersion
-from dofpy_services.device.simulated import SimulatedBootloader
+from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader
 from dofpy_services.device.table import State
+from dofpy_services.update.device_interface import Assignment, InstallOutcome
+from dofpy_services.update.device_provider import PlannedUpdate
 from dofpy_services.version.store import SyncVersionStore, open_version_store
-from tests.device.test_agent_update import DEVICE, NEW, OLD, RESCUE, World, world
+from tests.device.test_agent_update import (
+    DEVICE,
+    MANIFEST_DIGEST,
+    NEW,
+    OLD,
+    RESCUE,
+    World,
+    world,
+)
 
 WHOLE = {OLD.slot_image(), NEW.slot_image(), RESCUE.slot_image()}
 SOAK = bool(os.environ.get("DOFPY_SOAK"))
 RANDOM_RUNS = 1000 if SOAK else 20
 
 
-def finished(w: World):  # type: ignore[no-untyped-def]
+def finished(w: World, campaign: str):  # type: ignore[no-untyped-def]
     def done(agent: object) -> bool:
         progress = w.updates.progress.get(DEVICE)
         return (
             progress is not None
             and progress.report is not None
+            and progress.report.campaign == campaign
             and agent.machine.state is State.IDLE  # type: ignore[attr-defined]
         )
 
@@ -78,7 +94,7 @@ def switch_on(w: World, template: Path, pending: list[CutPoint]) -> int:
 
 
 async def update_with_cuts(
-    w: World, cuts: list[CutPoint], *, count: bool = False
+    w: World, cuts: list[CutPoint], *, count: bool = False, campaign: str = "c1"
 ) -> tuple[list[Operation], int]:
     """Run the update, the power cut at each of ``cuts`` in turn (each
     counted from the power-on before it); switch on again and carry on until
@@ -98,7 +114,7 @@ async def update_with_cuts(
     for _ in range(60):
         agent = w.agent()
         try:
-            await agent.run(until=finished(w))
+            await agent.run(until=finished(w, campaign))
         except Rebooted:
             try:
                 w.boot.reboot()
@@ -115,9 +131,9 @@ async def update_with_cuts(
     return counted.operations, fell
 
 
-def check_end(w: World, store: SyncVersionStore) -> None:
+def check_end(w: World, store: SyncVersionStore, runs: FirmwareImage = NEW) -> None:
     booted = w.boot.booted()
-    assert (booted.image, booted.accepted) == (NEW.slot_image(), True)
+    assert (booted.image, booted.accepted) == (runs.slot_image(), True)
     record, _ = store.show(DEVICE, 1)
     assert record is not None
     assert (record.version, record.image_digest, record.boot.accepted) == (
@@ -127,7 +143,7 @@ def check_end(w: World, store: SyncVersionStore) -> None:
     )
     assert record.boot.image_kind == booted.kind
     report = w.updates.progress[DEVICE].report
-    assert report is not None and report.running_version == "2.0"
+    assert report is not None and report.running_version == runs.version
 
 
 def fresh(directory: Path, layout: Layout, store: SyncVersionStore) -> World:
@@ -198,3 +214,51 @@ async def test_power_cuts_at_random_points_never_brick_the_device(
         shutil.rmtree(run)
         (tmp_path / f"seed-{seed}.sqlite").unlink()
     assert cuts > RANDOM_RUNS  # some runs were cut again while recovering
+
+
+async def updated(directory: Path, layout: Layout, store: SyncVersionStore) -> World:
+    """A device that installed NEW (uncut) and is then told to roll back to
+    OLD: instant on A/B (the kept slot), a re-install through Reprogram mode
+    on the seed's layout."""
+    w = fresh(directory, layout, store)
+    await update_with_cuts(w, [], count=True)
+    rollback = Assignment("c2", MANIFEST_DIGEST, "1.0", 10, 0.0, 1e9, rollback=True)
+    previous = OLD if layout is Layout.AB else NEW
+    w.updates.plan.assign(
+        DEVICE, PlannedUpdate(rollback, OLD.slot_image().digest, previous.slot_image().digest)
+    )
+    if layout is Layout.SEED:
+        w.images.provider.publish(OLD.data)
+        old_manifest = TransferCore().publish(OLD.data)
+
+        async def verify_old(assignment: Assignment, installed: Installed) -> ImageToInstall:
+            return ImageToInstall(old_manifest, OLD.slot_image())
+
+        w.images.verify = verify_old  # type: ignore[method-assign]
+    return w
+
+
+@pytest.mark.parametrize("layout", [Layout.SEED, Layout.AB], ids=lambda layout: layout.name)
+async def test_a_power_cut_at_every_point_of_a_rollback_never_bricks_the_device(
+    tmp_path: Path, layout: Layout, autojump_clock: trio.testing.MockClock
+) -> None:
+    with open_version_store(tmp_path / "uncut.sqlite") as store:
+        w = await updated(tmp_path / "uncut", layout, store)
+        operations, _ = await update_with_cuts(w, [], count=True, campaign="c2")
+        check_end(w, store, OLD)
+    points = cut_points(operations)
+    if not SOAK:
+        sizes = {n: op.size for n, op in enumerate(operations)}
+        points = [p for p in points if p.torn_bytes in (0, 1, sizes[p.at] // 2)]
+    assert len(operations) >= 10
+    for n, point in enumerate(points):
+        run = tmp_path / f"run-{n}"
+        with open_version_store(tmp_path / f"run-{n}.sqlite") as store:
+            w = await updated(run, layout, store)
+            _, fell = await update_with_cuts(w, [point], campaign="c2")
+            assert fell == 1, point
+            check_end(w, store, OLD)
+            report = w.updates.progress[DEVICE].report
+            assert report is not None and report.outcome is InstallOutcome.ROLLED_BACK, point
+        shutil.rmtree(run)
+        (tmp_path / f"run-{n}.sqlite").unlink()
