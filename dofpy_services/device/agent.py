@@ -15,21 +15,27 @@ the agent is the same against the real OAP clients and in-process providers.
 
 from __future__ import annotations
 
-import enum
 import json
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dofpy.errors import DofError
-from dofpy.transfer.manifest import Manifest
-from dofpy.transfer.receiver import LocalLeaves
 from dofpy.wire.oid import OID
-from dofpy_services.device.boot_records import Slot, SlotImage, SlotState
+from dofpy_services.device.agent_ports import (
+    AgentPorts,
+    ImageToInstall,
+    Installed,
+    ManifestRefused,
+    NotNow,
+    Rebooted,
+    Refused,
+    UserAnswer,
+)
+from dofpy_services.device.boot_records import Slot, SlotState
 from dofpy_services.device.bootloader import Bootloader, WrongImage
 from dofpy_services.device.fs import DeviceFs, OsFs
 from dofpy_services.device.local_leaves import SlotLeaves
@@ -39,7 +45,6 @@ from dofpy_services.device.state_file import read_framed, write_atomically
 from dofpy_services.device.table import Input, State
 from dofpy_services.update.device_interface import (
     Assignment,
-    Authorisation,
     InstallOutcome,
     InstallReport,
     Stage,
@@ -60,97 +65,6 @@ __all__ = [
     "Refused",
     "UserAnswer",
 ]
-
-
-class Rebooted(Exception):
-    """The agent asked for a reboot: whoever runs it reboots the platform and
-    starts a fresh agent on the same state directory."""
-
-
-class NotNow(Exception):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"retry after {retry_after}")
-        self.retry_after = retry_after
-
-
-class Refused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ManifestRefused(Exception):
-    """The device's manifest check refused the assigned manifest (wrong class,
-    rollback, expired, under-signed...): ``reason`` says which."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class UserAnswer(enum.Enum):
-    ACCEPT = "accept"
-    DEFER = "defer"
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True)
-class Installed:
-    """What the device had installed when the update began, as its manifest
-    check needs it (rollback, precursor): the Normal image's sequence (0:
-    none) and digest. Kept in the agent's record, because the bootloader's
-    slots change during the update (the seed's layout overwrites its Normal
-    slot) while the manifest is checked again after every reboot."""
-
-    sequence: int = 0
-    digest: bytes | None = None
-
-
-@dataclass(frozen=True)
-class ImageToInstall:
-    """A verified manifest's image: the block transfer's manifest and what
-    the bootloader records for the slot."""
-
-    transfer: Manifest
-    slot_image: SlotImage
-
-
-class UpdatePort(Protocol):
-    async def poll(self) -> list[Assignment]: ...
-    async def authorise(self, campaign: str, manifest_digest: bytes) -> Authorisation: ...
-    async def progress(self, campaign: str, stage: Stage, reason: str) -> None: ...
-    async def accept_booted(self, campaign: str, kind: ImageKind, digest: bytes) -> bool: ...
-    async def install_report(self, data: bytes, signature: bytes) -> None: ...
-
-
-class VersionPort(Protocol):
-    async def report(self, report: VersionReport) -> bool: ...
-
-
-class ImagePort(Protocol):
-    async def verify(self, assignment: Assignment, installed: Installed) -> ImageToInstall:
-        """Fetch the assigned manifest and verify it for a device that has
-        ``installed``; :class:`ManifestRefused`."""
-        ...
-
-    async def transfer(
-        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None
-    ) -> None:
-        """Fetch the image's blocks into ``store`` (each verified before it
-        is written), copying those ``local`` holds instead of fetching them
-        (adaptive transfer); DofError (or OSError) when the session is lost."""
-        ...
-
-
-@dataclass
-class AgentPorts:
-    update: UpdatePort
-    version: VersionPort
-    images: ImagePort
-    health_check: Callable[[], Awaitable[str]]
-    """Runs the booted image's health check: "" when healthy, else why not."""
-    ask_user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]]
-    """The manual-update hook: accept, defer (with the time to ask again), refuse."""
 
 
 _TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
@@ -308,13 +222,24 @@ class DeviceAgent:
             return Input.NOTHING, "", self.check_in_interval
         assignment = assignments[0]
         running = self.boot.booted().image
-        if not assignment.rollback and running.sequence >= assignment.sequence:
-            # Already running it (or later): nothing to install; the check-in
+        updater = self.boot.slot_record(Slot.REPROGRAM).image if assignment.updater else None
+        current = updater if assignment.updater else running
+        if (
+            not assignment.rollback
+            and current is not None
+            and current.sequence >= assignment.sequence
+        ):
+            # Already has it (or later): nothing to install; the check-in
             # told the Version service so.
             return Input.NOTHING, "", self.check_in_interval
         self._remember(assignment)
         self.record.previous_digest = running.digest.hex()
         installed = self._installed_now()
+        if assignment.updater:
+            # The manifest is checked against the Reprogram image it replaces.
+            installed = (
+                Installed() if updater is None else Installed(updater.sequence, updater.digest)
+            )
         self.record.installed_sequence = installed.sequence
         self.record.installed_digest = "" if installed.digest is None else installed.digest.hex()
         if assignment.rollback:
@@ -365,12 +290,6 @@ class DeviceAgent:
         return self._image
 
     async def _step_verify_manifest(self) -> tuple[Input, str, float]:
-        if self._current().updater:
-            # Updating the Reprogram image needs its own steps (write the
-            # Reprogram slot from Normal, try it, come back): not built yet,
-            # so it is refused before anything changes rather than installed
-            # into a Normal slot.
-            return Input.REFUSED, "updating the Reprogram image is not supported yet", 0.0
         try:
             await self._image_of()
         except ManifestRefused as exc:
@@ -379,7 +298,11 @@ class DeviceAgent:
 
     def _target_slot(self) -> Slot:
         """The slot the new image goes to: the free Normal slot on A/B, the
-        Normal slot (written from Reprogram mode) on the seed's layout."""
+        Normal slot (written from Reprogram mode) on the seed's layout; the
+        Reprogram slot when the update is the updater's."""
+        assignment = self.assignment
+        if assignment is not None and assignment.updater:
+            return Slot.REPROGRAM
         free = self.boot.free_normal_slot()
         return free if free is not None else Slot.NORMAL
 
@@ -415,7 +338,7 @@ class DeviceAgent:
         except Refused as exc:
             return Input.REFUSED, exc.reason, 0.0
         await self._progress(Stage.AUTHORISED, "")
-        return Input.OK, "", 0.0
+        return (Input.UPDATER if assignment.updater else Input.OK), "", 0.0
 
     def _reboot(self) -> None:
         """Remember that the boot target was switched, then hand the reboot to
@@ -471,12 +394,15 @@ class DeviceAgent:
             return Input.RETRY, "the transfer ended before the image was whole", 0.0
         return Input.OK, "", 0.0
 
-    def _local_leaves(self, target: Slot, image: ImageToInstall) -> SlotLeaves:
+    def _local_leaves(
+        self, target: Slot, image: ImageToInstall, *, in_place: bool = False
+    ) -> SlotLeaves:
         """The adaptive transfer's source: the running Normal image (A/B), or
         on the seed's layout, in Reprogram mode, the Normal slot itself --
-        the old image until the new one overwrites it, each copy verified."""
+        the old image until the new one overwrites it, each copy verified
+        (``in_place``: the target slot itself, as for the updater's)."""
         booted = self.boot.booted()
-        if booted.slot.is_normal:
+        if booted.slot.is_normal and not in_place:
             source, size = booted.slot, booted.image.size
         else:
             source, size = target, min(self.boot.slot_record(target).capacity, image.transfer.size)
@@ -556,6 +482,87 @@ class DeviceAgent:
                 self.boot.accept()
             return Input.BOOTED_REPROGRAM, "", 0.0
         self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    # -- updating the updater (the Reprogram image; Normal is the safety net) --------------------
+
+    async def _step_transfer_updater(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        entry = self.boot.slot_record(Slot.REPROGRAM)
+        if entry.state is SlotState.VALID and entry.image == image.slot_image:
+            return Input.OK, "", 0.0  # written and checked before a reboot
+        await self._progress(Stage.TRANSFERRING, "")
+        writer = self.boot.open_slot(Slot.REPROGRAM)
+        store = SlotBlockStore(writer, image.transfer, MARKS_FILE, fs=self.fs)
+        try:
+            await self.ports.images.transfer(
+                image, store, self._local_leaves(Slot.REPROGRAM, image, in_place=True)
+            )
+        finally:
+            store.close()
+        if not store.complete:
+            return Input.RETRY, "the transfer ended before the image was whole", 0.0
+        try:
+            writer.finish(image.slot_image)
+        except WrongImage as exc:
+            forget_marks(self.fs, MARKS_FILE)
+            return Input.RETRY, str(exc), 0.0
+        forget_marks(self.fs, MARKS_FILE)
+        return Input.OK, "", 0.0
+
+    async def _step_try_updater(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        booted = self.boot.booted()
+        if booted.slot is Slot.REPROGRAM and booted.image == image.slot_image:
+            self.record.switched = False
+            return Input.BOOTED_REPROGRAM, "", 0.0
+        if self.record.switched:
+            # Tried and the bootloader fell back to the accepted Normal image.
+            self.record.switched = False
+            return Input.HEALTH_FAILED, "the new Reprogram image did not boot", 0.0
+        await self._progress(Stage.INSTALLING, "")
+        self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    async def _step_confirm_updater(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        if booted.slot is Slot.REPROGRAM and not booted.accepted:
+            problem = await self.ports.health_check()
+            if problem:
+                return Input.HEALTH_FAILED, problem, 0.0
+            accepted = await self.ports.update.accept_booted(
+                self._current().campaign, ImageKind.REPROGRAM, booted.image.digest
+            )
+            if not accepted:
+                return Input.NOT_ACCEPTED, "the service did not accept the Reprogram image", 0.0
+            self.boot.accept()
+        await self._progress(Stage.REPROGRAM_MODE, "")
+        return Input.OK, "", 0.0
+
+    async def _step_leave_updater(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        previous = bytes.fromhex(self.record.previous_digest)
+        if booted.slot.is_normal:
+            self.record.switched = False
+            if not booted.accepted:
+                self.boot.accept()
+            return Input.BOOTED_NORMAL, "", 0.0
+        if self.record.switched:
+            self.record.switched = False
+            return Input.RETRY, "the Normal image did not come back", 0.0
+        slot = next(
+            (
+                s
+                for s in self.boot.slots()
+                if s.is_normal
+                and (image := self.boot.slot_record(s).image) is not None
+                and image.digest == previous
+            ),
+            Slot.NORMAL,
+        )
+        self.boot.set_boot_target(slot)
         self._reboot()
         raise AssertionError("unreachable")
 

@@ -36,7 +36,7 @@ import trio.testing
 
 from dofpy.transfer.core import TransferCore
 from dofpy_services.device.agent import MARKS_FILE, RECORD_FILE, ImageToInstall, Installed, Rebooted
-from dofpy_services.device.boot_records import Layout
+from dofpy_services.device.boot_records import Layout, Slot
 from dofpy_services.device.fs import CutPoint, Operation, PowerCut, PowerCutFs, cut_points
 from dofpy_services.device.ports import InProcessVersion
 from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader
@@ -53,8 +53,9 @@ from tests.device.test_agent_update import (
     World,
     world,
 )
+from tests.device.test_agent_updater import UPDATER, updater_world
 
-WHOLE = {OLD.slot_image(), NEW.slot_image(), RESCUE.slot_image()}
+WHOLE = {OLD.slot_image(), NEW.slot_image(), RESCUE.slot_image(), UPDATER.slot_image()}
 SOAK = bool(os.environ.get("DOFPY_SOAK"))
 RANDOM_RUNS = 1000 if SOAK else 20
 
@@ -146,12 +147,15 @@ def check_end(w: World, store: SyncVersionStore, runs: FirmwareImage = NEW) -> N
     assert report is not None and report.running_version == runs.version
 
 
-def fresh(directory: Path, layout: Layout, store: SyncVersionStore) -> World:
+def fresh(
+    directory: Path, layout: Layout, store: SyncVersionStore, *, updater: bool = False
+) -> World:
     """A freshly provisioned device in ``directory``, its agent's files on the
     device, reporting to ``store`` (a Version store of its own, so what it
-    records is this run's alone)."""
+    records is this run's alone); ``updater``: assigned a new Reprogram image."""
     directory.mkdir()
-    w = world(directory, layout, versions=InProcessVersion(store, DEVICE))
+    make = updater_world if updater else world
+    w = make(directory, layout, versions=InProcessVersion(store, DEVICE))
     w.state_on_device = True
     return w
 
@@ -188,28 +192,36 @@ async def test_a_power_cut_at_every_point_never_bricks_the_device(
 async def test_power_cuts_at_random_points_never_brick_the_device(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    totals: dict[Layout, int] = {}
-    for layout in (Layout.SEED, Layout.AB):
-        with open_version_store(tmp_path / f"uncut-{layout.name}.sqlite") as store:
-            w = fresh(tmp_path / f"uncut-{layout.name}", layout, store)
+    """Both layouts, a full update and an update of the updater, in turn."""
+    scenarios = [
+        (layout, updater) for layout in (Layout.SEED, Layout.AB) for updater in (False, True)
+    ]
+    totals: dict[tuple[Layout, bool], int] = {}
+    for layout, updater in scenarios:
+        name = f"uncut-{layout.name}-{updater}"
+        with open_version_store(tmp_path / f"{name}.sqlite") as store:
+            w = fresh(tmp_path / name, layout, store, updater=updater)
             operations, _ = await update_with_cuts(w, [], count=True)
-        totals[layout] = len(operations)
+        totals[(layout, updater)] = len(operations)
     cuts = 0
     for seed in range(RANDOM_RUNS):
         rng = random.Random(seed)
-        layout = (Layout.SEED, Layout.AB)[seed % 2]
+        layout, updater = scenarios[seed % len(scenarios)]
         # The first cut falls within the run from the template; the later
         # ones, counted from each power-on, fall while it recovers or not.
+        total = totals[(layout, updater)]
         planned = [
-            CutPoint(rng.randrange(totals[layout]), rng.choice((0, 0, rng.randrange(1, 300))))
+            CutPoint(rng.randrange(total), rng.choice((0, 0, rng.randrange(1, 300))))
             for _ in range(rng.randint(1, 3))
         ]
         run = tmp_path / f"seed-{seed}"
         with open_version_store(tmp_path / f"seed-{seed}.sqlite") as store:
-            w = fresh(run, layout, store)
+            w = fresh(run, layout, store, updater=updater)
             _, fell = await update_with_cuts(w, planned)
             assert fell >= 1, seed
-            check_end(w, store)
+            check_end(w, store, OLD if updater else NEW)
+            if updater:
+                assert w.boot.slot_record(Slot.REPROGRAM).image == UPDATER.slot_image(), seed
         cuts += fell
         shutil.rmtree(run)
         (tmp_path / f"seed-{seed}.sqlite").unlink()
@@ -260,5 +272,35 @@ async def test_a_power_cut_at_every_point_of_a_rollback_never_bricks_the_device(
             check_end(w, store, OLD)
             report = w.updates.progress[DEVICE].report
             assert report is not None and report.outcome is InstallOutcome.ROLLED_BACK, point
+        shutil.rmtree(run)
+        (tmp_path / f"run-{n}.sqlite").unlink()
+
+
+@pytest.mark.parametrize("layout", [Layout.SEED, Layout.AB], ids=lambda layout: layout.name)
+async def test_a_power_cut_at_every_point_of_an_updater_update_never_bricks_the_device(
+    tmp_path: Path, layout: Layout, autojump_clock: trio.testing.MockClock
+) -> None:
+    def check(w: World, store: SyncVersionStore) -> None:
+        check_end(w, store, OLD)
+        assert w.boot.slot_record(Slot.REPROGRAM).image == UPDATER.slot_image()
+        report = w.updates.progress[DEVICE].report
+        assert report is not None and report.outcome is InstallOutcome.SUCCEEDED
+
+    with open_version_store(tmp_path / "uncut.sqlite") as store:
+        w = fresh(tmp_path / "uncut", layout, store, updater=True)
+        operations, _ = await update_with_cuts(w, [], count=True)
+        check(w, store)
+    points = cut_points(operations)
+    if not SOAK:
+        sizes = {n: op.size for n, op in enumerate(operations)}
+        points = [p for p in points if p.torn_bytes in (0, 1, sizes[p.at] // 2)]
+    assert len(operations) >= 20
+    for n, point in enumerate(points):
+        run = tmp_path / f"run-{n}"
+        with open_version_store(tmp_path / f"run-{n}.sqlite") as store:
+            w = fresh(run, layout, store, updater=True)
+            _, fell = await update_with_cuts(w, [point])
+            assert fell == 1, point
+            check(w, store)
         shutil.rmtree(run)
         (tmp_path / f"run-{n}.sqlite").unlink()

@@ -61,9 +61,12 @@ class NetsimImages:
     simulated network (``loss``), fetched into the agent's slot store;
     ``refusal`` stands for the device's manifest check refusing."""
 
-    def __init__(self, loss: float = 0.0, refusal: str = "") -> None:
+    def __init__(
+        self, loss: float = 0.0, refusal: str = "", image: FirmwareImage | None = None
+    ) -> None:
+        self.image = image or NEW
         self.provider = TransferCore()
-        self.manifest = self.provider.publish(NEW.data)
+        self.manifest = self.provider.publish(self.image.data)
         self.loss = loss
         self.refusal = refusal
         self.transfers = 0
@@ -71,7 +74,7 @@ class NetsimImages:
     async def verify(self, assignment: Assignment, installed: Installed) -> ImageToInstall:
         if self.refusal:
             raise ManifestRefused(self.refusal)
-        return ImageToInstall(self.manifest, NEW.slot_image())
+        return ImageToInstall(self.manifest, self.image.slot_image())
 
     async def transfer(
         self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None = None
@@ -417,19 +420,3 @@ async def test_rollback_on_the_seed_layout_reinstalls_the_previous_image(
     report = w.updates.progress[DEVICE].report
     assert report is not None
     assert (report.outcome, report.running_version) == (InstallOutcome.ROLLED_BACK, "1.0")
-
-
-async def test_an_updater_assignment_is_refused_before_anything_changes(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    """The agent does not yet update its Reprogram image: it refuses such an
-    assignment (reported with the reason) instead of writing a Normal slot."""
-    w = world(tmp_path, Layout.SEED)
-    updater = Assignment("c1", MANIFEST_DIGEST, "r2", 20, 0.0, 1e9, updater=True)
-    w.updates.plan.assign(DEVICE, PlannedUpdate(updater, NEW.slot_image().digest))
-    before = w.boot.record()
-    await w.run_update()
-    assert w.boot.record() == before and w.images.transfers == 0
-    report = w.updates.progress[DEVICE].report
-    assert report is not None and report.outcome is InstallOutcome.FAILED
-    assert "Reprogram image" in report.reason
