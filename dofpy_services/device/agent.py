@@ -15,15 +15,14 @@ the agent is the same against the real OAP clients and in-process providers.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from dofpy.errors import DofError
+from dofpy.errors import BadPacket, DofError
 from dofpy.wire.oid import OID
 from dofpy_services.device.agent_ports import (
     AgentPorts,
@@ -35,14 +34,25 @@ from dofpy_services.device.agent_ports import (
     Refused,
     UserAnswer,
 )
+from dofpy_services.device.agent_record import (
+    MARKS_FILE,
+    RECORD_FILE,
+    AgentRecord,
+    load_record,
+    save_record,
+)
 from dofpy_services.device.boot_records import Slot, SlotState
-from dofpy_services.device.bootloader import Bootloader, WrongImage
+from dofpy_services.device.bootloader import Bootloader, SlotWriter, WrongImage
 from dofpy_services.device.fs import DeviceFs, OsFs
 from dofpy_services.device.local_leaves import SlotLeaves
 from dofpy_services.device.machine import AgentMachine, Failure
 from dofpy_services.device.slot_store import SlotBlockStore, forget_marks
-from dofpy_services.device.state_file import read_framed, write_atomically
 from dofpy_services.device.table import Input, State
+from dofpy_services.image.encryption import (
+    ContentKey,
+    DecryptionError,
+    unwrap_content_key_untrusted,
+)
 from dofpy_services.update.device_interface import (
     Assignment,
     InstallOutcome,
@@ -70,29 +80,11 @@ __all__ = [
 _TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
 
 
-@dataclass
-class AgentRecord:
-    """What survives a reboot (JSON in the state file :data:`RECORD_FILE`)."""
-
-    state: str = State.IDLE.value
-    assignment: dict[str, object] | None = None
-    image_digest: str = ""
-    previous_digest: str = ""
-    installed_sequence: int = 0
-    installed_digest: str = ""
-    """The Normal image installed when the update began (:class:`Installed`)."""
-    failure: list[str] | None = None  # state, stage, reason
-    switched: bool = False
-    """The step switched the boot target and rebooted (it reads the result)."""
-
-
-RECORD_FILE = "agent.json"
-MARKS_FILE = "transfer.marks"
-
-
 class DeviceAgent:
     """One device's agent on ``bootloader``; ``identity`` is its enrolled
-    identity and ``key`` its Ed25519 key (the install report's signer).
+    identity and ``key`` its Ed25519 key (the install report's signer);
+    ``content_key_private`` the X25519 key confidential images' content keys
+    are wrapped to (None: the device installs only images in the clear).
 
     ``state`` holds the agent's files (:data:`RECORD_FILE`, :data:`MARKS_FILE`):
     a :class:`~dofpy_services.device.fs.DeviceFs` (on the simulator, the
@@ -107,6 +99,7 @@ class DeviceAgent:
         identity: OID,
         key: ed25519.Ed25519PrivateKey,
         device_class: str,
+        content_key_private: X25519PrivateKey | None = None,
         machine: AgentMachine | None = None,
         check_in_interval: float = 3600.0,
     ) -> None:
@@ -116,6 +109,7 @@ class DeviceAgent:
         self.identity = identity
         self.key = key
         self.device_class = device_class
+        self.content_key_private = content_key_private
         self.machine = machine or AgentMachine()
         self.check_in_interval = check_in_interval
         self.record = self._load()
@@ -129,13 +123,7 @@ class DeviceAgent:
     # -- persistence -----------------------------------------------------------------------------
 
     def _load(self) -> AgentRecord:
-        data = read_framed(self.fs, RECORD_FILE)
-        if data is None:
-            # Never written (or, written atomically, it cannot be torn; a
-            # rotten one): from IDLE the agent checks in and polls again, and
-            # the steps read the bootloader for what already happened.
-            return AgentRecord()
-        return AgentRecord(**json.loads(data))
+        return load_record(self.fs)
 
     def _save(self) -> None:
         failure = self.machine.failure
@@ -143,26 +131,16 @@ class DeviceAgent:
         self.record.failure = (
             None if failure is None else [failure.state.value, failure.stage.value, failure.reason]
         )
-        write_atomically(self.fs, RECORD_FILE, json.dumps(self.record.__dict__).encode())
+        save_record(self.fs, self.record)
 
     @property
     def assignment(self) -> Assignment | None:
-        data = self.record.assignment
-        if data is None:
-            return None
-        values = dict(data)
-        values["manifest_digest"] = bytes.fromhex(str(values["manifest_digest"]))
-        return Assignment(**values)  # type: ignore[arg-type]
+        return self.record.current_assignment()
 
     def _remember(self, assignment: Assignment | None) -> None:
+        self.record.remember(assignment)
         if assignment is None:
-            self.record.assignment = None
-            return
-        values: dict[str, object] = {
-            name: getattr(assignment, name) for name in Assignment.__dataclass_fields__
-        }
-        values["manifest_digest"] = assignment.manifest_digest.hex()
-        self.record.assignment = values
+            self.record.wrapped_key = ""
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -334,9 +312,24 @@ class DeviceAgent:
     async def _step_authorise(self) -> tuple[Input, str, float]:
         assignment = self._current()
         try:
-            await self.ports.update.authorise(assignment.campaign, assignment.manifest_digest)
+            authorisation = await self.ports.update.authorise(
+                assignment.campaign, assignment.manifest_digest
+            )
         except Refused as exc:
             return Input.REFUSED, exc.reason, 0.0
+        image = await self._image_of()
+        if image.encryption is not None:
+            # The content key comes with the authorisation: checked here,
+            # before anything changes, that it opens with this device's key.
+            self.record.wrapped_key = authorisation.wrapped_key.hex()
+            try:
+                key = self._content_key(image)
+            except (DecryptionError, BadPacket) as exc:
+                self.record.wrapped_key = ""
+                return Input.REFUSED, f"the content key: {exc}", 0.0
+            if key is None or key.iv != image.encryption.iv:
+                self.record.wrapped_key = ""
+                return Input.REFUSED, "the content key is not the manifest's", 0.0
         await self._progress(Stage.AUTHORISED, "")
         return (Input.UPDATER if assignment.updater else Input.OK), "", 0.0
 
@@ -385,7 +378,7 @@ class DeviceAgent:
         if entry.state is SlotState.VALID and entry.image == image.slot_image:
             return Input.OK, "", 0.0  # written and recorded before a reboot
         await self._progress(Stage.TRANSFERRING, "")
-        store = SlotBlockStore(self.boot.open_slot(slot), image.transfer, MARKS_FILE, fs=self.fs)
+        store = self._slot_store(self.boot.open_slot(slot), image)
         try:
             await self.ports.images.transfer(image, store, self._local_leaves(slot, image))
         finally:
@@ -396,11 +389,15 @@ class DeviceAgent:
 
     def _local_leaves(
         self, target: Slot, image: ImageToInstall, *, in_place: bool = False
-    ) -> SlotLeaves:
+    ) -> SlotLeaves | None:
         """The adaptive transfer's source: the running Normal image (A/B), or
         on the seed's layout, in Reprogram mode, the Normal slot itself --
         the old image until the new one overwrites it, each copy verified
-        (``in_place``: the target slot itself, as for the updater's)."""
+        (``in_place``: the target slot itself, as for the updater's). None for
+        a confidential image: its leaf hashes are of ciphertext under a new
+        key, which no held bytes match."""
+        if image.encryption is not None:
+            return None
         booted = self.boot.booted()
         if booted.slot.is_normal and not in_place:
             source, size = booted.slot, booted.image.size
@@ -409,6 +406,24 @@ class DeviceAgent:
         leaf_size = image.transfer.leaf_size
         return SlotLeaves(
             lambda offset, length: self.boot.read_slot(source, offset, length), size, leaf_size
+        )
+
+    def _content_key(self, image: ImageToInstall) -> ContentKey | None:
+        """The confidential image's content key (None for an image in the
+        clear); DecryptionError or BadPacket when it does not unwrap."""
+        if image.encryption is None:
+            return None
+        if self.content_key_private is None:
+            raise DecryptionError("this device has no key to open confidential images with")
+        if not self.record.wrapped_key:
+            raise DecryptionError("the authorisation carried no content key")
+        return unwrap_content_key_untrusted(
+            bytes.fromhex(self.record.wrapped_key), self.content_key_private
+        )
+
+    def _slot_store(self, writer: SlotWriter, image: ImageToInstall) -> SlotBlockStore:
+        return SlotBlockStore(
+            writer, image.transfer, MARKS_FILE, fs=self.fs, content_key=self._content_key(image)
         )
 
     async def _step_verify_image(self) -> tuple[Input, str, float]:
@@ -494,7 +509,7 @@ class DeviceAgent:
             return Input.OK, "", 0.0  # written and checked before a reboot
         await self._progress(Stage.TRANSFERRING, "")
         writer = self.boot.open_slot(Slot.REPROGRAM)
-        store = SlotBlockStore(writer, image.transfer, MARKS_FILE, fs=self.fs)
+        store = self._slot_store(writer, image)
         try:
             await self.ports.images.transfer(
                 image, store, self._local_leaves(Slot.REPROGRAM, image, in_place=True)

@@ -17,6 +17,7 @@ from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.receiver import LocalLeaves
 from dofpy_services.device.boot_records import SlotImage
 from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.image.encryption import EncryptionInfo
 from dofpy_services.update.device_interface import Assignment, Authorisation, Stage
 from dofpy_services.version.interface import ImageKind, VersionReport
 
@@ -81,11 +82,14 @@ class Installed:
 
 @dataclass(frozen=True)
 class ImageToInstall:
-    """A verified manifest's image: the block transfer's manifest and what
-    the bootloader records for the slot."""
+    """A verified manifest's image: the block transfer's manifest (of the
+    ciphertext, for a confidential image) and what the bootloader records for
+    the slot (always the plaintext); ``encryption`` the confidential image's
+    parameters (None: served in the clear)."""
 
     transfer: Manifest
     slot_image: SlotImage
+    encryption: EncryptionInfo | None = None
 
 
 class UpdatePort(Protocol):

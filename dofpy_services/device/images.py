@@ -20,6 +20,8 @@ from dofpy.trio import TransferNode
 from dofpy_services.device.agent import ImageToInstall, Installed, ManifestRefused
 from dofpy_services.device.boot_records import SlotImage
 from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.image.encryption import EncryptionInfo
+from dofpy_services.image.manifests import encryption_of
 from dofpy_services.image.serving import IMAGE_INTERFACE, IMAGE_OBJECT
 from dofpy_services.image.store import ManifestSummary
 from dofpy_services.update.device_interface import Assignment
@@ -41,17 +43,31 @@ def check_manifest(
     final, never a transient error to retry."""
     try:
         summary = verify(data, installed)
+        encryption = encryption_of(data) if summary.encrypted else None
     except (ManifestCheckFailed, BadPacket) as exc:
         raise ManifestRefused(f"{type(exc).__name__}: {exc}") from None
-    return image_to_install(summary)
+    return image_to_install(summary, encryption)
 
 
-def image_to_install(summary: ManifestSummary) -> ImageToInstall:
-    """What the agent installs of a verified manifest (refused when it is
-    confidential: decrypting into a slot is not built)."""
-    if summary.encrypted:
-        raise ManifestRefused("confidential images are not installed into slots yet")
+def image_to_install(
+    summary: ManifestSummary, encryption: EncryptionInfo | None = None
+) -> ImageToInstall:
+    """What the agent installs of a verified manifest: its transfer manifest,
+    and the slot's image (a confidential image's plaintext size and signed
+    plaintext digest, with ``encryption`` its parameters)."""
     image = summary.image
+    if summary.encrypted:
+        if encryption is None:
+            raise ManifestRefused("a confidential image without its encryption parameters")
+        if encryption.plaintext_size != image.size:
+            raise ManifestRefused("AES-CTR ciphertext and plaintext differ in size")
+        slot_image = SlotImage(
+            encryption.plaintext_size,
+            encryption.plaintext_sha256,
+            summary.sequence,
+            summary.version,
+        )
+        return ImageToInstall(image, slot_image, encryption)
     return ImageToInstall(
         image, SlotImage(image.size, image.object_id, summary.sequence, summary.version)
     )

@@ -15,6 +15,15 @@ resumes from the marked leaves, from any provider or relay. Marks bound to
 another manifest, torn or foreign, are discarded (the transfer's own
 :func:`~dofpy.transfer.store.decode_marks` checks them), so the leaves are
 fetched and verified again rather than trusted.
+
+A confidential image (AES-256-CTR, :mod:`dofpy_services.image.encryption`)
+is served and verified as ciphertext; with ``content_key`` the store writes
+each verified leaf into the slot *decrypted* (CTR is addressable: the leaf at
+offset ``o`` uses counter block ``iv + o/16``), and reads give the
+ciphertext back (encrypting the slot's plaintext again) so the receiver's
+whole-object check still sees the bytes the manifest's Merkle root covers.
+The slot's image is then the plaintext, checked whole against the signed
+plaintext digest when the slot is finished.
 """
 
 from __future__ import annotations
@@ -22,12 +31,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from dofpy.transfer.manifest import Manifest
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.store import decode_marks, encode_marks
 from dofpy_services.device.bootloader import SlotWriter
 from dofpy_services.device.fs import DeviceFs, OsFs
 from dofpy_services.device.state_file import read_framed, write_atomically
+from dofpy_services.image.encryption import ContentKey
 
 __all__ = ["SlotBlockStore", "forget_marks"]
 
@@ -46,9 +58,13 @@ class SlotBlockStore:
         *,
         fs: DeviceFs | None = None,
         sync_bytes: int = 64 << 10,
+        content_key: ContentKey | None = None,
     ) -> None:
         if manifest.size > writer.capacity:
             raise ValueError(f"an image of {manifest.size} bytes does not fit the slot")
+        if content_key is not None and manifest.leaf_size % 16:
+            raise ValueError("a confidential image's leaves are whole AES blocks (16 bytes)")
+        self.content_key = content_key
         self.writer = writer
         self.manifest = manifest
         if fs is None:
@@ -90,16 +106,33 @@ class SlotBlockStore:
             return RangeSet()
         return self._verified.copy()
 
+    def _ctr(self, offset: int, data: bytes) -> bytes:
+        """``data`` at ``offset`` of the image through AES-CTR (either way)."""
+        key = self.content_key
+        if key is None:
+            return data
+        if offset % 16:
+            raise ValueError("CTR offsets are whole AES blocks")
+        counter = (int.from_bytes(key.iv, "big") + offset // 16) % (1 << 128)
+        cipher = Cipher(algorithms.AES(key.key), modes.CTR(counter.to_bytes(16, "big")))
+        transform = cipher.encryptor()
+        return transform.update(data) + transform.finalize()
+
     def read(self, object_id: bytes, offset: int, length: int) -> bytes:
         self._check(object_id)
-        return self.writer.read(offset, min(length, self.manifest.size - offset))
+        data = self.writer.read(offset, min(length, self.manifest.size - offset))
+        if self.content_key is None or offset % 16 == 0:
+            return self._ctr(offset, data)
+        start = offset - offset % 16  # an unaligned read: from the block it starts in
+        whole = self._ctr(start, self.writer.read(start, offset - start) + data)
+        return whole[offset - start :]
 
     def write_verified(self, object_id: bytes, leaf: int, data: bytes) -> None:
         """Called by the receiver with leaves it has verified against the
         manifest's Merkle tree, never with any other bytes."""
         self._check(object_id)
         leaf_size = self.manifest.leaf_size
-        self.writer.write(leaf * leaf_size, data)
+        self.writer.write(leaf * leaf_size, self._ctr(leaf * leaf_size, bytes(data)))
         leaves = -(-len(data) // leaf_size)
         self._verified.add(leaf, leaf + leaves)
         self.leaves_written += leaves

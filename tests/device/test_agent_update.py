@@ -16,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dofpy.errors import DofError
@@ -114,6 +115,7 @@ class World:
     state_on_device: bool = False
     """The agent's files on the bootloader's own DeviceFs (power cuts hit
     them too) rather than in a directory beside the device."""
+    content_key_private: X25519PrivateKey | None = None
 
     def agent(self) -> DeviceAgent:
         ports = AgentPorts(
@@ -126,7 +128,7 @@ class World:
         state = self.boot.fs if self.state_on_device else self.directory / "agent"
         return DeviceAgent(
             self.boot, ports, state, identity=DEVICE, key=KEY,
-            device_class="sensor",
+            device_class="sensor", content_key_private=self.content_key_private,
             machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
         )  # fmt: skip
 
