@@ -268,6 +268,10 @@ class DeviceAgent:
         return self._image
 
     async def _step_verify_manifest(self) -> tuple[Input, str, float]:
+        if self._current().updater and not self.boot.booted().slot.is_normal:
+            # The Reprogram slot is written from a running, accepted Normal
+            # image (its safety net), never while it is the image running.
+            return Input.REFUSED, "the Reprogram image is updated from the Normal image", 0.0
         try:
             await self._image_of()
         except ManifestRefused as exc:
@@ -435,6 +439,11 @@ class DeviceAgent:
                 self.boot.open_slot(slot).finish(image.slot_image)
             except WrongImage as exc:
                 forget_marks(self.fs, MARKS_FILE)
+                if image.encryption is not None:
+                    # Every ciphertext leaf verified, yet the plaintext is not
+                    # the signed one: the content key is another image's.
+                    # Fetching again cannot help; the slot never became valid.
+                    return Input.REFUSED, f"the decrypted image is not the signed one: {exc}", 0.0
                 return Input.CORRUPT, str(exc), 0.0
         forget_marks(self.fs, MARKS_FILE)
         return Input.OK, "", 0.0

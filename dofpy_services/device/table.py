@@ -158,6 +158,9 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.TRANSFER, On.GAVE_UP): S.REVERT,
     (S.VERIFY_IMAGE, On.OK): S.ENTER_NORMAL,
     (S.VERIFY_IMAGE, On.CORRUPT): S.TRANSFER,
+    # A confidential image whose plaintext is not the signed one (a content
+    # key of another image): never bootable, not fetched again.
+    (S.VERIFY_IMAGE, On.REFUSED): S.REVERT,
     # D: a boot of the new image that falls back to Reprogram retries.
     (S.ENTER_NORMAL, On.BOOTED_NORMAL): S.HEALTH_CHECK,
     (S.ENTER_NORMAL, On.RETRY): S.ENTER_NORMAL,

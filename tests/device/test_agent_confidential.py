@@ -9,6 +9,7 @@ authorisation, before anything on the device changes."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -130,3 +131,33 @@ async def test_a_content_key_the_device_cannot_open_is_refused_before_anything_c
     assert report is not None
     assert (report.outcome, report.failed_stage) == (InstallOutcome.FAILED, Stage.AUTHORISED)
     assert reason in report.reason, report.reason
+
+
+@pytest.mark.parametrize("layout", [Layout.SEED, Layout.AB], ids=lambda layout: layout.name)
+async def test_a_content_key_of_another_image_is_refused_and_never_booted(
+    tmp_path: Path, layout: Layout, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A key record that opens with the device's key, with the manifest's
+    counter block, but another key: every ciphertext leaf verifies, the
+    plaintext does not; the slot never becomes valid, the device goes back
+    to its accepted image, and the failure is reported."""
+    w = confidential_world(tmp_path, layout, DEVICE_KEY, DEVICE_KEY)
+    planned = w.updates.plan.updates[DEVICE]
+    other = ContentKey(bytes(range(1, 33)), CONTENT.iv)
+    substituted = wrap_content_key(
+        other,
+        [DEVICE_KEY.public_key()],
+        ephemeral=lambda: X25519PrivateKey.from_private_bytes(b"\x05" * 32),
+    )
+    w.updates.plan.assign(DEVICE, dataclasses.replace(planned, wrapped_key=substituted))
+    await w.run_update()
+    booted = w.boot.booted()
+    assert booted.accepted and booted.image != NEW.slot_image()
+    assert NEW.slot_image() not in {w.boot.slot_record(s).image for s in w.boot.slots()}
+    if layout is Layout.AB:
+        assert booted.image == OLD.slot_image()
+    report = w.updates.progress[DEVICE].report
+    assert report is not None
+    assert (report.outcome, report.failed_stage) == (InstallOutcome.FAILED, Stage.VERIFYING)
+    assert "not the signed one" in report.reason
+    assert w.images.transfers == 1  # not fetched again

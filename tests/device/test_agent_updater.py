@@ -109,3 +109,20 @@ async def test_a_new_updater_that_never_boots_falls_back_to_normal(
     assert (report.outcome, report.failed_stage, report.reason) == (
         InstallOutcome.FAILED, Stage.INSTALLING, "the new Reprogram image did not boot",
     )  # fmt: skip
+
+
+async def test_an_updater_assignment_in_reprogram_mode_is_refused_before_anything_changes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Running the Reprogram image (the seed's layout after a failed write),
+    the Reprogram slot is the running image: refused, nothing written."""
+    w = updater_world(tmp_path, Layout.SEED)
+    w.boot.set_boot_target(Slot.REPROGRAM)
+    w.boot.reboot()
+    w.boot.accept()
+    before = w.boot.record()
+    await w.run_update()
+    assert w.boot.record() == before and w.images.transfers == 0
+    report = w.updates.progress[DEVICE].report
+    assert report is not None and report.outcome is InstallOutcome.FAILED
+    assert report.reason == "the Reprogram image is updated from the Normal image"
