@@ -23,6 +23,7 @@ import os
 import stat
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,10 @@ class SimulatedDevice:
     update_identity: OID | None = None
     max_boots: int = 20
     max_steps: int = 1000
+    answer: UserAnswer = UserAnswer.ACCEPT
+    """The simulated user's answer to a manual campaign (the manual-update
+    hook): accept, refuse, or defer by ``defer_seconds`` (then accept)."""
+    defer_seconds: float = 0.0
 
 
 @dataclass
@@ -124,8 +129,23 @@ async def _healthy() -> str:
     return ""
 
 
-async def _accept(assignment: Assignment) -> tuple[UserAnswer, float]:
-    return UserAnswer.ACCEPT, 0.0
+def user_hook(
+    answer: UserAnswer, defer_seconds: float
+) -> Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]]:
+    """The manual-update hook of a simulated user who always answers
+    ``answer`` (a deferral once, by ``defer_seconds``, then acceptance)."""
+    deferred = False
+
+    async def ask(assignment: Assignment) -> tuple[UserAnswer, float]:
+        nonlocal deferred
+        if answer is UserAnswer.DEFER and not deferred:
+            deferred = True
+            return UserAnswer.DEFER, trio.current_time() + defer_seconds
+        if answer is UserAnswer.REFUSE:
+            return UserAnswer.REFUSE, 0.0
+        return UserAnswer.ACCEPT, 0.0
+
+    return ask
 
 
 async def run_simulated_device(device: SimulatedDevice) -> DeviceRun:
@@ -141,7 +161,7 @@ async def run_simulated_device(device: SimulatedDevice) -> DeviceRun:
             _Version(VersionClient(node.node, device.version, identity=device.version_identity)),
             ServiceImages(node, list(device.images), verifier),
             _healthy,
-            _accept,
+            user_hook(device.answer, device.defer_seconds),
         )
         for boots in range(1, device.max_boots + 1):
             agent = DeviceAgent(

@@ -32,6 +32,7 @@ from dofpy_services.daemon.cli import (
 )
 from dofpy_services.daemon.config import DaemonConfig
 from dofpy_services.daemon.service import Command, Service
+from dofpy_services.device.agent import UserAnswer
 from dofpy_services.device.run import SimulatedDevice, load_key_file, run_blocking
 from dofpy_services.device.simulated import inspect_device
 from dofpy_services.image.signing import load_trust_root
@@ -105,6 +106,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-key", required=True, help="the device's Ed25519 key (PEM)")
     parser.add_argument("--content-key", help="the device's X25519 key for confidential images")
     parser.add_argument("--max-boots", type=int, default=20, help="boots at most (default 20)")
+    parser.add_argument(
+        "--answer", default="accept", metavar="ANSWER",
+        help="the user's answer to a manual campaign: accept (default), refuse, "
+        "or defer=SECONDS (then accept)",
+    )  # fmt: skip
     add_format_flag(parser, ("table", "json"))
 
 
@@ -117,6 +123,18 @@ def _oid(text: str | None) -> OID | None:
         raise UsageError(f"bad identity {text!r}: {exc}") from None
 
 
+def _answer(text: str) -> tuple[UserAnswer, float]:
+    name, _, seconds = text.partition("=")
+    try:
+        answer = UserAnswer(name)
+        delay = float(seconds) if answer is UserAnswer.DEFER else 0.0
+    except ValueError:
+        raise UsageError(f"--answer: accept, refuse or defer=SECONDS, not {text!r}") from None
+    if (answer is UserAnswer.DEFER) != bool(seconds) or delay < 0:
+        raise UsageError(f"--answer: accept, refuse or defer=SECONDS, not {text!r}")
+    return answer, delay
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         report_key = load_key_file(args.report_key)
@@ -125,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
         vendor, class_id = uuid.UUID(args.vendor), uuid.UUID(args.class_id)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    answer, defer_seconds = _answer(args.answer)
     if not isinstance(report_key, ed25519.Ed25519PrivateKey):
         raise UsageError(f"{args.report_key} is not an Ed25519 key")
     if content_key is not None and not isinstance(content_key, X25519PrivateKey):
@@ -148,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
         version_identity=_oid(args.version_identity),
         update_identity=_oid(args.update_identity),
         max_boots=args.max_boots,
+        answer=answer,
+        defer_seconds=defer_seconds,
     )
     ran = run_blocking(device)
     status = inspect_device(args.sim)

@@ -31,7 +31,10 @@ from dofpy.wire.oid import OID
 from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.authenticator.service import AUTHENTICATOR, AuthenticatorConfig
 from dofpy_services.cli import main
+from dofpy_services.daemon.cli import UsageError
+from dofpy_services.device.agent import UserAnswer
 from dofpy_services.device.boot_records import Layout, Slot
+from dofpy_services.device.service import _answer
 from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader, inspect_device
 from dofpy_services.image.commands import open_image_store
 from dofpy_services.image.publish import add_image_file
@@ -116,8 +119,11 @@ def private_file(path: Path, data: bytes) -> str:
     return str(path)
 
 
+@pytest.mark.parametrize(
+    ("manual", "answer"), [(False, "accept"), (True, "refuse")], ids=["automatic", "user refuses"]
+)
 async def test_device_run_updates_a_simulated_device_against_real_services(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], manual: bool, answer: str
 ) -> None:
     auth_db = enrol(tmp_path, capsys)
     manifest_digest = publish(tmp_path)
@@ -138,7 +144,7 @@ async def test_device_run_updates_a_simulated_device_against_real_services(
     )
     device = OID(3, DEVICE_NAME.encode())
     plan = DevicePlan()
-    assignment = Assignment("c1", manifest_digest, "2.0", 20, 0.0, 4e9)
+    assignment = Assignment("c1", manifest_digest, "2.0", 20, 0.0, 4e9, manual=manual)
     plan.assign(
         device,
         PlannedUpdate(assignment, hashlib.sha256(NEW).digest(), OLD.slot_image().digest),
@@ -183,7 +189,7 @@ async def test_device_run_updates_a_simulated_device_against_real_services(
                 "--image", f"127.0.0.1:{image.udp[1]}",
                 "--trust-root", str(root_file), "--vendor", str(VENDOR),
                 "--class", str(DEVICE_CLASS), "--class-name", "sensor",
-                "--report-key", key_file, "--format", "json",
+                "--report-key", key_file, "--answer", answer, "--format", "json",
             ]  # fmt: skip
             with trio.fail_after(6 * WAIT):
                 status = await trio.to_thread.run_sync(main, argv)
@@ -193,22 +199,42 @@ async def test_device_run_updates_a_simulated_device_against_real_services(
     out, err = capsys.readouterr()
     assert status == 0, err
     summary = json.loads(out)
+    report = updates.progress[device].report
+    assert report is not None
+    with open_version_store(version_db) as store:
+        record, _ = store.show(device, 1)
+    assert record is not None
+    boot = SimulatedBootloader(device_dir)
+    if answer == "refuse":
+        # The manual-update hook said no: nothing changed, reported as such.
+        assert summary["boots"] == 1
+        assert [(r["outcome"], r["version"]) for r in summary["reports"]] == [
+            ("refused_by_user", "1.0")
+        ]
+        assert report.outcome is InstallOutcome.REFUSED_BY_USER
+        assert (boot.booted().image, record.version) == (OLD.slot_image(), "1.0")
+        return
     assert summary["boots"] == 3  # Normal, Reprogram mode, the new Normal image
     assert [(r["campaign"], r["outcome"], r["version"]) for r in summary["reports"]] == [
         ("c1", "succeeded", "2.0")
     ]
     shown = inspect_device(device_dir)
     assert (shown["booted"], shown["accepted"]) == ("normal", "normal")
-    boot = SimulatedBootloader(device_dir)
     assert boot.booted().image.digest == hashlib.sha256(NEW).digest()
     assert boot.read_slot(Slot.NORMAL, 0, len(NEW)) == NEW
-    report = updates.progress[device].report
-    assert report is not None and report.outcome is InstallOutcome.SUCCEEDED
-    with open_version_store(version_db) as store:
-        record, _ = store.show(device, 1)
-    assert record is not None
+    assert report.outcome is InstallOutcome.SUCCEEDED
+    # What the Version service records is what the device runs.
     assert (record.version, record.image_digest, record.boot.accepted) == (
         "2.0",
         hashlib.sha256(NEW).digest(),
         True,
     )
+
+
+def test_the_answer_flag_reads_accept_refuse_and_defer() -> None:
+    assert _answer("accept") == (UserAnswer.ACCEPT, 0.0)
+    assert _answer("refuse") == (UserAnswer.REFUSE, 0.0)
+    assert _answer("defer=90") == (UserAnswer.DEFER, 90.0)
+    for bad in ("maybe", "defer", "defer=-1", "accept=3", "defer=soon"):
+        with pytest.raises(UsageError):
+            _answer(bad)
