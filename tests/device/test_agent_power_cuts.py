@@ -1,5 +1,5 @@
-"""Power cuts over the whole agent's full update and its rollback on
-command, on both layouts.
+"""Power cuts over the whole agent's full update, its rollback on command
+and its update of the updater, on both layouts.
 
 The simulated device's files -- its slots, its two record copies, and the
 agent's own state (its record and the transfer's marks, on the bootloader's
@@ -16,10 +16,12 @@ SQLite) records matches what it runs.
   each operation and each write torn at 1 byte and half way, every point
   under ``make soak``) of the uncut update, one cut per run; the same for a
   rollback after the update (instant on A/B, a re-install on the seed's
-  layout), which ends on the old image, accepted and recorded;
-- seeded random runs: a random cut point, and after each power-on perhaps
-  another one, until the update ends. 20 here; ``DOFPY_SOAK=1``
-  (``make soak``) runs 1,000.
+  layout), which ends on the old image, accepted and recorded; and for an
+  update of the updater, which ends on the Normal image with the new
+  Reprogram image in its slot;
+- seeded random runs (full updates and updater updates, both layouts): a
+  random cut point, and after each power-on perhaps another one, until the
+  update ends. 20 here; ``DOFPY_SOAK=1`` (``make soak``) runs 1,000.
 """
 
 from __future__ import annotations
