@@ -57,9 +57,11 @@ fuzz: $(STAMP)
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
 # The long runs of tests that run short in `make test`: the bootloader's
-# power cuts at random points over 1,000 seeded runs (100 in `make test`).
+# power cuts at random points over 1,000 seeded runs (100 in `make test`), and
+# the whole agent's full update with its own state files cut too: every torn
+# point and 1,000 seeded random runs (20 in `make test`).
 soak: $(STAMP)
-	DOFPY_SOAK=1 $(PY) -m pytest -q tests/device/test_power_cuts.py
+	DOFPY_SOAK=1 $(PY) -m pytest -q tests/device/test_power_cuts.py tests/device/test_agent_power_cuts.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage* out

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import image, oap_roundtrip, security, transfer, version
+from benchmarks import adaptive, image, oap_roundtrip, security, transfer, version
 from benchmarks.summary import Summary
 
-SECTIONS = ("oap", "security", "transfer", "image", "version")
+SECTIONS = ("oap", "security", "transfer", "adaptive", "image", "version")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -63,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "transfer" not in args.skip:
         print()
         print(transfer.run(args.quick, summary=summary), flush=True)
+    if "adaptive" not in args.skip:
+        print()
+        print(adaptive.run(args.quick, summary=summary), flush=True)
     if "image" not in args.skip:
         print()
         print(image.run(args.quick, summary=summary), flush=True)

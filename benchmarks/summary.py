@@ -58,7 +58,7 @@ class Summary:
         width = max(len(row.figure) for row in self.rows)
         peer_width = max(len("peer"), *(len(row.peer) for row in self.rows))
         header = (
-            f"{'figure':<{width}}  {'dofpy':>10} {'unit':<14}  {'peer':<{peer_width}}  "
+            f"{'figure':<{width}}  {'dofpy':>10} {'unit':<16}  {'peer':<{peer_width}}  "
             f"{'peer':>10}  {'dofpy vs peer':>13}"
         )
         lines = [header, "-" * len(header)]
@@ -67,7 +67,7 @@ class Summary:
             ratio = row.ratio
             shown = "" if ratio is None else f"{ratio:12.3g}x"
             lines.append(
-                f"{row.figure:<{width}}  {row.value:>10.4g} {row.unit:<14}  "
+                f"{row.figure:<{width}}  {row.value:>10.4g} {row.unit:<16}  "
                 f"{row.peer:<{peer_width}}  {peer_value:>10}  {shown:>13}".rstrip()
             )
         lines.append(

@@ -59,7 +59,7 @@ from dofpy.transfer.messages import (
     read_block_untrusted,
 )
 from dofpy.transfer.pacing import ProviderRateCap, ServedCounters
-from dofpy.transfer.receiver import Receiver, ReceiverConfig, ReceiverStatistics
+from dofpy.transfer.receiver import LocalLeaves, Receiver, ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.sender import BlockSender, SendState
 from dofpy.transfer.senders import SenderTable
 from dofpy.transfer.source import ServedObject
@@ -239,14 +239,17 @@ class TransferCore:
         *,
         store: BlockStore | None = None,
         config: ReceiverConfig | None = None,
+        local: LocalLeaves | None = None,
     ) -> int:
         """Start fetching ``manifest``'s object; returns the transfer id.
 
-        Leaves already verified in the store are not fetched again (resume).
+        Leaves already verified in the store are not fetched again (resume);
+        leaves ``local`` holds (by leaf hash, verified) are copied from it
+        instead of fetched (adaptive transfer).
         """
         if manifest.object_id in self._by_object:
             raise LocalProtocolError("this object is already being fetched here")
-        return self._start_fetch(manifest, providers, now, store, config)[0]
+        return self._start_fetch(manifest, providers, now, store, config, local)[0]
 
     def _start_fetch(
         self,
@@ -255,6 +258,7 @@ class TransferCore:
         now: float,
         store: BlockStore | None = None,
         config: ReceiverConfig | None = None,
+        local: LocalLeaves | None = None,
     ) -> tuple[int, Receiver]:
         receiver = Receiver(
             manifest,
@@ -263,6 +267,7 @@ class TransferCore:
             now,
             config or self.config.receiver,
             secure=self._secure,
+            local=local,
         )
         transfer_id = self._next_transfer
         self._next_transfer += 1

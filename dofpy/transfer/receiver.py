@@ -32,6 +32,14 @@ window and loss recovery:
   ``rate_window`` seconds (a slow drip) is replaced by the next one; when
   none is left the transfer fails, saying so.
 * Congestion control and pacing: :mod:`dofpy.transfer.congestion`.
+* Adaptive transfer: with a :class:`LocalLeaves` source (the device's
+  running image, say), every leaf whose hash has just been proved is first
+  looked up there by that hash; bytes found are checked against the proved
+  hash exactly as a fetched leaf is, written to the store and never asked
+  for. Only the leaves not held locally are fetched, so an image that
+  differs from the running one in a few blocks costs a few blocks (and its
+  hash chunks). A local copy that does not match is not written: the leaf is
+  fetched.
 
 Memory: the window (at most ``max_window`` blocks outstanding), range sets,
 and the object's leaf hashes (32 bytes per leaf).
@@ -41,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
+from typing import Protocol
 
 from dofpy._core import Address
 from dofpy.errors import BrokenResourceError, DofError, LocalProtocolError, RemoteProtocolError
@@ -71,6 +80,7 @@ from dofpy.wire.oid import OID
 
 __all__ = [
     "FetchState",
+    "LocalLeaves",
     "Receiver",
     "ReceiverConfig",
     "ReceiverStatistics",
@@ -80,11 +90,22 @@ __all__ = [
 _MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
 
 
+class LocalLeaves(Protocol):
+    """Leaves the requestor already holds, found by their leaf hash."""
+
+    def leaf(self, digest: bytes, length: int) -> bytes | None:
+        """``length`` bytes held here whose leaf hash is ``digest``, or None.
+        Untrusted: the receiver checks them against ``digest`` itself."""
+        ...
+
+
 class Receiver:
     """Fetches one object (``manifest``) from ``providers`` into ``store``.
 
     ``secure``: the node seals its traffic, so messages are taken only through
     a secure session with the provider asked (see :meth:`fetch_sent`).
+    ``local``: leaves held locally, copied instead of fetched (adaptive
+    transfer; :attr:`local_leaves` and :attr:`local_bytes` count them).
     """
 
     def __init__(
@@ -96,9 +117,14 @@ class Receiver:
         config: ReceiverConfig | None = None,
         *,
         secure: bool = False,
+        local: LocalLeaves | None = None,
     ) -> None:
         if not providers:
             raise LocalProtocolError("a transfer needs at least one provider")
+        self.local = local
+        self.local_leaves = 0
+        """Leaves copied from :attr:`local` (each verified like a fetched one)."""
+        self.local_bytes = 0
         self.manifest = manifest
         self.config = config or ReceiverConfig()
         self.providers = list(providers)
@@ -509,6 +535,8 @@ class Receiver:
         self._need_chunks.discard(chunk, chunk + 1)
         wanted = RangeSet([(start, end)])
         wanted.difference_update(self.verified)
+        if self.local is not None and wanted:
+            self._copy_local(wanted)
         self._need_leaves.update(wanted)
         self._arrived(key, message.fetch_seq, message.hold_us, now)
         if self.hashes_known():
@@ -552,6 +580,26 @@ class Receiver:
         self._arrived(first, fetch_seq, hold_us, now)
         if self.state is FetchState.BLOCKS:
             self._check_complete(now)
+
+    def _copy_local(self, wanted: RangeSet) -> None:
+        """Write the leaves of ``wanted`` (their hashes proved) that the local
+        source holds and that verify, and take them out of ``wanted``."""
+        local, manifest, hashes = self.local, self.manifest, self._hashes
+        assert local is not None
+        copied = RangeSet()
+        for start, end in list(wanted):
+            for leaf in range(start, end):
+                expected = bytes(hashes[leaf * HASH_SIZE : (leaf + 1) * HASH_SIZE])
+                length = manifest.span_length(leaf, leaf + 1)
+                data = local.leaf(expected, length)
+                if data is None or len(data) != length or leaf_hash(data) != expected:
+                    continue  # not held, or not what it claims: fetched instead
+                self.store.write_verified(manifest.object_id, leaf, data)
+                self.verified.add(leaf, leaf + 1)
+                copied.add(leaf, leaf + 1)
+                self.local_leaves += 1
+                self.local_bytes += length
+        wanted.difference_update(copied)
 
     def _refused(self, peer: Address, message: RefusedMessage, now: float) -> None:
         if message.code is RefuseCode.BLOCK_SIZE:

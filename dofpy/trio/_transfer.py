@@ -41,7 +41,7 @@ from dofpy.transfer.core import (
     TransferStatistics,
 )
 from dofpy.transfer.manifest import Manifest, ObjectHashes
-from dofpy.transfer.receiver import ReceiverConfig, ReceiverStatistics
+from dofpy.transfer.receiver import LocalLeaves, ReceiverConfig, ReceiverStatistics
 from dofpy.transfer.store import BlockStore
 from dofpy.trio._endpoint_config import EndpointConfig, EndpointStatistics
 from dofpy.trio._node import DofNode
@@ -181,11 +181,13 @@ class TransferNode:
         config: ReceiverConfig | None = None,
         progress: FetchProgress | None = None,
         progress_interval: float = 0.5,
+        local: LocalLeaves | None = None,
     ) -> ReceiverStatistics:
         """Fetch ``manifest``'s object from ``providers`` (in order of preference)
         into ``store`` (default: the node's); returns the transfer's statistics.
 
-        Leaves already verified in the store are not fetched again (resume). Raises
+        Leaves already verified in the store are not fetched again (resume), nor
+        those ``local`` holds (copied, verified, instead: adaptive transfer). Raises
         the transfer's :class:`~dofpy.errors.DofError` when it fails (every provider
         silent, refusing, slower than ``config.min_rate`` or sending bad blocks;
         blocks from anyone but the provider asked are ignored), or the handshake's when the only
@@ -207,7 +209,7 @@ class TransferNode:
                     raise
                 # Another provider may do: the transfer moves on by itself.
         transfer_id = self.core.fetch(
-            manifest, list(providers), trio.current_time(), store=store, config=config
+            manifest, list(providers), trio.current_time(), store=store, config=config, local=local
         )
         done = trio.Event()
         self._waiters[transfer_id] = done

@@ -4,8 +4,9 @@ against the bootloader, the services and the user.
 Each state's step is one method here that answers an :class:`Input`; the
 machine picks the next state. What the agent must remember across a reboot
 or a power cut (the state it is in, the assignment, the authorisation, the
-failure to report) is an :class:`AgentRecord` written atomically to
-``state_dir`` before any step that changes the device, so a freshly started
+failure to report) is an :class:`AgentRecord` written atomically
+(:func:`~dofpy_services.device.state_file.write_atomically`) to the agent's
+state files after every step and before every reboot, so a freshly started
 agent (after :class:`Rebooted` unwound the old one) continues where the
 record says; the reboot-steps read :meth:`Bootloader.booted` to learn what
 the reboot did. The services and the image source are ports (protocols) so
@@ -14,28 +15,46 @@ the agent is the same against the real OAP clients and in-process providers.
 
 from __future__ import annotations
 
-import enum
-import json
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from dofpy.errors import DofError
-from dofpy.transfer.manifest import Manifest
+from dofpy.errors import BadPacket, DofError
 from dofpy.wire.oid import OID
-from dofpy_services.device.boot_records import Slot, SlotImage, SlotState
-from dofpy_services.device.bootloader import Bootloader, WrongImage
+from dofpy_services.device.agent_ports import (
+    AgentPorts,
+    ImageToInstall,
+    Installed,
+    ManifestRefused,
+    NotNow,
+    Rebooted,
+    Refused,
+    UserAnswer,
+)
+from dofpy_services.device.agent_record import (
+    MARKS_FILE,
+    RECORD_FILE,
+    AgentRecord,
+    load_record,
+    save_record,
+)
+from dofpy_services.device.boot_records import Slot, SlotState
+from dofpy_services.device.bootloader import Bootloader, SlotWriter, WrongImage
+from dofpy_services.device.fs import DeviceFs, OsFs
+from dofpy_services.device.local_leaves import SlotLeaves
 from dofpy_services.device.machine import AgentMachine, Failure
-from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.device.slot_store import SlotBlockStore, forget_marks
 from dofpy_services.device.table import Input, State
+from dofpy_services.image.encryption import (
+    ContentKey,
+    DecryptionError,
+    unwrap_content_key_untrusted,
+)
 from dofpy_services.update.device_interface import (
     Assignment,
-    Authorisation,
     InstallOutcome,
     InstallReport,
     Stage,
@@ -44,9 +63,12 @@ from dofpy_services.update.device_interface import (
 from dofpy_services.version.interface import ImageKind, VersionReport
 
 __all__ = [
+    "MARKS_FILE",
+    "RECORD_FILE",
     "AgentPorts",
     "DeviceAgent",
     "ImageToInstall",
+    "Installed",
     "ManifestRefused",
     "NotNow",
     "Rebooted",
@@ -55,119 +77,39 @@ __all__ = [
 ]
 
 
-class Rebooted(Exception):
-    """The agent asked for a reboot: whoever runs it reboots the platform and
-    starts a fresh agent on the same state directory."""
-
-
-class NotNow(Exception):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"retry after {retry_after}")
-        self.retry_after = retry_after
-
-
-class Refused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ManifestRefused(Exception):
-    """The device's manifest check refused the assigned manifest (wrong class,
-    rollback, expired, under-signed...): ``reason`` says which."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class UserAnswer(enum.Enum):
-    ACCEPT = "accept"
-    DEFER = "defer"
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True)
-class ImageToInstall:
-    """A verified manifest's image: the block transfer's manifest and what
-    the bootloader records for the slot."""
-
-    transfer: Manifest
-    slot_image: SlotImage
-
-
-class UpdatePort(Protocol):
-    async def poll(self) -> list[Assignment]: ...
-    async def authorise(self, campaign: str, manifest_digest: bytes) -> Authorisation: ...
-    async def progress(self, campaign: str, stage: Stage, reason: str) -> None: ...
-    async def accept_booted(self, campaign: str, kind: ImageKind, digest: bytes) -> bool: ...
-    async def install_report(self, data: bytes, signature: bytes) -> None: ...
-
-
-class VersionPort(Protocol):
-    async def report(self, report: VersionReport) -> bool: ...
-
-
-class ImagePort(Protocol):
-    async def verify(self, assignment: Assignment) -> ImageToInstall:
-        """Fetch and verify the assigned manifest; :class:`ManifestRefused`."""
-        ...
-
-    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
-        """Fetch the image's blocks into ``store`` (each verified before it
-        is written); DofError (or OSError) when the session is lost."""
-        ...
-
-
-@dataclass
-class AgentPorts:
-    update: UpdatePort
-    version: VersionPort
-    images: ImagePort
-    health_check: Callable[[], Awaitable[str]]
-    """Runs the booted image's health check: "" when healthy, else why not."""
-    ask_user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]]
-    """The manual-update hook: accept, defer (with the time to ask again), refuse."""
-
-
 _TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
-
-
-@dataclass
-class AgentRecord:
-    """What survives a reboot (JSON in ``state_dir/agent.json``)."""
-
-    state: str = State.IDLE.value
-    assignment: dict[str, object] | None = None
-    image_digest: str = ""
-    previous_digest: str = ""
-    failure: list[str] | None = None  # state, stage, reason
-    switched: bool = False
-    """The step switched the boot target and rebooted (it reads the result)."""
 
 
 class DeviceAgent:
     """One device's agent on ``bootloader``; ``identity`` is its enrolled
-    identity and ``key`` its Ed25519 key (the install report's signer)."""
+    identity and ``key`` its Ed25519 key (the install report's signer);
+    ``content_key_private`` the X25519 key confidential images' content keys
+    are wrapped to (None: the device installs only images in the clear).
+
+    ``state`` holds the agent's files (:data:`RECORD_FILE`, :data:`MARKS_FILE`):
+    a :class:`~dofpy_services.device.fs.DeviceFs` (on the simulator, the
+    bootloader's own, so power cuts hit them too) or a directory."""
 
     def __init__(
         self,
         bootloader: Bootloader,
         ports: AgentPorts,
-        state_dir: str | os.PathLike[str],
+        state: DeviceFs | str | os.PathLike[str],
         *,
         identity: OID,
         key: ed25519.Ed25519PrivateKey,
         device_class: str,
+        content_key_private: X25519PrivateKey | None = None,
         machine: AgentMachine | None = None,
         check_in_interval: float = 3600.0,
     ) -> None:
         self.boot = bootloader
         self.ports = ports
-        self.state_dir = Path(state_dir)
+        self.fs: DeviceFs = OsFs(state) if isinstance(state, (str, os.PathLike)) else state
         self.identity = identity
         self.key = key
         self.device_class = device_class
+        self.content_key_private = content_key_private
         self.machine = machine or AgentMachine()
         self.check_in_interval = check_in_interval
         self.record = self._load()
@@ -180,15 +122,8 @@ class DeviceAgent:
 
     # -- persistence -----------------------------------------------------------------------------
 
-    @property
-    def _path(self) -> Path:
-        return self.state_dir / "agent.json"
-
     def _load(self) -> AgentRecord:
-        try:
-            return AgentRecord(**json.loads(self._path.read_text()))
-        except FileNotFoundError:
-            return AgentRecord()
+        return load_record(self.fs)
 
     def _save(self) -> None:
         failure = self.machine.failure
@@ -196,39 +131,16 @@ class DeviceAgent:
         self.record.failure = (
             None if failure is None else [failure.state.value, failure.stage.value, failure.reason]
         )
-        data = json.dumps(self.record.__dict__).encode()
-        temporary = self._path.with_name("agent.json.new")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self._path)
-        directory = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        save_record(self.fs, self.record)
 
     @property
     def assignment(self) -> Assignment | None:
-        data = self.record.assignment
-        if data is None:
-            return None
-        values = dict(data)
-        values["manifest_digest"] = bytes.fromhex(str(values["manifest_digest"]))
-        return Assignment(**values)  # type: ignore[arg-type]
+        return self.record.current_assignment()
 
     def _remember(self, assignment: Assignment | None) -> None:
+        self.record.remember(assignment)
         if assignment is None:
-            self.record.assignment = None
-            return
-        values: dict[str, object] = {
-            name: getattr(assignment, name) for name in Assignment.__dataclass_fields__
-        }
-        values["manifest_digest"] = assignment.manifest_digest.hex()
-        self.record.assignment = values
+            self.record.wrapped_key = ""
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -251,6 +163,11 @@ class DeviceAgent:
             result: tuple[Input, str, float] = await step()
         except NotNow as exc:
             return Input.RETRY, "not now", exc.retry_after
+        except ManifestRefused as exc:
+            # Refused again after a reboot, past VERIFY_MANIFEST (it expired
+            # during a long transfer, say): never installed; the retries end
+            # in GAVE_UP, which leads back to the accepted image.
+            return Input.RETRY, exc.reason, 0.0
         except _TRANSIENT as exc:
             return Input.RETRY, f"{type(exc).__name__}: {exc}", 0.0
         return result
@@ -283,12 +200,26 @@ class DeviceAgent:
             return Input.NOTHING, "", self.check_in_interval
         assignment = assignments[0]
         running = self.boot.booted().image
-        if not assignment.rollback and running.sequence >= assignment.sequence:
-            # Already running it (or later): nothing to install; the check-in
+        updater = self.boot.slot_record(Slot.REPROGRAM).image if assignment.updater else None
+        current = updater if assignment.updater else running
+        if (
+            not assignment.rollback
+            and current is not None
+            and current.sequence >= assignment.sequence
+        ):
+            # Already has it (or later): nothing to install; the check-in
             # told the Version service so.
             return Input.NOTHING, "", self.check_in_interval
         self._remember(assignment)
         self.record.previous_digest = running.digest.hex()
+        installed = self._installed_now()
+        if assignment.updater:
+            # The manifest is checked against the Reprogram image it replaces.
+            installed = (
+                Installed() if updater is None else Installed(updater.sequence, updater.digest)
+            )
+        self.record.installed_sequence = installed.sequence
+        self.record.installed_digest = "" if installed.digest is None else installed.digest.hex()
         if assignment.rollback:
             # Back to the image accepted before this one: REVERT boots the
             # slot holding previous_digest (A/B: kept in its slot).
@@ -309,19 +240,38 @@ class DeviceAgent:
             raise RuntimeError("a step that needs the assignment ran without one")
         return assignment
 
+    def _installed_now(self) -> Installed:
+        """The Normal image installed now: the running one, or (running the
+        Reprogram image) the newest a Normal slot holds."""
+        booted = self.boot.booted()
+        if booted.slot.is_normal:
+            return Installed(booted.image.sequence, booted.image.digest)
+        images = [
+            entry.image
+            for slot in self.boot.slots()
+            if slot.is_normal and (entry := self.boot.slot_record(slot)).image is not None
+        ]
+        if not images:
+            return Installed()
+        newest = max(images, key=lambda image: image.sequence)
+        return Installed(newest.sequence, newest.digest)
+
+    @property
+    def installed(self) -> Installed:
+        digest = self.record.installed_digest
+        return Installed(self.record.installed_sequence, bytes.fromhex(digest) if digest else None)
+
     async def _image_of(self) -> ImageToInstall:
         if self._image is None:
-            self._image = await self.ports.images.verify(self._current())
+            self._image = await self.ports.images.verify(self._current(), self.installed)
             self.record.image_digest = self._image.slot_image.digest.hex()
         return self._image
 
     async def _step_verify_manifest(self) -> tuple[Input, str, float]:
-        if self._current().updater:
-            # Updating the Reprogram image needs its own steps (write the
-            # Reprogram slot from Normal, try it, come back): not built yet,
-            # so it is refused before anything changes rather than installed
-            # into a Normal slot.
-            return Input.REFUSED, "updating the Reprogram image is not supported yet", 0.0
+        if self._current().updater and not self.boot.booted().slot.is_normal:
+            # The Reprogram slot is written from a running, accepted Normal
+            # image (its safety net), never while it is the image running.
+            return Input.REFUSED, "the Reprogram image is updated from the Normal image", 0.0
         try:
             await self._image_of()
         except ManifestRefused as exc:
@@ -330,7 +280,11 @@ class DeviceAgent:
 
     def _target_slot(self) -> Slot:
         """The slot the new image goes to: the free Normal slot on A/B, the
-        Normal slot (written from Reprogram mode) on the seed's layout."""
+        Normal slot (written from Reprogram mode) on the seed's layout; the
+        Reprogram slot when the update is the updater's."""
+        assignment = self.assignment
+        if assignment is not None and assignment.updater:
+            return Slot.REPROGRAM
         free = self.boot.free_normal_slot()
         return free if free is not None else Slot.NORMAL
 
@@ -362,11 +316,26 @@ class DeviceAgent:
     async def _step_authorise(self) -> tuple[Input, str, float]:
         assignment = self._current()
         try:
-            await self.ports.update.authorise(assignment.campaign, assignment.manifest_digest)
+            authorisation = await self.ports.update.authorise(
+                assignment.campaign, assignment.manifest_digest
+            )
         except Refused as exc:
             return Input.REFUSED, exc.reason, 0.0
+        image = await self._image_of()
+        if image.encryption is not None:
+            # The content key comes with the authorisation: checked here,
+            # before anything changes, that it opens with this device's key.
+            self.record.wrapped_key = authorisation.wrapped_key.hex()
+            try:
+                key = self._content_key(image)
+            except (DecryptionError, BadPacket) as exc:
+                self.record.wrapped_key = ""
+                return Input.REFUSED, f"the content key: {exc}", 0.0
+            if key is None or key.iv != image.encryption.iv:
+                self.record.wrapped_key = ""
+                return Input.REFUSED, "the content key is not the manifest's", 0.0
         await self._progress(Stage.AUTHORISED, "")
-        return Input.OK, "", 0.0
+        return (Input.UPDATER if assignment.updater else Input.OK), "", 0.0
 
     def _reboot(self) -> None:
         """Remember that the boot target was switched, then hand the reboot to
@@ -406,9 +375,6 @@ class DeviceAgent:
         await self._progress(Stage.REPROGRAM_MODE, "")
         return Input.OK, "", 0.0
 
-    def _marks(self) -> Path:
-        return self.state_dir / "transfer.marks"
-
     async def _step_transfer(self) -> tuple[Input, str, float]:
         image = await self._image_of()
         slot = self._target_slot()
@@ -416,14 +382,53 @@ class DeviceAgent:
         if entry.state is SlotState.VALID and entry.image == image.slot_image:
             return Input.OK, "", 0.0  # written and recorded before a reboot
         await self._progress(Stage.TRANSFERRING, "")
-        store = SlotBlockStore(self.boot.open_slot(slot), image.transfer, self._marks())
+        store = self._slot_store(self.boot.open_slot(slot), image)
         try:
-            await self.ports.images.transfer(image, store)
+            await self.ports.images.transfer(image, store, self._local_leaves(slot, image))
         finally:
             store.close()
         if not store.complete:
             return Input.RETRY, "the transfer ended before the image was whole", 0.0
         return Input.OK, "", 0.0
+
+    def _local_leaves(
+        self, target: Slot, image: ImageToInstall, *, in_place: bool = False
+    ) -> SlotLeaves | None:
+        """The adaptive transfer's source: the running Normal image (A/B), or
+        on the seed's layout, in Reprogram mode, the Normal slot itself --
+        the old image until the new one overwrites it, each copy verified
+        (``in_place``: the target slot itself, as for the updater's). None for
+        a confidential image: its leaf hashes are of ciphertext under a new
+        key, which no held bytes match."""
+        if image.encryption is not None:
+            return None
+        booted = self.boot.booted()
+        if booted.slot.is_normal and not in_place:
+            source, size = booted.slot, booted.image.size
+        else:
+            source, size = target, min(self.boot.slot_record(target).capacity, image.transfer.size)
+        leaf_size = image.transfer.leaf_size
+        return SlotLeaves(
+            lambda offset, length: self.boot.read_slot(source, offset, length), size, leaf_size
+        )
+
+    def _content_key(self, image: ImageToInstall) -> ContentKey | None:
+        """The confidential image's content key (None for an image in the
+        clear); DecryptionError or BadPacket when it does not unwrap."""
+        if image.encryption is None:
+            return None
+        if self.content_key_private is None:
+            raise DecryptionError("this device has no key to open confidential images with")
+        if not self.record.wrapped_key:
+            raise DecryptionError("the authorisation carried no content key")
+        return unwrap_content_key_untrusted(
+            bytes.fromhex(self.record.wrapped_key), self.content_key_private
+        )
+
+    def _slot_store(self, writer: SlotWriter, image: ImageToInstall) -> SlotBlockStore:
+        return SlotBlockStore(
+            writer, image.transfer, MARKS_FILE, fs=self.fs, content_key=self._content_key(image)
+        )
 
     async def _step_verify_image(self) -> tuple[Input, str, float]:
         image = await self._image_of()
@@ -433,9 +438,14 @@ class DeviceAgent:
             try:
                 self.boot.open_slot(slot).finish(image.slot_image)
             except WrongImage as exc:
-                self._marks().unlink(missing_ok=True)
+                forget_marks(self.fs, MARKS_FILE)
+                if image.encryption is not None:
+                    # Every ciphertext leaf verified, yet the plaintext is not
+                    # the signed one: the content key is another image's.
+                    # Fetching again cannot help; the slot never became valid.
+                    return Input.REFUSED, f"the decrypted image is not the signed one: {exc}", 0.0
                 return Input.CORRUPT, str(exc), 0.0
-        self._marks().unlink(missing_ok=True)
+        forget_marks(self.fs, MARKS_FILE)
         return Input.OK, "", 0.0
 
     async def _step_enter_normal(self) -> tuple[Input, str, float]:
@@ -496,6 +506,87 @@ class DeviceAgent:
                 self.boot.accept()
             return Input.BOOTED_REPROGRAM, "", 0.0
         self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    # -- updating the updater (the Reprogram image; Normal is the safety net) --------------------
+
+    async def _step_transfer_updater(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        entry = self.boot.slot_record(Slot.REPROGRAM)
+        if entry.state is SlotState.VALID and entry.image == image.slot_image:
+            return Input.OK, "", 0.0  # written and checked before a reboot
+        await self._progress(Stage.TRANSFERRING, "")
+        writer = self.boot.open_slot(Slot.REPROGRAM)
+        store = self._slot_store(writer, image)
+        try:
+            await self.ports.images.transfer(
+                image, store, self._local_leaves(Slot.REPROGRAM, image, in_place=True)
+            )
+        finally:
+            store.close()
+        if not store.complete:
+            return Input.RETRY, "the transfer ended before the image was whole", 0.0
+        try:
+            writer.finish(image.slot_image)
+        except WrongImage as exc:
+            forget_marks(self.fs, MARKS_FILE)
+            return Input.RETRY, str(exc), 0.0
+        forget_marks(self.fs, MARKS_FILE)
+        return Input.OK, "", 0.0
+
+    async def _step_try_updater(self) -> tuple[Input, str, float]:
+        image = await self._image_of()
+        booted = self.boot.booted()
+        if booted.slot is Slot.REPROGRAM and booted.image == image.slot_image:
+            self.record.switched = False
+            return Input.BOOTED_REPROGRAM, "", 0.0
+        if self.record.switched:
+            # Tried and the bootloader fell back to the accepted Normal image.
+            self.record.switched = False
+            return Input.HEALTH_FAILED, "the new Reprogram image did not boot", 0.0
+        await self._progress(Stage.INSTALLING, "")
+        self.boot.set_boot_target(Slot.REPROGRAM)
+        self._reboot()
+        raise AssertionError("unreachable")
+
+    async def _step_confirm_updater(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        if booted.slot is Slot.REPROGRAM and not booted.accepted:
+            problem = await self.ports.health_check()
+            if problem:
+                return Input.HEALTH_FAILED, problem, 0.0
+            accepted = await self.ports.update.accept_booted(
+                self._current().campaign, ImageKind.REPROGRAM, booted.image.digest
+            )
+            if not accepted:
+                return Input.NOT_ACCEPTED, "the service did not accept the Reprogram image", 0.0
+            self.boot.accept()
+        await self._progress(Stage.REPROGRAM_MODE, "")
+        return Input.OK, "", 0.0
+
+    async def _step_leave_updater(self) -> tuple[Input, str, float]:
+        booted = self.boot.booted()
+        previous = bytes.fromhex(self.record.previous_digest)
+        if booted.slot.is_normal:
+            self.record.switched = False
+            if not booted.accepted:
+                self.boot.accept()
+            return Input.BOOTED_NORMAL, "", 0.0
+        if self.record.switched:
+            self.record.switched = False
+            return Input.RETRY, "the Normal image did not come back", 0.0
+        slot = next(
+            (
+                s
+                for s in self.boot.slots()
+                if s.is_normal
+                and (image := self.boot.slot_record(s).image) is not None
+                and image.digest == previous
+            ),
+            Slot.NORMAL,
+        )
+        self.boot.set_boot_target(slot)
         self._reboot()
         raise AssertionError("unreachable")
 

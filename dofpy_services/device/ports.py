@@ -1,20 +1,40 @@
 """Ports of the device agent onto in-process services: the Update service's
 device interface (:class:`~dofpy_services.update.device_provider.DeviceUpdates`,
-the provider's own decisions) for one device identity, as the simulator
-(`dofpy device run --sim`) and the tests run it beside real services."""
+the provider's own decisions) and the Version service's store
+(:class:`~dofpy_services.version.store.SyncVersionStore`, the tables the
+Version daemon writes) for one device identity, as the tests run the agent
+beside real services without a network."""
 
 from __future__ import annotations
 
 import trio
 
+from dofpy.errors import DofError
 from dofpy.wire.oid import OID
 from dofpy_services.device.agent import NotNow, Refused
 from dofpy_services.update import device_provider
 from dofpy_services.update.device_interface import Assignment, Authorisation, Stage
 from dofpy_services.update.device_provider import DeviceUpdates
-from dofpy_services.version.interface import ImageKind
+from dofpy_services.version.interface import ImageKind, VersionReport
+from dofpy_services.version.store import SyncVersionStore
 
-__all__ = ["InProcessUpdate"]
+__all__ = ["InProcessUpdate", "InProcessVersion"]
+
+
+class InProcessVersion:
+    """The agent's VersionPort on the Version service's store in the same
+    process: each report is written in its own transaction, as the Version
+    daemon's ReportProvider writes it for the session's identity."""
+
+    def __init__(self, store: SyncVersionStore, identity: OID) -> None:
+        self.store = store
+        self.identity = identity
+
+    async def report(self, report: VersionReport) -> bool:
+        pending = self.store.report(self.identity, report, trio.current_time())
+        if pending.denied:
+            raise DofError("the Version service denies this identity")
+        return pending.changed
 
 
 class InProcessUpdate:

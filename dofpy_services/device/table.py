@@ -66,6 +66,18 @@ class State(enum.Enum):
     REVERT = "revert"
     """Back to the previous image (instant on A/B); on the seed's layout,
     whose previous image is gone, back to Reprogram mode."""
+    TRANSFER_UPDATER = "transfer_updater"
+    """Updating the updater: the new Reprogram image written into the
+    Reprogram slot while the accepted Normal image runs (the safety net),
+    block by block, verified, resumable; then checked whole."""
+    TRY_UPDATER = "try_updater"
+    """Boot the new Reprogram image on trial (the bootloader falls back to
+    the accepted Normal image if it does not come up)."""
+    CONFIRM_UPDATER = "confirm_updater"
+    """In the new Reprogram image: its health check, the Update service
+    accepts it, then the bootloader does."""
+    LEAVE_UPDATER = "leave_updater"
+    """Back to the Normal image (accepted again once booted)."""
     REPORT = "report"
     """The signed install report (success or failure, stage and reason)."""
 
@@ -89,6 +101,8 @@ class Input(enum.Enum):
     USER_REFUSED = "user_refused"
     BOOTED_REPROGRAM = "booted_reprogram"
     BOOTED_NORMAL = "booted_normal"
+    UPDATER = "updater"
+    """Authorised to update the Reprogram image (not the Normal one)."""
     NOT_ACCEPTED = "not_accepted"
     CORRUPT = "corrupt"
     HEALTH_FAILED = "health_failed"
@@ -125,6 +139,7 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.ASK_USER, On.USER_REFUSED): S.REPORT,
     (S.DEFERRED, On.TICK): S.ASK_USER,
     (S.AUTHORISE, On.OK): S.ENTER_REPROGRAM,
+    (S.AUTHORISE, On.UPDATER): S.TRANSFER_UPDATER,
     (S.AUTHORISE, On.REFUSED): S.REPORT,
     (S.AUTHORISE, On.RETRY): S.AUTHORISE,
     (S.AUTHORISE, On.GAVE_UP): S.IDLE,
@@ -143,6 +158,9 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.TRANSFER, On.GAVE_UP): S.REVERT,
     (S.VERIFY_IMAGE, On.OK): S.ENTER_NORMAL,
     (S.VERIFY_IMAGE, On.CORRUPT): S.TRANSFER,
+    # A confidential image whose plaintext is not the signed one (a content
+    # key of another image): never bootable, not fetched again.
+    (S.VERIFY_IMAGE, On.REFUSED): S.REVERT,
     # D: a boot of the new image that falls back to Reprogram retries.
     (S.ENTER_NORMAL, On.BOOTED_NORMAL): S.HEALTH_CHECK,
     (S.ENTER_NORMAL, On.RETRY): S.ENTER_NORMAL,
@@ -161,6 +179,23 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     # The seed's layout cannot revert without its Normal image: it stays in
     # Reprogram mode and keeps trying (the device is never left with neither).
     (S.REVERT, On.GAVE_UP): S.REVERT,
+    # Updating the updater: Normal stays accepted until the new Reprogram
+    # image is, so a failure anywhere boots Normal and is reported.
+    (S.TRANSFER_UPDATER, On.OK): S.TRY_UPDATER,
+    (S.TRANSFER_UPDATER, On.RETRY): S.TRANSFER_UPDATER,
+    (S.TRANSFER_UPDATER, On.GAVE_UP): S.REPORT,
+    (S.TRY_UPDATER, On.BOOTED_REPROGRAM): S.CONFIRM_UPDATER,
+    (S.TRY_UPDATER, On.HEALTH_FAILED): S.REPORT,
+    (S.CONFIRM_UPDATER, On.OK): S.LEAVE_UPDATER,
+    (S.CONFIRM_UPDATER, On.HEALTH_FAILED): S.LEAVE_UPDATER,
+    (S.CONFIRM_UPDATER, On.NOT_ACCEPTED): S.LEAVE_UPDATER,
+    (S.CONFIRM_UPDATER, On.RETRY): S.CONFIRM_UPDATER,
+    (S.CONFIRM_UPDATER, On.GAVE_UP): S.LEAVE_UPDATER,
+    (S.LEAVE_UPDATER, On.BOOTED_NORMAL): S.REPORT,
+    (S.LEAVE_UPDATER, On.RETRY): S.LEAVE_UPDATER,
+    # The Normal image does not come back: the (accepted) Reprogram image
+    # runs, as after a failed write on the seed's layout; reported.
+    (S.LEAVE_UPDATER, On.GAVE_UP): S.REPORT,
     (S.REPORT, On.OK): S.CHECK_IN,
     (S.REPORT, On.RETRY): S.REPORT,
     (S.REPORT, On.GAVE_UP): S.CHECK_IN,
@@ -185,6 +220,10 @@ STAGE_OF: dict[State, Stage] = {
     State.HEALTH_CHECK: Stage.NORMAL_MODE,
     State.CONFIRM_NORMAL: Stage.NORMAL_MODE,
     State.REVERT: Stage.ROLLED_BACK,
+    State.TRANSFER_UPDATER: Stage.TRANSFERRING,
+    State.TRY_UPDATER: Stage.INSTALLING,
+    State.CONFIRM_UPDATER: Stage.REPROGRAM_MODE,
+    State.LEAVE_UPDATER: Stage.NORMAL_MODE,
 }
 """The stage (as the Update service counts them) each state belongs to: a
 failure in a state is reported with its stage."""

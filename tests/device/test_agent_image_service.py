@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dofpy import OID, TRANSFER_IID, Action, BindingPermission, PermissionSet, open_transfer_node
 from dofpy.image.errors import Rollback
 from dofpy.testing import LocalDomain
-from dofpy_services.device.agent import AgentPorts, DeviceAgent, Rebooted
+from dofpy_services.device.agent import AgentPorts, DeviceAgent, Installed, Rebooted
 from dofpy_services.device.boot_records import Layout
 from dofpy_services.device.images import ServiceImages
 from dofpy_services.device.ports import InProcessUpdate
@@ -59,17 +59,17 @@ def domain() -> LocalDomain:
     return local
 
 
-def device_verifier(installed_sequence: int) -> Callable[[bytes], ManifestSummary]:
+def device_verifier() -> Callable[[bytes, Installed], ManifestSummary]:
     """The device's check, as the manifest helper's verifier does it for
     rollback (the stand-in manifests carry no signatures)."""
 
-    def verify(data: bytes) -> ManifestSummary:
+    def verify(data: bytes, installed: Installed) -> ManifestSummary:
         summary = describe_test_manifest(data)
-        if summary.sequence <= installed_sequence:
+        if summary.sequence <= installed.sequence:
             raise Rollback(
-                f"sequence {summary.sequence} is not after {installed_sequence}",
+                f"sequence {summary.sequence} is not after {installed.sequence}",
                 summary.sequence,
-                installed_sequence,
+                installed.sequence,
             )
         return summary
 
@@ -108,7 +108,7 @@ async def test_the_agent_installs_from_a_real_image_provider(
         provider = ImageProvider(store, server)
         server.node.provide(IMAGE_OBJECT, IMAGE_INTERFACE, provider)
         await provider.refresh()
-        images = ServiceImages(node, [server.local_address], device_verifier(OLD.sequence))
+        images = ServiceImages(node, [server.local_address], device_verifier())
         ports = AgentPorts(InProcessUpdate(updates, DEVICE), Versions(), images, healthy, accept)
 
         def done(agent: DeviceAgent) -> bool:

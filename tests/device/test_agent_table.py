@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -197,3 +198,20 @@ def test_any_outcome_sequence_stays_in_the_table_or_is_refused(
         if event is not Input.RETRY:
             assert after is TRANSITIONS[(before, event)]
         now = machine.run_at
+
+
+def test_the_documented_table_lists_every_transition() -> None:
+    """docs/architecture.md's state table has a row per state naming each of
+    its inputs and the state each leads to (the docs stay true)."""
+    text = (Path(__file__).parents[2] / "docs" / "architecture.md").read_text()
+    section = text.split("## The device agent's state table", 1)[1].split("\n## ", 1)[0]
+    rows = {
+        line.split("|")[1].strip().strip("`"): line.split("|")[3]
+        for line in section.splitlines()
+        if line.startswith("| `")
+    }
+    assert set(rows) == {state.value for state in State}
+    for (state, event), target in TRANSITIONS.items():
+        row = rows[state.value]
+        assert event.value in row, (state, event)
+        assert f"`{target.value}`" in row, (state, event, target)

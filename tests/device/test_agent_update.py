@@ -16,17 +16,20 @@ import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from dofpy.errors import DofError
 from dofpy.testing.netsim import LinkConditions, Network
 from dofpy.testing.transfer import PROVIDER, REQUESTOR, make_object, run_to_event
 from dofpy.transfer.core import TransferCompleted, TransferCore
+from dofpy.transfer.receiver import LocalLeaves
 from dofpy.wire.oid import OID
 from dofpy_services.device.agent import (
     AgentPorts,
     DeviceAgent,
     ImageToInstall,
+    Installed,
     ManifestRefused,
     Rebooted,
     UserAnswer,
@@ -59,25 +62,30 @@ class NetsimImages:
     simulated network (``loss``), fetched into the agent's slot store;
     ``refusal`` stands for the device's manifest check refusing."""
 
-    def __init__(self, loss: float = 0.0, refusal: str = "") -> None:
+    def __init__(
+        self, loss: float = 0.0, refusal: str = "", image: FirmwareImage | None = None
+    ) -> None:
+        self.image = image or NEW
         self.provider = TransferCore()
-        self.manifest = self.provider.publish(NEW.data)
+        self.manifest = self.provider.publish(self.image.data)
         self.loss = loss
         self.refusal = refusal
         self.transfers = 0
 
-    async def verify(self, assignment: Assignment) -> ImageToInstall:
+    async def verify(self, assignment: Assignment, installed: Installed) -> ImageToInstall:
         if self.refusal:
             raise ManifestRefused(self.refusal)
-        return ImageToInstall(self.manifest, NEW.slot_image())
+        return ImageToInstall(self.manifest, self.image.slot_image())
 
-    async def transfer(self, image: ImageToInstall, store: SlotBlockStore) -> None:
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None = None
+    ) -> None:
         self.transfers += 1
         net = Network(seed=self.transfers, default=LinkConditions(loss=self.loss, delay=0.01))
         requestor = TransferCore(store=store)
         net.add(self.provider, PROVIDER)
         net.add(requestor, REQUESTOR)
-        requestor.fetch(image.transfer, [PROVIDER], net.now)
+        requestor.fetch(image.transfer, [PROVIDER], net.now, local=local)
         net.wakeup(REQUESTOR)
         event = run_to_event(net, requestor)
         net.remove(PROVIDER)
@@ -104,6 +112,10 @@ class World:
     health: Callable[[], Awaitable[str]]
     user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]]
     reboots: int = 0
+    state_on_device: bool = False
+    """The agent's files on the bootloader's own DeviceFs (power cuts hit
+    them too) rather than in a directory beside the device."""
+    content_key_private: X25519PrivateKey | None = None
 
     def agent(self) -> DeviceAgent:
         ports = AgentPorts(
@@ -113,9 +125,10 @@ class World:
             self.health,
             self.user,
         )
+        state = self.boot.fs if self.state_on_device else self.directory / "agent"
         return DeviceAgent(
-            self.boot, ports, self.directory / "agent", identity=DEVICE, key=KEY,
-            device_class="sensor",
+            self.boot, ports, state, identity=DEVICE, key=KEY,
+            device_class="sensor", content_key_private=self.content_key_private,
             machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
         )  # fmt: skip
 
@@ -161,10 +174,12 @@ def world(
     health: Callable[[], Awaitable[str]] = healthy,
     user: Callable[[Assignment], Awaitable[tuple[UserAnswer, float]]] = accept,
     capacity: int = 64_000,
+    versions: object = None,
+    running: FirmwareImage = OLD,
 ) -> World:
     (tmp_path / "agent").mkdir()
     boot = SimulatedBootloader.provision(
-        tmp_path / "dev", layout, normal=OLD, reprogram=RESCUE,
+        tmp_path / "dev", layout, normal=running, reprogram=RESCUE,
         normal_capacity=capacity, reprogram_capacity=8_000,
     )  # fmt: skip
     plan = DevicePlan()
@@ -176,7 +191,7 @@ def world(
         tmp_path,
         boot,
         DeviceUpdates(plan, keys),
-        Versions(),
+        versions or Versions(),  # type: ignore[arg-type]
         images or NetsimImages(),
         health,
         user,
@@ -393,7 +408,7 @@ async def test_rollback_on_the_seed_layout_reinstalls_the_previous_image(
     w.images.provider.publish(OLD.data)
     old_manifest = TransferCore().publish(OLD.data)
 
-    async def verify_old(assignment: Assignment) -> ImageToInstall:
+    async def verify_old(assignment: Assignment, installed: Installed) -> ImageToInstall:
         return ImageToInstall(old_manifest, OLD.slot_image())
 
     w.images.verify = verify_old  # type: ignore[method-assign]
@@ -407,19 +422,3 @@ async def test_rollback_on_the_seed_layout_reinstalls_the_previous_image(
     report = w.updates.progress[DEVICE].report
     assert report is not None
     assert (report.outcome, report.running_version) == (InstallOutcome.ROLLED_BACK, "1.0")
-
-
-async def test_an_updater_assignment_is_refused_before_anything_changes(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    """The agent does not yet update its Reprogram image: it refuses such an
-    assignment (reported with the reason) instead of writing a Normal slot."""
-    w = world(tmp_path, Layout.SEED)
-    updater = Assignment("c1", MANIFEST_DIGEST, "r2", 20, 0.0, 1e9, updater=True)
-    w.updates.plan.assign(DEVICE, PlannedUpdate(updater, NEW.slot_image().digest))
-    before = w.boot.record()
-    await w.run_update()
-    assert w.boot.record() == before and w.images.transfers == 0
-    report = w.updates.progress[DEVICE].report
-    assert report is not None and report.outcome is InstallOutcome.FAILED
-    assert "Reprogram image" in report.reason

@@ -14,7 +14,8 @@ from dofpy.transfer.core import TransferCompleted, TransferCore
 from dofpy_services.device.boot_records import Layout, Slot
 from dofpy_services.device.bootloader import SlotWriter
 from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader
-from dofpy_services.device.slot_store import SlotBlockStore
+from dofpy_services.device.slot_store import SlotBlockStore, forget_marks
+from dofpy_services.device.state_file import read_framed
 
 OLD = FirmwareImage(make_object(40_000, 1), "1.0", 10)
 NEW = FirmwareImage(make_object(48_000, 2), "2.0", 20)
@@ -131,6 +132,7 @@ def test_a_transfer_cut_short_resumes_from_the_marked_leaves(tmp_path: Path) -> 
     assert isinstance(run_to_event(net, restarted), TransferCompleted)
     assert resumed.leaves_written == manifest.leaf_count - kept
     resumed.writer.finish(NEW.slot_image())
-    resumed.discard()
+    forget_marks(resumed.fs, resumed.marks_name)
+    assert read_framed(resumed.fs, resumed.marks_name) == b""  # forgotten: no leaf marked
     boot.set_boot_target(Slot.NORMAL)
     assert boot.reboot().image.version == "2.0"
