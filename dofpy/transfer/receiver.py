@@ -52,7 +52,13 @@ from collections import OrderedDict, deque
 from typing import Protocol
 
 from dofpy._core import Address
-from dofpy.errors import BrokenResourceError, DofError, LocalProtocolError, RemoteProtocolError
+from dofpy.errors import (
+    BrokenResourceError,
+    DofError,
+    IllegalTransition,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from dofpy.transfer.congestion import CongestionController
 from dofpy.transfer.fetch_state import (
     FETCH_TRANSITIONS,
@@ -622,7 +628,7 @@ class Receiver:
     def _transition(self, event: FetchInput, now: float) -> None:
         new = FETCH_TRANSITIONS.get((self.state, event))
         if new is None:
-            raise LocalProtocolError(f"transfer: {event.value} in state {self.state.value}")
+            raise IllegalTransition(f"transfer: {event.value} in state {self.state.value}")
         self.state = new
         if new in (FetchState.COMPLETE, FetchState.FAILED):
             self._finished = now

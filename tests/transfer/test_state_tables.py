@@ -2,9 +2,7 @@
 
 Each test sets the state directly, applies one input and checks the outcome
 the module docstrings document: the new state, or ``IllegalTransition`` (the
-one error of a missing entry) with the state unchanged. (The receiver still
-raises its base, ``LocalProtocolError``: ``receiver.py`` was another
-helper's while the error types were unified.) The expected tables
+one error of a missing entry, for every table) with the state unchanged. The expected tables
 are written out here from the documentation, not read from the code.
 """
 
@@ -16,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dofpy.errors import IllegalTransition, LocalProtocolError
+from dofpy.errors import IllegalTransition
 from dofpy.testing.transfer import PROVIDER, make_object
 from dofpy.transfer.fetch_state import FetchInput
 from dofpy.transfer.manifest import ObjectHashes
@@ -97,7 +95,7 @@ def test_receiver_every_state_and_input(state: FetchState, event: FetchInput) ->
     had_outstanding = bool(receiver._outstanding)
     expected = _RECEIVER_SPEC.get((state, event))
     if expected is None:
-        with pytest.raises(LocalProtocolError, match=f"transfer: {event.value} in state"):
+        with pytest.raises(IllegalTransition, match=f"transfer: {event.value} in state"):
             receiver._transition(event, 5.0)
         assert receiver.state is state
         assert bool(receiver._outstanding) == had_outstanding
