@@ -205,9 +205,9 @@ class NodeConfig:
     the general decoder, every command through a packet and the full OAP
     decode, every permission is evaluated: the reference the fast paths are
     compared with (same events, statistics and datagrams); they are only
-    faster. (A block sender's :class:`~dofpy.transfer.messages.BlockEncoder`
-    is not switched: it is held byte-equal to the general encoder by its own
-    test.)"""
+    faster. The block transfer's senders follow it too: on, Blocks are
+    written by a :class:`~dofpy.transfer.messages.BlockEncoder` without
+    building messages; off, built and encoded in general."""
 
     def __post_init__(self) -> None:
         for name in ("max_pending_commands", "max_events", "max_peers", "duplicate_entries"):

@@ -120,6 +120,7 @@ class TransferCore:
         self._rng = rng if rng is not None else random.Random()
         self.oap = oap or OapCore(self.config.oap)
         self._secure = self.oap.node.config.security is not None
+        self._fast_paths = self.oap.node.config.fast_paths
         self.oap.intercept(
             TRANSFER_IID, self._on_command, raw=self._on_raw_command, on_denied=self._on_denied
         )
@@ -462,7 +463,7 @@ class TransferCore:
             ):
                 self._refuse(peer, request, RefuseCode.BUSY, now)
                 return
-            sender = BlockSender(peer, source, self.config.sender, now)
+            sender = BlockSender(peer, source, self.config.sender, now, fast_paths=self._fast_paths)
             self._senders.put(key, sender)
             if self._next_sweep is None:
                 self._next_sweep = now + self.config.sender.idle_timeout / 4

@@ -143,7 +143,13 @@ class BlockSender:
     """Serves one requestor ``peer`` one object from ``source``."""
 
     def __init__(
-        self, peer: Address, source: BlockSource, config: SenderConfig, now: float
+        self,
+        peer: Address,
+        source: BlockSource,
+        config: SenderConfig,
+        now: float,
+        *,
+        fast_paths: bool = True,
     ) -> None:
         self.peer = peer
         self.source = source
@@ -156,7 +162,9 @@ class BlockSender:
         self._credit = float(config.burst_bytes)
         self._credit_time = now
         self._sequence = 0
-        self._encoder = BlockEncoder(source.manifest.object_id)
+        # Off (the node's fast_paths): Blocks built as messages and encoded by
+        # the general encoder, the reference the BlockEncoder is compared with.
+        self._encoder = BlockEncoder(source.manifest.object_id) if fast_paths else None
         self.last_heard = now
         self.sent_blocks = 0
         self.sent_bytes = 0
@@ -279,12 +287,15 @@ class BlockSender:
         """The OAP payload of the next message to send now (paced) and the
         bytes of data it carries, or ``None``: :meth:`next_message`, encoded
         (a Block by this sender's :class:`BlockEncoder`, never built as a
-        message)."""
+        message; with ``fast_paths`` off, built and encoded in general)."""
         unit = self._next(now)
         if unit is None:
             return None
         if isinstance(unit, HashChunkMessage):
             return encode_transfer(unit), len(unit.hashes)
+        if self._encoder is None:
+            message = BlockMessage(self.source.manifest.object_id, *unit)
+            return encode_transfer(message), len(unit[2])
         return self._encoder.encode(*unit), len(unit[2])
 
     def _next(self, now: float) -> _Unit | None:
