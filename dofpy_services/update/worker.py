@@ -22,9 +22,8 @@ from dofpy.image.cose import SigningKey
 from dofpy.image.trust import TrustRoot
 from dofpy_services.store import StoreConflict, SyncDatabase, Transaction
 from dofpy_services.update import campaign_store as cs
-from dofpy_services.update.approvals import CampaignRefused, require_approvals
+from dofpy_services.update.approvals import CampaignRefused, check_approvals, require_approvals
 from dofpy_services.update.campaign import (
-    FINAL_CAMPAIGN_STATES,
     CampaignSpec,
     CampaignState,
     wave_sizes,
@@ -123,9 +122,32 @@ class CampaignWorker:
     def create(self, spec: CampaignSpec, *, now: float, actor: str) -> None:
         self.db.write(lambda tx: cs.create_campaign(tx, spec, self.key, now=now, actor=actor))
 
-    def approve(self, name: str, signed: bytes, *, now: float, actor: str) -> int:
-        return self._write(
-            lambda tx: cs.add_approval(tx, name, signed, self.key, now=now, actor=actor), "approve"
+    def approve(self, name: str, signed: bytes, root: TrustRoot, *, now: float, actor: str) -> int:
+        """Keep one party's signed approval of ``name``; how many are kept.
+        One that would not count (malformed, for other terms, signed by a key
+        the trust root does not list for the party it claims, a rejection) is
+        not kept: the refusal is audited and :class:`CampaignRefused` raised."""
+
+        def run(tx: Transaction) -> int:
+            campaign = cs.load_campaign(tx, name, lock=True)
+            report = check_approvals(campaign.spec.terms, [signed], root)
+            (check,) = report.checks
+            if not check.counted:
+                raise CampaignRefused(f"approval of {name!r} not counted: {check.reason}", report)
+            return cs.add_approval(tx, name, signed, self.key, now=now, actor=actor)
+
+        try:
+            return self._write(run, "approve")
+        except CampaignRefused as refused:
+            self._audit(now, actor, "approval-refused", {"campaign": name, "reason": str(refused)})
+            raise
+
+    def _audit(self, now: float, actor: str, action: str, payload: dict[str, object]) -> None:
+        self._write(
+            lambda tx: cs.append_audit(
+                tx, self.key, now=now, actor=actor, action=action, payload=payload
+            ),
+            "audit",
         )
 
     def start(
@@ -159,17 +181,7 @@ class CampaignWorker:
         try:
             return self._write(start, "start")
         except CampaignRefused as refused:
-            self._write(
-                lambda tx: cs.append_audit(
-                    tx,
-                    self.key,
-                    now=now,
-                    actor=actor,
-                    action="start-refused",
-                    payload={"campaign": name, "reason": str(refused)},
-                ),
-                "audit",
-            )
+            self._audit(now, actor, "start-refused", {"campaign": name, "reason": str(refused)})
             raise
 
     def command(self, name: str, command: str, *, now: float, actor: str) -> CampaignState:
@@ -200,9 +212,10 @@ class CampaignWorker:
         """Move every active campaign on at ``now``: its own state (waves,
         halts, completion), then the devices this worker can claim."""
         actions: list[Action] = []
+        # A stopped or cancelled campaign still settles its devices here.
         names = self.db.read(
             lambda tx: cs.campaign_names(
-                tx, set(CampaignState) - FINAL_CAMPAIGN_STATES - {CampaignState.CREATED}
+                tx, set(CampaignState) - {CampaignState.CREATED, CampaignState.COMPLETED}
             )
         )
         for name in names:

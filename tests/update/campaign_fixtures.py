@@ -12,7 +12,7 @@ from dofpy_services.store import SyncDatabase, open_database_sync
 from dofpy_services.update import campaign_store as cs
 from dofpy_services.update.approvals import ApprovalPolicy, CampaignTerms, sign_approval
 from dofpy_services.update.campaign import CampaignSpec, CampaignState, RetryPolicy
-from dofpy_services.update.tracking import TrackingRecord
+from dofpy_services.update.tracking import TERMINAL_STATES, TrackingRecord
 from dofpy_services.update.worker import CampaignWorker
 from tests.image.signing_fixtures import DAY, NOW, Keys, ed25519_key, make_root
 from tests.update.campaign_sim import Fleet, SimDevice
@@ -82,7 +82,7 @@ def start(
     offsets = offsets or {}
     worker.create(spec, now=fleet.now, actor="operator")
     for signed in full_approvals(spec.terms):
-        worker.approve(spec.name, signed, now=fleet.now, actor="operator")
+        worker.approve(spec.name, signed, ROOT, now=fleet.now, actor="operator")
     return worker.start(
         spec.name,
         ROOT,
@@ -104,7 +104,11 @@ def run_until_settled(
         fleet.tick(worker, dt)
         state = campaign_state(worker.db, fleet.campaign)
         if state in (CampaignState.COMPLETED, CampaignState.STOPPED, CampaignState.CANCELLED):
-            return tick
+            if all(
+                r.state in TERMINAL_STATES
+                for r in worker.db.read(lambda tx: cs.load_devices(tx, fleet.campaign))
+            ):
+                return tick
         if state is CampaignState.HALTED and not in_progress(worker.db, fleet.campaign):
             return tick
     return max_ticks

@@ -91,7 +91,6 @@ class Fleet:
         for device in self.devices.values():
             if spec is None:
                 from dofpy_services.store import Transaction  # noqa: PLC0415
-
                 from dofpy_services.update import campaign_store as cs  # noqa: PLC0415
 
                 def load(tx: Transaction) -> object:
