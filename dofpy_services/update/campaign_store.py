@@ -389,8 +389,8 @@ def claim_devices(
     every: bool = False,
 ) -> list[DeviceRow]:
     """Lease up to ``limit`` unsettled devices of ``campaign`` in waves up to
-    ``max_wave`` that need attention now (due, or verified and waiting for
-    their window; ``every``: all of them, to cancel) to ``owner`` until
+    ``max_wave`` that need attention now (due: to start, to time out, a
+    window opening; ``every``: all of them, to cancel) to ``owner`` until
     ``now + lease`` (those it holds already renewed), soonest due first.
     Devices another process holds an unexpired lease on are left to it."""
     placeholders = ", ".join("?" * len(_TERMINAL))
@@ -398,7 +398,7 @@ def claim_devices(
     rows = tx.rows(
         f"SELECT {_DEVICE_COLUMNS} FROM campaign_devices WHERE campaign = ?"
         f" AND state NOT IN ({placeholders}) AND wave <= ?"
-        " AND (due <= ? OR state = ? OR ? = 1)"
+        " AND (due <= ? OR ? = 1)"
         " AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)"
         f" ORDER BY due, device LIMIT ?{skip}",
         (
@@ -406,7 +406,6 @@ def claim_devices(
             *_TERMINAL,
             max_wave,
             now,
-            DeviceState.VERIFYING.value,
             int(every),
             owner,
             now,

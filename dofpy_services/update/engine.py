@@ -173,7 +173,11 @@ class WaveCounts:
 
 
 def _change(row: DeviceRow, state: DeviceState | None, **fields: object) -> DeviceChange:
-    base = DeviceChange(state, row.due, row.attempts, row.actual_version, row.bytes_served)
+    # A change of counters only keeps the row's stage and reason.
+    stage, reason = (row.stage, row.reason) if state is None else (None, "")
+    base = DeviceChange(
+        state, row.due, row.attempts, row.actual_version, row.bytes_served, stage, reason
+    )
     return replace(base, **fields)  # type: ignore[arg-type]
 
 
@@ -199,12 +203,29 @@ def _fail_or_retry(
     return _change(row, final, stage=stage, reason=reason)
 
 
-def _silence_deadline(spec: CampaignSpec, row: DeviceRow, state: DeviceState, now: float) -> float:
-    """When a device in ``state`` times out if it stays silent. A device held
-    for its maintenance window is silent by design until the window opens."""
-    if state is DeviceState.VERIFYING:
-        return next_window_open(spec.windows, now, row.utc_offset) + spec.silence_timeout
-    return now + spec.silence_timeout
+HELD = "waiting for the maintenance window"
+"""The reason a verified device's row shows while its install is held: its
+``due`` is then when the window opens (not a silence deadline)."""
+
+
+def _verified(
+    spec: CampaignSpec, row: DeviceRow, now: float, bytes_served: int
+) -> tuple[DeviceChange, list[Action]]:
+    """A device that holds a verified image: allowed to install inside its
+    window (and silent past ``now`` + the timeout then times out), else held
+    until the window opens."""
+    if in_window(spec.windows, now, row.utc_offset):
+        change = _change(
+            row,
+            DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None,
+            due=now + spec.silence_timeout,
+            bytes_served=bytes_served,
+            reason="",
+        )
+        return change, [Action(ActionKind.ALLOW_INSTALL, row.device, spec.name)]
+    due = next_window_open(spec.windows, now, row.utc_offset)
+    state = DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None
+    return _change(row, state, due=due, reason=HELD, bytes_served=bytes_served), []
 
 
 def device_step(
@@ -250,12 +271,12 @@ def device_step(
         mandatory = now >= deadline
         change = _change(row, DeviceState.NOTIFIED, due=now + spec.silence_timeout)
         return change, [Action(ActionKind.NOTIFY, row.device, name, mandatory=mandatory)]
-    # A started device: silence times it out; a verified one waits for its window.
-    if now >= row.due:
-        return _fail_or_retry(spec, row, _STAGE_OF[state], "timeout", now, rng), []
-    if state is DeviceState.VERIFYING and in_window(spec.windows, now, row.utc_offset):
-        return None, [Action(ActionKind.ALLOW_INSTALL, row.device, name)]
-    return None, []
+    if now < row.due:
+        return None, []
+    if state is DeviceState.VERIFYING and row.reason == HELD:
+        return _verified(spec, row, now, row.bytes_served)  # its window opened
+    # A started device silent past its deadline.
+    return _fail_or_retry(spec, row, _STAGE_OF[state], "timeout", now, rng), []
 
 
 def device_event(
@@ -280,20 +301,20 @@ def device_event(
         return None, []  # a report from an attempt that ended (timed out, retrying)
     if event.kind == EventKind.PROGRESS and event.state is not None:
         bytes_served = max(row.bytes_served, event.bytes_offset)
-        if event.state not in _RANK or _RANK[event.state] <= _RANK[state]:
-            # Repeated or stale: no transition, only what it tells us anew.
+        if event.state not in _RANK or _RANK[event.state] < _RANK[state]:
+            return None, []  # stale: from before a state already recorded
+        if event.state is DeviceState.VERIFYING:
+            # Reached, or repeated while it waits: the permission is repeated
+            # too (one sent by another process may not have reached it).
+            if state is DeviceState.VERIFYING or _RANK[state] < _RANK[DeviceState.VERIFYING]:
+                return _verified(spec, row, now, bytes_served)
+        if event.state is state:
             heard = _heard(spec, row, now)
             return replace(heard, bytes_served=bytes_served), []
         change = _change(
-            row,
-            event.state,
-            due=_silence_deadline(spec, row, event.state, now),
-            bytes_served=bytes_served,
+            row, event.state, due=now + spec.silence_timeout, bytes_served=bytes_served
         )
-        actions: list[Action] = []
-        if event.state is DeviceState.VERIFYING and in_window(spec.windows, now, row.utc_offset):
-            actions.append(Action(ActionKind.ALLOW_INSTALL, row.device, spec.name))
-        return change, actions
+        return change, []
     if event.kind == EventKind.FAILED:
         stage = event.stage or _STAGE_OF[state]
         return _fail_or_retry(spec, row, stage, event.reason or "unspecified", now, rng), []
@@ -308,8 +329,9 @@ def device_event(
 
 
 def _heard(spec: CampaignSpec, row: DeviceRow, now: float) -> DeviceChange:
-    due = max(row.due, _silence_deadline(spec, row, row.state, now))
-    return _change(row, None, due=due)
+    if row.reason == HELD:
+        return _change(row, None)  # due is the window's opening
+    return _change(row, None, due=max(row.due, now + spec.silence_timeout))
 
 
 def _observed(

@@ -112,6 +112,8 @@ class Fleet:
             device.cancelled = device.offered = False
             return
         progress = DeviceEvent
+        # A report the worker refused (another process holds the device) is
+        # not acknowledged: the device stays where it is and sends it again.
         if device.phase == "idle":
             if not device.offered:
                 return
@@ -129,40 +131,39 @@ class Fleet:
                     device.offered = False
                 return
             if self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.AUTHORISED)):
-                device.phase, device.offered, device.offset = "transferring", False, 0
-                self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.REPROGRAM_MODE))
+                device.phase, device.offered, device.offset = "authorised", False, 0
+            return
+        if device.phase == "authorised":
+            if self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.REPROGRAM_MODE)):
+                device.phase = "transferring"
             return
         if device.phase == "transferring":
             if device.behaviour == "flaky" and device.failures == 0 and device.offset > 0:
-                device.failures += 1
-                device.phase, device.offset = "idle", 0
-                self._send(
-                    worker,
-                    device,
-                    DeviceEvent(
-                        EventKind.FAILED, stage=Stage.TRANSFER, reason="transfer-interrupted"
-                    ),
+                failed = DeviceEvent(
+                    EventKind.FAILED, stage=Stage.TRANSFER, reason="transfer-interrupted"
                 )
+                if self._send(worker, device, failed):
+                    device.failures += 1
+                    device.phase, device.offset = "idle", 0
                 return
-            granted = worker.grant_bytes(spec, min(CHUNK * 4, self.image_size - device.offset), now)  # type: ignore[arg-type]
-            if granted:
-                self.sent_bytes.append((now, granted))
-            device.offset += granted
+            if device.offset < self.image_size:
+                wanted = min(CHUNK * 4, self.image_size - device.offset)
+                granted = worker.grant_bytes(spec, wanted, now)  # type: ignore[arg-type]
+                if granted:
+                    self.sent_bytes.append((now, granted))
+                device.offset += granted
             if device.offset >= self.image_size:
                 if device.behaviour == "bad-image":
-                    device.phase = "done"
-                    self._send(
-                        worker,
-                        device,
-                        DeviceEvent(EventKind.FAILED, stage=Stage.VERIFY, reason="bad-signature"),
-                    )
+                    bad = DeviceEvent(EventKind.FAILED, stage=Stage.VERIFY, reason="bad-signature")
+                    if self._send(worker, device, bad):
+                        device.phase = "done"
                     return
-                device.phase = "verified"
-                self._send(
+                if self._send(
                     worker,
                     device,
                     progress(EventKind.PROGRESS, DeviceState.VERIFYING, device.offset),
-                )
+                ):
+                    device.phase = "verified"
             else:
                 self._send(
                     worker,
@@ -172,8 +173,8 @@ class Fleet:
             return
         if device.phase == "verified":
             if device.allowed:
-                device.phase, device.installed_at = "installed", now
-                self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.INSTALLING))
+                if self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.INSTALLING)):
+                    device.phase, device.installed_at = "installed", now
             else:
                 # Repeating where it is keeps the device heard while it waits.
                 self._send(
@@ -183,8 +184,11 @@ class Fleet:
                 )
             return
         if device.phase == "installed":
-            device.version, device.accepted, device.phase = self.new_version, False, "booted"
-            self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.NORMAL_MODE))
+            # Rebooted into the new image on trial; the report may be refused
+            # and repeated, the reboot is not.
+            device.version, device.accepted = self.new_version, False
+            if self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.NORMAL_MODE)):
+                device.phase = "booted"
             return
         if device.phase == "booted":
             if device.behaviour == "reverts":
@@ -196,12 +200,11 @@ class Fleet:
             # The Version service's view of the device, as its change feed
             # reports it (again each minute: a report the worker refused
             # while another process held the device comes back).
-            device.reported_at = now
-            self._send(
-                worker,
-                device,
-                DeviceEvent(EventKind.OBSERVED, version=device.version, accepted=device.accepted),
+            observed = DeviceEvent(
+                EventKind.OBSERVED, version=device.version, accepted=device.accepted
             )
+            if self._send(worker, device, observed):
+                device.reported_at = now
 
     # -- the fleet's own durable state --------------------------------------------------
 
@@ -250,7 +253,26 @@ def _main(argv: list[str]) -> int:
             fleet.tick(worker, 10.0)
             fleet.save(fleet_path)
             print(f"tick {number} {fleet.now}", flush=True)
+            if settled(worker, fleet.campaign):
+                print("settled", flush=True)
+                break
     return 0
+
+
+def settled(worker: CampaignWorker, campaign: str) -> bool:
+    """Whether the campaign is over and every device in it settled."""
+    from dofpy_services.update import campaign_store as cs  # noqa: PLC0415
+    from dofpy_services.update.campaign import FINAL_CAMPAIGN_STATES  # noqa: PLC0415
+    from dofpy_services.update.tracking import TERMINAL_STATES  # noqa: PLC0415
+
+    def read(tx: object) -> bool:
+        row = cs.load_campaign(tx, campaign)  # type: ignore[arg-type]
+        devices = cs.load_devices(tx, campaign)  # type: ignore[arg-type]
+        return row.state in FINAL_CAMPAIGN_STATES and all(
+            d.state in TERMINAL_STATES for d in devices
+        )
+
+    return bool(worker.db.read(read))
 
 
 if __name__ == "__main__":
