@@ -306,8 +306,7 @@ def device_event(
         if event.state is DeviceState.VERIFYING:
             # Reached, or repeated while it waits: the permission is repeated
             # too (one sent by another process may not have reached it).
-            if state is DeviceState.VERIFYING or _RANK[state] < _RANK[DeviceState.VERIFYING]:
-                return _verified(spec, row, now, bytes_served)
+            return _verified(spec, row, now, bytes_served)
         if event.state is state:
             heard = _heard(spec, row, now)
             return replace(heard, bytes_served=bytes_served), []

@@ -16,6 +16,7 @@ import hashlib
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from dofpy.image.cose import SigningKey
@@ -219,8 +220,8 @@ class CampaignWorker:
             )
         )
         for name in names:
-            self._write(lambda tx, name=name: self._campaign_step(tx, name, now), "campaign")
-            actions += self._write(lambda tx, name=name: self._devices_step(tx, name, now), "step")
+            self._write(partial(self._campaign_step, name=name, now=now), "campaign")
+            actions += self._write(partial(self._devices_step, name=name, now=now), "step")
         return actions
 
     def _campaign_step(self, tx: Transaction, name: str, now: float) -> None:

@@ -103,12 +103,10 @@ def run_until_settled(
     for tick in range(max_ticks):
         fleet.tick(worker, dt)
         state = campaign_state(worker.db, fleet.campaign)
-        if state in (CampaignState.COMPLETED, CampaignState.STOPPED, CampaignState.CANCELLED):
-            if all(
-                r.state in TERMINAL_STATES
-                for r in worker.db.read(lambda tx: cs.load_devices(tx, fleet.campaign))
-            ):
-                return tick
+        final = state in (CampaignState.COMPLETED, CampaignState.STOPPED, CampaignState.CANCELLED)
+        devices = worker.db.read(lambda tx: cs.load_devices(tx, fleet.campaign))
+        if final and all(r.state in TERMINAL_STATES for r in devices):
+            return tick
         if state is CampaignState.HALTED and not in_progress(worker.db, fleet.campaign):
             return tick
     return max_ticks

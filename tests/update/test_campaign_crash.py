@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dofpy_services.update.campaign import CampaignState
 from dofpy_services.update.tracking import DeviceState
+from dofpy_services.update.worker import CampaignWorker
 from tests.update.campaign_fixtures import (
     SERVICE_KEY,
     SERVICE_KEY_SEED,
@@ -30,7 +31,6 @@ from tests.update.campaign_fixtures import (
     start,
 )
 from tests.update.campaign_sim import Fleet
-from dofpy_services.update.worker import CampaignWorker
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 MAX_TICKS = 600
