@@ -69,19 +69,22 @@ def assign_waves(
 
 @dataclass(slots=True)
 class ByteBucket:
-    """The image bytes/s cap as a token bucket (one second of burst), in the
-    time the worker is given."""
+    """The image bytes/s cap as a token bucket holding ``burst`` seconds of
+    traffic, in the time the worker is given: in any ``T`` seconds at most
+    ``rate * (T + burst)`` bytes are granted."""
 
     rate: float
+    burst: float = 1.0
     tokens: float = 0.0
     at: float | None = None
 
     def take(self, wanted: int, now: float) -> int:
         if self.rate <= 0:
             return wanted
+        full = self.rate * self.burst
         if self.at is None:
-            self.tokens, self.at = self.rate, now
-        self.tokens = min(self.rate, self.tokens + max(0.0, now - self.at) * self.rate)
+            self.tokens, self.at = full, now
+        self.tokens = min(full, self.tokens + max(0.0, now - self.at) * self.rate)
         self.at = max(self.at, now)
         granted = max(0, min(wanted, int(self.tokens)))
         self.tokens -= granted
@@ -94,7 +97,9 @@ class CampaignWorker:
     ``lease``: how long a claimed device stays this worker's without being
     touched again (a killed process's devices pass to the others after it);
     ``bytes_share``: this process's share of each campaign's bytes/s cap
-    (1/N with N processes serving)."""
+    (1/N with N processes serving); ``byte_burst``: seconds of traffic the
+    cap lets through at once (at least the interval between grants, or the
+    cap is not reached)."""
 
     db: SyncDatabase
     key: SigningKey
@@ -103,6 +108,7 @@ class CampaignWorker:
     batch: int = 200
     seed: int = 0
     bytes_share: float = 1.0
+    byte_burst: float = 1.0
     rng: random.Random = field(init=False)
     _buckets: dict[str, ByteBucket] = field(init=False, default_factory=dict)
 
@@ -295,5 +301,7 @@ class CampaignWorker:
         campaign's bytes/s cap (this process's share of it)."""
         bucket = self._buckets.get(spec.name)
         if bucket is None:
-            bucket = self._buckets[spec.name] = ByteBucket(spec.bytes_per_second * self.bytes_share)
+            bucket = self._buckets[spec.name] = ByteBucket(
+                spec.bytes_per_second * self.bytes_share, self.byte_burst
+            )
         return bucket.take(wanted, now)
