@@ -44,6 +44,12 @@ from dofpy_services.update.approvals import (
     sign_approval,
 )
 from dofpy_services.update.audit import TrailTampered, read_trail, verify_trail
+from dofpy_services.update.campaign_cli import (
+    STORE_ACTIONS,
+    add_store_actions,
+    load_records,
+    run_store_action,
+)
 from dofpy_services.update.planning import (
     DEFAULT_CAPACITY,
     CampaignPlan,
@@ -271,16 +277,19 @@ def _plan(args: argparse.Namespace) -> int:
 def _report_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "campaign",
-        metavar="EXPORT",
-        help="a campaign's tracking export (JSON, as the campaign engine will write it; "
-        "reading a campaign store by name comes with the engine)",
+        metavar="CAMPAIGN",
+        help="the campaign's name in the store given by --db, or a tracking export (JSON)",
     )
+    sub.add_argument("--db", help="the campaign store (SQLite file or URL)")
     sub.add_argument("--format", choices=FORMATS, default="table", help="default table")
     sub.add_argument("--out", help="write to this file instead of standard output")
 
 
 def _report(args: argparse.Namespace) -> int:
-    campaign, records = load_tracking_export(args.campaign)
+    if args.db:
+        campaign, records = args.campaign, load_records(args.db, args.campaign)
+    else:
+        campaign, records = load_tracking_export(args.campaign)
     text = render_report(build_report(campaign, records), args.format)
     if args.out:
         write_document(args.out, text.encode("utf-8"), overwrite=True)
@@ -330,24 +339,45 @@ def _campaign_flags(sub: argparse.ArgumentParser) -> None:
     terms.add_argument("--start", required=True, help="POSIX seconds, ISO time or 1d from now")
     terms.add_argument("--deadline", required=True, help="POSIX seconds, ISO time or 7d from now")
     terms.add_argument("--out", required=True)
-    approve = actions.add_parser("approve", help="sign a party's approval of a campaign, offline")
-    approve.add_argument("terms", help="the campaign terms file")
-    approve.add_argument("--key", required=True, help="the party's private key file")
+    approve = actions.add_parser(
+        "approve",
+        help="sign a party's approval offline (TERMS --key), or keep signed approvals in "
+        "the campaign store (NAME --db --approval FILE)",
+    )
+    approve.add_argument("terms", help="the campaign terms file; with --db, the campaign's name")
+    approve.add_argument("--key", help="the party's private key file (offline signing)")
+    approve.add_argument("--db", help="the campaign store to keep --approval files in")
+    approve.add_argument(
+        "--approval", action="append", default=[], metavar="FILE", help="with --db (repeatable)"
+    )
+    approve.add_argument("--trust-root", help="with --db: the signed trust root")
+    approve.add_argument("--service-key", help="with --db: the Update service's private key")
+    approve.add_argument("--actor", default="operator", help="with --db: who acts")
     approve.add_argument("--passphrase-file")
-    approve.add_argument("--party", required=True, help="the party the key signs for")
+    approve.add_argument("--party", help="the party the key signs for")
     approve.add_argument("--signer", default="", help="who signs, for people")
     approve.add_argument("--reject", action="store_true", help="sign a rejection instead")
-    approve.add_argument("--out", required=True, help="the approval file to write")
+    approve.add_argument("--out", help="the approval file to write")
     check = actions.add_parser("check", help="whether approvals meet the campaign's policy")
     check.add_argument("terms", help="the campaign terms file")
     check.add_argument(
         "--approval", action="append", default=[], metavar="FILE", help="an approval (repeatable)"
     )
     check.add_argument("--trust-root", required=True, help="the signed trust root")
+    add_store_actions(actions)
 
 
 def _campaign(args: argparse.Namespace) -> int:
     now = time.time()
+    if args.campaign_command in STORE_ACTIONS:
+        return run_store_action(args)
+    if args.campaign_command == "approve" and args.db:
+        if not (args.approval and args.trust_root and args.service_key):
+            raise UsageError("approve --db needs --approval, --trust-root and --service-key")
+        args.name = args.terms
+        return run_store_action(args, args.approval)
+    if args.campaign_command == "approve" and not (args.key and args.party and args.out):
+        raise UsageError("approve TERMS needs --key, --party and --out (or --db to keep approvals)")
     if args.campaign_command == "terms":
         thresholds: dict[Party, int] = {}
         for entry in args.require:
@@ -446,19 +476,20 @@ COMMANDS = (
     ),
     Command(
         name="report",
-        help="a campaign's report from its tracking export: table, json, csv or html",
-        example="dofpy update report campaign-export.json --format html --out report.html",
+        help="a campaign's report from the campaign store: table, json, csv or html",
+        example="dofpy update report spring --db campaigns.db --format html --out report.html",
         add_arguments=_report_flags,
         run=_report,
         description=(
             "A campaign's report (counts over time and per wave, failure reasons by stage, "
-            "time-to-update percentiles, bytes served). For now it reads a tracking export "
-            "file (JSON); reading a campaign store by name comes with the campaign engine."
+            "time-to-update percentiles, bytes served), read from the campaign store (--db) "
+            "or from a tracking export file (JSON)."
         ),
     ),
     Command(
         name="campaign",
-        help="campaign terms, signed approvals (offline) and the approval check",
+        help="campaign terms, approvals, and campaigns in the store: create, start, pause, "
+        "resume, stop, cancel, status, list",
         example="dofpy update campaign approve terms.json --key operator.key "
         "--party operator --out operator.approval",
         add_arguments=_campaign_flags,
