@@ -249,6 +249,8 @@ def device_step(
             return _change(row, DeviceState.CANCELLED, reason="not started before the deadline"), []
         if not _starts_allowed(campaign) or row.wave > campaign.wave or now < row.due:
             return None, []
+        if now < spec.terms.start:
+            return None, []  # the approved time frame has not begun
         change = _change(
             row,
             DeviceState.NOTIFIED,

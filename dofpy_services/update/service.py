@@ -1,12 +1,13 @@
 """The Update service on the daemon framework, declared once as :data:`UPDATE`.
 
-Its offline commands so far: ``plan`` (the scale a campaign needs to meet its
-deadline), ``report`` (a campaign's report from a tracking export, in four
-formats), ``campaign terms|approve|check`` (the terms parties approve, a
-party's signed approval, and whether the approvals meet the policy) and
-``audit verify`` (an audit trail, end to end). ``serve`` and the rest of
-``campaign`` come with the campaign engine (issue 14, Builds 1, 4-6):
-until then ``serve`` refuses to start.
+``serve`` runs the campaign engine (:mod:`dofpy_services.update.daemon`).
+The commands: ``plan`` (the scale a campaign needs to meet its deadline),
+``report`` (a campaign's report from the campaign store or a tracking
+export, in four formats), ``campaign terms|approve|check`` (the terms
+parties approve, a party's signed approval, and whether the approvals meet
+the policy), ``campaign create|approve --db|start|pause|resume|stop|cancel|
+status|list`` on the campaign store (:mod:`~dofpy_services.update.campaign_cli`)
+and ``audit verify`` (an audit trail, end to end).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from dofpy.image.cose import decode_cose_untrusted
 from dofpy.image.manifest import MANIFEST_CONTENT_TYPE
 from dofpy.image.trust import Party
 from dofpy_services.daemon.cli import CliError, UsageError
-from dofpy_services.daemon.config import ConfigError, DaemonConfig
+from dofpy_services.daemon.config import (
+    DURATION,
+    OPTIONAL_TEXT,
+    PATH,
+    ConfigError,
+    DaemonConfig,
+    Kind,
+    mask_url_password,
+    option,
+)
 from dofpy_services.daemon.service import Command, Service
 from dofpy_services.image.keys import (
     load_private_key,
@@ -50,6 +60,7 @@ from dofpy_services.update.campaign_cli import (
     load_records,
     run_store_action,
 )
+from dofpy_services.update.daemon import attach_engine, open_campaign_store
 from dofpy_services.update.planning import (
     DEFAULT_CAPACITY,
     CampaignPlan,
@@ -67,16 +78,60 @@ from dofpy_services.version.store import open_version_store
 __all__ = ["UPDATE", "UpdateConfig", "plan_lines"]
 
 
+def _share(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise ValueError
+    return share
+
+
+SHARE = Kind("a number from 0 to 1", _share, repr, from_text=lambda t: _share(float(t)))
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateConfig(DaemonConfig):
-    """The Update service's settings (the common ones, for now)."""
+    """The Update service's settings: the common ones (``db``: the campaign
+    store) and the engine's."""
+
+    service_key: str | None = option(
+        PATH, "the Update service's private key: signs the audit trail", default=None
+    )
+    passphrase_file: str | None = option(PATH, "the service key's passphrase file", default=None)
+    version_db: str | None = option(
+        OPTIONAL_TEXT,
+        "the Version registry whose reports count devices succeeded (SQLite file or URL)",
+        default=None,
+        mask=mask_url_password,
+    )
+    step_interval: float = option(DURATION, "seconds between campaign steps", default=10.0)
+    lease: float = option(
+        DURATION, "seconds a device stays this process's without being touched", default=60.0
+    )
+    owner: str | None = option(
+        OPTIONAL_TEXT, "this process's name in leases (default host:pid)", default=None
+    )
+    bytes_share: float = option(
+        SHARE, "this process's share of each campaign's bytes/s cap (1/N of N)", default=1.0
+    )
+    poll_interval: float = option(
+        DURATION, "seconds between a polling device's check-ins (jittered)", default=300.0
+    )
+    poll_jitter: float = option(
+        SHARE, "the poll interval's jitter, a share of it: 0 <= j < 1", default=0.5
+    )
 
 
 def _check(config: UpdateConfig) -> None:
-    raise ConfigError(
-        "dofpy update serve is not available yet: it comes with the campaign engine "
-        "(issue 14); plan, report, campaign and audit work offline"
-    )
+    if not config.db:
+        raise ConfigError("dofpy update serve needs db: the campaign store")
+    if not config.service_key:
+        raise ConfigError("dofpy update serve needs service_key: it signs the audit trail")
+    if config.step_interval <= 0 or config.lease <= config.step_interval:
+        raise ConfigError("step_interval must be > 0 and lease longer than it")
+    if not 0 < config.bytes_share <= 1 or not 0 <= config.poll_jitter < 1:
+        raise ConfigError("bytes_share is in (0, 1] and poll_jitter in [0, 1)")
 
 
 # -- sizes and durations ----------------------------------------------------------------
@@ -507,9 +562,12 @@ COMMANDS = (
 
 UPDATE: Service[UpdateConfig] = Service(
     name="update",
-    summary="firmware update campaigns: approvals, audit trail, planning and reports",
+    summary="firmware update campaigns: approvals, audit trail, the engine, planning, reports",
     config=UpdateConfig,
+    open_store=open_campaign_store,
+    attach=attach_engine,
     check=_check,
     commands=COMMANDS,
-    serve_example="dofpy update plan --population 100000 --image-size 300MB --deadline 7d",
+    serve_example="dofpy update serve --db /var/lib/dofpy/campaigns.db --service-key update.key "
+    "--version-db /var/lib/dofpy/version.db",
 )
