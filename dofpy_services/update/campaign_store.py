@@ -337,13 +337,16 @@ def populate(
 
 
 def take_start_token(tx: Transaction, campaign: CampaignRow, now: float) -> bool:
-    """Take one devices-per-minute token if the bucket has one (the row is
-    locked for the rest of ``tx``: processes starting devices take turns)."""
+    """Take one devices-per-minute token if the bucket has one and the
+    campaign still runs (the row is locked for the rest of ``tx``: processes
+    starting devices take turns, and a pause committed meanwhile is seen)."""
     row = tx.row(
-        "SELECT start_tokens, start_tokens_at FROM campaigns WHERE name = ?" + _lock(tx),
+        "SELECT start_tokens, start_tokens_at, state FROM campaigns WHERE name = ?" + _lock(tx),
         (campaign.spec.name,),
     )
     assert row is not None
+    if row[2] != CampaignState.RUNNING.value:
+        return False  # paused, stopped or halted since the step read it
     tokens, at = start_tokens(campaign.spec, float(row[0]), float(row[1]), now)
     if tokens < 1.0 - 1e-9:
         tx.execute(

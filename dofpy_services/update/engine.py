@@ -268,7 +268,9 @@ def device_step(
                     row, DeviceState.FAILED, stage=Stage.AUTHORISE, reason="deferred past deadline"
                 ), []
             # INSTALL: asked again, now as a mandatory update.
-        elif now < row.due or not _starts_allowed(campaign):
+        elif now < row.due:
+            return None, []
+        if not _starts_allowed(campaign):
             return None, []
         mandatory = now >= deadline
         change = _change(row, DeviceState.NOTIFIED, due=now + spec.silence_timeout)

@@ -15,8 +15,10 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
+from dofpy_services.store import Transaction
 from dofpy_services.update.engine import Action, ActionKind, DeviceEvent, EventKind
 from dofpy_services.update.tracking import DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
@@ -90,7 +92,6 @@ class Fleet:
         spec = None
         for device in self.devices.values():
             if spec is None:
-                from dofpy_services.store import Transaction  # noqa: PLC0415
                 from dofpy_services.update import campaign_store as cs  # noqa: PLC0415
 
                 def load(tx: Transaction) -> object:
@@ -250,6 +251,7 @@ def _main(argv: list[str]) -> int:
         worker = CampaignWorker(db, key, owner, lease=60.0, seed=seed)
         fleet = Fleet.load(fleet_path)
         for number in range(steps):
+            fleet.now = db.write(partial(_shared_clock, mine=fleet.now, step=10.0))
             fleet.tick(worker, 10.0)
             fleet.save(fleet_path)
             print(f"tick {number} {fleet.now}", flush=True)
@@ -257,6 +259,27 @@ def _main(argv: list[str]) -> int:
                 print("settled", flush=True)
                 break
     return 0
+
+
+def create_shared_clock(tx: Transaction) -> None:
+    """The table of the processes' shared simulated clock (made before they start)."""
+    tx.execute("CREATE TABLE sim_clock (id INTEGER PRIMARY KEY, now DOUBLE PRECISION)")
+    tx.execute("INSERT INTO sim_clock (id, now) VALUES (1, 0)")
+
+
+def _shared_clock(tx: Transaction, *, mine: float, step: float) -> float:
+    """The simulated time this tick runs at: the later of this process's and
+    the one every process shares through the store (advanced by ``step``),
+    so that processes judge each other's leases by one clock, as real ones
+    do by the wall clock."""
+    row = tx.row(
+        "SELECT now FROM sim_clock WHERE id = 1"
+        + (" FOR UPDATE" if tx.dialect == "postgresql" else "")
+    )
+    assert row is not None, "create_shared_clock first"
+    now = max(mine, float(row[0]))
+    tx.execute("UPDATE sim_clock SET now = ? WHERE id = 1", (now + step,))
+    return now
 
 
 def settled(worker: CampaignWorker, campaign: str) -> bool:

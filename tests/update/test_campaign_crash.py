@@ -30,7 +30,7 @@ from tests.update.campaign_fixtures import (
     records,
     start,
 )
-from tests.update.campaign_sim import Fleet
+from tests.update.campaign_sim import Fleet, create_shared_clock
 
 ROOT_DIR = Path(__file__).resolve().parents[2]
 MAX_TICKS = 600
@@ -75,6 +75,7 @@ def test_killed_and_restarted_mid_campaign(db_location: str, tmp_path: Path) -> 
     fleet_path = tmp_path / "fleet.json"
     with opened(db_location) as db:
         start(CampaignWorker(db, SERVICE_KEY, "operator"), spec, fleet)
+        db.write(create_shared_clock)
     fleet.save(fleet_path)
     first = _spawn(db_location, fleet_path, 1)
     _wait_ticks(first, 8)
@@ -102,6 +103,7 @@ def test_one_of_two_processes_killed_on_postgres(postgres_url: str, tmp_path: Pa
     fleet = make_fleet(spec, {"dev-005": "reverts"}, count=16, live=False, poll=30.0)
     with opened(postgres_url) as db:
         start(CampaignWorker(db, SERVICE_KEY, "operator"), spec, fleet)
+        db.write(create_shared_clock)
     halves = []
     for number, names in enumerate((sorted(fleet.devices)[:8], sorted(fleet.devices)[8:])):
         half = Fleet(
