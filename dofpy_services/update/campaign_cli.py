@@ -46,6 +46,7 @@ __all__ = [
     "STORE_ACTIONS",
     "add_store_actions",
     "load_records",
+    "read_store_trail",
     "resolve_population",
     "run_store_action",
 ]
@@ -174,6 +175,12 @@ def load_records(location: str, name: str) -> list[TrackingRecord]:
             return db.read(lambda tx: cs.tracking_records(tx, name))
         except KeyError:
             raise CliError(f"no campaign {name!r} in {db.where}") from None
+
+
+def read_store_trail(location: str) -> list[bytes]:
+    """The audit trail kept in the campaign store at ``location``."""
+    with _open(location) as db:
+        return db.read(cs.audit_trail)
 
 
 def _status(db: SyncDatabase, name: str, as_json: bool) -> int:

@@ -58,6 +58,7 @@ from dofpy_services.update.campaign_cli import (
     STORE_ACTIONS,
     add_store_actions,
     load_records,
+    read_store_trail,
     run_store_action,
 )
 from dofpy_services.update.daemon import attach_engine, open_campaign_store
@@ -497,7 +498,12 @@ def _campaign(args: argparse.Namespace) -> int:
 def _audit_flags(sub: argparse.ArgumentParser) -> None:
     actions = sub.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="verify an audit trail file end to end")
-    verify.add_argument("trail", metavar="FILE", help="the audit trail (one entry a line)")
+    verify.add_argument(
+        "trail",
+        metavar="TRAIL",
+        help="the audit trail file (one entry a line), or with --db the campaign store",
+    )
+    verify.add_argument("--db", action="store_true", help="TRAIL is a campaign store")
     verify.add_argument("--service-key", required=True, help="the Update service's public key")
     verify.add_argument(
         "--checkpoint", help="a signed checkpoint: detects a trail cut short at its end"
@@ -510,7 +516,8 @@ def _audit(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint).read_bytes() if args.checkpoint else None
     root = load_trust_root(args.trust_root, time.time()) if args.trust_root else None
     try:
-        report = verify_trail(read_trail(args.trail), key, checkpoint=checkpoint, root=root)
+        trail = read_store_trail(args.trail) if args.db else read_trail(args.trail)
+        report = verify_trail(trail, key, checkpoint=checkpoint, root=root)
     except TrailTampered as exc:
         raise CliError(str(exc)) from None
     print(

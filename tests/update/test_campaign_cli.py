@@ -69,3 +69,16 @@ def test_a_campaign_from_create_to_report(
         "create", "start-refused", "approval-refused", "approve", "approve", "start",
         "pause", "resume", "stop",
     ]  # fmt: skip
+    code, out, err = run(
+        capsys,
+        "update",
+        "audit",
+        "verify",
+        "c.db",
+        "--db",
+        "--service-key",
+        "update.pub",
+        "--trust-root",
+        "root.cbor",
+    )
+    assert code == 0 and "9 entries verified" in out and "2 approvals carried" in out, err
