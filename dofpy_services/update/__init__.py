@@ -5,7 +5,12 @@ approvals its policy requires (:func:`require_approvals`), the service's
 append-only, hash-chained, signed audit trail (:class:`AuditLog`,
 :func:`verify_trail`), planning a campaign to its deadline
 (:func:`plan_campaign`), the per-device tracking record
-(:class:`TrackingRecord`) and reports (:func:`build_report`). See
+(:class:`TrackingRecord`) and reports (:func:`build_report`); the
+campaign engine: :mod:`~dofpy_services.update.campaign` (the spec and its
+rules), :mod:`~dofpy_services.update.engine` (sans-IO decisions),
+:mod:`~dofpy_services.update.campaign_store` (the durable, leased tables),
+:mod:`~dofpy_services.update.worker`, :mod:`~dofpy_services.update.notify`
+and :mod:`~dofpy_services.update.daemon` (``dofpy update serve``). See
 docs/operations.md ("Operating the Update service") and docs/protocol.md
 section 10. The device-facing side (the agent's interface, signed install
 reports, the provider deciding from a plan) is

@@ -1,12 +1,13 @@
 """The Update service on the daemon framework, declared once as :data:`UPDATE`.
 
-Its offline commands so far: ``plan`` (the scale a campaign needs to meet its
-deadline), ``report`` (a campaign's report from a tracking export, in four
-formats), ``campaign terms|approve|check`` (the terms parties approve, a
-party's signed approval, and whether the approvals meet the policy) and
-``audit verify`` (an audit trail, end to end). ``serve`` and the rest of
-``campaign`` come with the campaign engine (issue 14, Builds 1, 4-6):
-until then ``serve`` refuses to start.
+``serve`` runs the campaign engine (:mod:`dofpy_services.update.daemon`).
+The commands: ``plan`` (the scale a campaign needs to meet its deadline),
+``report`` (a campaign's report from the campaign store or a tracking
+export, in four formats), ``campaign terms|approve|check`` (the terms
+parties approve, a party's signed approval, and whether the approvals meet
+the policy), ``campaign create|approve --db|start|pause|resume|stop|cancel|
+status|list`` on the campaign store (:mod:`~dofpy_services.update.campaign_cli`)
+and ``audit verify`` (an audit trail, end to end).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ from dofpy.image.cose import decode_cose_untrusted
 from dofpy.image.manifest import MANIFEST_CONTENT_TYPE
 from dofpy.image.trust import Party
 from dofpy_services.daemon.cli import CliError, UsageError
-from dofpy_services.daemon.config import ConfigError, DaemonConfig
+from dofpy_services.daemon.config import (
+    DURATION,
+    OPTIONAL_TEXT,
+    PATH,
+    ConfigError,
+    DaemonConfig,
+    Kind,
+    mask_url_password,
+    option,
+)
 from dofpy_services.daemon.service import Command, Service
 from dofpy_services.image.keys import (
     load_private_key,
@@ -44,6 +54,14 @@ from dofpy_services.update.approvals import (
     sign_approval,
 )
 from dofpy_services.update.audit import TrailTampered, read_trail, verify_trail
+from dofpy_services.update.campaign_cli import (
+    STORE_ACTIONS,
+    add_store_actions,
+    load_records,
+    read_store_trail,
+    run_store_action,
+)
+from dofpy_services.update.daemon import attach_engine, open_campaign_store
 from dofpy_services.update.planning import (
     DEFAULT_CAPACITY,
     CampaignPlan,
@@ -61,16 +79,60 @@ from dofpy_services.version.store import open_version_store
 __all__ = ["UPDATE", "UpdateConfig", "plan_lines"]
 
 
+def _share(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError
+    share = float(value)
+    if not 0 <= share <= 1:
+        raise ValueError
+    return share
+
+
+SHARE = Kind("a number from 0 to 1", _share, repr, from_text=lambda t: _share(float(t)))
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateConfig(DaemonConfig):
-    """The Update service's settings (the common ones, for now)."""
+    """The Update service's settings: the common ones (``db``: the campaign
+    store) and the engine's."""
+
+    service_key: str | None = option(
+        PATH, "the Update service's private key: signs the audit trail", default=None
+    )
+    passphrase_file: str | None = option(PATH, "the service key's passphrase file", default=None)
+    version_db: str | None = option(
+        OPTIONAL_TEXT,
+        "the Version registry whose reports count devices succeeded (SQLite file or URL)",
+        default=None,
+        mask=mask_url_password,
+    )
+    step_interval: float = option(DURATION, "seconds between campaign steps", default=10.0)
+    lease: float = option(
+        DURATION, "seconds a device stays this process's without being touched", default=60.0
+    )
+    owner: str | None = option(
+        OPTIONAL_TEXT, "this process's name in leases (default host:pid)", default=None
+    )
+    bytes_share: float = option(
+        SHARE, "this process's share of each campaign's bytes/s cap (1/N of N)", default=1.0
+    )
+    poll_interval: float = option(
+        DURATION, "seconds between a polling device's check-ins (jittered)", default=300.0
+    )
+    poll_jitter: float = option(
+        SHARE, "the poll interval's jitter, a share of it: 0 <= j < 1", default=0.5
+    )
 
 
 def _check(config: UpdateConfig) -> None:
-    raise ConfigError(
-        "dofpy update serve is not available yet: it comes with the campaign engine "
-        "(issue 14); plan, report, campaign and audit work offline"
-    )
+    if not config.db:
+        raise ConfigError("dofpy update serve needs db: the campaign store")
+    if not config.service_key:
+        raise ConfigError("dofpy update serve needs service_key: it signs the audit trail")
+    if config.step_interval <= 0 or config.lease <= config.step_interval:
+        raise ConfigError("step_interval must be > 0 and lease longer than it")
+    if not 0 < config.bytes_share <= 1 or not 0 <= config.poll_jitter < 1:
+        raise ConfigError("bytes_share is in (0, 1] and poll_jitter in [0, 1)")
 
 
 # -- sizes and durations ----------------------------------------------------------------
@@ -271,16 +333,19 @@ def _plan(args: argparse.Namespace) -> int:
 def _report_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "campaign",
-        metavar="EXPORT",
-        help="a campaign's tracking export (JSON, as the campaign engine will write it; "
-        "reading a campaign store by name comes with the engine)",
+        metavar="CAMPAIGN",
+        help="the campaign's name in the store given by --db, or a tracking export (JSON)",
     )
+    sub.add_argument("--db", help="the campaign store (SQLite file or URL)")
     sub.add_argument("--format", choices=FORMATS, default="table", help="default table")
     sub.add_argument("--out", help="write to this file instead of standard output")
 
 
 def _report(args: argparse.Namespace) -> int:
-    campaign, records = load_tracking_export(args.campaign)
+    if args.db:
+        campaign, records = args.campaign, load_records(args.db, args.campaign)
+    else:
+        campaign, records = load_tracking_export(args.campaign)
     text = render_report(build_report(campaign, records), args.format)
     if args.out:
         write_document(args.out, text.encode("utf-8"), overwrite=True)
@@ -330,24 +395,45 @@ def _campaign_flags(sub: argparse.ArgumentParser) -> None:
     terms.add_argument("--start", required=True, help="POSIX seconds, ISO time or 1d from now")
     terms.add_argument("--deadline", required=True, help="POSIX seconds, ISO time or 7d from now")
     terms.add_argument("--out", required=True)
-    approve = actions.add_parser("approve", help="sign a party's approval of a campaign, offline")
-    approve.add_argument("terms", help="the campaign terms file")
-    approve.add_argument("--key", required=True, help="the party's private key file")
+    approve = actions.add_parser(
+        "approve",
+        help="sign a party's approval offline (TERMS --key), or keep signed approvals in "
+        "the campaign store (NAME --db --approval FILE)",
+    )
+    approve.add_argument("terms", help="the campaign terms file; with --db, the campaign's name")
+    approve.add_argument("--key", help="the party's private key file (offline signing)")
+    approve.add_argument("--db", help="the campaign store to keep --approval files in")
+    approve.add_argument(
+        "--approval", action="append", default=[], metavar="FILE", help="with --db (repeatable)"
+    )
+    approve.add_argument("--trust-root", help="with --db: the signed trust root")
+    approve.add_argument("--service-key", help="with --db: the Update service's private key")
+    approve.add_argument("--actor", default="operator", help="with --db: who acts")
     approve.add_argument("--passphrase-file")
-    approve.add_argument("--party", required=True, help="the party the key signs for")
+    approve.add_argument("--party", help="the party the key signs for")
     approve.add_argument("--signer", default="", help="who signs, for people")
     approve.add_argument("--reject", action="store_true", help="sign a rejection instead")
-    approve.add_argument("--out", required=True, help="the approval file to write")
+    approve.add_argument("--out", help="the approval file to write")
     check = actions.add_parser("check", help="whether approvals meet the campaign's policy")
     check.add_argument("terms", help="the campaign terms file")
     check.add_argument(
         "--approval", action="append", default=[], metavar="FILE", help="an approval (repeatable)"
     )
     check.add_argument("--trust-root", required=True, help="the signed trust root")
+    add_store_actions(actions)
 
 
 def _campaign(args: argparse.Namespace) -> int:
     now = time.time()
+    if args.campaign_command in STORE_ACTIONS:
+        return run_store_action(args)
+    if args.campaign_command == "approve" and args.db:
+        if not (args.approval and args.trust_root and args.service_key):
+            raise UsageError("approve --db needs --approval, --trust-root and --service-key")
+        args.name = args.terms
+        return run_store_action(args, args.approval)
+    if args.campaign_command == "approve" and not (args.key and args.party and args.out):
+        raise UsageError("approve TERMS needs --key, --party and --out (or --db to keep approvals)")
     if args.campaign_command == "terms":
         thresholds: dict[Party, int] = {}
         for entry in args.require:
@@ -412,7 +498,12 @@ def _campaign(args: argparse.Namespace) -> int:
 def _audit_flags(sub: argparse.ArgumentParser) -> None:
     actions = sub.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="verify an audit trail file end to end")
-    verify.add_argument("trail", metavar="FILE", help="the audit trail (one entry a line)")
+    verify.add_argument(
+        "trail",
+        metavar="TRAIL",
+        help="the audit trail file (one entry a line), or with --db the campaign store",
+    )
+    verify.add_argument("--db", action="store_true", help="TRAIL is a campaign store")
     verify.add_argument("--service-key", required=True, help="the Update service's public key")
     verify.add_argument(
         "--checkpoint", help="a signed checkpoint: detects a trail cut short at its end"
@@ -425,7 +516,8 @@ def _audit(args: argparse.Namespace) -> int:
     checkpoint = Path(args.checkpoint).read_bytes() if args.checkpoint else None
     root = load_trust_root(args.trust_root, time.time()) if args.trust_root else None
     try:
-        report = verify_trail(read_trail(args.trail), key, checkpoint=checkpoint, root=root)
+        trail = read_store_trail(args.trail) if args.db else read_trail(args.trail)
+        report = verify_trail(trail, key, checkpoint=checkpoint, root=root)
     except TrailTampered as exc:
         raise CliError(str(exc)) from None
     print(
@@ -446,19 +538,20 @@ COMMANDS = (
     ),
     Command(
         name="report",
-        help="a campaign's report from its tracking export: table, json, csv or html",
-        example="dofpy update report campaign-export.json --format html --out report.html",
+        help="a campaign's report from the campaign store: table, json, csv or html",
+        example="dofpy update report spring --db campaigns.db --format html --out report.html",
         add_arguments=_report_flags,
         run=_report,
         description=(
             "A campaign's report (counts over time and per wave, failure reasons by stage, "
-            "time-to-update percentiles, bytes served). For now it reads a tracking export "
-            "file (JSON); reading a campaign store by name comes with the campaign engine."
+            "time-to-update percentiles, bytes served), read from the campaign store (--db) "
+            "or from a tracking export file (JSON)."
         ),
     ),
     Command(
         name="campaign",
-        help="campaign terms, signed approvals (offline) and the approval check",
+        help="campaign terms, approvals, and campaigns in the store: create, start, pause, "
+        "resume, stop, cancel, status, list",
         example="dofpy update campaign approve terms.json --key operator.key "
         "--party operator --out operator.approval",
         add_arguments=_campaign_flags,
@@ -476,9 +569,12 @@ COMMANDS = (
 
 UPDATE: Service[UpdateConfig] = Service(
     name="update",
-    summary="firmware update campaigns: approvals, audit trail, planning and reports",
+    summary="firmware update campaigns: approvals, audit trail, the engine, planning, reports",
     config=UpdateConfig,
+    open_store=open_campaign_store,
+    attach=attach_engine,
     check=_check,
     commands=COMMANDS,
-    serve_example="dofpy update plan --population 100000 --image-size 300MB --deadline 7d",
+    serve_example="dofpy update serve --db /var/lib/dofpy/campaigns.db --service-key update.key "
+    "--version-db /var/lib/dofpy/version.db",
 )

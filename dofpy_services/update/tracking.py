@@ -1,9 +1,10 @@
 """The per-device tracking record of a campaign: its state, intended and
 actual version kept apart, and the log of its transitions.
 
-This module defines the record and its JSON export (what ``dofpy update
-report`` reads for now); the durable, leased state table that drives it is
-the campaign engine's (issue 14, Builds 5 and 6), still to come.
+This module defines the record and its JSON export; the durable, leased
+table the campaign engine keeps it in is
+:mod:`~dofpy_services.update.campaign_store` (``tracking_records`` builds
+these records from it for ``dofpy update report``).
 """
 
 from __future__ import annotations

@@ -102,9 +102,9 @@ def test_audit_verify(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert code == 1 and "out of sequence" in err
 
 
-def test_serve_says_it_is_not_there_yet(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_refuses_without_the_campaign_store(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "update", "serve")
-    assert code == 2 and "campaign engine" in err
+    assert code == 2 and "the campaign store" in err
 
 
 def test_the_update_service_lists_its_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,137 @@
+"""``dofpy update serve``: the campaign engine as a daemon on the framework.
+
+The daemon opens the campaign store, and in one task, every
+``step_interval`` seconds: moves every active campaign on
+(:meth:`CampaignWorker.step`, in a worker thread: never on the loop), hands
+the actions to the :class:`~dofpy_services.update.notify.Notifier` (held for
+the devices' check-ins), and reads what the Version registry (``version_db``)
+now says of every started device of every active campaign, feeding it to the
+engine as an observation: that is what counts a device succeeded, or failed
+after a revert. Several daemons may share one PostgreSQL campaign store
+(leases: docs/operations.md, "Scaling out").
+
+Not here yet: the device interface's provider (``device_provider.py``) fed
+from the engine, so that devices' sessions report their stages to it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+import trio
+
+from dofpy.errors import BadPacket
+from dofpy.trio import DofNode
+from dofpy.wire.oid import parse_oid_text_untrusted
+from dofpy_services.daemon.service import ServiceContext
+from dofpy_services.image.keys import load_private_key, read_passphrase
+from dofpy_services.store import Database, StoreError, open_database, open_database_sync
+from dofpy_services.update import campaign_store as cs
+from dofpy_services.update.campaign import CampaignState
+from dofpy_services.update.engine import PROGRESS_ORDER, DeviceEvent, EventKind
+from dofpy_services.update.notify import Notifier
+from dofpy_services.update.worker import CampaignWorker
+from dofpy_services.version import store as version_store
+from dofpy_services.version.store import SyncVersionStore
+
+__all__ = ["attach_engine", "observe_versions", "open_campaign_store"]
+
+_OBSERVED_STATES = frozenset(PROGRESS_ORDER)
+
+
+@asynccontextmanager
+async def open_campaign_store(config: Any) -> AsyncIterator[Database]:
+    async with open_database(config.db, service=cs.SERVICE, migrations=cs.MIGRATIONS) as db:
+        yield db
+
+
+def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: float) -> int:
+    """Tell the engine what the Version registry says of each started,
+    unsettled device of every active campaign; how many observations
+    changed a row (blocking: run it in a thread)."""
+    changed = 0
+    active = set(CampaignState) - {CampaignState.CREATED, CampaignState.COMPLETED}
+    for name in worker.db.read(partial(cs.campaign_names, states=active)):
+        devices = worker.db.read(partial(cs.load_devices, campaign=name))
+        for row in devices:
+            if row.state not in _OBSERVED_STATES:
+                continue
+            try:
+                identity = parse_oid_text_untrusted(row.device)
+            except BadPacket:
+                continue  # not an identity the registry could know
+            record, _ = versions.show(identity, 0)
+            if record is None:
+                continue
+            event = DeviceEvent(
+                EventKind.OBSERVED, version=record.version, accepted=record.boot.accepted
+            )
+            if worker.handle(name, row.device, event, now=now):
+                changed += 1
+    return changed
+
+
+def _open_versions(location: str) -> SyncVersionStore:
+    return SyncVersionStore(
+        open_database_sync(
+            location, service=version_store.SERVICE, migrations=version_store.MIGRATIONS
+        )
+    )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def attach_engine(
+    context: ServiceContext,
+    node: DofNode,
+    nursery: trio.Nursery,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """Start the engine's task (cancelled at the end of the drain)."""
+    config = context.config
+    passphrase = read_passphrase(config.passphrase_file) if config.passphrase_file else None
+    key = load_private_key(config.service_key, passphrase)
+    database: Database = context.store
+    worker = CampaignWorker(
+        database.sync,
+        key,
+        config.owner or _owner(),
+        lease=config.lease,
+        bytes_share=config.bytes_share,
+    )
+    notifier = Notifier(base_poll=config.poll_interval, jitter=config.poll_jitter)
+    versions = (
+        await trio.to_thread.run_sync(_open_versions, config.version_db)
+        if config.version_db
+        else None
+    )
+
+    async def drive() -> None:
+        try:
+            while True:
+                now = clock()
+                try:
+                    actions = await context.in_thread(worker.step, now)
+                    notifier.deliver(actions)
+                    if versions is not None:
+                        await context.in_thread(observe_versions, worker, versions, now)
+                except StoreError as exc:
+                    # The store is down or busy: nothing was half-written; try
+                    # again at the next step.
+                    context.logger.warning("campaign step failed: %s", exc)
+                await trio.sleep(config.step_interval)
+        finally:
+            if versions is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(versions.close)
+
+    nursery.start_soon(drive)

@@ -1,0 +1,115 @@
+"""The campaign's pure rules: windows in local time (wrapping midnight),
+capped exponential back-off with full jitter, wave sizes, operator commands,
+the spec's JSON form, and the engine's refusal to double-count a repeated
+report."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dofpy_services.update.campaign import (
+    CampaignSpec,
+    CampaignState,
+    RetryPolicy,
+    Window,
+    backoff_delay,
+    in_window,
+    next_window_open,
+    wave_sizes,
+)
+from dofpy_services.update.engine import (
+    CampaignRow,
+    Command,
+    DeviceEvent,
+    DeviceRow,
+    EventKind,
+    apply_command,
+    device_event,
+)
+from dofpy_services.update.tracking import DeviceState
+from tests.update.campaign_fixtures import make_spec
+
+windows = (
+    st.tuples(st.integers(0, 86_399), st.integers(1, 86_400))
+    .filter(lambda t: t[0] != t[1])
+    .map(lambda t: Window(*t))
+)
+
+
+def test_a_window_wraps_past_midnight() -> None:
+    night = Window.parse("22:00-04:00")
+    day = 86_400
+    assert in_window((night,), 23 * 3600, 0) and in_window((night,), 3 * 3600, 0)
+    assert not in_window((night,), 12 * 3600, 0)
+    # 12:00 UTC is 23:00 at UTC+11.
+    assert in_window((night,), day + 12 * 3600, 11 * 3600)
+    assert next_window_open((night,), 12 * 3600, 0) == 22 * 3600
+    with pytest.raises(ValueError):
+        Window.parse("25:00-26:00")
+
+
+@given(st.lists(windows, min_size=1, max_size=3), st.floats(0, 1e9), st.integers(-50_000, 50_000))
+def test_the_next_opening_is_inside_a_window_and_within_a_day(
+    chosen: list[Window], now: float, offset: int
+) -> None:
+    opens = next_window_open(chosen, now, offset)
+    assert now <= opens < now + 86_400
+    assert in_window(chosen, opens, offset)
+
+
+@given(st.integers(1, 20), st.integers(0, 2**32))
+def test_backoff_is_full_jitter_under_a_cap(retry: int, seed: int) -> None:
+    policy = RetryPolicy(max_attempts=5, base=10.0, cap=300.0)
+    delay = backoff_delay(policy, retry, random.Random(seed))
+    assert 0.0 <= delay <= min(300.0, 10.0 * 2 ** (retry - 1))
+
+
+@given(st.integers(0, 10_000), st.floats(0.001, 1.0), st.floats(1.0, 8.0))
+def test_waves_cover_the_population_canary_first(
+    population: int, share: float, growth: float
+) -> None:
+    sizes = wave_sizes(population, share, growth)
+    assert sum(sizes) == population
+    if population:
+        assert sizes[0] == min(population, max(1, math.ceil(population * share)))
+        # Each wave at least as big as the one before, but the last (the rest).
+        assert all(b >= a for a, b in itertools.pairwise(sizes[:-1]))
+
+
+def test_commands_apply_only_where_they_make_sense() -> None:
+    assert apply_command(CampaignState.CREATED, Command.START) is CampaignState.RUNNING
+    assert apply_command(CampaignState.HALTED, Command.STOP) is CampaignState.STOPPING
+    for state, command in (
+        (CampaignState.RUNNING, Command.START),
+        (CampaignState.RUNNING, Command.RESUME),
+        (CampaignState.COMPLETED, Command.CANCEL),
+        (CampaignState.CANCELLED, Command.PAUSE),
+    ):
+        with pytest.raises(ValueError):
+            apply_command(state, command)
+
+
+def test_the_spec_round_trips_through_json() -> None:
+    spec = make_spec(windows=(Window.parse("01:00-03:30"),), devices_per_minute=12.5)
+    assert CampaignSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError):
+        CampaignSpec.from_json({"intended_version": "2.0"})
+
+
+def test_a_repeated_or_stale_report_changes_no_state() -> None:
+    campaign = CampaignRow(make_spec(), CampaignState.RUNNING, 0, 1)
+    row = DeviceRow("dev", 0, DeviceState.INSTALLING, revision=5, attempts=1, due=1e12)
+    rng = random.Random(0)
+    for state in (DeviceState.INSTALLING, DeviceState.TRANSFERRING, DeviceState.AUTHORISED):
+        change, _ = device_event(campaign, row, DeviceEvent(EventKind.PROGRESS, state), 100.0, rng)
+        assert change is None or change.state is None
+    change, _ = device_event(
+        campaign, row, DeviceEvent(EventKind.PROGRESS, DeviceState.NORMAL_MODE), 100.0, rng
+    )
+    assert change is not None and change.state is DeviceState.NORMAL_MODE
