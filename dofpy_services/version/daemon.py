@@ -37,6 +37,7 @@ from dofpy_services.version.interface import (
     VersionReport,
     changes_object,
 )
+from dofpy_services.version.page import MAX_ROWS
 from dofpy_services.version.store import AsyncVersionStore, PendingReport
 
 __all__ = [
@@ -202,6 +203,13 @@ class QueryProvider(Provider):
             raise _bad_query("after: not an encoded identity")
         devices, more = await self._store.page(query, after, limit)
         return tuple(devices), more
+
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool]:
+        if not 1 <= limit <= MAX_ROWS:
+            raise _bad_query(f"limit must be 1..{MAX_ROWS}")
+        if len(after) > 128:
+            raise _bad_query("after: not an encoded identity")
+        return await self._store.rows(query, after, limit)
 
     async def count(self, query: QueryFilter) -> int:
         return await self._store.count(query)

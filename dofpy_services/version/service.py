@@ -50,7 +50,6 @@ from dofpy_services.version.daemon import (
     ReportRefusals,
 )
 from dofpy_services.version.interface import (
-    MAX_PAGE,
     VERSION_CHANGES,
     VERSION_OBJECT,
     VERSION_QUERY,
@@ -62,6 +61,7 @@ from dofpy_services.version.interface import (
     QueryFilter,
     VersionReport,
 )
+from dofpy_services.version.page import MAX_ROWS
 from dofpy_services.version.store import (
     AsyncVersionStore,
     PendingReport,
@@ -393,15 +393,15 @@ def _query_flags(sub: argparse.ArgumentParser) -> None:
     _filter_flags(sub)
     sub.add_argument("--count", action="store_true", help="print how many, not the devices")
     sub.add_argument(
-        "--page-size", type=int, default=MAX_PAGE, help=f"devices per page (1..{MAX_PAGE})"
+        "--page-size", type=int, default=MAX_ROWS, help=f"devices per page (1..{MAX_ROWS})"
     )
     add_format_flag(sub)
 
 
 def _query(args: argparse.Namespace) -> int:
     query = _filter(args)
-    if not 1 <= args.page_size <= MAX_PAGE:
-        raise UsageError(f"--page-size must be 1..{MAX_PAGE}")
+    if not 1 <= args.page_size <= MAX_ROWS:
+        raise UsageError(f"--page-size must be 1..{MAX_ROWS}")
     if args.count:
         if args.db:
             with open_version_store(args.db, pool_size=1) as store:
