@@ -92,7 +92,9 @@ def _refuse_tag(*_: object) -> NoReturn:
 class _EveryTag(Mapping[int, Any]):
     """cbor2's ``semantic_decoders`` holding every tag number: each tag is
     refused before cbor2 interprets its content (a regular expression, a
-    MIME message, shared references...)."""
+    MIME message, shared references...). (cbor2 counts a tag as a level of
+    nesting, so ``max_depth=2`` already refuses tags where a page may hold
+    values; this is the guard should that change.)"""
 
     def __getitem__(self, tag: int) -> Any:
         return _refuse_tag
@@ -249,13 +251,16 @@ def decode_device_page_untrusted(data: bytes) -> DevicePage:
             allow_indefinite=False,
         )
     except Exception as exc:  # cbor2 raises several unrelated types (bad UTF-8, EOF...)
-        raise _bad(f"does not decode: {type(exc).__name__}") from None
-    count = _check_columns(columns)
+        raise _bad(f"does not decode: {exc}") from None
+    _check_columns(columns)
     try:
         canonical = cbor2.dumps(columns, canonical=True)
     except Exception as exc:  # checked values all encode; this is a last guard
         raise _bad(f"does not encode: {exc}") from None
     if canonical != raw:
         raise _bad("not in canonical CBOR form")
-    identities = tuple(map(_decode_identity, columns[0])) if count else ()
+    try:
+        identities = tuple(map(_decode_identity, columns[0]))
+    except BadPacket as exc:
+        raise _bad(f"identity is no OID: {exc}") from None
     return DevicePage(tuple(columns), identities)
