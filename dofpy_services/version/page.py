@@ -44,6 +44,7 @@ __all__ = [
     "DevicePage",
     "decode_device_page_untrusted",
     "encode_device_page",
+    "fit_device_page",
 ]
 
 MAX_ROWS = 512
@@ -129,6 +130,19 @@ def encode_device_page(rows: Sequence[Sequence[Any]]) -> bytes:
     columns[7] = list(map(bool, columns[7]))
     encoded: bytes = cbor2.dumps(columns, canonical=True)
     return encoded
+
+
+def fit_device_page(rows: Sequence[Sequence[Any]]) -> tuple[bytes, int]:
+    """The page of as many of ``rows`` as fit :data:`MAX_PAGE_BYTES` (the
+    first ones), and how many that is."""
+    count = len(rows)
+    page = encode_device_page(rows)
+    # Devices larger than usual (long classes, versions or identities): fewer
+    # of them, the rest on the next page (the cursor is the last one sent).
+    while len(page) > MAX_PAGE_BYTES and count > 1:
+        count = max(1, min(count - 1, count * MAX_PAGE_BYTES // len(page)))
+        page = encode_device_page(rows[:count])
+    return page, count
 
 
 def _bad(why: str) -> BadPacket:

@@ -45,6 +45,7 @@ from dofpy_services.version.client import VersionClient
 from dofpy_services.version.daemon import (
     ChangeFeed,
     DrainingProvider,
+    PagePrefetch,
     QueryProvider,
     ReportProvider,
     ReportRefusals,
@@ -225,7 +226,7 @@ async def _attach(context: ServiceContext, node: DofNode, nursery: trio.Nursery)
     state: VersionState = context.store
     state.feed.node = node
     metrics.watched.set_function(lambda: state.feed.watched)
-    query = QueryProvider(state.store, state.feed)
+    query = QueryProvider(state.store, state.feed, PagePrefetch(state.store, nursery))
     node.provide(VERSION_OBJECT, VERSION_QUERY, DrainingProvider(query, context))
 
 

@@ -57,7 +57,7 @@ from dofpy_services.version.interface import (
     VersionCount,
     VersionReport,
 )
-from dofpy_services.version.page import MAX_PAGE_BYTES, MAX_ROWS, encode_device_page
+from dofpy_services.version.page import MAX_ROWS, fit_device_page
 
 __all__ = [
     "MIGRATIONS",
@@ -377,21 +377,16 @@ def _page(
     return [device_record(row) for row in rows], len(rows) == limit
 
 
-def _rows(tx: Transaction, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool]:
+def _rows(
+    tx: Transaction, query: QueryFilter, after: bytes, limit: int
+) -> tuple[bytes, bool, bytes]:
     if not 1 <= limit <= MAX_ROWS:
         raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
     sql, params = query_sql(query, after, limit)
     rows = tx.rows(sql, params)
-    more = len(rows) == limit
-    count = len(rows)
-    page = encode_device_page(rows)
-    # Devices larger than usual (long classes, versions or identities): as
-    # many as fit, the rest on the next page (the cursor is the last sent).
-    while len(page) > MAX_PAGE_BYTES and count > 1:
-        count = max(1, min(count - 1, count * MAX_PAGE_BYTES // len(page)))
-        page = encode_device_page(rows[:count])
-        more = True
-    return page, more
+    page, count = fit_device_page(rows)
+    more = len(rows) == limit or count < len(rows)
+    return page, more, bytes(rows[count - 1][0]) if count else after
 
 
 def _count(tx: Transaction, query: QueryFilter) -> int:
@@ -479,9 +474,10 @@ class SyncVersionStore:
 
     def rows(
         self, query: QueryFilter, after: bytes = b"", limit: int = MAX_ROWS
-    ) -> tuple[bytes, bool]:
+    ) -> tuple[bytes, bool, bytes]:
         """One page as the ``rows`` method answers it (an encoded
-        :mod:`~dofpy_services.version.page`), and whether more may follow."""
+        :mod:`~dofpy_services.version.page`), whether more may follow, and
+        the next page's cursor (the last device's encoded identity)."""
         return self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
 
     def stream(self, query: QueryFilter, page_size: int = MAX_PAGE) -> Iterator[DeviceRecord]:
@@ -564,7 +560,7 @@ class AsyncVersionStore:
     ) -> tuple[list[DeviceRecord], bool]:
         return await self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
 
-    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool]:
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
         return await self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
 
     async def count(self, query: QueryFilter) -> int:

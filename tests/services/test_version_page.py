@@ -12,13 +12,16 @@ from typing import Any
 import cbor2
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
 from dofpy.oap.errors import OapError, OapErrorCode
 from dofpy.wire.oid import OID
+from dofpy_services.store import StoreUnavailable
 from dofpy_services.version import QueryFilter, VersionClient
+from dofpy_services.version.daemon import PagePrefetch
 from dofpy_services.version.page import (
     COLUMNS,
     MAX_PAGE_BYTES,
@@ -231,3 +234,43 @@ async def test_a_stream_of_pages_ends_on_an_empty_page() -> None:
 def location(db_location: str) -> str:
     """Each test once on SQLite, once on PostgreSQL (tests/services/conftest.py)."""
     return db_location
+
+
+class _CountingStore:
+    """A store whose pages name their cursor; ``fail`` makes reads fail."""
+
+    def __init__(self) -> None:
+        self.reads: list[bytes] = []
+        self.fail = False
+
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
+        self.reads.append(after)
+        await trio.sleep(0.01)
+        if self.fail:
+            raise StoreUnavailable("down")
+        return b"page " + after, True, after + b"+"
+
+
+async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = _CountingStore()
+    query = QueryFilter()
+    async with trio.open_nursery() as nursery:
+        prefetch = PagePrefetch(store, nursery, max_pages=2, max_age=1.0)  # type: ignore[arg-type]
+        prefetch.start((query, b"a", 9))
+        prefetch.start((query, b"a", 9))  # being read already: one read
+        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+")
+        assert await prefetch.take((query, b"a", 9)) is None  # once
+        prefetch.start((query, b"b", 9))
+        await trio.sleep(2.0)
+        assert await prefetch.take((query, b"b", 9)) is None  # too old
+        for after in (b"c", b"d", b"e"):
+            prefetch.start((query, after, 9))
+        assert await prefetch.take((query, b"c", 9)) is None  # dropped: two held at most
+        assert await prefetch.take((query, b"e", 9)) is not None
+        store.fail = True
+        prefetch.start((query, b"f", 9))
+        assert await prefetch.take((query, b"f", 9)) is None  # the request reads it itself
+    assert sorted(store.reads) == [b"a", b"b", b"c", b"d", b"e", b"f"]  # "a" read once
+    assert prefetch.used == 2
