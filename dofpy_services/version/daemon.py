@@ -228,16 +228,21 @@ class PagePrefetch:
         self._max_pages = max_pages
         self._max_age = max_age
         self._pages: OrderedDict[_PageKey, _Prefetched] = OrderedDict()
+        self._reading = 0
         self.used = 0
         """Requests answered with a prefetched page (for tests and metrics)."""
 
     def start(self, key: _PageKey) -> None:
-        """Read the page ``key`` names, unless it is being read already."""
-        if key in self._pages:
+        """Read the page ``key`` names, unless it is being read already or
+        ``max_pages`` reads are (pages dropped unused may still be): a client
+        asking for pages it then does not follow costs at most that many
+        reads more."""
+        if key in self._pages or self._reading >= self._max_pages:
             return
         while len(self._pages) >= self._max_pages:
             self._pages.popitem(last=False)
         entry = self._pages[key] = _Prefetched(trio.current_time())
+        self._reading += 1
         self._nursery.start_soon(self._read, key, entry)
 
     async def _read(self, key: _PageKey, entry: _Prefetched) -> None:
@@ -246,6 +251,7 @@ class PagePrefetch:
         except Exception as exc:  # the request reads it itself, and sees the error
             logger.debug("page prefetch failed: %s", exc)
         finally:
+            self._reading -= 1
             entry.done.set()
 
     async def take(self, key: _PageKey) -> _Page | None:

@@ -267,10 +267,14 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
         assert await prefetch.take((query, b"b", 9)) is None  # too old
         for after in (b"c", b"d", b"e"):
             prefetch.start((query, after, 9))
+        assert await prefetch.take((query, b"e", 9)) is None  # two reads at once at most
+        await trio.sleep(0.1)
+        prefetch.start((query, b"g", 9))
         assert await prefetch.take((query, b"c", 9)) is None  # dropped: two held at most
-        assert await prefetch.take((query, b"e", 9)) is not None
+        assert await prefetch.take((query, b"d", 9)) is not None
+        assert await prefetch.take((query, b"g", 9)) is not None
         store.fail = True
         prefetch.start((query, b"f", 9))
         assert await prefetch.take((query, b"f", 9)) is None  # the request reads it itself
-    assert sorted(store.reads) == [b"a", b"b", b"c", b"d", b"e", b"f"]  # "a" read once
-    assert prefetch.used == 2
+    assert sorted(store.reads) == [b"a", b"b", b"c", b"d", b"f", b"g"]  # "a" read once
+    assert prefetch.used == 3
