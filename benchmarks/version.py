@@ -506,22 +506,31 @@ async def service_latencies(
     service: tuple[str, int],
     registry: int,
     rounds: int,
-) -> dict[str, tuple[float, float]]:
+) -> tuple[dict[str, tuple[float, float]], dict[str, tuple[float, float]]]:
+    """p50/p99 of each query kind's page of 128 by the ``rows`` method (what
+    the client streams with) and, from the same cursors in turn, by the
+    ``query`` method (typed records, as the service first answered pages)."""
     rng = random.Random(7)
     credentials = load_credentials(_credentials(directory, "client", authenticator))
     config = OapConfig(node=credentials.node_config(QUERYING))
     found: dict[str, tuple[float, float]] = {}
+    by_records: dict[str, tuple[float, float]] = {}
     async with open_node(("127.0.0.1", 0), config) as node:
         client = VersionClient(node, service, identity=OID(3, SERVICE_ID.encode()))
         await client.count(QueryFilter(device_class="none"))  # the session, first
         for name, query in _kinds():
             samples = []
+            record_samples = []
             for _ in range(rounds):
                 after = identity(rng.randrange(registry)).encode()
                 start = time.perf_counter()
-                await client.page(query, after, 128)
+                await client.rows(query, after, 128)
                 samples.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                await client.page(query, after, 128)
+                record_samples.append(time.perf_counter() - start)
             found[name] = _percentiles(samples)
+            by_records[name] = _percentiles(record_samples)
         for name, call in (
             (
                 "count (class, not V)",
@@ -537,7 +546,7 @@ async def service_latencies(
                 await call()
                 samples.append(time.perf_counter() - start)
             found[name] = _percentiles(samples)
-    return found
+    return found, by_records
 
 
 def direct_latencies(
@@ -569,9 +578,23 @@ def direct_latencies(
     return found
 
 
+@dataclass
+class Stream:
+    """One stream of the "not running V" devices through the service."""
+
+    rows: int
+    seconds: float
+    cpu: str
+
+
 async def service_stream(
-    directory: Path, authenticator: tuple[str, int], service: Daemon
-) -> tuple[int, float, str]:
+    directory: Path, authenticator: tuple[str, int], service: Daemon, *, mode: str = "devices"
+) -> Stream:
+    """Every "not running V" device: as a record by the client's ``devices``
+    (``rows`` pages of up to 512); ``mode="pages"``: the same pages, checked,
+    their devices counted but not made records (what a client that reads the
+    columns costs); ``mode="records"``: as a record by pages of 128 of the
+    ``query`` method (as the client first streamed)."""
     credentials = load_credentials(_credentials(directory, "client", authenticator))
     config = OapConfig(node=credentials.node_config(QUERYING))
     async with open_node(("127.0.0.1", 0), config) as node:
@@ -581,9 +604,21 @@ async def service_stream(
         start = time.perf_counter()
         cpu = CpuShares([service])
         query = QueryFilter(device_class=TARGET_CLASS, not_version=TARGET_VERSION)
-        async for _ in client.devices(query):
-            rows += 1
-        return rows, time.perf_counter() - start, cpu.stop()
+        if mode == "records":
+            after = b""
+            while True:
+                devices, more = await client.page(query, after, 128)
+                rows += len(devices)
+                if not more or not devices:
+                    break
+                after = devices[-1].identity.encode()
+        elif mode == "pages":
+            async for page in client.pages(query):
+                rows += len(page)
+        else:
+            async for _ in client.devices(query):
+                rows += 1
+        return Stream(rows, time.perf_counter() - start, cpu.stop())
 
 
 STREAM_SQL = (
@@ -681,15 +716,25 @@ async def measure(
                 )
                 if count == 1:
                     _note(f"{backend}: query latencies")
-                    service = await service_latencies(
+                    service, by_records = await service_latencies(
                         directory, authenticator, running[0].address, registry, rounds
                     )
                     _note(f"{backend}: streaming 'not running V'")
                     rss_before = running[0].rss()
-                    rows, stream_seconds, stream_cpu = await service_stream(
-                        directory, authenticator, running[0]
-                    )
+                    streamed = await service_stream(directory, authenticator, running[0])
                     rss_after = running[0].rss()
+                    _note(f"{backend}: streaming 'not running V' by the query method")
+                    before = await service_stream(
+                        directory, authenticator, running[0], mode="records"
+                    )
+                    columns = await service_stream(
+                        directory, authenticator, running[0], mode="pages"
+                    )
+                    rows, stream_seconds, stream_cpu = (
+                        streamed.rows,
+                        streamed.seconds,
+                        streamed.cpu,
+                    )
         await stop_send.send(signal.SIGTERM)
     # The database alone, the same SQL, in this process (no service running).
     if backend == "sqlite":
@@ -768,6 +813,15 @@ async def measure(
                 f"direct {_ms(d50)} {_ms(d99)}  (direct/service p50 {d50 / p50:5.1%})",
             )
         )
+        if name in by_records:
+            r50, r99 = by_records[name]
+            figures.lines.append(
+                (
+                    "  the same page by the query method (records)",
+                    f"{_ms(r50)} {_ms(r99)}",
+                    f"(direct/service p50 {d50 / r50:5.1%})",
+                )
+            )
     rate = rows / stream_seconds
     direct_rate = rows / direct_stream_seconds
     figures.lines.append(
@@ -779,6 +833,21 @@ async def measure(
         )
     )
     figures.lines.append(("  CPU while streaming", "", stream_cpu))
+    figures.lines.append(
+        (
+            "  the same by query-method pages of 128 records",
+            f"{before.seconds:8.2f} s",
+            f"({before.rows / before.seconds / direct_rate:5.1%} of {stream_command[0]}'s rate)",
+        )
+    )
+    figures.lines.append(("  CPU while streaming so", "", before.cpu))
+    figures.lines.append(
+        (
+            "  the same rows pages, no records made",
+            f"{columns.seconds:8.2f} s",
+            f"({columns.rows / columns.seconds / direct_rate:5.1%} of {stream_command[0]}'s rate)",
+        )
+    )
     figures.headline.append(
         (
             f"{backend}: stream 'not running V', {rows} devices",

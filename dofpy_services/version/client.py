@@ -6,6 +6,10 @@ and :meth:`VersionClient.changes` (a class's changes as they happen).
     changed = await client.report(report)
     async for device in client.devices(QueryFilter(device_class="sensor", not_version="2.0")):
         ...
+
+``devices`` and ``pages`` stream with the ``rows`` method (a page of up to
+512 devices as one byte string of columns, :mod:`dofpy_services.version.page`);
+``page`` is one page of the older ``query`` method (typed records, 128 at most).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 import trio
 
 from dofpy._core import Address
-from dofpy.errors import DofError
+from dofpy.errors import BadPacket, DofError
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.trio import DofNode
 from dofpy.wire.oid import OID, decode_oid_untrusted
@@ -35,6 +39,7 @@ from dofpy_services.version.interface import (
     VersionCount,
     VersionReport,
 )
+from dofpy_services.version.page import MAX_ROWS, DevicePage, decode_device_page_untrusted
 
 __all__ = ["ReportNotStored", "VersionClient"]
 
@@ -112,19 +117,48 @@ class VersionClient:
         devices, more = await self._invoke("query", query, after, limit)
         return devices, more
 
-    async def devices(
-        self, query: QueryFilter, *, page_size: int = MAX_PAGE
-    ) -> AsyncIterator[DeviceRecord]:
-        """Every device ``query`` matches, in identity order, fetched a page
-        at a time: one page in memory, however many devices match."""
+    async def rows(
+        self, query: QueryFilter, after: bytes = b"", limit: int = MAX_ROWS
+    ) -> tuple[DevicePage, bool]:
+        """One page of ``query`` by the ``rows`` method: up to ``limit``
+        devices after the identity ``after`` (its DOF encoding), checked, and
+        whether more may follow. A page that does not decode, holds more than
+        ``limit`` devices or does not follow ``after`` is an OAP
+        INVALID_VALUE error."""
+        encoded, more = await self._invoke("rows", query, after, limit)
+        try:
+            page = decode_device_page_untrusted(encoded)
+        except BadPacket as exc:
+            raise OapError(OapErrorCode.INVALID_VALUE, f"rows answered {exc}") from None
+        if len(page) > limit or (len(page) and page.keys[0] <= after):
+            # The cursor must move on, or a stream would never end.
+            raise OapError(OapErrorCode.INVALID_VALUE, "rows answered a page not after the cursor")
+        return page, bool(more)
+
+    async def pages(
+        self, query: QueryFilter, *, page_size: int = MAX_ROWS
+    ) -> AsyncIterator[DevicePage]:
+        """Every device ``query`` matches, in identity order, a page at a
+        time (``page.records()`` are its devices): one page in memory,
+        however many devices match."""
         after = b""
         while True:
-            devices, more = await self.page(query, after, page_size)
-            for device in devices:
-                yield device
-            if not more or not devices:
+            page, more = await self.rows(query, after, page_size)
+            if len(page):
+                yield page
+            if not more or not len(page):
                 return
-            after = devices[-1].identity.encode()
+            after = page.keys[-1]
+
+    async def devices(
+        self, query: QueryFilter, *, page_size: int = MAX_ROWS
+    ) -> AsyncIterator[DeviceRecord]:
+        """Every device ``query`` matches, in identity order, fetched a page
+        at a time (:meth:`pages`): one page in memory, however many devices
+        match."""
+        async for page in self.pages(query, page_size=page_size):
+            for device in page.records():
+                yield device
 
     async def count(self, query: QueryFilter) -> int:
         (devices,) = await self._invoke("count", query)

@@ -5,7 +5,9 @@ authenticated identity (a report in the clear is refused; no field of the
 report names a device), the report is written by the store's batcher and
 answered only once its batch committed; a report that could not be committed
 is answered ``NotStored`` (retry), never acknowledged. :class:`QueryProvider`
-serves the queries a page at a time. :class:`ChangeFeed` provides one
+serves the queries a page at a time (with a :class:`PagePrefetch`, the next
+``rows`` page of a stream is read while its client decodes the last one).
+:class:`ChangeFeed` provides one
 VERSION_CHANGES object per watched device class and tells its subscribers of
 each version or boot-state change committed here.
 """
@@ -13,9 +15,11 @@ each version or boot-state change committed here.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import trio
 
 from dofpy.errors import BadPacket
 from dofpy.oap.core import IncomingRequest
@@ -37,12 +41,14 @@ from dofpy_services.version.interface import (
     VersionReport,
     changes_object,
 )
+from dofpy_services.version.page import MAX_ROWS
 from dofpy_services.version.store import AsyncVersionStore, PendingReport
 
 __all__ = [
     "MAX_HISTORY",
     "ChangeFeed",
     "DrainingProvider",
+    "PagePrefetch",
     "QueryProvider",
     "ReportProvider",
     "ReportRefusals",
@@ -186,12 +192,92 @@ def _bad_query(reason: str) -> ProviderException:
     return ProviderException(VERSION_QUERY.exception("BadQuery"), [reason])
 
 
+_PageKey = tuple[QueryFilter, bytes, int]
+_Page = tuple[bytes, bool, bytes]
+
+
+class _Prefetched:
+    __slots__ = ("done", "page", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.done = trio.Event()
+        self.page: _Page | None = None
+
+
+class PagePrefetch:
+    """The next ``rows`` page of recent streams, read (in ``nursery``) as
+    soon as the page before it is answered, so that the database works while
+    the client decodes: at most ``max_pages`` pages held (the oldest
+    dropped), each used only within ``max_age`` seconds of its read, once.
+
+    A prefetched page is a read of the database a moment before the client
+    asked: still a keyset page after the cursor, so a stream neither repeats
+    nor misses a device that matches throughout."""
+
+    def __init__(
+        self,
+        store: AsyncVersionStore,
+        nursery: trio.Nursery,
+        *,
+        max_pages: int = 8,
+        max_age: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._nursery = nursery
+        self._max_pages = max_pages
+        self._max_age = max_age
+        self._pages: OrderedDict[_PageKey, _Prefetched] = OrderedDict()
+        self._reading = 0
+        self.used = 0
+        """Requests answered with a prefetched page (for tests and metrics)."""
+
+    def start(self, key: _PageKey) -> None:
+        """Read the page ``key`` names, unless it is being read already or
+        ``max_pages`` reads are (pages dropped unused may still be): a client
+        asking for pages it then does not follow costs at most that many
+        reads more."""
+        if key in self._pages or self._reading >= self._max_pages:
+            return
+        while len(self._pages) >= self._max_pages:
+            self._pages.popitem(last=False)
+        entry = self._pages[key] = _Prefetched(trio.current_time())
+        self._reading += 1
+        self._nursery.start_soon(self._read, key, entry)
+
+    async def _read(self, key: _PageKey, entry: _Prefetched) -> None:
+        try:
+            entry.page = await self._store.rows(*key)
+        except Exception as exc:  # the request reads it itself, and sees the error
+            logger.debug("page prefetch failed: %s", exc)
+        finally:
+            self._reading -= 1
+            entry.done.set()
+
+    async def take(self, key: _PageKey) -> _Page | None:
+        """The page ``key`` names, if it was prefetched and is recent enough."""
+        entry = self._pages.pop(key, None)
+        if entry is None:
+            return None
+        await entry.done.wait()
+        if entry.page is None or trio.current_time() - entry.started > self._max_age:
+            return None
+        self.used += 1
+        return entry.page
+
+
 class QueryProvider(Provider):
     """VERSION_QUERY: pages, counts, histograms, a device's history, watches."""
 
-    def __init__(self, store: AsyncVersionStore, feed: ChangeFeed | None) -> None:
+    def __init__(
+        self,
+        store: AsyncVersionStore,
+        feed: ChangeFeed | None,
+        prefetch: PagePrefetch | None = None,
+    ) -> None:
         self._store = store
         self._feed = feed
+        self._prefetch = prefetch
 
     async def query(
         self, query: QueryFilter, after: bytes, limit: int
@@ -202,6 +288,18 @@ class QueryProvider(Provider):
             raise _bad_query("after: not an encoded identity")
         devices, more = await self._store.page(query, after, limit)
         return tuple(devices), more
+
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool]:
+        if not 1 <= limit <= MAX_ROWS:
+            raise _bad_query(f"limit must be 1..{MAX_ROWS}")
+        if len(after) > 128:
+            raise _bad_query("after: not an encoded identity")
+        key = (query, after, limit)
+        found = await self._prefetch.take(key) if self._prefetch is not None else None
+        page, more, last = found if found is not None else await self._store.rows(*key)
+        if more and self._prefetch is not None:
+            self._prefetch.start((query, last, limit))
+        return page, more
 
     async def count(self, query: QueryFilter) -> int:
         return await self._store.count(query)

@@ -254,12 +254,28 @@ VERSION_QUERY = Interface.define(
         ),
         Method(6, "classes", (), (Param("classes", ValueType.LIST),)),
         ExceptionDef(7, "BadQuery", (Param("reason", ValueType.TEXT),)),
+        Method(
+            8,
+            "rows",
+            (
+                Param("filter", QueryFilter),
+                Param("after", ValueType.BYTES),
+                Param("limit", ValueType.INT),
+            ),
+            (Param("page", ValueType.BYTES), Param("more", ValueType.BOOL)),
+        ),
     ],
 )
 """Queries. ``query(filter, after, limit)``: up to ``limit`` (1..MAX_PAGE)
 matching devices whose identity (its DOF encoding, bytewise) is greater than
 ``after`` (``b""`` first), in that order, and whether more may follow; the
-next page's ``after`` is the last device's encoded identity."""
+next page's ``after`` is the last device's encoded identity.
+
+``rows(filter, after, limit)``: the same devices as ``query``, up to
+``limit`` (1..512) of them and as many as fit 60,000 bytes, as one byte string
+(:mod:`dofpy_services.version.page`: the page's columns in one CBOR array),
+and whether more may follow: the fast way to stream a result, for the
+client's :meth:`~dofpy_services.version.client.VersionClient.devices`."""
 
 VERSION_CHANGES = Interface.define(
     "[1:{01001103}]",

@@ -45,12 +45,12 @@ from dofpy_services.version.client import VersionClient
 from dofpy_services.version.daemon import (
     ChangeFeed,
     DrainingProvider,
+    PagePrefetch,
     QueryProvider,
     ReportProvider,
     ReportRefusals,
 )
 from dofpy_services.version.interface import (
-    MAX_PAGE,
     VERSION_CHANGES,
     VERSION_OBJECT,
     VERSION_QUERY,
@@ -62,6 +62,7 @@ from dofpy_services.version.interface import (
     QueryFilter,
     VersionReport,
 )
+from dofpy_services.version.page import MAX_ROWS
 from dofpy_services.version.store import (
     AsyncVersionStore,
     PendingReport,
@@ -225,7 +226,7 @@ async def _attach(context: ServiceContext, node: DofNode, nursery: trio.Nursery)
     state: VersionState = context.store
     state.feed.node = node
     metrics.watched.set_function(lambda: state.feed.watched)
-    query = QueryProvider(state.store, state.feed)
+    query = QueryProvider(state.store, state.feed, PagePrefetch(state.store, nursery))
     node.provide(VERSION_OBJECT, VERSION_QUERY, DrainingProvider(query, context))
 
 
@@ -393,15 +394,15 @@ def _query_flags(sub: argparse.ArgumentParser) -> None:
     _filter_flags(sub)
     sub.add_argument("--count", action="store_true", help="print how many, not the devices")
     sub.add_argument(
-        "--page-size", type=int, default=MAX_PAGE, help=f"devices per page (1..{MAX_PAGE})"
+        "--page-size", type=int, default=MAX_ROWS, help=f"devices per page (1..{MAX_ROWS})"
     )
     add_format_flag(sub)
 
 
 def _query(args: argparse.Namespace) -> int:
     query = _filter(args)
-    if not 1 <= args.page_size <= MAX_PAGE:
-        raise UsageError(f"--page-size must be 1..{MAX_PAGE}")
+    if not 1 <= args.page_size <= MAX_ROWS:
+        raise UsageError(f"--page-size must be 1..{MAX_ROWS}")
     if args.count:
         if args.db:
             with open_version_store(args.db, pool_size=1) as store:

@@ -57,6 +57,7 @@ from dofpy_services.version.interface import (
     VersionCount,
     VersionReport,
 )
+from dofpy_services.version.page import MAX_ROWS, fit_device_page
 
 __all__ = [
     "MIGRATIONS",
@@ -367,11 +368,25 @@ def device_record(row: Row) -> DeviceRecord:
 def _page(
     tx: Transaction, query: QueryFilter, after: bytes, limit: int
 ) -> tuple[list[DeviceRecord], bool]:
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"a page holds 1..{MAX_PAGE} devices, not {limit}")
+    # The ``query`` method allows MAX_PAGE (its records must fit a datagram);
+    # read here directly (the CLI's --db), a page may be as large as ``rows``'.
+    if not 1 <= limit <= MAX_ROWS:
+        raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
     sql, params = query_sql(query, after, limit)
     rows = tx.rows(sql, params)
     return [device_record(row) for row in rows], len(rows) == limit
+
+
+def _rows(
+    tx: Transaction, query: QueryFilter, after: bytes, limit: int
+) -> tuple[bytes, bool, bytes]:
+    if not 1 <= limit <= MAX_ROWS:
+        raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
+    sql, params = query_sql(query, after, limit)
+    rows = tx.rows(sql, params)
+    page, count = fit_device_page(rows)
+    more = len(rows) == limit or count < len(rows)
+    return page, more, bytes(rows[count - 1][0]) if count else after
 
 
 def _count(tx: Transaction, query: QueryFilter) -> int:
@@ -457,6 +472,14 @@ class SyncVersionStore:
     ) -> tuple[list[DeviceRecord], bool]:
         return self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
 
+    def rows(
+        self, query: QueryFilter, after: bytes = b"", limit: int = MAX_ROWS
+    ) -> tuple[bytes, bool, bytes]:
+        """One page as the ``rows`` method answers it (an encoded
+        :mod:`~dofpy_services.version.page`), whether more may follow, and
+        the next page's cursor (the last device's encoded identity)."""
+        return self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
+
     def stream(self, query: QueryFilter, page_size: int = MAX_PAGE) -> Iterator[DeviceRecord]:
         """Every device ``query`` matches, a page at a time."""
         after = b""
@@ -536,6 +559,9 @@ class AsyncVersionStore:
         self, query: QueryFilter, after: bytes, limit: int
     ) -> tuple[list[DeviceRecord], bool]:
         return await self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
+
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
+        return await self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
 
     async def count(self, query: QueryFilter) -> int:
         return await self.database.read(lambda tx: _count(tx, query), kind="count")

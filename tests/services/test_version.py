@@ -36,7 +36,7 @@ from dofpy_services.version import (
     VersionReport,
     provider_permissions,
 )
-from dofpy_services.version.daemon import ChangeFeed, QueryProvider, ReportProvider
+from dofpy_services.version.daemon import ChangeFeed, PagePrefetch, QueryProvider, ReportProvider
 from dofpy_services.version.store import AsyncVersionStore, PendingReport, open_async_version_store
 from tests.services.test_daemon_runner import WAIT
 from tests.services.version_helpers import device, report
@@ -74,6 +74,7 @@ class Running:
     node: DofNode
     store: AsyncVersionStore
     reports: ReportProvider
+    prefetch: PagePrefetch
 
     @asynccontextmanager
     async def client(self, identity: OID) -> AsyncIterator[VersionClient]:
@@ -91,15 +92,18 @@ async def serving(
     async with (
         open_async_version_store(location, batch_delay=0.001) as store,
         open_secure_node(local, SERVICE_ID) as node,
+        trio.open_nursery() as nursery,
     ):
         feed = ChangeFeed(16, node)
+        prefetch = PagePrefetch(store, nursery)
         used = wrap(store) if wrap is not None else store
         reports = ReportProvider(
             used, feed, lambda: 1000.0, retry_after=0.5, max_pending=max_pending
         )
         node.provide(VERSION_OBJECT, VERSION_REPORT, reports)
-        node.provide(VERSION_OBJECT, VERSION_QUERY, QueryProvider(store, feed))
-        yield Running(local, node, store, reports)
+        node.provide(VERSION_OBJECT, VERSION_QUERY, QueryProvider(store, feed, prefetch))
+        yield Running(local, node, store, reports, prefetch)
+        nursery.cancel_scope.cancel()  # pages prefetched and never asked for
 
 
 @pytest.fixture
@@ -312,6 +316,8 @@ async def test_pages_streamed_over_oap_while_reports_keep_arriving(location: str
                     await service.store.report(device(10 + arrived), report(version="9"), 2.0)
                     arrived += 1
     assert arrived >= 10
+    # Each page after the first was read ahead, before the reports between pages.
+    assert service.prefetch.used >= 10
     assert len(listed) == len(set(listed))
     assert {device(n) for n in range(10, 100)} <= set(listed)
 

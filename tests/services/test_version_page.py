@@ -1,0 +1,280 @@
+"""A page of devices as one byte string of CBOR columns (the ``rows``
+method): round trips (Hypothesis) against the records the ``query`` method
+makes of the same rows, what the decoder refuses, a page of the largest
+devices within one sealed datagram over OAP, and the client's checks of the
+cursor."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cbor2
+import pytest
+import trio
+import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dofpy.errors import BadPacket
+from dofpy.oap.errors import OapError, OapErrorCode
+from dofpy.wire.oid import OID
+from dofpy_services.store import StoreUnavailable
+from dofpy_services.version import QueryFilter, VersionClient
+from dofpy_services.version.daemon import PagePrefetch
+from dofpy_services.version.page import (
+    COLUMNS,
+    MAX_PAGE_BYTES,
+    MAX_ROWS,
+    decode_device_page_untrusted,
+    encode_device_page,
+)
+from dofpy_services.version.store import PendingReport, device_record, write_reports
+from tests.services.test_daemon_runner import WAIT
+from tests.services.test_version import CLIENT_ID, serving
+from tests.services.version_helpers import device, report
+
+_floats = st.floats(allow_nan=False, width=64)
+_int63 = st.integers(0, (1 << 63) - 1)
+
+
+@st.composite
+def device_rows(draw: st.DrawFn) -> list[tuple[Any, ...]]:
+    """Rows as the ``devices`` table holds them, in identity order."""
+    datas = draw(st.lists(st.binary(min_size=0, max_size=63), max_size=12, unique=True))
+    classes = st.integers(1, 0x3FFF)
+    keys = sorted({OID(draw(classes), data).encode() for data in datas})
+    return [
+        (
+            key,
+            draw(st.text(min_size=1, max_size=12)),
+            draw(st.text(max_size=12)),
+            draw(_int63),
+            draw(st.binary(max_size=64)),
+            draw(st.integers(0, 255)),
+            draw(st.sampled_from(["normal", "reprogram"])),
+            draw(st.integers(0, 1)),  # as the databases store it
+            draw(st.integers(0, 0xFFFF_FFFF)),
+            draw(_int63),
+            draw(_floats),
+            draw(_floats),
+            draw(_floats),
+            draw(_floats),
+        )
+        for key in keys
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(device_rows())
+def test_a_page_decodes_to_the_records_query_makes_of_the_same_rows(
+    rows: list[tuple[Any, ...]],
+) -> None:
+    encoded = encode_device_page(rows)
+    page = decode_device_page_untrusted(encoded)
+    assert list(page.records()) == [device_record(row) for row in rows]
+    assert page.keys == [row[0] for row in rows] and len(page) == len(rows)
+
+
+def _row(number: int, **changes: Any) -> list[Any]:
+    values = dict(
+        zip(
+            COLUMNS,
+            (
+                device(number).encode(),
+                "sensor",
+                "1.0",
+                10,
+                b"\x01" * 32,
+                0,
+                "normal",
+                True,
+                1,
+                4096,
+                1.5,
+                100.0,
+                200.0,
+                150.0,
+            ),
+            strict=True,
+        )
+    )
+    values.update(changes)
+    return [values[name] for name in COLUMNS]
+
+
+def _columns(rows: list[list[Any]]) -> list[Any]:
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def test_the_page_is_the_canonical_encoding_of_its_columns() -> None:
+    rows = [_row(1), _row(2)]
+    encoded = encode_device_page([tuple(r) for r in rows])
+    assert encoded == cbor2.dumps(_columns(rows), canonical=True)
+    assert decode_device_page_untrusted(encoded).identities == (device(1), device(2))
+    empty = decode_device_page_untrusted(encode_device_page([]))
+    assert len(empty) == 0 and list(empty.records()) == []
+
+
+@pytest.mark.parametrize(
+    ("columns", "why"),
+    [
+        ([_row(2), _row(1)], "strictly increasing"),
+        ([_row(1), _row(1)], "strictly increasing"),
+        ([_row(1, sequence="10")], "sequence must be integers"),
+        ([_row(1, sequence=True)], "sequence must be integers"),
+        ([_row(1, slot=256)], "slot outside"),
+        ([_row(1, boot_count=-1)], "boot_count outside"),
+        ([_row(1, first_seen=100)], "first_seen must be floats"),
+        ([_row(1, accepted=1)], "accepted must be booleans"),
+        ([_row(1, image_kind="other")], "image_kind must be one of"),
+        ([_row(1, version=b"1.0")], "version must be text"),
+        ([_row(1, identity="device")], "identity must be byte strings"),
+        ([_row(1, identity=b"\x03\x05ab")], "OID"),
+        ([_row(1, identity=b"\x00\x01a")], "OID"),
+        ([_row(1, identity=b"\x03\x45" + b"a" * 69)], "OID"),
+    ],
+)
+def test_a_page_with_a_bad_value_is_refused(columns: list[list[Any]], why: str) -> None:
+    with pytest.raises(BadPacket, match=why):
+        decode_device_page_untrusted(cbor2.dumps(_columns(columns), canonical=True))
+
+
+def test_a_page_out_of_shape_or_form_is_refused() -> None:
+    good = _columns([_row(1)])
+    # What each breaks -> what the refusal says.
+    cases = {
+        "canonical": cbor2.dumps(good),  # floats as 8 bytes where 2 or 4 hold them
+        # cbor2 counts a tag as a level: the depth limit refuses it first.
+        "nesting depth|tag": cbor2.dumps([*good[:3], [cbor2.CBORTag(2, b"\x01")], *good[4:]]),
+        "nesting depth|tag ": cbor2.dumps([cbor2.CBORTag(258, good[0]), *good[1:]]),
+        "one length": cbor2.dumps([*good[:-1], []], canonical=True),
+        "array of 14 columns": cbor2.dumps(good[:-1], canonical=True),
+        "every column must be an array": cbor2.dumps([*good[:-1], 1.0], canonical=True),
+        "canonical|trailing|does not decode": cbor2.dumps(good, canonical=True) + b"\x00",
+        "does not decode": cbor2.dumps(good, canonical=True)[:-3],
+        "exceed": b"\x8e" + b"\x00" * MAX_PAGE_BYTES,
+        "at most 512": cbor2.dumps(
+            _columns([_row(n) for n in range(MAX_ROWS + 1)]), canonical=True
+        ),
+    }
+    for why, data in cases.items():
+        with pytest.raises(BadPacket, match=why):
+            decode_device_page_untrusted(data)
+    with pytest.raises(ValueError, match="at most"):
+        encode_device_page([tuple(r) for r in [_row(n) for n in range(MAX_ROWS + 1)]])
+
+
+async def test_a_page_of_the_largest_devices_fits_one_sealed_datagram(location: str) -> None:
+    count = 300
+
+    def identity(n: int) -> OID:
+        return OID(3, f"{n:05d}".encode() + b"d" * 58)  # 63 data bytes, the most
+
+    largest = report("c" * 48, "v" * 64, (1 << 63) - 1, boot_count=0xFFFF_FFFF)
+    largest = type(largest)(
+        largest.device_class,
+        largest.version,
+        largest.sequence,
+        b"\xff" * 64,
+        largest.boot,
+        (1 << 63) - 1,
+        math.pi,
+    )
+    async with serving(location) as service, service.client(CLIENT_ID) as client:
+        pending = [PendingReport(identity(n), largest, math.e + n) for n in range(count)]
+        await service.store.database.write(lambda tx: write_reports(tx, pending), kind="load")
+        with trio.fail_after(WAIT):
+            page, more = await client.rows(QueryFilter(), b"", MAX_ROWS)
+            streamed = [d.identity async for d in client.devices(QueryFilter())]
+    # Fewer than asked for, as many as fit, and the rest on later pages.
+    assert 100 < len(page) < count and more
+    assert streamed == [identity(n) for n in range(count)]
+    first = next(page.records())
+    assert (first.version, first.image_digest, first.device_clock) == (
+        "v" * 64,
+        b"\xff" * 64,
+        math.pi,
+    )
+
+
+class _AnsweringNode:
+    """A node whose every invoke answers ``values`` (a service misbehaving)."""
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self.values = values
+
+    async def invoke(self, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        return self.values
+
+
+@pytest.mark.parametrize(
+    ("answer", "after", "limit"),
+    [
+        ((encode_device_page([tuple(_row(1))]), True), device(1).encode(), 10),  # not after
+        ((encode_device_page([tuple(_row(1)), tuple(_row(2))]), True), b"", 1),  # too many
+        ((b"\x80", False), b"", 10),  # no page
+    ],
+)
+async def test_the_client_refuses_a_page_that_would_not_move_the_cursor_on(
+    answer: tuple[Any, ...], after: bytes, limit: int
+) -> None:
+    client = VersionClient(_AnsweringNode(answer), ("127.0.0.1", 1))  # type: ignore[arg-type]
+    with pytest.raises(OapError) as refused:
+        await client.rows(QueryFilter(), after, limit)
+    assert refused.value.error_code is OapErrorCode.INVALID_VALUE
+
+
+async def test_a_stream_of_pages_ends_on_an_empty_page() -> None:
+    client = VersionClient(_AnsweringNode((encode_device_page([]), True)), ("127.0.0.1", 1))  # type: ignore[arg-type]
+    assert [page async for page in client.pages(QueryFilter())] == []
+
+
+@pytest.fixture
+def location(db_location: str) -> str:
+    """Each test once on SQLite, once on PostgreSQL (tests/services/conftest.py)."""
+    return db_location
+
+
+class _CountingStore:
+    """A store whose pages name their cursor; ``fail`` makes reads fail."""
+
+    def __init__(self) -> None:
+        self.reads: list[bytes] = []
+        self.fail = False
+
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
+        self.reads.append(after)
+        await trio.sleep(0.01)
+        if self.fail:
+            raise StoreUnavailable("down")
+        return b"page " + after, True, after + b"+"
+
+
+async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = _CountingStore()
+    query = QueryFilter()
+    async with trio.open_nursery() as nursery:
+        prefetch = PagePrefetch(store, nursery, max_pages=2, max_age=1.0)  # type: ignore[arg-type]
+        prefetch.start((query, b"a", 9))
+        prefetch.start((query, b"a", 9))  # being read already: one read
+        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+")
+        assert await prefetch.take((query, b"a", 9)) is None  # once
+        prefetch.start((query, b"b", 9))
+        await trio.sleep(2.0)
+        assert await prefetch.take((query, b"b", 9)) is None  # too old
+        for after in (b"c", b"d", b"e"):
+            prefetch.start((query, after, 9))
+        assert await prefetch.take((query, b"e", 9)) is None  # two reads at once at most
+        await trio.sleep(0.1)
+        prefetch.start((query, b"g", 9))
+        assert await prefetch.take((query, b"c", 9)) is None  # dropped: two held at most
+        assert await prefetch.take((query, b"d", 9)) is not None
+        assert await prefetch.take((query, b"g", 9)) is not None
+        store.fail = True
+        prefetch.start((query, b"f", 9))
+        assert await prefetch.take((query, b"f", 9)) is None  # the request reads it itself
+    assert sorted(store.reads) == [b"a", b"b", b"c", b"d", b"f", b"g"]  # "a" read once
+    assert prefetch.used == 3
