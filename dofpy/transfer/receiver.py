@@ -41,6 +41,12 @@ window and loss recovery:
   hash chunks). A local copy that does not match is not written: the leaf is
   fetched.
 
+  An adaptive transfer asks for *compact hashes* (:mod:`dofpy.transfer.manifest`):
+  first the root chunks (the roots of every 32-leaf subtree, proved against
+  the Merkle root), then bare chunks of 32 leaf hashes without proofs, each
+  checked against its proved subtree root before any of its leaves is looked
+  up. A bare chunk is asked for only once its root is proved.
+
 Memory: the window (at most ``max_window`` blocks outstanding), range sets,
 and the object's leaf hashes (32 bytes per leaf).
 """
@@ -69,7 +75,7 @@ from dofpy.transfer.fetch_state import (
     ReceiverStatistics,
     SourceStatistics,
 )
-from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
+from dofpy.transfer.manifest import BARE_CHUNK_LEAVES, HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
     MAX_FETCH_RANGES,
     MAX_SEQ,
@@ -78,6 +84,7 @@ from dofpy.transfer.messages import (
     HashChunkMessage,
     RefuseCode,
     RefusedMessage,
+    RootChunkMessage,
 )
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.rtt import RttEstimator
@@ -94,6 +101,7 @@ __all__ = [
 ]
 
 _MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
+_ROOT_KEYS = -(1 << 40)  # outstanding key of root chunk j: _ROOT_KEYS - 1 - j
 
 
 class LocalLeaves(Protocol):
@@ -158,8 +166,19 @@ class Receiver:
         # size follows the block size, which may change mid-transfer).
         self._hashes_verified = RangeSet()
         self.verified = store.open(manifest)
-        self._chunk_leaves = manifest.chunk_leaves_for(self._block_size())
-        self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
+        # Compact hashes (adaptive transfer): subtree roots first, then bare
+        # chunks, each asked for once its root is proved.
+        self._compact = local is not None
+        self._roots = bytearray(manifest.bare_chunk_count * HASH_SIZE if self._compact else 0)
+        self._roots_verified = RangeSet()
+        if self._compact:
+            self._chunk_leaves = BARE_CHUNK_LEAVES
+            self._need_roots = RangeSet([(0, manifest.root_chunk_count)])
+            self._need_chunks = RangeSet()
+        else:
+            self._chunk_leaves = manifest.chunk_leaves_for(self._block_size())
+            self._need_roots = RangeSet()
+            self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
         self._need_leaves = RangeSet()
         self._outstanding: dict[int, Outstanding] = {}
         self._order: deque[tuple[int, int]] = deque()
@@ -297,7 +316,7 @@ class Receiver:
     def receive(
         self,
         peer: Address,
-        message: BlockMessage | HashChunkMessage | RefusedMessage,
+        message: BlockMessage | HashChunkMessage | RootChunkMessage | RefusedMessage,
         now: float,
         identity: OID | None = None,
     ) -> None:
@@ -313,6 +332,8 @@ class Receiver:
             self._refused(peer, message, now)
         elif isinstance(message, HashChunkMessage):
             self._hash_chunk(message, now)
+        elif isinstance(message, RootChunkMessage):
+            self._root_chunk(message, now)
         else:
             self._block(message.leaf, message.data, message.fetch_seq, message.hold_us, now)
         if not self.done:
@@ -497,7 +518,9 @@ class Receiver:
         return None
 
     def _requeue(self, key: int, record: Outstanding) -> None:
-        if key < 0:
+        if key <= _ROOT_KEYS:
+            self._need_roots.add(_ROOT_KEYS - key - 1, _ROOT_KEYS - key)
+        elif key < 0:
             self._need_chunks.add(-1 - key, -key)
         else:
             self._need_leaves.add(key, record.end)
@@ -531,7 +554,20 @@ class Receiver:
         if start < end and self._hashes_verified.covers(start, end):
             self._counts["duplicates"] += 1
             return
-        if not manifest.verify_chunk(chunk, message.hashes, message.proof, chunk_leaves):
+        if self._compact:
+            if 0 <= chunk < manifest.bare_chunk_count and not self._roots_verified.covers(
+                chunk, chunk + 1
+            ):
+                self._counts["unrequested"] += 1  # its root is not proved yet: drop
+                return
+            good = not message.proof and manifest.verify_bare_chunk(
+                chunk,
+                message.hashes,
+                bytes(self._roots[chunk * HASH_SIZE : (chunk + 1) * HASH_SIZE]),
+            )
+        else:
+            good = manifest.verify_chunk(chunk, message.hashes, message.proof, chunk_leaves)
+        if not good:
             self._bad(key, now)
             return
         self._counts["blocks_received"] += 1
@@ -548,6 +584,30 @@ class Receiver:
         if self.hashes_known():
             self._transition(FetchInput.HASHES_DONE, now)
             self._check_complete(now)
+
+    def _root_chunk(self, message: RootChunkMessage, now: float) -> None:
+        """Subtree roots of a compact-hashes transfer: proved, they make their
+        bare chunks verifiable, so those are asked for next."""
+        chunk = message.chunk
+        key = _ROOT_KEYS - 1 - chunk
+        manifest = self.manifest
+        if not self._compact:
+            self._counts["unrequested"] += 1
+            return
+        start, end = manifest.root_chunk_range(chunk)
+        if start < end and self._roots_verified.covers(start, end):
+            self._counts["duplicates"] += 1
+            return
+        if not manifest.verify_root_chunk(chunk, message.roots, message.proof):
+            self._bad(key, now)
+            return
+        self._counts["blocks_received"] += 1
+        self._window_bytes += len(message.roots)
+        self._roots[start * HASH_SIZE : end * HASH_SIZE] = message.roots
+        self._roots_verified.add(start, end)
+        self._need_roots.discard(chunk, chunk + 1)
+        self._need_chunks.add(start, end)
+        self._arrived(key, message.fetch_seq, message.hold_us, now)
 
     def _block(self, first: int, data: bytes, fetch_seq: int, hold_us: int, now: float) -> None:
         manifest = self.manifest
@@ -699,8 +759,11 @@ class Receiver:
         return self._leaves_per_block * self.manifest.leaf_size
 
     def _regrid(self) -> None:
-        """Hash chunks sized for the block size now in use (nothing outstanding)."""
+        """Hash chunks sized for the block size now in use (nothing outstanding;
+        compact hashes have one size whatever the block size)."""
         manifest = self.manifest
+        if self._compact:
+            return
         chunk_leaves = manifest.chunk_leaves_for(self._block_size())
         if chunk_leaves == self._chunk_leaves:
             return
@@ -724,14 +787,17 @@ class Receiver:
         outstanding = self._outstanding
         free = window - len(outstanding)
         need_chunks, need_leaves = self._need_chunks, self._need_leaves
-        if free <= 0 or not (need_chunks or need_leaves):
+        need_roots = self._need_roots
+        if free <= 0 or not (need_chunks or need_leaves or need_roots):
             return
         per_block = self._leaves_per_block
         if not force and free < max(1, window // 4):
             # Wait for a quarter of the window unless everything left fits now
             # (counted only as far as needed: this runs on every arrival).
-            needed = need_chunks.count_up_to(free + 1) + -(
-                -need_leaves.count_up_to((free + 1) * per_block) // per_block
+            needed = (
+                need_roots.count_up_to(free + 1)
+                + need_chunks.count_up_to(free + 1)
+                + -(-need_leaves.count_up_to((free + 1) * per_block) // per_block)
             )
             if needed > free:
                 return
@@ -741,6 +807,17 @@ class Receiver:
         ordinal = self._next_ordinal
         # Whole spans are taken from the need sets (one range operation each);
         # every block in them still gets its ordinal and outstanding record.
+        roots: list[tuple[int, int]] = []
+        while free > 0 and need_roots and len(roots) < MAX_FETCH_RANGES:
+            span = need_roots.pop_pieces(1, free if len(roots) < MAX_FETCH_RANGES - 1 else 1)
+            assert span is not None
+            start, stop = span
+            roots.append(span)
+            for chunk in range(start, stop):
+                outstanding[_ROOT_KEYS - 1 - chunk] = Outstanding(ordinal, seq, chunk + 1)
+                order.append((ordinal, _ROOT_KEYS - 1 - chunk))
+                ordinal += 1
+            free -= stop - start
         chunks: list[tuple[int, int]] = []
         while free > 0 and need_chunks and len(chunks) < MAX_FETCH_RANGES:
             # The span that makes the last range allowed: one chunk only.
@@ -782,6 +859,7 @@ class Receiver:
             min(window, 0xFFFF),
             tuple(chunks),
             tuple(leaves),
+            root_chunks=tuple(roots) if self._compact else None,
         )
         self._fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
