@@ -316,6 +316,10 @@ def test_tshark_decodes_every_transfer_message() -> None:
         BlockMessage(OBJECT, 7, 99, os.urandom(1024), 1, 250),
         HashChunkMessage(OBJECT, 8, 3, os.urandom(512), (os.urandom(32),) * 10, 2, 0),
         RefusedMessage(OBJECT, 9, RefuseCode.BLOCK_SIZE, 1024),
+        # Compact hashes: a Fetch with root ranges, a root chunk, a full bare chunk.
+        FetchRequest(OBJECT, 2, 1024, 0, 64, ((0, 16),), (), b"", ((0, 32),)),
+        RootChunkMessage(OBJECT, 10, 1, os.urandom(512), (os.urandom(32),) * 5, 2, 0),
+        HashChunkMessage(OBJECT, 11, 4, os.urandom(1024), (), 2, 0),
     ]
     frames = [
         encode_frame(
@@ -331,5 +335,7 @@ def test_tshark_decodes_every_transfer_message() -> None:
     assert max(len(f) for f in frames) <= 1232  # default blocks fit the IPv6 minimum MTU
     result = check_datagrams(frames)
     assert result.problems == []
-    assert result.info == ["OAP Invoke ", "OAP Signal ", "OAP Signal ", "OAP Signal "]
+    assert (
+        result.info == ["OAP Invoke "] + ["OAP Signal "] * 3 + ["OAP Invoke "] + ["OAP Signal "] * 2
+    )
     assert all(p.endswith("dof.oap") for p in result.protocols)
