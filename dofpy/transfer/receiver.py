@@ -75,6 +75,7 @@ from dofpy.transfer.fetch_state import (
     ReceiverStatistics,
     SourceStatistics,
 )
+from dofpy.transfer.losses import OutstandingBlocks
 from dofpy.transfer.manifest import BARE_CHUNK_LEAVES, HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
     MAX_FETCH_RANGES,
@@ -180,12 +181,8 @@ class Receiver:
             self._need_roots = RangeSet()
             self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
         self._need_leaves = RangeSet()
-        self._outstanding: dict[int, Outstanding] = {}
-        self._order: deque[tuple[int, int]] = deque()
-        self._next_ordinal = 0
-        self._largest_arrived = -1
-        self._marks: deque[tuple[int, float, int]] = deque()
-        self._reorder_factor = 1
+        self._window = OutstandingBlocks()
+        self._outstanding = self._window.records  # (the same dict, never replaced)
         self._fetch_seq = 0
         self._fetch_times: OrderedDict[int, float] = OrderedDict()
         self._fetches: deque[tuple[Address, FetchRequest]] = deque()
@@ -256,7 +253,7 @@ class Receiver:
         if not self._outstanding:
             return progress
         deadline = self._last_activity + self.rtt.rto()
-        loss = self._loss_deadline()
+        loss = self._window.loss_deadline(self.rtt)
         if loss is not None and loss < deadline:
             deadline = loss
         return progress if progress is not None and progress < deadline else deadline
@@ -444,78 +441,28 @@ class Receiver:
         """Bookkeeping for a verified arrival; True if it was outstanding."""
         self._last_activity = now
         self._timeouts_in_row = 0
-        record = self._outstanding.get(key)
-        if record is None or record.fetch_seq != fetch_seq:
-            # Declared lost too early (reordering): widen the reordering window.
-            self._reorder_factor = min(self._reorder_factor * 2, 16)
+        window = self._window
+        record = window.take(key, fetch_seq)
         if record is None:
             self._counts["unrequested"] += 1
             return False
-        del self._outstanding[key]
         self.cc.on_delivered(1)
         if record.fetch_seq == fetch_seq:
             sent = self._fetch_times.get(fetch_seq)
             if sent is not None:
                 self.rtt.sample(now - sent - hold_us / 1e6)
-        if record.ordinal > self._largest_arrived:
-            self._largest_arrived = record.ordinal
-            self._marks.append((record.ordinal, now + self._reorder_window(), record.fetch_seq))
+        window.mark(record, now, self.rtt)
         self._detect_losses(now)
         return True
 
-    def _reorder_window(self) -> float:
-        base = self.rtt.min_rtt if self.rtt.min_rtt is not None else self.rtt.config.initial_rto
-        return max(self.rtt.config.granularity, base / 4) * self._reorder_factor
-
-    def _deadline(self, mark: tuple[int, float, int], record: Outstanding) -> float:
-        """When ``record`` counts as lost given that a later-requested block arrived.
-
-        Within one Fetch the provider sends in order, so only network reordering
-        delays an earlier block: the reordering window. Fetches themselves may
-        overtake each other on the way, so a block of an earlier Fetch gets half
-        an RTT more."""
-        if mark[2] == record.fetch_seq:
-            return mark[1]
-        srtt = self.rtt.srtt if self.rtt.srtt is not None else self.rtt.config.initial_rto
-        return mark[1] + srtt / 2
-
     def _detect_losses(self, now: float) -> None:
-        """Declare lost every outstanding block requested before one that arrived
-        more than a reordering window ago (RACK-style, in request order)."""
-        lost = 0
-        order, marks = self._order, self._marks
-        while order:
-            ordinal, key = order[0]
-            record = self._outstanding.get(key)
-            if record is None or record.ordinal != ordinal:
-                order.popleft()
-                continue
-            while marks and marks[0][0] <= ordinal:
-                marks.popleft()
-            if not marks or self._deadline(marks[0], record) > now:
-                break
-            order.popleft()
-            del self._outstanding[key]
+        """Ask again for every block :class:`OutstandingBlocks` declares lost."""
+        lost = self._window.detect_lost(now, self.rtt)
+        for key, record in lost:
             self._requeue(key, record)
-            lost += 1
         if lost:
-            self._counts["retransmissions"] += lost
-            self.cc.on_lost(lost, now, self.rtt.srtt, self.rtt.min_rtt)
-
-    def _loss_deadline(self) -> float | None:
-        """When the oldest outstanding block will count as lost (if nothing comes)."""
-        order, marks = self._order, self._marks
-        while order:
-            ordinal, key = order[0]
-            record = self._outstanding.get(key)
-            if record is None or record.ordinal != ordinal:
-                order.popleft()
-                continue
-            for mark in marks:
-                if mark[0] > ordinal:
-                    return self._deadline(mark, record)
-            return None
-        return None
+            self._counts["retransmissions"] += len(lost)
+            self.cc.on_lost(len(lost), now, self.rtt.srtt, self.rtt.min_rtt)
 
     def _requeue(self, key: int, record: Outstanding) -> None:
         if key <= _ROOT_KEYS:
@@ -526,12 +473,10 @@ class Receiver:
             self._need_leaves.add(key, record.end)
 
     def _requeue_all(self) -> None:
-        self._counts["retransmissions"] += len(self._outstanding)
-        for key, record in self._outstanding.items():
+        taken = self._window.pop_all()
+        self._counts["retransmissions"] += len(taken)
+        for key, record in taken:
             self._requeue(key, record)
-        self._outstanding.clear()
-        self._order.clear()
-        self._marks.clear()
 
     def _bad(self, key: int, now: float) -> None:
         self._counts["verification_failures"] += 1
@@ -692,8 +637,7 @@ class Receiver:
         self.state = new
         if new in (FetchState.COMPLETE, FetchState.FAILED):
             self._finished = now
-            self._outstanding.clear()
-            self._order.clear()
+            self._window.clear()
 
     def _check_complete(self, now: float) -> None:
         manifest = self.manifest
@@ -803,8 +747,7 @@ class Receiver:
                 return
         was_idle = not outstanding
         seq = self._next_seq(now)
-        order = self._order
-        ordinal = self._next_ordinal
+        window_add = self._window.add
         # Whole spans are taken from the need sets (one range operation each);
         # every block in them still gets its ordinal and outstanding record.
         roots: list[tuple[int, int]] = []
@@ -814,9 +757,7 @@ class Receiver:
             start, stop = span
             roots.append(span)
             for chunk in range(start, stop):
-                outstanding[_ROOT_KEYS - 1 - chunk] = Outstanding(ordinal, seq, chunk + 1)
-                order.append((ordinal, _ROOT_KEYS - 1 - chunk))
-                ordinal += 1
+                window_add(_ROOT_KEYS - 1 - chunk, seq, chunk + 1)
             free -= stop - start
         chunks: list[tuple[int, int]] = []
         while free > 0 and need_chunks and len(chunks) < MAX_FETCH_RANGES:
@@ -826,9 +767,7 @@ class Receiver:
             start, stop = span
             chunks.append(span)
             for chunk in range(start, stop):
-                outstanding[-1 - chunk] = Outstanding(ordinal, seq, chunk + 1)
-                order.append((ordinal, -1 - chunk))
-                ordinal += 1
+                window_add(-1 - chunk, seq, chunk + 1)
             free -= stop - start
         leaves: list[tuple[int, int]] = []
         while free > 0 and need_leaves:
@@ -844,12 +783,9 @@ class Receiver:
                 leaves.append(span)
             while piece < span_end:
                 piece_end = min((piece // per_block + 1) * per_block, span_end)
-                outstanding[piece] = Outstanding(ordinal, seq, piece_end)
-                order.append((ordinal, piece))
-                ordinal += 1
+                window_add(piece, seq, piece_end)
                 free -= 1
                 piece = piece_end
-        self._next_ordinal = ordinal
         rate = self.cc.pacing_rate(self.block_bytes, self.rtt.srtt)
         request = FetchRequest(
             self.manifest.object_id,
