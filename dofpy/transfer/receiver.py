@@ -76,7 +76,7 @@ from dofpy.transfer.fetch_state import (
     SourceStatistics,
 )
 from dofpy.transfer.losses import OutstandingBlocks
-from dofpy.transfer.manifest import BARE_CHUNK_LEAVES, HASH_SIZE, Manifest, leaf_hash
+from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
     MAX_FETCH_RANGES,
     MAX_SEQ,
@@ -87,6 +87,7 @@ from dofpy.transfer.messages import (
     RefusedMessage,
     RootChunkMessage,
 )
+from dofpy.transfer.proved_hashes import ChunkRefused, ProvedHashes
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.rtt import RttEstimator
 from dofpy.transfer.store import BlockStore
@@ -162,24 +163,12 @@ class Receiver:
         self._leaves_per_block = max(1, self.config.block_size // manifest.leaf_size)
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
-        self._hashes = bytearray(manifest.leaf_count * HASH_SIZE)
-        # Leaves whose hashes are verified (in leaves, not chunks: the chunk
-        # size follows the block size, which may change mid-transfer).
-        self._hashes_verified = RangeSet()
         self.verified = store.open(manifest)
-        # Compact hashes (adaptive transfer): subtree roots first, then bare
-        # chunks, each asked for once its root is proved.
-        self._compact = local is not None
-        self._roots = bytearray(manifest.bare_chunk_count * HASH_SIZE if self._compact else 0)
-        self._roots_verified = RangeSet()
-        if self._compact:
-            self._chunk_leaves = BARE_CHUNK_LEAVES
-            self._need_roots = RangeSet([(0, manifest.root_chunk_count)])
-            self._need_chunks = RangeSet()
-        else:
-            self._chunk_leaves = manifest.chunk_leaves_for(self._block_size())
-            self._need_roots = RangeSet()
-            self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
+        # Compact hashes (subtree roots first, then bare chunks) when leaves
+        # are copied locally: the hashes are then most of what is fetched.
+        self._proved = ProvedHashes(manifest, self._block_size(), compact=local is not None)
+        self._hashes = self._proved.hashes  # (the same objects, never replaced)
+        self._hashes_verified = self._proved.verified
         self._need_leaves = RangeSet()
         self._window = OutstandingBlocks()
         self._outstanding = self._window.records  # (the same dict, never replaced)
@@ -260,7 +249,7 @@ class Receiver:
 
     def hashes_known(self) -> bool:
         """Whether every leaf hash is verified."""
-        return self._hashes_verified.covers(0, self.manifest.leaf_count)
+        return self._proved.known()
 
     def leaf_hashes(self) -> bytes:
         """The verified leaf hashes (complete once :meth:`hashes_known`)."""
@@ -466,9 +455,9 @@ class Receiver:
 
     def _requeue(self, key: int, record: Outstanding) -> None:
         if key <= _ROOT_KEYS:
-            self._need_roots.add(_ROOT_KEYS - key - 1, _ROOT_KEYS - key)
+            self._proved.need_roots.add(_ROOT_KEYS - key - 1, _ROOT_KEYS - key)
         elif key < 0:
-            self._need_chunks.add(-1 - key, -key)
+            self._proved.need_chunks.add(-1 - key, -key)
         else:
             self._need_leaves.add(key, record.end)
 
@@ -492,34 +481,14 @@ class Receiver:
             )
 
     def _hash_chunk(self, message: HashChunkMessage, now: float) -> None:
-        chunk = message.chunk
-        key = -1 - chunk
-        manifest, chunk_leaves = self.manifest, self._chunk_leaves
-        start, end = manifest.chunk_range(chunk, chunk_leaves)
-        if start < end and self._hashes_verified.covers(start, end):
-            self._counts["duplicates"] += 1
+        key = -1 - message.chunk
+        taken = self._proved.take_chunk(message)
+        if isinstance(taken, ChunkRefused):
+            self._chunk_refused(key, taken, now)
             return
-        if self._compact:
-            if 0 <= chunk < manifest.bare_chunk_count and not self._roots_verified.covers(
-                chunk, chunk + 1
-            ):
-                self._counts["unrequested"] += 1  # its root is not proved yet: drop
-                return
-            good = not message.proof and manifest.verify_bare_chunk(
-                chunk,
-                message.hashes,
-                bytes(self._roots[chunk * HASH_SIZE : (chunk + 1) * HASH_SIZE]),
-            )
-        else:
-            good = manifest.verify_chunk(chunk, message.hashes, message.proof, chunk_leaves)
-        if not good:
-            self._bad(key, now)
-            return
+        start, end = taken
         self._counts["blocks_received"] += 1
         self._window_bytes += len(message.hashes)
-        self._hashes[start * HASH_SIZE : end * HASH_SIZE] = message.hashes
-        self._hashes_verified.add(start, end)
-        self._need_chunks.discard(chunk, chunk + 1)
         wanted = RangeSet([(start, end)])
         wanted.difference_update(self.verified)
         if self.local is not None and wanted:
@@ -533,26 +502,20 @@ class Receiver:
     def _root_chunk(self, message: RootChunkMessage, now: float) -> None:
         """Subtree roots of a compact-hashes transfer: proved, they make their
         bare chunks verifiable, so those are asked for next."""
-        chunk = message.chunk
-        key = _ROOT_KEYS - 1 - chunk
-        manifest = self.manifest
-        if not self._compact:
-            self._counts["unrequested"] += 1
-            return
-        start, end = manifest.root_chunk_range(chunk)
-        if start < end and self._roots_verified.covers(start, end):
-            self._counts["duplicates"] += 1
-            return
-        if not manifest.verify_root_chunk(chunk, message.roots, message.proof):
-            self._bad(key, now)
+        key = _ROOT_KEYS - 1 - message.chunk
+        taken = self._proved.take_root_chunk(message)
+        if isinstance(taken, ChunkRefused):
+            self._chunk_refused(key, taken, now)
             return
         self._counts["blocks_received"] += 1
         self._window_bytes += len(message.roots)
-        self._roots[start * HASH_SIZE : end * HASH_SIZE] = message.roots
-        self._roots_verified.add(start, end)
-        self._need_roots.discard(chunk, chunk + 1)
-        self._need_chunks.add(start, end)
         self._arrived(key, message.fetch_seq, message.hold_us, now)
+
+    def _chunk_refused(self, key: int, why: ChunkRefused, now: float) -> None:
+        if why is ChunkRefused.BAD:
+            self._bad(key, now)
+        else:
+            self._counts["duplicates" if why is ChunkRefused.DUPLICATE else "unrequested"] += 1
 
     def _block(self, first: int, data: bytes, fetch_seq: int, hold_us: int, now: float) -> None:
         manifest = self.manifest
@@ -703,21 +666,8 @@ class Receiver:
         return self._leaves_per_block * self.manifest.leaf_size
 
     def _regrid(self) -> None:
-        """Hash chunks sized for the block size now in use (nothing outstanding;
-        compact hashes have one size whatever the block size)."""
-        manifest = self.manifest
-        if self._compact:
-            return
-        chunk_leaves = manifest.chunk_leaves_for(self._block_size())
-        if chunk_leaves == self._chunk_leaves:
-            return
-        self._chunk_leaves = chunk_leaves
-        need = RangeSet()
-        for chunk in range(manifest.chunk_count_for(chunk_leaves)):
-            start, end = manifest.chunk_range(chunk, chunk_leaves)
-            if not self._hashes_verified.covers(start, end):
-                need.add(chunk, chunk + 1)
-        self._need_chunks = need
+        """Hash chunks sized for the block size now in use (nothing outstanding)."""
+        self._proved.regrid(self._block_size())
 
     def _next_seq(self, now: float) -> int:
         self._fetch_seq = 0 if self._fetch_seq >= MAX_SEQ else self._fetch_seq + 1
@@ -730,8 +680,8 @@ class Receiver:
         window = self.cc.window
         outstanding = self._outstanding
         free = window - len(outstanding)
-        need_chunks, need_leaves = self._need_chunks, self._need_leaves
-        need_roots = self._need_roots
+        need_chunks, need_leaves = self._proved.need_chunks, self._need_leaves
+        need_roots = self._proved.need_roots
         if free <= 0 or not (need_chunks or need_leaves or need_roots):
             return
         per_block = self._leaves_per_block
@@ -795,7 +745,7 @@ class Receiver:
             min(window, 0xFFFF),
             tuple(chunks),
             tuple(leaves),
-            root_chunks=tuple(roots) if self._compact else None,
+            root_chunks=tuple(roots) if self._proved.compact else None,
         )
         self._fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
