@@ -66,6 +66,7 @@ from dofpy.errors import (
     RemoteProtocolError,
 )
 from dofpy.transfer.congestion import CongestionController
+from dofpy.transfer.fetch_plan import ROOT_KEYS, plan_fetch, should_wait
 from dofpy.transfer.fetch_state import (
     FETCH_TRANSITIONS,
     FetchInput,
@@ -78,7 +79,6 @@ from dofpy.transfer.fetch_state import (
 from dofpy.transfer.losses import OutstandingBlocks
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
-    MAX_FETCH_RANGES,
     MAX_SEQ,
     BlockMessage,
     FetchRequest,
@@ -103,7 +103,6 @@ __all__ = [
 ]
 
 _MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
-_ROOT_KEYS = -(1 << 40)  # outstanding key of root chunk j: _ROOT_KEYS - 1 - j
 
 
 class LocalLeaves(Protocol):
@@ -454,8 +453,8 @@ class Receiver:
             self.cc.on_lost(len(lost), now, self.rtt.srtt, self.rtt.min_rtt)
 
     def _requeue(self, key: int, record: Outstanding) -> None:
-        if key <= _ROOT_KEYS:
-            self._proved.need_roots.add(_ROOT_KEYS - key - 1, _ROOT_KEYS - key)
+        if key <= ROOT_KEYS:
+            self._proved.need_roots.add(ROOT_KEYS - key - 1, ROOT_KEYS - key)
         elif key < 0:
             self._proved.need_chunks.add(-1 - key, -key)
         else:
@@ -502,7 +501,7 @@ class Receiver:
     def _root_chunk(self, message: RootChunkMessage, now: float) -> None:
         """Subtree roots of a compact-hashes transfer: proved, they make their
         bare chunks verifiable, so those are asked for next."""
-        key = _ROOT_KEYS - 1 - message.chunk
+        key = ROOT_KEYS - 1 - message.chunk
         taken = self._proved.take_root_chunk(message)
         if isinstance(taken, ChunkRefused):
             self._chunk_refused(key, taken, now)
@@ -678,64 +677,17 @@ class Receiver:
 
     def _fetch(self, now: float, *, force: bool) -> None:
         window = self.cc.window
-        outstanding = self._outstanding
-        free = window - len(outstanding)
+        free = window - len(self._outstanding)
         need_chunks, need_leaves = self._proved.need_chunks, self._need_leaves
         need_roots = self._proved.need_roots
         if free <= 0 or not (need_chunks or need_leaves or need_roots):
             return
         per_block = self._leaves_per_block
-        if not force and free < max(1, window // 4):
-            # Wait for a quarter of the window unless everything left fits now
-            # (counted only as far as needed: this runs on every arrival).
-            needed = (
-                need_roots.count_up_to(free + 1)
-                + need_chunks.count_up_to(free + 1)
-                + -(-need_leaves.count_up_to((free + 1) * per_block) // per_block)
-            )
-            if needed > free:
-                return
-        was_idle = not outstanding
+        if not force and should_wait(free, window, per_block, need_roots, need_chunks, need_leaves):
+            return
+        was_idle = not self._outstanding
         seq = self._next_seq(now)
-        window_add = self._window.add
-        # Whole spans are taken from the need sets (one range operation each);
-        # every block in them still gets its ordinal and outstanding record.
-        roots: list[tuple[int, int]] = []
-        while free > 0 and need_roots and len(roots) < MAX_FETCH_RANGES:
-            span = need_roots.pop_pieces(1, free if len(roots) < MAX_FETCH_RANGES - 1 else 1)
-            assert span is not None
-            start, stop = span
-            roots.append(span)
-            for chunk in range(start, stop):
-                window_add(_ROOT_KEYS - 1 - chunk, seq, chunk + 1)
-            free -= stop - start
-        chunks: list[tuple[int, int]] = []
-        while free > 0 and need_chunks and len(chunks) < MAX_FETCH_RANGES:
-            # The span that makes the last range allowed: one chunk only.
-            span = need_chunks.pop_pieces(1, free if len(chunks) < MAX_FETCH_RANGES - 1 else 1)
-            assert span is not None
-            start, stop = span
-            chunks.append(span)
-            for chunk in range(start, stop):
-                window_add(-1 - chunk, seq, chunk + 1)
-            free -= stop - start
-        leaves: list[tuple[int, int]] = []
-        while free > 0 and need_leaves:
-            extends = bool(leaves) and leaves[-1][1] == need_leaves.first()
-            if not extends and len(leaves) >= MAX_FETCH_RANGES:
-                break
-            span = need_leaves.pop_pieces(per_block, free)
-            assert span is not None
-            piece, span_end = span
-            if extends:
-                leaves[-1] = (leaves[-1][0], span_end)
-            else:
-                leaves.append(span)
-            while piece < span_end:
-                piece_end = min((piece // per_block + 1) * per_block, span_end)
-                window_add(piece, seq, piece_end)
-                free -= 1
-                piece = piece_end
+        plan = plan_fetch(self._window, seq, free, per_block, need_roots, need_chunks, need_leaves)
         rate = self.cc.pacing_rate(self.block_bytes, self.rtt.srtt)
         request = FetchRequest(
             self.manifest.object_id,
@@ -743,9 +695,9 @@ class Receiver:
             self._block_size(),
             0 if rate is None else max(1, int(rate)),
             min(window, 0xFFFF),
-            tuple(chunks),
-            tuple(leaves),
-            root_chunks=tuple(roots) if self._proved.compact else None,
+            plan.chunks,
+            plan.leaves,
+            root_chunks=plan.roots if self._proved.compact else None,
         )
         self._fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
