@@ -65,6 +65,7 @@ from dofpy.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from dofpy.transfer.asked import AskedProvider
 from dofpy.transfer.congestion import CongestionController
 from dofpy.transfer.fetch_plan import ROOT_KEYS, plan_fetch, should_wait
 from dofpy.transfer.fetch_state import (
@@ -101,8 +102,6 @@ __all__ = [
     "ReceiverStatistics",
     "SourceStatistics",
 ]
-
-_MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
 
 
 class LocalLeaves(Protocol):
@@ -151,9 +150,7 @@ class Receiver:
         self.secure = secure
         # The provider asked and the identity its Fetch went to (secure node;
         # None until known): the only source whose messages are taken.
-        self._asked: Address = self.providers[0]
-        self._asked_identity: OID | None = None
-        self._sources: OrderedDict[Address, SourceStatistics] = OrderedDict()
+        self._asked = AskedProvider(self.providers[0], secure=secure)
         # Progress of the provider asked in the current rate window.
         self._window_start = now
         self._window_bytes = 0
@@ -222,17 +219,11 @@ class Receiver:
         through a session of that identity; when the Fetch went out before
         any session, the first session of the provider's address it arrives
         through binds it."""
-        if peer == self._asked and identity is not None:
-            self._asked_identity = identity
+        self._asked.fetch_sent(peer, identity)
 
     def source(self, peer: Address) -> SourceStatistics:
         """What ``peer`` sent this transfer that was refused (zeros if nothing)."""
-        found = self._sources.get(peer)
-        return (
-            SourceStatistics()
-            if found is None
-            else SourceStatistics(found.unsolicited, found.bad_blocks)
-        )
+        return self._asked.statistics(peer)
 
     def get_timer(self) -> float | None:
         if self.done:
@@ -340,13 +331,8 @@ class Receiver:
         if self.done:
             self._counts["duplicates"] += 1
             return
-        # The provider asked, through the very session object seen before:
-        # the per-Block path; anything else is judged by _from_asked.
-        if not (
-            peer == self._asked
-            and identity is self._asked_identity
-            and (identity is not None or not self.secure)
-        ) and not self._from_asked(peer, identity):
+        asked = self._asked
+        if not asked.is_known_session(peer, identity) and not self._from_asked(peer, identity):
             return
         self._block(leaf, data, fetch_seq, hold_us, now)
         if not self.done:
@@ -367,30 +353,10 @@ class Receiver:
     # -- sources -------------------------------------------------------------------
 
     def _from_asked(self, peer: Address, identity: OID | None) -> bool:
-        """Whether a message from ``peer`` (through a session of ``identity``)
-        comes from the provider asked; counts it as unsolicited if not."""
-        if peer == self._asked:
-            if not self.secure:
-                return True
-            if identity is not None:
-                expected = self._asked_identity
-                if expected is None or identity == expected:
-                    self._asked_identity = identity  # binds it (or the same, reused)
-                    return True
+        if self._asked.admits(peer, identity):
+            return True
         self._counts["unsolicited"] += 1
-        self._source_counts(peer).unsolicited += 1
         return False
-
-    def _source_counts(self, peer: Address) -> SourceStatistics:
-        sources = self._sources
-        found = sources.get(peer)
-        if found is None:
-            if len(sources) >= _MAX_SOURCES:
-                sources.popitem(last=False)
-            found = sources[peer] = SourceStatistics()
-        else:
-            sources.move_to_end(peer)
-        return found
 
     def _check_progress(self, now: float) -> None:
         """End of a rate window: replace the provider asked if it delivered
@@ -469,7 +435,7 @@ class Receiver:
     def _bad(self, key: int, now: float) -> None:
         self._counts["verification_failures"] += 1
         self._bad_from_provider += 1
-        self._source_counts(self._asked).bad_blocks += 1
+        self._asked.counts(self._asked.peer).bad_blocks += 1
         record = self._outstanding.pop(key, None)
         if record is not None:
             self._requeue(key, record)
@@ -650,8 +616,7 @@ class Receiver:
             self._transition(FetchInput.GIVE_UP, now)
             return
         self._provider_index = (self._provider_index + 1) % len(self.providers)
-        self._asked = self.providers[self._provider_index]
-        self._asked_identity = None
+        self._asked.ask(self.providers[self._provider_index])
         self._new_window(now)
         self._requeue_all()
         self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
