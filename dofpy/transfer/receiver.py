@@ -1,19 +1,15 @@
 """The requestor side of one transfer: a sans-IO state machine.
 
-It pulls an object from a list of providers: first the hash chunks (each
-proved against the manifest's Merkle root), then the leaves (each checked
-against its verified hash before it is written to the store). It runs the
-window and loss recovery:
+It pulls an object from a list of providers: first the leaf hashes (proved
+against the manifest's Merkle root: :mod:`dofpy.transfer.proved_hashes`),
+then the leaves (each checked against its proved hash before it is written to
+the store). It runs the window and loss recovery:
 
-* Every requested block (a hash chunk, or a piece of up to ``block_size``
-  bytes of leaves, aligned to the block size) gets an *ordinal* in request
-  order; the provider serves in that order. When a block arrives, every
-  block still outstanding with a lower ordinal must arrive within a
-  reordering window (``min_rtt / 4``, doubled after each spurious loss, up to
-  16 times; half an RTT more for a block of an earlier Fetch, since Fetches
-  may overtake each other) or is declared lost and asked for again (fast
-  retransmit of gaps, RACK-style). No timer per block: one send-ordered
-  queue, range sets of what is needed, one deadline for the transfer.
+* Loss detection: every requested block gets an ordinal in request order and
+  is declared lost when a later one arrived more than a reordering window ago
+  (fast retransmit of gaps, RACK-style: :mod:`dofpy.transfer.losses`). No
+  timer per block: range sets of what is needed, one deadline per transfer.
+  What a Fetch asks for: :mod:`dofpy.transfer.fetch_plan`.
 * The retransmission timeout (``rtt.RttEstimator``: RFC 6298, back-off,
   cap) fires when nothing arrives for an RTO while blocks are outstanding:
   everything outstanding is asked for again. After ``max_timeouts`` timeouts
@@ -22,12 +18,9 @@ window and loss recovery:
 * A block that fails verification is dropped, counted and asked for again;
   after ``max_bad_blocks`` failures from one provider, the next provider is
   tried (when there is another).
-* Only the provider asked is listened to: a Block, hash chunk or Refused is
-  taken only from its address and, on a secure node, only through a session
-  of the identity the Fetch went to. Anything else is *unsolicited*: dropped
-  before it is verified and counted per source (:meth:`Receiver.source`), so
-  that a third party can neither abort the transfer nor have its bad blocks
-  blamed on the provider.
+* Only the provider asked is listened to (:mod:`dofpy.transfer.asked`);
+  anything else is unsolicited, dropped unverified and counted per source
+  (:meth:`Receiver.source`).
 * A provider whose progress stays below ``min_rate`` bytes/s over
   ``rate_window`` seconds (a slow drip) is replaced by the next one; when
   none is left the transfer fails, saying so.
@@ -36,16 +29,10 @@ window and loss recovery:
   running image, say), every leaf whose hash has just been proved is first
   looked up there by that hash; bytes found are checked against the proved
   hash exactly as a fetched leaf is, written to the store and never asked
-  for. Only the leaves not held locally are fetched, so an image that
-  differs from the running one in a few blocks costs a few blocks (and its
-  hash chunks). A local copy that does not match is not written: the leaf is
-  fetched.
-
-  An adaptive transfer asks for *compact hashes* (:mod:`dofpy.transfer.manifest`):
-  first the root chunks (the roots of every 32-leaf subtree, proved against
-  the Merkle root), then bare chunks of 32 leaf hashes without proofs, each
-  checked against its proved subtree root before any of its leaves is looked
-  up. A bare chunk is asked for only once its root is proved.
+  for; a local copy that does not match is not written (the leaf is
+  fetched). Such a transfer asks for *compact hashes*: subtree roots first,
+  then bare chunks of 32 hashes without proofs, each checked against its
+  proved root.
 
 Memory: the window (at most ``max_window`` blocks outstanding), range sets,
 and the object's leaf hashes (32 bytes per leaf).
@@ -55,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from typing import Protocol
 
 from dofpy._core import Address
 from dofpy.errors import (
@@ -77,6 +63,7 @@ from dofpy.transfer.fetch_state import (
     ReceiverStatistics,
     SourceStatistics,
 )
+from dofpy.transfer.local_source import LocalLeaves, copy_local
 from dofpy.transfer.losses import OutstandingBlocks
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
@@ -102,15 +89,6 @@ __all__ = [
     "ReceiverStatistics",
     "SourceStatistics",
 ]
-
-
-class LocalLeaves(Protocol):
-    """Leaves the requestor already holds, found by their leaf hash."""
-
-    def leaf(self, digest: bytes, length: int) -> bytes | None:
-        """``length`` bytes held here whose leaf hash is ``digest``, or None.
-        Untrusted: the receiver checks them against ``digest`` itself."""
-        ...
 
 
 class Receiver:
@@ -521,24 +499,12 @@ class Receiver:
             self._check_complete(now)
 
     def _copy_local(self, wanted: RangeSet) -> None:
-        """Write the leaves of ``wanted`` (their hashes proved) that the local
-        source holds and that verify, and take them out of ``wanted``."""
-        local, manifest, hashes = self.local, self.manifest, self._hashes
-        assert local is not None
-        copied = RangeSet()
-        for start, end in list(wanted):
-            for leaf in range(start, end):
-                expected = bytes(hashes[leaf * HASH_SIZE : (leaf + 1) * HASH_SIZE])
-                length = manifest.span_length(leaf, leaf + 1)
-                data = local.leaf(expected, length)
-                if data is None or len(data) != length or leaf_hash(data) != expected:
-                    continue  # not held, or not what it claims: fetched instead
-                self.store.write_verified(manifest.object_id, leaf, data)
-                self.verified.add(leaf, leaf + 1)
-                copied.add(leaf, leaf + 1)
-                self.local_leaves += 1
-                self.local_bytes += length
-        wanted.difference_update(copied)
+        assert self.local is not None
+        leaves, size = copy_local(
+            self.local, self.manifest, self._hashes, self.store, self.verified, wanted
+        )
+        self.local_leaves += leaves
+        self.local_bytes += size
 
     def _refused(self, peer: Address, message: RefusedMessage, now: float) -> None:
         if message.code is RefuseCode.BLOCK_SIZE:
@@ -581,13 +547,14 @@ class Receiver:
             self._transition(FetchInput.GIVE_UP, now)
             return
         self._transition(FetchInput.LEAVES_DONE, now)
-        # Tell the provider it may forget us (best effort: it also times out).
-        self._fetches.append(
-            (
-                self.provider,
-                FetchRequest(manifest.object_id, self._next_seq(now), self._block_size(), 0, 0),
-            )
+        self._tell_done(now)
+
+    def _tell_done(self, now: float) -> None:
+        """Tell the provider it may forget us (best effort: it also times out)."""
+        request = FetchRequest(
+            self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
         )
+        self._fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
 
     def cancel(self, now: float, error: DofError) -> None:
@@ -597,15 +564,7 @@ class Receiver:
             return
         self.error = error
         self._transition(FetchInput.GIVE_UP, now)
-        self._fetches.append(
-            (
-                self.provider,
-                FetchRequest(
-                    self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
-                ),
-            )
-        )
-        self._counts["fetches_sent"] += 1
+        self._tell_done(now)
 
     def _next_provider(self, now: float, error: DofError) -> None:
         self._failed_providers += 1
