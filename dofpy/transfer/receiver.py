@@ -75,6 +75,7 @@ from dofpy.transfer.messages import (
     RefusedMessage,
     RootChunkMessage,
 )
+from dofpy.transfer.progress import ProgressFloor
 from dofpy.transfer.proved_hashes import ChunkRefused, ProvedHashes
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.rtt import RttEstimator
@@ -89,6 +90,13 @@ __all__ = [
     "ReceiverStatistics",
     "SourceStatistics",
 ]
+
+
+_COUNTERS = (
+    "blocks_received", "duplicates", "unrequested", "retransmissions", "timeouts",
+    "verification_failures", "fetches_sent", "unsolicited", "slow_providers"
+)  # fmt: skip
+"""The receiver's counters (fields of :class:`ReceiverStatistics`)."""
 
 
 class Receiver:
@@ -130,10 +138,7 @@ class Receiver:
         # None until known): the only source whose messages are taken.
         self._asked = AskedProvider(self.providers[0], secure=secure)
         # Progress of the provider asked in the current rate window.
-        self._window_start = now
-        self._window_bytes = 0
-        self._progress_due: float | None = None
-        self._new_window(now)
+        self._progress = ProgressFloor(self.config.min_rate, self.config.rate_window, now)
         self._leaves_per_block = max(1, self.config.block_size // manifest.leaf_size)
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
@@ -154,20 +159,7 @@ class Receiver:
         self._last_activity = now
         self._timeouts_in_row = 0
         self._bad_from_provider = 0
-        self._counts = dict.fromkeys(
-            (
-                "blocks_received",
-                "duplicates",
-                "unrequested",
-                "retransmissions",
-                "timeouts",
-                "verification_failures",
-                "fetches_sent",
-                "unsolicited",
-                "slow_providers",
-            ),
-            0,
-        )
+        self._counts = dict.fromkeys(_COUNTERS, 0)
         self._fetch(now, force=True)
 
     # -- public --------------------------------------------------------------------
@@ -206,7 +198,7 @@ class Receiver:
     def get_timer(self) -> float | None:
         if self.done:
             return None
-        progress = self._progress_due
+        progress = self._progress.due
         if not self._outstanding:
             return progress
         deadline = self._last_activity + self.rtt.rto()
@@ -241,7 +233,7 @@ class Receiver:
     def handle_timer(self, now: float) -> None:
         if self.done:
             return
-        if self._progress_due is not None and now >= self._progress_due:
+        if self._progress.due is not None and now >= self._progress.due:
             self._check_progress(now)
             if self.done:
                 return
@@ -337,35 +329,23 @@ class Receiver:
         return False
 
     def _check_progress(self, now: float) -> None:
-        """End of a rate window: replace the provider asked if it delivered
-        less than the floor (or less than all that was left)."""
-        floor = self.config.min_rate
-        assert floor is not None
-        window = now - self._window_start
-        delivered = self._window_bytes
+        """End of a rate window: replace the provider asked if it was too slow."""
         remaining = self.manifest.size - sum(
             self.manifest.span_length(s, e) for s, e in self.verified
         )
-        self._new_window(now)
-        if delivered >= min(floor * window, remaining + delivered):
+        slow = self._progress.end_window(now, remaining)
+        if slow is None:
             return
         self._counts["slow_providers"] += 1
         provider = self.provider
         self._next_provider(
             now,
             BrokenResourceError(
-                f"provider {provider[0]}:{provider[1]} delivered {delivered} bytes in "
-                f"{window:.1f} s, below the floor of {floor:g} bytes/s, and no other "
-                "provider is left"
+                f"provider {provider[0]}:{provider[1]} {slow}, and no other provider is left"
             ),
         )
         if not self.done:
             self._fetch(now, force=True)
-
-    def _new_window(self, now: float) -> None:
-        self._window_start, self._window_bytes = now, 0
-        if self.config.min_rate is not None:
-            self._progress_due = now + self.config.rate_window
 
     # -- arrivals ------------------------------------------------------------------
 
@@ -431,7 +411,7 @@ class Receiver:
             return
         start, end = taken
         self._counts["blocks_received"] += 1
-        self._window_bytes += len(message.hashes)
+        self._progress.delivered += len(message.hashes)
         wanted = RangeSet([(start, end)])
         wanted.difference_update(self.verified)
         if self.local is not None and wanted:
@@ -451,7 +431,7 @@ class Receiver:
             self._chunk_refused(key, taken, now)
             return
         self._counts["blocks_received"] += 1
-        self._window_bytes += len(message.roots)
+        self._progress.delivered += len(message.roots)
         self._arrived(key, message.fetch_seq, message.hold_us, now)
 
     def _chunk_refused(self, key: int, why: ChunkRefused, now: float) -> None:
@@ -489,7 +469,7 @@ class Receiver:
             self._bad(first, now)
             return
         self._counts["blocks_received"] += 1
-        self._window_bytes += length
+        self._progress.delivered += length
         self.store.write_verified(manifest.object_id, first, data)
         self.verified.add(first, end)
         if self._need_leaves:
@@ -576,7 +556,7 @@ class Receiver:
             return
         self._provider_index = (self._provider_index + 1) % len(self.providers)
         self._asked.ask(self.providers[self._provider_index])
-        self._new_window(now)
+        self._progress.restart(now)
         self._requeue_all()
         self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
         self._regrid()
