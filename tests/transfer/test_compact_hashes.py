@@ -10,7 +10,11 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks import adaptive
+from dofpy.testing.netsim import LinkConditions, Network
+from dofpy.testing.transfer import run_to_event
 from dofpy.transfer.cache import BlockCache
+from dofpy.transfer.core import TransferCompleted, TransferCore
 from dofpy.transfer.manifest import BARE_CHUNK_LEAVES, HASH_CHUNK_BUDGET, HASH_SIZE, ObjectHashes
 from dofpy.transfer.messages import (
     FetchRequest,
@@ -21,10 +25,12 @@ from dofpy.transfer.messages import (
 )
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.receiver import Receiver
+from dofpy.transfer.relay import RelayCore
 from dofpy.transfer.sender import BlockSender, SenderConfig
 from dofpy.transfer.source import ServedObject
 from dofpy.transfer.store import MemoryStore
 from dofpy.wire.oap import decode_oap_untrusted
+from dofpy_services.device.local_leaves import SlotLeaves
 
 PROVIDER = ("127.0.0.1", 4000)
 LEAF = 64
@@ -173,3 +179,28 @@ def test_the_sender_serves_root_chunks_then_bare_chunks_without_proofs() -> None
         assert message.hashes == hashes.bare_chunk(message.chunk)
         assert len(message.hashes) <= HASH_CHUNK_BUDGET  # fits the default datagram
     assert sender.next_message(0.0) is None
+
+
+def test_an_adaptive_fetch_through_a_relay_gets_compact_hashes_once_the_relay_has_them() -> None:
+    """The relay's root chunks and bare chunks wait until its own (plain)
+    upstream transfer proved the hashes, then go out; the requestor copies
+    every unchanged leaf and fetches only the changed ones."""
+    old, new, changed = adaptive.images(300 * 1024, 0.05, seed=8)
+    origin = TransferCore()
+    manifest = origin.publish(new)
+    relay_address, requestor_address = ("10.0.1.1", 3567), ("10.0.2.1", 3567)
+    relay = RelayCore()
+    relay.add_object(manifest, [PROVIDER])
+    requestor = TransferCore()
+    net = Network(seed=3, default=LinkConditions(delay=0.005, loss=0.02))
+    net.add(origin, PROVIDER)
+    net.add(relay, relay_address)
+    net.add(requestor, requestor_address)
+    local = SlotLeaves(lambda o, n: old[o : o + n], len(old), 1024)
+    transfer = requestor.fetch(manifest, [relay_address], net.now, local=local)
+    receiver = requestor.receiver(transfer)
+    net.wakeup(requestor_address)
+    event = run_to_event(net, requestor)
+    assert isinstance(event, TransferCompleted)
+    assert requestor.store.read(manifest.object_id, 0, manifest.size) == new
+    assert receiver.local_leaves == manifest.leaf_count - changed
