@@ -98,3 +98,26 @@ def test_the_check_sees_an_upward_import(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("from dofpy.session.node import Node\nimport dofpy.trio\n")
     assert _imports(sample) == {("session", "node"), ("trio",)}
+
+
+# The parts split out of the transfer receiver and core (docs/architecture.md):
+# each is a lower piece, so none imports the module it was split from.
+TRANSFER_PARTS = {
+    "losses": {"receiver", "core", "relay"},
+    "fetch_plan": {"receiver", "core", "relay"},
+    "proved_hashes": {"receiver", "core", "relay"},
+    "asked": {"receiver", "core", "relay"},
+    "progress": {"receiver", "core", "relay"},
+    "local_source": {"receiver", "core", "relay"},
+    "provider_side": {"core", "relay"},
+}
+
+
+def test_the_transfer_parts_do_not_import_what_they_were_split_from() -> None:
+    upward = []
+    for part, above in TRANSFER_PARTS.items():
+        path = ROOT / "transfer" / f"{part}.py"
+        for target in _imports(path):
+            if target[:1] == ("transfer",) and len(target) > 1 and target[1] in above:
+                upward.append(f"transfer.{part} imports dofpy.{'.'.join(target)}")
+    assert upward == []

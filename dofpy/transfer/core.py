@@ -2,15 +2,10 @@
 
 It is a :class:`~dofpy._core.DatagramCore` (delegating to the OAP core), and
 takes every OAP command on ``TRANSFER_IID`` through ``OapCore.intercept``.
-Provider side: objects published or served from a :class:`BlockStore` through
-a :class:`BlockCache`, one :class:`BlockSender` per (requestor, object),
-served round robin, paced per transfer and under a provider-wide rate cap.
-A provider serves a plaintext requestor only once it proved that it
-receives what is sent to its address (an address token, :mod:`dofpy.transfer.tokens`:
-a Fetch without a valid one is answered with a small Retry, nothing else), so
-a Fetch with a forged source amplifies nothing; a secure session's address was
-validated by its handshake (the TEP cookie round trip). The provider-wide
-rate cap is on by default.
+Provider side (:mod:`dofpy.transfer.provider_side`): objects published or
+served from a :class:`BlockStore` through a :class:`BlockCache`, one
+:class:`BlockSender` per (requestor, object), paced, under a provider-wide
+rate cap, plaintext requestors served only once their address is validated.
 Requestor side: one :class:`Receiver` per object being fetched. Relay: an
 object registered with :meth:`TransferCore.relay` is fetched from upstream
 (once, on the first downstream demand) into this core's store while its
@@ -43,29 +38,23 @@ from dofpy.transfer.events import (
     TransferFailed,
     TransferStatistics,
 )
-from dofpy.transfer.manifest import HASH_SIZE, Manifest, ObjectHashes
+from dofpy.transfer.manifest import Manifest, ObjectHashes
 from dofpy.transfer.messages import (
-    OBJECT_OID_CLASS,
     TRANSFER_IID,
     BlockHeadCache,
     FetchRequest,
-    RefuseCode,
-    RefusedMessage,
     RetryMessage,
     TransferMessage,
     decode_transfer_command_untrusted,
     decode_transfer_untrusted,
-    encode_transfer,
     read_block_untrusted,
 )
-from dofpy.transfer.pacing import ProviderRateCap, ServedCounters
+from dofpy.transfer.provider_side import MAX_SERVED_PEERS, ProviderSide
 from dofpy.transfer.receiver import LocalLeaves, Receiver, ReceiverConfig, ReceiverStatistics
-from dofpy.transfer.sender import BlockSender, SendState
-from dofpy.transfer.senders import SenderTable
+from dofpy.transfer.sender import SendState
 from dofpy.transfer.source import ServedObject
 from dofpy.transfer.store import BlockStore, MemoryStore
 from dofpy.transfer.tokens import AddressTokens
-from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import Binding, CommandHead, OapPdu
 from dofpy.wire.oid import OID
 
@@ -89,8 +78,6 @@ _RECEIVER_TOTALS = (
     "unsolicited",
     "slow_providers",
 )
-_MAX_SERVED_PEERS = 4096  # per-peer serving counters kept (least recent dropped)
-_AMPLIFICATION_LIMIT = 3  # bytes answered per byte received from an unvalidated address
 
 
 @dataclass(slots=True)
@@ -126,12 +113,9 @@ class TransferCore:
         )
         self.store: BlockStore = store if store is not None else MemoryStore()
         self.cache = BlockCache(self.store, self.config.cache_bytes)
-        self._sources: dict[bytes, ServedObject] = {}
         self._relayable: dict[bytes, _Relayed] = {}
         self._retrying: dict[bytes, _Relayed] = {}  # those with a retry due
         self._relay_transfers: dict[bytes, int] = {}
-        self._senders = SenderTable()
-        self._active: deque[BlockSender] = deque()
         # Running transfers only: a finished one moves to ``_finished`` (the
         # last ``finished_kept``) and its counters into ``_finished_totals``,
         # so a core serving transfers for months does not grow.
@@ -145,10 +129,6 @@ class TransferCore:
         self._touched: set[int] = set()
         self._next_transfer = 1
         self._events: deque[TransferEvent] = deque()
-        self._rate_cap = ProviderRateCap(
-            self.config.provider_rate_cap, self.config.sender.burst_bytes
-        )
-        self._next_sweep: float | None = None
         self._counts = dict.fromkeys(
             (
                 "fetches_received",
@@ -164,13 +144,29 @@ class TransferCore:
             ),
             0,
         )
-        self._tokens = AddressTokens(
-            self.config.address_token_key, lifetime=self.config.address_token_lifetime
-        )
         # Requestor side: the address token each provider last sent us.
         self._held_tokens: dict[Address, bytes] = {}
-        self._served = ServedCounters(_MAX_SERVED_PEERS)
         self._heads = BlockHeadCache()
+        self._provider = ProviderSide(
+            self.config,
+            self.oap.node,
+            self.cache,
+            self._counts,
+            relayable=self._relayable.__contains__,
+            start_relay=self._start_relay,
+        )
+        # The provider side's tables (the same objects, never replaced).
+        self._sources = self._provider.sources
+        self._senders = self._provider.senders
+
+    @property
+    def _tokens(self) -> AddressTokens:
+        """The provider side's address tokens (tests replace them with keyed ones)."""
+        return self._provider.tokens
+
+    @_tokens.setter
+    def _tokens(self, tokens: AddressTokens) -> None:
+        self._provider.tokens = tokens
 
     # -- DatagramCore ----------------------------------------------------------------------
 
@@ -179,13 +175,14 @@ class TransferCore:
         self._after(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        self._pump(now)
+        self._provider.pump(now)
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        timers = [self.oap.get_timer(), self._next_sweep, self._deadlines.earliest()]
-        if self._active:
-            timers.append(self._paced_until())
+        provider = self._provider
+        timers = [self.oap.get_timer(), provider.next_sweep, self._deadlines.earliest()]
+        if provider.active:
+            timers.append(provider.paced_until())
         present = [t for t in timers if t is not None]
         return min(present) if present else None
 
@@ -198,8 +195,8 @@ class TransferCore:
                 if receiver is not None:
                     receiver.handle_timer(now)
                     self._touched.add(key)
-        if self._next_sweep is not None and now >= self._next_sweep:
-            self._sweep(now)
+        if self._provider.next_sweep is not None and now >= self._provider.next_sweep:
+            self._provider.sweep(now)
         for key in due:
             if isinstance(key, bytes):
                 relayed = self._retrying.pop(key)
@@ -304,6 +301,10 @@ class TransferCore:
         transfer's event carries its final statistics in any case)."""
         return self.receiver(transfer_id).statistics(now)
 
+    def served(self, peer: Address) -> ServedStatistics:
+        """What this core has served ``peer`` (zeros for a peer it never served)."""
+        return self._provider.served(peer)
+
     def relay_transfer(self, object_id: bytes) -> int | None:
         """The id of the upstream transfer a relay started for ``object_id``."""
         return self._relay_transfers.get(object_id)
@@ -327,13 +328,12 @@ class TransferCore:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _send(self, peer: Address, message: TransferMessage, now: float) -> None:
-        if isinstance(message, FetchRequest) and self._held_tokens:
+    def _send(self, peer: Address, message: FetchRequest, now: float) -> None:
+        if self._held_tokens:
             token = self._held_tokens.get(peer)
             if token is not None:
                 message = replace(message, token=token)
-        payload = encode_transfer(message)
-        self.oap.node.send_command(peer, AppId.OAP, payload, now, expect_response=False)
+        self._provider.send(peer, message, now)
 
     def _on_command(
         self, peer: Address, identity: OID | None, op: int | None, pdu: OapPdu, now: float
@@ -379,27 +379,13 @@ class TransferCore:
         self._on_message(peer, identity, message, now)
 
     def _on_denied(self, peer: Address, op: int | None, binding: Binding, now: float) -> None:
-        """A command of ``peer`` was refused for want of permission: say so in
-        the transfer's terms, so that its fetch fails now rather than after
-        its timeouts."""
-        oid = binding.object_id
-        if oid.class_id != OBJECT_OID_CLASS or oid.attributes or len(oid.data) != HASH_SIZE:
-            self._counts["bad_messages"] += 1
-            return
-        self._counts["refusals_sent"] += 1
-        self._send(
-            peer,
-            RefusedMessage(
-                oid.data, 0, RefuseCode.PERMISSION_DENIED, self.config.sender.max_block_size
-            ),
-            now,
-        )
+        self._provider.on_denied(peer, binding, now)
 
     def _on_message(
         self, peer: Address, identity: OID | None, message: TransferMessage, now: float
     ) -> None:
         if isinstance(message, FetchRequest):
-            self._on_fetch(peer, message, now)
+            self._provider.on_fetch(peer, message, now)
             return
         if isinstance(message, RetryMessage):
             self._on_retry(peer, identity, message, now)
@@ -422,80 +408,7 @@ class TransferCore:
         if source is not None and self._relay_transfers.get(object_id) == transfer_id:
             if source.hashes is None and receiver.hashes_known():
                 source.hashes = ObjectHashes(receiver.manifest, receiver.leaf_hashes())
-            for sender in self._senders.of_object(object_id):
-                sender.on_available(now)
-                self._activate(sender)
-
-    def _refuse(self, peer: Address, request: FetchRequest, code: RefuseCode, now: float) -> None:
-        self._counts["refusals_sent"] += 1
-        self._send(
-            peer,
-            RefusedMessage(request.object_id, 0, code, self.config.sender.max_block_size),
-            now,
-        )
-
-    def _on_fetch(self, peer: Address, request: FetchRequest, now: float) -> None:
-        self._counts["fetches_received"] += 1
-        object_id = request.object_id
-        source = self._sources.get(object_id)
-        if source is None and object_id not in self._relayable:
-            if not request.is_done:
-                self._refuse(peer, request, RefuseCode.UNKNOWN_OBJECT, now)
-            return
-        if not self._validated(peer, request, now):
-            return
-        if source is None:
-            source = self._start_relay(object_id, now)
-        key = (peer, object_id)
-        leaf_size = source.manifest.leaf_size
-        if not request.is_done and (
-            request.block_size % leaf_size or request.block_size > self.config.sender.max_block_size
-        ):
-            self._refuse(peer, request, RefuseCode.BLOCK_SIZE, now)
-            return
-        sender = self._senders.get(key)
-        if sender is None or sender.state is SendState.CLOSED:
-            if request.is_done:
-                return
-            if sender is None and (
-                len(self._senders) >= self.config.max_senders
-                or self._senders.of_peer(peer) >= self.config.max_senders_per_peer
-            ):
-                self._refuse(peer, request, RefuseCode.BUSY, now)
-                return
-            sender = BlockSender(peer, source, self.config.sender, now, fast_paths=self._fast_paths)
-            self._senders.put(key, sender)
-            if self._next_sweep is None:
-                self._next_sweep = now + self.config.sender.idle_timeout / 4
-        sender.on_fetch(request, now)
-        if sender.state is SendState.CLOSED:
-            self._senders.forget(key)
-        else:
-            self._activate(sender)
-
-    def _validated(self, peer: Address, request: FetchRequest, now: float) -> bool:
-        """Whether ``peer`` proved that it receives what is sent to its address.
-
-        With a security configuration every Fetch that reaches the transfer
-        came through a secure session (the permission check before it needs
-        one), and a session is only made with an address that answered the
-        handshake's cookie. A plaintext Fetch must carry an address token of
-        ours; one without a valid token is answered with a Retry carrying one
-        (smaller than the Fetch: nothing amplified) and no state is kept.
-        """
-        if self.oap.node.config.security is not None:
-            return True
-        if request.token and self._tokens.check(peer, request.token, now):
-            return True
-        self._counts["unvalidated_fetches"] += 1
-        if request.is_done:
-            return False  # nothing to serve, nothing to answer
-        retry = RetryMessage(request.object_id, 0, self._tokens.mint(peer, now))
-        if len(encode_transfer(retry)) > _AMPLIFICATION_LIMIT * len(encode_transfer(request)):
-            return False  # never more than 3x the bytes the unproved address sent
-        self._counts["retries_sent"] += 1
-        self._send(peer, retry, now)
-        return False
+            self._provider.object_available(object_id, now)
 
     def _on_retry(
         self, peer: Address, identity: OID | None, message: RetryMessage, now: float
@@ -518,16 +431,12 @@ class TransferCore:
         if self._held_tokens.get(peer) == message.token:
             return
         self._held_tokens.pop(peer, None)
-        if len(self._held_tokens) >= _MAX_SERVED_PEERS:
+        if len(self._held_tokens) >= MAX_SERVED_PEERS:
             del self._held_tokens[next(iter(self._held_tokens))]
         self._held_tokens[peer] = message.token
         receiver.on_retry(peer, now)
         assert transfer_id is not None
         self._touched.add(transfer_id)
-
-    def _activate(self, sender: BlockSender) -> None:
-        if sender.state is SendState.SENDING and sender not in self._active:
-            self._active.append(sender)
 
     def _start_relay(self, object_id: bytes, now: float) -> ServedObject:
         relayed = self._relayable[object_id]
@@ -578,46 +487,6 @@ class TransferCore:
         self._relay_transfers[object_id] = transfer_id
         self._sources[object_id].verified = receiver.verified
 
-    def _sweep(self, now: float) -> None:
-        idle = self.config.sender.idle_timeout
-        self._senders.expire_idle(now, idle)
-        self._active = deque(s for s in self._active if s.state is SendState.SENDING)
-        self._next_sweep = now + idle / 4 if self._senders else None
-
-    def _paced_until(self) -> float | None:
-        now = self._rate_cap.last_time
-        times = [s.ready_at(now) for s in self._active]
-        present = [t for t in times if t is not None]
-        return self._rate_cap.not_before(min(present) if present else None)
-
-    def _pump(self, now: float) -> None:
-        active = self._active
-        idle_turns = 0
-        while active and idle_turns < len(active):
-            if not self._rate_cap.ready(now):
-                return
-            sender = active.popleft()
-            hits_before = self.cache.hits
-            found = sender.next_payload(now)
-            if found is not None:
-                idle_turns = 0
-                payload, size = found
-                self._served.count(sender.peer, size, self.cache.hits - hits_before)
-                self.oap.node.send_command(
-                    sender.peer, AppId.OAP, payload, now, expect_response=False
-                )
-                self._counts["blocks_sent"] += 1
-                self._counts["bytes_sent"] += size
-                self._rate_cap.spend(size)
-                active.append(sender)
-            elif sender.state is SendState.SENDING:
-                idle_turns += 1
-                active.append(sender)
-
-    def served(self, peer: Address) -> ServedStatistics:
-        """What this core has served ``peer`` (zeros for a peer it never served)."""
-        return self._served.get(peer)
-
     def _after(self, now: float) -> None:
         """Send the Fetches of the transfers called into, refresh their
         deadlines, finish those that ended (in transfer id order, as they
@@ -628,7 +497,7 @@ class TransferCore:
             for transfer_id in sorted(touched):
                 touched.discard(transfer_id)
                 self._after_receiver(transfer_id, now)
-        self._pump(now)
+        self._provider.pump(now)
 
     def _after_receiver(self, transfer_id: int, now: float) -> None:
         receiver = self._receivers.get(transfer_id)

@@ -17,6 +17,16 @@ root. Once a chunk is verified, each of its leaves is verified on arrival by
 its hash alone. The chunk size follows the block size a transfer uses
 (:meth:`Manifest.chunk_leaves_for`): a hash chunk fills about as much of a
 datagram as a Block does. The root does not depend on it.
+
+*Compact hashes* (an adaptive transfer, where the hashes are most of what
+crosses the network): the roots of the aligned subtrees of
+:data:`BARE_CHUNK_LEAVES` leaves are fetched first, in *root chunks* proved
+against the Merkle root like hash chunks (:meth:`Manifest.verify_root_chunk`);
+then each *bare chunk* of that many leaf hashes carries no proof at all: it is
+checked against its subtree root, already proved
+(:meth:`Manifest.verify_bare_chunk`). Every leaf hash is still verified
+against the signed root; the proofs cross the network once per root chunk
+instead of once per hash chunk.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from dofpy.errors import BadPacket
 from dofpy.wire.values import decode_values_untrusted
 
 __all__ = [
+    "BARE_CHUNK_LEAVES",
     "HASH_CHUNK_BUDGET",
     "HASH_SIZE",
     "Manifest",
@@ -49,6 +60,9 @@ HASH_CHUNK_BUDGET = 1024
 """Least bytes of hashes plus proof one hash chunk may carry (the default block
 size, so that a hash chunk always fits the default, IPv6 minimum MTU, datagram);
 transfers with larger blocks carry up to a block size of them."""
+
+BARE_CHUNK_LEAVES = HASH_CHUNK_BUDGET // 32
+"""Leaf hashes per bare chunk (no proof: they fill the hash chunk budget)."""
 
 MAX_LEAVES = 1 << 24
 """Leaves an object may have (16 M leaves: 16 GiB at 1 KiB leaves)."""
@@ -255,6 +269,52 @@ class Manifest:
         root = root_from_proof(merkle_root(nodes), chunk, count, proof)
         return root is not None and _equal(root, self.merkle_root)
 
+    @property
+    def bare_chunk_count(self) -> int:
+        """Bare chunks (of :data:`BARE_CHUNK_LEAVES` hashes): also the number
+        of subtree roots the root chunks carry."""
+        return -(-self.leaf_count // BARE_CHUNK_LEAVES)
+
+    @property
+    def root_chunk_roots(self) -> int:
+        """Subtree roots per root chunk (a power of two: roots and proof fit
+        the hash chunk budget)."""
+        return _chunk_leaves(self.bare_chunk_count)
+
+    @property
+    def root_chunk_count(self) -> int:
+        """Root chunks carrying the :attr:`bare_chunk_count` subtree roots."""
+        return -(-self.bare_chunk_count // self.root_chunk_roots)
+
+    def root_chunk_range(self, chunk: int) -> tuple[int, int]:
+        """The subtree roots ``[start, end)`` (bare chunk numbers) root chunk ``chunk`` holds."""
+        per = self.root_chunk_roots
+        return chunk * per, min((chunk + 1) * per, self.bare_chunk_count)
+
+    def verify_root_chunk(self, chunk: int, roots: bytes, proof: Sequence[bytes]) -> bool:
+        """Whether ``roots`` (concatenated) are the subtree roots of root chunk
+        ``chunk``, proved by ``proof`` against the Merkle root."""
+        count = self.root_chunk_count
+        if not 0 <= chunk < count:
+            return False
+        start, end = self.root_chunk_range(chunk)
+        if len(roots) != (end - start) * HASH_SIZE:
+            return False
+        nodes = [roots[i : i + HASH_SIZE] for i in range(0, len(roots), HASH_SIZE)]
+        root = root_from_proof(merkle_root(nodes), chunk, count, proof)
+        return root is not None and _equal(root, self.merkle_root)
+
+    def verify_bare_chunk(self, chunk: int, hashes: bytes, subtree_root: bytes) -> bool:
+        """Whether ``hashes`` are the leaf hashes of bare chunk ``chunk``, whose
+        subtree root ``subtree_root`` the caller has already proved."""
+        if not 0 <= chunk < self.bare_chunk_count:
+            return False
+        start, end = self.chunk_range(chunk, BARE_CHUNK_LEAVES)
+        if len(hashes) != (end - start) * HASH_SIZE:
+            return False
+        nodes = [hashes[i : i + HASH_SIZE] for i in range(0, len(hashes), HASH_SIZE)]
+        return _equal(merkle_root(nodes), subtree_root)
+
     def to_cbor_map(self) -> dict[int, Any]:
         """The verification data as a CBOR-ready map, for a signed wrapper to carry:
         1 object id, 2 size, 3 leaf size, 4 Merkle root (all hashes SHA-256)."""
@@ -348,6 +408,22 @@ class ObjectHashes:
         start, end = self.manifest.chunk_range(chunk, leaves)
         hashes = self.leaf_hashes[start * HASH_SIZE : end * HASH_SIZE]
         return hashes, proof_from_levels(self._levels(leaves), chunk)
+
+    def bare_chunk(self, chunk: int) -> bytes:
+        """The concatenated leaf hashes of bare chunk ``chunk`` (sent without a proof)."""
+        start, end = self.manifest.chunk_range(chunk, BARE_CHUNK_LEAVES)
+        return self.leaf_hashes[start * HASH_SIZE : end * HASH_SIZE]
+
+    def root_chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
+        """Root chunk ``chunk``: its bare chunks' subtree roots (concatenated) and its proof."""
+        manifest = self.manifest
+        levels = self._levels(BARE_CHUNK_LEAVES)  # levels[0]: every bare chunk's root
+        start, end = manifest.root_chunk_range(chunk)
+        roots = b"".join(levels[0][start:end])
+        if manifest.root_chunk_count == 1:
+            return roots, []  # they are the whole tree's bottom
+        shift = manifest.root_chunk_roots.bit_length() - 1
+        return roots, proof_from_levels(levels[shift:], chunk)
 
     @classmethod
     def build(cls, data: bytes | memoryview, leaf_size: int) -> ObjectHashes:

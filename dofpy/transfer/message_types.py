@@ -64,6 +64,7 @@ class TransferItem(enum.IntEnum):
     HASH_CHUNK = 3
     REFUSED = 4
     RETRY = 5
+    ROOT_CHUNK = 6
 
 
 class RefuseCode(enum.IntEnum):
@@ -117,6 +118,11 @@ class FetchRequest:
     ``window`` the requestor's window in blocks; ``block_size`` the bytes of data
     per Block datagram (a multiple of the leaf size); ``token`` the address
     token of the provider's last :class:`RetryMessage` (empty: none yet).
+
+    ``root_chunks`` not None: the requestor asks for *compact hashes*
+    (:mod:`dofpy.transfer.manifest`): ``hash_chunks`` then number bare chunks
+    (:data:`~dofpy.transfer.manifest.BARE_CHUNK_LEAVES` hashes, no proof)
+    and ``root_chunks`` the root chunks proving their subtree roots.
     """
 
     object_id: bytes
@@ -127,10 +133,15 @@ class FetchRequest:
     hash_chunks: Ranges = ()
     leaves: Ranges = ()
     token: bytes = b""
+    root_chunks: Ranges | None = None
 
     def __post_init__(self) -> None:
         _check_object_id(self.object_id)
         _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
+        if self.root_chunks is not None:
+            roots = tuple(tuple(pair) for pair in self.root_chunks)
+            object.__setattr__(self, "root_chunks", roots)
+            _check_ranges(self.root_chunks, "root_chunks")
         _check_int(self.block_size, "block_size", MAX_BLOCK_SIZE)
         if self.block_size == 0:
             raise ValueError("block_size must be > 0")
@@ -146,7 +157,14 @@ class FetchRequest:
     @property
     def is_done(self) -> bool:
         """The requestor needs nothing more: the provider may forget it."""
-        return not self.hash_chunks and not self.leaves and self.window == 0
+        return (
+            not self.hash_chunks and not self.leaves and not self.root_chunks and self.window == 0
+        )
+
+    @property
+    def compact(self) -> bool:
+        """Whether the hash ranges number bare chunks (see :attr:`root_chunks`)."""
+        return self.root_chunks is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +216,36 @@ class HashChunkMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class RootChunkMessage:
+    """Provider → requestor: the roots of the subtrees of bare chunks
+    ``[chunk * R, (chunk + 1) * R)`` (``R`` the manifest's
+    :attr:`~dofpy.transfer.manifest.Manifest.root_chunk_roots`) with the
+    root chunk's audit path."""
+
+    object_id: bytes
+    sequence: int
+    chunk: int
+    roots: bytes
+    proof: tuple[bytes, ...]
+    fetch_seq: int
+    hold_us: int
+
+    def __post_init__(self) -> None:
+        _check_object_id(self.object_id)
+        _check_int(self.sequence, "sequence", 0xFFFF)
+        _check_int(self.chunk, "chunk", _MAX_INDEX)
+        if type(self.roots) is not bytes or not self.roots or len(self.roots) % HASH_SIZE:
+            raise ValueError("roots must be a non-empty concatenation of 32-byte hashes")
+        object.__setattr__(self, "proof", tuple(self.proof))
+        if len(self.proof) > 64 or any(
+            type(p) is not bytes or len(p) != HASH_SIZE for p in self.proof
+        ):
+            raise ValueError("proof must be at most 64 hashes of 32 bytes")
+        _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
+        _check_int(self.hold_us, "hold_us", MAX_SEQ)
+
+
+@dataclass(frozen=True, slots=True)
 class RefusedMessage:
     """Provider → requestor: the Fetch was refused (``max_block_size``: the
     largest block size the provider serves)."""
@@ -232,5 +280,10 @@ class RetryMessage:
 
 
 TransferMessage: TypeAlias = (
-    FetchRequest | BlockMessage | HashChunkMessage | RefusedMessage | RetryMessage
+    FetchRequest
+    | BlockMessage
+    | HashChunkMessage
+    | RootChunkMessage
+    | RefusedMessage
+    | RetryMessage
 )

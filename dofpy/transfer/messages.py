@@ -8,8 +8,10 @@ Values are the CBOR value list of ``dofpy.wire.values``.
 =================  =====================================================================
 requestor → provider
 Fetch              Invoke item 1: ``[fetch seq, block size, rate, window,
-                   hash ranges, leaf ranges(, address token)]``; ranges are flat lists
-                   ``[start0, end0, start1, end1, ...]``, sorted, disjoint, not touching.
+                   hash ranges, leaf ranges(, address token(, root ranges))]``; ranges
+                   are flat lists ``[start0, end0, start1, end1, ...]``, sorted,
+                   disjoint, not touching. With root ranges (compact hashes; the
+                   token then may be empty) the hash ranges number bare chunks.
                    Sent without expecting an OAP response: the transfer recovers by itself.
                    Empty ranges and window 0: the requestor is done (the provider forgets it).
                    The token (1..64 bytes) only once a provider sent one in a Retry.
@@ -17,6 +19,9 @@ provider → requestor (Signal, DPP command with no response; 16-bit OAP sequenc
 Block              Signal item 2: ``[first leaf, data, fetch seq, hold µs]``
 Hash chunk         Signal item 3: ``[chunk, hashes, fetch seq, hold µs, proof]`` (hashes and
                    proof are concatenated 32-byte SHA-256 values)
+Root chunk         Signal item 6: ``[chunk, roots, fetch seq, hold µs, proof]`` (compact
+                   hashes: subtree roots of bare chunks, proved against the root)
+Bare chunk         Signal item 3 with an empty proof (answers a compact Fetch)
 Refused            Signal item 4: ``[code, max block size]``
 Retry              Signal item 5: ``[address token]``: a plaintext Fetch without a valid
                    token was not served; repeat it with this token (proof that the
@@ -54,6 +59,7 @@ from dofpy.transfer.message_types import (
     RefuseCode,
     RefusedMessage,
     RetryMessage,
+    RootChunkMessage,
     TransferItem,
     TransferMessage,
     object_oid,
@@ -86,6 +92,7 @@ __all__ = [
     "RefuseCode",
     "RefusedMessage",
     "RetryMessage",
+    "RootChunkMessage",
     "TransferItem",
     "TransferMessage",
     "block_object_id",
@@ -113,7 +120,9 @@ def to_oap(message: TransferMessage) -> OapPdu:
             _flat(message.hash_chunks),
             _flat(message.leaves),
         )
-        if message.token:
+        if message.root_chunks is not None:
+            values += (message.token, _flat(message.root_chunks))
+        elif message.token:
             values += (message.token,)
         return InvokeCommand(TransferItem.FETCH.value, target, values)
     if isinstance(message, BlockMessage):
@@ -128,6 +137,15 @@ def to_oap(message: TransferMessage) -> OapPdu:
             b"".join(message.proof),
         )
         return SignalCommand(TransferItem.HASH_CHUNK.value, target, message.sequence, values)
+    if isinstance(message, RootChunkMessage):
+        values = (
+            message.chunk,
+            message.roots,
+            message.fetch_seq,
+            message.hold_us,
+            b"".join(message.proof),
+        )
+        return SignalCommand(TransferItem.ROOT_CHUNK.value, target, message.sequence, values)
     if isinstance(message, RefusedMessage):
         values = (message.code.value, message.max_block_size)
         return SignalCommand(TransferItem.REFUSED.value, target, message.sequence, values)
@@ -233,7 +251,15 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
         if isinstance(pdu, InvokeCommand):
             if pdu.item_id != TransferItem.FETCH or pdu.command_control is not None:
                 raise BadPacket(f"transfer: Invoke of item {pdu.item_id}")
-            if len(values) == 7:
+            roots: Ranges | None = None
+            if len(values) == 8:
+                # Compact hashes: root ranges after the token (then possibly empty).
+                token = values[6]
+                if type(token) is not bytes:
+                    raise BadPacket("Fetch: the address token must be bytes")
+                roots = _read_ranges(values[7], "root ranges")
+                values = values[:6]
+            elif len(values) == 7:
                 # The address token: only present when not empty (one encoding).
                 token = values[6]
                 if type(token) is not bytes or not token:
@@ -252,6 +278,7 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
                 _read_ranges(hashes, "hash ranges"),
                 _read_ranges(leaves, "leaf ranges"),
                 token,
+                roots,
             )
         if pdu.item_id == TransferItem.BLOCK:
             _ints(values, 4, "Block")
@@ -268,6 +295,21 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
                 pdu.sequence,
                 chunk,  # type: ignore[arg-type]
                 hashes_data,  # type: ignore[arg-type]
+                proofs,
+                seq,  # type: ignore[arg-type]
+                hold,  # type: ignore[arg-type]
+            )
+        if pdu.item_id == TransferItem.ROOT_CHUNK:
+            _ints(values, 5, "Root chunk")
+            chunk, roots_data, seq, hold, proof = values
+            if type(proof) is not bytes or len(proof) % HASH_SIZE:
+                raise BadPacket("Root chunk: proof must be concatenated 32-byte hashes")
+            proofs = tuple(proof[i : i + HASH_SIZE] for i in range(0, len(proof), HASH_SIZE))
+            return RootChunkMessage(
+                object_id,
+                pdu.sequence,
+                chunk,  # type: ignore[arg-type]
+                roots_data,  # type: ignore[arg-type]
                 proofs,
                 seq,  # type: ignore[arg-type]
                 hold,  # type: ignore[arg-type]

@@ -1,19 +1,15 @@
 """The requestor side of one transfer: a sans-IO state machine.
 
-It pulls an object from a list of providers: first the hash chunks (each
-proved against the manifest's Merkle root), then the leaves (each checked
-against its verified hash before it is written to the store). It runs the
-window and loss recovery:
+It pulls an object from a list of providers: first the leaf hashes (proved
+against the manifest's Merkle root: :mod:`dofpy.transfer.proved_hashes`),
+then the leaves (each checked against its proved hash before it is written to
+the store). It runs the window and loss recovery:
 
-* Every requested block (a hash chunk, or a piece of up to ``block_size``
-  bytes of leaves, aligned to the block size) gets an *ordinal* in request
-  order; the provider serves in that order. When a block arrives, every
-  block still outstanding with a lower ordinal must arrive within a
-  reordering window (``min_rtt / 4``, doubled after each spurious loss, up to
-  16 times; half an RTT more for a block of an earlier Fetch, since Fetches
-  may overtake each other) or is declared lost and asked for again (fast
-  retransmit of gaps, RACK-style). No timer per block: one send-ordered
-  queue, range sets of what is needed, one deadline for the transfer.
+* Loss detection: every requested block gets an ordinal in request order and
+  is declared lost when a later one arrived more than a reordering window ago
+  (fast retransmit of gaps, RACK-style: :mod:`dofpy.transfer.losses`). No
+  timer per block: range sets of what is needed, one deadline per transfer.
+  What a Fetch asks for: :mod:`dofpy.transfer.fetch_plan`.
 * The retransmission timeout (``rtt.RttEstimator``: RFC 6298, back-off,
   cap) fires when nothing arrives for an RTO while blocks are outstanding:
   everything outstanding is asked for again. After ``max_timeouts`` timeouts
@@ -22,12 +18,9 @@ window and loss recovery:
 * A block that fails verification is dropped, counted and asked for again;
   after ``max_bad_blocks`` failures from one provider, the next provider is
   tried (when there is another).
-* Only the provider asked is listened to: a Block, hash chunk or Refused is
-  taken only from its address and, on a secure node, only through a session
-  of the identity the Fetch went to. Anything else is *unsolicited*: dropped
-  before it is verified and counted per source (:meth:`Receiver.source`), so
-  that a third party can neither abort the transfer nor have its bad blocks
-  blamed on the provider.
+* Only the provider asked is listened to (:mod:`dofpy.transfer.asked`);
+  anything else is unsolicited, dropped unverified and counted per source
+  (:meth:`Receiver.source`).
 * A provider whose progress stays below ``min_rate`` bytes/s over
   ``rate_window`` seconds (a slow drip) is replaced by the next one; when
   none is left the transfer fails, saying so.
@@ -36,10 +29,10 @@ window and loss recovery:
   running image, say), every leaf whose hash has just been proved is first
   looked up there by that hash; bytes found are checked against the proved
   hash exactly as a fetched leaf is, written to the store and never asked
-  for. Only the leaves not held locally are fetched, so an image that
-  differs from the running one in a few blocks costs a few blocks (and its
-  hash chunks). A local copy that does not match is not written: the leaf is
-  fetched.
+  for; a local copy that does not match is not written (the leaf is
+  fetched). Such a transfer asks for *compact hashes*: subtree roots first,
+  then bare chunks of 32 hashes without proofs, each checked against its
+  proved root.
 
 Memory: the window (at most ``max_window`` blocks outstanding), range sets,
 and the object's leaf hashes (32 bytes per leaf).
@@ -49,7 +42,6 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict, deque
-from typing import Protocol
 
 from dofpy._core import Address
 from dofpy.errors import (
@@ -59,7 +51,9 @@ from dofpy.errors import (
     LocalProtocolError,
     RemoteProtocolError,
 )
+from dofpy.transfer.asked import AskedProvider
 from dofpy.transfer.congestion import CongestionController
+from dofpy.transfer.fetch_plan import ROOT_KEYS, plan_fetch, should_wait
 from dofpy.transfer.fetch_state import (
     FETCH_TRANSITIONS,
     FetchInput,
@@ -69,16 +63,20 @@ from dofpy.transfer.fetch_state import (
     ReceiverStatistics,
     SourceStatistics,
 )
+from dofpy.transfer.local_source import LocalLeaves, copy_local
+from dofpy.transfer.losses import OutstandingBlocks
 from dofpy.transfer.manifest import HASH_SIZE, Manifest, leaf_hash
 from dofpy.transfer.messages import (
-    MAX_FETCH_RANGES,
     MAX_SEQ,
     BlockMessage,
     FetchRequest,
     HashChunkMessage,
     RefuseCode,
     RefusedMessage,
+    RootChunkMessage,
 )
+from dofpy.transfer.progress import ProgressFloor
+from dofpy.transfer.proved_hashes import ChunkRefused, ProvedHashes
 from dofpy.transfer.rangeset import RangeSet
 from dofpy.transfer.rtt import RttEstimator
 from dofpy.transfer.store import BlockStore
@@ -93,16 +91,12 @@ __all__ = [
     "SourceStatistics",
 ]
 
-_MAX_SOURCES = 64  # per-source counters kept per transfer (least recent dropped)
 
-
-class LocalLeaves(Protocol):
-    """Leaves the requestor already holds, found by their leaf hash."""
-
-    def leaf(self, digest: bytes, length: int) -> bytes | None:
-        """``length`` bytes held here whose leaf hash is ``digest``, or None.
-        Untrusted: the receiver checks them against ``digest`` itself."""
-        ...
+_COUNTERS = (
+    "blocks_received", "duplicates", "unrequested", "retransmissions", "timeouts",
+    "verification_failures", "fetches_sent", "unsolicited", "slow_providers"
+)  # fmt: skip
+"""The receiver's counters (fields of :class:`ReceiverStatistics`)."""
 
 
 class Receiver:
@@ -142,31 +136,21 @@ class Receiver:
         self.secure = secure
         # The provider asked and the identity its Fetch went to (secure node;
         # None until known): the only source whose messages are taken.
-        self._asked: Address = self.providers[0]
-        self._asked_identity: OID | None = None
-        self._sources: OrderedDict[Address, SourceStatistics] = OrderedDict()
+        self._asked = AskedProvider(self.providers[0], secure=secure)
         # Progress of the provider asked in the current rate window.
-        self._window_start = now
-        self._window_bytes = 0
-        self._progress_due: float | None = None
-        self._new_window(now)
+        self._progress = ProgressFloor(self.config.min_rate, self.config.rate_window, now)
         self._leaves_per_block = max(1, self.config.block_size // manifest.leaf_size)
         self.rtt = RttEstimator(self.config.rtt)
         self.cc = CongestionController(self.config.congestion)
-        self._hashes = bytearray(manifest.leaf_count * HASH_SIZE)
-        # Leaves whose hashes are verified (in leaves, not chunks: the chunk
-        # size follows the block size, which may change mid-transfer).
-        self._hashes_verified = RangeSet()
         self.verified = store.open(manifest)
-        self._chunk_leaves = manifest.chunk_leaves_for(self._block_size())
-        self._need_chunks = RangeSet([(0, manifest.chunk_count_for(self._chunk_leaves))])
+        # Compact hashes (subtree roots first, then bare chunks) when leaves
+        # are copied locally: the hashes are then most of what is fetched.
+        self._proved = ProvedHashes(manifest, self._block_size(), compact=local is not None)
+        self._hashes = self._proved.hashes  # (the same objects, never replaced)
+        self._hashes_verified = self._proved.verified
         self._need_leaves = RangeSet()
-        self._outstanding: dict[int, Outstanding] = {}
-        self._order: deque[tuple[int, int]] = deque()
-        self._next_ordinal = 0
-        self._largest_arrived = -1
-        self._marks: deque[tuple[int, float, int]] = deque()
-        self._reorder_factor = 1
+        self._window = OutstandingBlocks()
+        self._outstanding = self._window.records  # (the same dict, never replaced)
         self._fetch_seq = 0
         self._fetch_times: OrderedDict[int, float] = OrderedDict()
         self._fetches: deque[tuple[Address, FetchRequest]] = deque()
@@ -175,20 +159,7 @@ class Receiver:
         self._last_activity = now
         self._timeouts_in_row = 0
         self._bad_from_provider = 0
-        self._counts = dict.fromkeys(
-            (
-                "blocks_received",
-                "duplicates",
-                "unrequested",
-                "retransmissions",
-                "timeouts",
-                "verification_failures",
-                "fetches_sent",
-                "unsolicited",
-                "slow_providers",
-            ),
-            0,
-        )
+        self._counts = dict.fromkeys(_COUNTERS, 0)
         self._fetch(now, force=True)
 
     # -- public --------------------------------------------------------------------
@@ -218,33 +189,27 @@ class Receiver:
         through a session of that identity; when the Fetch went out before
         any session, the first session of the provider's address it arrives
         through binds it."""
-        if peer == self._asked and identity is not None:
-            self._asked_identity = identity
+        self._asked.fetch_sent(peer, identity)
 
     def source(self, peer: Address) -> SourceStatistics:
         """What ``peer`` sent this transfer that was refused (zeros if nothing)."""
-        found = self._sources.get(peer)
-        return (
-            SourceStatistics()
-            if found is None
-            else SourceStatistics(found.unsolicited, found.bad_blocks)
-        )
+        return self._asked.statistics(peer)
 
     def get_timer(self) -> float | None:
         if self.done:
             return None
-        progress = self._progress_due
+        progress = self._progress.due
         if not self._outstanding:
             return progress
         deadline = self._last_activity + self.rtt.rto()
-        loss = self._loss_deadline()
+        loss = self._window.loss_deadline(self.rtt)
         if loss is not None and loss < deadline:
             deadline = loss
         return progress if progress is not None and progress < deadline else deadline
 
     def hashes_known(self) -> bool:
         """Whether every leaf hash is verified."""
-        return self._hashes_verified.covers(0, self.manifest.leaf_count)
+        return self._proved.known()
 
     def leaf_hashes(self) -> bytes:
         """The verified leaf hashes (complete once :meth:`hashes_known`)."""
@@ -268,7 +233,7 @@ class Receiver:
     def handle_timer(self, now: float) -> None:
         if self.done:
             return
-        if self._progress_due is not None and now >= self._progress_due:
+        if self._progress.due is not None and now >= self._progress.due:
             self._check_progress(now)
             if self.done:
                 return
@@ -297,7 +262,7 @@ class Receiver:
     def receive(
         self,
         peer: Address,
-        message: BlockMessage | HashChunkMessage | RefusedMessage,
+        message: BlockMessage | HashChunkMessage | RootChunkMessage | RefusedMessage,
         now: float,
         identity: OID | None = None,
     ) -> None:
@@ -313,6 +278,8 @@ class Receiver:
             self._refused(peer, message, now)
         elif isinstance(message, HashChunkMessage):
             self._hash_chunk(message, now)
+        elif isinstance(message, RootChunkMessage):
+            self._root_chunk(message, now)
         else:
             self._block(message.leaf, message.data, message.fetch_seq, message.hold_us, now)
         if not self.done:
@@ -334,13 +301,8 @@ class Receiver:
         if self.done:
             self._counts["duplicates"] += 1
             return
-        # The provider asked, through the very session object seen before:
-        # the per-Block path; anything else is judged by _from_asked.
-        if not (
-            peer == self._asked
-            and identity is self._asked_identity
-            and (identity is not None or not self.secure)
-        ) and not self._from_asked(peer, identity):
+        asked = self._asked
+        if not asked.is_known_session(peer, identity) and not self._from_asked(peer, identity):
             return
         self._block(leaf, data, fetch_seq, hold_us, now)
         if not self.done:
@@ -361,61 +323,29 @@ class Receiver:
     # -- sources -------------------------------------------------------------------
 
     def _from_asked(self, peer: Address, identity: OID | None) -> bool:
-        """Whether a message from ``peer`` (through a session of ``identity``)
-        comes from the provider asked; counts it as unsolicited if not."""
-        if peer == self._asked:
-            if not self.secure:
-                return True
-            if identity is not None:
-                expected = self._asked_identity
-                if expected is None or identity == expected:
-                    self._asked_identity = identity  # binds it (or the same, reused)
-                    return True
+        if self._asked.admits(peer, identity):
+            return True
         self._counts["unsolicited"] += 1
-        self._source_counts(peer).unsolicited += 1
         return False
 
-    def _source_counts(self, peer: Address) -> SourceStatistics:
-        sources = self._sources
-        found = sources.get(peer)
-        if found is None:
-            if len(sources) >= _MAX_SOURCES:
-                sources.popitem(last=False)
-            found = sources[peer] = SourceStatistics()
-        else:
-            sources.move_to_end(peer)
-        return found
-
     def _check_progress(self, now: float) -> None:
-        """End of a rate window: replace the provider asked if it delivered
-        less than the floor (or less than all that was left)."""
-        floor = self.config.min_rate
-        assert floor is not None
-        window = now - self._window_start
-        delivered = self._window_bytes
+        """End of a rate window: replace the provider asked if it was too slow."""
         remaining = self.manifest.size - sum(
             self.manifest.span_length(s, e) for s, e in self.verified
         )
-        self._new_window(now)
-        if delivered >= min(floor * window, remaining + delivered):
+        slow = self._progress.end_window(now, remaining)
+        if slow is None:
             return
         self._counts["slow_providers"] += 1
         provider = self.provider
         self._next_provider(
             now,
             BrokenResourceError(
-                f"provider {provider[0]}:{provider[1]} delivered {delivered} bytes in "
-                f"{window:.1f} s, below the floor of {floor:g} bytes/s, and no other "
-                "provider is left"
+                f"provider {provider[0]}:{provider[1]} {slow}, and no other provider is left"
             ),
         )
         if not self.done:
             self._fetch(now, force=True)
-
-    def _new_window(self, now: float) -> None:
-        self._window_start, self._window_bytes = now, 0
-        if self.config.min_rate is not None:
-            self._progress_due = now + self.config.rate_window
 
     # -- arrivals ------------------------------------------------------------------
 
@@ -423,97 +353,47 @@ class Receiver:
         """Bookkeeping for a verified arrival; True if it was outstanding."""
         self._last_activity = now
         self._timeouts_in_row = 0
-        record = self._outstanding.get(key)
-        if record is None or record.fetch_seq != fetch_seq:
-            # Declared lost too early (reordering): widen the reordering window.
-            self._reorder_factor = min(self._reorder_factor * 2, 16)
+        window = self._window
+        record = window.take(key, fetch_seq)
         if record is None:
             self._counts["unrequested"] += 1
             return False
-        del self._outstanding[key]
         self.cc.on_delivered(1)
         if record.fetch_seq == fetch_seq:
             sent = self._fetch_times.get(fetch_seq)
             if sent is not None:
                 self.rtt.sample(now - sent - hold_us / 1e6)
-        if record.ordinal > self._largest_arrived:
-            self._largest_arrived = record.ordinal
-            self._marks.append((record.ordinal, now + self._reorder_window(), record.fetch_seq))
+        window.mark(record, now, self.rtt)
         self._detect_losses(now)
         return True
 
-    def _reorder_window(self) -> float:
-        base = self.rtt.min_rtt if self.rtt.min_rtt is not None else self.rtt.config.initial_rto
-        return max(self.rtt.config.granularity, base / 4) * self._reorder_factor
-
-    def _deadline(self, mark: tuple[int, float, int], record: Outstanding) -> float:
-        """When ``record`` counts as lost given that a later-requested block arrived.
-
-        Within one Fetch the provider sends in order, so only network reordering
-        delays an earlier block: the reordering window. Fetches themselves may
-        overtake each other on the way, so a block of an earlier Fetch gets half
-        an RTT more."""
-        if mark[2] == record.fetch_seq:
-            return mark[1]
-        srtt = self.rtt.srtt if self.rtt.srtt is not None else self.rtt.config.initial_rto
-        return mark[1] + srtt / 2
-
     def _detect_losses(self, now: float) -> None:
-        """Declare lost every outstanding block requested before one that arrived
-        more than a reordering window ago (RACK-style, in request order)."""
-        lost = 0
-        order, marks = self._order, self._marks
-        while order:
-            ordinal, key = order[0]
-            record = self._outstanding.get(key)
-            if record is None or record.ordinal != ordinal:
-                order.popleft()
-                continue
-            while marks and marks[0][0] <= ordinal:
-                marks.popleft()
-            if not marks or self._deadline(marks[0], record) > now:
-                break
-            order.popleft()
-            del self._outstanding[key]
+        """Ask again for every block :class:`OutstandingBlocks` declares lost."""
+        lost = self._window.detect_lost(now, self.rtt)
+        for key, record in lost:
             self._requeue(key, record)
-            lost += 1
         if lost:
-            self._counts["retransmissions"] += lost
-            self.cc.on_lost(lost, now, self.rtt.srtt, self.rtt.min_rtt)
-
-    def _loss_deadline(self) -> float | None:
-        """When the oldest outstanding block will count as lost (if nothing comes)."""
-        order, marks = self._order, self._marks
-        while order:
-            ordinal, key = order[0]
-            record = self._outstanding.get(key)
-            if record is None or record.ordinal != ordinal:
-                order.popleft()
-                continue
-            for mark in marks:
-                if mark[0] > ordinal:
-                    return self._deadline(mark, record)
-            return None
-        return None
+            self._counts["retransmissions"] += len(lost)
+            self.cc.on_lost(len(lost), now, self.rtt.srtt, self.rtt.min_rtt)
 
     def _requeue(self, key: int, record: Outstanding) -> None:
-        if key < 0:
-            self._need_chunks.add(-1 - key, -key)
+        if key <= ROOT_KEYS:
+            self._proved.need_roots.add(ROOT_KEYS - key - 1, ROOT_KEYS - key)
+        elif key < 0:
+            self._proved.need_chunks.add(-1 - key, -key)
         else:
             self._need_leaves.add(key, record.end)
 
     def _requeue_all(self) -> None:
-        self._counts["retransmissions"] += len(self._outstanding)
-        for key, record in self._outstanding.items():
+        taken = self._window.pop_all()
+        self._counts["retransmissions"] += len(taken)
+        for key, record in taken:
             self._requeue(key, record)
-        self._outstanding.clear()
-        self._order.clear()
-        self._marks.clear()
 
     def _bad(self, key: int, now: float) -> None:
         self._counts["verification_failures"] += 1
         self._bad_from_provider += 1
-        self._source_counts(self._asked).bad_blocks += 1
+        self._asked.counts(self._asked.peer).bad_blocks += 1
         record = self._outstanding.pop(key, None)
         if record is not None:
             self._requeue(key, record)
@@ -524,21 +404,14 @@ class Receiver:
             )
 
     def _hash_chunk(self, message: HashChunkMessage, now: float) -> None:
-        chunk = message.chunk
-        key = -1 - chunk
-        manifest, chunk_leaves = self.manifest, self._chunk_leaves
-        start, end = manifest.chunk_range(chunk, chunk_leaves)
-        if start < end and self._hashes_verified.covers(start, end):
-            self._counts["duplicates"] += 1
+        key = -1 - message.chunk
+        taken = self._proved.take_chunk(message)
+        if isinstance(taken, ChunkRefused):
+            self._chunk_refused(key, taken, now)
             return
-        if not manifest.verify_chunk(chunk, message.hashes, message.proof, chunk_leaves):
-            self._bad(key, now)
-            return
+        start, end = taken
         self._counts["blocks_received"] += 1
-        self._window_bytes += len(message.hashes)
-        self._hashes[start * HASH_SIZE : end * HASH_SIZE] = message.hashes
-        self._hashes_verified.add(start, end)
-        self._need_chunks.discard(chunk, chunk + 1)
+        self._progress.delivered += len(message.hashes)
         wanted = RangeSet([(start, end)])
         wanted.difference_update(self.verified)
         if self.local is not None and wanted:
@@ -548,6 +421,24 @@ class Receiver:
         if self.hashes_known():
             self._transition(FetchInput.HASHES_DONE, now)
             self._check_complete(now)
+
+    def _root_chunk(self, message: RootChunkMessage, now: float) -> None:
+        """Subtree roots of a compact-hashes transfer: proved, they make their
+        bare chunks verifiable, so those are asked for next."""
+        key = ROOT_KEYS - 1 - message.chunk
+        taken = self._proved.take_root_chunk(message)
+        if isinstance(taken, ChunkRefused):
+            self._chunk_refused(key, taken, now)
+            return
+        self._counts["blocks_received"] += 1
+        self._progress.delivered += len(message.roots)
+        self._arrived(key, message.fetch_seq, message.hold_us, now)
+
+    def _chunk_refused(self, key: int, why: ChunkRefused, now: float) -> None:
+        if why is ChunkRefused.BAD:
+            self._bad(key, now)
+        else:
+            self._counts["duplicates" if why is ChunkRefused.DUPLICATE else "unrequested"] += 1
 
     def _block(self, first: int, data: bytes, fetch_seq: int, hold_us: int, now: float) -> None:
         manifest = self.manifest
@@ -578,7 +469,7 @@ class Receiver:
             self._bad(first, now)
             return
         self._counts["blocks_received"] += 1
-        self._window_bytes += length
+        self._progress.delivered += length
         self.store.write_verified(manifest.object_id, first, data)
         self.verified.add(first, end)
         if self._need_leaves:
@@ -588,24 +479,12 @@ class Receiver:
             self._check_complete(now)
 
     def _copy_local(self, wanted: RangeSet) -> None:
-        """Write the leaves of ``wanted`` (their hashes proved) that the local
-        source holds and that verify, and take them out of ``wanted``."""
-        local, manifest, hashes = self.local, self.manifest, self._hashes
-        assert local is not None
-        copied = RangeSet()
-        for start, end in list(wanted):
-            for leaf in range(start, end):
-                expected = bytes(hashes[leaf * HASH_SIZE : (leaf + 1) * HASH_SIZE])
-                length = manifest.span_length(leaf, leaf + 1)
-                data = local.leaf(expected, length)
-                if data is None or len(data) != length or leaf_hash(data) != expected:
-                    continue  # not held, or not what it claims: fetched instead
-                self.store.write_verified(manifest.object_id, leaf, data)
-                self.verified.add(leaf, leaf + 1)
-                copied.add(leaf, leaf + 1)
-                self.local_leaves += 1
-                self.local_bytes += length
-        wanted.difference_update(copied)
+        assert self.local is not None
+        leaves, size = copy_local(
+            self.local, self.manifest, self._hashes, self.store, self.verified, wanted
+        )
+        self.local_leaves += leaves
+        self.local_bytes += size
 
     def _refused(self, peer: Address, message: RefusedMessage, now: float) -> None:
         if message.code is RefuseCode.BLOCK_SIZE:
@@ -632,8 +511,7 @@ class Receiver:
         self.state = new
         if new in (FetchState.COMPLETE, FetchState.FAILED):
             self._finished = now
-            self._outstanding.clear()
-            self._order.clear()
+            self._window.clear()
 
     def _check_complete(self, now: float) -> None:
         manifest = self.manifest
@@ -649,13 +527,14 @@ class Receiver:
             self._transition(FetchInput.GIVE_UP, now)
             return
         self._transition(FetchInput.LEAVES_DONE, now)
-        # Tell the provider it may forget us (best effort: it also times out).
-        self._fetches.append(
-            (
-                self.provider,
-                FetchRequest(manifest.object_id, self._next_seq(now), self._block_size(), 0, 0),
-            )
+        self._tell_done(now)
+
+    def _tell_done(self, now: float) -> None:
+        """Tell the provider it may forget us (best effort: it also times out)."""
+        request = FetchRequest(
+            self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
         )
+        self._fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
 
     def cancel(self, now: float, error: DofError) -> None:
@@ -665,15 +544,7 @@ class Receiver:
             return
         self.error = error
         self._transition(FetchInput.GIVE_UP, now)
-        self._fetches.append(
-            (
-                self.provider,
-                FetchRequest(
-                    self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
-                ),
-            )
-        )
-        self._counts["fetches_sent"] += 1
+        self._tell_done(now)
 
     def _next_provider(self, now: float, error: DofError) -> None:
         self._failed_providers += 1
@@ -684,9 +555,8 @@ class Receiver:
             self._transition(FetchInput.GIVE_UP, now)
             return
         self._provider_index = (self._provider_index + 1) % len(self.providers)
-        self._asked = self.providers[self._provider_index]
-        self._asked_identity = None
-        self._new_window(now)
+        self._asked.ask(self.providers[self._provider_index])
+        self._progress.restart(now)
         self._requeue_all()
         self._leaves_per_block = max(1, self.config.block_size // self.manifest.leaf_size)
         self._regrid()
@@ -700,17 +570,7 @@ class Receiver:
 
     def _regrid(self) -> None:
         """Hash chunks sized for the block size now in use (nothing outstanding)."""
-        manifest = self.manifest
-        chunk_leaves = manifest.chunk_leaves_for(self._block_size())
-        if chunk_leaves == self._chunk_leaves:
-            return
-        self._chunk_leaves = chunk_leaves
-        need = RangeSet()
-        for chunk in range(manifest.chunk_count_for(chunk_leaves)):
-            start, end = manifest.chunk_range(chunk, chunk_leaves)
-            if not self._hashes_verified.covers(start, end):
-                need.add(chunk, chunk + 1)
-        self._need_chunks = need
+        self._proved.regrid(self._block_size())
 
     def _next_seq(self, now: float) -> int:
         self._fetch_seq = 0 if self._fetch_seq >= MAX_SEQ else self._fetch_seq + 1
@@ -721,58 +581,17 @@ class Receiver:
 
     def _fetch(self, now: float, *, force: bool) -> None:
         window = self.cc.window
-        outstanding = self._outstanding
-        free = window - len(outstanding)
-        need_chunks, need_leaves = self._need_chunks, self._need_leaves
-        if free <= 0 or not (need_chunks or need_leaves):
+        free = window - len(self._outstanding)
+        need_chunks, need_leaves = self._proved.need_chunks, self._need_leaves
+        need_roots = self._proved.need_roots
+        if free <= 0 or not (need_chunks or need_leaves or need_roots):
             return
         per_block = self._leaves_per_block
-        if not force and free < max(1, window // 4):
-            # Wait for a quarter of the window unless everything left fits now
-            # (counted only as far as needed: this runs on every arrival).
-            needed = need_chunks.count_up_to(free + 1) + -(
-                -need_leaves.count_up_to((free + 1) * per_block) // per_block
-            )
-            if needed > free:
-                return
-        was_idle = not outstanding
+        if not force and should_wait(free, window, per_block, need_roots, need_chunks, need_leaves):
+            return
+        was_idle = not self._outstanding
         seq = self._next_seq(now)
-        order = self._order
-        ordinal = self._next_ordinal
-        # Whole spans are taken from the need sets (one range operation each);
-        # every block in them still gets its ordinal and outstanding record.
-        chunks: list[tuple[int, int]] = []
-        while free > 0 and need_chunks and len(chunks) < MAX_FETCH_RANGES:
-            # The span that makes the last range allowed: one chunk only.
-            span = need_chunks.pop_pieces(1, free if len(chunks) < MAX_FETCH_RANGES - 1 else 1)
-            assert span is not None
-            start, stop = span
-            chunks.append(span)
-            for chunk in range(start, stop):
-                outstanding[-1 - chunk] = Outstanding(ordinal, seq, chunk + 1)
-                order.append((ordinal, -1 - chunk))
-                ordinal += 1
-            free -= stop - start
-        leaves: list[tuple[int, int]] = []
-        while free > 0 and need_leaves:
-            extends = bool(leaves) and leaves[-1][1] == need_leaves.first()
-            if not extends and len(leaves) >= MAX_FETCH_RANGES:
-                break
-            span = need_leaves.pop_pieces(per_block, free)
-            assert span is not None
-            piece, span_end = span
-            if extends:
-                leaves[-1] = (leaves[-1][0], span_end)
-            else:
-                leaves.append(span)
-            while piece < span_end:
-                piece_end = min((piece // per_block + 1) * per_block, span_end)
-                outstanding[piece] = Outstanding(ordinal, seq, piece_end)
-                order.append((ordinal, piece))
-                ordinal += 1
-                free -= 1
-                piece = piece_end
-        self._next_ordinal = ordinal
+        plan = plan_fetch(self._window, seq, free, per_block, need_roots, need_chunks, need_leaves)
         rate = self.cc.pacing_rate(self.block_bytes, self.rtt.srtt)
         request = FetchRequest(
             self.manifest.object_id,
@@ -780,8 +599,9 @@ class Receiver:
             self._block_size(),
             0 if rate is None else max(1, int(rate)),
             min(window, 0xFFFF),
-            tuple(chunks),
-            tuple(leaves),
+            plan.chunks,
+            plan.leaves,
+            root_chunks=plan.roots if self._proved.compact else None,
         )
         self._fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1

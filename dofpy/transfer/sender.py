@@ -25,13 +25,14 @@ from typing import Protocol, TypeAlias
 
 from dofpy._core import Address
 from dofpy.errors import IllegalTransition
-from dofpy.transfer.manifest import Manifest
+from dofpy.transfer.manifest import BARE_CHUNK_LEAVES, Manifest
 from dofpy.transfer.messages import (
     MAX_SEQ,
     BlockEncoder,
     BlockMessage,
     FetchRequest,
     HashChunkMessage,
+    RootChunkMessage,
     encode_transfer,
 )
 from dofpy.transfer.rangeset import RangeSet
@@ -39,9 +40,15 @@ from dofpy.transfer.rangeset import RangeSet
 __all__ = ["BlockSender", "BlockSource", "SendState", "SenderConfig", "message_size"]
 
 
-def message_size(message: BlockMessage | HashChunkMessage) -> int:
+_HashesMessage: TypeAlias = HashChunkMessage | RootChunkMessage
+_Message: TypeAlias = BlockMessage | HashChunkMessage | RootChunkMessage
+
+
+def message_size(message: _Message) -> int:
     """Payload bytes a message carries (what pacing and rate caps count)."""
-    return len(message.data) if isinstance(message, BlockMessage) else len(message.hashes)
+    if isinstance(message, BlockMessage):
+        return len(message.data)
+    return len(message.hashes) if isinstance(message, HashChunkMessage) else len(message.roots)
 
 
 class BlockSource(Protocol):
@@ -55,6 +62,14 @@ class BlockSource(Protocol):
 
     def chunk(self, chunk: int, chunk_leaves: int) -> tuple[bytes, list[bytes]]:
         """Hash chunk ``chunk`` of ``chunk_leaves`` hashes: concatenated hashes and proof."""
+        ...
+
+    def bare_chunk(self, chunk: int) -> bytes:
+        """Bare chunk ``chunk``'s concatenated leaf hashes (compact hashes)."""
+        ...
+
+    def root_chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
+        """Root chunk ``chunk``: concatenated subtree roots and proof (compact hashes)."""
         ...
 
     def has_leaves(self, start: int, end: int) -> bool:
@@ -126,8 +141,8 @@ def _before(a: int, b: int) -> bool:
     return a != b and ((b - a) & MAX_SEQ) < (1 << 31)
 
 
-_Unit: TypeAlias = HashChunkMessage | tuple[int, int, bytes, int, int]
-"""A hash chunk, or a Block's ``(sequence, leaf, data, fetch seq, hold µs)``."""
+_Unit: TypeAlias = HashChunkMessage | RootChunkMessage | tuple[int, int, bytes, int, int]
+"""A hash or root chunk, or a Block's ``(sequence, leaf, data, fetch seq, hold µs)``."""
 
 
 @dataclass(slots=True)
@@ -137,6 +152,8 @@ class _Batch:
     chunks: RangeSet
     leaves: RangeSet
     chunk_leaves: int  # hashes per chunk at the block size the Fetch asked for
+    roots: RangeSet  # root chunks (compact hashes)
+    compact: bool = False  # chunks are bare chunks (no proof)
 
 
 class BlockSender:
@@ -156,7 +173,9 @@ class BlockSender:
         self.config = config
         self.state = SendState.IDLE
         self._batches: deque[_Batch] = deque()
-        self._waiting = _Batch(0, now, RangeSet(), RangeSet(), source.manifest.chunk_leaves)
+        self._waiting = _Batch(
+            0, now, RangeSet(), RangeSet(), source.manifest.chunk_leaves, RangeSet()
+        )
         self._leaves_per_block = 1
         self._rate: float | None = config.rate_cap
         self._credit = float(config.burst_bytes)
@@ -187,33 +206,44 @@ class BlockSender:
         cap = self.config.rate_cap
         self._rate = asked if cap is None else (cap if asked is None else min(asked, cap))
         manifest = self.source.manifest
-        # Hash chunks are sized by the block size (docs/protocol.md, section 6).
-        chunk_leaves = manifest.chunk_leaves_for(request.block_size)
+        # Hash chunks are sized by the block size (docs/protocol.md, section 6);
+        # a compact Fetch asks for bare chunks and root chunks, of fixed sizes.
+        compact = request.compact
+        if compact:
+            chunk_leaves = BARE_CHUNK_LEAVES
+            roots = RangeSet(request.root_chunks or ())
+            roots.discard(manifest.root_chunk_count, 1 << 33)
+        else:
+            chunk_leaves = manifest.chunk_leaves_for(request.block_size)
+            roots = RangeSet()
         chunks = RangeSet(request.hash_chunks)
         chunks.discard(manifest.chunk_count_for(chunk_leaves), 1 << 33)
         leaves = RangeSet(request.leaves)
         leaves.discard(manifest.leaf_count, 1 << 33)
         batches = self._batches
         for batch in (*batches, self._waiting):
-            batch.chunks.difference_update(chunks)
+            if batch.compact == compact:
+                batch.chunks.difference_update(chunks)
+            batch.roots.difference_update(roots)
             batch.leaves.difference_update(leaves)
         self.batches_visited += len(batches) + 1
-        if any(not (batch.chunks or batch.leaves) for batch in batches):
+        if any(not (batch.chunks or batch.leaves or batch.roots) for batch in batches):
             # What they asked for moved to this Fetch's batch.
-            self._batches = batches = deque(b for b in batches if b.chunks or b.leaves)
+            self._batches = batches = deque(b for b in batches if b.chunks or b.leaves or b.roots)
         budget = self.config.max_queued_units - self._queued_units()
-        units = chunks.count() + leaves.count()
+        units = roots.count() + chunks.count() + leaves.count()
         if units > budget:
             self.dropped_units += units - max(budget, 0)
-            chunks_kept = chunks.take(max(budget, 0))
-            leaves = leaves.take(max(budget - chunks_kept.count(), 0))
+            roots = roots.take(max(budget, 0))
+            chunks_kept = chunks.take(max(budget - roots.count(), 0))
+            leaves = leaves.take(max(budget - roots.count() - chunks_kept.count(), 0))
             chunks = chunks_kept
-        if chunks or leaves:
+        if chunks or leaves or roots:
             # Fetches may overtake each other on the way: serve in the requestor's
             # order (its loss detection assumes it), not in arrival order.
             if len(batches) >= self.config.max_queued_batches:
                 self._merge_oldest()
-            batch = _Batch(request.fetch_seq, now, chunks, leaves, chunk_leaves)
+            batch = _Batch(request.fetch_seq, now, chunks, leaves, chunk_leaves, roots, compact)
             position = len(batches)
             while position > 0 and _before(batch.fetch_seq, batches[position - 1].fetch_seq):
                 position -= 1
@@ -226,7 +256,8 @@ class BlockSender:
         oldest = self._batches.popleft()
         into = self._batches[0]
         into.leaves.update(oldest.leaves)
-        if oldest.chunk_leaves == into.chunk_leaves:
+        into.roots.update(oldest.roots)
+        if oldest.chunk_leaves == into.chunk_leaves and oldest.compact == into.compact:
             into.chunks.update(oldest.chunks)
         else:  # chunk numbers of another block size: the requestor asks again
             self.dropped_units += oldest.chunks.count()
@@ -238,14 +269,23 @@ class BlockSender:
         return len(self._batches)
 
     def _queued_units(self) -> int:
-        return sum(b.chunks.count() + b.leaves.count() for b in (*self._batches, self._waiting))
+        return sum(
+            b.roots.count() + b.chunks.count() + b.leaves.count()
+            for b in (*self._batches, self._waiting)
+        )
 
     def on_available(self, now: float) -> None:
         """More of the source became available: retry what was waiting."""
         waiting = self._waiting
-        if waiting.chunks or waiting.leaves:
+        if waiting.chunks or waiting.leaves or waiting.roots:
             self._waiting = _Batch(
-                waiting.fetch_seq, now, RangeSet(), RangeSet(), waiting.chunk_leaves
+                waiting.fetch_seq,
+                now,
+                RangeSet(),
+                RangeSet(),
+                waiting.chunk_leaves,
+                RangeSet(),
+                waiting.compact,
             )
             self._batches.append(waiting)
             if self.state is SendState.IDLE:
@@ -276,10 +316,10 @@ class BlockSender:
             )
         self._credit_time = now
 
-    def next_message(self, now: float) -> BlockMessage | HashChunkMessage | None:
+    def next_message(self, now: float) -> _Message | None:
         """The next message to send now (paced), or ``None``."""
         unit = self._next(now)
-        if unit is None or isinstance(unit, HashChunkMessage):
+        if unit is None or isinstance(unit, _HashesMessage):
             return unit
         return BlockMessage(self.source.manifest.object_id, *unit)
 
@@ -291,8 +331,8 @@ class BlockSender:
         unit = self._next(now)
         if unit is None:
             return None
-        if isinstance(unit, HashChunkMessage):
-            return encode_transfer(unit), len(unit.hashes)
+        if isinstance(unit, _HashesMessage):
+            return encode_transfer(unit), message_size(unit)
         if self._encoder is None:
             message = BlockMessage(self.source.manifest.object_id, *unit)
             return encode_transfer(message), len(unit[2])
@@ -307,7 +347,7 @@ class BlockSender:
         while self._batches:
             unit = self._from_batch(self._batches[0], now)
             if unit is not None:
-                size = len(unit.hashes) if isinstance(unit, HashChunkMessage) else len(unit[2])
+                size = message_size(unit) if isinstance(unit, _HashesMessage) else len(unit[2])
                 self._credit -= size
                 self.sent_blocks += 1
                 self.sent_bytes += size
@@ -323,15 +363,36 @@ class BlockSender:
     def _from_batch(self, batch: _Batch, now: float) -> _Unit | None:
         source = self.source
         hold = min(int((now - batch.arrived) * 1e6), MAX_SEQ)
+        roots = batch.roots
+        while roots:
+            span = roots.pop_pieces(1, 1)
+            assert span is not None
+            chunk = span[0]
+            if not source.has_hashes():
+                self._wait(batch, chunk, chunk + 1, kind="roots")
+                continue
+            data, proof = source.root_chunk(chunk)
+            return RootChunkMessage(
+                source.manifest.object_id,
+                self._seq(),
+                chunk,
+                data,
+                tuple(proof),
+                batch.fetch_seq,
+                hold,
+            )
         chunks = batch.chunks
         while chunks:
             span = chunks.pop_pieces(1, 1)
             assert span is not None
             chunk = span[0]
             if not source.has_hashes():
-                self._wait(batch, chunk, chunk + 1, is_chunk=True)
+                self._wait(batch, chunk, chunk + 1, kind="chunks")
                 continue
-            hashes, proof = source.chunk(chunk, batch.chunk_leaves)
+            if batch.compact:
+                hashes, proof = source.bare_chunk(chunk), []
+            else:
+                hashes, proof = source.chunk(chunk, batch.chunk_leaves)
             return HashChunkMessage(
                 source.manifest.object_id,
                 self._seq(),
@@ -347,7 +408,7 @@ class BlockSender:
             assert span is not None
             first, stop = span
             if not source.has_leaves(first, stop):
-                self._wait(batch, first, stop, is_chunk=False)
+                self._wait(batch, first, stop, kind="leaves")
                 continue
             # Fields of a BlockMessage, in its ranges by construction (leaves
             # within the manifest, data from the source, fetch seq from a
@@ -356,11 +417,18 @@ class BlockSender:
             return sequence, first, source.read(first, stop), batch.fetch_seq, hold
         return None
 
-    def _wait(self, batch: _Batch, start: int, end: int, *, is_chunk: bool) -> None:
+    def _wait(self, batch: _Batch, start: int, end: int, *, kind: str) -> None:
         waiting = self._waiting
         waiting.fetch_seq = batch.fetch_seq
+        if kind == "chunks" and (
+            waiting.chunk_leaves != batch.chunk_leaves or waiting.compact != batch.compact
+        ):
+            # Chunks of another grid waiting: the requestor asks again for them.
+            self.dropped_units += waiting.chunks.count()
+            waiting.chunks = RangeSet()
         waiting.chunk_leaves = batch.chunk_leaves
-        (waiting.chunks if is_chunk else waiting.leaves).add(start, end)
+        waiting.compact = batch.compact
+        getattr(waiting, kind).add(start, end)
 
     def _transition(self, event: _Input) -> None:
         new = _TRANSITIONS.get((self.state, event))

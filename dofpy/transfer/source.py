@@ -30,6 +30,14 @@ class ServedObject:
         assert self.hashes is not None
         return self.hashes.chunk(chunk, chunk_leaves)
 
+    def bare_chunk(self, chunk: int) -> bytes:
+        assert self.hashes is not None
+        return self.hashes.bare_chunk(chunk)
+
+    def root_chunk(self, chunk: int) -> tuple[bytes, list[bytes]]:
+        assert self.hashes is not None
+        return self.hashes.root_chunk(chunk)
+
     def has_leaves(self, start: int, end: int) -> bool:
         return self.verified.covers(start, end)
 

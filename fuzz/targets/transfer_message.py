@@ -12,6 +12,7 @@ from dofpy.transfer.messages import (
     HashChunkMessage,
     RefuseCode,
     RefusedMessage,
+    RootChunkMessage,
     decode_transfer_untrusted,
     encode_transfer,
 )
@@ -27,6 +28,9 @@ SEEDS: tuple[bytes, ...] = tuple(
         BlockMessage(_OBJECT, 9, 17, b"block data" * 10, 1, 250),
         HashChunkMessage(_OBJECT, 10, 2, bytes(64), (bytes(32), b"\x01" * 32), 1, 0),
         RefusedMessage(_OBJECT, 11, RefuseCode.BLOCK_SIZE, 2048),
+        FetchRequest(_OBJECT, 3, 1024, 0, 16, ((0, 2),), (), b"", ((0, 4),)),
+        HashChunkMessage(_OBJECT, 12, 3, bytes(96), (), 3, 0),
+        RootChunkMessage(_OBJECT, 13, 1, bytes(64), (b"\x03" * 32,), 3, 0),
     )
 )
 

@@ -28,6 +28,7 @@ from dofpy.transfer.messages import (
     HashChunkMessage,
     RefuseCode,
     RefusedMessage,
+    RootChunkMessage,
     TransferMessage,
     decode_transfer_untrusted,
     encode_transfer,
@@ -221,6 +222,28 @@ _messages: st.SearchStrategy[TransferMessage] = st.one_of(
         _ranges,
         _ranges,
     ),
+    st.builds(  # compact hashes: root ranges, with or without a token
+        FetchRequest,
+        st.just(OBJECT),
+        _u32,
+        st.integers(1, 65536),
+        st.integers(0, 10**9),
+        st.integers(0, 0xFFFF),
+        _ranges,
+        _ranges,
+        st.binary(max_size=64),
+        _ranges,
+    ),
+    st.builds(
+        RootChunkMessage,
+        st.just(OBJECT),
+        st.integers(0, 0xFFFF),
+        _u32,
+        st.integers(1, 4).map(lambda n: bytes(32 * n)),
+        st.lists(st.just(b"\x02" * 32), max_size=5).map(tuple),
+        _u32,
+        _u32,
+    ),
     st.builds(
         BlockMessage,
         st.just(OBJECT),
@@ -293,6 +316,10 @@ def test_tshark_decodes_every_transfer_message() -> None:
         BlockMessage(OBJECT, 7, 99, os.urandom(1024), 1, 250),
         HashChunkMessage(OBJECT, 8, 3, os.urandom(512), (os.urandom(32),) * 10, 2, 0),
         RefusedMessage(OBJECT, 9, RefuseCode.BLOCK_SIZE, 1024),
+        # Compact hashes: a Fetch with root ranges, a root chunk, a full bare chunk.
+        FetchRequest(OBJECT, 2, 1024, 0, 64, ((0, 16),), (), b"", ((0, 32),)),
+        RootChunkMessage(OBJECT, 10, 1, os.urandom(512), (os.urandom(32),) * 5, 2, 0),
+        HashChunkMessage(OBJECT, 11, 4, os.urandom(1024), (), 2, 0),
     ]
     frames = [
         encode_frame(
@@ -308,5 +335,7 @@ def test_tshark_decodes_every_transfer_message() -> None:
     assert max(len(f) for f in frames) <= 1232  # default blocks fit the IPv6 minimum MTU
     result = check_datagrams(frames)
     assert result.problems == []
-    assert result.info == ["OAP Invoke ", "OAP Signal ", "OAP Signal ", "OAP Signal "]
+    assert (
+        result.info == ["OAP Invoke "] + ["OAP Signal "] * 3 + ["OAP Invoke "] + ["OAP Signal "] * 2
+    )
     assert all(p.endswith("dof.oap") for p in result.protocols)
