@@ -40,7 +40,7 @@ from dofpy_services.update import campaign_store as cs
 from dofpy_services.update.campaign import CampaignState
 from dofpy_services.update.campaign_devices import CampaignDeviceProvider, CampaignDevices
 from dofpy_services.update.device_interface import UPDATE_DEVICE, UPDATE_OBJECT
-from dofpy_services.update.engine import PROGRESS_ORDER, DeviceEvent, EventKind
+from dofpy_services.update.engine import FAILURE_STATES, PROGRESS_ORDER, DeviceEvent, EventKind
 from dofpy_services.update.notify import Notifier
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.worker import CampaignWorker
@@ -49,7 +49,8 @@ from dofpy_services.version.store import SyncVersionStore
 
 __all__ = ["attach_engine", "observe_versions", "open_campaign_store"]
 
-_OBSERVED_STATES = frozenset(PROGRESS_ORDER)
+_OBSERVED_STATES = frozenset(PROGRESS_ORDER) | FAILURE_STATES
+"""Started devices, and failed ones (their record keeps the version they run)."""
 _INSTALLED = frozenset({DeviceState.INSTALLING, DeviceState.NORMAL_MODE})
 
 
