@@ -31,6 +31,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -58,8 +59,11 @@ __all__ = ["DeviceOutcome", "FleetFaults", "FleetResult", "FleetServices", "run_
 
 _MAX_BOOTS = 40
 _MAX_STEPS = 2000
-_CUT_SPAN = 400
-"""A power cut falls at one of the first this many file operations of an update."""
+_CUT_SPAN = 80
+"""A power cut falls at one of the first this many file operations of an update
+(counted from the device's authorisation: Reprogram mode, the slot's writes,
+the records)."""
+_WAITING = frozenset({State.IDLE, State.CHECK_IN, State.POLL})
 
 
 @dataclass(frozen=True)
@@ -159,15 +163,34 @@ def _power_cut(exc: BaseException) -> bool:
 class _Device:
     enrolled: EnrolledDevice
     outcome: DeviceOutcome
-    cut_at: int | None
+    cut_after: int | None
+    """Operations into its update at which the device loses power (None: never)."""
     rng: random.Random
 
     def open(self) -> SimulatedBootloader:
-        if self.cut_at is not None:
+        if self.cut_after is not None:
             return SimulatedBootloader(
-                self.enrolled.directory, fs=PowerCutFs(self.enrolled.directory, cut_at=self.cut_at)
+                self.enrolled.directory, fs=PowerCutFs(self.enrolled.directory)
             )
         return SimulatedBootloader(self.enrolled.directory)
+
+    def arm(self, boot: SimulatedBootloader, state: State) -> None:
+        """Once the update begins, set the power cut's operation."""
+        fs = boot.fs
+        if (
+            self.cut_after is not None
+            and state not in _WAITING
+            and isinstance(fs, PowerCutFs)
+            and fs.cut_at is None
+        ):
+            fs.cut_at = len(fs.operations) + self.cut_after
+
+
+def _settled(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> bool:
+    """The agent's ``until``: idle again after a step (and the power cut armed
+    once its update begins)."""
+    device.arm(boot, agent.machine.state)
+    return agent.machine.state is State.IDLE and bool(agent.machine.trail)
 
 
 async def _run_device(
@@ -186,68 +209,73 @@ async def _run_device(
     config = TransferConfig(
         oap=OapConfig(node=enrolled.credentials.node_config(device_permissions()))
     )
-    boot = device.open()
-    first = boot.booted().image.digest
+    first = SimulatedBootloader(enrolled.directory).booted().image.digest
+    told = False
+    boots = 0
+    # One pass per power-on: a power cut, in whichever task it strikes (the
+    # agent's, or the transfer node's writing blocks into the slot), switches
+    # the whole device off; it then boots from what was durable.
+    while boots < _MAX_BOOTS * 4:
+        boot = device.open()
 
-    async def health() -> str:
-        booted = boot.booted()
-        if outcome.unhealthy and booted.slot.is_normal and booted.image.digest != first:
-            return "the new image failed its health check (simulated)"
-        return ""
+        async def health(boot: SimulatedBootloader = boot) -> str:
+            booted = boot.booted()
+            if outcome.unhealthy and booted.slot.is_normal and booted.image.digest != first:
+                return "the new image failed its health check (simulated)"
+            return ""
 
-    async with open_transfer_node(("127.0.0.1", 0), config) as node:
-        verifier = DeviceVerifier(trust_root, vendor_id, class_id, time.time)
-        ports = AgentPorts(
-            UpdateDeviceClient(node.node, services.update, identity=services.update_identity),
-            _Version(
-                VersionClient(node.node, services.version, identity=services.version_identity)
-            ),
-            ServiceImages(node, list(services.images), verifier),
-            health,
-            user_hook(UserAnswer.ACCEPT, 0.0),
-        )
-        told = False
-        for _ in range(_MAX_BOOTS * 4):
-            if stop.is_set():
-                return
-            agent = DeviceAgent(
-                boot,
-                ports,
-                boot.fs,
-                identity=enrolled.identity,
-                key=enrolled.report_key,
-                device_class=class_name,
-            )
-            try:
-                try:
-                    await agent.run(
-                        until=lambda a: a.machine.state is State.IDLE and bool(a.machine.trail),
-                        max_steps=_MAX_STEPS,
+        try:
+            async with open_transfer_node(("127.0.0.1", 0), config) as node:
+                verifier = DeviceVerifier(trust_root, vendor_id, class_id, time.time)
+                ports = AgentPorts(
+                    UpdateDeviceClient(
+                        node.node, services.update, identity=services.update_identity
+                    ),
+                    _Version(
+                        VersionClient(
+                            node.node, services.version, identity=services.version_identity
+                        )
+                    ),
+                    ServiceImages(node, list(services.images), verifier),
+                    health,
+                    user_hook(UserAnswer.ACCEPT, 0.0),
+                )
+                while boots < _MAX_BOOTS * 4:
+                    if stop.is_set():
+                        return
+                    boots += 1
+                    agent = DeviceAgent(
+                        boot,
+                        ports,
+                        boot.fs,
+                        identity=enrolled.identity,
+                        key=enrolled.report_key,
+                        device_class=class_name,
                     )
-                except Rebooted:
+                    try:
+                        await agent.run(until=partial(_settled, device, boot), max_steps=_MAX_STEPS)
+                    except Rebooted:
+                        outcome.reports.extend(agent.reports_sent)
+                        outcome.boots += 1
+                        boot.reboot()
+                        continue
                     outcome.reports.extend(agent.reports_sent)
-                    outcome.boots += 1
-                    boot.reboot()
-                    continue
-            except (PowerCut, BaseExceptionGroup) as exc:
-                if not _power_cut(exc):
-                    raise
-                outcome.power_cuts += 1
-                device.cut_at = None  # one cut per device
-                boot = device.open()
-                outcome.boots += 1
-                continue
-            outcome.reports.extend(agent.reports_sent)
-            if agent.reports_sent:
-                outcome.finished_at = time.monotonic()
-            if not told:
-                told = True
-                checked_in()
-                if outcome.offline:
-                    return  # checked in once, then gone for the whole campaign
-            with trio.move_on_after(poll_interval * device.rng.uniform(0.5, 1.5)):
-                await stop.wait()
-        outcome.error = "did not settle within its boots"
+                    if agent.reports_sent:
+                        outcome.finished_at = time.monotonic()
+                    if not told:
+                        told = True
+                        checked_in()
+                        if outcome.offline:
+                            return  # checked in once, then gone for the whole campaign
+                    with trio.move_on_after(poll_interval * device.rng.uniform(0.5, 1.5)):
+                        await stop.wait()
+        except (PowerCut, BaseExceptionGroup) as exc:
+            if not _power_cut(exc):
+                raise
+            outcome.power_cuts += 1
+            outcome.boots += 1
+            device.cut_after = None  # one cut per device
+    outcome.error = "did not settle within its boots"
 
 
 async def run_fleet(
@@ -279,7 +307,7 @@ async def run_fleet(
         _Device(
             enrolled,
             DeviceOutcome(enrolled.identity, offline=n in offline, unhealthy=n in unhealthy),
-            rng.randrange(20, _CUT_SPAN) if n in cut else None,
+            rng.randrange(1, _CUT_SPAN) if n in cut else None,
             random.Random(f"fleet:{faults.seed}:{n}"),
         )
         for n, enrolled in enumerate(devices)
@@ -323,9 +351,9 @@ async def run_fleet(
                     if done is not None and await trio.to_thread.run_sync(done):
                         break
             stop.set()
-        for made in links:
-            made.close()
-        nursery.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()  # the lossy links' loops
+    for made in links:
+        made.close()
     return FleetResult(
         [r.outcome for r in runs],
         started,

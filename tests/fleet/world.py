@@ -62,6 +62,7 @@ class World:
     versions: str
     service_key: Path
     spec: CampaignSpec
+    authenticator: tuple[str, int]
 
     def start_campaign(self) -> None:
         """``dofpy update campaign start`` (blocking): approvals checked, the
@@ -213,7 +214,7 @@ async def world(
             )
             yield World(
                 tmp_path, services, fleet, trust_root, root_file, campaigns, versions,
-                service_key, spec,
+                service_key, spec, at,
             )  # fmt: skip
             for daemon in (update, image, version):
                 await daemon.signals.send(15)
