@@ -182,6 +182,7 @@ def _simulate(args: argparse.Namespace) -> int:
         "seconds": round(result.ended - result.started, 3),
         "outcomes": dict(sorted(result.counts().items())),
         "updates_per_minute": round(result.updates_per_minute(), 2),
+        "update_span_seconds": round(result.update_span(), 3),
         "power_cuts": sum(d.power_cuts for d in result.devices),
         "datagrams_dropped": result.dropped,
         "datagrams_forwarded": result.forwarded,

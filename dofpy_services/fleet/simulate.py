@@ -103,6 +103,8 @@ class DeviceOutcome:
     power_cuts: int = 0
     boots: int = 0
     reports: list[InstallReport] = field(default_factory=list)
+    started_at: float | None = None
+    """When its agent first left its check-in loop for an update (monotonic)."""
     finished_at: float | None = None
     error: str = ""
 
@@ -126,18 +128,25 @@ class FleetResult:
     def counts(self) -> Counter[str]:
         return Counter(d.outcome for d in self.devices)
 
+    def update_span(self) -> float:
+        """Seconds from the first device starting its update to the last one
+        finishing (0 when none did)."""
+        starts = [d.started_at for d in self.devices if d.started_at is not None]
+        ends = [d.finished_at for d in self.devices if d.finished_at is not None]
+        return max(0.0, max(ends) - min(starts)) if starts and ends else 0.0
+
     def updates_per_minute(self) -> float:
-        """Devices that installed the new image, per minute of the run."""
+        """Devices that installed the new image, per minute of the update span."""
         done = [d for d in self.devices if d.outcome == InstallOutcome.SUCCEEDED.value]
-        span = max(1e-9, self.ended - self.started)
-        return 60.0 * len(done) / span
+        return 60.0 * len(done) / self.update_span() if done and self.update_span() else 0.0
 
     def lines(self) -> list[str]:
         counts = self.counts()
         return [
             f"devices: {len(self.devices)}, run time {self.ended - self.started:.1f} s",
             "device outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-            f"throughput: {self.updates_per_minute():.1f} updates/min",
+            f"throughput: {self.updates_per_minute():.1f} updates/min"
+            f" (over {self.update_span():.1f} s, first update started to last finished)",
             f"power cuts: {sum(d.power_cuts for d in self.devices)}, "
             f"datagrams dropped {self.dropped} of {self.dropped + self.forwarded}",
         ]
@@ -190,6 +199,8 @@ def _settled(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> 
     """The agent's ``until``: idle again after a step (and the power cut armed
     once its update begins)."""
     device.arm(boot, agent.machine.state)
+    if device.outcome.started_at is None and agent.machine.state not in _WAITING:
+        device.outcome.started_at = time.monotonic()
     return agent.machine.state is State.IDLE and bool(agent.machine.trail)
 
 
