@@ -232,3 +232,29 @@ def test_an_old_version_seen_before_the_install_is_no_revert(
     observe_versions(worker, versions, NOW + 6)
     assert _state(worker, 0) is DeviceState.FAILED  # reported the old one since: reverted
     versions.close()
+
+
+def test_device_enrol_registers_the_report_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    from dofpy_services.cli import main  # noqa: PLC0415
+
+    public = tmp_path / "sensor.pub"
+    public.write_bytes(
+        KEYS[0].public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+    private = tmp_path / "other.pem"
+    private.write_bytes(KEYS[1].private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    location = str(tmp_path / "campaigns.db")
+    enrol = ["update", "device", "enrol", "--db", location, "--report-key"]
+    assert main([*enrol, str(public), str(device(0))]) == 0
+    assert main([*enrol, str(private), str(device(1))]) == 0  # the public half is kept
+    (tmp_path / "junk.pem").write_text("not a key")
+    assert main([*enrol, str(tmp_path / "junk.pem"), str(device(2))]) != 0
+    with opened(location) as db:
+        assert db.read(lambda tx: dk.device_key(tx, str(device(0)))) == _public(0)
+        assert db.read(lambda tx: dk.device_key(tx, str(device(1)))) == _public(1)
+        assert db.read(lambda tx: dk.device_key(tx, str(device(2)))) is None
