@@ -55,7 +55,8 @@ def db(tmp_path: Path) -> Iterator[SyncDatabase]:
 
 
 def _setup(db: SyncDatabase, **changes: object) -> tuple[CampaignWorker, CampaignDevices]:
-    spec = make_spec(canary_share=1.0, image_sequence=20, image_digest=IMAGE, **changes)
+    settings: dict[str, object] = {"canary_share": 1.0, "image_sequence": 20, "image_digest": IMAGE}
+    spec = make_spec(**{**settings, **changes})
     worker = CampaignWorker(db, SERVICE_KEY, "update-1", lease=30.0)
     worker.create(spec, now=NOW, actor="operator")
     for signed in full_approvals(spec.terms):
@@ -258,3 +259,22 @@ def test_device_enrol_registers_the_report_key(tmp_path: Path) -> None:
         assert db.read(lambda tx: dk.device_key(tx, str(device(0)))) == _public(0)
         assert db.read(lambda tx: dk.device_key(tx, str(device(1)))) == _public(1)
         assert db.read(lambda tx: dk.device_key(tx, str(device(2)))) is None
+
+
+def test_stop_lets_authorised_devices_finish_and_starts_no_other(db: SyncDatabase) -> None:
+    worker, devices = _setup(db, canary_share=0.34)  # waves of 2 and 1
+    worker.step(NOW + 1)
+    notified = [n for n in range(3) if _state(worker, n) is DeviceState.NOTIFIED]
+    waiting = [n for n in range(3) if _state(worker, n) is DeviceState.SCHEDULED]
+    assert (len(notified), len(waiting)) == (2, 1)
+    first, second = notified
+    devices.authorise(device(first), "spring", bytes(range(32)), NOW + 2)
+    worker.command("spring", Command.STOP, now=NOW + 3, actor="operator")
+    worker.step(NOW + 4)
+    assert _state(worker, waiting[0]) is DeviceState.CANCELLED  # never started
+    assert devices.poll(device(waiting[0]), NOW + 5) == []
+    with pytest.raises(NotNow):  # notified, not authorised: no install starts now
+        devices.authorise(device(second), "spring", bytes(range(32)), NOW + 5)
+    devices.authorise(device(first), "spring", bytes(range(32)), NOW + 5)  # finishing
+    devices.progress(device(first), "spring", Stage.INSTALLING.value, "", NOW + 6)
+    assert _state(worker, first) is DeviceState.INSTALLING
