@@ -1,13 +1,15 @@
 """The Update service on the daemon framework, declared once as :data:`UPDATE`.
 
-``serve`` runs the campaign engine (:mod:`dofpy_services.update.daemon`).
-The commands: ``plan`` (the scale a campaign needs to meet its deadline),
+``serve`` runs the campaign engine and answers devices from it
+(:mod:`dofpy_services.update.daemon`). The commands: ``plan`` (the scale a
+campaign needs to meet its deadline),
 ``report`` (a campaign's report from the campaign store or a tracking
 export, in four formats), ``campaign terms|approve|check`` (the terms
 parties approve, a party's signed approval, and whether the approvals meet
 the policy), ``campaign create|approve --db|start|pause|resume|stop|cancel|
 status|list`` on the campaign store (:mod:`~dofpy_services.update.campaign_cli`)
-and ``audit verify`` (an audit trail, end to end).
+``device enrol`` (a device's report key) and ``audit verify`` (an audit
+trail, end to end).
 """
 
 from __future__ import annotations
