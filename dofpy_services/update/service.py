@@ -2,14 +2,13 @@
 
 ``serve`` runs the campaign engine and answers devices from it
 (:mod:`dofpy_services.update.daemon`). The commands: ``plan`` (the scale a
-campaign needs to meet its deadline),
-``report`` (a campaign's report from the campaign store or a tracking
-export, in four formats), ``campaign terms|approve|check`` (the terms
-parties approve, a party's signed approval, and whether the approvals meet
-the policy), ``campaign create|approve --db|start|pause|resume|stop|cancel|
-status|list`` on the campaign store (:mod:`~dofpy_services.update.campaign_cli`)
-``device enrol`` (a device's report key) and ``audit verify`` (an audit
-trail, end to end).
+campaign needs to meet its deadline), ``report`` (a campaign's report from the
+campaign store or a tracking export, in four formats), ``campaign
+terms|approve|check`` (the terms parties approve, a party's signed approval,
+and whether the approvals meet the policy), ``campaign create|approve
+--db|start|pause|resume|stop|cancel|status|list`` on the campaign store
+(:mod:`~dofpy_services.update.campaign_cli`), ``device enrol`` (a device's
+report key) and ``audit verify`` (an audit trail, end to end).
 """
 
 from __future__ import annotations
