@@ -136,9 +136,16 @@ def next_window_open(windows: Sequence[Window], now: float, utc_offset: int) -> 
     when inside one)."""
     if in_window(windows, now, utc_offset):
         return now
-    local = (now + utc_offset) % DAY
-    waits = [(w.start - local) % DAY for w in windows]
-    return now + min(waits)
+    # From the device's local midnight (a whole number of seconds, as window
+    # starts and offsets are): an opening computed as ``now`` plus a float
+    # wait can round to just before the window and fall outside it.
+    midnight = math.floor((now + utc_offset) / DAY) * DAY - utc_offset
+    return min(
+        opening
+        for w in windows
+        for opening in (midnight + w.start, midnight + w.start + DAY)
+        if opening >= now
+    )
 
 
 @dataclass(frozen=True, slots=True)
