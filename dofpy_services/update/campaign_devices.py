@@ -34,6 +34,7 @@ trio loop.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -104,19 +105,21 @@ def window_bounds(spec: CampaignSpec, now: float, utc_offset: int) -> tuple[floa
     if not spec.windows:
         return start, deadline
     at = max(now, start)
-    local = (at + utc_offset) % DAY
+    # Openings counted from the device's local midnight (whole seconds, as
+    # window starts and offsets are), the day before, that day and the next.
+    midnight = math.floor((at + utc_offset) / DAY) * DAY - utc_offset
     best: tuple[float, float] | None = None
     for window in spec.windows:
-        length = (
-            window.end - window.start
-            if window.end > window.start
-            else window.end + DAY - window.start
-        )
-        into = (local - window.start) % DAY
-        # Inside this window: it opened ``into`` seconds ago; else it opens next at its start.
-        opens = at - into if into < length else at + DAY - into
-        if best is None or opens < best[0]:
-            best = (opens, opens + length)
+        length = float(window.end - window.start)
+        if length <= 0:
+            length += DAY  # wraps past midnight
+        for day in (-1, 0, 1):
+            opens = midnight + day * DAY + window.start
+            closes = opens + length
+            if closes <= at:
+                continue
+            if best is None or opens < best[0]:
+                best = (opens, closes)
     assert best is not None
     return max(best[0], start), min(best[1], deadline)
 

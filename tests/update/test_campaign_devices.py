@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dofpy_services.store import SyncDatabase, open_database_sync
 from dofpy_services.update import campaign_store as cs
 from dofpy_services.update import device_keys as dk
-from dofpy_services.update.campaign import Window
+from dofpy_services.update.campaign import Window, in_window
 from dofpy_services.update.campaign_devices import CampaignDevices, window_bounds
 from dofpy_services.update.daemon import observe_versions
 from dofpy_services.update.device_interface import (
@@ -37,6 +39,7 @@ from dofpy_services.version.store import SyncVersionStore, open_version_store
 from tests.image.signing_fixtures import NOW
 from tests.services.version_helpers import device, report
 from tests.update.campaign_fixtures import ROOT, SERVICE_KEY, full_approvals, make_spec, opened
+from tests.update.test_campaign_rules import windows
 
 IMAGE = hashlib.sha256(b"the new image").digest()
 KEYS = {n: ed25519.Ed25519PrivateKey.from_private_bytes(bytes([n + 1]) * 32) for n in range(4)}
@@ -125,6 +128,24 @@ def test_window_bounds_wrap_past_midnight() -> None:
     assert window_bounds(spec, day + 5 * 3600, 0) == (day + 22 * 3600, day + 28 * 3600)
     # A device two hours east of UTC: its 22:00 is 20:00 UTC.
     assert window_bounds(spec, day + 5 * 3600, 7200)[0] == day + 20 * 3600
+
+
+@given(
+    st.lists(windows, min_size=1, max_size=3),
+    st.floats(NOW, NOW + 10 * 86_400),
+    st.integers(-50_000, 50_000),
+)
+def test_the_window_bounds_are_the_window_the_device_is_in_or_the_next(
+    chosen: list[Window], now: float, offset: int
+) -> None:
+    spec = make_spec(windows=tuple(chosen), terms={"deadline": NOW + 100 * 86_400})
+    opens, closes = window_bounds(spec, now, offset)
+    assert opens < closes
+    assert in_window(spec.windows, max(opens, now), offset)
+    if in_window(spec.windows, now, offset):
+        assert opens <= now < closes
+    else:
+        assert now < opens < now + 86_400
 
 
 def test_pause_holds_new_authorisations_and_lets_authorised_devices_finish(
