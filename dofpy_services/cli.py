@@ -15,13 +15,14 @@ from dofpy_services.authenticator.service import AUTHENTICATOR
 from dofpy_services.authenticator.store import StoreError
 from dofpy_services.daemon.cli import run_cli
 from dofpy_services.device.service import DEVICE
+from dofpy_services.fleet.service import FLEET
 from dofpy_services.image.service import IMAGE
 from dofpy_services.update.service import UPDATE
 from dofpy_services.version.service import VERSION
 
 __all__ = ["SERVICES", "main"]
 
-SERVICES = (AUTHENTICATOR, IMAGE, VERSION, UPDATE, DEVICE)
+SERVICES = (AUTHENTICATOR, IMAGE, VERSION, UPDATE, DEVICE, FLEET)
 """Every service ``dofpy`` knows, in the order its help lists them."""
 
 

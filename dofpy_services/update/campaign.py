@@ -136,9 +136,16 @@ def next_window_open(windows: Sequence[Window], now: float, utc_offset: int) -> 
     when inside one)."""
     if in_window(windows, now, utc_offset):
         return now
-    local = (now + utc_offset) % DAY
-    waits = [(w.start - local) % DAY for w in windows]
-    return now + min(waits)
+    # From the device's local midnight (a whole number of seconds, as window
+    # starts and offsets are): an opening computed as ``now`` plus a float
+    # wait can round to just before the window and fall outside it.
+    midnight = math.floor((now + utc_offset) / DAY) * DAY - utc_offset
+    return min(
+        opening
+        for w in windows
+        for opening in (midnight + w.start, midnight + w.start + DAY)
+        if opening >= now
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +207,11 @@ class CampaignSpec:
     ``failure_threshold``: the share of a wave whose failure halts the
     campaign at once. ``silence_timeout``: how long a started device may stay
     silent before it times out (never past the campaign's deadline plus this).
+    ``image_sequence`` and ``image_digest``: the manifest's sequence number
+    and the root digest of the image a device boots, as the device interface
+    hands them out (the sequence tells a device whether it has the image
+    already; the digest is the only Normal image whose boot the service
+    accepts; empty: the device's own manifest check is the only one).
     """
 
     terms: CampaignTerms
@@ -217,6 +229,8 @@ class CampaignSpec:
     failure_threshold: float = 0.2
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     silence_timeout: float = 3600.0
+    image_sequence: int = 0
+    image_digest: bytes = b""
 
     def __post_init__(self) -> None:
         if not self.intended_version or self.image_size < 0:
@@ -253,6 +267,8 @@ class CampaignSpec:
                 "retryable": sorted(self.retry.retryable),
             },
             "silence_timeout": self.silence_timeout,
+            "image_sequence": self.image_sequence,
+            "image_digest": self.image_digest.hex(),
         }
 
     @classmethod
@@ -282,6 +298,8 @@ class CampaignSpec:
                     frozenset(str(r) for r in retry.get("retryable", defaults.retryable)),
                 ),
                 silence_timeout=float(value.get("silence_timeout", 3600.0)),
+                image_sequence=int(value.get("image_sequence", 0)),
+                image_digest=bytes.fromhex(str(value.get("image_digest", ""))),
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"campaign spec: missing or malformed field {exc}") from None

@@ -90,6 +90,12 @@ def add_store_actions(actions: Any) -> None:
     create.add_argument("--failure-threshold", type=float, default=0.2)
     create.add_argument("--max-attempts", type=int, default=3)
     create.add_argument("--silence-timeout", type=float, default=3600.0, help="seconds")
+    create.add_argument(
+        "--image-sequence", type=int, default=0, help="the manifest's sequence (device interface)"
+    )
+    create.add_argument(
+        "--image-digest", default="", help="hex root digest of the image devices boot"
+    )
     start = actions.add_parser("start", help="check approvals, resolve the population, run")
     start.add_argument("name")
     _db_flags(start, signing=True)
@@ -164,6 +170,8 @@ def _spec(args: argparse.Namespace) -> CampaignSpec:
             failure_threshold=args.failure_threshold,
             retry=RetryPolicy(max_attempts=args.max_attempts),
             silence_timeout=args.silence_timeout,
+            image_sequence=args.image_sequence,
+            image_digest=bytes.fromhex(args.image_digest),
         )
     except (ValueError, OSError) as exc:
         raise UsageError(str(exc)) from None

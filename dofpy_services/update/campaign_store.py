@@ -42,6 +42,7 @@ from dofpy.image.cose import SigningKey
 from dofpy_services.store import Migration, Row, StoreConflict, Transaction
 from dofpy_services.update.audit import GENESIS, AuditEntry, entry_hash, sign_entry
 from dofpy_services.update.campaign import CampaignSpec, CampaignState
+from dofpy_services.update.device_keys import DEVICE_KEYS_MIGRATION
 from dofpy_services.update.engine import (
     CampaignRow,
     DeviceChange,
@@ -68,6 +69,8 @@ __all__ = [
     "campaign_names",
     "claim_devices",
     "create_campaign",
+    "device_campaigns",
+    "find_device",
     "load_campaign",
     "load_device",
     "load_devices",
@@ -142,6 +145,7 @@ MIGRATIONS = (
         _SCHEMA,
         _SCHEMA.replace("BLOB", "BYTEA").replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
     ),
+    DEVICE_KEYS_MIGRATION,
 )
 
 _TERMINAL = tuple(s.value for s in TERMINAL_STATES)
@@ -445,6 +449,25 @@ def load_device(
         (owner, now + lease, campaign, device),
     )
     return _device(row)
+
+
+def find_device(tx: Transaction, campaign: str, device: str) -> DeviceRow | None:
+    """The device's row in ``campaign`` as it is (no lease taken: a read)."""
+    row = tx.row(
+        f"SELECT {_DEVICE_COLUMNS} FROM campaign_devices WHERE campaign = ? AND device = ?",
+        (campaign, device),
+    )
+    return None if row is None else _device(row)
+
+
+def device_campaigns(tx: Transaction, device: str) -> list[tuple[str, DeviceState]]:
+    """Every campaign ``device`` is in, with its state there, oldest first."""
+    rows = tx.rows(
+        "SELECT d.campaign, d.state FROM campaign_devices d JOIN campaigns c ON c.name ="
+        " d.campaign WHERE d.device = ? ORDER BY c.created_at, d.campaign",
+        (device,),
+    )
+    return [(r[0], DeviceState(r[1])) for r in rows]
 
 
 def apply_change(

@@ -10,8 +10,12 @@ engine as an observation: that is what counts a device succeeded, or failed
 after a revert. Several daemons may share one PostgreSQL campaign store
 (leases: docs/operations.md, "Scaling out").
 
-Not here yet: the device interface's provider (``device_provider.py``) fed
-from the engine, so that devices' sessions report their stages to it.
+The daemon's node provides the device interface (UPDATE_DEVICE on
+UPDATE_OBJECT) backed by the same store and engine
+(:mod:`~dofpy_services.update.campaign_devices`): devices in their secure
+sessions ask for their assignment, are authorised per the engine's decision
+and report their stages and signed install reports, every answer decided in
+a worker thread.
 """
 
 from __future__ import annotations
@@ -34,15 +38,20 @@ from dofpy_services.image.keys import load_private_key, read_passphrase
 from dofpy_services.store import Database, StoreError, open_database, open_database_sync
 from dofpy_services.update import campaign_store as cs
 from dofpy_services.update.campaign import CampaignState
-from dofpy_services.update.engine import PROGRESS_ORDER, DeviceEvent, EventKind
+from dofpy_services.update.campaign_devices import CampaignDeviceProvider, CampaignDevices
+from dofpy_services.update.device_interface import UPDATE_DEVICE, UPDATE_OBJECT
+from dofpy_services.update.engine import FAILURE_STATES, PROGRESS_ORDER, DeviceEvent, EventKind
 from dofpy_services.update.notify import Notifier
+from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.worker import CampaignWorker
 from dofpy_services.version import store as version_store
 from dofpy_services.version.store import SyncVersionStore
 
 __all__ = ["attach_engine", "observe_versions", "open_campaign_store"]
 
-_OBSERVED_STATES = frozenset(PROGRESS_ORDER)
+_OBSERVED_STATES = frozenset(PROGRESS_ORDER) | FAILURE_STATES
+"""Started devices, and failed ones (their record keeps the version they run)."""
+_INSTALLED = frozenset({DeviceState.INSTALLING, DeviceState.NORMAL_MODE})
 
 
 @asynccontextmanager
@@ -59,6 +68,8 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
     active = set(CampaignState) - {CampaignState.CREATED, CampaignState.COMPLETED}
     for name in worker.db.read(partial(cs.campaign_names, states=active)):
         devices = worker.db.read(partial(cs.load_devices, campaign=name))
+        spec = worker.db.read(partial(cs.load_campaign, name=name)).spec
+        entered = worker.db.read(partial(_last_transitions, campaign=name))
         for row in devices:
             if row.state not in _OBSERVED_STATES:
                 continue
@@ -69,12 +80,30 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
             record, _ = versions.show(identity, 0)
             if record is None:
                 continue
+            if (
+                row.state in _INSTALLED
+                and record.version != spec.intended_version
+                and record.last_seen < entered.get(row.device, 0.0)
+            ):
+                # Seen on its old version before it began installing: the
+                # device has not reported since (it is rebooting into the new
+                # image); that is no revert.
+                continue
             event = DeviceEvent(
                 EventKind.OBSERVED, version=record.version, accepted=record.boot.accepted
             )
             if worker.handle(name, row.device, event, now=now):
                 changed += 1
     return changed
+
+
+def _last_transitions(tx: Any, campaign: str) -> dict[str, float]:
+    """When each device of ``campaign`` last changed state."""
+    rows = tx.rows(
+        "SELECT device, MAX(at) FROM campaign_transitions WHERE campaign = ? GROUP BY device",
+        (campaign,),
+    )
+    return {r[0]: float(r[1]) for r in rows}
 
 
 def _open_versions(location: str) -> SyncVersionStore:
@@ -108,6 +137,8 @@ async def attach_engine(
         lease=config.lease,
         bytes_share=config.bytes_share,
     )
+    devices = CampaignDevices(worker, retry_after=max(1.0, config.step_interval))
+    node.provide(UPDATE_OBJECT, UPDATE_DEVICE, CampaignDeviceProvider(devices, context, clock))
     notifier = Notifier(base_poll=config.poll_interval, jitter=config.poll_jitter)
     versions = (
         await trio.to_thread.run_sync(_open_versions, config.version_db)

@@ -1,11 +1,12 @@
 """The provider of the Update service's device interface.
 
-This is the device-facing half of the Update service (issue 14): the Update
-service drives it from its campaigns by writing :class:`PlannedUpdate`
-entries into its :class:`DevicePlan` (here an in-memory mapping; the campaign
-engine will fill it from its durable per-device table) and reads back what
-each device did from :class:`DeviceProgress`. Its decisions are made here and
-nowhere else:
+This is the device interface on an in-memory plan (issue 14), for tests and
+tools without a campaign store: a caller writes :class:`PlannedUpdate`
+entries into its :class:`DevicePlan` and reads back what each device did
+from :class:`DeviceProgress`. ``dofpy update serve`` answers the same
+interface from its campaign store and engine instead
+(:mod:`~dofpy_services.update.campaign_devices`, which shares this module's
+:class:`NotNow` and :class:`Refused`). Its decisions:
 
 - only the assigned device, in a secure session, may ask about its campaign
   (the identity is the session's; no argument names a device);

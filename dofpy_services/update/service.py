@@ -1,13 +1,14 @@
 """The Update service on the daemon framework, declared once as :data:`UPDATE`.
 
-``serve`` runs the campaign engine (:mod:`dofpy_services.update.daemon`).
-The commands: ``plan`` (the scale a campaign needs to meet its deadline),
-``report`` (a campaign's report from the campaign store or a tracking
-export, in four formats), ``campaign terms|approve|check`` (the terms
-parties approve, a party's signed approval, and whether the approvals meet
-the policy), ``campaign create|approve --db|start|pause|resume|stop|cancel|
-status|list`` on the campaign store (:mod:`~dofpy_services.update.campaign_cli`)
-and ``audit verify`` (an audit trail, end to end).
+``serve`` runs the campaign engine and answers devices from it
+(:mod:`dofpy_services.update.daemon`). The commands: ``plan`` (the scale a
+campaign needs to meet its deadline), ``report`` (a campaign's report from the
+campaign store or a tracking export, in four formats), ``campaign
+terms|approve|check`` (the terms parties approve, a party's signed approval,
+and whether the approvals meet the policy), ``campaign create|approve
+--db|start|pause|resume|stop|cancel|status|list`` on the campaign store
+(:mod:`~dofpy_services.update.campaign_cli`), ``device enrol`` (a device's
+report key) and ``audit verify`` (an audit trail, end to end).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from dofpy.errors import BadPacket
 from dofpy.image.cose import decode_cose_untrusted
 from dofpy.image.manifest import MANIFEST_CONTENT_TYPE
 from dofpy.image.trust import Party
+from dofpy.wire.oid import OID
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.daemon.cli import CliError, UsageError
 from dofpy_services.daemon.config import (
     DURATION,
@@ -38,7 +41,7 @@ from dofpy_services.daemon.config import (
     mask_url_password,
     option,
 )
-from dofpy_services.daemon.service import Command, Service
+from dofpy_services.daemon.service import Command, Service, ServiceContext
 from dofpy_services.image.keys import (
     load_private_key,
     load_public_key,
@@ -62,6 +65,8 @@ from dofpy_services.update.campaign_cli import (
     run_store_action,
 )
 from dofpy_services.update.daemon import attach_engine, open_campaign_store
+from dofpy_services.update.device_interface import UPDATE_DEVICE
+from dofpy_services.update.device_keys import add_device_flags, run_device_command
 from dofpy_services.update.planning import (
     DEFAULT_CAPACITY,
     CampaignPlan,
@@ -558,6 +563,14 @@ COMMANDS = (
         run=_campaign,
     ),
     Command(
+        name="device",
+        help="the device table: enrol a device's install-report key",
+        example="dofpy update device enrol sensor-1@example.org --report-key sensor-1.pub "
+        "--db campaigns.db",
+        add_arguments=add_device_flags,
+        run=run_device_command,
+    ),
+    Command(
         name="audit",
         help="verify an audit trail end to end (against a checkpoint: its end too)",
         example="dofpy update audit verify audit.log --service-key update.pub "
@@ -567,12 +580,19 @@ COMMANDS = (
     ),
 )
 
+
+def _permissions(_context: ServiceContext) -> PermissionSet:
+    """What the service's node asks for: to provide the device interface."""
+    return PermissionSet((BindingPermission(Action.PROVIDE, OID(0), UPDATE_DEVICE.iid),))
+
+
 UPDATE: Service[UpdateConfig] = Service(
     name="update",
     summary="firmware update campaigns: approvals, audit trail, the engine, planning, reports",
     config=UpdateConfig,
     open_store=open_campaign_store,
     attach=attach_engine,
+    permissions=_permissions,
     check=_check,
     commands=COMMANDS,
     serve_example="dofpy update serve --db /var/lib/dofpy/campaigns.db --service-key update.key "

@@ -1,8 +1,9 @@
 """``dofpy device run --sim DIR`` against real services on 127.0.0.1: the
 domain's Authenticator, the Version daemon and the Image daemon (run in
 process by the daemon runner, on real sockets, with their own credentials),
-and the Update service's device interface (UpdateDeviceProvider on a secure
-node: the Update daemon itself is not built yet, issue 14). The device is a
+and the Update service's device interface (UpdateDeviceProvider, the
+in-memory plan, on a secure node; the Update daemon serving it from its
+campaign store is tests/fleet/test_update_end_to_end.py). The device is a
 simulated one on the seed's layout; the command runs its agent through
 Reprogram mode to the new image, signed manifest checked against the
 vendor's trust root, and reports. Afterwards the Version store records what

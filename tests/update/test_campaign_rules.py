@@ -10,7 +10,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dofpy_services.update.campaign import (
@@ -55,6 +55,7 @@ def test_a_window_wraps_past_midnight() -> None:
 
 
 @given(st.lists(windows, min_size=1, max_size=3), st.floats(0, 1e9), st.integers(-50_000, 50_000))
+@example([Window(0, 1)], 0.8, -1)  # now + a float wait rounded to just before the window
 def test_the_next_opening_is_inside_a_window_and_within_a_day(
     chosen: list[Window], now: float, offset: int
 ) -> None:

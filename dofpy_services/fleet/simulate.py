@@ -1,0 +1,382 @@
+"""Many simulated devices in one process, each a real device agent
+(:class:`~dofpy_services.device.agent.DeviceAgent`) on a simulated
+bootloader, with its own node and secure sessions, against running services.
+
+Faults, each drawn from the fleet's seed:
+
+- ``loss``: every datagram between a device and the Version, Update and Image
+  services is dropped with this probability in each direction (a seeded
+  lossy UDP proxy in front of each service; the Authenticator is reached
+  directly);
+- ``power_cuts``: this share of the devices lose power at a random file
+  operation of their update (the bootloader's :class:`PowerCutFs`: what was
+  never fsync-ed is lost, then the device boots again from what is durable);
+- ``offline``: this share check in once (so the campaign's population holds
+  them) and then stay offline for the whole campaign;
+- ``unhealthy``: this many devices fail the health check of any new Normal
+  image (they roll back).
+
+Each device first checks in (the Version service learns its version), then
+checks in and polls the Update service every ``poll_interval`` seconds
+(jittered) and updates when it is assigned, until :func:`run_fleet`'s
+``done`` says the fleet may stop (the campaign settled) or ``duration``
+passes.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+
+from dofpy._core import Address
+from dofpy.image.trust import TrustRoot
+from dofpy.oap.core import OapConfig
+from dofpy.transfer.core import TransferConfig
+from dofpy.trio import open_transfer_node
+from dofpy.wire.oid import OID
+from dofpy_services.demo import LossyLink
+from dofpy_services.device.agent import AgentPorts, DeviceAgent, Rebooted, UserAnswer
+from dofpy_services.device.fs import PowerCut, PowerCutFs
+from dofpy_services.device.images import ServiceImages
+from dofpy_services.device.run import device_permissions, user_hook
+from dofpy_services.device.simulated import SimulatedBootloader
+from dofpy_services.device.table import State
+from dofpy_services.device.update_client import UpdateDeviceClient
+from dofpy_services.device.verifier import DeviceVerifier
+from dofpy_services.fleet.enrol import EnrolledDevice
+from dofpy_services.update.device_interface import InstallOutcome, InstallReport
+from dofpy_services.version.client import VersionClient
+from dofpy_services.version.interface import VersionReport
+
+__all__ = ["DeviceOutcome", "FleetFaults", "FleetResult", "FleetServices", "run_fleet"]
+
+_MAX_BOOTS = 40
+_MAX_STEPS = 2000
+_CUT_SPAN = 80
+"""A power cut falls at one of the first this many file operations of an update
+(counted from the device's authorisation: Reprogram mode, the slot's writes,
+the records)."""
+_WAITING = frozenset({State.IDLE, State.CHECK_IN, State.POLL})
+
+
+@dataclass(frozen=True)
+class FleetServices:
+    """Where the services answer, and who they are (their sessions' identities)."""
+
+    version: Address
+    update: Address
+    images: tuple[Address, ...]
+    version_identity: OID | None = None
+    update_identity: OID | None = None
+
+
+@dataclass(frozen=True)
+class FleetFaults:
+    loss: float = 0.0
+    power_cuts: float = 0.0
+    offline: float = 0.0
+    unhealthy: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("loss", "power_cuts", "offline"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} is a share in [0, 1)")
+        if self.unhealthy < 0:
+            raise ValueError("unhealthy is a number of devices >= 0")
+
+
+@dataclass
+class DeviceOutcome:
+    """What one device did, seen from the device."""
+
+    identity: OID
+    offline: bool = False
+    unhealthy: bool = False
+    power_cuts: int = 0
+    boots: int = 0
+    reports: list[InstallReport] = field(default_factory=list)
+    started_at: float | None = None
+    """When its agent first left its check-in loop for an update (monotonic)."""
+    finished_at: float | None = None
+    error: str = ""
+
+    @property
+    def outcome(self) -> str:
+        if self.offline:
+            return "offline"
+        if self.error:
+            return "error"
+        return self.reports[-1].outcome.value if self.reports else "not updated"
+
+
+@dataclass
+class FleetResult:
+    devices: list[DeviceOutcome]
+    started: float
+    ended: float
+    dropped: int = 0
+    forwarded: int = 0
+
+    def counts(self) -> Counter[str]:
+        return Counter(d.outcome for d in self.devices)
+
+    def update_span(self) -> float:
+        """Seconds from the first device starting its update to the last one
+        finishing (0 when none did)."""
+        starts = [d.started_at for d in self.devices if d.started_at is not None]
+        ends = [d.finished_at for d in self.devices if d.finished_at is not None]
+        return max(0.0, max(ends) - min(starts)) if starts and ends else 0.0
+
+    def updates_per_minute(self) -> float:
+        """Devices that installed the new image, per minute of the update span."""
+        done = [d for d in self.devices if d.outcome == InstallOutcome.SUCCEEDED.value]
+        return 60.0 * len(done) / self.update_span() if done and self.update_span() else 0.0
+
+    def lines(self) -> list[str]:
+        counts = self.counts()
+        return [
+            f"devices: {len(self.devices)}, run time {self.ended - self.started:.1f} s",
+            "device outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+            f"throughput: {self.updates_per_minute():.1f} updates/min"
+            f" (over {self.update_span():.1f} s, first update started to last finished)",
+            f"power cuts: {sum(d.power_cuts for d in self.devices)}, "
+            f"datagrams dropped {self.dropped} of {self.dropped + self.forwarded}",
+        ]
+
+
+class _Version:
+    def __init__(self, client: VersionClient) -> None:
+        self.client = client
+
+    async def report(self, report: VersionReport) -> bool:
+        return await self.client.report(report, attempts=1)
+
+
+def _power_cut(exc: BaseException) -> bool:
+    if isinstance(exc, PowerCut):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_power_cut(e) for e in exc.exceptions)
+    return False
+
+
+@dataclass
+class _Device:
+    enrolled: EnrolledDevice
+    outcome: DeviceOutcome
+    cut_after: int | None
+    """Operations into its update at which the device loses power (None: never)."""
+    rng: random.Random
+
+    def open(self) -> SimulatedBootloader:
+        if self.cut_after is not None:
+            return SimulatedBootloader(
+                self.enrolled.directory, fs=PowerCutFs(self.enrolled.directory)
+            )
+        return SimulatedBootloader(self.enrolled.directory)
+
+    def arm(self, boot: SimulatedBootloader, state: State) -> None:
+        """Once the update begins, set the power cut's operation."""
+        fs = boot.fs
+        if (
+            self.cut_after is not None
+            and state not in _WAITING
+            and isinstance(fs, PowerCutFs)
+            and fs.cut_at is None
+        ):
+            fs.cut_at = len(fs.operations) + self.cut_after
+
+
+def _settled(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> bool:
+    """The agent's ``until``: idle again after a step (and the power cut armed
+    once its update begins)."""
+    device.arm(boot, agent.machine.state)
+    if device.outcome.started_at is None and agent.machine.state not in _WAITING:
+        device.outcome.started_at = time.monotonic()
+    return agent.machine.state is State.IDLE and bool(agent.machine.trail)
+
+
+async def _run_device(
+    device: _Device,
+    services: FleetServices,
+    trust_root: TrustRoot,
+    vendor_id: uuid.UUID,
+    class_id: uuid.UUID,
+    class_name: str,
+    poll_interval: float,
+    checked_in: Callable[[], None],
+    stop: trio.Event,
+) -> None:
+    enrolled = device.enrolled
+    outcome = device.outcome
+    config = TransferConfig(
+        oap=OapConfig(node=enrolled.credentials.node_config(device_permissions()))
+    )
+    first = SimulatedBootloader(enrolled.directory).booted().image.digest
+    told = False
+    boots = 0
+    # One pass per power-on: a power cut, in whichever task it strikes (the
+    # agent's, or the transfer node's writing blocks into the slot), switches
+    # the whole device off; it then boots from what was durable.
+    while boots < _MAX_BOOTS * 4:
+        boot = device.open()
+
+        async def health(boot: SimulatedBootloader = boot) -> str:
+            booted = boot.booted()
+            if outcome.unhealthy and booted.slot.is_normal and booted.image.digest != first:
+                return "the new image failed its health check (simulated)"
+            return ""
+
+        try:
+            async with open_transfer_node(("127.0.0.1", 0), config) as node:
+                verifier = DeviceVerifier(trust_root, vendor_id, class_id, time.time)
+                ports = AgentPorts(
+                    UpdateDeviceClient(
+                        node.node, services.update, identity=services.update_identity
+                    ),
+                    _Version(
+                        VersionClient(
+                            node.node, services.version, identity=services.version_identity
+                        )
+                    ),
+                    ServiceImages(node, list(services.images), verifier),
+                    health,
+                    user_hook(UserAnswer.ACCEPT, 0.0),
+                )
+                while boots < _MAX_BOOTS * 4:
+                    if stop.is_set():
+                        return
+                    boots += 1
+                    agent = DeviceAgent(
+                        boot,
+                        ports,
+                        boot.fs,
+                        identity=enrolled.identity,
+                        key=enrolled.report_key,
+                        device_class=class_name,
+                    )
+                    try:
+                        await agent.run(until=partial(_settled, device, boot), max_steps=_MAX_STEPS)
+                    except Rebooted:
+                        outcome.reports.extend(agent.reports_sent)
+                        outcome.boots += 1
+                        boot.reboot()
+                        continue
+                    outcome.reports.extend(agent.reports_sent)
+                    if agent.reports_sent:
+                        outcome.finished_at = time.monotonic()
+                    if not told:
+                        told = True
+                        checked_in()
+                        if outcome.offline:
+                            return  # checked in once, then gone for the whole campaign
+                    with trio.move_on_after(poll_interval * device.rng.uniform(0.5, 1.5)):
+                        await stop.wait()
+        except (PowerCut, BaseExceptionGroup) as exc:
+            if not _power_cut(exc):
+                raise
+            outcome.power_cuts += 1
+            outcome.boots += 1
+            device.cut_after = None  # one cut per device
+    outcome.error = "did not settle within its boots"
+
+
+async def run_fleet(
+    devices: Sequence[EnrolledDevice],
+    services: FleetServices,
+    *,
+    trust_root: TrustRoot,
+    vendor_id: uuid.UUID,
+    class_id: uuid.UUID,
+    class_name: str,
+    faults: FleetFaults = FleetFaults(),
+    poll_interval: float = 1.0,
+    duration: float = 600.0,
+    done: Callable[[], bool] | None = None,
+    on_checked_in: Callable[[], None] | None = None,
+    check_every: float = 0.5,
+) -> FleetResult:
+    """Run ``devices`` until ``done()`` (checked every ``check_every`` seconds,
+    in a worker thread: it may read a store) or ``duration`` seconds pass.
+    ``on_checked_in``: called once every device has checked in once."""
+    rng = random.Random(f"fleet:{faults.seed}")
+    order = list(range(len(devices)))
+    rng.shuffle(order)
+    offline = set(order[: round(len(devices) * faults.offline)])
+    rest = order[len(offline) :]
+    unhealthy = set(rest[: faults.unhealthy])
+    cut = set(rest[faults.unhealthy : faults.unhealthy + round(len(devices) * faults.power_cuts)])
+    runs = [
+        _Device(
+            enrolled,
+            DeviceOutcome(enrolled.identity, offline=n in offline, unhealthy=n in unhealthy),
+            rng.randrange(1, _CUT_SPAN) if n in cut else None,
+            random.Random(f"fleet:{faults.seed}:{n}"),
+        )
+        for n, enrolled in enumerate(devices)
+    ]
+    stop = trio.Event()
+    pending = len(runs)
+
+    def checked_in() -> None:
+        nonlocal pending
+        pending -= 1
+        if pending == 0 and on_checked_in is not None:
+            on_checked_in()
+
+    links: list[LossyLink] = []
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        targets = services
+        if faults.loss > 0:
+
+            def link(address: Address, salt: int) -> Address:
+                made = LossyLink(address, faults.loss, faults.seed * 7919 + salt, nursery)
+                links.append(made)
+                return made.address
+
+            targets = FleetServices(
+                link(services.version, 1),
+                link(services.update, 2),
+                tuple(link(a, 3 + n) for n, a in enumerate(services.images)),
+                services.version_identity,
+                services.update_identity,
+            )
+        async with trio.open_nursery() as devices_nursery:
+            for run in runs:
+                devices_nursery.start_soon(
+                    _guarded, run, targets, trust_root, vendor_id, class_id, class_name,
+                    poll_interval, checked_in, stop,
+                )  # fmt: skip
+            with trio.move_on_after(duration):
+                while True:
+                    await trio.sleep(check_every)
+                    if done is not None and await trio.to_thread.run_sync(done):
+                        break
+            stop.set()
+        nursery.cancel_scope.cancel()  # the lossy links' loops
+    for made in links:
+        made.close()
+    return FleetResult(
+        [r.outcome for r in runs],
+        started,
+        time.monotonic(),
+        dropped=sum(m.to_upstream.dropped + m.to_requestors.dropped for m in links),
+        forwarded=sum(m.to_upstream.forwarded + m.to_requestors.forwarded for m in links),
+    )
+
+
+async def _guarded(run: _Device, *args: object) -> None:
+    """One device; a device that breaks is counted, never the fleet's end."""
+    try:
+        await _run_device(run, *args)  # type: ignore[arg-type]
+    except Exception as exc:
+        run.outcome.error = f"{type(exc).__name__}: {exc}"
