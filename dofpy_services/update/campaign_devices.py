@@ -9,7 +9,8 @@
   device.
 - ``authorise``: the engine's permission to install, given **only when the
   install may start**: the campaign runs (a device authorised before a
-  pause, a stop or a halt finishes; one not yet authorised waits: NotNow),
+  pause, a stop or a halt finishes; one not yet authorised waits, NotNow,
+  while paused or halted, and a stop cancels it: Refused),
   the approved time frame has begun, and the device's local time is inside
   a maintenance window (NotNow until the next one opens). On the seed's
   layout the download happens in Reprogram mode, so it is the install:

@@ -241,8 +241,14 @@ def device_step(
     if campaign.state is CampaignState.CANCELLED:
         actions = [Action(ActionKind.CANCEL, row.device, name)] if started else []
         return _change(row, DeviceState.CANCELLED, reason="campaign cancelled"), actions
-    if not started and campaign.state in (CampaignState.STOPPING, CampaignState.STOPPED):
-        return _change(row, DeviceState.CANCELLED, reason="campaign stopped"), []
+    if campaign.state in (CampaignState.STOPPING, CampaignState.STOPPED):
+        if not started:
+            return _change(row, DeviceState.CANCELLED, reason="campaign stopped"), []
+        if state is DeviceState.NOTIFIED:
+            # Told, but not authorised: it has not begun (the Update service
+            # authorises only when the install may start), so it does not.
+            actions = [Action(ActionKind.CANCEL, row.device, name)]
+            return _change(row, DeviceState.CANCELLED, reason="campaign stopped"), actions
     deadline = spec.terms.deadline
     if state is DeviceState.SCHEDULED:
         if now >= deadline:

@@ -294,7 +294,10 @@ def test_stop_lets_authorised_devices_finish_and_starts_no_other(db: SyncDatabas
     worker.step(NOW + 4)
     assert _state(worker, waiting[0]) is DeviceState.CANCELLED  # never started
     assert devices.poll(device(waiting[0]), NOW + 5) == []
-    with pytest.raises(NotNow):  # notified, not authorised: no install starts now
+    # Notified but not authorised: it had not begun, so it is stopped at once
+    # (cancelled, recorded so) rather than told "not now" until it times out.
+    assert _state(worker, second) is DeviceState.CANCELLED
+    with pytest.raises(Refused):
         devices.authorise(device(second), "spring", bytes(range(32)), NOW + 5)
     devices.authorise(device(first), "spring", bytes(range(32)), NOW + 5)  # finishing
     devices.progress(device(first), "spring", Stage.INSTALLING.value, "", NOW + 6)
