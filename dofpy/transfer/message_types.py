@@ -201,18 +201,7 @@ class HashChunkMessage:
     hold_us: int
 
     def __post_init__(self) -> None:
-        _check_object_id(self.object_id)
-        _check_int(self.sequence, "sequence", 0xFFFF)
-        _check_int(self.chunk, "chunk", _MAX_INDEX)
-        if type(self.hashes) is not bytes or not self.hashes or len(self.hashes) % HASH_SIZE:
-            raise ValueError("hashes must be a non-empty concatenation of 32-byte hashes")
-        object.__setattr__(self, "proof", tuple(self.proof))
-        if len(self.proof) > 64 or any(
-            type(p) is not bytes or len(p) != HASH_SIZE for p in self.proof
-        ):
-            raise ValueError("proof must be at most 64 hashes of 32 bytes")
-        _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
-        _check_int(self.hold_us, "hold_us", MAX_SEQ)
+        object.__setattr__(self, "proof", _check_hash_chunk(self, self.hashes, "hashes"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,18 +220,25 @@ class RootChunkMessage:
     hold_us: int
 
     def __post_init__(self) -> None:
-        _check_object_id(self.object_id)
-        _check_int(self.sequence, "sequence", 0xFFFF)
-        _check_int(self.chunk, "chunk", _MAX_INDEX)
-        if type(self.roots) is not bytes or not self.roots or len(self.roots) % HASH_SIZE:
-            raise ValueError("roots must be a non-empty concatenation of 32-byte hashes")
-        object.__setattr__(self, "proof", tuple(self.proof))
-        if len(self.proof) > 64 or any(
-            type(p) is not bytes or len(p) != HASH_SIZE for p in self.proof
-        ):
-            raise ValueError("proof must be at most 64 hashes of 32 bytes")
-        _check_int(self.fetch_seq, "fetch_seq", MAX_SEQ)
-        _check_int(self.hold_us, "hold_us", MAX_SEQ)
+        object.__setattr__(self, "proof", _check_hash_chunk(self, self.roots, "roots"))
+
+
+def _check_hash_chunk(
+    message: HashChunkMessage | RootChunkMessage, hashes: bytes, name: str
+) -> tuple[bytes, ...]:
+    """The checks a Hash chunk and a Root chunk share (``hashes``: their
+    hashes, called ``name``); their proof as a tuple."""
+    _check_object_id(message.object_id)
+    _check_int(message.sequence, "sequence", 0xFFFF)
+    _check_int(message.chunk, "chunk", _MAX_INDEX)
+    if type(hashes) is not bytes or not hashes or len(hashes) % HASH_SIZE:
+        raise ValueError(f"{name} must be a non-empty concatenation of 32-byte hashes")
+    proof = tuple(message.proof)
+    if len(proof) > 64 or any(type(p) is not bytes or len(p) != HASH_SIZE for p in proof):
+        raise ValueError("proof must be at most 64 hashes of 32 bytes")
+    _check_int(message.fetch_seq, "fetch_seq", MAX_SEQ)
+    _check_int(message.hold_us, "hold_us", MAX_SEQ)
+    return proof
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,32 +284,20 @@ def decode_transfer_untrusted(pdu: OapPdu) -> TransferMessage:
             _ints(values, 4, "Block")
             leaf, data, seq, hold = values
             return BlockMessage(object_id, pdu.sequence, leaf, data, seq, hold)  # type: ignore[arg-type]
-        if pdu.item_id == TransferItem.HASH_CHUNK:
-            _ints(values, 5, "Hash chunk")
+        if pdu.item_id in (TransferItem.HASH_CHUNK, TransferItem.ROOT_CHUNK):
+            hash_chunk = pdu.item_id == TransferItem.HASH_CHUNK
+            what = "Hash chunk" if hash_chunk else "Root chunk"
+            _ints(values, 5, what)
             chunk, hashes_data, seq, hold, proof = values
             if type(proof) is not bytes or len(proof) % HASH_SIZE:
-                raise BadPacket("Hash chunk: proof must be concatenated 32-byte hashes")
+                raise BadPacket(f"{what}: proof must be concatenated 32-byte hashes")
             proofs = tuple(proof[i : i + HASH_SIZE] for i in range(0, len(proof), HASH_SIZE))
-            return HashChunkMessage(
+            cls = HashChunkMessage if hash_chunk else RootChunkMessage
+            return cls(
                 object_id,
                 pdu.sequence,
                 chunk,  # type: ignore[arg-type]
                 hashes_data,  # type: ignore[arg-type]
-                proofs,
-                seq,  # type: ignore[arg-type]
-                hold,  # type: ignore[arg-type]
-            )
-        if pdu.item_id == TransferItem.ROOT_CHUNK:
-            _ints(values, 5, "Root chunk")
-            chunk, roots_data, seq, hold, proof = values
-            if type(proof) is not bytes or len(proof) % HASH_SIZE:
-                raise BadPacket("Root chunk: proof must be concatenated 32-byte hashes")
-            proofs = tuple(proof[i : i + HASH_SIZE] for i in range(0, len(proof), HASH_SIZE))
-            return RootChunkMessage(
-                object_id,
-                pdu.sequence,
-                chunk,  # type: ignore[arg-type]
-                roots_data,  # type: ignore[arg-type]
                 proofs,
                 seq,  # type: ignore[arg-type]
                 hold,  # type: ignore[arg-type]
