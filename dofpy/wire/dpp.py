@@ -302,28 +302,34 @@ def split_app_untrusted(data: bytes) -> tuple[int, bytes]:
     return app_id, reader.rest()
 
 
+def _write_fields(packet: DppPacket, flags: int, out: bytearray) -> int:
+    """Append the header fields after the flags byte (SID, operation count,
+    and for a command its sequence, retry and delay) to ``out``; ``flags``
+    with the bits they set."""
+    if packet.sid is not None:
+        out += packet.sid.encode()
+    if packet.op_count is not None:
+        out += encode_c4(packet.op_count)
+    if packet.is_response:
+        return flags | _FLAG_RESPONSE
+    if packet.seq is not None:
+        flags |= _FLAG_SEQUENCE
+        out.append(packet.seq)
+    if packet.retry is not None:
+        flags |= _FLAG_RETRY
+        out.append(packet.retry)
+    out.append(packet.delay or 0)
+    return flags
+
+
 def encode_dpp(packet: DppPdu) -> bytes:
     """Encode a DPP packet (or a version query / response)."""
     if isinstance(packet, DppVersionQuery):
         return b"\x00"
     if isinstance(packet, DppVersionResponse):
         return b"\x00" + bytes(packet.versions)
-    flags = packet.op_id_type << 5
     body = bytearray()
-    if packet.sid is not None:
-        body += packet.sid.encode()
-    if packet.op_count is not None:
-        body += encode_c4(packet.op_count)
-    if packet.is_response:
-        flags |= _FLAG_RESPONSE
-    else:
-        if packet.seq is not None:
-            flags |= _FLAG_SEQUENCE
-            body.append(packet.seq)
-        if packet.retry is not None:
-            flags |= _FLAG_RETRY
-            body.append(packet.retry)
-        body.append(packet.delay or 0)
+    flags = _write_fields(packet, packet.op_id_type << 5, body)
     if packet.security is not None:
         flags |= _FLAG_SECURE
         body += packet.security.encode()
@@ -477,22 +483,8 @@ def encode_secure_dpp_head(packet: DppPacket, security_header: bytes, packet_num
     datagram a secure session sends. :func:`decode_dpp_untrusted` and
     :func:`~dofpy.wire.ccm.read_ccm_header` read it back.
     """
-    flags = (packet.op_id_type << 5) | _FLAG_SECURE
     out = bytearray()
-    if packet.sid is not None:
-        out += packet.sid.encode()
-    if packet.op_count is not None:
-        out += encode_c4(packet.op_count)
-    if packet.is_response:
-        flags |= _FLAG_RESPONSE
-    else:
-        if packet.seq is not None:
-            flags |= _FLAG_SEQUENCE
-            out.append(packet.seq)
-        if packet.retry is not None:
-            flags |= _FLAG_RETRY
-            out.append(packet.retry)
-        out.append(packet.delay or 0)
+    flags = _write_fields(packet, (packet.op_id_type << 5) | _FLAG_SECURE, out)
     out += security_header
     out.append(0x01)  # CCM flags: the packet number follows
     out += encode_c4(packet_number)
