@@ -55,32 +55,41 @@ def _server() -> OapCore:
     return server
 
 
+def _exchange(
+    client: OapCore,
+    client_addr: tuple[str, int],
+    server: OapCore,
+    now: float,
+    rounds: int,
+    sent: list[tuple[int, bytes, int]] | None = None,
+) -> None:
+    """``rounds`` of lossless exchange between ``client`` and ``server``,
+    events discarded; what the client sends is recorded in ``sent``."""
+    for _ in range(rounds):
+        for data, _to in client.datagrams_to_send(now):
+            if sent is not None:
+                sent.append((0, data, 0))
+            server.receive_datagram(data, client_addr, now)
+        for data, _to in server.datagrams_to_send(now):
+            client.receive_datagram(data, _SERVER_ADDR, now)
+        while client.next_event() is not None:
+            pass
+        while server.next_event() is not None:
+            pass
+
+
 def _recorded_exchange() -> bytes:
     """A client's handshake, then OAP commands in its session, as it sent them."""
     server, client = _server(), _core(_CLIENT, 2)
     client.node.secure_session(_SERVER_ADDR, 0.0)
     sent: list[tuple[int, bytes, int]] = []
-    now = 0.0
-
-    def exchange(rounds: int) -> None:
-        for _ in range(rounds):
-            for data, _to in client.datagrams_to_send(now):
-                sent.append((0, data, 0))
-                server.receive_datagram(data, _CLIENT_ADDR, now)
-            for data, _to in server.datagrams_to_send(now):
-                client.receive_datagram(data, _SERVER_ADDR, now)
-            while client.next_event() is not None:
-                pass
-            while server.next_event() is not None:
-                pass
-
-    exchange(8)
-    client.get(_SERVER_ADDR, _OBJECT, _IFACE, "p", now)
-    exchange(2)
-    client.invoke(_SERVER_ADDR, _OBJECT, _IFACE, "m", (7,), now)
-    exchange(2)
-    client.subscribe(_SERVER_ADDR, _OBJECT, _IFACE, "p", now)
-    exchange(2)
+    _exchange(client, _CLIENT_ADDR, server, 0.0, 8, sent)
+    client.get(_SERVER_ADDR, _OBJECT, _IFACE, "p", 0.0)
+    _exchange(client, _CLIENT_ADDR, server, 0.0, 2, sent)
+    client.invoke(_SERVER_ADDR, _OBJECT, _IFACE, "m", (7,), 0.0)
+    _exchange(client, _CLIENT_ADDR, server, 0.0, 2, sent)
+    client.subscribe(_SERVER_ADDR, _OBJECT, _IFACE, "p", 0.0)
+    _exchange(client, _CLIENT_ADDR, server, 0.0, 2, sent)
     return encode_sequence(sent)
 
 
@@ -112,14 +121,6 @@ def replay(data: bytes) -> tuple[OapCore, float]:
 def _late_client_served(server: OapCore, now: float) -> None:
     late = _core(_LATE, 3)
     late.node.secure_session(_SERVER_ADDR, now)
-    for _ in range(8):
-        for datagram, _to in late.datagrams_to_send(now):
-            server.receive_datagram(datagram, _LATE_ADDR, now)
-        for datagram, _to in server.datagrams_to_send(now):
-            late.receive_datagram(datagram, _SERVER_ADDR, now)
-        while server.next_event() is not None:
-            pass
-        while late.next_event() is not None:
-            pass
+    _exchange(late, _LATE_ADDR, server, now, 8)
     if late.node.peer_identity(_SERVER_ADDR) != _SERVER:
         raise AssertionError("after the sequence, the server no longer completes a handshake")
