@@ -204,6 +204,13 @@ def _settled(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> 
     return agent.machine.state is State.IDLE and bool(agent.machine.trail)
 
 
+def _checked_in(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> bool:
+    """An offline device's first ``until``: its report reached the Version
+    service (it is in the campaign's population) and it goes before it polls,
+    so a campaign started at that moment cannot reach it."""
+    return agent.machine.state is State.POLL or _settled(device, boot, agent)
+
+
 async def _run_device(
     device: _Device,
     services: FleetServices,
@@ -264,7 +271,8 @@ async def _run_device(
                         device_class=class_name,
                     )
                     try:
-                        await agent.run(until=partial(_settled, device, boot), max_steps=_MAX_STEPS)
+                        until = _checked_in if outcome.offline and not told else _settled
+                        await agent.run(until=partial(until, device, boot), max_steps=_MAX_STEPS)
                     except Rebooted:
                         outcome.reports.extend(agent.reports_sent)
                         outcome.boots += 1
