@@ -50,6 +50,7 @@ from dofpy.wire.trp import (
 )
 from dofpy_services.authenticator.limits import (
     DEFAULT_RATE_LIMIT,
+    DEFAULT_SEALED_RATE_LIMIT,
     HostRateLimiter,
     RateLimit,
 )
@@ -177,7 +178,8 @@ class TrpResponder:
 
     **Rate-limited per host**: with ``rate_limit`` (on by default) every
     command and handshake first takes a token from its source host's bucket
-    (:class:`~dofpy_services.authenticator.limits.HostRateLimiter`); one
+    (:class:`~dofpy_services.authenticator.limits.HostRateLimiter`), a sealed
+    command from its authenticated identity's (``sealed_rate_limit``); one
     finding it empty is dropped, counted in ``rate_limited`` (a handshake's
     Request Session is refused with High Load so that the node frees its
     half-open state at once). Other hosts are served meanwhile.
@@ -206,6 +208,7 @@ class TrpResponder:
         *,
         sealed_only: bool = True,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        sealed_rate_limit: RateLimit | None = DEFAULT_SEALED_RATE_LIMIT,
         on_command: Callable[[TrpCommand], bool] | None = None,
         on_decision: Callable[[Decision, Address, float], None] | None = None,
         on_unserved: Callable[[str], None] | None = None,
@@ -220,6 +223,9 @@ class TrpResponder:
         self._authenticator = authenticator
         self._sealed_only = sealed_only
         self._limiter = None if rate_limit is None else HostRateLimiter(rate_limit)
+        self._sealed_limiter = (
+            None if sealed_rate_limit is None else HostRateLimiter(sealed_rate_limit)
+        )
         self._on_command = on_command
         self._on_decision = on_decision
         self._on_unserved = on_unserved
@@ -236,14 +242,24 @@ class TrpResponder:
         """The per-host rate limiter (None when unlimited)."""
         return self._limiter
 
+    def _allowed(self, event: CommandReceived | AuthenticatorRequested, now: float) -> bool:
+        """A sealed command takes a token of its authenticated identity's
+        bucket; anything else, of its source host's."""
+        if isinstance(event, CommandReceived) and event.identity is not None:
+            sealed = self._sealed_limiter
+            return sealed is None or sealed.allow_key(str(event.identity), now)
+        return self._limiter is None or self._limiter.allow(event.peer, now)
+
     def on_event(self, event: CommandReceived | AuthenticatorRequested, now: float) -> None:
         """One TRP command, or one handshake's Request Session, to answer."""
-        if self._limiter is not None and not self._limiter.allow(event.peer, now):
+        if not self._allowed(event, now):
             self.rate_limited += 1
             self._unserved("rate-limited")
+            sealed = event.identity if isinstance(event, CommandReceived) else None
             self._audit(
                 AUDIT_RATE_LIMITED,
-                f"peer={_host_port(event.peer)} reason=over the per-host rate limit"
+                f"peer={_host_port(event.peer)} reason=over the "
+                + (f"rate limit of {sealed}" if sealed is not None else "per-host rate limit")
                 + (
                     " (handshake refused High Load)"
                     if isinstance(event, AuthenticatorRequested)
@@ -389,6 +405,7 @@ class AuthenticatorCore:
         security: SecurityConfig | None = None,
         sealed_only: bool = True,
         rate_limit: RateLimit | None = DEFAULT_RATE_LIMIT,
+        sealed_rate_limit: RateLimit | None = DEFAULT_SEALED_RATE_LIMIT,
         on_audit: Callable[[str, str, float], None] | None = None,
     ) -> None:
         if sealed_only and security is None:
@@ -407,6 +424,7 @@ class AuthenticatorCore:
             authenticator,
             sealed_only=sealed_only,
             rate_limit=rate_limit,
+            sealed_rate_limit=sealed_rate_limit,
             on_decision=on_decision,
             on_audit=on_audit,
         )

@@ -1,4 +1,5 @@
-"""Per-host rate limits for the Authenticator's unauthenticated paths (sans-IO).
+"""Rate limits for the Authenticator: per host on its unauthenticated paths,
+per identity on its sealed one (sans-IO).
 
 Every TRP command and every handshake with the Authenticator costs it a store
 lookup and an audit row; one address asking without end would fill the audit
@@ -12,6 +13,15 @@ freely, so a bucket per port would give every flood a fresh one. The table
 holds at most ``max_hosts`` buckets; when a new host arrives in a full table
 the least recently seen bucket is forgotten (it comes back full, which a
 bucket idle that long would be anyway).
+
+A TRP command inside a secure session comes from an enrolled node the
+session authenticated; its bucket is that identity's (:meth:`allow_key`),
+with its own, larger limit (:data:`DEFAULT_SEALED_RATE_LIMIT`): a responder
+asks once for every session it accepts, so a service taking a fleet's
+reconnections asks hundreds of times a second, and several services (or a
+NAT) may share one host. Keyed by host, they would share the 20 a second
+meant for strangers; keyed by identity, each service has its own and no
+sender can spend another's.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ from dataclasses import dataclass
 
 from dofpy._core import Address
 
-__all__ = ["DEFAULT_RATE_LIMIT", "HostRateLimiter", "RateLimit"]
+__all__ = ["DEFAULT_RATE_LIMIT", "DEFAULT_SEALED_RATE_LIMIT", "HostRateLimiter", "RateLimit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +54,11 @@ DEFAULT_RATE_LIMIT = RateLimit()
 """20 requests per second per host, bursts of 40: far above what a device
 needs (one Request Session per session it accepts), far below a flood."""
 
+DEFAULT_SEALED_RATE_LIMIT = RateLimit(rate=2000.0, burst=4000, max_hosts=4096)
+"""2,000 sealed requests per second per authenticated identity, bursts of
+4,000: a service accepting a fleet's sessions after an outage, bounded still
+(an enrolled node gone rogue cannot take every worker thread)."""
+
 
 class HostRateLimiter:
     """Token buckets per source host (see the module docstring)."""
@@ -58,7 +73,11 @@ class HostRateLimiter:
     def allow(self, peer: Address, now: float) -> bool:
         """Whether one more request from ``peer``'s host is served at ``now``
         (taking a token if it is)."""
-        host = peer[0]
+        return self.allow_key(peer[0], now)
+
+    def allow_key(self, host: str, now: float) -> bool:
+        """Whether one more request of bucket ``host`` (a host, or an
+        authenticated identity) is served at ``now``."""
         limit = self.limit
         bucket = self._buckets.get(host)
         if bucket is None:

@@ -54,7 +54,11 @@ from dofpy_services.authenticator.grants import (
     parse_identity,
     parse_permission,
 )
-from dofpy_services.authenticator.limits import DEFAULT_RATE_LIMIT, RateLimit
+from dofpy_services.authenticator.limits import (
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_SEALED_RATE_LIMIT,
+    RateLimit,
+)
 from dofpy_services.authenticator.store import (
     AsyncAuthenticatorStore,
     AuthenticatorStore,
@@ -176,6 +180,17 @@ class AuthenticatorConfig(DaemonConfig):
         "TRP commands and handshakes one host may send at once",
         default=DEFAULT_RATE_LIMIT.burst,
     )
+    sealed_rate_limit: int = option(
+        INT,
+        "TRP commands per second served inside the secure session of one authenticated "
+        "node, whatever its host (0: no limit); a service asks once per session it accepts",
+        default=int(DEFAULT_SEALED_RATE_LIMIT.rate),
+    )
+    sealed_rate_burst: int = option(
+        INT,
+        "TRP commands one authenticated node may send at once",
+        default=DEFAULT_SEALED_RATE_LIMIT.burst,
+    )
     rate_hosts: int = option(
         INT,
         "hosts whose rate is tracked at once (the least recently seen is forgotten)",
@@ -218,12 +233,25 @@ def _check(config: AuthenticatorConfig) -> None:
         raise ConfigError("key 'rate_limit': expected an integer >= 0")
     if config.rate_burst < 1 or config.rate_hosts < 1:
         raise ConfigError("keys 'rate_burst' and 'rate_hosts': expected integers >= 1")
+    if config.sealed_rate_limit < 0:
+        raise ConfigError("key 'sealed_rate_limit': expected an integer >= 0")
+    if config.sealed_rate_burst < 1:
+        raise ConfigError("key 'sealed_rate_burst': expected an integer >= 1")
+
+
+_WORKERS_PER_THREAD = 16
 
 
 def _rate_limit(config: AuthenticatorConfig) -> RateLimit | None:
     if config.rate_limit == 0:
         return None
     return RateLimit(config.rate_limit, config.rate_burst, config.rate_hosts)
+
+
+def _sealed_rate_limit(config: AuthenticatorConfig) -> RateLimit | None:
+    if config.sealed_rate_limit == 0:
+        return None
+    return RateLimit(config.sealed_rate_limit, config.sealed_rate_burst, config.rate_hosts)
 
 
 @asynccontextmanager
@@ -349,6 +377,7 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
         authenticator,
         sealed_only=config.sealed_only,
         rate_limit=_rate_limit(config),
+        sealed_rate_limit=_sealed_rate_limit(config),
         on_command=take,
         on_unserved=lambda reason: metrics.unserved.labels(reason).inc(),
         on_audit=shell.audit_soon,
@@ -363,7 +392,13 @@ async def _attach_trp(context: ServiceContext, node: DofNode, nursery: trio.Nurs
 
     async def run_shell() -> None:
         try:
-            await shell.run(responder, node.wakeup, context.service.store_threads)
+            # A worker spends most of its time waiting for its audit line's
+            # batch to commit, not in a thread: with only as many workers as
+            # threads, each batch held a handful of lines and a fleet's
+            # handshakes queued behind it (about 100 decisions a second).
+            # The store threads still bound the lookups done at once.
+            workers = min(config.max_pending, _WORKERS_PER_THREAD * context.service.store_threads)
+            await shell.run(responder, node.wakeup, workers)
         finally:
             if keylog is not None:
                 keylog.close()

@@ -205,7 +205,13 @@ class FakeNode:
         return True
 
     def send_response(
-        self, peer: Address, op_count: int, app_id: int, payload: bytes, now: float
+        self,
+        peer: Address,
+        op_count: int,
+        app_id: int,
+        payload: bytes,
+        now: float,
+        identity: object = None,
     ) -> None:
         self.responses.append((peer, op_count, payload))
 
@@ -251,3 +257,43 @@ def test_cli_checks_the_rate_limit_options(
     assert status == 2 and "rate_burst" in err
     status, out, _ = run(capsys, *clear, "--rate-limit", "5", "--print-config")
     assert status == 0 and "rate_limit = 5" in out and "rate_burst = 40" in out
+
+
+def test_sealed_commands_are_limited_per_authenticated_identity_not_per_host() -> None:
+    """Two services on one host (or behind one NAT) asking for their devices'
+    sessions: each has its own bucket, keyed by the identity its secure
+    session authenticated; neither spends the other's, nor the strangers'
+    per-host one (which stays small)."""
+    world = SecureDomain()
+    node = FakeNode(config=type("Config", (), {"security": world.authenticator_security()})())
+    responder = TrpResponder(
+        node,  # type: ignore[arg-type]
+        world.authenticator,
+        rate_limit=RateLimit(rate=1, burst=1, max_hosts=8),
+        sealed_rate_limit=RateLimit(rate=1, burst=3, max_hosts=8),
+    )
+    host = ("10.1.1.1", 4000)
+    for identity in (PROVIDER_ID, CLIENT_ID):
+        for op in range(10):
+            responder.on_event(
+                CommandReceived(host, op, AppId.TRP, b"\x00", 0, identity=identity), 0.0
+            )
+    # Three each served (their bursts), seven each dropped: 14, not the 19 a
+    # shared per-host bucket of one would drop.
+    assert responder.rate_limited == 14
+    # The host's own bucket is untouched: a stranger's clear command from it
+    # is refused as clear (not as over the rate).
+    responder.on_event(CommandReceived(host, 99, AppId.TRP, b"\x00", 0), 0.0)
+    assert responder.rate_limited == 14 and responder.clear_refused == 1
+
+
+def test_the_default_sealed_limit_serves_a_fleets_reconnection_burst() -> None:
+    world = SecureDomain()
+    node = FakeNode(config=type("Config", (), {"security": world.authenticator_security()})())
+    responder = TrpResponder(node, world.authenticator)  # type: ignore[arg-type]
+    for op in range(1000):  # a service accepting 1,000 devices' sessions at once
+        responder.on_event(
+            CommandReceived(("10.1.1.1", 4000), op, AppId.TRP, b"\x00", 0, identity=PROVIDER_ID),
+            0.0,
+        )
+    assert responder.rate_limited == 0
