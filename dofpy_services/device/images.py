@@ -8,8 +8,6 @@ into the slot store (every leaf verified before it is written)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Sequence
 
 from dofpy._core import Address
@@ -21,7 +19,7 @@ from dofpy_services.device.agent import ImageToInstall, Installed, ManifestRefus
 from dofpy_services.device.boot_records import SlotImage
 from dofpy_services.device.slot_store import SlotBlockStore
 from dofpy_services.image.encryption import EncryptionInfo
-from dofpy_services.image.manifests import encryption_of
+from dofpy_services.image.manifests import encryption_of, manifest_named
 from dofpy_services.image.serving import IMAGE_INTERFACE, IMAGE_OBJECT
 from dofpy_services.image.store import ManifestSummary
 from dofpy_services.update.device_interface import Assignment
@@ -95,9 +93,7 @@ class ServiceImages:
             except DofError as exc:
                 last = exc
                 continue
-            if isinstance(data, bytes) and hmac.compare_digest(
-                hashlib.sha256(data).digest(), digest
-            ):
+            if isinstance(data, bytes) and manifest_named(data, digest):
                 return data
             last = BadPacket("a provider answered with another manifest")
         assert last is not None

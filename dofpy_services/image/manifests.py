@@ -11,13 +11,31 @@ by more parties is a new object with the same payload: the store prefers it
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from dofpy.errors import BadPacket
+from dofpy.image.cose import decode_cose_untrusted
 from dofpy.image.trust import HEADER_PARTY, Party
 from dofpy.image.verify import VerifiedManifest, open_manifest_untrusted
 from dofpy_services.image.encryption import EncryptionInfo
 from dofpy_services.image.store import ManifestSummary
 
-__all__ = ["describe_manifest", "encryption_of", "summary_of_verified"]
+__all__ = ["describe_manifest", "encryption_of", "manifest_named", "summary_of_verified"]
+
+
+def manifest_named(data: bytes, digest: bytes) -> bool:
+    """Whether ``data`` is a manifest named ``digest``: the SHA-256 of its
+    COSE bytes (one signed copy, as the store keeps it) or of its payload
+    (the release, whoever signed it: what campaign terms and the devices'
+    assignments name)."""
+    if hmac.compare_digest(hashlib.sha256(data).digest(), digest):
+        return True
+    try:
+        payload = decode_cose_untrusted(data).payload
+    except BadPacket:
+        return False
+    return hmac.compare_digest(hashlib.sha256(payload).digest(), digest)
 
 
 def _party_label(value: object) -> str:

@@ -20,8 +20,11 @@ import trio
 
 from dofpy._core import Address
 from dofpy.credentials import parse_address
+from dofpy.transfer.messages import TRANSFER_IID
 from dofpy.transfer.store import BlockStore, FileStore
 from dofpy.trio import DofNode, Provider
+from dofpy.wire.oid import OID
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.daemon.config import DURATION, PATH, TEXT, ConfigError, DaemonConfig, option
 from dofpy_services.daemon.service import Service, ServiceContext
 from dofpy_services.image.commands import STORE_COMMANDS, open_image_store
@@ -126,6 +129,20 @@ async def _attach(context: ServiceContext, node: DofNode, nursery: trio.Nursery)
     nursery.start_soon(refresh_now_and_then)
 
 
+def _permissions(context: ServiceContext) -> PermissionSet:
+    """What the daemon's node asks for in its sessions: nothing to serve; as
+    a relay, to ask its upstream providers for manifests and blocks (without
+    it a relay's requests upstream are refused, whatever it was granted)."""
+    if not _upstream(context.config):
+        return PermissionSet()
+    return PermissionSet(
+        tuple(
+            BindingPermission(Action.EXECUTE, OID(0), iid)
+            for iid in (IMAGE_INTERFACE.iid, TRANSFER_IID)
+        )
+    )
+
+
 def _statistics(serving: _Serving) -> dict[str, float]:
     if serving.store is None:
         return {}
@@ -144,6 +161,7 @@ IMAGE: Service[ImageConfig] = Service(
     interface=IMAGE_INTERFACE,
     object_id=IMAGE_OBJECT,
     provider=_provider,
+    permissions=_permissions,
     open_store=_open_store,
     transfer_store=_transfer_store,
     attach=_attach,

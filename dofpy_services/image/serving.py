@@ -51,6 +51,7 @@ from dofpy_services.image.encryption import (
     EncryptionInfo,
     unwrap_content_key_untrusted,
 )
+from dofpy_services.image.manifests import manifest_named
 from dofpy_services.image.publish import read_chunks, write_decrypted
 from dofpy_services.image.store import ImageStore, ManifestReader, ManifestSummary
 
@@ -277,7 +278,13 @@ class RelayProvider(Provider):
 
     async def manifest(self, digest: bytes) -> bytes:
         _digest(digest, "manifest")
-        manifest = await self._named_object("manifest", "manifest", digest)
+        found = self._objects.get(("manifest", digest))
+        if found is None:
+            found = await self._ask("manifest", digest)
+            if not manifest_named(found, digest):
+                raise BadPacket(f"the manifest received is not the one named {digest.hex()}")
+            self._keep("manifest", digest, found)
+        manifest = found
         self._relay(manifest)
         return manifest
 

@@ -5,6 +5,7 @@ confidential publish, list, gc; ``dofpy image serve`` as a daemon and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -17,10 +18,12 @@ import pytest
 import trio
 
 from dofpy.image import Party
+from dofpy.image.cose import decode_cose_untrusted
 from dofpy_services.cli import main
 from dofpy_services.daemon.lifecycle import run_daemon
 from dofpy_services.image.commands import open_image_store
 from dofpy_services.image.keys import write_private_key
+from dofpy_services.image.manifests import manifest_named
 from dofpy_services.image.service import IMAGE, ImageConfig
 from tests.image.signing_fixtures import DEVICE_CLASS, Keys, make_root, sign_root
 
@@ -199,3 +202,27 @@ async def test_serve_and_fetch_through_a_relay(
     relay_data = [p.read_bytes() for p in (tmp_path / "relay").glob("*.data")]
     assert len(relay_data) == 1 and plaintext[5000:5100] not in relay_data[0]
     assert "REFUSED (Rollback)" in capsys.readouterr().out
+
+
+def test_a_manifest_is_served_by_its_payload_digest_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Campaign terms and the devices' assignments name a release by its
+    payload's digest (the same whoever signed it); the store keeps each
+    signed copy by its bytes' digest. Both names find it: the payload's, the
+    most signed copy."""
+    store = _setup(tmp_path, capsys)
+    image = tmp_path / "fw.bin"
+    image.write_bytes(random.Random(9).randbytes(5000))
+    manifest_file = _publish_signed(tmp_path, capsys, image, 7)
+    signed = manifest_file.read_bytes()
+    payload_digest = hashlib.sha256(decode_cose_untrusted(signed).payload).digest()
+    opened = open_image_store(store)
+    by_bytes = hashlib.sha256(signed).digest()
+    assert payload_digest != by_bytes
+    assert opened.manifest(by_bytes) == opened.manifest(payload_digest) == signed
+    assert manifest_named(signed, payload_digest) and manifest_named(signed, by_bytes)
+    assert not manifest_named(signed, bytes(32))
+    assert not manifest_named(b"not a manifest", hashlib.sha256(b"other").digest())
+    with pytest.raises(KeyError):
+        opened.manifest(hashlib.sha256(b"no such release").digest())
