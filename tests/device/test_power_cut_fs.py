@@ -4,6 +4,7 @@ torn write's prefix."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,31 @@ def test_cut_points_cover_every_operation_and_tear_writes() -> None:
         CutPoint(2),
         CutPoint(2, 1),
     ]
+
+
+def test_a_simulated_fleets_fs_writes_without_fsync_to_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sync=False`` (the fleet simulator's): the same files, the same
+    modelled durability under a power cut, and no fsync of the host's disk."""
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", synced.append)
+    fs = OsFs(tmp_path / "plain", sync=False)
+    fs.write("a", 0, b"hello")
+    fs.fsync("a")
+    fs.fsync_directory()
+    assert fs.read("a", 0, 5) == b"hello" and synced == []
+    with pytest.raises(ValueError):
+        fs.fsync("../escape")  # names are still checked
+    cut = PowerCutFs(tmp_path / "cut", sync=False)
+    cut.write("b", 0, b"kept")
+    cut.fsync("b")
+    cut.fsync_directory()
+    cut.write("c", 0, b"lost")  # never fsync-ed
+    cut.power_cut()
+    assert synced == []
+    assert (tmp_path / "cut" / "b").read_bytes() == b"kept"
+    assert not (tmp_path / "cut" / "c").exists()
+    OsFs(tmp_path / "synced").write("d", 0, b"x")
+    OsFs(tmp_path / "synced").fsync("d")
+    assert len(synced) == 1  # the default still syncs
