@@ -89,6 +89,15 @@ def add_store_actions(actions: Any) -> None:
     create.add_argument("--success-threshold", type=float, default=0.95)
     create.add_argument("--failure-threshold", type=float, default=0.2)
     create.add_argument("--max-attempts", type=int, default=3)
+    create.add_argument(
+        "--retry-base",
+        type=float,
+        default=RetryPolicy().base,
+        help="seconds: the first retry's back-off at most (doubling, capped, jittered)",
+    )
+    create.add_argument(
+        "--retry-cap", type=float, default=RetryPolicy().cap, help="seconds: back-off at most"
+    )
     create.add_argument("--silence-timeout", type=float, default=3600.0, help="seconds")
     create.add_argument(
         "--image-sequence", type=int, default=0, help="the manifest's sequence (device interface)"
@@ -168,7 +177,9 @@ def _spec(args: argparse.Namespace) -> CampaignSpec:
             growth=args.growth,
             success_threshold=args.success_threshold,
             failure_threshold=args.failure_threshold,
-            retry=RetryPolicy(max_attempts=args.max_attempts),
+            retry=RetryPolicy(
+                max_attempts=args.max_attempts, base=args.retry_base, cap=args.retry_cap
+            ),
             silence_timeout=args.silence_timeout,
             image_sequence=args.image_sequence,
             image_digest=bytes.fromhex(args.image_digest),

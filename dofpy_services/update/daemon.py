@@ -62,16 +62,24 @@ async def open_campaign_store(config: Any) -> AsyncIterator[Database]:
 
 def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: float) -> int:
     """Tell the engine what the Version registry says of each started,
-    unsettled device of every active campaign; how many observations
-    changed a row (blocking: run it in a thread)."""
+    unsettled device of every active campaign (and of each failed device of
+    a completed campaign before its deadline: it may boot the new image
+    late); how many observations changed a row (blocking: run it in a
+    thread)."""
     changed = 0
-    active = set(CampaignState) - {CampaignState.CREATED, CampaignState.COMPLETED}
-    for name in worker.db.read(partial(cs.campaign_names, states=active)):
+    watched = set(CampaignState) - {CampaignState.CREATED}
+    for name in worker.db.read(partial(cs.campaign_names, states=watched)):
+        campaign = worker.db.read(partial(cs.load_campaign, name=name))
+        spec = campaign.spec
+        completed = campaign.state is CampaignState.COMPLETED
+        if completed and now > spec.terms.deadline:
+            continue
         devices = worker.db.read(partial(cs.load_devices, campaign=name))
-        spec = worker.db.read(partial(cs.load_campaign, name=name)).spec
         entered = worker.db.read(partial(_last_transitions, campaign=name))
         for row in devices:
-            if row.state not in _OBSERVED_STATES:
+            # A completed campaign, until its deadline: its failed devices
+            # still, one may yet boot the new image (counted succeeded then).
+            if row.state not in (FAILURE_STATES if completed else _OBSERVED_STATES):
                 continue
             try:
                 identity = parse_oid_text_untrusted(row.device)

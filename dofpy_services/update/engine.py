@@ -347,6 +347,16 @@ def _observed(
     spec: CampaignSpec, row: DeviceRow, event: DeviceEvent, now: float
 ) -> tuple[DeviceChange | None, list[Action]]:
     state = row.state
+    if state in FAILURE_STATES and event.version == spec.intended_version and event.accepted:
+        # Counted failed (timed out, most often: slow, not silent for good),
+        # and since seen booted and accepted on the intended version: the
+        # record follows what the device runs.
+        return _change(
+            row,
+            DeviceState.SUCCEEDED,
+            actual_version=event.version,
+            reason=f"succeeded after it was counted {state.value}",
+        ), []
     if state in TERMINAL_STATES or row.attempts == 0:
         # Kept for the record (actual version), never a transition.
         if event.version == row.actual_version:

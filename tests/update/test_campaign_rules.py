@@ -114,3 +114,34 @@ def test_a_repeated_or_stale_report_changes_no_state() -> None:
         campaign, row, DeviceEvent(EventKind.PROGRESS, DeviceState.NORMAL_MODE), 100.0, rng
     )
     assert change is not None and change.state is DeviceState.NORMAL_MODE
+
+
+@pytest.mark.parametrize(
+    "state", [DeviceState.TIMED_OUT, DeviceState.FAILED, DeviceState.ROLLED_BACK]
+)
+def test_a_device_counted_failed_then_seen_on_the_intended_version_succeeds(
+    state: DeviceState,
+) -> None:
+    """Timed out while slow (not silent for good), then seen by the Version
+    service booted and accepted on the intended version: the record follows
+    what the device runs (the demo's check found such devices counted timed
+    out while running the new image). Unaccepted, or another version, keeps
+    the failure."""
+    spec = make_spec()
+    campaign = CampaignRow(spec, CampaignState.COMPLETED, 0, 1)
+    row = DeviceRow("dev", 0, state, revision=7, attempts=2, actual_version="1.0")
+    rng = random.Random(0)
+    seen = DeviceEvent(EventKind.OBSERVED, version=spec.intended_version, accepted=True)
+    change, actions = device_event(campaign, row, seen, 100.0, rng)
+    assert change is not None and change.state is DeviceState.SUCCEEDED and actions == []
+    assert change.actual_version == spec.intended_version
+    assert change.reason == f"succeeded after it was counted {state.value}"
+    for kept in (
+        DeviceEvent(EventKind.OBSERVED, version=spec.intended_version, accepted=False),
+        DeviceEvent(EventKind.OBSERVED, version="1.0", accepted=True),
+    ):
+        change, _ = device_event(campaign, row, kept, 100.0, rng)
+        assert change is None or change.state is None
+    cancelled = DeviceRow("dev", 0, DeviceState.CANCELLED, revision=7, attempts=1)
+    change, _ = device_event(campaign, cancelled, seen, 100.0, rng)
+    assert change is None or change.state is None
