@@ -112,8 +112,9 @@ async def push_assignments(
     now: float,
     in_thread: Callable[..., Awaitable[Any]],
 ) -> int:
-    """Push each watching device the engine just notified (``actions``) what
-    its poll would answer now, read in one worker thread; how many Change
+    """Push each watching device the engine just notified (``actions``), and
+    each that watched lately, what its poll would answer now (read in one
+    worker thread; nothing for a device with nothing to do); how many Change
     commands left."""
     wanted = pushes.objects.wanted(actions)
     if not wanted:
@@ -121,9 +122,9 @@ async def push_assignments(
     identities = [identity for identity, _ in wanted]
     answers: list[list[Assignment]] = await in_thread(_currents, devices, identities, now)
     sent = 0
-    for (_, notices), assignments in zip(wanted, answers, strict=True):
+    for (identity, notices), assignments in zip(wanted, answers, strict=True):
         if assignments:
-            sent += pushes.push(notices, assignments)
+            sent += pushes.push(identity, notices, assignments)
     return sent
 
 

@@ -283,7 +283,7 @@ class UpdateDeviceProvider(Provider):
         assignments = self.updates.poll(device, self._clock())
         if found is None or not assignments:
             return 0
-        return self._pushes.push(found[1], assignments)
+        return self._pushes.push(device, found[1], assignments)
 
     def watch(self) -> bytes:
         device = self._device()

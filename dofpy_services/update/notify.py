@@ -37,11 +37,13 @@ from dofpy.wire.oid import OID
 from dofpy_services.update.device_interface import UPDATE_DEVICE, Assignment, poll_interval
 from dofpy_services.update.engine import Action, ActionKind
 
-__all__ = ["NOTICE_PREFIX", "AssignmentPushes", "NoticeObjects", "poll_interval"]
+__all__ = ["FRESH_STEPS", "NOTICE_PREFIX", "AssignmentPushes", "NoticeObjects", "poll_interval"]
 
 NOTICE_PREFIX = b"dofpy-update-notice:"
 """The data of every notice object's OID starts so (then 24 bytes of keyed hash)."""
 _TAG_BYTES = 24
+FRESH_STEPS = 2
+"""Steps at which a device that just watched is pushed what it has."""
 
 
 class NoticeObjects:
@@ -51,12 +53,15 @@ class NoticeObjects:
     recently watched forgotten first (its subscription then ends at its next
     refresh, and the device watches again or polls)."""
 
-    def __init__(self, secret: bytes, *, max_devices: int = 100_000) -> None:
+    def __init__(self, secret: bytes, *, max_devices: int = 65_536) -> None:
         if len(secret) < 16 or max_devices < 1:
             raise ValueError("a secret of at least 16 bytes and max_devices >= 1")
         self._secret = secret
         self._max = max_devices
         self._watched: OrderedDict[str, tuple[OID, OID]] = OrderedDict()
+        self._fresh: dict[str, int] = {}
+        """Devices that watched lately, and the steps they are still pushed
+        what they have (whether or not the engine just notified them)."""
 
     def object_of(self, identity: OID) -> OID:
         """``identity``'s notice object (the same for the life of the secret)."""
@@ -74,9 +79,15 @@ class NoticeObjects:
             return known[1], False, None
         evicted = None
         if len(self._watched) >= self._max:
-            _, (_, evicted) = self._watched.popitem(last=False)
+            gone, (_, evicted) = self._watched.popitem(last=False)
+            self._fresh.pop(gone, None)
         notices = self.object_of(identity)
         self._watched[device] = (identity, notices)
+        # The device polled just before it watched; were it notified between
+        # that poll and its Subscribe, the push would find no subscriber. So
+        # a new watcher is pushed what it has at the next FRESH_STEPS steps
+        # (until one is heard), whatever the engine did.
+        self._fresh[device] = FRESH_STEPS
         return notices, True, evicted
 
     def watched(self, device: str) -> tuple[OID, OID] | None:
@@ -84,8 +95,9 @@ class NoticeObjects:
         return self._watched.get(device)
 
     def wanted(self, actions: Iterable[Action]) -> list[tuple[OID, OID]]:
-        """The watching devices the engine just notified (each once, in
-        order): (identity, notice object)."""
+        """The devices to push at this step (each once, in order): the
+        watching devices the engine just notified, then those that watched
+        lately (see :meth:`heard`); as (identity, notice object)."""
         wanted: dict[str, tuple[OID, OID]] = {}
         for action in actions:
             if action.kind != ActionKind.NOTIFY or action.device in wanted:
@@ -93,7 +105,18 @@ class NoticeObjects:
             found = self._watched.get(action.device)
             if found is not None:
                 wanted[action.device] = found
+        for device in list(self._fresh):
+            self._fresh[device] -= 1
+            if not self._fresh[device]:
+                del self._fresh[device]
+            if device not in wanted:
+                wanted[device] = self._watched[device]
         return list(wanted.values())
+
+    def heard(self, identity: OID) -> None:
+        """A push reached ``identity``'s subscription: no more pushes unless
+        the engine notifies it."""
+        self._fresh.pop(str(identity), None)
 
     def __len__(self) -> int:
         return len(self._watched)
@@ -126,13 +149,15 @@ class AssignmentPushes:
             self.node.provide(notices, UPDATE_DEVICE, _NoticeObject())
         return notices
 
-    def push(self, notices: OID, assignments: Sequence[Assignment]) -> int:
-        """Tell the subscribers of ``notices`` (the one device's) its
+    def push(self, identity: OID, notices: OID, assignments: Sequence[Assignment]) -> int:
+        """Tell the subscribers of ``notices`` (``identity``'s) its
         assignments; how many Change commands were sent."""
         if self.node.closed:
             return 0
         sent = self.node.notify_change(notices, UPDATE_DEVICE, "assignment", tuple(assignments))
         self.sent += sent
-        if not sent:
+        if sent:
+            self.objects.heard(identity)
+        else:
             self.unheard += 1
         return sent

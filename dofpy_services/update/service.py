@@ -125,7 +125,7 @@ class UpdateConfig(DaemonConfig):
     max_watched: int = option(
         INT,
         "devices this process keeps a notice object for (pushes; the rest poll)",
-        default=100_000,
+        default=65_536,
     )
 
 

@@ -36,7 +36,12 @@ from dofpy_services.update.device_interface import (
 )
 from dofpy_services.update.engine import Action as EngineAction
 from dofpy_services.update.engine import ActionKind
-from dofpy_services.update.notify import NOTICE_PREFIX, AssignmentPushes, NoticeObjects
+from dofpy_services.update.notify import (
+    FRESH_STEPS,
+    NOTICE_PREFIX,
+    AssignmentPushes,
+    NoticeObjects,
+)
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.worker import CampaignWorker
 from tests.image.signing_fixtures import NOW
@@ -78,9 +83,10 @@ def test_each_identity_has_its_own_notice_object_named_by_the_process_secret() -
         NoticeObjects(b"short")
 
 
-def test_only_devices_just_notified_and_watching_are_pushed() -> None:
+def test_only_devices_just_notified_or_just_watching_are_pushed() -> None:
     objects = NoticeObjects(SECRET)
     mine, _, _ = objects.watch(DEVICE)
+    objects.heard(DEVICE)  # not fresh any more (see below)
     actions = [
         EngineAction(ActionKind.NOTIFY, str(DEVICE), "spring"),
         EngineAction(ActionKind.NOTIFY, str(DEVICE), "autumn"),  # once per device
@@ -89,6 +95,15 @@ def test_only_devices_just_notified_and_watching_are_pushed() -> None:
     ]
     assert objects.wanted(actions) == [(DEVICE, mine)]
     assert objects.wanted(actions[2:]) == []
+    # A device that just watched is pushed what it has at the next
+    # FRESH_STEPS steps, notified or not, until a push is heard.
+    theirs, _, _ = objects.watch(STRANGER)
+    for _ in range(FRESH_STEPS):
+        assert objects.wanted([]) == [(STRANGER, theirs)]
+    assert objects.wanted([]) == []
+    objects.watch(third := OID(3, b"device-3@example.org"))
+    objects.heard(third)
+    assert objects.wanted([]) == []
 
 
 # -- over OAP, against the campaign store ---------------------------------------------------
@@ -199,6 +214,44 @@ async def test_a_subscribed_device_learns_its_window_without_polling(tmp_path: P
     )
     assert client.pushes_received == 1 and client.push_failures == 0
     assert pushes.sent == 1
+
+
+async def test_a_device_notified_before_its_subscribe_is_pushed_at_the_next_step(
+    tmp_path: Path,
+) -> None:
+    """The engine notifies the device after its last poll but before it
+    watches: that step has no one to push; the next step pushes it anyway,
+    as it does every device that just watched."""
+    local = domain()
+    async with (
+        serving(tmp_path, local) as (node, worker, devices, pushes),
+        open_secure_node(local, DEVICE) as device_node,
+    ):
+        client = UpdateDeviceClient(device_node, node.local_address, identity=SERVICE)
+        learnt: list[Assignment] = []
+
+        async def wait() -> None:
+            learnt.extend(await client.wait_for_assignment(trio.current_time() + NEVER))
+
+        with trio.fail_after(WAIT):
+            actions = await trio.to_thread.run_sync(worker.step, float(NOW + 1))
+            unheard = await push_assignments(
+                pushes, devices, actions, float(NOW + 1), trio.to_thread.run_sync
+            )
+            assert unheard == 0  # not watching yet: no one to push
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                await _subscribers(node, 1)
+                # The next step notifies no one, but the device just watched.
+                later = await trio.to_thread.run_sync(worker.step, float(NOW + 11))
+                assert later == []
+                sent = await push_assignments(
+                    pushes, devices, later, float(NOW + 11), trio.to_thread.run_sync
+                )
+                assert sent == 1
+    assert [a.campaign for a in learnt] == ["spring"]
+    # Heard: the step after pushes it nothing more.
+    assert pushes.objects.wanted([]) == []
 
 
 async def test_a_device_hears_only_its_own_pushes(tmp_path: Path) -> None:
