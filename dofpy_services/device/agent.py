@@ -11,12 +11,19 @@ agent (after :class:`Rebooted` unwound the old one) continues where the
 record says; the reboot-steps read :meth:`Bootloader.booted` to learn what
 the reboot did. The services and the image source are ports (protocols) so
 the agent is the same against the real OAP clients and in-process providers.
+
+Idle, the agent waits its check-in interval, jittered (so a fleet that came
+back together does not poll together); an Update port that can be pushed to
+(:class:`PushedAssignments`, such as the OAP client) ends that wait the
+moment the service pushes an assignment, and the agent checks in and polls
+at once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import trio
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -58,6 +65,7 @@ from dofpy_services.update.device_interface import (
     InstallOutcome,
     InstallReport,
     Stage,
+    poll_interval,
     sign_install_report,
 )
 from dofpy_services.version.interface import ImageKind, VersionReport
@@ -71,6 +79,7 @@ __all__ = [
     "Installed",
     "ManifestRefused",
     "NotNow",
+    "PushedAssignments",
     "Rebooted",
     "Refused",
     "UserAnswer",
@@ -78,6 +87,16 @@ __all__ = [
 
 
 _TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
+
+
+@runtime_checkable
+class PushedAssignments(Protocol):
+    """An Update port that can wake an idle agent: waits until trio time
+    ``deadline`` or until the service pushes an assignment (then returns it
+    at once; ``[]`` at the deadline). It must not raise for a service that
+    pushes nothing: it waits to the deadline instead."""
+
+    async def wait_for_assignment(self, deadline: float) -> list[Assignment]: ...
 
 
 class DeviceAgent:
@@ -102,6 +121,7 @@ class DeviceAgent:
         content_key_private: X25519PrivateKey | None = None,
         machine: AgentMachine | None = None,
         check_in_interval: float = 3600.0,
+        check_in_jitter: float = 0.5,
     ) -> None:
         self.boot = bootloader
         self.ports = ports
@@ -112,6 +132,8 @@ class DeviceAgent:
         self.content_key_private = content_key_private
         self.machine = machine or AgentMachine()
         self.check_in_interval = check_in_interval
+        self.check_in_jitter = check_in_jitter
+        poll_interval(check_in_interval, check_in_jitter, self.machine.rng)  # checks them
         self.record = self._load()
         self.machine.state = State(self.record.state)
         if self.record.failure is not None:
@@ -150,12 +172,28 @@ class DeviceAgent:
         for _ in range(max_steps):
             if until(self):
                 return
-            await trio.sleep_until(max(self.machine.run_at, trio.current_time()))
+            await self._wait_until(self.machine.run_at)
             state = self.machine.state
             event, reason, wait = await self._step(state)
             self.machine.feed(event, trio.current_time(), reason=reason, wait=wait)
             self._save()
         raise RuntimeError(f"the agent did not finish in {max_steps} steps")
+
+    async def _wait_until(self, at: float) -> None:
+        update = self.ports.update
+        if (
+            self.machine.state is State.IDLE
+            and at > trio.current_time()
+            and isinstance(update, PushedAssignments)
+        ):
+            # A push ends the wait early; the check-in and poll that follow
+            # learn the assignment from the service itself.
+            await update.wait_for_assignment(at)
+            return
+        await trio.sleep_until(max(at, trio.current_time()))
+
+    def _idle_wait(self) -> float:
+        return poll_interval(self.check_in_interval, self.check_in_jitter, self.machine.rng)
 
     async def _step(self, state: State) -> tuple[Input, str, float]:
         step = getattr(self, f"_step_{state.value}")
@@ -197,7 +235,7 @@ class DeviceAgent:
     async def _step_poll(self) -> tuple[Input, str, float]:
         assignments = await self.ports.update.poll()
         if not assignments:
-            return Input.NOTHING, "", self.check_in_interval
+            return Input.NOTHING, "", self._idle_wait()
         assignment = assignments[0]
         running = self.boot.booted().image
         updater = self.boot.slot_record(Slot.REPROGRAM).image if assignment.updater else None
@@ -209,7 +247,7 @@ class DeviceAgent:
         ):
             # Already has it (or later): nothing to install; the check-in
             # told the Version service so.
-            return Input.NOTHING, "", self.check_in_interval
+            return Input.NOTHING, "", self._idle_wait()
         self._remember(assignment)
         self.record.previous_digest = running.digest.hex()
         installed = self._installed_now()

@@ -27,6 +27,10 @@
   device (:mod:`~dofpy_services.update.device_keys`), kept as sent; a failed
   outcome fails the row with its stage and reason, a user's refusal cancels
   it; a success report is kept and changes nothing.
+- ``watch``: the asking device's notice object
+  (:mod:`~dofpy_services.update.notify`), where the daemon pushes what
+  ``poll`` would answer (:meth:`CampaignDevices.current`) the moment the
+  engine notifies the device.
 
 :class:`CampaignDevices` is blocking (the store): the daemon's
 :class:`CampaignDeviceProvider` calls it in a worker thread, never on the
@@ -65,6 +69,7 @@ from dofpy_services.update.engine import (
     DeviceRow,
     EventKind,
 )
+from dofpy_services.update.notify import AssignmentPushes
 from dofpy_services.update.tracking import TERMINAL_STATES, DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
 from dofpy_services.version.interface import ImageKind
@@ -175,20 +180,17 @@ class CampaignDevices:
         if found is None:
             return []
         campaign, row = found
-        spec = campaign.spec
-        self._event(spec.name, device, DeviceEvent(EventKind.CHECK_IN), now)
-        start, end = window_bounds(spec, now, row.utc_offset)
-        return [
-            Assignment(
-                spec.name,
-                spec.terms.manifest_digest,
-                spec.intended_version,
-                spec.image_sequence,
-                start,
-                max(start, end),
-                manual=spec.run_policy is RunPolicy.MANUAL,
-            )
-        ]
+        self._event(campaign.spec.name, device, DeviceEvent(EventKind.CHECK_IN), now)
+        return [_assignment(campaign.spec, row, now)]
+
+    def current(self, identity: OID, now: float) -> list[Assignment]:
+        """What ``poll`` would answer ``identity`` now, without the check-in
+        (a push tells the device; only the device asking counts as heard)."""
+        found = self._active(str(identity))
+        if found is None:
+            return []
+        campaign, row = found
+        return [_assignment(campaign.spec, row, now)]
 
     def authorise(
         self, identity: OID, campaign: str, manifest_digest: bytes, now: float
@@ -293,6 +295,19 @@ class CampaignDevices:
             raise NotNow(self.retry_after)
 
 
+def _assignment(spec: CampaignSpec, row: DeviceRow, now: float) -> Assignment:
+    start, end = window_bounds(spec, now, row.utc_offset)
+    return Assignment(
+        spec.name,
+        spec.terms.manifest_digest,
+        spec.intended_version,
+        spec.image_sequence,
+        start,
+        max(start, end),
+        manual=spec.run_policy is RunPolicy.MANUAL,
+    )
+
+
 def _keep(
     tx: Any, *, campaign: str, device: str, data: bytes, signature: bytes, now: float
 ) -> bool:
@@ -302,12 +317,21 @@ def _keep(
 class CampaignDeviceProvider(Provider):
     """UPDATE_DEVICE over OAP for ``dofpy update serve``: the asker is the
     session's identity (in the clear: Refused); every answer is decided in a
-    worker thread; BUSY once the daemon drains."""
+    worker thread; BUSY once the daemon drains. ``pushes``: the notice
+    objects ``watch`` hands out (None: this service pushes nothing, and
+    ``watch`` is Refused: poll)."""
 
-    def __init__(self, devices: CampaignDevices, context: ServiceContext, clock: Any) -> None:
+    def __init__(
+        self,
+        devices: CampaignDevices,
+        context: ServiceContext,
+        clock: Any,
+        pushes: AssignmentPushes | None = None,
+    ) -> None:
         self.devices = devices
         self._context = context
         self._clock = clock
+        self._pushes = pushes
 
     async def handle(self, request: IncomingRequest) -> Sequence[Any]:
         if self._context.draining:
@@ -346,3 +370,13 @@ class CampaignDeviceProvider(Provider):
 
     async def install_report(self, report: bytes, signature: bytes) -> None:
         await self._call(self.devices.install_report, report, signature)
+
+    async def watch(self) -> bytes:
+        identity = current_request().identity
+        if identity is None:
+            raise ProviderException(
+                UPDATE_DEVICE.exception("Refused"), ["the device interface needs a secure session"]
+            )
+        if self._pushes is None:
+            raise ProviderException(UPDATE_DEVICE.exception("Refused"), ["no pushes here: poll"])
+        return self._pushes.watch(identity).encode()

@@ -2,9 +2,10 @@
 
 The daemon opens the campaign store, and in one task, every
 ``step_interval`` seconds: moves every active campaign on
-(:meth:`CampaignWorker.step`, in a worker thread: never on the loop), hands
-the actions to the :class:`~dofpy_services.update.notify.Notifier` (held for
-the devices' check-ins), and reads what the Version registry (``version_db``)
+(:meth:`CampaignWorker.step`, in a worker thread: never on the loop), pushes
+each device the engine just notified its assignment if the device watches
+for pushes here (:mod:`~dofpy_services.update.notify`; the others learn it
+at their next poll), and reads what the Version registry (``version_db``)
 now says of every started device of every active campaign, feeding it to the
 engine as an observation: that is what counts a device succeeded, or failed
 after a revert. Several daemons may share one PostgreSQL campaign store
@@ -15,15 +16,16 @@ UPDATE_OBJECT) backed by the same store and engine
 (:mod:`~dofpy_services.update.campaign_devices`): devices in their secure
 sessions ask for their assignment, are authorised per the engine's decision
 and report their stages and signed install reports, every answer decided in
-a worker thread.
+a worker thread; ``watch`` hands a device its notice object for pushes.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -32,22 +34,28 @@ import trio
 
 from dofpy.errors import BadPacket
 from dofpy.trio import DofNode
-from dofpy.wire.oid import parse_oid_text_untrusted
+from dofpy.wire.oid import OID, parse_oid_text_untrusted
 from dofpy_services.daemon.service import ServiceContext
 from dofpy_services.image.keys import load_private_key, read_passphrase
 from dofpy_services.store import Database, StoreError, open_database, open_database_sync
 from dofpy_services.update import campaign_store as cs
 from dofpy_services.update.campaign import CampaignState
 from dofpy_services.update.campaign_devices import CampaignDeviceProvider, CampaignDevices
-from dofpy_services.update.device_interface import UPDATE_DEVICE, UPDATE_OBJECT
-from dofpy_services.update.engine import FAILURE_STATES, PROGRESS_ORDER, DeviceEvent, EventKind
-from dofpy_services.update.notify import Notifier
+from dofpy_services.update.device_interface import UPDATE_DEVICE, UPDATE_OBJECT, Assignment
+from dofpy_services.update.engine import (
+    FAILURE_STATES,
+    PROGRESS_ORDER,
+    Action,
+    DeviceEvent,
+    EventKind,
+)
+from dofpy_services.update.notify import AssignmentPushes, NoticeObjects
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.worker import CampaignWorker
 from dofpy_services.version import store as version_store
 from dofpy_services.version.store import SyncVersionStore
 
-__all__ = ["attach_engine", "observe_versions", "open_campaign_store"]
+__all__ = ["attach_engine", "observe_versions", "open_campaign_store", "push_assignments"]
 
 _OBSERVED_STATES = frozenset(PROGRESS_ORDER) | FAILURE_STATES
 """Started devices, and failed ones (their record keeps the version they run)."""
@@ -105,6 +113,35 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
     return changed
 
 
+async def push_assignments(
+    pushes: AssignmentPushes,
+    devices: CampaignDevices,
+    actions: list[Action],
+    now: float,
+    in_thread: Callable[..., Awaitable[Any]],
+) -> int:
+    """Push each watching device the engine just notified (``actions``), and
+    each that watched lately, what its poll would answer now (read in one
+    worker thread; nothing for a device with nothing to do); how many Change
+    commands left."""
+    wanted = pushes.objects.wanted(actions)
+    if not wanted:
+        return 0
+    identities = [identity for identity, _ in wanted]
+    answers: list[list[Assignment]] = await in_thread(_currents, devices, identities, now)
+    sent = 0
+    for (identity, notices), assignments in zip(wanted, answers, strict=True):
+        if assignments:
+            sent += pushes.push(identity, notices, assignments)
+    return sent
+
+
+def _currents(
+    devices: CampaignDevices, identities: list[OID], now: float
+) -> list[list[Assignment]]:
+    return [devices.current(identity, now) for identity in identities]
+
+
 def _last_transitions(tx: Any, campaign: str) -> dict[str, float]:
     """When each device of ``campaign`` last changed state."""
     rows = tx.rows(
@@ -146,8 +183,15 @@ async def attach_engine(
         bytes_share=config.bytes_share,
     )
     devices = CampaignDevices(worker, retry_after=max(1.0, config.step_interval))
-    node.provide(UPDATE_OBJECT, UPDATE_DEVICE, CampaignDeviceProvider(devices, context, clock))
-    notifier = Notifier(base_poll=config.poll_interval, jitter=config.poll_jitter)
+    # The notice objects' names are keyed by a secret of this process: no one
+    # can name another device's (see notify.py); a restart forgets them and
+    # the devices watch again when their subscriptions end.
+    pushes = AssignmentPushes(
+        node, NoticeObjects(secrets.token_bytes(32), max_devices=config.max_watched)
+    )
+    node.provide(
+        UPDATE_OBJECT, UPDATE_DEVICE, CampaignDeviceProvider(devices, context, clock, pushes)
+    )
     versions = (
         await trio.to_thread.run_sync(_open_versions, config.version_db)
         if config.version_db
@@ -160,7 +204,7 @@ async def attach_engine(
                 now = clock()
                 try:
                     actions = await context.in_thread(worker.step, now)
-                    notifier.deliver(actions)
+                    await push_assignments(pushes, devices, actions, now, context.in_thread)
                     if versions is not None:
                         await context.in_thread(observe_versions, worker, versions, now)
                 except StoreError as exc:

@@ -25,18 +25,34 @@ report its own update (trust by identity, never by address or by a field).
   :func:`verify_install_report` against the public key registered for the
   device when it was enrolled (the Update service's device table: see
   :class:`~dofpy_services.update.device_provider.EnrolledKeys`).
+- ``watch()``: the object this device's pushes go to (its *notice object*,
+  answered only in the device's own secure session): a device granted ``s``
+  subscribes there to the observable ``assignment`` property and is told its
+  assignment (the same list ``poll`` answers) the moment the campaign engine
+  notifies it, instead of at its next poll. Polling stays the fallback: a
+  notification is one datagram, and a device without a subscription, or
+  whose push was lost, learns the same at its next poll.
 """
 
 from __future__ import annotations
 
 import enum
+import random
 from typing import Annotated
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from dofpy.errors import BadPacket
-from dofpy.oap.interface import ExceptionDef, Interface, Method, Param, RecordList, ValueType
+from dofpy.oap.interface import (
+    ExceptionDef,
+    Interface,
+    Method,
+    Param,
+    Property,
+    RecordList,
+    ValueType,
+)
 from dofpy.wire.oid import OID
 from dofpy.wire.record import IntRange, MaxLen, decode_record_untrusted, encode_record, record
 from dofpy_services.version.interface import ImageKind
@@ -53,6 +69,7 @@ __all__ = [
     "InstallReportInvalid",
     "Stage",
     "decode_install_report_untrusted",
+    "poll_interval",
     "sign_install_report",
     "verify_install_report",
 ]
@@ -256,6 +273,8 @@ UPDATE_DEVICE = Interface.define(
         ),
         ExceptionDef(6, "NotNow", (Param("retry_after", ValueType.FLOAT),)),
         ExceptionDef(7, "Refused", (Param("reason", ValueType.TEXT),)),
+        Method(8, "watch", (), (Param("notices", ValueType.BYTES),)),
+        Property(9, "assignment", RecordList(Assignment), readable=False, observable=True),
     ],
 )
 """The device side of the Update service. ``poll`` answers a list of at most
@@ -264,6 +283,21 @@ one assignment (empty: nothing to do). ``progress``'s ``stage`` is a
 :class:`~dofpy_services.version.interface.ImageKind` value. ``NotNow``: ask
 again after ``retry_after`` seconds (outside the window, the campaign paused,
 the service busy); ``Refused``: final for this campaign (not assigned, a
-manifest other than the assigned one, a report that does not verify)."""
+manifest other than the assigned one, a report that does not verify).
+``watch`` answers the encoded OID of the asking device's notice object, on
+which the service provides this same interface only to carry ``assignment``
+Change commands (every request there is refused); ``assignment`` is not
+readable: its value is only ever pushed."""
 
 IMAGE_KINDS = frozenset(kind.value for kind in ImageKind)
+
+
+def poll_interval(base: float, jitter: float, rng: random.Random) -> float:
+    """The seconds until a polling device's next check-in: ``base`` spread
+    uniformly by ``±jitter`` of it (0 <= jitter < 1). Devices that all
+    checked in together after an outage spread over ``2 * jitter * base``
+    at their next check-in, and further at each one after. The device agent
+    waits this long when a poll found nothing (and no push woke it first)."""
+    if base <= 0 or not 0 <= jitter < 1:
+        raise ValueError("a poll interval is > 0 and its jitter in [0, 1)")
+    return rng.uniform(base * (1 - jitter), base * (1 + jitter))

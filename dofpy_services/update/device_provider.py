@@ -17,7 +17,10 @@ interface from its campaign store and engine instead
   rollback, the image the device ran before);
 - ``install_report`` verifies the device's signature with the key registered
   for the device when it was enrolled (:class:`EnrolledKeys`, the Update
-  service's device table) through the pure :func:`verify_install_report`.
+  service's device table) through the pure :func:`verify_install_report`;
+- ``watch`` (given :class:`~dofpy_services.update.notify.AssignmentPushes`):
+  the asking device's notice object, where :meth:`UpdateDeviceProvider.push`
+  sends its assignment the moment the plan gives it one.
 
 Every stage and failure reason is recorded per device, with its time, so a
 device that goes silent shows the last stage it reached.
@@ -43,6 +46,7 @@ from dofpy_services.update.device_interface import (
     Stage,
     verify_install_report,
 )
+from dofpy_services.update.notify import AssignmentPushes
 from dofpy_services.version.interface import ImageKind
 
 __all__ = [
@@ -254,11 +258,38 @@ class DeviceUpdates:
 
 class UpdateDeviceProvider(Provider):
     """UPDATE_DEVICE over OAP: who asks is the session's identity; a request
-    in the clear is refused. ``clock()`` is the service's clock."""
+    in the clear is refused. ``clock()`` is the service's clock. With
+    ``pushes``, ``watch`` hands the device its notice object and
+    :meth:`push` tells a watching device its assignment at once; without,
+    ``watch`` is Refused (the device polls)."""
 
-    def __init__(self, updates: DeviceUpdates, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        updates: DeviceUpdates,
+        clock: Callable[[], float],
+        pushes: AssignmentPushes | None = None,
+    ) -> None:
         self.updates = updates
         self._clock = clock
+        self._pushes = pushes
+
+    def push(self, device: OID) -> int:
+        """Push ``device`` what its poll would answer now (after the plan
+        changed); how many Change commands left (0: it does not watch here,
+        or has nothing to do)."""
+        if self._pushes is None:
+            return 0
+        found = self._pushes.objects.watched(str(device))
+        assignments = self.updates.poll(device, self._clock())
+        if found is None or not assignments:
+            return 0
+        return self._pushes.push(device, found[1], assignments)
+
+    def watch(self) -> bytes:
+        device = self._device()
+        if self._pushes is None:
+            raise self._exception(Refused("no pushes here: poll"))
+        return self._pushes.watch(device).encode()
 
     @staticmethod
     def _device() -> OID:

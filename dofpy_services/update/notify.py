@@ -1,79 +1,163 @@
-"""Telling devices about their update: at once through a live session, else
-at the device's next check-in; and the jittered polling interval handed to
-polling devices so that a fleet coming back from an outage does not check in
-all at once.
+"""Telling devices about their update: at once through a live subscription,
+else at the device's next poll, with the jittered polling interval
+(:func:`poll_interval`) so that a fleet coming back from an outage does not
+check in all at once.
 
 The offer itself is durable: a device whose row is NOTIFIED is offered the
-update at every check-in until it answers (the engine answers a CHECK_IN
-with a NOTIFY), whichever process made the offer. What :class:`Notifier`
-keeps in memory is only the sessions open to this process and the
-permissions and cancellations waiting for a device without one.
+update at every poll until it answers (the engine answers a CHECK_IN with a
+NOTIFY), whichever process made the offer. A push only makes the device ask
+sooner: it is one OAP Change command (a datagram, sent once), so a lost one
+costs the device nothing but the wait until its next poll.
+
+How a push reaches one device and no other: the device invokes ``watch``
+on UPDATE_DEVICE in its secure session and is answered the OID of *its*
+notice object, named by a keyed hash of the session's authenticated identity
+under a secret of this process (:class:`NoticeObjects`); it subscribes to
+``assignment`` there, and the service sends each device's assignment only to
+that device's object. OAP's provider core takes a Subscribe without asking
+the application, so the service cannot refuse a subscriber by identity at
+that moment: what binds the object to the device is that no one else can
+name it (``watch`` answers only the asker's own, and only to its identity in
+its session; a guessed name is NOT_FOUND). The object carries pushes only:
+every request to it is refused.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import hashlib
+import hmac
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from dofpy_services.update.engine import Action
+from dofpy.oap.core import IncomingRequest
+from dofpy.oap.errors import OapError, OapErrorCode
+from dofpy.trio import DofNode, Provider
+from dofpy.wire.oid import OID
+from dofpy_services.update.device_interface import UPDATE_DEVICE, Assignment, poll_interval
+from dofpy_services.update.engine import Action, ActionKind
 
-__all__ = ["Notifier", "poll_interval"]
+__all__ = ["FRESH_STEPS", "NOTICE_PREFIX", "AssignmentPushes", "NoticeObjects", "poll_interval"]
 
-Send = Callable[[Action], None]
-
-
-def poll_interval(base: float, jitter: float, rng: random.Random) -> float:
-    """The seconds until a polling device's next check-in: ``base`` spread
-    uniformly by ``±jitter`` of it (0 <= jitter < 1). Devices that all
-    checked in together after an outage spread over ``2 * jitter * base``
-    at their next check-in, and further at each one after."""
-    if base <= 0 or not 0 <= jitter < 1:
-        raise ValueError("a poll interval is > 0 and its jitter in [0, 1)")
-    return rng.uniform(base * (1 - jitter), base * (1 + jitter))
+NOTICE_PREFIX = b"dofpy-update-notice:"
+"""The data of every notice object's OID starts so (then 24 bytes of keyed hash)."""
+_TAG_BYTES = 24
+FRESH_STEPS = 2
+"""Steps at which a device that just watched is pushed what it has."""
 
 
-@dataclass(slots=True)
-class Notifier:
-    """Where each action goes: the device's live session (``attach``ed) at
-    once, or held for its next check-in."""
+class NoticeObjects:
+    """Which devices watch for pushes at this process, and each one's notice
+    object (sans-IO). ``secret`` (at least 16 bytes, random per process)
+    keys the objects' names; at most ``max_devices`` are kept, the least
+    recently watched forgotten first (its subscription then ends at its next
+    refresh, and the device watches again or polls)."""
 
-    base_poll: float = 300.0
-    jitter: float = 0.5
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
-    _sessions: dict[str, Send] = field(default_factory=dict)
-    _waiting: dict[str, list[Action]] = field(default_factory=dict)
+    def __init__(self, secret: bytes, *, max_devices: int = 65_536) -> None:
+        if len(secret) < 16 or max_devices < 1:
+            raise ValueError("a secret of at least 16 bytes and max_devices >= 1")
+        self._secret = secret
+        self._max = max_devices
+        self._watched: OrderedDict[str, tuple[OID, OID]] = OrderedDict()
+        self._fresh: dict[str, int] = {}
+        """Devices that watched lately, and the steps they are still pushed
+        what they have (whether or not the engine just notified them)."""
 
-    def attach(self, device: str, send: Send) -> None:
-        """``device`` has a live session; anything held for it goes now."""
-        self._sessions[device] = send
-        for action in self._waiting.pop(device, []):
-            send(action)
+    def object_of(self, identity: OID) -> OID:
+        """``identity``'s notice object (the same for the life of the secret)."""
+        tag = hmac.new(self._secret, identity.encode(), hashlib.sha256).digest()[:_TAG_BYTES]
+        return OID(3, NOTICE_PREFIX + tag)
 
-    def detach(self, device: str) -> None:
-        self._sessions.pop(device, None)
+    def watch(self, identity: OID) -> tuple[OID, bool, OID | None]:
+        """``identity`` watches: its object, whether it is newly watched (to
+        be provided), and the object of a device forgotten to make room (to
+        be withdrawn), if any."""
+        device = str(identity)
+        known = self._watched.get(device)
+        if known is not None:
+            self._watched.move_to_end(device)
+            return known[1], False, None
+        evicted = None
+        if len(self._watched) >= self._max:
+            gone, (_, evicted) = self._watched.popitem(last=False)
+            self._fresh.pop(gone, None)
+        notices = self.object_of(identity)
+        self._watched[device] = (identity, notices)
+        # The device polled just before it watched; were it notified between
+        # that poll and its Subscribe, the push would find no subscriber. So
+        # a new watcher is pushed what it has at the next FRESH_STEPS steps
+        # (until one is heard), whatever the engine did.
+        self._fresh[device] = FRESH_STEPS
+        return notices, True, evicted
 
-    def deliver(self, actions: Iterable[Action]) -> list[Action]:
-        """Send each action through its device's live session; the ones held
-        for a check-in are returned."""
-        held: list[Action] = []
+    def watched(self, device: str) -> tuple[OID, OID] | None:
+        """(identity, notice object) of a watching device, by its row's name."""
+        return self._watched.get(device)
+
+    def wanted(self, actions: Iterable[Action]) -> list[tuple[OID, OID]]:
+        """The devices to push at this step (each once, in order): the
+        watching devices the engine just notified, then those that watched
+        lately (see :meth:`heard`); as (identity, notice object)."""
+        wanted: dict[str, tuple[OID, OID]] = {}
         for action in actions:
-            send = self._sessions.get(action.device)
-            if send is not None:
-                send(action)
+            if action.kind != ActionKind.NOTIFY or action.device in wanted:
                 continue
-            waiting = self._waiting.setdefault(action.device, [])
-            if action not in waiting:
-                waiting.append(action)
-            held.append(action)
-        return held
+            found = self._watched.get(action.device)
+            if found is not None:
+                wanted[action.device] = found
+        for device in list(self._fresh):
+            self._fresh[device] -= 1
+            if not self._fresh[device]:
+                del self._fresh[device]
+            if device not in wanted:
+                wanted[device] = self._watched[device]
+        return list(wanted.values())
 
-    def check_in(self, device: str, answered: Iterable[Action] = ()) -> tuple[list[Action], float]:
-        """A polling device checked in: what it is told (held actions and
-        ``answered``, the engine's answer to the check-in, each once) and the
-        seconds until it should check in again."""
-        told = self._waiting.pop(device, [])
-        for action in answered:
-            if action not in told:
-                told.append(action)
-        return told, poll_interval(self.base_poll, self.jitter, self.rng)
+    def heard(self, identity: OID) -> None:
+        """A push reached ``identity``'s subscription: no more pushes unless
+        the engine notifies it."""
+        self._fresh.pop(str(identity), None)
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+
+class _NoticeObject(Provider):
+    """A notice object carries Change commands only."""
+
+    async def handle(self, request: IncomingRequest) -> Sequence[Any]:
+        raise OapError(OapErrorCode.NOT_SUPPORTED, "a notice object only carries pushes")
+
+
+class AssignmentPushes:
+    """The notice objects on ``node`` and the pushes sent to them (counted
+    in ``sent``: Change commands that left; ``unheard``: pushes for a watched
+    device with no subscriber at that moment)."""
+
+    def __init__(self, node: DofNode, objects: NoticeObjects) -> None:
+        self.node = node
+        self.objects = objects
+        self.sent = 0
+        self.unheard = 0
+
+    def watch(self, identity: OID) -> OID:
+        """Provide ``identity``'s notice object (once) and answer it."""
+        notices, new, evicted = self.objects.watch(identity)
+        if evicted is not None:
+            self.node.withdraw(evicted, UPDATE_DEVICE)
+        if new:
+            self.node.provide(notices, UPDATE_DEVICE, _NoticeObject())
+        return notices
+
+    def push(self, identity: OID, notices: OID, assignments: Sequence[Assignment]) -> int:
+        """Tell the subscribers of ``notices`` (``identity``'s) its
+        assignments; how many Change commands were sent."""
+        if self.node.closed:
+            return 0
+        sent = self.node.notify_change(notices, UPDATE_DEVICE, "assignment", tuple(assignments))
+        self.sent += sent
+        if sent:
+            self.objects.heard(identity)
+        else:
+            self.unheard += 1
+        return sent

@@ -33,6 +33,7 @@ from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.daemon.cli import CliError, UsageError
 from dofpy_services.daemon.config import (
     DURATION,
+    INT,
     OPTIONAL_TEXT,
     PATH,
     ConfigError,
@@ -121,11 +122,10 @@ class UpdateConfig(DaemonConfig):
     bytes_share: float = option(
         SHARE, "this process's share of each campaign's bytes/s cap (1/N of N)", default=1.0
     )
-    poll_interval: float = option(
-        DURATION, "seconds between a polling device's check-ins (jittered)", default=300.0
-    )
-    poll_jitter: float = option(
-        SHARE, "the poll interval's jitter, a share of it: 0 <= j < 1", default=0.5
+    max_watched: int = option(
+        INT,
+        "devices this process keeps a notice object for (pushes; the rest poll)",
+        default=65_536,
     )
 
 
@@ -136,8 +136,10 @@ def _check(config: UpdateConfig) -> None:
         raise ConfigError("dofpy update serve needs service_key: it signs the audit trail")
     if config.step_interval <= 0 or config.lease <= config.step_interval:
         raise ConfigError("step_interval must be > 0 and lease longer than it")
-    if not 0 < config.bytes_share <= 1 or not 0 <= config.poll_jitter < 1:
-        raise ConfigError("bytes_share is in (0, 1] and poll_jitter in [0, 1)")
+    if not 0 < config.bytes_share <= 1:
+        raise ConfigError("bytes_share is in (0, 1]")
+    if config.max_watched < 1:
+        raise ConfigError("max_watched must be >= 1")
 
 
 # -- sizes and durations ----------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Notification: a device with a live session is told at once, a polling one
+"""Notification: a device watching for pushes is told at once, a polling one
 at its next check-in (the offer kept in the store), with jittered polling
 that spreads a fleet coming back from an outage."""
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from dofpy.wire.oid import OID
 from dofpy_services.update.engine import Action, ActionKind, DeviceEvent, EventKind
-from dofpy_services.update.notify import Notifier, poll_interval
+from dofpy_services.update.notify import NoticeObjects, poll_interval
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.worker import CampaignWorker
 from tests.update.campaign_fixtures import (
@@ -24,32 +25,39 @@ from tests.update.campaign_fixtures import (
 )
 
 
-def test_live_sessions_are_told_at_once_polling_devices_at_check_in(tmp_path: Path) -> None:
+def test_watching_devices_are_pushed_at_once_polling_devices_offered_at_check_in(
+    tmp_path: Path,
+) -> None:
     spec = make_spec(canary_share=1.0)
     fleet = make_fleet(spec, count=2)
     with opened(str(tmp_path / "c.db")) as db:
         worker = CampaignWorker(db, SERVICE_KEY, "w1")
         start(worker, spec, fleet)
-        told: list[Action] = []
-        notifier = Notifier(base_poll=300.0, jitter=0.5, rng=random.Random(7))
-        notifier.attach("dev-000", told.append)
-        held = notifier.deliver(worker.step(fleet.now))
-        assert [(a.kind, a.device) for a in told] == [(ActionKind.NOTIFY, "dev-000")]
-        assert [(a.kind, a.device) for a in held] == [(ActionKind.NOTIFY, "dev-001")]
+        objects = NoticeObjects(b"\x01" * 32)
+        watching = OID(3, b"dev-000")
+        notices, _, _ = objects.watch(watching)
+        actions = worker.step(fleet.now)
+        assert sorted((a.kind, a.device) for a in actions) == [
+            (ActionKind.NOTIFY, "dev-000"),
+            (ActionKind.NOTIFY, "dev-001"),
+        ]
+        # The daemon's rows name a device by its identity's text; the
+        # fleet's are plain names: dev-000 stands for the watching identity.
+        named = [
+            Action(a.kind, str(watching) if a.device == "dev-000" else a.device, a.campaign)
+            for a in actions
+        ]
+        # Only the watching device is pushed; the other waits for its poll.
+        assert objects.wanted(named) == [(watching, notices)]
         assert records(db, spec.name)["dev-001"].state is DeviceState.NOTIFIED
-        # A later process (the offer is the row, not this notifier's memory)
+        # A later process (the offer is the row, not any process's memory)
         # answers the polling device's check-in with the offer.
         other = CampaignWorker(db, SERVICE_KEY, "w2", lease=60.0)
         answer = other.handle(
             spec.name, "dev-001", DeviceEvent(EventKind.CHECK_IN), now=fleet.now + 120
         )
         assert answer is not None
-        fresh = Notifier(rng=random.Random(1))
-        actions, wait = fresh.check_in("dev-001", answer)
-        assert [(a.kind, a.device) for a in actions] == [(ActionKind.NOTIFY, "dev-001")]
-        assert 150.0 <= wait <= 450.0
-        # Told once, not again at the following check-in.
-        assert fresh.check_in("dev-001")[0] == []
+        assert [(a.kind, a.device) for a in answer] == [(ActionKind.NOTIFY, "dev-001")]
 
 
 def test_jittered_polling_spreads_a_fleet_after_an_outage() -> None:
