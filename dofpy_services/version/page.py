@@ -202,6 +202,29 @@ class DevicePage:
     def __len__(self) -> int:
         return len(self.identities)
 
+    @classmethod
+    def of_records(cls, devices: Sequence[DeviceRecord]) -> DevicePage:
+        """The page of ``devices`` (records the ``query`` method answered, from
+        a service older than ``rows``): the same columns a ``rows`` page of
+        them decodes to."""
+        columns: tuple[list[Any], ...] = (
+            [device.identity.encode() for device in devices],
+            [device.device_class for device in devices],
+            [device.version for device in devices],
+            [device.sequence for device in devices],
+            [device.image_digest for device in devices],
+            [device.boot.slot for device in devices],
+            [device.boot.image_kind.value for device in devices],
+            [device.boot.accepted for device in devices],
+            [device.boot.boot_count for device in devices],
+            [device.free_storage for device in devices],
+            [device.device_clock for device in devices],
+            [device.first_seen for device in devices],
+            [device.last_seen for device in devices],
+            [device.changed_at for device in devices],
+        )
+        return cls(columns, tuple(device.identity for device in devices))
+
     @property
     def keys(self) -> list[bytes]:
         """The devices' encoded identities (the keyset cursor's values)."""
