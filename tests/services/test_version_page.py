@@ -22,7 +22,7 @@ from dofpy.oap.interface import Interface
 from dofpy.wire.oid import OID
 from dofpy_services.store import StoreUnavailable
 from dofpy_services.version import VERSION_OBJECT, VERSION_QUERY, QueryFilter, VersionClient
-from dofpy_services.version.daemon import PagePrefetch, QueryProvider
+from dofpy_services.version.daemon import PagePrefetch, PrefetchStatistics, QueryProvider
 from dofpy_services.version.interface import MAX_PAGE
 from dofpy_services.version.page import (
     COLUMNS,
@@ -245,12 +245,14 @@ class _CountingStore:
         self.reads: list[bytes] = []
         self.fail = False
 
-    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
+    async def rows(
+        self, query: QueryFilter, after: bytes, limit: int
+    ) -> tuple[bytes, bool, bytes, int]:
         self.reads.append(after)
         await trio.sleep(0.01)
         if self.fail:
             raise StoreUnavailable("down")
-        return b"page " + after, True, after + b"+"
+        return b"page " + after, True, after + b"+", 1
 
 
 async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
@@ -262,7 +264,7 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
         prefetch = PagePrefetch(store, nursery, max_pages=2, max_age=1.0)  # type: ignore[arg-type]
         prefetch.start((query, b"a", 9))
         prefetch.start((query, b"a", 9))  # being read already: one read
-        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+")
+        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+", 1)
         assert await prefetch.take((query, b"a", 9)) is None  # once
         prefetch.start((query, b"b", 9))
         await trio.sleep(2.0)
@@ -280,6 +282,11 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
         assert await prefetch.take((query, b"f", 9)) is None  # the request reads it itself
     assert sorted(store.reads) == [b"a", b"b", b"c", b"d", b"f", b"g"]  # "a" read once
     assert prefetch.used == 3
+    # Six reads; "a" and "g" waited for, "d" was ready; "b" too old, "c"
+    # dropped for "g", "f" failed.
+    assert prefetch.statistics() == PrefetchStatistics(
+        started=6, used=3, waited=2, expired=1, dropped=1, failed=1
+    )
 
 
 # The query interface as a service older than ``rows`` provides it: the same
