@@ -30,6 +30,7 @@ from dofpy_services.version.page import (
     MAX_ROWS,
     decode_device_page_untrusted,
     encode_device_page,
+    fit_device_page,
 )
 from dofpy_services.version.store import PendingReport, device_record, write_reports
 from tests.services.test_daemon_runner import WAIT
@@ -76,6 +77,25 @@ def test_a_page_decodes_to_the_records_query_makes_of_the_same_rows(
     page = decode_device_page_untrusted(encoded)
     assert list(page.records()) == [device_record(row) for row in rows]
     assert page.keys == [row[0] for row in rows] and len(page) == len(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, MAX_ROWS), st.integers(0, 600), st.integers(0, 64))
+def test_a_fitted_page_is_the_encoding_of_the_devices_it_holds(
+    count: int, version_length: int, digest_length: int
+) -> None:
+    # Devices large enough that only some fit (a version up to 600 bytes:
+    # more than VersionReport allows, to fill a page sooner).
+    rows = [
+        tuple(_row(n, version="v" * (version_length + n % 7), image_digest=b"d" * digest_length))
+        for n in range(count)
+    ]
+    page, fitted = fit_device_page(rows)
+    assert 1 <= fitted <= count
+    assert page == encode_device_page(rows[:fitted])
+    assert len(page) <= MAX_PAGE_BYTES or fitted == 1
+    if fitted < count:  # as many as fit, give or take the estimate's rounding
+        assert len(encode_device_page(rows[: fitted + 2])) > MAX_PAGE_BYTES * 0.98
 
 
 def _row(number: int, **changes: Any) -> list[Any]:
