@@ -163,10 +163,10 @@ def fit_device_page(rows: Sequence[Sequence[Any]]) -> tuple[bytes, int]:
     head = len(_array_head(count))
     items = [cbor2.dumps(column, canonical=True)[head:] for column in columns]
     size = 1 + len(COLUMNS) * head + sum(map(len, items))
-    # Too large (a page of 512 usual devices is about 60,000 bytes, larger
-    # devices fill it sooner): the last devices go to the next page (the
-    # cursor is the last one sent). Only the devices dropped are encoded
-    # again, to learn how many bytes of each column are theirs.
+    # Too large (usual: 512 of the benchmark's devices make 64,555 bytes;
+    # larger devices fill a page sooner): the last devices go to the next
+    # page (the cursor is the last one sent). Only the devices dropped are
+    # encoded again, to learn how many bytes of each column are theirs.
     while size > MAX_PAGE_BYTES and count > 1:
         keep = max(1, min(count - 1, count * MAX_PAGE_BYTES // size))
         dropped = len(_array_head(count - keep))
@@ -195,8 +195,8 @@ _set_attributes = vars(OID)["attributes"].__set__
 def _decode_identity(key: bytes) -> OID:
     # The usual identity (a one-byte class 1..127, up to 63 data bytes, no
     # attributes: all OID.__post_init__ checks) without the reader, and made
-    # without OID's __init__ (half of the time per device of a stream):
-    # its slots set directly, as dataclass's frozen __init__ sets them.
+    # without OID's __init__ (in about half the time): its slots set
+    # directly, as dataclass's frozen __init__ sets them.
     if len(key) >= 2 and 0 < key[0] < 0x80 and key[1] < 0x40 and key[1] == len(key) - 2:
         oid = _new(OID)
         _set_class_id(oid, key[0])
