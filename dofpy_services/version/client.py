@@ -10,10 +10,14 @@ and :meth:`VersionClient.changes` (a class's changes as they happen).
 ``devices`` and ``pages`` stream with the ``rows`` method (a page of up to
 512 devices as one byte string of columns, :mod:`dofpy_services.version.page`);
 ``page`` is one page of the older ``query`` method (typed records, 128 at most).
+A service older than ``rows`` answers it NO_SUCH_ITEM: the client then streams
+by ``query`` pages instead (the same devices, in the same order), and keeps
+doing so for that service.
 """
 
 from __future__ import annotations
 
+import operator
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,6 +69,10 @@ class VersionClient:
         self._peer = peer
         self._identity = identity
         self._object = object_id
+        self.rows_supported: bool | None = None
+        """Whether the service answers ``rows``: unknown (``None``) until a
+        stream asked; ``False`` once it answered NO_SUCH_ITEM (a service
+        older than ``rows``), and :meth:`pages` then uses ``query``."""
 
     async def report(
         self,
@@ -130,9 +138,7 @@ class VersionClient:
             page = decode_device_page_untrusted(encoded)
         except BadPacket as exc:
             raise OapError(OapErrorCode.INVALID_VALUE, f"rows answered {exc}") from None
-        if len(page) > limit or (len(page) and page.keys[0] <= after):
-            # The cursor must move on, or a stream would never end.
-            raise OapError(OapErrorCode.INVALID_VALUE, "rows answered a page not after the cursor")
+        _check_follows(page, after, limit, "rows")
         return page, bool(more)
 
     async def pages(
@@ -140,15 +146,35 @@ class VersionClient:
     ) -> AsyncIterator[DevicePage]:
         """Every device ``query`` matches, in identity order, a page at a
         time (``page.records()`` are its devices): one page in memory,
-        however many devices match."""
+        however many devices match. By ``rows``; from a service older than
+        ``rows``, by ``query`` (pages of at most :data:`MAX_PAGE`)."""
         after = b""
         while True:
-            page, more = await self.rows(query, after, page_size)
+            if self.rows_supported is not False:
+                try:
+                    page, more = await self.rows(query, after, page_size)
+                except OapError as exc:
+                    if exc.error_code is not OapErrorCode.NO_SUCH_ITEM:
+                        raise
+                    self.rows_supported = False
+                    continue  # the same page, by query
+                self.rows_supported = True
+            else:
+                page, more = await self._records_page(query, after, min(page_size, MAX_PAGE))
             if len(page):
                 yield page
             if not more or not len(page):
                 return
             after = page.keys[-1]
+
+    async def _records_page(
+        self, query: QueryFilter, after: bytes, limit: int
+    ) -> tuple[DevicePage, bool]:
+        devices, more = await self.page(query, after, limit)
+        page = DevicePage.of_records(devices)
+        # The stream's cursor is the last identity: it must move on here too.
+        _check_follows(page, after, limit, "query")
+        return page, bool(more)
 
     async def devices(
         self, query: QueryFilter, *, page_size: int = MAX_ROWS
@@ -212,3 +238,14 @@ class VersionClient:
         return await self._node.invoke(
             self._peer, self._object, VERSION_QUERY, method, *args, identity=self._identity
         )
+
+
+def _check_follows(page: DevicePage, after: bytes, limit: int, method: str) -> None:
+    """Refuse a page that would not move a stream's cursor on (it would
+    never end) or holds more than was asked."""
+    keys = page.keys
+    if len(keys) > limit or (keys and keys[0] <= after):
+        raise OapError(OapErrorCode.INVALID_VALUE, f"{method} answered a page not after the cursor")
+    if method != "rows" and not all(map(operator.lt, keys, keys[1:])):
+        # (a rows page's decoder checked its order already)
+        raise OapError(OapErrorCode.INVALID_VALUE, f"{method} answered devices out of order")

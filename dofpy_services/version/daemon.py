@@ -15,8 +15,10 @@ each version or boot-state change committed here.
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -42,13 +44,15 @@ from dofpy_services.version.interface import (
     changes_object,
 )
 from dofpy_services.version.page import MAX_ROWS
-from dofpy_services.version.store import AsyncVersionStore, PendingReport
+from dofpy_services.version.store import AsyncVersionStore, EncodedPage, PendingReport
 
 __all__ = [
     "MAX_HISTORY",
     "ChangeFeed",
     "DrainingProvider",
+    "PageCounts",
     "PagePrefetch",
+    "PrefetchStatistics",
     "QueryProvider",
     "ReportProvider",
     "ReportRefusals",
@@ -116,6 +120,25 @@ class ReportRefusals:
         self.counts[reason] = self.counts.get(reason, 0) + 1
 
 
+class PageCounts:
+    """Counters of the pages served, by method (``query`` or ``rows``): pages,
+    of them answered with a prefetched read, and devices (for metrics and
+    tests; the service's subclass also times them)."""
+
+    def __init__(self) -> None:
+        self.pages: dict[str, int] = {}
+        self.prefetched: dict[str, int] = {}
+        self.devices: dict[str, int] = {}
+
+    def add(self, method: str, devices: int, seconds: float, prefetched: bool) -> None:
+        """One page of ``devices`` served by ``method`` in ``seconds`` (the
+        store's read, or the wait for a prefetched one, and the encoding)."""
+        self.pages[method] = self.pages.get(method, 0) + 1
+        self.devices[method] = self.devices.get(method, 0) + devices
+        if prefetched:
+            self.prefetched[method] = self.prefetched.get(method, 0) + 1
+
+
 def _change(pending: PendingReport) -> DeviceChange:
     report = pending.report
     previous = pending.previous
@@ -146,6 +169,7 @@ class ReportProvider(Provider):
         retry_after: float = 1.0,
         refusals: ReportRefusals | None = None,
         on_report: Callable[[PendingReport], None] | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self.feed = feed
@@ -155,6 +179,7 @@ class ReportProvider(Provider):
         self._pending = 0
         self.refusals = refusals if refusals is not None else ReportRefusals()
         self._on_report = on_report
+        self._on_batch = on_batch
 
     def _refuse(self, reason: str, why: str) -> ProviderException:
         self.refusals.add(reason)
@@ -179,6 +204,9 @@ class ReportProvider(Provider):
             raise self._not_stored("store") from None
         finally:
             self._pending -= 1
+        if pending.batch and self._on_batch is not None:
+            # Committed: the first report of each batch counts the batch.
+            self._on_batch(pending.batch)
         if pending.denied:
             raise self._refuse("denied", "this identity is denied")
         if self._on_report is not None:
@@ -193,7 +221,25 @@ def _bad_query(reason: str) -> ProviderException:
 
 
 _PageKey = tuple[QueryFilter, bytes, int]
-_Page = tuple[bytes, bool, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class PrefetchStatistics:
+    """What a :class:`PagePrefetch` did so far (the daemon's metrics
+    ``dofpy_version_prefetch_<name>_total``)."""
+
+    # Reads of a next page started.
+    started: int
+    # Requests answered with a prefetched page (a hit).
+    used: int
+    # Of those, requests that waited for the read to finish.
+    waited: int
+    # Pages found, but read longer than max_age before the request.
+    expired: int
+    # Pages dropped unasked to hold at most max_pages.
+    dropped: int
+    # Reads that failed (the request read the page itself).
+    failed: int
 
 
 class _Prefetched:
@@ -202,7 +248,7 @@ class _Prefetched:
     def __init__(self, started: float) -> None:
         self.started = started
         self.done = trio.Event()
-        self.page: _Page | None = None
+        self.page: EncodedPage | None = None
 
 
 class PagePrefetch:
@@ -231,6 +277,12 @@ class PagePrefetch:
         self._reading = 0
         self.used = 0
         """Requests answered with a prefetched page (for tests and metrics)."""
+        self._started = self._waited = self._expired = self._dropped = self._failed = 0
+
+    def statistics(self) -> PrefetchStatistics:
+        return PrefetchStatistics(
+            self._started, self.used, self._waited, self._expired, self._dropped, self._failed
+        )
 
     def start(self, key: _PageKey) -> None:
         """Read the page ``key`` names, unless it is being read already or
@@ -241,28 +293,36 @@ class PagePrefetch:
             return
         while len(self._pages) >= self._max_pages:
             self._pages.popitem(last=False)
+            self._dropped += 1
         entry = self._pages[key] = _Prefetched(trio.current_time())
         self._reading += 1
+        self._started += 1
         self._nursery.start_soon(self._read, key, entry)
 
     async def _read(self, key: _PageKey, entry: _Prefetched) -> None:
         try:
             entry.page = await self._store.rows(*key)
         except Exception as exc:  # the request reads it itself, and sees the error
+            self._failed += 1
             logger.debug("page prefetch failed: %s", exc)
         finally:
             self._reading -= 1
             entry.done.set()
 
-    async def take(self, key: _PageKey) -> _Page | None:
+    async def take(self, key: _PageKey) -> EncodedPage | None:
         """The page ``key`` names, if it was prefetched and is recent enough."""
         entry = self._pages.pop(key, None)
         if entry is None:
             return None
+        waited = not entry.done.is_set()
         await entry.done.wait()
-        if entry.page is None or trio.current_time() - entry.started > self._max_age:
+        if entry.page is None:
+            return None
+        if trio.current_time() - entry.started > self._max_age:
+            self._expired += 1
             return None
         self.used += 1
+        self._waited += waited
         return entry.page
 
 
@@ -274,10 +334,13 @@ class QueryProvider(Provider):
         store: AsyncVersionStore,
         feed: ChangeFeed | None,
         prefetch: PagePrefetch | None = None,
+        *,
+        counts: PageCounts | None = None,
     ) -> None:
         self._store = store
         self._feed = feed
         self._prefetch = prefetch
+        self.counts = counts if counts is not None else PageCounts()
 
     async def query(
         self, query: QueryFilter, after: bytes, limit: int
@@ -286,7 +349,9 @@ class QueryProvider(Provider):
             raise _bad_query(f"limit must be 1..{MAX_PAGE}")
         if len(after) > 128:
             raise _bad_query("after: not an encoded identity")
+        start = time.perf_counter()
         devices, more = await self._store.page(query, after, limit)
+        self.counts.add("query", len(devices), time.perf_counter() - start, False)
         return tuple(devices), more
 
     async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool]:
@@ -295,8 +360,10 @@ class QueryProvider(Provider):
         if len(after) > 128:
             raise _bad_query("after: not an encoded identity")
         key = (query, after, limit)
+        start = time.perf_counter()
         found = await self._prefetch.take(key) if self._prefetch is not None else None
-        page, more, last = found if found is not None else await self._store.rows(*key)
+        page, more, last, devices = found if found is not None else await self._store.rows(*key)
+        self.counts.add("rows", devices, time.perf_counter() - start, found is not None)
         if more and self._prefetch is not None:
             self._prefetch.start((query, last, limit))
         return page, more

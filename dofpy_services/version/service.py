@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from dofpy.credentials import load_credentials, parse_address
 from dofpy.oap.core import OapConfig
@@ -45,6 +45,7 @@ from dofpy_services.version.client import VersionClient
 from dofpy_services.version.daemon import (
     ChangeFeed,
     DrainingProvider,
+    PageCounts,
     PagePrefetch,
     QueryProvider,
     ReportProvider,
@@ -174,16 +175,53 @@ def _store_statistics(state: VersionState) -> dict[str, float]:
     }
 
 
+# Reports per committed transaction: 1 when reports come one at a time, up
+# to batch_items (256 by default) under load.
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# A page costs the database well under a millisecond to tens of milliseconds.
+_PAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
 class VersionMetrics:
-    """The Version service's own metrics: reports by outcome, classes watched."""
+    """The Version service's own metrics: reports by outcome, the sizes of the
+    batches that committed them, pages served (by method; how many devices,
+    how long each took, how many were prefetched) and classes watched. (The
+    prefetch's own counters are ``dofpy_version_prefetch_*_total``, from
+    :meth:`~dofpy_services.version.daemon.PagePrefetch.statistics`.)"""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.reports = Counter(
             "dofpy_version_reports",
-            "Reports acknowledged ('unchanged', 'changed') or not ('denied', 'clear',"
-            " 'store', 'busy')",
+            "Reports acknowledged ('unchanged', 'changed'), refused ('denied', 'clear')"
+            " or answered NotStored, to be sent again ('store', 'busy')",
             ("outcome",),
             registry=registry,
+        )
+        self.batch_size = Histogram(
+            "dofpy_version_report_batch_size",
+            "Reports per committed transaction",
+            registry=registry,
+            buckets=_BATCH_BUCKETS,
+        )
+        self.pages = Counter(
+            "dofpy_version_pages",
+            "Pages served by method ('query', 'rows') and source ('read', 'prefetched')",
+            ("method", "source"),
+            registry=registry,
+        )
+        self.page_devices = Counter(
+            "dofpy_version_page_devices",
+            "Devices served in pages, by method",
+            ("method",),
+            registry=registry,
+        )
+        self.page_duration = Histogram(
+            "dofpy_version_page_duration_seconds",
+            "Time to make a page (the database read, or the wait for a prefetched one,"
+            " and the encoding), by method",
+            ("method",),
+            registry=registry,
+            buckets=_PAGE_BUCKETS,
         )
         self.watched = Gauge(
             "dofpy_version_watched_classes",
@@ -202,6 +240,18 @@ class _CountingRefusals(ReportRefusals):
         self._metrics.reports.labels(reason).inc()
 
 
+class _CountingPages(PageCounts):
+    def __init__(self, metrics: VersionMetrics) -> None:
+        super().__init__()
+        self._metrics = metrics
+
+    def add(self, method: str, devices: int, seconds: float, prefetched: bool) -> None:
+        super().add(method, devices, seconds, prefetched)
+        self._metrics.pages.labels(method, "prefetched" if prefetched else "read").inc()
+        self._metrics.page_devices.labels(method).inc(devices)
+        self._metrics.page_duration.labels(method).observe(seconds)
+
+
 def _report_provider(context: ServiceContext) -> ReportProvider:
     config: VersionConfig = context.config
     metrics: VersionMetrics = context.metrics
@@ -218,6 +268,7 @@ def _report_provider(context: ServiceContext) -> ReportProvider:
         retry_after=config.retry_after,
         refusals=_CountingRefusals(metrics),
         on_report=acknowledged,
+        on_batch=metrics.batch_size.observe,
     )
 
 
@@ -226,7 +277,9 @@ async def _attach(context: ServiceContext, node: DofNode, nursery: trio.Nursery)
     state: VersionState = context.store
     state.feed.node = node
     metrics.watched.set_function(lambda: state.feed.watched)
-    query = QueryProvider(state.store, state.feed, PagePrefetch(state.store, nursery))
+    prefetch = PagePrefetch(state.store, nursery)
+    context.statistics.add_source("version_prefetch", prefetch.statistics)
+    query = QueryProvider(state.store, state.feed, prefetch, counts=_CountingPages(metrics))
     node.provide(VERSION_OBJECT, VERSION_QUERY, DrainingProvider(query, context))
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "MIGRATIONS",
     "SERVICE",
     "AsyncVersionStore",
+    "EncodedPage",
     "PendingReport",
     "SyncVersionStore",
     "open_async_version_store",
@@ -190,6 +191,10 @@ class PendingReport:
     changed: bool = False
     previous: tuple[str, int] | None = None
     """(version, sequence) stored before, when the device was known."""
+    batch: int = 0
+    """The number of reports of the transaction that wrote it, on the first
+    report of that transaction only (0 on the others): once the transaction
+    committed, each batch is counted once (the batch-size metric)."""
     key: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -233,7 +238,8 @@ def write_reports(tx: Transaction, pending: Sequence[PendingReport]) -> None:
     upserts: list[tuple[object, ...]] = []
     history: list[tuple[object, ...]] = []
     new_classes: set[str] = set()
-    for item in pending:
+    for index, item in enumerate(pending):
+        item.batch = 0 if index else len(pending)
         item.denied = item.key in denied
         item.changed = False
         item.previous = None
@@ -377,16 +383,20 @@ def _page(
     return [device_record(row) for row in rows], len(rows) == limit
 
 
-def _rows(
-    tx: Transaction, query: QueryFilter, after: bytes, limit: int
-) -> tuple[bytes, bool, bytes]:
+EncodedPage = tuple[bytes, bool, bytes, int]
+"""What a ``rows`` read gives: the encoded page, whether more may follow, the
+next page's cursor (the last device's encoded identity) and how many devices
+the page holds."""
+
+
+def _rows(tx: Transaction, query: QueryFilter, after: bytes, limit: int) -> EncodedPage:
     if not 1 <= limit <= MAX_ROWS:
         raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
     sql, params = query_sql(query, after, limit)
     rows = tx.rows(sql, params)
     page, count = fit_device_page(rows)
     more = len(rows) == limit or count < len(rows)
-    return page, more, bytes(rows[count - 1][0]) if count else after
+    return page, more, bytes(rows[count - 1][0]) if count else after, count
 
 
 def _count(tx: Transaction, query: QueryFilter) -> int:
@@ -472,12 +482,11 @@ class SyncVersionStore:
     ) -> tuple[list[DeviceRecord], bool]:
         return self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
 
-    def rows(
-        self, query: QueryFilter, after: bytes = b"", limit: int = MAX_ROWS
-    ) -> tuple[bytes, bool, bytes]:
+    def rows(self, query: QueryFilter, after: bytes = b"", limit: int = MAX_ROWS) -> EncodedPage:
         """One page as the ``rows`` method answers it (an encoded
-        :mod:`~dofpy_services.version.page`), whether more may follow, and
-        the next page's cursor (the last device's encoded identity)."""
+        :mod:`~dofpy_services.version.page`), whether more may follow, the
+        next page's cursor (the last device's encoded identity) and how many
+        devices it holds."""
         return self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
 
     def stream(self, query: QueryFilter, page_size: int = MAX_PAGE) -> Iterator[DeviceRecord]:
@@ -560,7 +569,7 @@ class AsyncVersionStore:
     ) -> tuple[list[DeviceRecord], bool]:
         return await self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
 
-    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> EncodedPage:
         return await self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
 
     async def count(self, query: QueryFilter) -> int:

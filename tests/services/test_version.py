@@ -75,6 +75,9 @@ class Running:
     store: AsyncVersionStore
     reports: ReportProvider
     prefetch: PagePrefetch
+    queries: QueryProvider
+    batches: list[int]
+    """The size of each batch of reports committed, as the provider learnt it."""
 
     @asynccontextmanager
     async def client(self, identity: OID) -> AsyncIterator[VersionClient]:
@@ -97,12 +100,19 @@ async def serving(
         feed = ChangeFeed(16, node)
         prefetch = PagePrefetch(store, nursery)
         used = wrap(store) if wrap is not None else store
+        batches: list[int] = []
         reports = ReportProvider(
-            used, feed, lambda: 1000.0, retry_after=0.5, max_pending=max_pending
+            used,
+            feed,
+            lambda: 1000.0,
+            retry_after=0.5,
+            max_pending=max_pending,
+            on_batch=batches.append,
         )
+        queries = QueryProvider(store, feed, prefetch)
         node.provide(VERSION_OBJECT, VERSION_REPORT, reports)
-        node.provide(VERSION_OBJECT, VERSION_QUERY, QueryProvider(store, feed, prefetch))
-        yield Running(local, node, store, reports, prefetch)
+        node.provide(VERSION_OBJECT, VERSION_QUERY, queries)
+        yield Running(local, node, store, reports, prefetch, queries, batches)
         nursery.cancel_scope.cancel()  # pages prefetched and never asked for
 
 
@@ -341,3 +351,31 @@ async def test_subscribers_learn_a_class_s_changes(location: str) -> None:
     assert (first.identity, first.version, first.boot.accepted) == (device(1), "1.1", False)
     assert (first.previous_version, first.previous_sequence) == ("1.0", 10)
     assert (second.version, second.boot.accepted) == ("1.1", True)
+
+
+async def test_batches_and_pages_are_counted(location: str) -> None:
+    async with (
+        serving(location) as service,
+        service.client(device(1)) as one,
+        service.client(device(2)) as two,
+        service.client(CLIENT_ID) as client,
+    ):
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:  # at once: one batch, or two
+                nursery.start_soon(one.report, report(version="1.0"))
+                nursery.start_soon(two.report, report(version="1.1"))
+            await one.report(report(version="1.2"))
+            for n in range(10, 30):
+                await service.store.report(device(n), report(), 1.0)  # not through the provider
+            streamed = [d async for d in client.devices(QueryFilter(), page_size=8)]
+            records, _ = await client.page(QueryFilter(device_class="sensor"), b"", 5)
+    # Each committed batch of the provider's reports counted once, by its size.
+    assert sum(service.batches) == 3 and service.batches[-1] == 1
+    counts = service.queries.counts
+    # 22 devices by pages of 8: 8, 8, 6; and one query page of 5.
+    assert len(streamed) == 22 and len(records) == 5
+    assert counts.pages == {"rows": 3, "query": 1}
+    assert counts.devices == {"rows": 22, "query": 5}
+    # The second and third pages were read ahead (used unless a second passed).
+    assert counts.prefetched.get("rows", 0) == service.prefetch.used
+    assert service.prefetch.statistics().started == 2

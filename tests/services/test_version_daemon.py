@@ -227,6 +227,18 @@ async def test_a_killed_daemon_loses_no_acknowledged_report(
                     "json",
                 )
             )
+            streamed = await trio.to_thread.run_sync(
+                lambda: cli(
+                    capsys,
+                    "version",
+                    "query",
+                    *over_oap,
+                    "--page-size",
+                    "2",
+                    "--format",
+                    "csv",
+                )
+            )
             _, metrics = await trio.to_thread.run_sync(scrape, metrics_at, "/metrics")
             process.send_signal(signal.SIGTERM)
             process.wait(timeout=WAIT)
@@ -235,6 +247,23 @@ async def test_a_killed_daemon_loses_no_acknowledged_report(
         counted = samples(metrics)
         assert counted[("dofpy_version_reports_total", frozenset({("outcome", "changed")}))] == 1
         assert counted[("dofpy_version_watched_classes", frozenset())] == 0
+        # This process committed the one report, alone in its batch.
+        assert counted[("dofpy_version_report_batch_size_count", frozenset())] == 1
+        assert counted[("dofpy_version_report_batch_size_sum", frozenset())] == 1
+        # The stream: pages of 2, 2, 2 and an empty one; the three after the
+        # first were read ahead (each used if asked within a second).
+        assert len(streamed.splitlines()) == 1 + DEVICES
+        rows = frozenset({("method", "rows")})
+        pages = {
+            source: counted.get(("dofpy_version_pages_total", rows | {("source", source)}), 0.0)
+            for source in ("read", "prefetched")
+        }
+        assert sum(pages.values()) == 4
+        assert counted[("dofpy_version_page_devices_total", rows)] == DEVICES
+        assert counted[("dofpy_version_page_duration_seconds_count", rows)] == 4
+        assert counted[("dofpy_version_prefetch_started_total", frozenset())] == 3
+        used = counted[("dofpy_version_prefetch_used_total", frozenset())]
+        assert used == pages["prefetched"]
         device_shown = json.loads(shown)["device"]
         assert (device_shown["version"], device_shown["accepted"]) == ("9.9", False)
         await authenticator.signals.send(signal.SIGTERM)

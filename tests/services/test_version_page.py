@@ -18,16 +18,19 @@ from hypothesis import strategies as st
 
 from dofpy.errors import BadPacket
 from dofpy.oap.errors import OapError, OapErrorCode
+from dofpy.oap.interface import Interface
 from dofpy.wire.oid import OID
 from dofpy_services.store import StoreUnavailable
-from dofpy_services.version import QueryFilter, VersionClient
-from dofpy_services.version.daemon import PagePrefetch
+from dofpy_services.version import VERSION_OBJECT, VERSION_QUERY, QueryFilter, VersionClient
+from dofpy_services.version.daemon import PagePrefetch, PrefetchStatistics, QueryProvider
+from dofpy_services.version.interface import MAX_PAGE
 from dofpy_services.version.page import (
     COLUMNS,
     MAX_PAGE_BYTES,
     MAX_ROWS,
     decode_device_page_untrusted,
     encode_device_page,
+    fit_device_page,
 )
 from dofpy_services.version.store import PendingReport, device_record, write_reports
 from tests.services.test_daemon_runner import WAIT
@@ -74,6 +77,25 @@ def test_a_page_decodes_to_the_records_query_makes_of_the_same_rows(
     page = decode_device_page_untrusted(encoded)
     assert list(page.records()) == [device_record(row) for row in rows]
     assert page.keys == [row[0] for row in rows] and len(page) == len(rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, MAX_ROWS), st.integers(0, 600), st.integers(0, 64))
+def test_a_fitted_page_is_the_encoding_of_the_devices_it_holds(
+    count: int, version_length: int, digest_length: int
+) -> None:
+    # Devices large enough that only some fit (a version up to 600 bytes:
+    # more than VersionReport allows, to fill a page sooner).
+    rows = [
+        tuple(_row(n, version="v" * (version_length + n % 7), image_digest=b"d" * digest_length))
+        for n in range(count)
+    ]
+    page, fitted = fit_device_page(rows)
+    assert 1 <= fitted <= count
+    assert page == encode_device_page(rows[:fitted])
+    assert len(page) <= MAX_PAGE_BYTES or fitted == 1
+    if fitted < count:  # as many as fit, give or take the estimate's rounding
+        assert len(encode_device_page(rows[: fitted + 2])) > MAX_PAGE_BYTES * 0.98
 
 
 def _row(number: int, **changes: Any) -> list[Any]:
@@ -243,12 +265,14 @@ class _CountingStore:
         self.reads: list[bytes] = []
         self.fail = False
 
-    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool, bytes]:
+    async def rows(
+        self, query: QueryFilter, after: bytes, limit: int
+    ) -> tuple[bytes, bool, bytes, int]:
         self.reads.append(after)
         await trio.sleep(0.01)
         if self.fail:
             raise StoreUnavailable("down")
-        return b"page " + after, True, after + b"+"
+        return b"page " + after, True, after + b"+", 1
 
 
 async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
@@ -260,7 +284,7 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
         prefetch = PagePrefetch(store, nursery, max_pages=2, max_age=1.0)  # type: ignore[arg-type]
         prefetch.start((query, b"a", 9))
         prefetch.start((query, b"a", 9))  # being read already: one read
-        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+")
+        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+", 1)
         assert await prefetch.take((query, b"a", 9)) is None  # once
         prefetch.start((query, b"b", 9))
         await trio.sleep(2.0)
@@ -278,3 +302,106 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
         assert await prefetch.take((query, b"f", 9)) is None  # the request reads it itself
     assert sorted(store.reads) == [b"a", b"b", b"c", b"d", b"f", b"g"]  # "a" read once
     assert prefetch.used == 3
+    # Six reads; "a" and "g" waited for, "d" was ready; "b" too old, "c"
+    # dropped for "g", "f" failed.
+    assert prefetch.statistics() == PrefetchStatistics(
+        started=6, used=3, waited=2, expired=1, dropped=1, failed=1
+    )
+
+
+# The query interface as a service older than ``rows`` provides it: the same
+# interface id, without item 8 (its OAP layer answers NO_SUCH_ITEM to it).
+OLDER_QUERY = Interface.define(
+    VERSION_QUERY.iid, VERSION_QUERY.name, [i for i in VERSION_QUERY.items if i.name != "rows"]
+)
+
+
+class _OlderQueries(QueryProvider):
+    """The older service's queries: records pages only, counted."""
+
+    def __init__(self, store: Any) -> None:
+        super().__init__(store, None)
+        self.pages: list[int] = []
+
+    async def query(self, query: QueryFilter, after: bytes, limit: int) -> Any:
+        self.pages.append(limit)
+        return await super().query(query, after, limit)
+
+
+async def test_a_client_streams_by_query_pages_from_a_service_older_than_rows(
+    location: str,
+) -> None:
+    count = 300
+    async with serving(location) as service, service.client(CLIENT_ID) as client:
+        pending = [
+            PendingReport(device(n), report(version=f"1.{n % 3}"), 100.0 + n) for n in range(count)
+        ]
+        await service.store.database.write(lambda tx: write_reports(tx, pending), kind="load")
+        older = _OlderQueries(service.store)
+        service.node.withdraw(VERSION_OBJECT, VERSION_QUERY)
+        service.node.provide(VERSION_OBJECT, OLDER_QUERY, older)
+        stored, _ = await service.store.page(QueryFilter(), b"", MAX_ROWS)
+        stored += (await service.store.page(QueryFilter(), stored[-1].identity.encode(), 100))[0]
+        with trio.fail_after(WAIT):
+            with pytest.raises(OapError) as refused:
+                await client.rows(QueryFilter(), b"", MAX_ROWS)
+            streamed = [d async for d in client.devices(QueryFilter())]
+            asked_first = len(older.pages)
+            # Known now: the next stream asks ``query`` at once.
+            again = [
+                d.identity
+                async for d in client.devices(QueryFilter(not_version="1.0"), page_size=50)
+            ]
+    assert refused.value.error_code is OapErrorCode.NO_SUCH_ITEM
+    # Every device, once, in identity order, as the records the store holds.
+    assert streamed == stored and len(streamed) == count
+    assert client.rows_supported is False
+    assert older.pages[:asked_first] == [MAX_PAGE, MAX_PAGE, MAX_PAGE]  # 128, 128, 44
+    # 200 devices not running 1.0: four full pages, and a fifth finds none.
+    assert older.pages[asked_first:] == [50] * 5
+    assert again == [device(n) for n in range(count) if n % 3 != 0]
+
+
+class _ScriptedQueries:
+    """A node answering ``rows`` NO_SUCH_ITEM and ``query`` from ``pages``."""
+
+    def __init__(self, pages: list[tuple[tuple[Any, ...], bool]]) -> None:
+        self.pages = pages
+        self.methods: list[str] = []
+
+    async def invoke(self, peer: Any, oid: Any, interface: Any, method: str, *args: Any, **_: Any):
+        self.methods.append(method)
+        if method == "rows":
+            raise OapError(OapErrorCode.NO_SUCH_ITEM, "no item 8")
+        return self.pages.pop(0)
+
+
+def _record(number: int) -> Any:
+    return device_record(tuple(_row(number)))
+
+
+async def test_query_pages_that_would_not_move_the_cursor_on_are_refused_too() -> None:
+    for answer in [
+        [((_record(2), _record(1)), True)],  # out of order
+        [((_record(1),), True), ((_record(1),), True)],  # repeats the cursor
+    ]:
+        node = _ScriptedQueries(answer)
+        client = VersionClient(node, ("127.0.0.1", 1))  # type: ignore[arg-type]
+        with pytest.raises(OapError) as refused:
+            _ = [d async for d in client.devices(QueryFilter())]
+        assert refused.value.error_code is OapErrorCode.INVALID_VALUE
+        assert node.methods[0] == "rows" and set(node.methods[1:]) == {"query"}
+    # Another refusal of ``rows`` is not taken for an older service.
+    client = VersionClient(
+        _AnsweringNode(()),  # type: ignore[arg-type]
+        ("127.0.0.1", 1),
+    )
+
+    async def denied(*args: Any, **kwargs: Any) -> Any:
+        raise OapError(OapErrorCode.PERMISSION_DENIED, "no")
+
+    client._node.invoke = denied  # type: ignore[method-assign]
+    with pytest.raises(OapError) as refused:
+        _ = [d async for d in client.devices(QueryFilter())]
+    assert refused.value.error_code is OapErrorCode.PERMISSION_DENIED
+    assert client.rows_supported is None
