@@ -49,6 +49,7 @@ __all__ = [
     "campaign_step",
     "device_event",
     "device_step",
+    "start_burst",
     "start_tokens",
 ]
 
@@ -378,13 +379,36 @@ def _observed(
     return None, []
 
 
+START_WINDOW = (2.0, 15.0)
+"""The devices-per-minute bucket holds one step's worth of starts (the time
+since the last refill, kept within these seconds; at least one start): steps
+come every second or more (ten by default), so a bucket of one would cap any
+rate at one start per step (the fleet demo's 600 a minute ran at 30), and an
+unbounded one would let a long pause end in a flood."""
+
+
+def start_burst(spec: CampaignSpec, elapsed: float) -> float:
+    """The bucket's size after ``elapsed`` seconds without a refill."""
+    window = min(max(elapsed, START_WINDOW[0]), START_WINDOW[1])
+    return max(1.0, spec.devices_per_minute * window / 60.0)
+
+
 def start_tokens(spec: CampaignSpec, tokens: float, at: float, now: float) -> tuple[float, float]:
     """The devices-per-minute bucket refilled to ``now``: (tokens, now). The
-    bucket holds at most one token: in any ``T`` seconds at most
-    ``rate * T / 60 + 1`` devices start. Uncapped (or urgent): always one."""
+    time since ``at`` adds ``rate`` a minute, up to :func:`start_burst` plus
+    one: in any ``T`` seconds at most ``rate * T / 60`` plus one burst of at
+    most 15 s worth (and one) start, the rate is met however far apart the
+    steps, and a long pause ends in one burst. Uncapped (or urgent): always
+    one."""
     if spec.devices_per_minute <= 0 or spec.urgency is Urgency.URGENT:
         return 1.0, now
-    return min(1.0, tokens + max(0.0, now - at) * spec.devices_per_minute / 60.0), now
+    elapsed = now - at
+    if elapsed <= 0:
+        return tokens, at  # the same step (or a clock gone back): nothing more
+    # One start more than the burst: a fraction left over is never lost to
+    # the cap (4 a minute at 4 s steps would start 3.75).
+    refilled = tokens + elapsed * spec.devices_per_minute / 60.0
+    return min(refilled, start_burst(spec, elapsed) + 1.0), now
 
 
 def campaign_step(

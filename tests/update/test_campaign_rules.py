@@ -31,6 +31,8 @@ from dofpy_services.update.engine import (
     EventKind,
     apply_command,
     device_event,
+    start_burst,
+    start_tokens,
 )
 from dofpy_services.update.tracking import DeviceState
 from tests.update.campaign_fixtures import make_spec
@@ -145,3 +147,25 @@ def test_a_device_counted_failed_then_seen_on_the_intended_version_succeeds(
     cancelled = DeviceRow("dev", 0, DeviceState.CANCELLED, revision=7, attempts=1)
     change, _ = device_event(campaign, cancelled, seen, 100.0, rng)
     assert change is None or change.state is None
+
+
+@given(
+    rate=st.floats(min_value=1.0, max_value=6000.0),
+    step=st.floats(min_value=0.5, max_value=15.0),
+)
+def test_the_start_bucket_meets_its_rate_when_steps_are_far_apart(rate: float, step: float) -> None:
+    """Steps seconds apart still start ``rate`` devices a minute, never more
+    than ``rate * T / 60`` plus one burst; a long pause ends in one burst of
+    at most 15 s worth, not a flood."""
+    spec = make_spec(devices_per_minute=rate)
+    tokens, at, started, now = 0.0, 0.0, 0, 0.0
+    burst = start_burst(spec, step) + 1.0
+    for _ in range(200):
+        now += step
+        tokens, at = start_tokens(spec, tokens, at, now)
+        while tokens >= 1.0:  # each step starts what its tokens allow
+            tokens, at = start_tokens(spec, tokens - 1.0, at, now)  # same step: unchanged
+            started += 1
+    assert rate * now / 60.0 - 1.0 - 1e-6 <= started <= rate * now / 60.0 + burst
+    after_pause, _ = start_tokens(spec, tokens, at, now + 86_400.0)
+    assert after_pause == max(1.0, rate * 15.0 / 60.0) + 1.0
