@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dofpy.credentials import NodeCredentials
 from dofpy.transfer.messages import TRANSFER_IID
 from dofpy.wire.oid import OID
-from dofpy.wire.permissions import Action, BindingPermission
+from dofpy.wire.permissions import Action, BindingPermission, PermissionSet
 from dofpy_services.authenticator.store import AuthenticatorStore, StoreError
 from dofpy_services.device.boot_records import Layout
 from dofpy_services.device.simulated import RECORDS_FILE, FirmwareImage, SimulatedBootloader
@@ -33,10 +33,31 @@ from dofpy_services.update import device_keys as dk
 from dofpy_services.update.device_interface import UPDATE_DEVICE
 from dofpy_services.version.interface import VERSION_REPORT
 
-__all__ = ["DEVICE_INTERFACES", "EnrolledDevice", "Firmware", "enrol_fleet", "report_key"]
+__all__ = [
+    "DEVICE_INTERFACES",
+    "EnrolledDevice",
+    "Firmware",
+    "enrol_fleet",
+    "fleet_device_permissions",
+    "report_key",
+]
 
 DEVICE_INTERFACES = (VERSION_REPORT.iid, UPDATE_DEVICE.iid, IMAGE_INTERFACE.iid, TRANSFER_IID)
 """What a device executes: its check-ins, the device interface, manifests, blocks."""
+
+
+def _actions(iid: object) -> Action:
+    # The device interface's pushes (its assignment, the moment it is
+    # notified) need subscribe too.
+    return Action.EXECUTE | Action.SUBSCRIBE if iid == UPDATE_DEVICE.iid else Action.EXECUTE
+
+
+def fleet_device_permissions() -> PermissionSet:
+    """What an enrolled fleet device is granted and asks for in its sessions
+    (a node asking for more than it was granted is refused its ticket)."""
+    return PermissionSet(
+        tuple(BindingPermission(_actions(iid), OID(0), iid) for iid in DEVICE_INTERFACES)
+    )
 
 
 @dataclass(frozen=True)
@@ -83,21 +104,21 @@ def enrol_fleet(
     authenticator_identity: OID | None = None,
     prefix: str = "sim",
     seed: int = 0,
+    first: int = 0,
 ) -> list[EnrolledDevice]:
-    """Enrol ``count`` devices (blocking: the stores). A device enrolled
-    before keeps its identity and grants; its folder is flashed only once."""
+    """Enrol ``count`` devices numbered from ``first`` (blocking: the
+    stores). A device enrolled before keeps its identity and grants; its
+    folder is flashed only once."""
     now = time.time()
     devices: list[EnrolledDevice] = []
     keys: list[tuple[str, bytes]] = []
-    for number in range(count):
+    for number in range(first, first + count):
         identity = OID(3, device_name(prefix, number, domain_name).encode())
         with suppress(StoreError):  # enrolled by an earlier run of the same fleet
             authenticators.add_node(domain, identity, now)
-        for iid in DEVICE_INTERFACES:
+        for permission in fleet_device_permissions().permissions:
             with suppress(StoreError):  # held already
-                authenticators.grant(
-                    domain, identity, BindingPermission(Action.EXECUTE, OID(0), iid), now
-                )
+                authenticators.grant(domain, identity, permission, now)
         credential = authenticators.domain(domain).credential_for(identity, 0)
         credentials = NodeCredentials(
             domain,

@@ -29,7 +29,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -43,14 +43,14 @@ from dofpy.trio import open_transfer_node
 from dofpy.wire.oid import OID
 from dofpy_services.demo import LossyLink
 from dofpy_services.device.agent import AgentPorts, DeviceAgent, Rebooted, UserAnswer
-from dofpy_services.device.fs import PowerCut, PowerCutFs
+from dofpy_services.device.fs import OsFs, PowerCut, PowerCutFs
 from dofpy_services.device.images import ServiceImages
-from dofpy_services.device.run import device_permissions, user_hook
+from dofpy_services.device.run import user_hook
 from dofpy_services.device.simulated import SimulatedBootloader
 from dofpy_services.device.table import State
 from dofpy_services.device.update_client import UpdateDeviceClient
 from dofpy_services.device.verifier import DeviceVerifier
-from dofpy_services.fleet.enrol import EnrolledDevice
+from dofpy_services.fleet.enrol import EnrolledDevice, fleet_device_permissions
 from dofpy_services.update.device_interface import InstallOutcome, InstallReport
 from dofpy_services.version.client import VersionClient
 from dofpy_services.version.interface import VersionReport
@@ -175,13 +175,17 @@ class _Device:
     cut_after: int | None
     """Operations into its update at which the device loses power (None: never)."""
     rng: random.Random
+    class_id: uuid.UUID
+    class_name: str
 
     def open(self) -> SimulatedBootloader:
+        # No fsync reaches the host's disk: a device's durability is
+        # modelled (PowerCutFs: what a cut keeps), and a fleet's thousands of
+        # state-file fsyncs would block the one loop running every device.
+        folder = self.enrolled.directory
         if self.cut_after is not None:
-            return SimulatedBootloader(
-                self.enrolled.directory, fs=PowerCutFs(self.enrolled.directory)
-            )
-        return SimulatedBootloader(self.enrolled.directory)
+            return SimulatedBootloader(folder, fs=PowerCutFs(folder, sync=False))
+        return SimulatedBootloader(folder, fs=OsFs(folder, sync=False))
 
     def arm(self, boot: SimulatedBootloader, state: State) -> None:
         """Once the update begins, set the power cut's operation."""
@@ -216,16 +220,18 @@ async def _run_device(
     services: FleetServices,
     trust_root: TrustRoot,
     vendor_id: uuid.UUID,
-    class_id: uuid.UUID,
-    class_name: str,
     poll_interval: float,
     checked_in: Callable[[], None],
     stop: trio.Event,
+    start_spread: float = 0.0,
 ) -> None:
+    if start_spread > 0:
+        with trio.move_on_after(device.rng.uniform(0.0, start_spread)):
+            await stop.wait()
     enrolled = device.enrolled
     outcome = device.outcome
     config = TransferConfig(
-        oap=OapConfig(node=enrolled.credentials.node_config(device_permissions()))
+        oap=OapConfig(node=enrolled.credentials.node_config(fleet_device_permissions()))
     )
     first = SimulatedBootloader(enrolled.directory).booted().image.digest
     told = False
@@ -244,17 +250,22 @@ async def _run_device(
 
         try:
             async with open_transfer_node(("127.0.0.1", 0), config) as node:
-                verifier = DeviceVerifier(trust_root, vendor_id, class_id, time.time)
+                verifier = DeviceVerifier(trust_root, vendor_id, device.class_id, time.time)
+                # Each device starts with its own provider of the list (relays
+                # share the fleet between them); the others are its fallbacks.
+                turn = enrolled.number % len(services.images)
+                providers = [*services.images[turn:], *services.images[:turn]]
+                update = UpdateDeviceClient(
+                    node.node, services.update, identity=services.update_identity
+                )
                 ports = AgentPorts(
-                    UpdateDeviceClient(
-                        node.node, services.update, identity=services.update_identity
-                    ),
+                    update,
                     _Version(
                         VersionClient(
                             node.node, services.version, identity=services.version_identity
                         )
                     ),
-                    ServiceImages(node, list(services.images), verifier),
+                    ServiceImages(node, providers, verifier),
                     health,
                     user_hook(UserAnswer.ACCEPT, 0.0),
                 )
@@ -268,7 +279,7 @@ async def _run_device(
                         boot.fs,
                         identity=enrolled.identity,
                         key=enrolled.report_key,
-                        device_class=class_name,
+                        device_class=device.class_name,
                     )
                     try:
                         until = _checked_in if outcome.offline and not told else _settled
@@ -286,8 +297,18 @@ async def _run_device(
                         checked_in()
                         if outcome.offline:
                             return  # checked in once, then gone for the whole campaign
-                    with trio.move_on_after(poll_interval * device.rng.uniform(0.5, 1.5)):
-                        await stop.wait()
+                    # Until its next check-in, or until the Update service
+                    # pushes it an assignment (then at once), or the end.
+                    wait = poll_interval * device.rng.uniform(0.5, 1.5)
+                    async with trio.open_nursery() as waiting:
+
+                        async def stopped(scope: trio.CancelScope = waiting.cancel_scope) -> None:
+                            await stop.wait()
+                            scope.cancel()
+
+                        waiting.start_soon(stopped)
+                        await update.wait_for_assignment(trio.current_time() + wait)
+                        waiting.cancel_scope.cancel()
         except (PowerCut, BaseExceptionGroup) as exc:
             if not _power_cut(exc):
                 raise
@@ -311,23 +332,38 @@ async def run_fleet(
     done: Callable[[], bool] | None = None,
     on_checked_in: Callable[[], None] | None = None,
     check_every: float = 0.5,
+    classes: Mapping[OID, tuple[uuid.UUID, str]] | None = None,
+    updating: Collection[OID] | None = None,
+    start_spread: float = 0.0,
 ) -> FleetResult:
     """Run ``devices`` until ``done()`` (checked every ``check_every`` seconds,
     in a worker thread: it may read a store) or ``duration`` seconds pass.
-    ``on_checked_in``: called once every device has checked in once."""
+    ``on_checked_in``: called once every device has checked in once.
+    ``classes``: a device's class (UUID, name) where it is not ``class_id``
+    and ``class_name`` (a fleet of several classes). ``updating``: the
+    devices that will update (a campaign's population): the unhealthy ones
+    and those losing power are drawn from them, power cuts as a share of them
+    (default: any online device, a share of the fleet). ``start_spread``:
+    devices power on at random moments over this many seconds (a fleet never
+    boots at one instant; all at once, a thousand handshakes queue at each
+    service)."""
+    classes = classes or {}
     rng = random.Random(f"fleet:{faults.seed}")
     order = list(range(len(devices)))
     rng.shuffle(order)
     offline = set(order[: round(len(devices) * faults.offline)])
     rest = order[len(offline) :]
-    unhealthy = set(rest[: faults.unhealthy])
-    cut = set(rest[faults.unhealthy : faults.unhealthy + round(len(devices) * faults.power_cuts)])
+    pool = [n for n in rest if updating is None or devices[n].identity in updating]
+    unhealthy = set(pool[: faults.unhealthy])
+    pool = [n for n in pool if n not in unhealthy]
+    cut = set(pool[: round(len(devices if updating is None else updating) * faults.power_cuts)])
     runs = [
         _Device(
             enrolled,
             DeviceOutcome(enrolled.identity, offline=n in offline, unhealthy=n in unhealthy),
             rng.randrange(1, _CUT_SPAN) if n in cut else None,
             random.Random(f"fleet:{faults.seed}:{n}"),
+            *classes.get(enrolled.identity, (class_id, class_name)),
         )
         for n, enrolled in enumerate(devices)
     ]
@@ -361,8 +397,8 @@ async def run_fleet(
         async with trio.open_nursery() as devices_nursery:
             for run in runs:
                 devices_nursery.start_soon(
-                    _guarded, run, targets, trust_root, vendor_id, class_id, class_name,
-                    poll_interval, checked_in, stop,
+                    _guarded, run, targets, trust_root, vendor_id, poll_interval, checked_in,
+                    stop, start_spread,
                 )  # fmt: skip
             with trio.move_on_after(duration):
                 while True:
