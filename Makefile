@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 FUZZ_SECONDS ?= 60
 BENCH_ARGS ?=
 
-.PHONY: demo test unit lint examples wheel-check interop bench fuzz soak clean
+.PHONY: demo demo-transfer test unit lint examples wheel-check interop bench fuzz soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,fuzz,bench,postgres]' || $(PY) -m pip install --quiet -e '.[test,postgres]'
 	touch $(STAMP)
 
+# The main job: the whole reprogramming process on 1,000 simulated devices
+# (python -m dofpy_services.fleet.demo --help for sizes and faults).
 demo: $(STAMP)
+	$(PY) -m dofpy_services.fleet.demo
+
+# The block transfer alone: 20 requestors through a caching relay.
+demo-transfer: $(STAMP)
 	$(PY) -m dofpy_services.demo
 
 # The newcomer's test command: lint, types, the test suite with coverage gates.
@@ -56,12 +62,20 @@ bench: $(STAMP)
 fuzz: $(STAMP)
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS)
 
-# The long runs of tests that run short in `make test`: the bootloader's
-# power cuts at random points over 1,000 seeded runs (100 in `make test`), and
-# the whole agent's full update with its own state files cut too: every torn
-# point and 1,000 seeded random runs (20 in `make test`).
+# The long runs: the bootloader's power cuts at random points over 1,000
+# seeded runs (100 in `make test`), the whole agent's update with its own
+# state files cut too (every torn point and 1,000 seeded runs; 20 in `make
+# test`), then a campaign on a simulated fleet under 20% loss and power cuts
+# with the Update, Version, Image and relay daemons killed (SIGKILL) and
+# restarted at random moments: it checks every device against its records and
+# prints what it survived. SOAK_SECONDS bounds the campaign (the whole target
+# takes about 10 minutes).
+SOAK_SECONDS ?= 300
+SOAK_DEVICES ?= 300
 soak: $(STAMP)
 	DOFPY_SOAK=1 $(PY) -m pytest -q tests/device/test_power_cuts.py tests/device/test_agent_power_cuts.py
+	$(PY) -m dofpy_services.fleet.demo --devices $(SOAK_DEVICES) --loss 0.2 --power-cuts 0.1 \
+		--kill-every 20 --silence-timeout 90 --duration $(SOAK_SECONDS) --report out/soak-report.html
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage* out
