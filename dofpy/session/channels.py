@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from dofpy._core import Address
-from dofpy.errors import BadPacket, BrokenResourceError, ClosedResourceError, DofError
+from dofpy.errors import (
+    BadPacket,
+    BrokenResourceError,
+    ClosedResourceError,
+    DofError,
+    DofTimeoutError,
+)
 from dofpy.security.crypto import AuthenticationFailed
 from dofpy.security.secure_frame import ReplayedPacket, SecureChannel
 from dofpy.session.commands import CommandTable
@@ -60,6 +66,13 @@ class Session:
     # peer that cannot take the handshake is not asked at every packet).
     rekey_not_before: float = 0.0
     order: int = 0  # when it was installed (expiries are handled in this order)
+    # When a datagram from the peer last authenticated under this key (its
+    # installation, until one does): a request that went unanswered since is
+    # the one sign that the peer lost the key (it restarted).
+    last_opened: float = 0.0
+    # When this side first sealed to the peer after it was last heard from
+    # (None: heard from since its last packet was sealed).
+    unheard_since: float | None = None
 
 
 class ChannelTable:
@@ -221,6 +234,30 @@ class ChannelTable:
             raise BadPacket(f"sealed TEP {type(pdu).__name__} is not handled")
         self.forget(peer, BrokenResourceError(f"{peer} ended the secure session"), now)
 
+    def retire_if_silent(self, peer: Address, since: float, now: float) -> bool:
+        """A request to ``peer`` sent at ``since`` went unanswered through every
+        retransmission: if nothing from ``peer`` authenticated under the
+        current key since then either, the peer has most likely lost it (a
+        restarted process keeps no session keys, and no unauthenticated
+        "unknown session" notice can be trusted), so the session is retired
+        here and the next request starts a new handshake instead of being
+        sealed, unheard, until the key expires hours later. True when it was."""
+        session = self._current.get(peer)
+        if session is None or max(session.last_opened, session.established) > since:
+            return False
+        self._counts["silent_sessions_retired"] += 1
+        self.forget(
+            peer,
+            DofTimeoutError(
+                f"secure session with {peer[0]}:{peer[1]} retired: nothing from it authenticated"
+                f" for {now - max(session.last_opened, session.established):.1f} s while a"
+                " request went unanswered (it may have restarted); the next request starts"
+                " a new handshake"
+            ),
+            now,
+        )
+        return True
+
     def forget(self, peer: Address, error: DofError, now: float) -> None:
         """End the session with ``peer``: every key of it is retired now."""
         session = self._current.pop(peer, None)
@@ -260,6 +297,8 @@ class ChannelTable:
 
     def on_opened(self, peer: Address, session: Session, now: float) -> None:
         """A datagram from ``peer`` authenticated under ``session``."""
+        session.last_opened = now
+        session.unheard_since = None
         if not session.confirmed:
             session.confirmed = True
             previous = self._previous.get(peer)
@@ -312,7 +351,24 @@ class ChannelTable:
             now >= session.expires or channel.packets_remaining <= self.config.rekey_packets_left
         ):
             self._start_handshake(peer, now)
+        elif channel.initiator and self.config.silence_rekey > 0:
+            self._watch_silence(peer, session, now)
         return True
+
+    def _watch_silence(self, peer: Address, session: Session, now: float) -> None:
+        """Sealing to ``peer`` for ``silence_rekey`` seconds with nothing
+        authenticated back: a new handshake (see SecurityConfig)."""
+        if session.unheard_since is None:
+            session.unheard_since = now
+        elif (
+            now - session.unheard_since >= self.config.silence_rekey
+            and now >= session.rekey_not_before
+            and self._current.get(peer) is session
+            and not self._handshaking(peer)
+        ):
+            session.rekey_not_before = now + self.config.handshake_timeout
+            self._counts["silence_rekeys"] += 1
+            self._start_handshake(peer, now)
 
     def _rekey_for_usage(self, peer: Address, session: Session, now: float) -> None:
         # Either side may start the handshake (TEP lets a responder initiate

@@ -97,6 +97,15 @@ class SecurityConfig:
     kept only to open the peer's packets still in flight: until the peer is
     seen using the new one (then a short reorder grace) and at most
     ``superseded_grace`` seconds; End Session retires every key of the peer.
+
+    A peer that lost its keys (a restarted process) cannot say so in a way
+    that could be trusted, so the initiator of a session watches for it: once
+    it has kept sealing to the peer for ``silence_rekey`` seconds with nothing
+    authenticated back, it starts a new handshake (a rekey: a live peer just
+    takes it; a restarted one gets a session it can read), at most once per
+    ``handshake_timeout``. A peer that answers nothing at all (one-way
+    commands only) is so rekeyed every ``silence_rekey`` seconds: cheap next
+    to sealing into the void for hours. 0 turns this off.
     """
 
     domain: OID
@@ -113,6 +122,7 @@ class SecurityConfig:
     desired_duration: int = 60
     cookie_lifetime: float = 30.0
     handshake_timeout: float = 15.0
+    silence_rekey: float = 20.0
     max_half_open: int = 256
     max_half_open_per_source: int = 8
     rekey_packets_left: int = 1 << 16
@@ -161,6 +171,8 @@ class SecurityConfig:
             raise ValueError("max_half_open_per_source must be >= 1")
         if self.max_half_open < 1 or self.cookie_lifetime <= 0 or self.handshake_timeout <= 0:
             raise ValueError("max_half_open, cookie_lifetime, handshake_timeout must be > 0")
+        if self.silence_rekey < 0:
+            raise ValueError("silence_rekey must be >= 0 (0: off)")
         if self.defer_authenticator and (
             self.authenticator is not None or self.local_authenticator is not None
         ):

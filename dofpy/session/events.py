@@ -213,6 +213,12 @@ class SecurityStatistics:
     sends_held: int
     keys_retired: int
     integrity_retirements: int
+    silent_sessions_retired: int
+    silence_rekeys: int
+    """New handshakes started because the peer was silent under the key while
+    this side kept sealing to it (``SecurityConfig.silence_rekey``)."""
+    """Sessions retired after a request went unanswered and nothing from the
+    peer authenticated since it was sent (the peer most likely restarted)."""
     plaintext_sent: int
     plaintext_accepted: int
     sessions: int

@@ -372,9 +372,21 @@ class Node:
 
     def _timed_out(self, pending: PendingCommand, attempts: int, now: float) -> DofTimeoutError:
         """Why ``pending`` got no answer: when it waited for a handshake of
-        ours, that handshake's most likely cause (a :class:`SecureSessionTimeout`)."""
+        ours, that handshake's most likely cause (a :class:`SecureSessionTimeout`).
+        A timeout is also the one sign that a secured peer lost its session
+        keys (restarted): with nothing authenticated from it since the
+        request went out, the session is retired here (ChannelTable.retire_if_silent)."""
         security = self._security
         if security is not None and pending.app_id not in ALWAYS_PLAIN_APPS:
+            if pending.retry is not None and security.channels.retire_if_silent(
+                pending.peer, pending.retry.started, now
+            ):
+                return DofTimeoutError(
+                    f"no response from {pending.peer[0]}:{pending.peer[1]} to request"
+                    f" {pending.request_id} after {attempts} attempts, and nothing"
+                    " authenticated from it since: its secure session is retired (it may have"
+                    " restarted) and the next request starts a new handshake"
+                )
             session = security.channels.session(pending.peer)
             if session is None or (
                 pending.identity is not None and session.peer_identity != pending.identity

@@ -696,3 +696,72 @@ def test_a_responder_bound_to_the_authenticators_identity_refuses_an_impostor_th
     get = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", world.net.now)
     assert p.result(get) == RequestCompleted(get, (21,))
     assert authenticator.decisions == 1
+
+
+def test_a_restarted_provider_is_reached_again_with_a_new_handshake() -> None:
+    """The provider restarts (a new process at the same address: no session
+    keys). The client's next request is sealed under the old key and never
+    answered; once it times out with nothing from the provider authenticated
+    since it was sent, the session is retired, so the request after it
+    handshakes again and is served, rather than going unheard until the key
+    expires hours later."""
+    p = pair()
+    first = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert p.result(first) == RequestCompleted(first, (21,))
+    p.world.net.remove(PROVIDER)
+    p.provider = p.world.provider()  # restarted: same address, no keys
+    lost = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    failed = p.result(lost, max_time=300)
+    assert isinstance(failed, OapRequestFailed)
+    assert "its secure session is retired" in str(failed.error)
+    client_security = p.client.statistics().node.security
+    assert client_security is not None and client_security.silent_sessions_retired == 1
+    provider_security = p.provider.statistics().node.security
+    assert provider_security is not None and provider_security.unknown_sessions >= 1
+    again = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert p.result(again) == RequestCompleted(again, (21,))
+    established = [e for e in p.client_events if isinstance(e, SecureSessionEstablished)]
+    assert len(established) == 2
+
+
+def test_a_live_session_is_not_retired_when_only_some_requests_are_lost() -> None:
+    """A request that times out while the provider was heard from under the
+    key since it was sent (the link lost that request's copies, not the
+    peer its keys) keeps the session."""
+    p = pair()
+    first = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert p.result(first) == RequestCompleted(first, (21,))
+    channels = p.client.node._security.channels  # type: ignore[union-attr]
+    session = channels.session(PROVIDER)
+    assert session is not None
+    assert not channels.retire_if_silent(PROVIDER, session.last_opened - 1.0, p.world.net.now)
+    assert channels.session(PROVIDER) is session
+    assert channels.retire_if_silent(PROVIDER, session.last_opened + 1.0, p.world.net.now + 2)
+    assert channels.session(PROVIDER) is None
+
+
+def test_one_way_traffic_to_a_restarted_provider_comes_back_by_a_silence_rekey() -> None:
+    """One-way commands (no response: nothing ever times out) sealed to a
+    provider that restarted: after ``silence_rekey`` seconds of sealing with
+    nothing authenticated back, the initiator handshakes again and the
+    provider hears the next command."""
+    p = pair()
+    first = p.client.get(PROVIDER, THERMOSTAT_OID, THERMOSTAT, "temperature", p.world.net.now)
+    assert p.result(first) == RequestCompleted(first, (21,))
+    p.world.net.remove(PROVIDER)
+    p.provider = p.world.provider()
+    heard: list[int] = []
+    for tick in range(60):  # a one-way command a second for a minute
+        now = p.world.net.now
+        p.client.node.send_command(PROVIDER, AppId.OAP, b"\x00", now, expect_response=False)
+        p.world.net.wakeup(CLIENT)
+        p.world.net.run_until(lambda: bool(p.pump()), max_time=1.0)
+        security = p.provider.statistics().node.security
+        assert security is not None
+        if security.handshakes_completed:
+            heard.append(tick)
+    client = p.client.statistics().node.security
+    # The first silence rekey reached the restarted provider; a provider that
+    # answers nothing to one-way commands is rekeyed again every 20 s or so.
+    assert client is not None and 1 <= client.silence_rekeys <= 3
+    assert heard and 19 <= heard[0] <= 40
