@@ -163,6 +163,13 @@ class DeviceAgent:
             result: tuple[Input, str, float] = await step()
         except NotNow as exc:
             return Input.RETRY, "not now", exc.retry_after
+        except Refused as exc:
+            # Refused where the step does not expect it (AUTHORISE does): a
+            # progress, boot or report the service will not take (the
+            # campaign no longer lists the device). Retried, bounded like any
+            # failure, and giving up leads where the table says: the device
+            # is never left mid-update by it.
+            return Input.RETRY, exc.reason, 0.0
         except ManifestRefused as exc:
             # Refused again after a reboot, past VERIFY_MANIFEST (it expired
             # during a long transfer, say): never installed; the retries end
