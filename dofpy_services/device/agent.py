@@ -139,6 +139,11 @@ class DeviceAgent:
 
     def _remember(self, assignment: Assignment | None) -> None:
         self.record.remember(assignment)
+        # Nothing of the previous update carries over (its report may have
+        # been given up on, so REPORT did not end it): not the image verified
+        # for its manifest, nor a switch its last reboot left recorded.
+        self._image = None
+        self.record.switched = False
         if assignment is None:
             self.record.wrapped_key = ""
 
