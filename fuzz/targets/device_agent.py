@@ -131,9 +131,12 @@ _LEAF = 512
 
 _MAX_BOOTS = 100
 _MAX_STEPS = 500
-_MAX_VIRTUAL_SECONDS = 30 * _DAY
-"""More than any honest run with its retries and deferrals takes: a run
-still going then waits on something unbounded."""
+_MAX_WAIT = _DAY
+"""The longest a step may wait (the machine's bound on a retry_after)."""
+_MAX_VIRTUAL_SECONDS = 100 * _DAY
+"""More than a run takes when each of its answers (at most 64) makes the
+agent wait the longest it may: a run still going then waits on something
+unbounded."""
 _TRANSFER_ROUNDS = 400
 
 
@@ -339,6 +342,11 @@ class World:
     cursor: int = 0
     accepted_images: set[SlotImage] = field(default_factory=set)
     assigned_manifests: dict[bytes, bytes] = field(default_factory=dict)
+    fetched_manifests: set[bytes] = field(default_factory=set)
+    """Digests whose manifest came from the provider (its bytes are _MANIFESTS')."""
+    reset_pending: bool = False
+    settled_at: float = 0.0
+    """The virtual time the device settled at."""
     reports: list[InstallReport] = field(default_factory=list)
     boots: int = 0
     calls: list[str] = field(default_factory=list)
@@ -391,6 +399,11 @@ class World:
             self.cursor += 1
         if wait:
             await trio.sleep(wait)
+        if answer.kind == RESET and answer.data[:1] and answer.data[0] & 1:
+            # Answered, and the device resets after the step, once its
+            # record is saved (before the next step: see _done).
+            self.reset_pending = True
+            return _Answer(HONEST, b"")
         return answer
 
     def peek_kind(self) -> int:
@@ -548,6 +561,9 @@ class World:
     # -- the run ---------------------------------------------------------------------------
 
     def _done(self, agent: DeviceAgent) -> bool:
+        if self.reset_pending:
+            self.reset_pending = False
+            raise _PlatformReset()
         trail = agent.machine.trail
         return (
             self.exhausted
@@ -557,9 +573,8 @@ class World:
         )
 
     def agent(self) -> DeviceAgent:
-        machine = AgentMachine(
-            RetryPolicy(base=1.0, cap=60.0, max_attempts=4), random.Random(self.boots)
-        )
+        policy = RetryPolicy(base=1.0, cap=60.0, max_attempts=4, max_wait=_MAX_WAIT)
+        machine = AgentMachine(policy, random.Random(self.boots))
         return DeviceAgent(
             self.boot, self.ports, cast(Any, self.fs), identity=_DEVICE, key=_REPORT_KEY,
             device_class="sensor", machine=machine, check_in_interval=600.0,
@@ -588,6 +603,7 @@ class World:
                 continue
             self.reports += agent.reports_sent
             self.check_settled()
+            self.settled_at = trio.current_time()
             return
         raise AssertionError(f"the device did not settle in {_MAX_BOOTS} boots")
 
@@ -704,7 +720,9 @@ class _Images:
         world = self.world
         digest = assignment.manifest_digest
         if world.peek_kind() != SPECIAL and digest not in world.assigned_manifests:
-            return world.verified(await self.images.verify(assignment, installed))
+            image = await self.images.verify(assignment, installed)
+            world.fetched_manifests.add(digest)
+            return world.verified(image)
         answer = await world.next_answer("manifest")
         world.note(answer.kind, answer.data)
         if answer.kind == RESET:
@@ -715,7 +733,8 @@ class _Images:
             raise _exception(IMAGE_INTERFACE, answer.data)
         # Manifests are named by their digest: once one stood for this
         # digest, the same bytes come back every time it is asked for.
-        data = world.assigned_manifests.setdefault(digest, answer.data)
+        given = _MANIFESTS[digest] if digest in world.fetched_manifests else answer.data
+        data = world.assigned_manifests.setdefault(digest, given)
         return world.verified(check_manifest(world._verify, data, installed))
 
     async def transfer(
