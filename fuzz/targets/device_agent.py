@@ -42,9 +42,10 @@ crash too).
 
 The first byte of an input picks the device and the campaign: its low bit
 the layout (seed's or A/B), the next two the campaign (an update, a manual
-one, an update of the updater, a newer image), bit 3 a rollback campaign
-after it. The seeds are honest runs of each, recorded as the wire answers
-they got, and a few with faults.
+one, an update of the updater, a newer image), bits 3-4 the campaign after
+it (none, a rollback, the updater's update, a newer image). The seeds are
+honest runs of each, recorded as the wire answers they got, and a few with
+faults.
 """
 
 from __future__ import annotations
@@ -252,10 +253,17 @@ _CAMPAIGNS = (
 )
 
 
-def _rollback_campaign(first: _Campaign) -> _Campaign:
-    # Back to what ran before c1: on A/B the kept slot; on the seed's layout
-    # (nothing kept) its image again, signed with a newer sequence.
-    return _campaign("c2", _MANIFEST_OLD_AGAIN, _OLD_AGAIN, first.image, rollback=True)
+def _then(first: _Campaign, which: int) -> _Campaign | None:
+    """The campaign assigned once c1 is reported: none, a rollback (on A/B
+    to the kept slot; on the seed's layout, nothing kept, its image again
+    signed with a newer sequence), the updater's update, a newer image."""
+    if which == 1:
+        return _campaign("c2", _MANIFEST_OLD_AGAIN, _OLD_AGAIN, first.image, rollback=True)
+    if which == 2:
+        return _campaign("c2", _MANIFEST_UPDATER, _RESCUE_NEW, _RESCUE, updater=True)
+    if which == 3:
+        return _campaign("c2", _MANIFEST_NEWER, _NEWER, first.image)
+    return None
 
 
 # ---------------------------------------------------------------- the device
@@ -334,7 +342,8 @@ class World:
 
     layout: Layout
     campaign: _Campaign
-    rollback: bool
+    then: _Campaign | None
+    """The campaign assigned once c1 is reported."""
     answers: list[_Answer]
     waits: list[float]
     record: list[tuple[int, bytes, int]] | None = None
@@ -467,8 +476,8 @@ class World:
                 return (updates.accept_booted(_DEVICE, args[0], args[1], args[2], now),)
             if method == "install_report":
                 report = updates.install_report(_DEVICE, args[0], args[1], now)
-                if report.campaign == "c1" and self.rollback:
-                    self._plan(updates.plan, _rollback_campaign(self.campaign))
+                if report.campaign == "c1" and self.then is not None:
+                    self._plan(updates.plan, self.then)
                 return ()
         except device_provider.NotNow as exc:
             raise ProviderException(UPDATE_DEVICE.exception("NotNow"), [exc.retry_after]) from None
@@ -753,10 +762,11 @@ def _world(data: bytes, record: list[tuple[int, bytes, int]] | None = None) -> W
     for to, datagram, step in decode_sequence(data[1:]):
         answers.append(_Answer(to % _KINDS, datagram))
         waits.append(step)
+    first = _CAMPAIGNS[(header >> 1) & 3]
     return World(
         Layout.AB if header & 1 else Layout.SEED,
-        _CAMPAIGNS[(header >> 1) & 3],
-        bool(header & 8),
+        first,
+        _then(first, (header >> 3) & 3),
         answers,
         waits,
         record,
@@ -796,8 +806,11 @@ def _recorded(header: int, *faults: tuple[int, int, bytes]) -> bytes:
     return bytes((header,)) + encode_sequence(record)
 
 
+_HONEST_HEADERS = (*range(10), 0x10, 0x11, 0x18, 0x19)
+"""Each device and campaign, and each campaign after the first update."""
+
 SEEDS: tuple[bytes, ...] = (
-    *(_recorded(header) for header in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)),
+    *(_recorded(header) for header in _HONEST_HEADERS),
     *(_recorded(0, (2, SPECIAL, refused)) for refused in _REFUSED_MANIFESTS),
     _recorded(1, (2, SPECIAL, _MANIFEST_NEWER)),
     _recorded(0, (3, RAW, b"\x05\x01\x02\x03")),

@@ -13,23 +13,42 @@ service, NotStored from the Version service) parked the device or crashed
 ``trio.sleep_until``; and steps that talk to the services after a reboot
 (the manifest is fetched again) or report a deferral had no RETRY row in the
 table (``NoTransition``): TRY_UPDATER, ASK_USER, CHECK_SPACE, VERIFY_IMAGE.
+
+The last test is not the fuzzer's (its campaigns never put an updater's
+update after a revert) but a neighbour of the cached image, found fixing it:
+the switch a revert's reboot left recorded, read by the next update's trial
+boot.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import trio
+import trio.testing
 
 from dofpy.oap.interface import outgoing_values
 from dofpy.wire.values import encode_values
-from dofpy_services.device.boot_records import Slot
+from dofpy_services.device.boot_records import Layout, Slot
 from dofpy_services.update.device_interface import (
     UPDATE_DEVICE,
     Assignment,
     InstallOutcome,
     InstallReport,
 )
+from dofpy_services.update.device_provider import PlannedUpdate
 from fuzz.targets import device_agent as fuzzed
 from fuzz.targets.device_agent import EXCEPTION, LOST, RAW, RESET, World, run_with_faults
+from tests.device.test_agent_update import (
+    DEVICE,
+    MANIFEST_DIGEST,
+    OLD,
+    RESCUE,
+    NetsimImages,
+    world,
+)
+from tests.device.test_agent_updater import UPDATER as UPDATER_IMAGE
 
 SEED, AB = 0, 1  # header bit 0: the layout
 UPDATE, MANUAL, UPDATER = 0, 2, 4  # header bits 1-2: the campaign
@@ -149,3 +168,37 @@ def test_the_next_assignment_does_not_install_the_image_verified_for_the_last(
     # The report on "gone" was never taken; c1's image is what runs.
     assert [(r.campaign, r.outcome) for r in world.reports] == [("c1", InstallOutcome.SUCCEEDED)]
     assert settled(world) == ("2.0", True)
+
+
+async def test_an_updater_campaign_after_a_revert_tries_its_image(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    # A/B: c1's image fails its health check and is reverted by a reboot
+    # (whose switch stayed recorded); the next campaign updates the updater,
+    # and its trial boot used to read that stale switch as "the new
+    # Reprogram image did not boot": failed without being tried.
+    checks = 0
+
+    async def sick_once() -> str:
+        nonlocal checks
+        checks += 1
+        return "the service did not start" if checks == 1 else ""
+
+    w = world(tmp_path, Layout.AB, health=sick_once)
+    await w.run_update()
+    first = w.updates.progress[DEVICE].report
+    assert first is not None and first.outcome is InstallOutcome.FAILED
+    w.images = NetsimImages(image=UPDATER_IMAGE)
+    assignment = Assignment(
+        "c2", MANIFEST_DIGEST, "r2", UPDATER_IMAGE.sequence, 0.0, 1e9, updater=True
+    )
+    w.updates.plan.assign(
+        DEVICE,
+        PlannedUpdate(assignment, UPDATER_IMAGE.slot_image().digest, RESCUE.slot_image().digest),
+    )
+    await w.run_update_of("c2")
+    report = w.updates.progress[DEVICE].report
+    assert report is not None and report.campaign == "c2"
+    assert (report.outcome, report.reason) == (InstallOutcome.SUCCEEDED, "")
+    assert w.boot.slot_record(Slot.REPROGRAM).image == UPDATER_IMAGE.slot_image()
+    assert (w.boot.booted().image, w.boot.booted().accepted) == (OLD.slot_image(), True)
