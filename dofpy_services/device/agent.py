@@ -54,6 +54,7 @@ from dofpy_services.image.encryption import (
     unwrap_content_key_untrusted,
 )
 from dofpy_services.update.device_interface import (
+    MAX_REASON,
     Assignment,
     InstallOutcome,
     InstallReport,
@@ -78,6 +79,12 @@ __all__ = [
 
 
 _TRANSIENT = (DofError, OSError, NotNow, trio.TooSlowError)
+
+
+def _clip_reason(reason: str) -> str:
+    """``reason`` within the report's MAX_REASON UTF-8 bytes (it may quote a
+    service's or a hook's text), cut at a character boundary."""
+    return reason.encode()[:MAX_REASON].decode("utf-8", "ignore")
 
 
 class DeviceAgent:
@@ -625,7 +632,7 @@ class DeviceAgent:
             outcome,
             trio.current_time(),
             None if failure is None else failure.stage,
-            "" if failure is None else failure.reason[:200],
+            "" if failure is None else _clip_reason(failure.reason),
         )
         data, signature = sign_install_report(self.key, report)
         await self.ports.update.install_report(data, signature)
