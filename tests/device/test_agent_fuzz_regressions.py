@@ -12,7 +12,9 @@ a retry_after of infinity, NaN or 10^12 seconds (NotNow from the Update
 service, NotStored from the Version service) parked the device or crashed
 ``trio.sleep_until``; and steps that talk to the services after a reboot
 (the manifest is fetched again) or report a deferral had no RETRY row in the
-table (``NoTransition``): TRY_UPDATER, ASK_USER, CHECK_SPACE, VERIFY_IMAGE.
+table (``NoTransition``): TRY_UPDATER, ASK_USER, CHECK_SPACE, VERIFY_IMAGE;
+and a failure reason cut to 200 characters where the report allows 200
+UTF-8 bytes (ValueError signing it).
 
 The last test is not the fuzzer's (its campaigns never put an updater's
 update after a revert) but a neighbour of the cached image, found fixing it:
@@ -168,6 +170,17 @@ def test_the_next_assignment_does_not_install_the_image_verified_for_the_last(
     # The report on "gone" was never taken; c1's image is what runs.
     assert [(r.campaign, r.outcome) for r in world.reports] == [("c1", InstallOutcome.SUCCEEDED)]
     assert settled(world) == ("2.0", True)
+
+
+def test_a_long_reason_in_another_script_fits_the_report() -> None:
+    # The service refuses with 150 two-byte characters: cut to 200
+    # characters the reason was 300 UTF-8 bytes, over the report's limit,
+    # and signing the report raised ValueError in every REPORT step.
+    world = run_with_faults(SEED, (3, EXCEPTION, REFUSED + encode_values(["é" * 150])))
+    report = world.updates.progress[fuzzed._DEVICE].report
+    assert report is not None and report.outcome is InstallOutcome.FAILED
+    assert report.reason == "é" * 100
+    assert settled(world) == ("1.0", True)
 
 
 async def test_an_updater_campaign_after_a_revert_tries_its_image(
