@@ -354,6 +354,7 @@ class World:
     fetched_manifests: set[bytes] = field(default_factory=set)
     """Digests whose manifest came from the provider (its bytes are _MANIFESTS')."""
     reset_pending: bool = False
+    _recorded_instead: _Answer | None = None
     settled_at: float = 0.0
     """The virtual time the device settled at."""
     reports: list[InstallReport] = field(default_factory=list)
@@ -412,6 +413,7 @@ class World:
             # Answered, and the device resets after the step, once its
             # record is saved (before the next step: see _done).
             self.reset_pending = True
+            self._recorded_instead = answer
             return _Answer(HONEST, b"")
         return answer
 
@@ -419,6 +421,10 @@ class World:
         return HONEST if self.exhausted else self.answers[self.cursor].kind
 
     def note(self, kind: int, data: bytes = b"") -> None:
+        """Record the answer just given (each port call notes its own, once)."""
+        instead, self._recorded_instead = self._recorded_instead, None
+        if instead is not None:  # a reset after the step: recorded as such
+            kind, data = instead.kind, instead.data
         if self.record is not None:
             self.record.append((kind, data, 0))
 
