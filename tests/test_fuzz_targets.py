@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from dofpy.errors import BadPacket
-from fuzz.targets import session_sequence, transfer_sequence
+from dofpy_services.update.device_interface import InstallOutcome
+from fuzz.targets import device_agent, session_sequence, transfer_sequence
 from fuzz.targets._sequence import MAX_DATAGRAMS, decode_sequence, encode_sequence
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,22 @@ def test_sequence_seeds_replay_deep_into_the_state_machines() -> None:
         records = [(to, data, round(step * 10)) for to, data, step in decode_sequence(seed)]
         last = max(i for i, (to, _, _) in enumerate(records) if to == 1)
         assert not transfer_sequence.replay(encode_sequence(records[:last]))
+
+
+def test_device_agent_seeds_replay_whole_updates() -> None:
+    # The honest seeds (each device and campaign, and a second campaign
+    # after the first) replay to successful updates; the others reach the
+    # failure they were recorded with.
+    outcomes = [
+        [r.outcome for r in device_agent.replay(seed).reports] for seed in device_agent.SEEDS
+    ]
+    ok, rolled_back, failed = (
+        InstallOutcome.SUCCEEDED, InstallOutcome.ROLLED_BACK, InstallOutcome.FAILED,
+    )  # fmt: skip
+    honest = len(device_agent._HONEST_HEADERS)
+    assert outcomes[:honest] == [[ok]] * 8 + [[ok, rolled_back]] * 2 + [[ok, ok]] * 4
+    # The four refused manifests, then a newer image the service does not accept.
+    assert outcomes[honest : honest + 5] == [[failed]] * 5
 
 
 def test_sequence_inputs_cut_short_end_the_sequence() -> None:

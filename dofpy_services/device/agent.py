@@ -61,6 +61,7 @@ from dofpy_services.image.encryption import (
     unwrap_content_key_untrusted,
 )
 from dofpy_services.update.device_interface import (
+    MAX_REASON,
     Assignment,
     InstallOutcome,
     InstallReport,
@@ -97,6 +98,12 @@ class PushedAssignments(Protocol):
     pushes nothing: it waits to the deadline instead."""
 
     async def wait_for_assignment(self, deadline: float) -> list[Assignment]: ...
+
+
+def _clip_reason(reason: str) -> str:
+    """``reason`` within the report's MAX_REASON UTF-8 bytes (it may quote a
+    service's or a hook's text), cut at a character boundary."""
+    return reason.encode()[:MAX_REASON].decode("utf-8", "ignore")
 
 
 class DeviceAgent:
@@ -161,6 +168,11 @@ class DeviceAgent:
 
     def _remember(self, assignment: Assignment | None) -> None:
         self.record.remember(assignment)
+        # Nothing of the previous update carries over (its report may have
+        # been given up on, so REPORT did not end it): not the image verified
+        # for its manifest, nor a switch its last reboot left recorded.
+        self._image = None
+        self.record.switched = False
         if assignment is None:
             self.record.wrapped_key = ""
 
@@ -201,6 +213,13 @@ class DeviceAgent:
             result: tuple[Input, str, float] = await step()
         except NotNow as exc:
             return Input.RETRY, "not now", exc.retry_after
+        except Refused as exc:
+            # Refused where the step does not expect it (AUTHORISE does): a
+            # progress, boot or report the service will not take (the
+            # campaign no longer lists the device). Retried, bounded like any
+            # failure, and giving up leads where the table says: the device
+            # is never left mid-update by it.
+            return Input.RETRY, exc.reason, 0.0
         except ManifestRefused as exc:
             # Refused again after a reboot, past VERIFY_MANIFEST (it expired
             # during a long transfer, say): never installed; the retries end
@@ -651,7 +670,7 @@ class DeviceAgent:
             outcome,
             trio.current_time(),
             None if failure is None else failure.stage,
-            "" if failure is None else failure.reason[:200],
+            "" if failure is None else _clip_reason(failure.reason),
         )
         data, signature = sign_install_report(self.key, report)
         await self.ports.update.install_report(data, signature)

@@ -22,15 +22,18 @@ __all__ = ["AgentMachine", "Failure", "RetryPolicy", "backoff_delay"]
 @dataclass(frozen=True)
 class RetryPolicy:
     """``max_attempts`` runs of a step in a row that answer RETRY before the
-    machine feeds GAVE_UP; ``base`` and ``cap`` bound the back-off (seconds)."""
+    machine feeds GAVE_UP; ``base`` and ``cap`` bound the back-off (seconds);
+    ``max_wait`` bounds any wait a step asks for (a service's retry_after, a
+    deferral), so an answer of a year, infinity or NaN cannot park the device."""
 
     base: float = 1.0
     cap: float = 300.0
     max_attempts: int = 8
+    max_wait: float = 7 * 86_400.0
 
     def __post_init__(self) -> None:
-        if not (0 < self.base <= self.cap) or self.max_attempts < 1:
-            raise ValueError("need 0 < base <= cap and max_attempts >= 1")
+        if not (0 < self.base <= self.cap <= self.max_wait) or self.max_attempts < 1:
+            raise ValueError("need 0 < base <= cap <= max_wait and max_attempts >= 1")
 
 
 def backoff_delay(attempt: int, policy: RetryPolicy, rng: random.Random) -> float:
@@ -69,7 +72,9 @@ class AgentMachine:
         to wait before the next step (a deferral, the service's retry_after)."""
         if event is Input.GAVE_UP:
             raise ValueError("GAVE_UP is the machine's to feed, not a step's")
-        delay = wait
+        # The wait may come from a service (NotNow's retry_after): NaN and
+        # negative waits are none, and none is longer than max_wait.
+        delay = min(wait, self.policy.max_wait) if wait > 0 else 0.0
         attempts = self.attempts
         if event is Input.RETRY:
             attempts += 1
@@ -79,7 +84,7 @@ class AgentMachine:
         before = self.state
         after = next_state(before, event)  # NoTransition leaves the machine as it was
         if event is Input.RETRY:
-            delay = max(wait, backoff_delay(attempts, self.policy, self.rng))
+            delay = max(delay, backoff_delay(attempts, self.policy, self.rng))
         if event in _FAILURES or event is Input.GAVE_UP:
             self.failure = Failure(before, STAGE_OF.get(before, Stage.NOTIFIED), reason)
         self.state = after

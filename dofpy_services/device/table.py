@@ -134,9 +134,15 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.VERIFY_MANIFEST, On.GAVE_UP): S.IDLE,
     (S.CHECK_SPACE, On.OK): S.ASK_USER,
     (S.CHECK_SPACE, On.NO_SPACE): S.REPORT,
+    # After a reboot the manifest is fetched and checked again, here too.
+    (S.CHECK_SPACE, On.RETRY): S.CHECK_SPACE,
+    (S.CHECK_SPACE, On.GAVE_UP): S.IDLE,
     (S.ASK_USER, On.ACCEPT): S.AUTHORISE,
     (S.ASK_USER, On.DEFER): S.DEFERRED,
     (S.ASK_USER, On.USER_REFUSED): S.REPORT,
+    # A deferral is reported to the service, which may fail.
+    (S.ASK_USER, On.RETRY): S.ASK_USER,
+    (S.ASK_USER, On.GAVE_UP): S.IDLE,
     (S.DEFERRED, On.TICK): S.ASK_USER,
     (S.AUTHORISE, On.OK): S.ENTER_REPROGRAM,
     (S.AUTHORISE, On.UPDATER): S.TRANSFER_UPDATER,
@@ -161,6 +167,8 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     # A confidential image whose plaintext is not the signed one (a content
     # key of another image): never bootable, not fetched again.
     (S.VERIFY_IMAGE, On.REFUSED): S.REVERT,
+    (S.VERIFY_IMAGE, On.RETRY): S.VERIFY_IMAGE,
+    (S.VERIFY_IMAGE, On.GAVE_UP): S.REVERT,
     # D: a boot of the new image that falls back to Reprogram retries.
     (S.ENTER_NORMAL, On.BOOTED_NORMAL): S.HEALTH_CHECK,
     (S.ENTER_NORMAL, On.RETRY): S.ENTER_NORMAL,
@@ -186,6 +194,11 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.TRANSFER_UPDATER, On.GAVE_UP): S.REPORT,
     (S.TRY_UPDATER, On.BOOTED_REPROGRAM): S.CONFIRM_UPDATER,
     (S.TRY_UPDATER, On.HEALTH_FAILED): S.REPORT,
+    # The manifest (checked again after the trial boot) or the progress
+    # message failed: giving up goes back to the Normal image, from wherever
+    # the device booted.
+    (S.TRY_UPDATER, On.RETRY): S.TRY_UPDATER,
+    (S.TRY_UPDATER, On.GAVE_UP): S.LEAVE_UPDATER,
     (S.CONFIRM_UPDATER, On.OK): S.LEAVE_UPDATER,
     (S.CONFIRM_UPDATER, On.HEALTH_FAILED): S.LEAVE_UPDATER,
     (S.CONFIRM_UPDATER, On.NOT_ACCEPTED): S.LEAVE_UPDATER,

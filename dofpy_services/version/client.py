@@ -106,7 +106,9 @@ class VersionClient:
                 if exc.definition.name != "NotStored":
                     raise
                 last = exc
-                delay = max(delay, float(exc.values[0]))
+                # The service's retry_after, within max_backoff: an answer of
+                # a year or infinity must not park the caller.
+                delay = min(max(delay, float(exc.values[0])), max_backoff)
             except OapError as exc:
                 if exc.error_code is not OapErrorCode.BUSY:
                     raise
