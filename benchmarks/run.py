@@ -14,10 +14,10 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import adaptive, image, oap_roundtrip, security, transfer, version
+from benchmarks import adaptive, fleet, image, oap_roundtrip, security, transfer, version
 from benchmarks.summary import Summary
 
-SECTIONS = ("oap", "security", "transfer", "adaptive", "image", "version")
+SECTIONS = ("oap", "security", "transfer", "adaptive", "image", "version", "fleet")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(image.run(args.quick, summary=summary), flush=True)
     if "version" not in args.skip:
         print(version.run(args.quick, summary=summary), flush=True)
+    if "fleet" not in args.skip:
+        print()
+        print(fleet.run(args.quick, summary=summary), flush=True)
     print()
     print("Summary (one run; every figure beside its peer where one exists)")
     print(summary.format())
