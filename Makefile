@@ -70,12 +70,13 @@ fuzz: $(STAMP)
 # restarted at random moments: it checks every device against its records and
 # prints what it survived. SOAK_SECONDS bounds the campaign (the whole target
 # takes about 10 minutes).
-SOAK_SECONDS ?= 300
-SOAK_DEVICES ?= 300
+SOAK_SECONDS ?= 360
+SOAK_DEVICES ?= 90
 soak: $(STAMP)
 	DOFPY_SOAK=1 $(PY) -m pytest -q tests/device/test_power_cuts.py tests/device/test_agent_power_cuts.py
 	$(PY) -m dofpy_services.fleet.demo --devices $(SOAK_DEVICES) --loss 0.2 --power-cuts 0.1 \
-		--kill-every 20 --silence-timeout 90 --duration $(SOAK_SECONDS) --report out/soak-report.html
+		--offline 0 --kill-every 15 --silence-timeout 90 --duration $(SOAK_SECONDS) \
+		--report out/soak-report.html
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage* out
