@@ -22,7 +22,6 @@ from dofpy.session.config import NodeConfig
 from dofpy.session.events import CommandHandler, CommandReceived, EmitEvent
 from dofpy.session.operations import PeerOperations
 from dofpy.session.outbound import PLAINTEXT_APPS, Outbound
-from dofpy.session.peers import PeerInput
 from dofpy.session.secure_tables import SecureTables
 from dofpy.wire.common import decode_common_untrusted
 from dofpy.wire.dpp import (
@@ -88,7 +87,12 @@ class Inbound:
                 if opened is None:
                     return
                 session, plaintext = opened
-                app_id, payload = split_app_untrusted(plaintext)
+                if plaintext and plaintext[0] < 0x80:
+                    # The one-byte c2 of every application dofpy runs, split here
+                    # without a call (split_app_untrusted reads the same).
+                    app_id, payload = plaintext[0], plaintext[1:]
+                else:
+                    app_id, payload = split_app_untrusted(plaintext)
                 self._receive_command(
                     app_id,
                     sealed.op_count,
@@ -266,8 +270,7 @@ class Inbound:
                             self._out.transmit(addr, response, now)
                         self._counts["duplicate_responses_resent"] += 1
                 return
-        peer = self._operations.peers.touch(addr, now)
-        peer.move(PeerInput.PEER_SPEAKS)
+        peer = self._operations.peers.heard(addr, now)
         # DSP and common operations are decoded before they are remembered: a
         # malformed copy must not make a later good retry look like a duplicate.
         if app_id == AppId.DSP:

@@ -179,12 +179,17 @@ class TransferCore:
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
+        # Called after every datagram: no lists, one comparison per part.
         provider = self._provider
-        timers = [self.oap.get_timer(), provider.next_sweep, self._deadlines.earliest()]
-        if provider.active:
-            timers.append(provider.paced_until())
-        present = [t for t in timers if t is not None]
-        return min(present) if present else None
+        deadline = self.oap.get_timer()
+        for timer in (
+            provider.next_sweep,
+            self._deadlines.earliest(),
+            provider.paced_until() if provider.active else None,
+        ):
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         self.oap.handle_timer(now)

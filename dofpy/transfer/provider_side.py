@@ -190,9 +190,12 @@ class ProviderSide:
 
     def paced_until(self) -> float | None:
         now = self.rate_cap.last_time
-        times = [s.ready_at(now) for s in self.active]
-        present = [t for t in times if t is not None]
-        return self.rate_cap.not_before(min(present) if present else None)
+        earliest: float | None = None
+        for sender in self.active:
+            ready = sender.ready_at(now)
+            if ready is not None and (earliest is None or ready < earliest):
+                earliest = ready
+        return self.rate_cap.not_before(earliest)
 
     def pump(self, now: float) -> None:
         active = self.active
