@@ -10,6 +10,10 @@ imported), alternating which tree goes first in each round, and prints the
 median of each figure for both with their ratio. The peers (raw UDP, TFTP,
 HTTP) are measured by both trees too: their ratios show how much the machine
 moved between runs, the noise a dofpy ratio must be read against.
+
+``--this REV2`` measures revision ``REV2`` (exported the same way) in place of
+the working tree, so that a long run is not changed by edits made meanwhile,
+and two commits can be compared after the fact.
 """
 
 from __future__ import annotations
@@ -52,14 +56,14 @@ print("ROWS " + json.dumps(rows))
 """
 
 
-def export(revision: str, directory: Path) -> Path:
-    """``revision``'s files in ``directory`` (no .git): the tree to import from."""
+def export(revision: str, directory: Path, name: str = "tree") -> Path:
+    """``revision``'s files in ``directory / name`` (no .git): the tree to import from."""
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "--format=tar", revision],
         check=True,
         capture_output=True,
     ).stdout
-    tree = directory / "tree"
+    tree = directory / name
     tree.mkdir()
     with tempfile.TemporaryFile() as spool:
         spool.write(archive)
@@ -125,11 +129,18 @@ def report(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--against", required=True, help="the git revision to compare with")
+    parser.add_argument(
+        "--this",
+        default=None,
+        help="measure this git revision instead of the working tree",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="runs of each tree (default 2)")
     parser.add_argument("--quick", action="store_true", help="the benchmarks' quick sizes")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.this is not None and args.this == args.against:
+        parser.error("--this and --against name the same revision")
     revision = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", args.against],
         check=True,
@@ -137,14 +148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         text=True,
     ).stdout.strip()
     head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+        ["git", "-C", str(REPO), "rev-parse", "--short", args.this or "HEAD"],
         check=True,
         capture_output=True,
         text=True,
     ).stdout.strip()
-    labels = (f"this ({head})", revision)
+    labels = (head if args.this else f"this ({head})", revision)
     with tempfile.TemporaryDirectory(prefix="dofpy-compare-") as scratch:
-        trees = {labels[0]: REPO, labels[1]: export(revision, Path(scratch))}
+        this = REPO if args.this is None else export(head, Path(scratch), "this")
+        trees = {labels[0]: this, labels[1]: export(revision, Path(scratch))}
         figures: dict[str, list[list[tuple[str, str, float, str]]]] = {
             label: [] for label in labels
         }
