@@ -359,6 +359,14 @@ class ChannelTable:
         return None
 
     def get_timer(self) -> float | None:
+        heap = self._expiries
+        if heap:
+            # Asked after every datagram: a live head (the usual case) is
+            # answered here; _next_expiry drops the stale ones.
+            when, _order, peer, ssid = heap[0]
+            session = self._by_ssid.get((peer, ssid))
+            if session is not None and session.expires == when:
+                return when
         head = self._next_expiry()
         return None if head is None else head[0]
 

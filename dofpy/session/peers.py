@@ -63,12 +63,13 @@ PEER_TABLE: TransitionTable[PeerState, PeerInput] = TransitionTable(
 )
 """Every move of a peer's session; a pair not listed raises ``IllegalTransition``."""
 
-_SPEAKING_KEEPS = frozenset(
+_SPEAKING_KEEPS = tuple(
     state for state in PeerState if PEER_TABLE.entries.get((state, PeerInput.PEER_SPEAKS)) is state
 )
 """The states a new command from the peer leaves as they are, read from the
 table: :meth:`PeerTable.heard` skips the table lookup for them (every
-datagram of a block transfer is such a command)."""
+datagram of a block transfer is such a command). A tuple: membership is an
+identity test, where a set or the table's dict would call ``Enum.__hash__``."""
 
 
 @dataclass(slots=True)

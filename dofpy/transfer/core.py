@@ -175,7 +175,8 @@ class TransferCore:
         self._after(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        self._provider.pump(now)
+        if self._provider.active:
+            self._provider.pump(now)
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
@@ -502,7 +503,8 @@ class TransferCore:
             for transfer_id in sorted(touched):
                 touched.discard(transfer_id)
                 self._after_receiver(transfer_id, now)
-        self._provider.pump(now)
+        if self._provider.active:
+            self._provider.pump(now)
 
     def _after_receiver(self, transfer_id: int, now: float) -> None:
         receiver = self._receivers.get(transfer_id)

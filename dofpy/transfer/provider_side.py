@@ -199,9 +199,11 @@ class ProviderSide:
 
     def pump(self, now: float) -> None:
         active = self.active
+        rate_cap = self.rate_cap
+        capped = rate_cap.cap is not None  # uncapped, ready() is always True
         idle_turns = 0
         while active and idle_turns < len(active):
-            if not self.rate_cap.ready(now):
+            if capped and not rate_cap.ready(now):
                 return
             sender = active.popleft()
             hits_before = self.cache.hits
