@@ -127,6 +127,12 @@ class TransferCore:
         self._deadlines: DeadlineHeap[int | bytes] = DeadlineHeap()
         # Transfers called into since their deadline and Fetches were last taken.
         self._touched: set[int] = set()
+        # Running transfers whose deadline may have moved since it was last put
+        # in the heap: read again when the deadlines are next asked for
+        # (get_timer, handle_timer), once per batch of datagrams the driver
+        # hands in instead of once per block. A receiver's deadline depends on
+        # its state only, and only calls into this core change that state.
+        self._moved: set[int] = set()
         self._next_transfer = 1
         self._events: deque[TransferEvent] = deque()
         self._counts = dict.fromkeys(
@@ -180,7 +186,9 @@ class TransferCore:
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        # Called after every datagram: no lists, one comparison per part.
+        # Called after every batch of datagrams: no lists, one comparison per part.
+        if self._moved:
+            self._refresh_deadlines()
         provider = self._provider
         deadline = self.oap.get_timer()
         for timer in (
@@ -194,6 +202,8 @@ class TransferCore:
 
     def handle_timer(self, now: float) -> None:
         self.oap.handle_timer(now)
+        if self._moved:
+            self._refresh_deadlines()
         due = self._deadlines.pop_due(now)
         for key in due:
             if isinstance(key, int):
@@ -499,6 +509,9 @@ class TransferCore:
         started), and serve what is queued."""
         touched = self._touched
         while touched:
+            if len(touched) == 1:  # one transfer running: the usual case
+                self._after_receiver(touched.pop(), now)
+                continue
             # Finishing a relay's upstream transfer may start another one.
             for transfer_id in sorted(touched):
                 touched.discard(transfer_id)
@@ -510,13 +523,14 @@ class TransferCore:
         receiver = self._receivers.get(transfer_id)
         if receiver is None:
             return
-        node, secure = self.oap.node, self._secure
-        for peer, request in receiver.take_fetches():
-            self._send(peer, request, now)
-            if secure:
-                receiver.fetch_sent(peer, node.peer_identity(peer))
+        if receiver.waiting_fetches:  # most blocks that arrive ask for nothing
+            node, secure = self.oap.node, self._secure
+            for peer, request in receiver.take_fetches():
+                self._send(peer, request, now)
+                if secure:
+                    receiver.fetch_sent(peer, node.peer_identity(peer))
         if not receiver.done:
-            self._deadlines.set(transfer_id, receiver.get_timer())
+            self._moved.add(transfer_id)
             return
         self._forget_receiver(transfer_id, receiver)
         object_id = receiver.manifest.object_id
@@ -533,10 +547,21 @@ class TransferCore:
                 self._relay_failed(object_id, now)
             self._events.append(TransferFailed(transfer_id, object_id, receiver.error, statistics))
 
+    def _refresh_deadlines(self) -> None:
+        """Put the current deadline of every transfer in ``_moved`` in the heap
+        (in transfer id order, as :meth:`_after` would have)."""
+        receivers, deadlines = self._receivers, self._deadlines
+        for transfer_id in sorted(self._moved):
+            receiver = receivers.get(transfer_id)
+            if receiver is not None:
+                deadlines.set(transfer_id, receiver.get_timer())
+        self._moved.clear()
+
     def _forget_receiver(self, transfer_id: int, receiver: Receiver) -> None:
         """A finished transfer leaves the running table: its counters join the
         core's totals, and it is kept only among the last ``finished_kept``."""
         del self._receivers[transfer_id]
+        self._moved.discard(transfer_id)
         self._deadlines.discard(transfer_id)
         stats = receiver.statistics(0.0)
         totals = self._finished_totals

@@ -73,11 +73,10 @@ class OutstandingBlocks:
         have a reordering window from now to arrive."""
         if record.ordinal > self._largest_arrived:
             self._largest_arrived = record.ordinal
-            self._marks.append((record.ordinal, now + self._reorder_window(rtt), record.fetch_seq))
-
-    def _reorder_window(self, rtt: RttEstimator) -> float:
-        base = rtt.min_rtt if rtt.min_rtt is not None else rtt.config.initial_rto
-        return max(rtt.config.granularity, base / 4) * self.reorder_factor
+            # The reordering window (written out here: this runs for every block).
+            base = rtt.min_rtt if rtt.min_rtt is not None else rtt.config.initial_rto
+            window = max(rtt.config.granularity, base / 4) * self.reorder_factor
+            self._marks.append((record.ordinal, now + window, record.fetch_seq))
 
     @staticmethod
     def _deadline(mark: tuple[int, float, int], record: Outstanding, rtt: RttEstimator) -> float:

@@ -215,7 +215,8 @@ class ProviderSide:
                 self._node.send_command(sender.peer, AppId.OAP, payload, now, expect_response=False)
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
-                self.rate_cap.spend(size)
+                if capped:
+                    rate_cap.spend(size)
                 active.append(sender)
             elif sender.state is SendState.SENDING:
                 idle_turns += 1

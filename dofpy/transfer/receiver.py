@@ -153,7 +153,8 @@ class Receiver:
         self._outstanding = self._window.records  # (the same dict, never replaced)
         self._fetch_seq = 0
         self._fetch_times: OrderedDict[int, float] = OrderedDict()
-        self._fetches: deque[tuple[Address, FetchRequest]] = deque()
+        self.waiting_fetches: deque[tuple[Address, FetchRequest]] = deque()
+        """The Fetch requests to send, oldest first (:meth:`take_fetches` empties it)."""
         self._started = now
         self._finished: float | None = None
         self._last_activity = now
@@ -179,8 +180,8 @@ class Receiver:
 
     def take_fetches(self) -> list[tuple[Address, FetchRequest]]:
         """The Fetch requests to send now, with their destination."""
-        out = list(self._fetches)
-        self._fetches.clear()
+        out = list(self.waiting_fetches)
+        self.waiting_fetches.clear()
         return out
 
     def fetch_sent(self, peer: Address, identity: OID | None) -> None:
@@ -534,7 +535,7 @@ class Receiver:
         request = FetchRequest(
             self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
         )
-        self._fetches.append((self.provider, request))
+        self.waiting_fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
 
     def cancel(self, now: float, error: DofError) -> None:
@@ -603,7 +604,7 @@ class Receiver:
             plan.leaves,
             root_chunks=plan.roots if self._proved.compact else None,
         )
-        self._fetches.append((self.provider, request))
+        self.waiting_fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
         if was_idle:
             self._last_activity = now
