@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, BrokenResourceError, ClosedResourceError, DofError
@@ -34,6 +34,7 @@ __all__ = ["ChannelTable", "Session"]
 
 _Key = TypeVar("_Key")
 _Opened = TypeVar("_Opened")
+_OpenArgs = ParamSpec("_OpenArgs")
 
 # A superseded key still opens the peer's packets sent before it switched;
 # once the peer is seen using the new key, only reordered ones can follow.
@@ -239,16 +240,20 @@ class ChannelTable:
         peer: Address,
         ssid: int | None,
         now: float,
-        opener: Callable[[SecureChannel], _Opened],
+        opener: Callable[Concatenate[SecureChannel, _OpenArgs], _Opened],
+        *args: _OpenArgs.args,
+        **kwargs: _OpenArgs.kwargs,
     ) -> tuple[Session, _Opened] | None:
-        """Open a secure datagram from ``peer`` naming ``ssid`` with ``opener``
-        (one of the channel's ``open_*_untrusted``): the session and what it
-        opened, or ``None`` for a replay or a forgery (counted; past the
-        integrity limit the key is retired). ``BadPacket`` for an unknown
-        session. The one place every secure datagram is opened."""
+        """Open a secure datagram from ``peer`` naming ``ssid`` with
+        ``opener(channel, *args, **kwargs)`` (one of the ``SecureChannel``
+        methods ``open_*_untrusted``, unbound: no closure to build per
+        datagram): the session and what it opened, or ``None`` for a replay
+        or a forgery (counted; past the integrity limit the key is retired).
+        ``BadPacket`` for an unknown session. The one place every secure
+        datagram is opened."""
         session = self.lookup(peer, ssid)
         try:
-            opened = opener(session.channel)
+            opened = opener(session.channel, *args, **kwargs)
         except ReplayedPacket:
             self._counts["replays"] += 1
             return None

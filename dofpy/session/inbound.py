@@ -77,12 +77,14 @@ class Inbound:
                 # The shape of every one-way command a secure session carries
                 # (a block transfer's datagrams): read without building
                 # packets, every header byte checked, then authenticated.
-                packet_number, start = sealed.packet_number, sealed.ciphertext_start
                 opened = security.channels.open_from(
                     addr,
                     sealed.ssid,
                     now,
-                    lambda channel: channel.open_sealed_untrusted(data, packet_number, start),
+                    SecureChannel.open_sealed_untrusted,
+                    data,
+                    sealed.packet_number,
+                    sealed.ciphertext_start,
                 )
                 if opened is None:
                     return
@@ -114,13 +116,14 @@ class Inbound:
                 if security is None:
                     self._counts["unsupported_datagrams"] += 1
                     return
-                secured = packet
                 # Opened from the packet decoded above: one parse per datagram.
                 opened_packet = security.channels.open_from(
                     addr,
                     packet.security.ssid,
                     now,
-                    lambda channel: channel.open_packet_untrusted(dnp, secured),
+                    SecureChannel.open_packet_untrusted,
+                    dnp,
+                    packet,
                 )
                 if opened_packet is None:
                     return

@@ -126,6 +126,7 @@ class Receiver:
         """Leaves copied from :attr:`local` (each verified like a fetched one)."""
         self.local_bytes = 0
         self.manifest = manifest
+        self._leaf_count = manifest.leaf_count  # (a frozen manifest; read for every block)
         self.config = config or ReceiverConfig()
         self.providers = list(providers)
         self.store = store
@@ -447,7 +448,7 @@ class Receiver:
         length = len(data)
         count = -(-length // size)
         end = first + count
-        if end > manifest.leaf_count or length != min(end * size, manifest.size) - first * size:
+        if end > self._leaf_count or length != min(end * size, manifest.size) - first * size:
             self._bad(first, now)  # more (or other) data than the manifest declares
             return
         if self.verified.covers(first, end):
@@ -516,7 +517,7 @@ class Receiver:
 
     def _check_complete(self, now: float) -> None:
         manifest = self.manifest
-        if self.state is not FetchState.BLOCKS or not self.verified.covers(0, manifest.leaf_count):
+        if self.state is not FetchState.BLOCKS or not self.verified.covers(0, self._leaf_count):
             return
         digest = hashlib.sha256()
         for offset in range(0, manifest.size, 1 << 20):
@@ -585,7 +586,7 @@ class Receiver:
         free = window - len(self._outstanding)
         need_chunks, need_leaves = self._proved.need_chunks, self._need_leaves
         need_roots = self._proved.need_roots
-        if free <= 0 or not (need_chunks or need_leaves or need_roots):
+        if free <= 0 or not (need_leaves or need_chunks or need_roots):
             return
         per_block = self._leaves_per_block
         if not force and should_wait(free, window, per_block, need_roots, need_chunks, need_leaves):
