@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import TypeVar, TypeVarTuple
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, BrokenResourceError, ClosedResourceError, DofError
@@ -34,7 +34,7 @@ __all__ = ["ChannelTable", "Session"]
 
 _Key = TypeVar("_Key")
 _Opened = TypeVar("_Opened")
-_OpenArgs = ParamSpec("_OpenArgs")
+_OpenArgs = TypeVarTuple("_OpenArgs")
 
 # A superseded key still opens the peer's packets sent before it switched;
 # once the peer is seen using the new key, only reordered ones can follow.
@@ -240,12 +240,11 @@ class ChannelTable:
         peer: Address,
         ssid: int | None,
         now: float,
-        opener: Callable[Concatenate[SecureChannel, _OpenArgs], _Opened],
-        *args: _OpenArgs.args,
-        **kwargs: _OpenArgs.kwargs,
+        opener: Callable[[SecureChannel, *_OpenArgs], _Opened],
+        *args: *_OpenArgs,
     ) -> tuple[Session, _Opened] | None:
         """Open a secure datagram from ``peer`` naming ``ssid`` with
-        ``opener(channel, *args, **kwargs)`` (one of the ``SecureChannel``
+        ``opener(channel, *args)`` (one of the ``SecureChannel``
         methods ``open_*_untrusted``, unbound: no closure to build per
         datagram): the session and what it opened, or ``None`` for a replay
         or a forgery (counted; past the integrity limit the key is retired).
@@ -253,7 +252,7 @@ class ChannelTable:
         datagram is opened."""
         session = self.lookup(peer, ssid)
         try:
-            opened = opener(session.channel, *args, **kwargs)
+            opened = opener(session.channel, *args)
         except ReplayedPacket:
             self._counts["replays"] += 1
             return None

@@ -77,14 +77,10 @@ class Inbound:
                 # The shape of every one-way command a secure session carries
                 # (a block transfer's datagrams): read without building
                 # packets, every header byte checked, then authenticated.
+                # (Unpacked: faster than four named-field reads.)
+                op_count, _delay, ssid, packet_number, start = sealed
                 opened = security.channels.open_from(
-                    addr,
-                    sealed.ssid,
-                    now,
-                    SecureChannel.open_sealed_untrusted,
-                    data,
-                    sealed.packet_number,
-                    sealed.ciphertext_start,
+                    addr, ssid, now, SecureChannel.open_sealed_untrusted, data, packet_number, start
                 )
                 if opened is None:
                     return
@@ -97,7 +93,7 @@ class Inbound:
                     app_id, payload = split_app_untrusted(plaintext)
                 self._receive_command(
                     app_id,
-                    sealed.op_count,
+                    op_count,
                     None,
                     payload,
                     addr,

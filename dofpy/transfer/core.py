@@ -380,9 +380,8 @@ class TransferCore:
                     self._counts["unmatched_messages"] += 1
                     return
                 receiver = self._receivers[transfer_id]
-                receiver.receive_block(
-                    peer, identity, fields.leaf, fields.data, fields.fetch_seq, fields.hold_us, now
-                )
+                _sequence, leaf, data, fetch_seq, hold_us = fields  # (faster than field reads)
+                receiver.receive_block(peer, identity, leaf, data, fetch_seq, hold_us, now)
                 self._touched.add(transfer_id)
                 if self._relay_transfers:
                     self._relay_progress(object_id, transfer_id, receiver, now)
