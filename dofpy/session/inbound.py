@@ -40,6 +40,11 @@ logger = logging.getLogger("dofpy.session.inbound")
 
 __all__ = ["Inbound"]
 
+# Enum members the per-datagram path compares with, as module constants: on
+# Python 3.11 reading a member off its Enum class goes through the metaclass's
+# attribute hook, several times slower than reading a global.
+_TEP, _DSP, _COMMON = AppId.TEP, AppId.DSP, AppId.COMMON
+
 
 class Inbound:
     """Where each datagram a node receives goes."""
@@ -229,7 +234,7 @@ class Inbound:
         """A command (``op``: its implied-sender operation count, if any),
         through the secure session ``channel`` (authenticated as ``identity``)
         or in the clear."""
-        if app_id == AppId.TEP and self._security is not None:
+        if app_id == _TEP and self._security is not None:
             if identity is not None:
                 self._security.channels.on_sealed_tep_command(addr, payload, now)
                 return
@@ -272,7 +277,7 @@ class Inbound:
         peer = self._operations.peers.heard(addr, now)
         # DSP and common operations are decoded before they are remembered: a
         # malformed copy must not make a later good retry look like a duplicate.
-        if app_id == AppId.DSP:
+        if app_id == _DSP:
             dsp = decode_dsp_untrusted(payload, False)
             if (
                 isinstance(dsp, DspTerminate)
@@ -287,7 +292,7 @@ class Inbound:
             if remember:
                 self._duplicates.begin(key, now)
             self._operations.receive_dsp(dsp, peer, op, now, size, identity)
-        elif app_id == AppId.COMMON:
+        elif app_id == _COMMON:
             common = decode_common_untrusted(payload, False)
             if remember:
                 self._duplicates.begin(key, now)

@@ -201,6 +201,7 @@ class ProviderSide:
         active = self.active
         rate_cap = self.rate_cap
         capped = rate_cap.cap is not None  # uncapped, ready() is always True
+        oap, sending = AppId.OAP, SendState.SENDING  # (read once: Enum members are slow to read)
         idle_turns = 0
         while active and idle_turns < len(active):
             if capped and not rate_cap.ready(now):
@@ -212,13 +213,13 @@ class ProviderSide:
                 idle_turns = 0
                 payload, size = found
                 self._served.count(sender.peer, size, self.cache.hits - hits_before)
-                self._node.send_command(sender.peer, AppId.OAP, payload, now, expect_response=False)
+                self._node.send_command(sender.peer, oap, payload, now, expect_response=False)
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
                 if capped:
                     rate_cap.spend(size)
                 active.append(sender)
-            elif sender.state is SendState.SENDING:
+            elif sender.state is sending:
                 idle_turns += 1
                 active.append(sender)
 
