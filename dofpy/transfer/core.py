@@ -201,9 +201,11 @@ class TransferCore:
         return deadline
 
     def handle_timer(self, now: float) -> None:
-        self.oap.handle_timer(now)
         if self._moved:
+            # Before the OAP core runs (it may call into receivers): the heap then
+            # holds what each receiver's deadline was after its last call.
             self._refresh_deadlines()
+        self.oap.handle_timer(now)
         due = self._deadlines.pop_due(now)
         for key in due:
             if isinstance(key, int):
