@@ -10,6 +10,12 @@ imported), alternating which tree goes first in each round, and prints the
 median of each figure for both with their ratio. The peers (raw UDP, TFTP,
 HTTP) are measured by both trees too: their ratios show how much the machine
 moved between runs, the noise a dofpy ratio must be read against.
+
+``--this REV2`` measures revision ``REV2`` (exported the same way) in place of
+the working tree, so that a long run is not changed by edits made meanwhile,
+and two commits can be compared after the fact. ``--against`` may be given
+more than once: every tree then runs in each round (the order rotating from
+round to round), and each other tree gets its column and its ratio.
 """
 
 from __future__ import annotations
@@ -52,14 +58,14 @@ print("ROWS " + json.dumps(rows))
 """
 
 
-def export(revision: str, directory: Path) -> Path:
-    """``revision``'s files in ``directory`` (no .git): the tree to import from."""
+def export(revision: str, directory: Path, name: str = "tree") -> Path:
+    """``revision``'s files in ``directory / name`` (no .git): the tree to import from."""
     archive = subprocess.run(
         ["git", "-C", str(REPO), "archive", "--format=tar", revision],
         check=True,
         capture_output=True,
     ).stdout
-    tree = directory / "tree"
+    tree = directory / name
     tree.mkdir()
     with tempfile.TemporaryFile() as spool:
         spool.write(archive)
@@ -91,8 +97,9 @@ def measure(tree: Path, quick: bool) -> list[tuple[str, str, float, str]]:
 def report(
     figures: dict[str, list[list[tuple[str, str, float, str]]]], labels: Sequence[str]
 ) -> str:
-    """The median of every figure in both trees, and this tree's over the other's."""
-    this, other = labels
+    """The median of every figure in every tree, and this tree's (the first
+    label's) over each other tree's."""
+    others = labels[1:]
     keys: list[tuple[str, str]] = []
     values: dict[tuple[str, str, str], list[float]] = {}
     units: dict[tuple[str, str], str] = {}
@@ -107,49 +114,69 @@ def report(
                 units[key] = unit
                 values.setdefault((label, section, name), []).append(value)
     width = max(len(f"{s}: {n}") for s, n in keys)
-    out = [f"{'figure':<{width}}  {this:>12}  {other:>12}  {'ratio':>7}  unit"]
-    out.append("-" * len(out[0]))
+    header = f"{'figure':<{width}}  " + "  ".join(f"{label:>12}" for label in labels)
+    header += "".join(f"  {'/ ' + other:>10}" for other in others) + "  unit"
+    out = [header, "-" * len(header)]
     for section, name in keys:
-        ours = values.get((this, section, name))
-        theirs = values.get((other, section, name))
-        a = statistics.median(ours) if ours else float("nan")
-        b = statistics.median(theirs) if theirs else float("nan")
-        ratio = a / b if ours and theirs and b else float("nan")
+        medians = []
+        for label in labels:
+            found = values.get((label, section, name))
+            medians.append(statistics.median(found) if found else float("nan"))
+        ours = medians[0]
+        ratios = [ours / theirs if theirs else float("nan") for theirs in medians[1:]]
         out.append(
-            f"{section + ': ' + name:<{width}}  {a:>12.5g}  {b:>12.5g}  {ratio:>6.3f}x  "
-            f"{units[(section, name)]}"
+            f"{section + ': ' + name:<{width}}  "
+            + "  ".join(f"{m:>12.5g}" for m in medians)
+            + "".join(f"  {r:>9.3f}x" for r in ratios)
+            + f"  {units[(section, name)]}"
         )
     return "\n".join(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--against", required=True, help="the git revision to compare with")
+    parser.add_argument(
+        "--against",
+        required=True,
+        action="append",
+        help="a git revision to compare with (may be given more than once)",
+    )
+    parser.add_argument(
+        "--this",
+        default=None,
+        help="measure this git revision instead of the working tree",
+    )
     parser.add_argument("--rounds", type=int, default=2, help="runs of each tree (default 2)")
     parser.add_argument("--quick", action="store_true", help="the benchmarks' quick sizes")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    revision = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", args.against],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    head = subprocess.run(
-        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    labels = (f"this ({head})", revision)
+
+    def short(revision: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", revision],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    revisions = [short(revision) for revision in args.against]
+    head = short(args.this or "HEAD")
+    if len(set(revisions)) < len(revisions) or (args.this is not None and head in revisions):
+        parser.error("--this and --against name the same revision twice")
+    labels = (head if args.this else f"this ({head})", *revisions)
     with tempfile.TemporaryDirectory(prefix="dofpy-compare-") as scratch:
-        trees = {labels[0]: REPO, labels[1]: export(revision, Path(scratch))}
+        this = REPO if args.this is None else export(head, Path(scratch), "this")
+        trees = {labels[0]: this}
+        for revision in revisions:
+            trees[revision] = export(revision, Path(scratch), revision)
         figures: dict[str, list[list[tuple[str, str, float, str]]]] = {
             label: [] for label in labels
         }
         for round_index in range(args.rounds):
-            order = labels if round_index % 2 == 0 else labels[::-1]
+            # Rotated every round (for two trees: alternating which goes first).
+            shift = round_index % len(labels)
+            order = labels[shift:] + labels[:shift]
             for label in order:
                 print(
                     f"round {round_index + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True
@@ -161,7 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if not imported.startswith(str(trees[label])):
                     raise RuntimeError(f"{label} imported dofpy from {imported}")
                 figures[label].append(run)
-    print(f"{labels[0]} beside {labels[1]}, medians of {args.rounds} alternating run(s) each")
+    print(
+        f"{labels[0]} beside {', '.join(labels[1:])}, medians of {args.rounds} rotating run(s) each"
+    )
     print(report(figures, labels))
     return 0
 

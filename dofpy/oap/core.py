@@ -123,13 +123,15 @@ class OapCore:
         return self.node.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
-        timers = (
-            self.node.get_timer(),
-            self._requestor.next_deadline(),
-            self._provider.next_deadline(),
-        )
-        present = [t for t in timers if t is not None]
-        return min(present) if present else None
+        # Called after every datagram: no lists, one comparison per part.
+        deadline = self.node.get_timer()
+        requestor = self._requestor.next_deadline()
+        if requestor is not None and (deadline is None or requestor < deadline):
+            deadline = requestor
+        provider = self._provider.next_deadline()
+        if provider is not None and (deadline is None or provider < deadline):
+            deadline = provider
+        return deadline
 
     def handle_timer(self, now: float) -> None:
         self.node.handle_timer(now)

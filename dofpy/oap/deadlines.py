@@ -62,6 +62,8 @@ class DeadlineHeap(Generic[K]):
 
     def next_deadline(self) -> float | None:
         """The earliest live deadline, or ``None`` when there is none."""
+        if not self._heap:
+            return None  # asked after every datagram: most often empty
         self._drop_stale()
         return self._heap[0][0] if self._heap else None
 
@@ -69,6 +71,8 @@ class DeadlineHeap(Generic[K]):
         """The keys whose deadline is at or before ``now``, earliest first
         (ties in the order they were scheduled); their deadlines are removed."""
         due: list[K] = []
+        if not self._heap:
+            return due
         while True:
             self._drop_stale()
             if not self._heap or self._heap[0][0] > now:

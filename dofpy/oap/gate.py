@@ -50,6 +50,10 @@ from dofpy.wire.permissions import Action, PermissionSet
 
 __all__ = ["DeniedHandler", "Gate", "Interceptor", "RawInterceptor"]
 
+# Read for every one-way command: a module constant (reading a member off its
+# Enum class goes through the metaclass's attribute hook on Python 3.11).
+_OAP = AppId.OAP
+
 Interceptor = Callable[[Address, OID | None, int | None, OapPdu, float], None]
 """Takes every OAP command addressed (by full binding) to one interface:
 ``(peer, identity, op_count, pdu, now)``, ``identity`` the authenticated
@@ -246,7 +250,7 @@ class Gate:
         """The node's one-way command handler: the raw path without the event
         (True when a raw interceptor took the command, or when it was
         malformed: counted as the event path counts it)."""
-        if app_id != AppId.OAP:
+        if app_id != _OAP:
             return False
         try:
             return self._route_raw(peer, op, payload, identity, permissions, now)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, TypeVarTuple
 
 from dofpy._core import Address
 from dofpy.errors import (
@@ -40,6 +40,7 @@ __all__ = ["ChannelTable", "Session"]
 
 _Key = TypeVar("_Key")
 _Opened = TypeVar("_Opened")
+_OpenArgs = TypeVarTuple("_OpenArgs")
 
 # A superseded key still opens the peer's packets sent before it switched;
 # once the peer is seen using the new key, only reordered ones can follow.
@@ -276,16 +277,19 @@ class ChannelTable:
         peer: Address,
         ssid: int | None,
         now: float,
-        opener: Callable[[SecureChannel], _Opened],
+        opener: Callable[[SecureChannel, *_OpenArgs], _Opened],
+        *args: *_OpenArgs,
     ) -> tuple[Session, _Opened] | None:
-        """Open a secure datagram from ``peer`` naming ``ssid`` with ``opener``
-        (one of the channel's ``open_*_untrusted``): the session and what it
-        opened, or ``None`` for a replay or a forgery (counted; past the
-        integrity limit the key is retired). ``BadPacket`` for an unknown
-        session. The one place every secure datagram is opened."""
+        """Open a secure datagram from ``peer`` naming ``ssid`` with
+        ``opener(channel, *args)`` (one of the ``SecureChannel``
+        methods ``open_*_untrusted``, unbound: no closure to build per
+        datagram): the session and what it opened, or ``None`` for a replay
+        or a forgery (counted; past the integrity limit the key is retired).
+        ``BadPacket`` for an unknown session. The one place every secure
+        datagram is opened."""
         session = self.lookup(peer, ssid)
         try:
-            opened = opener(session.channel)
+            opened = opener(session.channel, *args)
         except ReplayedPacket:
             self._counts["replays"] += 1
             return None
@@ -415,6 +419,14 @@ class ChannelTable:
         return None
 
     def get_timer(self) -> float | None:
+        heap = self._expiries
+        if heap:
+            # Asked after every datagram: a live head (the usual case) is
+            # answered here; _next_expiry drops the stale ones.
+            when, _order, peer, ssid = heap[0]
+            session = self._by_ssid.get((peer, ssid))
+            if session is not None and session.expires == when:
+                return when
         head = self._next_expiry()
         return None if head is None else head[0]
 

@@ -277,6 +277,8 @@ class CommandTable:
         return None
 
     def get_timer(self) -> float | None:
+        if not self._deadlines:
+            return None  # one-way commands (a transfer's) never wait on a timer
         head = self._head()
         return None if head is None else head[0]
 

@@ -73,6 +73,9 @@ class Initiator:
         self._report = report
         self._expected_identities = expected_identities
         self._running: HandshakeTable[Address] = HandshakeTable(initiator_wake_at)
+        self.get_timer: Callable[[], float | None] = self._running.next_wakeup
+        """When a handshake is next due (asked after every datagram: the
+        table's own method, without a call around it)."""
 
     def handshaking(self, peer: Address) -> bool:
         return peer in self._running
@@ -367,9 +370,6 @@ class Initiator:
         if handshake is not None:
             handshake.move(HandshakeInput.FAIL)
             self._commands.cancel(handshake.rekey_op)
-
-    def get_timer(self) -> float | None:
-        return self._running.next_wakeup()
 
     def handle_timer(self, now: float) -> None:
         for handshake in self._running.due(now):

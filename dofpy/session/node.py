@@ -193,7 +193,9 @@ class Node:
     def handle_timer(self, now: float) -> None:
         if self._security is not None:
             self._security.handle_timer(now)
-        self._commands.handle_timer(now)
+        # The command table acts only on what its own timer says is due.
+        if (due := self._commands.get_timer()) is not None and due <= now:
+            self._commands.handle_timer(now)
 
     # -- events and statistics -----------------------------------------------------
 

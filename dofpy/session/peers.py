@@ -63,6 +63,14 @@ PEER_TABLE: TransitionTable[PeerState, PeerInput] = TransitionTable(
 )
 """Every move of a peer's session; a pair not listed raises ``IllegalTransition``."""
 
+_SPEAKING_KEEPS = tuple(
+    state for state in PeerState if PEER_TABLE.entries.get((state, PeerInput.PEER_SPEAKS)) is state
+)
+"""The states a new command from the peer leaves as they are, read from the
+table: :meth:`PeerTable.heard` skips the table lookup for them (every
+datagram of a block transfer is such a command). A tuple: membership is an
+identity test, where a set or the table's dict would call ``Enum.__hash__``."""
+
 
 @dataclass(slots=True)
 class Peer:
@@ -102,4 +110,16 @@ class PeerTable:
             known = Peer(address, last_heard=now)
             self._peers[address] = known
         known.last_heard = now
+        return known
+
+    def heard(self, address: Address, now: float) -> Peer:
+        """A new command from ``address`` at ``now``: :meth:`touch`, then the
+        move ``PEER_SPEAKS`` (nothing to look up when the table leaves the
+        state as it is)."""
+        known = self._peers.get(address)
+        if known is not None and known.state in _SPEAKING_KEEPS:
+            known.last_heard = now
+            return known
+        known = self.touch(address, now)
+        known.move(PeerInput.PEER_SPEAKS)
         return known

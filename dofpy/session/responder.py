@@ -115,6 +115,9 @@ class Responder:
         self._send = send
         self._report = report
         self._responding: HandshakeTable[tuple[Address, int]] = HandshakeTable(responder_wake_at)
+        self.get_timer: Callable[[], float | None] = self._responding.next_wakeup
+        """When a handshake is next due (asked after every datagram: the
+        table's own method, without a call around it)."""
         # Keys of handshakes maybe still half-open: admission skips the finished
         # ones kept until their deadline (thousands at a high handshake rate).
         self._maybe_open: dict[tuple[Address, int], None] = {}
@@ -581,9 +584,6 @@ class Responder:
         if not sent:
             self._counts["amplification_drops"] += 1
         return sent
-
-    def get_timer(self) -> float | None:
-        return self._responding.next_wakeup()
 
     def handle_timer(self, now: float) -> None:
         for handshake in self._responding.due(now):

@@ -80,18 +80,24 @@ class SecureTables:
         )
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            d
-            for d in (
-                self.initiator.get_timer(),
-                self.responder.get_timer(),
-                self.channels.get_timer(),
-            )
-            if d is not None
-        ]
-        return min(deadlines) if deadlines else None
+        # Called after every datagram: no lists, one comparison per table.
+        deadline = self.initiator.get_timer()
+        responder = self.responder.get_timer()
+        if responder is not None and (deadline is None or responder < deadline):
+            deadline = responder
+        channels = self.channels.get_timer()
+        if channels is not None and (deadline is None or channels < deadline):
+            deadline = channels
+        return deadline
 
     def handle_timer(self, now: float) -> None:
-        self.initiator.handle_timer(now)
-        self.responder.handle_timer(now)
-        self.channels.handle_timer(now)
+        # Each table acts only on what is due by its own timer, so one with
+        # nothing due is skipped (a paced block transfer wakes its node for
+        # every block; none of these has anything due then). Each is asked
+        # just before its turn: an earlier table's work may make it due.
+        if (due := self.initiator.get_timer()) is not None and due <= now:
+            self.initiator.handle_timer(now)
+        if (due := self.responder.get_timer()) is not None and due <= now:
+            self.responder.handle_timer(now)
+        if (due := self.channels.get_timer()) is not None and due <= now:
+            self.channels.handle_timer(now)

@@ -127,6 +127,12 @@ class TransferCore:
         self._deadlines: DeadlineHeap[int | bytes] = DeadlineHeap()
         # Transfers called into since their deadline and Fetches were last taken.
         self._touched: set[int] = set()
+        # Running transfers whose deadline may have moved since it was last put
+        # in the heap: read again when the deadlines are next asked for
+        # (get_timer, handle_timer), once per batch of datagrams the driver
+        # hands in instead of once per block. A receiver's deadline depends on
+        # its state only, and only calls into this core change that state.
+        self._moved: set[int] = set()
         self._next_transfer = 1
         self._events: deque[TransferEvent] = deque()
         self._counts = dict.fromkeys(
@@ -175,18 +181,30 @@ class TransferCore:
         self._after(now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        self._provider.pump(now)
+        if self._provider.active:
+            self._provider.pump(now)
         return self.oap.datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
+        # Called after every batch of datagrams: no lists, one comparison per part.
+        if self._moved:
+            self._refresh_deadlines()
         provider = self._provider
-        timers = [self.oap.get_timer(), provider.next_sweep, self._deadlines.earliest()]
-        if provider.active:
-            timers.append(provider.paced_until())
-        present = [t for t in timers if t is not None]
-        return min(present) if present else None
+        deadline = self.oap.get_timer()
+        for timer in (
+            provider.next_sweep,
+            self._deadlines.earliest(),
+            provider.paced_until() if provider.active else None,
+        ):
+            if timer is not None and (deadline is None or timer < deadline):
+                deadline = timer
+        return deadline
 
     def handle_timer(self, now: float) -> None:
+        if self._moved:
+            # Before the OAP core runs (it may call into receivers): the heap then
+            # holds what each receiver's deadline was after its last call.
+            self._refresh_deadlines()
         self.oap.handle_timer(now)
         due = self._deadlines.pop_due(now)
         for key in due:
@@ -364,9 +382,8 @@ class TransferCore:
                     self._counts["unmatched_messages"] += 1
                     return
                 receiver = self._receivers[transfer_id]
-                receiver.receive_block(
-                    peer, identity, fields.leaf, fields.data, fields.fetch_seq, fields.hold_us, now
-                )
+                _sequence, leaf, data, fetch_seq, hold_us = fields  # (faster than field reads)
+                receiver.receive_block(peer, identity, leaf, data, fetch_seq, hold_us, now)
                 self._touched.add(transfer_id)
                 if self._relay_transfers:
                     self._relay_progress(object_id, transfer_id, receiver, now)
@@ -493,23 +510,28 @@ class TransferCore:
         started), and serve what is queued."""
         touched = self._touched
         while touched:
+            if len(touched) == 1:  # one transfer running: the usual case
+                self._after_receiver(touched.pop(), now)
+                continue
             # Finishing a relay's upstream transfer may start another one.
             for transfer_id in sorted(touched):
                 touched.discard(transfer_id)
                 self._after_receiver(transfer_id, now)
-        self._provider.pump(now)
+        if self._provider.active:
+            self._provider.pump(now)
 
     def _after_receiver(self, transfer_id: int, now: float) -> None:
         receiver = self._receivers.get(transfer_id)
         if receiver is None:
             return
-        node, secure = self.oap.node, self._secure
-        for peer, request in receiver.take_fetches():
-            self._send(peer, request, now)
-            if secure:
-                receiver.fetch_sent(peer, node.peer_identity(peer))
+        if receiver.waiting_fetches:  # most blocks that arrive ask for nothing
+            node, secure = self.oap.node, self._secure
+            for peer, request in receiver.take_fetches():
+                self._send(peer, request, now)
+                if secure:
+                    receiver.fetch_sent(peer, node.peer_identity(peer))
         if not receiver.done:
-            self._deadlines.set(transfer_id, receiver.get_timer())
+            self._moved.add(transfer_id)
             return
         self._forget_receiver(transfer_id, receiver)
         object_id = receiver.manifest.object_id
@@ -526,10 +548,21 @@ class TransferCore:
                 self._relay_failed(object_id, now)
             self._events.append(TransferFailed(transfer_id, object_id, receiver.error, statistics))
 
+    def _refresh_deadlines(self) -> None:
+        """Put the current deadline of every transfer in ``_moved`` in the heap
+        (in transfer id order, as :meth:`_after` would have)."""
+        receivers, deadlines = self._receivers, self._deadlines
+        for transfer_id in sorted(self._moved):
+            receiver = receivers.get(transfer_id)
+            if receiver is not None:
+                deadlines.set(transfer_id, receiver.get_timer())
+        self._moved.clear()
+
     def _forget_receiver(self, transfer_id: int, receiver: Receiver) -> None:
         """A finished transfer leaves the running table: its counters join the
         core's totals, and it is kept only among the last ``finished_kept``."""
         del self._receivers[transfer_id]
+        self._moved.discard(transfer_id)
         self._deadlines.discard(transfer_id)
         stats = receiver.statistics(0.0)
         totals = self._finished_totals

@@ -44,12 +44,14 @@ def should_wait(
     on every arrival)."""
     if free >= max(1, window // 4):
         return False
-    needed = (
-        need_roots.count_up_to(free + 1)
-        + need_chunks.count_up_to(free + 1)
-        + -(-need_leaves.count_up_to((free + 1) * per_block) // per_block)
-    )
-    return needed > free
+    # Leaves first: while many are left (most of a transfer) they alone decide.
+    needed = -(-need_leaves.count_up_to((free + 1) * per_block) // per_block)
+    if needed > free:
+        return True
+    needed += need_chunks.count_up_to(free + 1)
+    if needed > free:
+        return True
+    return needed + need_roots.count_up_to(free + 1) > free
 
 
 def _take_chunks(

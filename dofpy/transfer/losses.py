@@ -73,11 +73,10 @@ class OutstandingBlocks:
         have a reordering window from now to arrive."""
         if record.ordinal > self._largest_arrived:
             self._largest_arrived = record.ordinal
-            self._marks.append((record.ordinal, now + self._reorder_window(rtt), record.fetch_seq))
-
-    def _reorder_window(self, rtt: RttEstimator) -> float:
-        base = rtt.min_rtt if rtt.min_rtt is not None else rtt.config.initial_rto
-        return max(rtt.config.granularity, base / 4) * self.reorder_factor
+            # The reordering window (written out here: this runs for every block).
+            base = rtt.min_rtt if rtt.min_rtt is not None else rtt.config.initial_rto
+            window = max(rtt.config.granularity, base / 4) * self.reorder_factor
+            self._marks.append((record.ordinal, now + window, record.fetch_seq))
 
     @staticmethod
     def _deadline(mark: tuple[int, float, int], record: Outstanding, rtt: RttEstimator) -> float:
@@ -108,15 +107,26 @@ class OutstandingBlocks:
         """Take out and return every outstanding block requested before one that
         arrived more than a reordering window ago, in request order."""
         lost: list[tuple[int, Outstanding]] = []
-        marks = self._marks
-        while (oldest := self._oldest()) is not None:
-            ordinal, key, record = oldest
+        marks, order, records = self._marks, self._order, self.records
+        # _oldest and _deadline written out: this runs for every block.
+        while order:
+            ordinal, key = order[0]
+            record = records.get(key)
+            if record is None or record.ordinal != ordinal:
+                order.popleft()  # arrived, or asked for again under a new ordinal
+                continue
             while marks and marks[0][0] <= ordinal:
                 marks.popleft()
-            if not marks or self._deadline(marks[0], record, rtt) > now:
+            if not marks:
                 break
-            self._order.popleft()
-            del self.records[key]
+            mark = marks[0]
+            deadline = mark[1]
+            if mark[2] != record.fetch_seq:
+                deadline += (rtt.srtt if rtt.srtt is not None else rtt.config.initial_rto) / 2
+            if deadline > now:
+                break
+            order.popleft()
+            del records[key]
             lost.append((key, record))
         return lost
 

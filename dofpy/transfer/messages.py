@@ -409,7 +409,9 @@ def read_block_untrusted(payload: bytes, pos: int) -> BlockFields | None:
         return None
     if pos != size:
         return None
-    return BlockFields(sequence, leaf, data, fetch_seq, hold_us)
+    # tuple.__new__ makes the same named tuple as BlockFields(...) without the
+    # Python-level __new__ that namedtuple generates (a call per block).
+    return tuple.__new__(BlockFields, (sequence, leaf, data, fetch_seq, hold_us))
 
 
 def block_object_id(head: CommandHead) -> bytes | None:

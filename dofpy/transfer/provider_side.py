@@ -190,15 +190,21 @@ class ProviderSide:
 
     def paced_until(self) -> float | None:
         now = self.rate_cap.last_time
-        times = [s.ready_at(now) for s in self.active]
-        present = [t for t in times if t is not None]
-        return self.rate_cap.not_before(min(present) if present else None)
+        earliest: float | None = None
+        for sender in self.active:
+            ready = sender.ready_at(now)
+            if ready is not None and (earliest is None or ready < earliest):
+                earliest = ready
+        return self.rate_cap.not_before(earliest)
 
     def pump(self, now: float) -> None:
         active = self.active
+        rate_cap = self.rate_cap
+        capped = rate_cap.cap is not None  # uncapped, ready() is always True
+        oap, sending = AppId.OAP, SendState.SENDING  # (read once: Enum members are slow to read)
         idle_turns = 0
         while active and idle_turns < len(active):
-            if not self.rate_cap.ready(now):
+            if capped and not rate_cap.ready(now):
                 return
             sender = active.popleft()
             hits_before = self.cache.hits
@@ -207,12 +213,13 @@ class ProviderSide:
                 idle_turns = 0
                 payload, size = found
                 self._served.count(sender.peer, size, self.cache.hits - hits_before)
-                self._node.send_command(sender.peer, AppId.OAP, payload, now, expect_response=False)
+                self._node.send_command(sender.peer, oap, payload, now, expect_response=False)
                 self._counts["blocks_sent"] += 1
                 self._counts["bytes_sent"] += size
-                self.rate_cap.spend(size)
+                if capped:
+                    rate_cap.spend(size)
                 active.append(sender)
-            elif sender.state is SendState.SENDING:
+            elif sender.state is sending:
                 idle_turns += 1
                 active.append(sender)
 

@@ -92,6 +92,12 @@ __all__ = [
 ]
 
 
+# Enum members the per-block path compares with, as module constants: on
+# Python 3.11 reading a member off its Enum class goes through the metaclass's
+# attribute hook, several times slower than reading a global.
+_BLOCKS = FetchState.BLOCKS
+_FINISHED = (FetchState.COMPLETE, FetchState.FAILED)
+
 _COUNTERS = (
     "blocks_received", "duplicates", "unrequested", "retransmissions", "timeouts",
     "verification_failures", "fetches_sent", "unsolicited", "slow_providers"
@@ -126,6 +132,7 @@ class Receiver:
         """Leaves copied from :attr:`local` (each verified like a fetched one)."""
         self.local_bytes = 0
         self.manifest = manifest
+        self._leaf_count = manifest.leaf_count  # (a frozen manifest; read for every block)
         self.config = config or ReceiverConfig()
         self.providers = list(providers)
         self.store = store
@@ -153,7 +160,8 @@ class Receiver:
         self._outstanding = self._window.records  # (the same dict, never replaced)
         self._fetch_seq = 0
         self._fetch_times: OrderedDict[int, float] = OrderedDict()
-        self._fetches: deque[tuple[Address, FetchRequest]] = deque()
+        self.waiting_fetches: deque[tuple[Address, FetchRequest]] = deque()
+        """The Fetch requests to send, oldest first (:meth:`take_fetches` empties it)."""
         self._started = now
         self._finished: float | None = None
         self._last_activity = now
@@ -171,7 +179,7 @@ class Receiver:
 
     @property
     def done(self) -> bool:
-        return self.state in (FetchState.COMPLETE, FetchState.FAILED)
+        return self.state in _FINISHED
 
     @property
     def block_bytes(self) -> int:
@@ -179,8 +187,8 @@ class Receiver:
 
     def take_fetches(self) -> list[tuple[Address, FetchRequest]]:
         """The Fetch requests to send now, with their destination."""
-        out = list(self._fetches)
-        self._fetches.clear()
+        out = list(self.waiting_fetches)
+        self.waiting_fetches.clear()
         return out
 
     def fetch_sent(self, peer: Address, identity: OID | None) -> None:
@@ -446,7 +454,7 @@ class Receiver:
         length = len(data)
         count = -(-length // size)
         end = first + count
-        if end > manifest.leaf_count or length != min(end * size, manifest.size) - first * size:
+        if end > self._leaf_count or length != min(end * size, manifest.size) - first * size:
             self._bad(first, now)  # more (or other) data than the manifest declares
             return
         if self.verified.covers(first, end):
@@ -475,7 +483,7 @@ class Receiver:
         if self._need_leaves:
             self._need_leaves.discard(first, end)
         self._arrived(first, fetch_seq, hold_us, now)
-        if self.state is FetchState.BLOCKS:
+        if self.state is _BLOCKS:
             self._check_complete(now)
 
     def _copy_local(self, wanted: RangeSet) -> None:
@@ -509,13 +517,13 @@ class Receiver:
         if new is None:
             raise IllegalTransition(f"transfer: {event.value} in state {self.state.value}")
         self.state = new
-        if new in (FetchState.COMPLETE, FetchState.FAILED):
+        if new in _FINISHED:
             self._finished = now
             self._window.clear()
 
     def _check_complete(self, now: float) -> None:
         manifest = self.manifest
-        if self.state is not FetchState.BLOCKS or not self.verified.covers(0, manifest.leaf_count):
+        if self.state is not _BLOCKS or not self.verified.covers(0, self._leaf_count):
             return
         digest = hashlib.sha256()
         for offset in range(0, manifest.size, 1 << 20):
@@ -534,7 +542,7 @@ class Receiver:
         request = FetchRequest(
             self.manifest.object_id, self._next_seq(now), self._block_size(), 0, 0
         )
-        self._fetches.append((self.provider, request))
+        self.waiting_fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
 
     def cancel(self, now: float, error: DofError) -> None:
@@ -584,7 +592,7 @@ class Receiver:
         free = window - len(self._outstanding)
         need_chunks, need_leaves = self._proved.need_chunks, self._need_leaves
         need_roots = self._proved.need_roots
-        if free <= 0 or not (need_chunks or need_leaves or need_roots):
+        if free <= 0 or not (need_leaves or need_chunks or need_roots):
             return
         per_block = self._leaves_per_block
         if not force and should_wait(free, window, per_block, need_roots, need_chunks, need_leaves):
@@ -603,7 +611,7 @@ class Receiver:
             plan.leaves,
             root_chunks=plan.roots if self._proved.compact else None,
         )
-        self._fetches.append((self.provider, request))
+        self.waiting_fetches.append((self.provider, request))
         self._counts["fetches_sent"] += 1
         if was_idle:
             self._last_activity = now

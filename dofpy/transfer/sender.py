@@ -135,6 +135,11 @@ class SenderConfig:
 
 _CREDIT_SLACK = 1e-3
 
+# Enum members the per-block path compares with, as module constants: on
+# Python 3.11 reading a member off its Enum class goes through the metaclass's
+# attribute hook, several times slower than reading a global.
+_SENDING = SendState.SENDING
+
 
 def _before(a: int, b: int) -> bool:
     """Serial-number order of 32-bit fetch seqs (RFC 1982)."""
@@ -300,7 +305,7 @@ class BlockSender:
 
     def ready_at(self, now: float) -> float | None:
         """When the next message may go (``None``: nothing to send)."""
-        if self.state is not SendState.SENDING:
+        if self.state is not _SENDING:
             return None
         if self._credit >= -_CREDIT_SLACK or self._rate is None:
             return now
@@ -339,7 +344,7 @@ class BlockSender:
         return self._encoder.encode(*unit), len(unit[2])
 
     def _next(self, now: float) -> _Unit | None:
-        if self.state is not SendState.SENDING:
+        if self.state is not _SENDING:
             return None
         self._refill(now)
         if self._credit < -_CREDIT_SLACK:  # the slack absorbs float rounding at ready_at()

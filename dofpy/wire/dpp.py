@@ -515,4 +515,6 @@ def probe_sealed_command(datagram: bytes) -> SealedCommandHead | None:
     packet_number, pos = _c4_at(datagram, pos + 1)
     if packet_number < 0:
         return None
-    return SealedCommandHead(op_count, delay, ssid, packet_number, pos)
+    # tuple.__new__ makes the same named tuple as SealedCommandHead(...) without
+    # the Python-level __new__ that namedtuple generates (a call per datagram).
+    return tuple.__new__(SealedCommandHead, (op_count, delay, ssid, packet_number, pos))

@@ -13,7 +13,7 @@ from dofpy.security.crypto import build_rekey
 from dofpy.session._retry import RetryPolicy
 from dofpy.session.handshake import Handshake, HandshakeInput, Phase
 from dofpy.session.node import Node, NodeConfig
-from dofpy.session.peers import Peer, PeerInput, PeerState
+from dofpy.session.peers import Peer, PeerInput, PeerState, PeerTable
 from dofpy.wire.dpp import AppId, DppPacket, OpIdType, encode_frame
 from dofpy.wire.dsp import DspOpen, DspOpenResponse, DspTerminate, encode_dsp
 from dofpy.wire.oid import OID
@@ -72,6 +72,25 @@ def test_a_peer_in_any_state_takes_any_input_as_documented(
     else:
         peer.move(given_input)
         assert peer.state is expected
+
+
+@pytest.mark.parametrize("state", list(S))
+def test_a_heard_peer_moves_as_the_table_says_for_peer_speaks(state: PeerState) -> None:
+    # PeerTable.heard skips the table for the states PEER_SPEAKS leaves as
+    # they are: it must end where the table's move ends, and note the time.
+    table = PeerTable(4, set)
+    address = ("10.0.0.7", 3567)
+    table.touch(address, 1.0).state = state
+    peer = table.heard(address, 2.5)
+    assert peer is table.get(address)
+    assert peer.state is PEER_OUTCOMES[(state, PI.PEER_SPEAKS)]
+    assert peer.last_heard == 2.5
+
+
+def test_a_peer_heard_first_is_remembered_idle() -> None:
+    table = PeerTable(4, set)
+    peer = table.heard(("10.0.0.8", 3567), 4.0)
+    assert (peer.state, peer.last_heard, len(table)) == (S.IDLE, 4.0, 1)
 
 
 _BLOCK = build_rekey(OID(3, b"domain"), OID(3, b"node"), b"\x01" * 16).initiator
