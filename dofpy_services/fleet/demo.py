@@ -121,7 +121,7 @@ class DemoOptions:
     """Soak: on average every this many seconds of the campaign, one of the
     Update, Version, Image or relay daemons is killed (SIGKILL) and started
     again (0: never)."""
-    silence_timeout: float = 60.0
+    silence_timeout: float = 30.0
     canary_share: float = 0.05
     growth: float = 4.0
     duration: float = 600.0
