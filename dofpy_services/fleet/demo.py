@@ -116,7 +116,10 @@ class DemoOptions:
     relays: int = 2
     seed: int = 1
     poll_interval: float = 8.0
-    devices_per_minute: float = 300.0
+    devices_per_minute: float = 0.0
+    """The campaign's start rate (0: the plan's for ``deadline``)."""
+    deadline: str = "2m"
+    """The deadline the campaign is planned to (``dofpy update plan``)."""
     kill_every: float = 0.0
     """Soak: on average every this many seconds of the campaign, one of the
     Update, Version, Image or relay daemons is killed (SIGKILL) and started
@@ -234,7 +237,7 @@ class _Say:
         self(f"\n[{time.monotonic() - self.started:6.1f} s] {number}. {title}")
 
 
-def _dofpy(say: _Say, argv: Sequence[str], *, show: int = 0, expect: int = 0) -> str:
+def _dofpy(say: _Say, argv: Sequence[str], *, show: int = 0, expect: int | None = 0) -> str:
     """Run one ``dofpy`` command in this process (the same code as the
     command line); print it and the first ``show`` lines of its output."""
     out, err = io.StringIO(), io.StringIO()
@@ -247,7 +250,7 @@ def _dofpy(say: _Say, argv: Sequence[str], *, show: int = 0, expect: int = 0) ->
             say("    " + line)
         if len(lines) > show:
             say(f"    ... ({len(lines) - show} more lines)")
-    if status != expect:
+    if expect is not None and status != expect:
         raise DemoError(
             f"dofpy {' '.join(argv)} exited {status}:\n{err.getvalue()}{out.getvalue()}"
         )
@@ -546,6 +549,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--silence-timeout", type=float, default=defaults.silence_timeout, help="seconds"
     )
     parser.add_argument(
+        "--deadline", default=defaults.deadline, help="the campaign's planned deadline (2m, 1h)"
+    )
+    parser.add_argument(
+        "--devices-per-minute",
+        type=float,
+        default=defaults.devices_per_minute,
+        help="the campaign's start rate (default: the plan's)",
+    )
+    parser.add_argument(
         "--kill-every",
         type=float,
         default=defaults.kill_every,
@@ -558,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         relays=args.relays, seed=args.seed, poll_interval=args.poll_interval,
         duration=args.duration, directory=args.dir, report=args.report,
         silence_timeout=args.silence_timeout, kill_every=args.kill_every,
+        deadline=args.deadline, devices_per_minute=args.devices_per_minute,
     )  # fmt: skip
     try:
         outcome = run_demo(options)
@@ -739,29 +752,31 @@ def _prepare_campaign(say: _Say, w: _World, options: DemoOptions) -> None:
         say, ["version", "query", "--db", str(w.versions), *population, "--count"], show=2
     )
     say.step(6, "plan the campaign to its deadline")
-    _dofpy(
-        say,
-        [
-            "update",
-            "plan",
-            "--db",
-            str(w.versions),
-            *population,
-            "--image-size",
-            str(len(w.new_image)),
-            "--deadline",
-            "1h",
-            "--urgency",
-            "convenience",
-            "--canary-share",
-            str(options.canary_share),
-            "--wave-growth",
-            str(options.growth),
-            "--wave-soak",
-            "0s",
-        ],
-        show=40,
+    plan = [
+        "update",
+        "plan",
+        "--db",
+        str(w.versions),
+        *population,
+        "--image-size",
+        str(len(w.new_image)),
+        "--deadline",
+        options.deadline,
+        "--urgency",
+        "convenience",
+        "--canary-share",
+        str(options.canary_share),
+        "--wave-growth",
+        str(options.growth),
+        "--wave-soak",
+        "0s",
+    ]
+    _dofpy(say, plan, show=40)
+    # The campaign starts devices at the plan's rate (unless told a rate).
+    rate = options.devices_per_minute or 60.0 * float(
+        json.loads(_dofpy(say, [*plan, "--json"], expect=None))["rate"]
     )
+    say(f"  the campaign starts devices at {rate:.0f} a minute")
     say.step(7, "approve and start the campaign")
     keys = w.root / "keys"
     terms = w.root / "campaign.terms.json"
@@ -815,7 +830,7 @@ def _prepare_campaign(say: _Say, w: _World, options: DemoOptions) -> None:
             "--urgency",
             "convenience",
             "--devices-per-minute",
-            str(options.devices_per_minute),
+            f"{rate:.1f}",
             "--canary-share",
             str(options.canary_share),
             "--growth",

@@ -335,6 +335,7 @@ async def run_fleet(
     classes: Mapping[OID, tuple[uuid.UUID, str]] | None = None,
     updating: Collection[OID] | None = None,
     start_spread: float = 0.0,
+    stop_grace: float = 30.0,
 ) -> FleetResult:
     """Run ``devices`` until ``done()`` (checked every ``check_every`` seconds,
     in a worker thread: it may read a store) or ``duration`` seconds pass.
@@ -346,7 +347,8 @@ async def run_fleet(
     (default: any online device, a share of the fleet). ``start_spread``:
     devices power on at random moments over this many seconds (a fleet never
     boots at one instant; all at once, a thousand handshakes queue at each
-    service)."""
+    service). ``stop_grace``: seconds a device still inside an agent step
+    once the fleet stops is given to finish it."""
     classes = classes or {}
     rng = random.Random(f"fleet:{faults.seed}")
     order = list(range(len(devices)))
@@ -406,6 +408,10 @@ async def run_fleet(
                     if done is not None and await trio.to_thread.run_sync(done):
                         break
             stop.set()
+            # Idle devices go at once; one still inside an agent step (a
+            # check-in retrying against a service just restarted, say) gets a
+            # grace, then is switched off where it is.
+            devices_nursery.cancel_scope.deadline = trio.current_time() + stop_grace
         nursery.cancel_scope.cancel()  # the lossy links' loops
     for made in links:
         made.close()

@@ -27,6 +27,7 @@ def test_the_demo_reprograms_a_small_faulty_fleet_end_to_end(tmp_path: Path) -> 
             poll_interval=1.0,
             silence_timeout=8.0,
             canary_share=0.2,
+            deadline="20s",
             duration=240.0,
             directory=tmp_path / "demo",
             report=tmp_path / "report.html",
