@@ -46,7 +46,7 @@ examples: $(STAMP)
 wheel-check: $(STAMP)
 	PYTHON=$(PY) tools/wheel_check.sh
 
-# Wireshark's DOF dissector (tshark) on: the main job's own traffic (the demo,
+# Wireshark's DOF dissector (tshark) on: the transfer demo's own traffic (make demo-transfer,
 # every party, every conversation decrypted), then a clear exchange of every
 # OAP operation and a secure one with TRP in the clear.
 interop: $(STAMP)
