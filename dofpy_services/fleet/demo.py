@@ -118,6 +118,11 @@ class DemoOptions:
     poll_interval: float = 8.0
     devices_per_minute: float = 0.0
     """The campaign's start rate (0: the plan's for ``deadline``)."""
+    success_threshold: float = 0.75
+    failure_threshold: float = 0.25
+    """A wave's share succeeded to go on, failed to halt the campaign (which
+    devices a wave holds follows the campaign's digest: a small fleet's
+    canary may hold its unhealthy and offline devices)."""
     deadline: str = "2m"
     """The deadline the campaign is planned to (``dofpy update plan``)."""
     kill_every: float = 0.0
@@ -836,9 +841,9 @@ def _prepare_campaign(say: _Say, w: _World, options: DemoOptions) -> None:
             "--growth",
             str(options.growth),
             "--success-threshold",
-            "0.75",
+            str(options.success_threshold),
             "--failure-threshold",
-            "0.25",
+            str(options.failure_threshold),
             "--max-attempts",
             "2",
             "--retry-base",

@@ -26,7 +26,13 @@ def test_the_demo_reprograms_a_small_faulty_fleet_end_to_end(tmp_path: Path) -> 
             unhealthy=1,
             poll_interval=1.0,
             silence_timeout=8.0,
-            canary_share=0.2,
+            canary_share=0.4,
+            # Which devices the canary holds follows the campaign's digest
+            # (its terms carry the start time): with 15 targets it may hold
+            # the unhealthy and both offline ones. Thresholds no such wave
+            # crosses keep the test about the process, not the draw.
+            success_threshold=0.3,
+            failure_threshold=0.7,
             deadline="20s",
             duration=240.0,
             directory=tmp_path / "demo",
