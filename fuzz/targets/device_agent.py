@@ -485,6 +485,10 @@ class World:
                 if report.campaign == "c1" and self.then is not None:
                     self._plan(updates.plan, self.then)
                 return ()
+            if method == "watch":
+                # This stand-in Update service pushes nothing (it has no
+                # subscriptions): the agent's wait falls back to its poll.
+                raise OapError(1, "no pushes from this service")
         except device_provider.NotNow as exc:
             raise ProviderException(UPDATE_DEVICE.exception("NotNow"), [exc.retry_after]) from None
         except device_provider.Refused as exc:

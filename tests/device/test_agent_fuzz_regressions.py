@@ -215,3 +215,14 @@ async def test_an_updater_campaign_after_a_revert_tries_its_image(
     assert (report.outcome, report.reason) == (InstallOutcome.SUCCEEDED, "")
     assert w.boot.slot_record(Slot.REPROGRAM).image == UPDATER_IMAGE.slot_image()
     assert (w.boot.booted().image, w.boot.booted().accepted) == (OLD.slot_image(), True)
+
+
+def test_the_push_wait_of_an_update_service_that_pushes_nothing_falls_back_to_polling() -> None:
+    """Found by CI's `make fuzz` once pushes landed: the idle agent's wait
+    asked the stand-in Update service for ``watch``, which it did not know.
+    A service without pushes answers it with an error; the agent waits out
+    its poll interval and carries on (the crash input, replayed)."""
+    data = bytes.fromhex(
+        (Path(__file__).parent / "fuzz_regressions" / "device_agent_watch.hex").read_text().strip()
+    )
+    fuzzed.target(data)  # raises on any property broken
