@@ -23,8 +23,9 @@ datagram once, as it is sent: those the lossy link then drops included) and
 Wireshark decodes and decrypts the whole run (docs/operations.md;
 ``python -m interop.capture_check FILE --keylog KEYS`` checks it).
 
-Run it with ``make demo`` or ``python -m dofpy_services.demo [--requestors N]
-[--size-mib M] [--loss P] [--seed S] [--pcap FILE] [--keylog FILE]``.
+Run it with ``make demo-transfer`` (``make demo`` is the fleet demo) or
+``python -m dofpy_services.demo [--requestors N] [--size-mib M] [--loss P]
+[--seed S] [--pcap FILE] [--keylog FILE]``.
 """
 
 from __future__ import annotations
