@@ -261,12 +261,13 @@ class Gate:
         op: int | None = None,
         on_denied: DeniedHandler | None = None,
     ) -> bool:
-        """Whether a command doing ``action`` on ``binding`` is not a
-        Subscribe or Register the binding's provider refuses ``identity`` as
-        a subscriber of; when it is, the refusal is counted
-        (``subscribers_refused``), reported (:class:`AccessDenied`) and
-        answered (by ``on_denied``, else by the ``NOT_FOUND`` an object not
-        provided is answered: the requestor does not learn that it is).
+        """Whether a command doing ``action`` on ``binding`` may go on: yes
+        unless it is a Subscribe or Register (``action`` SUBSCRIBE) to a
+        binding whose provider does not admit ``identity`` as a subscriber.
+        When not, the refusal is counted (``subscribers_refused``), reported
+        (:class:`AccessDenied`) and answered (by ``on_denied``, else by the
+        ``NOT_FOUND`` an object not provided gets: the requestor does not
+        learn that it is provided).
 
         Asked on every Subscribe and Register, never cached: the permission
         check's cache (:meth:`permitted`) holds permissions, not identities.
