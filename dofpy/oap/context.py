@@ -16,7 +16,11 @@ from dofpy.wire.dpp import AppId
 from dofpy.wire.oap import ExceptionResponse, encode_oap
 from dofpy.wire.oid import OID
 
-__all__ = ["OapContext", "OapCounters"]
+__all__ = ["NO_SUCH_OBJECT", "OapContext", "OapCounters"]
+
+NO_SUCH_OBJECT = "no such object or interface"
+"""The message of a ``NOT_FOUND`` refusal, one text wherever it is given: a
+Subscribe refused for its identity reads as one to an object not provided."""
 
 
 @dataclass(slots=True)
@@ -31,6 +35,9 @@ class OapCounters:
     notifications_missed: int = 0
     permission_denied: int = 0
     answers_not_permitted: int = 0
+    subscribers_refused: int = 0
+    """Subscribes and Registers refused because the object's provider admits
+    only other identities as subscribers (``provide(..., subscribers=)``)."""
 
 
 @dataclass(slots=True)

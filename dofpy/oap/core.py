@@ -35,7 +35,7 @@ identity and permissions); the application answers with
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -111,7 +111,7 @@ class OapCore:
         self._context = OapContext(self.node, self.config, self._events, OapCounters())
         self._provider = ProviderSide(self._context)
         self._requestor = RequestorSide(self._context)
-        self._gate = Gate(self._context, self._provider.resolve)
+        self._gate = Gate(self._context, self._provider.resolve, self._provider.admits_subscriber)
 
     # -- DatagramCore --------------------------------------------------------------
 
@@ -152,9 +152,25 @@ class OapCore:
 
     # -- provider side ----------------------------------------------------------------
 
-    def provide(self, object_id: OID, interface: Interface) -> None:
-        """Provide ``interface`` on ``object_id`` here (commands to it are accepted)."""
-        self._provider.provide(object_id, interface)
+    def provide(
+        self,
+        object_id: OID,
+        interface: Interface,
+        *,
+        subscribers: Iterable[OID] | None = None,
+    ) -> None:
+        """Provide ``interface`` on ``object_id`` here (commands to it are accepted).
+
+        With ``subscribers``, only those authenticated identities may
+        Subscribe or Register to it: one from any other identity, or from a
+        session with none (in the clear), is refused with ``NOT_FOUND``, as
+        to an object not provided (counted in ``subscribers_refused``,
+        reported as :class:`AccessDenied`), whatever its permissions allow
+        and whichever path it arrives by. Providing again replaces the
+        restriction (and, when it changes, drops the subscribers: they are
+        admitted afresh at their next Subscribe); :meth:`withdraw` ends it.
+        """
+        self._provider.provide(object_id, interface, subscribers)
 
     def withdraw(self, object_id: OID, interface: Interface) -> None:
         """Stop providing; its subscribers are dropped."""

@@ -134,7 +134,9 @@ class SubscriptionEnded:
 
 @dataclass(frozen=True, slots=True)
 class AccessDenied:
-    """A request was refused for want of permission (for the operator's log)."""
+    """A request was refused for want of permission, or a Subscribe or
+    Register for want of the identity the object's provider admits as a
+    subscriber (for the operator's log)."""
 
     peer: Address
     identity: OID | None
@@ -182,5 +184,6 @@ class OapStatistics:
     notifications_missed: int
     permission_denied: int
     answers_not_permitted: int
+    subscribers_refused: int
     subscribers: int
     subscriptions: int

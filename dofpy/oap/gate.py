@@ -7,6 +7,13 @@ Permissions come first, for every request (intercepted ones too): a
 requestor that may not touch an object does not learn whether it exists, nor
 reach a protocol built on OAP such as the block transfer.
 
+A Subscribe or Register must also come from an identity the object's
+provider admits as a subscriber (:meth:`Gate.admits_subscriber`: an object
+provided for some subscribers only): else it is refused as though the object
+were not provided (``NOT_FOUND``, the provider path's words), on both paths
+and before any interceptor, so that who may hear an object's notifications
+rests on the session's identity and not on the object's name being secret.
+
 The raw path reads a command only up to its target (a transfer's datagrams
 repeat one head, so the last head read is kept: the OAP layer's one head
 cache) and the last permission check passed is remembered the same way.
@@ -24,7 +31,7 @@ from typing import NamedTuple
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, LocalProtocolError
-from dofpy.oap.context import OapContext
+from dofpy.oap.context import NO_SUCH_OBJECT, OapContext
 from dofpy.oap.errors import OapErrorCode
 from dofpy.oap.events import AccessDenied
 from dofpy.security.permissions import is_allowed
@@ -117,14 +124,20 @@ _OPCODE_ACTIONS: dict[OapOpcode, Action] = {
 }
 
 AliasResolver = Callable[[Alias | Binding], Binding | None]
+SubscriberAdmission = Callable[[Binding, OID | None], bool]
+"""Whether a Subscribe or Register to a binding from an identity may be taken
+(:meth:`dofpy.oap.provider.ProviderSide.admits_subscriber`)."""
 
 
 class Gate:
     """Permissions and interception for the commands an OAP core receives."""
 
-    def __init__(self, context: OapContext, resolve: AliasResolver) -> None:
+    def __init__(
+        self, context: OapContext, resolve: AliasResolver, admits: SubscriberAdmission
+    ) -> None:
         self._context = context
         self._resolve = resolve
+        self._admits = admits
         self._interceptors: dict[IID, _Interception] = {}
         self._raw_interceptors = 0
         self._raw_head: _CachedHead | None = None
@@ -173,8 +186,9 @@ class Gate:
         if action is not None and isinstance(target, Alias | Binding):
             resolved = self._resolve(target)
             on_denied = None if interception is None else interception.on_denied
-            if resolved is not None and not self.permitted(
-                peer, identity, permissions, action, resolved, now, op, on_denied
+            if resolved is not None and not (
+                self.permitted(peer, identity, permissions, action, resolved, now, op, on_denied)
+                and self.admits_subscriber(peer, identity, action, resolved, now, op, on_denied)
             ):
                 return None
         if interception is not None:
@@ -237,6 +251,41 @@ class Gate:
             )
         return False
 
+    def admits_subscriber(
+        self,
+        peer: Address,
+        identity: OID | None,
+        action: Action,
+        binding: Binding,
+        now: float,
+        op: int | None = None,
+        on_denied: DeniedHandler | None = None,
+    ) -> bool:
+        """Whether a command doing ``action`` on ``binding`` may go on: yes
+        unless it is a Subscribe or Register (``action`` SUBSCRIBE) to a
+        binding whose provider does not admit ``identity`` as a subscriber.
+        When not, the refusal is counted (``subscribers_refused``), reported
+        (:class:`AccessDenied`) and answered (by ``on_denied``, else by the
+        ``NOT_FOUND`` an object not provided gets: the requestor does not
+        learn that it is provided).
+
+        Asked on every Subscribe and Register, never cached: the permission
+        check's cache (:meth:`permitted`) holds permissions, not identities.
+        """
+        if action != Action.SUBSCRIBE or self._admits(binding, identity):
+            return True
+        context = self._context
+        context.counters.subscribers_refused += 1
+        context.events.append(
+            AccessDenied(peer, identity, action, binding.object_id, binding.interface)
+        )
+        if on_denied is not None:
+            context.counters.requests_refused += 1
+            on_denied(peer, op, binding, now)
+        else:
+            context.refuse(peer, op, OapErrorCode.NOT_FOUND, NO_SUCH_OBJECT, now, identity)
+        return False
+
     def on_direct_command(
         self,
         peer: Address,
@@ -286,8 +335,10 @@ class Gate:
             self._raw_head = _CachedHead(payload[: head.end], head, interception)
         assert interception.raw is not None and isinstance(head.target, Binding)
         action = _OPCODE_ACTIONS.get(head.opcode)
-        if action is not None and not self.permitted(
-            peer, identity, permissions, action, head.target, now, op, interception.on_denied
+        on_denied = interception.on_denied
+        if action is not None and not (
+            self.permitted(peer, identity, permissions, action, head.target, now, op, on_denied)
+            and self.admits_subscriber(peer, identity, action, head.target, now, op, on_denied)
         ):
             return True
         interception.raw(peer, identity, op, head, payload, now)

@@ -8,18 +8,21 @@ item, kind of item, value types) before the application sees it as an
 :class:`~dofpy.oap.events.IncomingRequest`.
 
 Subscribers are leases: kept for ``subscription_lease`` seconds after their
-last Subscribe or Register, their expiry deadlines in one heap.
+last Subscribe or Register, their expiry deadlines in one heap. An object
+may be provided for some subscribers only (``provide(..., subscribers=)``,
+by authenticated identity); the gate asks :meth:`ProviderSide.admits_subscriber`
+before a Subscribe or Register goes anywhere (provider path or interceptor).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from dofpy._core import Address
 from dofpy.errors import BadPacket, LocalProtocolError
-from dofpy.oap.context import OapContext
+from dofpy.oap.context import NO_SUCH_OBJECT, OapContext
 from dofpy.oap.deadlines import DeadlineHeap
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
 from dofpy.oap.events import IncomingRequest, RequestKind
@@ -95,6 +98,9 @@ class ProviderSide:
     def __init__(self, context: OapContext) -> None:
         self._context = context
         self._providers: dict[tuple[OID, IID], Interface] = {}
+        # The identities admitted as subscribers, for the bindings provided
+        # for some subscribers only (the others admit every permitted one).
+        self._admitted: dict[tuple[OID, IID], frozenset[OID]] = {}
         self._aliases: dict[int, Binding] = {}
         self._incoming: dict[int, _Incoming] = {}
         self._next_handle = 1
@@ -126,14 +132,41 @@ class ProviderSide:
 
     # -- the application's calls --------------------------------------------------------
 
-    def provide(self, object_id: OID, interface: Interface) -> None:
-        self._providers[(object_key(object_id), interface.iid)] = interface
+    def provide(
+        self, object_id: OID, interface: Interface, subscribers: Iterable[OID] | None = None
+    ) -> None:
+        binding = (object_key(object_id), interface.iid)
+        admitted = None if subscribers is None else frozenset(subscribers)
+        if binding in self._providers and self._admitted.get(binding) != admitted:
+            # Provided again for other subscribers: those admitted before
+            # may not be now (they are kept by address, not identity), so
+            # every one subscribes again and is admitted afresh.
+            self._forget_subscribers(*binding)
+        self._providers[binding] = interface
+        if admitted is None:
+            self._admitted.pop(binding, None)
+        else:
+            self._admitted[binding] = admitted
 
     def withdraw(self, object_id: OID, interface: Interface) -> None:
-        oid = object_key(object_id)
-        self._providers.pop((oid, interface.iid), None)
-        for key in [k for k in self._subscribers if k[1] == oid and k[2] == interface.iid]:
+        binding = (object_key(object_id), interface.iid)
+        self._providers.pop(binding, None)
+        self._admitted.pop(binding, None)
+        self._forget_subscribers(*binding)
+
+    def _forget_subscribers(self, oid: OID, iid: IID) -> None:
+        for key in [k for k in self._subscribers if k[1] == oid and k[2] == iid]:
             self._forget_subscriber(key)
+
+    def admits_subscriber(self, binding: Binding, identity: OID | None) -> bool:
+        """Whether a Subscribe or Register to ``binding`` from ``identity``
+        (the session's authenticated identity; ``None`` in the clear) may be
+        taken: always, unless the binding is provided for some subscribers
+        only and ``identity`` is none of them."""
+        if not self._admitted:
+            return True
+        admitted = self._admitted.get((object_key(binding.object_id), binding.interface))
+        return admitted is None or (identity is not None and identity in admitted)
 
     def announce(self, peer: Address, object_id: OID, interface: Interface, now: float) -> int:
         oid = object_key(object_id)
@@ -272,9 +305,7 @@ class ProviderSide:
             else self._providers.get((object_key(binding.object_id), binding.interface))
         )
         if binding is None or interface is None:
-            context.refuse(
-                peer, op, OapErrorCode.NOT_FOUND, "no such object or interface", now, identity
-            )
+            context.refuse(peer, op, OapErrorCode.NOT_FOUND, NO_SUCH_OBJECT, now, identity)
             return
         try:
             item = interface.item(pdu.item_id)

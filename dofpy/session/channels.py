@@ -235,17 +235,25 @@ class ChannelTable:
             raise BadPacket(f"sealed TEP {type(pdu).__name__} is not handled")
         self.forget(peer, BrokenResourceError(f"{peer} ended the secure session"), now)
 
+    def is_silent(self, peer: Address, since: float) -> bool:
+        """Whether there is a current session with ``peer`` and nothing from
+        ``peer`` authenticated under its key since ``since`` (what
+        :meth:`retire_if_silent` retires; asking changes nothing)."""
+        session = self._current.get(peer)
+        return session is not None and max(session.last_opened, session.established) <= since
+
     def retire_if_silent(self, peer: Address, since: float, now: float) -> bool:
         """A request to ``peer`` sent at ``since`` went unanswered through every
         retransmission: if nothing from ``peer`` authenticated under the
-        current key since then either, the peer has most likely lost it (a
-        restarted process keeps no session keys, and no unauthenticated
-        "unknown session" notice can be trusted), so the session is retired
-        here and the next request starts a new handshake instead of being
-        sealed, unheard, until the key expires hours later. True when it was."""
-        session = self._current.get(peer)
-        if session is None or max(session.last_opened, session.established) > since:
+        current key since then either (:meth:`is_silent`), the peer has most
+        likely lost it (a restarted process keeps no session keys, and no
+        unauthenticated "unknown session" notice can be trusted), so the
+        session is retired here and the next request starts a new handshake
+        instead of being sealed, unheard, until the key expires hours later.
+        True when it was."""
+        if not self.is_silent(peer, since):
             return False
+        session = self._current[peer]
         self._counts["silent_sessions_retired"] += 1
         self.forget(
             peer,

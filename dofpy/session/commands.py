@@ -82,13 +82,19 @@ class CommandTable:
         rng: Callable[[int], bytes] | None,
         emit: Callable[[PendingCommand, int, float], bool],
         describe_timeout: Callable[[PendingCommand, int, float], DofError],
+        on_timeout: Callable[[PendingCommand, float], None],
     ) -> None:
+        """``describe_timeout(pending, attempts, now)`` says why a request
+        timed out (it only describes); ``on_timeout(pending, now)`` is then
+        told of the timeout, to act on it (the node retires a silent secure
+        session), before the request's own ``on_failure``."""
         self._limit = limit
         self._retry = retry
         self._next_op = first_op
         self._rng = rng
         self._emit = emit
         self._describe_timeout = describe_timeout
+        self._on_timeout = on_timeout
         self._pending: dict[int, PendingCommand] = {}
         self._held: dict[Address, deque[PendingCommand]] = {}
         self._deadlines: list[tuple[float, int, int]] = []  # (when, request id, id(pending))
@@ -297,9 +303,9 @@ class CommandTable:
             if state.expired(now):
                 del self._pending[pending.request_id]
                 self.counts["requests_timed_out"] += 1
-                pending.on_failure(
-                    pending, self._describe_timeout(pending, state.attempts, now), now
-                )
+                error = self._describe_timeout(pending, state.attempts, now)
+                self._on_timeout(pending, now)
+                pending.on_failure(pending, error, now)
             elif state.due(now):
                 state.record_send(now)
                 self.counts["retransmissions"] += 1

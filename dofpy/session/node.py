@@ -134,6 +134,7 @@ class Node:
             rng=None if security is None else security.rng,
             emit=self._out.emit_command,
             describe_timeout=self._timed_out,
+            on_timeout=self._retire_silent_session,
         )
         self._operations = PeerOperations(self.config, self._commands, self._out, self._emit_event)
         self._security = (
@@ -372,17 +373,34 @@ class Node:
 
     # -- internals: sending ----------------------------------------------------------
 
+    def _silent_since(self, pending: PendingCommand) -> float | None:
+        """When ``pending`` first went out, for a secured request with
+        retransmissions whose peer's session has been silent since (nothing
+        authenticated from it); else None."""
+        security = self._security
+        if security is None or pending.app_id in ALWAYS_PLAIN_APPS or pending.retry is None:
+            return None
+        since = pending.retry.started
+        return since if security.channels.is_silent(pending.peer, since) else None
+
+    def _retire_silent_session(self, pending: PendingCommand, now: float) -> None:
+        """The command table's timeout hook. A timeout is the one sign that a
+        secured peer lost its session keys (restarted): with nothing
+        authenticated from it since the request went out, the session is
+        retired (ChannelTable.retire_if_silent)."""
+        since = self._silent_since(pending)
+        if since is not None:
+            assert self._security is not None
+            self._security.channels.retire_if_silent(pending.peer, since, now)
+
     def _timed_out(self, pending: PendingCommand, attempts: int, now: float) -> DofTimeoutError:
-        """Why ``pending`` got no answer: when it waited for a handshake of
-        ours, that handshake's most likely cause (a :class:`SecureSessionTimeout`).
-        A timeout is also the one sign that a secured peer lost its session
-        keys (restarted): with nothing authenticated from it since the
-        request went out, the session is retired here (ChannelTable.retire_if_silent)."""
+        """Why ``pending`` got no answer (it only describes: the command table
+        then calls :meth:`_retire_silent_session`): a session silent since it
+        went out, which is retired; when it waited for a handshake of ours,
+        that handshake's most likely cause (a :class:`SecureSessionTimeout`)."""
         security = self._security
         if security is not None and pending.app_id not in ALWAYS_PLAIN_APPS:
-            if pending.retry is not None and security.channels.retire_if_silent(
-                pending.peer, pending.retry.started, now
-            ):
+            if self._silent_since(pending) is not None:
                 return DofTimeoutError(
                     f"no response from {pending.peer[0]}:{pending.peer[1]} to request"
                     f" {pending.request_id} after {attempts} attempts, and nothing"

@@ -11,7 +11,7 @@ and the core bounds how many may be in progress.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
@@ -382,8 +382,19 @@ class DofNode:
 
     # -- provider side -------------------------------------------------------------
 
-    def provide(self, object_id: OID, interface: Interface, provider: Provider) -> None:
+    def provide(
+        self,
+        object_id: OID,
+        interface: Interface,
+        provider: Provider,
+        *,
+        subscribers: Iterable[OID] | None = None,
+    ) -> None:
         """Serve ``interface`` on ``object_id`` with ``provider``.
+
+        With ``subscribers``, only those authenticated identities may
+        Subscribe or Register to it (any other is refused ``NOT_FOUND``: see
+        :meth:`dofpy.oap.core.OapCore.provide`).
 
         Raises ``TypeError`` at once, naming them, when ``provider`` lacks
         handlers the interface needs (see :meth:`Provider.missing_handlers`),
@@ -395,7 +406,7 @@ class DofNode:
                 f"{type(provider).__name__} cannot provide {interface.name}: "
                 f"it has no {', '.join(missing)}"
             )
-        self.core.provide(object_id, interface)
+        self.core.provide(object_id, interface, subscribers=subscribers)
         self._handlers[(object_id.without_attributes(), interface.iid.encode())] = provider
 
     def withdraw(self, object_id: OID, interface: Interface) -> None:

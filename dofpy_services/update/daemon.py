@@ -183,9 +183,10 @@ async def attach_engine(
         bytes_share=config.bytes_share,
     )
     devices = CampaignDevices(worker, retry_after=max(1.0, config.step_interval))
-    # The notice objects' names are keyed by a secret of this process: no one
-    # can name another device's (see notify.py); a restart forgets them and
-    # the devices watch again when their subscriptions end.
+    # Each notice object is provided for its device's identity only; their
+    # names are keyed by a secret of this process, so no one can compute
+    # another device's (see notify.py). A restart forgets them and the
+    # devices watch again when their subscriptions end.
     pushes = AssignmentPushes(
         node, NoticeObjects(secrets.token_bytes(32), max_devices=config.max_watched)
     )

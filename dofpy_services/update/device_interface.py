@@ -26,7 +26,8 @@ report its own update (trust by identity, never by address or by a field).
   device when it was enrolled (the Update service's device table: see
   :class:`~dofpy_services.update.device_provider.EnrolledKeys`).
 - ``watch()``: the object this device's pushes go to (its *notice object*,
-  answered only in the device's own secure session): a device granted ``s``
+  answered only in the device's own secure session, and provided for its
+  identity's subscription only): a device granted ``s``
   subscribes there to the observable ``assignment`` property and is told its
   assignment (the same list ``poll`` answers) the moment the campaign engine
   notifies it, instead of at its next poll. Polling stays the fallback: a
@@ -286,8 +287,9 @@ the service busy); ``Refused``: final for this campaign (not assigned, a
 manifest other than the assigned one, a report that does not verify).
 ``watch`` answers the encoded OID of the asking device's notice object, on
 which the service provides this same interface only to carry ``assignment``
-Change commands (every request there is refused); ``assignment`` is not
-readable: its value is only ever pushed."""
+Change commands, for that device's subscription only (every request there
+is refused, and a Subscribe from any other identity too: ``NOT_FOUND``);
+``assignment`` is not readable: its value is only ever pushed."""
 
 IMAGE_KINDS = frozenset(kind.value for kind in ImageKind)
 

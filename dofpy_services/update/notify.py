@@ -14,12 +14,13 @@ on UPDATE_DEVICE in its secure session and is answered the OID of *its*
 notice object, named by a keyed hash of the session's authenticated identity
 under a secret of this process (:class:`NoticeObjects`); it subscribes to
 ``assignment`` there, and the service sends each device's assignment only to
-that device's object. OAP's provider core takes a Subscribe without asking
-the application, so the service cannot refuse a subscriber by identity at
-that moment: what binds the object to the device is that no one else can
-name it (``watch`` answers only the asker's own, and only to its identity in
-its session; a guessed name is NOT_FOUND). The object carries pushes only:
-every request to it is refused.
+that device's object. The object is provided for that device's identity
+only (OAP's ``provide(..., subscribers=)``): a Subscribe to it from any
+other session is refused ``NOT_FOUND`` by the OAP core, as a name never
+handed out is, so what binds the object to the device is the session's
+identity; the name's being unguessable only keeps strangers from learning
+which devices watch. The object carries pushes only: every request to it is
+refused.
 """
 
 from __future__ import annotations
@@ -141,12 +142,15 @@ class AssignmentPushes:
         self.unheard = 0
 
     def watch(self, identity: OID) -> OID:
-        """Provide ``identity``'s notice object (once) and answer it."""
+        """Provide ``identity``'s notice object (once, for ``identity``'s
+        subscription only) and answer it."""
         notices, new, evicted = self.objects.watch(identity)
         if evicted is not None:
             self.node.withdraw(evicted, UPDATE_DEVICE)
         if new:
-            self.node.provide(notices, UPDATE_DEVICE, _NoticeObject())
+            self.node.provide(
+                notices, UPDATE_DEVICE, _NoticeObject(), subscribers=frozenset({identity})
+            )
         return notices
 
     def push(self, identity: OID, notices: OID, assignments: Sequence[Assignment]) -> int:

@@ -734,6 +734,10 @@ def test_a_live_session_is_not_retired_when_only_some_requests_are_lost() -> Non
     channels = p.client.node._security.channels  # type: ignore[union-attr]
     session = channels.session(PROVIDER)
     assert session is not None
+    # Asking whether it is silent changes nothing; retiring acts on the answer.
+    assert not channels.is_silent(PROVIDER, session.last_opened - 1.0)
+    assert channels.is_silent(PROVIDER, session.last_opened + 1.0)
+    assert channels.session(PROVIDER) is session
     assert not channels.retire_if_silent(PROVIDER, session.last_opened - 1.0, p.world.net.now)
     assert channels.session(PROVIDER) is session
     assert channels.retire_if_silent(PROVIDER, session.last_opened + 1.0, p.world.net.now + 2)

@@ -1,7 +1,8 @@
 """Pushing devices their update window (issue 14, Build 4): a device with a
 live subscription is told its assignment the moment the campaign engine
 notifies it, over OAP in secure sessions on 127.0.0.1; what it subscribes to
-is chosen by its session's identity (``watch``), so it hears only its own;
+is chosen by its session's identity (``watch``) and admits that identity
+only, so it hears only its own, even against a stranger knowing its name;
 and a device that cannot subscribe, or whose push is lost, still learns it
 at its (jittered) poll time."""
 
@@ -302,6 +303,65 @@ async def test_a_device_hears_only_its_own_pushes(tmp_path: Path) -> None:
     assert [a.campaign for a in heard["mine"]] == ["spring"]
     assert device_node.statistics().oap.notifications_received == 1
     assert stranger_node.statistics().oap.notifications_received == 0
+
+
+async def test_a_stranger_who_knows_a_devices_notice_object_is_refused_there(
+    tmp_path: Path,
+) -> None:
+    """The attack on trust by name: a stranger granted what the device is
+    (``xs``) knows the device's notice object (the test computes it, as a
+    device that gave it away would have told it) and Subscribes there once
+    the device watches (the object is provided). The OAP core refuses it by
+    identity, ``NOT_FOUND`` as to a name never handed out; the push goes to
+    the device alone and the stranger overhears nothing."""
+    local = domain()
+    async with (
+        serving(tmp_path, local) as (node, worker, devices, pushes),
+        open_secure_node(local, DEVICE) as device_node,
+        open_secure_node(local, STRANGER) as stranger_node,
+    ):
+        peer = node.local_address
+        client = UpdateDeviceClient(device_node, peer, identity=SERVICE)
+        stolen = pushes.objects.object_of(DEVICE)
+        learnt: list[Assignment] = []
+        overheard: list[tuple[Any, ...]] = []
+        refusals: list[OapError] = []
+
+        async def wait() -> None:
+            learnt.extend(await client.wait_for_assignment(trio.current_time() + NEVER))
+
+        async def eavesdrop() -> None:
+            try:
+                async with stranger_node.subscribe(
+                    peer, stolen, UPDATE_DEVICE, "assignment", identity=SERVICE
+                ) as changes:
+                    async for change in changes:
+                        overheard.append(change.values)
+            except OapError as exc:
+                refusals.append(exc)
+
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(wait)
+                await _subscribers(node, 1)  # the device watched: its object is provided
+                nursery.start_soon(eavesdrop)
+                # Until the stranger's Subscribe was answered, one way or the other.
+                while not refusals and node.statistics().oap.subscribers < 2:
+                    await trio.sleep(0.01)
+                actions = await trio.to_thread.run_sync(worker.step, float(NOW + 1))
+                sent = await push_assignments(
+                    pushes, devices, actions, float(NOW + 2), trio.to_thread.run_sync
+                )
+                while not learnt:
+                    await trio.sleep(0.01)
+                nursery.cancel_scope.cancel()
+    assert [r.code for r in refusals] == [OapErrorCode.NOT_FOUND]
+    assert overheard == [] and stranger_node.statistics().oap.notifications_received == 0
+    assert sent == 1  # one Change, to the device's own subscription
+    assert [a.campaign for a in learnt] == ["spring"]
+    assert client.pushes_received == 1
+    stats = node.statistics().oap
+    assert (stats.subscribers_refused, stats.permission_denied) == (1, 0)
 
 
 async def test_a_device_without_the_subscribe_grant_falls_back_to_its_poll_time(
