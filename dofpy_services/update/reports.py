@@ -9,7 +9,10 @@ notified or went further, whatever became of it after), *succeeded* (the
 Version service saw it boot and accept the version: the ``succeeded``
 state, never a written image),
 *failed* (failed, rolled back or timed out); time to update is from a
-device's first transition (scheduled) to its success.
+device's first transition (scheduled) to its success; *image bytes
+delivered* (``bytes_served``) is what the devices reported fetching over the
+network in their signed install reports (the largest each reported; 0 for a
+device that has not reported, or reports from before the count existed).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ CHART_MARGIN = 40
 CHART_ID = "progress-chart"
 CHART_BACKGROUND = "#fdf6e3"
 """The chart's own background, unlike the page's (white): where the chart is."""
+BYTES_LABEL = "image bytes delivered (reported by devices)"
 _SERIES = (("started", "#1f77b4"), ("succeeded", "#2ca02c"), ("failed", "#d62728"))
 
 
@@ -63,6 +67,8 @@ class WaveCounts:
     started: int
     succeeded: int
     failed: int
+    bytes_served: int = 0
+    """Image bytes delivered to the wave's devices (reported by them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ class CampaignReport:
     time_to_update: dict[str, float | None]
     """``p50``, ``p90``, ``p99`` seconds (``None`` with no success)."""
     bytes_served: int
+    """Image bytes delivered, as the devices reported them (see the module)."""
     progress: tuple[ProgressPoint, ...]
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +114,7 @@ class CampaignReport:
                     "started": w.started,
                     "succeeded": w.succeeded,
                     "failed": w.failed,
+                    "bytes_served": w.bytes_served,
                 }
                 for w in self.waves
             ],
@@ -155,6 +163,7 @@ def build_report(campaign: str, records: Sequence[TrackingRecord]) -> CampaignRe
                 sum(r.started for r in members),
                 sum(r.state is DeviceState.SUCCEEDED for r in members),
                 sum(r.state in FAILED_STATES for r in members),
+                sum(r.bytes_served for r in members),
             )
         )
     reasons: dict[str, dict[str, int]] = {}
@@ -213,7 +222,7 @@ def _summary_rows(report: CampaignReport) -> list[tuple[str, str, str]]:
         ("total", "started", str(report.started)),
         ("total", "succeeded", str(report.succeeded)),
         ("total", "failed", str(report.failed)),
-        ("total", "bytes served", str(report.bytes_served)),
+        ("total", BYTES_LABEL, str(report.bytes_served)),
     ]
     rows += [("state", state, str(n)) for state, n in report.states.items()]
     for wave in report.waves:
@@ -224,6 +233,7 @@ def _summary_rows(report: CampaignReport) -> list[tuple[str, str, str]]:
                 f"{wave.scheduled}/{wave.started}/{wave.succeeded}/{wave.failed}",
             )
         )
+        rows.append((f"wave {wave.wave}", BYTES_LABEL, str(wave.bytes_served)))
     for stage, reasons in report.failure_reasons.items():
         rows += [(f"failed at {stage}", reason, str(n)) for reason, n in reasons.items()]
     for name, value in report.time_to_update.items():

@@ -1,7 +1,7 @@
 """The campaign's pure rules: windows in local time (wrapping midnight),
 capped exponential back-off with full jitter, wave sizes, operator commands,
 the spec's JSON form, and the engine's refusal to double-count a repeated
-report."""
+report (its state, or the image bytes it reports)."""
 
 from __future__ import annotations
 
@@ -116,6 +116,31 @@ def test_a_repeated_or_stale_report_changes_no_state() -> None:
         campaign, row, DeviceEvent(EventKind.PROGRESS, DeviceState.NORMAL_MODE), 100.0, rng
     )
     assert change is not None and change.state is DeviceState.NORMAL_MODE
+
+
+@pytest.mark.parametrize(
+    "state", [DeviceState.INSTALLING, DeviceState.SUCCEEDED, DeviceState.FAILED]
+)
+def test_bytes_a_device_reports_are_kept_at_the_largest_whatever_its_state(
+    state: DeviceState,
+) -> None:
+    """The install report's count of image bytes raises ``bytes_served``
+    (settled rows too: the report comes after the Version service saw the
+    success), never lowers it, and a repeat changes nothing."""
+    campaign = CampaignRow(make_spec(), CampaignState.RUNNING, 0, 1)
+    row = DeviceRow("dev", 0, state, revision=5, attempts=1, due=1e12, bytes_served=1000)
+    rng = random.Random(0)
+    for kind in (EventKind.DELIVERED, EventKind.FAILED):
+        event = DeviceEvent(kind, reason="disk full", bytes_delivered=4000)
+        change, _ = device_event(campaign, row, event, 100.0, rng)
+        assert change is not None and change.bytes_served == 4000
+        if kind == EventKind.DELIVERED or state is not DeviceState.INSTALLING:
+            assert (change.state, change.stage, change.reason) == (None, row.stage, row.reason)
+        else:
+            assert change.state is DeviceState.FAILED  # the failure itself still counts
+    for fewer in (1000, 999, 0):
+        event = DeviceEvent(EventKind.DELIVERED, bytes_delivered=fewer)
+        assert device_event(campaign, row, event, 100.0, rng) == (None, [])
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,7 @@ def test_counts() -> None:
     # Device n succeeds 100 + n s after it was scheduled: 100..129 s.
     assert report.time_to_update == {"p50": 114.0, "p90": 126.0, "p99": 129.0}
     assert report.bytes_served == 30_000_000
+    assert [w.bytes_served for w in report.waves] == [2_000_000, 8_000_000, 20_000_000]
     final = report.progress[-1]
     assert (final.started, final.succeeded, final.failed) == (38, 30, 8)
     assert all(a.time < b.time for a, b in zip(report.progress, report.progress[1:], strict=False))
@@ -139,6 +140,9 @@ def test_four_renderings() -> None:
     report = build_report("spring", history())
     table = render_table(report)
     assert re.search(r"^failed at transfer +block timeout +3$", table, re.M)
+    delivered = r"image bytes delivered \(reported by devices\)"
+    assert re.search(rf"^total +{delivered} +30000000$", table, re.M)
+    assert re.search(rf"^wave 1 +{delivered} +8000000$", table, re.M)
     assert json.loads(render_json(report)) == report.to_json()
     rows = list(csv.reader(io.StringIO(render_csv(report))))
     assert rows[0] == ["section", "what", "value"]
