@@ -195,22 +195,42 @@ def _starts_allowed(campaign: CampaignRow) -> bool:
     return campaign.state is CampaignState.RUNNING
 
 
+SILENCE = "timeout"
+"""The retry policy's name (``RetryPolicy.retryable``) for a started device
+silent past the campaign's silence timeout."""
+
+
+def silence_reason(spec: CampaignSpec) -> str:
+    """What a silent device's row records as its reason: how long it was
+    silent (its stage records the state it went silent in)."""
+    return f"silent for {spec.silence_timeout:g} s"
+
+
 def _fail_or_retry(
-    spec: CampaignSpec, row: DeviceRow, stage: Stage, reason: str, now: float, rng: random.Random
+    spec: CampaignSpec,
+    row: DeviceRow,
+    stage: Stage,
+    reason: str,
+    now: float,
+    rng: random.Random,
+    recorded: str = "",
 ) -> DeviceChange:
     """A failed attempt: scheduled again after a back-off when the reason is
     retryable and attempts remain (and the retry can start before the
-    deadline), else failed (timed out, for silence)."""
+    deadline), else failed (timed out, for :data:`SILENCE`). ``reason`` is
+    the retry policy's name for the failure; ``recorded`` what the row says
+    (default: ``reason``)."""
     retry = spec.retry
+    recorded = recorded or reason
     if (
         reason in retry.retryable
         and row.attempts < retry.max_attempts
         and now < spec.terms.deadline
     ):
         delay = backoff_delay(retry, row.attempts, rng)
-        return _change(row, DeviceState.SCHEDULED, due=now + delay, stage=stage, reason=reason)
-    final = DeviceState.TIMED_OUT if reason == "timeout" else DeviceState.FAILED
-    return _change(row, final, stage=stage, reason=reason)
+        return _change(row, DeviceState.SCHEDULED, due=now + delay, stage=stage, reason=recorded)
+    final = DeviceState.TIMED_OUT if reason == SILENCE else DeviceState.FAILED
+    return _change(row, final, stage=stage, reason=recorded)
 
 
 HELD = "waiting for the maintenance window"
@@ -293,7 +313,8 @@ def device_step(
     if state is DeviceState.VERIFYING and row.reason == HELD:
         return _verified(spec, row, now)  # its window opened
     # A started device silent past its deadline.
-    return _fail_or_retry(spec, row, _STAGE_OF[state], "timeout", now, rng), []
+    silent = silence_reason(spec)
+    return _fail_or_retry(spec, row, _STAGE_OF[state], SILENCE, now, rng, silent), []
 
 
 def device_event(

@@ -91,8 +91,9 @@ class CampaignReport:
     states: dict[str, int]
     waves: tuple[WaveCounts, ...]
     failure_reasons: dict[str, dict[str, int]]
-    """Stage -> reason -> devices (the failed state's stage; rolled back and
-    timed out are their own stages)."""
+    """Stage -> reason -> devices: a failed device's stage; ``rolled-back``;
+    a timed-out device's ``timed out in STATE`` (the state it went silent
+    in, its reason how long: ``silent for 30 s``)."""
     time_to_update: dict[str, float | None]
     """``p50``, ``p90``, ``p99`` seconds (``None`` with no success)."""
     bytes_served: int
@@ -136,6 +137,21 @@ def _percentile(sorted_values: Sequence[float], percent: int) -> float | None:
     return sorted_values[rank - 1]
 
 
+TIMED_OUT = "timed out"
+"""The start of a timed-out device's key in ``failure_reasons``."""
+
+
+def _timed_out_in(record: TrackingRecord) -> str:
+    """Where a timed-out device went silent: the state it was in (the
+    transition before the timeout), else the stage the timeout names."""
+    *before, last = record.transitions
+    if before and before[-1].state in STARTED_STATES:
+        return f"{TIMED_OUT} in {before[-1].state.value}"
+    if last.stage is not None:
+        return f"{TIMED_OUT} in {last.stage.value}"
+    return TIMED_OUT
+
+
 def _failure_key(record: TrackingRecord) -> tuple[str, str] | None:
     state = record.state
     last = record.transitions[-1] if record.transitions else None
@@ -144,7 +160,15 @@ def _failure_key(record: TrackingRecord) -> tuple[str, str] | None:
     if state is DeviceState.FAILED:
         assert last.stage is not None
         return last.stage.value, last.reason or "unknown"
+    if state is DeviceState.TIMED_OUT:
+        return _timed_out_in(record), last.reason or "silent"
     return state.value, last.reason or state.value
+
+
+def _failure_section(key: str) -> str:
+    """The table's section for a ``failure_reasons`` key: a timeout names
+    itself (it did not fail *at* a stage: it went silent in one)."""
+    return key if key.startswith(TIMED_OUT) else f"failed at {key}"
 
 
 def build_report(campaign: str, records: Sequence[TrackingRecord]) -> CampaignReport:
@@ -235,7 +259,8 @@ def _summary_rows(report: CampaignReport) -> list[tuple[str, str, str]]:
         )
         rows.append((f"wave {wave.wave}", BYTES_LABEL, str(wave.bytes_served)))
     for stage, reasons in report.failure_reasons.items():
-        rows += [(f"failed at {stage}", reason, str(n)) for reason, n in reasons.items()]
+        section = _failure_section(stage)
+        rows += [(section, reason, str(n)) for reason, n in reasons.items()]
     for name, value in report.time_to_update.items():
         rows.append(("time to update", name, "-" if value is None else f"{value:.1f} s"))
     return rows

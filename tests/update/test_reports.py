@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,7 @@ def test_counts() -> None:
         "transfer": {"block timeout": 3, "disk full": 1},
         "verify": {"bad signature": 2},
         "rolled-back": {"reverted": 1},
-        "timed-out": {"timed-out": 1},
+        "timed out in notified": {"silent": 1},  # an export's record: no stage, no reason
     }
     # Device n succeeds 100 + n s after it was scheduled: 100..129 s.
     assert report.time_to_update == {"p50": 114.0, "p90": 126.0, "p99": 129.0}
@@ -108,6 +109,34 @@ def test_counts() -> None:
     final = report.progress[-1]
     assert (final.started, final.succeeded, final.failed) == (38, 30, 8)
     assert all(a.time < b.time for a, b in zip(report.progress, report.progress[1:], strict=False))
+
+
+def test_a_timeout_names_the_state_the_device_went_silent_in() -> None:
+    """Not "failed at timed-out": the state it was in and how long it was
+    silent (the engine records the stage and the silence), for each state."""
+    base = TrackingRecord("a", 0, "2.0", "1.0", (Transition(T0, S.SCHEDULED),))
+    records = []
+    for n, (state, stage) in enumerate(
+        [(S.TRANSFERRING, Stage.TRANSFER), (S.TRANSFERRING, Stage.TRANSFER),
+         (S.INSTALLING, Stage.INSTALL)]
+    ):  # fmt: skip
+        record = base.with_transition(Transition(T0 + 1, S.NOTIFIED))
+        record = record.with_transition(Transition(T0 + 2, state))
+        timed_out = Transition(T0 + 40, S.TIMED_OUT, stage, "silent for 30 s")
+        records.append(replace(record.with_transition(timed_out), device=f"d{n}"))
+    # A timeout with no state before it in the log: the stage it names.
+    records.append(replace(base, device="d3", transitions=(
+        Transition(T0 + 40, S.TIMED_OUT, Stage.VERIFY, "silent for 30 s"),
+    )))  # fmt: skip
+    report = build_report("x", records)
+    assert report.failure_reasons == {
+        "timed out in transferring": {"silent for 30 s": 2},
+        "timed out in installing": {"silent for 30 s": 1},
+        "timed out in verify": {"silent for 30 s": 1},
+    }
+    table = render_table(report)
+    assert re.search(r"^timed out in transferring +silent for 30 s +2$", table, re.M)
+    assert "failed at timed" not in table
 
 
 def test_cancelled_or_deferred_before_notification_never_started() -> None:
