@@ -4,7 +4,8 @@ against the bootloader, the services and the user.
 Each state's step is one method here that answers an :class:`Input`; the
 machine picks the next state. What the agent must remember across a reboot
 or a power cut (the state it is in, the assignment, the authorisation, the
-failure to report, the image bytes fetched so far) is an :class:`AgentRecord` written atomically
+failure to report, the image bytes fetched so far) is an
+:class:`AgentRecord` written atomically
 (:func:`~dofpy_services.device.state_file.write_atomically`) to the agent's
 state files after every step and before every reboot, so a freshly started
 agent (after :class:`Rebooted` unwound the old one) continues where the
