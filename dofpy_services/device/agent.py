@@ -4,7 +4,8 @@ against the bootloader, the services and the user.
 Each state's step is one method here that answers an :class:`Input`; the
 machine picks the next state. What the agent must remember across a reboot
 or a power cut (the state it is in, the assignment, the authorisation, the
-failure to report) is an :class:`AgentRecord` written atomically
+failure to report, the image bytes fetched so far) is an
+:class:`AgentRecord` written atomically
 (:func:`~dofpy_services.device.state_file.write_atomically`) to the agent's
 state files after every step and before every reboot, so a freshly started
 agent (after :class:`Rebooted` unwound the old one) continues where the
@@ -440,13 +441,26 @@ class DeviceAgent:
             return Input.OK, "", 0.0  # written and recorded before a reboot
         await self._progress(Stage.TRANSFERRING, "")
         store = self._slot_store(self.boot.open_slot(slot), image)
-        try:
-            await self.ports.images.transfer(image, store, self._local_leaves(slot, image))
-        finally:
-            store.close()
+        await self._fetch(image, store, self._local_leaves(slot, image))
         if not store.complete:
             return Input.RETRY, "the transfer ended before the image was whole", 0.0
         return Input.OK, "", 0.0
+
+    async def _fetch(
+        self, image: ImageToInstall, store: SlotBlockStore, local: SlotLeaves | None
+    ) -> None:
+        """The image port's transfer into ``store``, then the store closed;
+        however the transfer ends (whole, or the session lost), the bytes it
+        verified that came over the network (not resumed from the marks, not
+        copied from ``local``) are added to the record's count, which the
+        step's record write keeps."""
+        resumed = store.verified_bytes
+        try:
+            await self.ports.images.transfer(image, store, local)
+        finally:
+            copied = 0 if local is None else local.bytes_copied
+            self.record.bytes_fetched += store.verified_bytes - resumed - copied
+            store.close()
 
     def _local_leaves(
         self, target: Slot, image: ImageToInstall, *, in_place: bool = False
@@ -576,12 +590,7 @@ class DeviceAgent:
         await self._progress(Stage.TRANSFERRING, "")
         writer = self.boot.open_slot(Slot.REPROGRAM)
         store = self._slot_store(writer, image)
-        try:
-            await self.ports.images.transfer(
-                image, store, self._local_leaves(Slot.REPROGRAM, image, in_place=True)
-            )
-        finally:
-            store.close()
+        await self._fetch(image, store, self._local_leaves(Slot.REPROGRAM, image, in_place=True))
         if not store.complete:
             return Input.RETRY, "the transfer ended before the image was whole", 0.0
         try:
@@ -671,6 +680,7 @@ class DeviceAgent:
             trio.current_time(),
             None if failure is None else failure.stage,
             "" if failure is None else _clip_reason(failure.reason),
+            bytes_fetched=self.record.bytes_fetched,
         )
         data, signature = sign_install_report(self.key, report)
         await self.ports.update.install_report(data, signature)

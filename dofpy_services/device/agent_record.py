@@ -38,6 +38,14 @@ class AgentRecord:
     failure: list[str] | None = None  # state, stage, reason
     switched: bool = False
     """The step switched the boot target and rebooted (it reads the result)."""
+    fetched_campaign: str = ""
+    bytes_fetched: int = 0
+    """Image bytes fetched over the network for ``fetched_campaign``'s image,
+    over every attempt at it (the install report's ``bytes_fetched``); not
+    the leaves resumed from the marks nor those copied from the device's own
+    slots. Added up at the end of each transfer step, so kept when this
+    record is written after the step: a power cut during a transfer loses
+    that attempt's count (it under-counts; never counts a byte twice)."""
 
     def current_assignment(self) -> Assignment | None:
         data = self.assignment
@@ -51,6 +59,11 @@ class AgentRecord:
         if assignment is None:
             self.assignment = None
             return
+        if assignment.campaign != self.fetched_campaign:
+            # Another campaign's image: its count starts again. A retry of
+            # the same campaign (assigned again after a failed attempt)
+            # keeps adding to it, so the report covers every attempt.
+            self.fetched_campaign, self.bytes_fetched = assignment.campaign, 0
         values: dict[str, object] = {
             name: getattr(assignment, name) for name in Assignment.__dataclass_fields__
         }

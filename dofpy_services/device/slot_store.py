@@ -143,6 +143,12 @@ class SlotBlockStore:
     # -- the agent's side ---------------------------------------------------------------------
 
     @property
+    def verified_bytes(self) -> int:
+        """Bytes of the image's leaves verified so far (those resumed from the
+        marks included)."""
+        return sum(self.manifest.span_length(start, end) for start, end in self._verified)
+
+    @property
     def complete(self) -> bool:
         return self._verified.covers(0, self.manifest.leaf_count)
 

@@ -200,8 +200,12 @@ class CampaignSpec:
     downloads. ``run_policy``/``deadline_behaviour``: automatic, or manual
     and what happens to a device still deferred at the deadline.
     ``devices_per_minute`` and ``bytes_per_second``: the rate caps (``0``:
-    none); an URGENT campaign ignores the devices-per-minute cap (as fast as
-    capacity allows) but never the bytes cap (the uplink's capacity).
+    none); the first counts attempts started (each first notification of an
+    attempt, retries included: a notified device goes on to fetch the image),
+    the second image bytes (the engine's byte bucket; the serving path does
+    not ask it yet); an URGENT campaign ignores the devices-per-minute cap
+    (as fast as capacity allows) but never the bytes cap (the uplink's
+    capacity).
     ``canary_share``/``growth``: the waves; ``success_threshold``: the share
     of a settled wave that must succeed before the next starts;
     ``failure_threshold``: the share of a wave whose failure halts the

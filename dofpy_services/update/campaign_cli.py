@@ -82,8 +82,20 @@ def add_store_actions(actions: Any) -> None:
     create.add_argument(
         "--window", action="append", default=[], help="maintenance window, local HH:MM-HH:MM"
     )
-    create.add_argument("--devices-per-minute", type=float, default=0.0, help="0: no cap")
-    create.add_argument("--bytes-per-second", type=float, default=0.0, help="0: no cap")
+    create.add_argument(
+        "--devices-per-minute",
+        type=float,
+        default=0.0,
+        help="attempts started a minute: the first notification of each device's attempt"
+        " (a retry counts again, a deferred device asked again does not); 0: no cap",
+    )
+    create.add_argument(
+        "--bytes-per-second",
+        type=float,
+        default=0.0,
+        help="image bytes a second, kept with the campaign (not yet enforced by the Image"
+        " service or relays); 0: no cap",
+    )
     create.add_argument("--canary-share", type=float, default=0.05)
     create.add_argument("--growth", type=float, default=2.0)
     create.add_argument("--success-threshold", type=float, default=0.95)

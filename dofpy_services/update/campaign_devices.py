@@ -26,7 +26,9 @@
 - ``install_report``: verified against the report key enrolled for the
   device (:mod:`~dofpy_services.update.device_keys`), kept as sent; a failed
   outcome fails the row with its stage and reason, a user's refusal cancels
-  it; a success report is kept and changes nothing.
+  it; a success report changes no state. Whatever the outcome, the report's
+  ``bytes_fetched`` raises the row's ``bytes_served`` (the largest reported
+  wins: a repeated report changes nothing), even on a settled row.
 - ``watch``: the asking device's notice object
   (:mod:`~dofpy_services.update.notify`), where the daemon pushes what
   ``poll`` would answer (:meth:`CampaignDevices.current`) the moment the
@@ -280,17 +282,23 @@ class CampaignDevices:
                 now=now,
             )
         )  # fmt: skip
+        delivered = report.bytes_fetched
         if report.outcome is InstallOutcome.FAILED:
             stage = report.failed_stage
             event = DeviceEvent(
                 EventKind.FAILED,
                 stage=None if stage is None else _FAILED_STAGE.get(stage),
                 reason=report.reason or "failed",
+                bytes_delivered=delivered,
             )
         elif report.outcome is InstallOutcome.REFUSED_BY_USER:
-            event = DeviceEvent(EventKind.REFUSE)
+            event = DeviceEvent(EventKind.REFUSE, bytes_delivered=delivered)
+        elif delivered:
+            # Success counts only from the Version service: the report adds
+            # only the bytes the device fetched.
+            event = DeviceEvent(EventKind.DELIVERED, bytes_delivered=delivered)
         else:
-            return  # success counts only from the Version service
+            return
         if not self._event(report.campaign, device, event, now):
             raise NotNow(self.retry_after)
 

@@ -161,7 +161,11 @@ class InstallReport:
     signature binds the record to it, so it cannot be repudiated), the
     campaign, the image intended and the image the device actually runs
     afterwards (kept apart), the outcome, and for a failure its stage and
-    reason."""
+    reason. ``bytes_fetched``: the image bytes the device fetched over the
+    network for this campaign, over all its attempts (verified leaves from
+    providers or relays; not those it resumed from leaves it had verified
+    before a reboot, nor those copied from its own slots); a device that
+    does not send it (older) reports 0."""
 
     device: OID
     campaign: CampaignId
@@ -174,6 +178,7 @@ class InstallReport:
     failed_stage: Stage | None = None
     reason: Reason = ""
     attempts: Annotated[int, IntRange(0, 1 << 16)] = 1
+    bytes_fetched: Int63 = 0
 
 
 class InstallReportInvalid(Exception):

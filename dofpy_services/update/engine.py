@@ -148,13 +148,22 @@ class EventKind:
     CHECK_IN = "check-in"
     OBSERVED = "observed"
     """The Version service saw the device: ``version``, ``accepted``."""
+    DELIVERED = "delivered"
+    """The device's count of image bytes delivered (``bytes_delivered``)
+    and nothing else: a successful install report (success itself counts
+    only from the Version service)."""
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceEvent:
+    """One report from or about a device. ``bytes_delivered``: the image
+    bytes delivered to the device for this campaign so far, as it counts
+    them (its install report's ``bytes_fetched``; 0: not told); the row keeps
+    the largest it heard, whatever the event does to its state."""
+
     kind: str
     state: DeviceState | None = None
-    bytes_offset: int = 0
+    bytes_delivered: int = 0
     stage: Stage | None = None
     reason: str = ""
     until: float = 0.0
@@ -186,22 +195,42 @@ def _starts_allowed(campaign: CampaignRow) -> bool:
     return campaign.state is CampaignState.RUNNING
 
 
+SILENCE = "timeout"
+"""The retry policy's name (``RetryPolicy.retryable``) for a started device
+silent past the campaign's silence timeout."""
+
+
+def silence_reason(spec: CampaignSpec) -> str:
+    """What a silent device's row records as its reason: how long it was
+    silent (its stage records the state it went silent in)."""
+    return f"silent for {spec.silence_timeout:g} s"
+
+
 def _fail_or_retry(
-    spec: CampaignSpec, row: DeviceRow, stage: Stage, reason: str, now: float, rng: random.Random
+    spec: CampaignSpec,
+    row: DeviceRow,
+    stage: Stage,
+    reason: str,
+    now: float,
+    rng: random.Random,
+    recorded: str = "",
 ) -> DeviceChange:
     """A failed attempt: scheduled again after a back-off when the reason is
     retryable and attempts remain (and the retry can start before the
-    deadline), else failed (timed out, for silence)."""
+    deadline), else failed (timed out, for :data:`SILENCE`). ``reason`` is
+    the retry policy's name for the failure; ``recorded`` what the row says
+    (default: ``reason``)."""
     retry = spec.retry
+    recorded = recorded or reason
     if (
         reason in retry.retryable
         and row.attempts < retry.max_attempts
         and now < spec.terms.deadline
     ):
         delay = backoff_delay(retry, row.attempts, rng)
-        return _change(row, DeviceState.SCHEDULED, due=now + delay, stage=stage, reason=reason)
-    final = DeviceState.TIMED_OUT if reason == "timeout" else DeviceState.FAILED
-    return _change(row, final, stage=stage, reason=reason)
+        return _change(row, DeviceState.SCHEDULED, due=now + delay, stage=stage, reason=recorded)
+    final = DeviceState.TIMED_OUT if reason == SILENCE else DeviceState.FAILED
+    return _change(row, final, stage=stage, reason=recorded)
 
 
 HELD = "waiting for the maintenance window"
@@ -209,9 +238,7 @@ HELD = "waiting for the maintenance window"
 ``due`` is then when the window opens (not a silence deadline)."""
 
 
-def _verified(
-    spec: CampaignSpec, row: DeviceRow, now: float, bytes_served: int
-) -> tuple[DeviceChange, list[Action]]:
+def _verified(spec: CampaignSpec, row: DeviceRow, now: float) -> tuple[DeviceChange, list[Action]]:
     """A device that holds a verified image: allowed to install inside its
     window (and silent past ``now`` + the timeout then times out), else held
     until the window opens."""
@@ -220,13 +247,12 @@ def _verified(
             row,
             DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None,
             due=now + spec.silence_timeout,
-            bytes_served=bytes_served,
             reason="",
         )
         return change, [Action(ActionKind.ALLOW_INSTALL, row.device, spec.name)]
     due = next_window_open(spec.windows, now, row.utc_offset)
     state = DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None
-    return _change(row, state, due=due, reason=HELD, bytes_served=bytes_served), []
+    return _change(row, state, due=due, reason=HELD), []
 
 
 def device_step(
@@ -285,17 +311,36 @@ def device_step(
     if now < row.due:
         return None, []
     if state is DeviceState.VERIFYING and row.reason == HELD:
-        return _verified(spec, row, now, row.bytes_served)  # its window opened
+        return _verified(spec, row, now)  # its window opened
     # A started device silent past its deadline.
-    return _fail_or_retry(spec, row, _STAGE_OF[state], "timeout", now, rng), []
+    silent = silence_reason(spec)
+    return _fail_or_retry(spec, row, _STAGE_OF[state], SILENCE, now, rng, silent), []
 
 
 def device_event(
     campaign: CampaignRow, row: DeviceRow, event: DeviceEvent, now: float, rng: random.Random
 ) -> tuple[DeviceChange | None, list[Action]]:
     """What one report from (or about) a device does to its row."""
+    change, actions = _state_event(campaign, row, event, now, rng)
+    served = row.bytes_served if change is None else change.bytes_served
+    if event.bytes_delivered > served:
+        # Bytes delivered stay delivered: counted even when the report is
+        # stale or the row has settled (an install report arrives after the
+        # Version service saw the success). The largest count wins, so a
+        # report repeated changes nothing.
+        base = _change(row, None) if change is None else change
+        change = replace(base, bytes_served=event.bytes_delivered)
+    return change, actions
+
+
+def _state_event(
+    campaign: CampaignRow, row: DeviceRow, event: DeviceEvent, now: float, rng: random.Random
+) -> tuple[DeviceChange | None, list[Action]]:
+    """What ``event`` does to the row's state (its bytes aside)."""
     spec = campaign.spec
     state = row.state
+    if event.kind == EventKind.DELIVERED:
+        return None, []
     if event.kind == EventKind.OBSERVED:
         return _observed(spec, row, event, now)
     if state in TERMINAL_STATES:
@@ -311,20 +356,15 @@ def device_event(
     if not started:
         return None, []  # a report from an attempt that ended (timed out, retrying)
     if event.kind == EventKind.PROGRESS and event.state is not None:
-        bytes_served = max(row.bytes_served, event.bytes_offset)
         if event.state not in _RANK or _RANK[event.state] < _RANK[state]:
             return None, []  # stale: from before a state already recorded
         if event.state is DeviceState.VERIFYING:
             # Reached, or repeated while it waits: the permission is repeated
             # too (one sent by another process may not have reached it).
-            return _verified(spec, row, now, bytes_served)
+            return _verified(spec, row, now)
         if event.state is state:
-            heard = _heard(spec, row, now)
-            return replace(heard, bytes_served=bytes_served), []
-        change = _change(
-            row, event.state, due=now + spec.silence_timeout, bytes_served=bytes_served
-        )
-        return change, []
+            return _heard(spec, row, now), []
+        return _change(row, event.state, due=now + spec.silence_timeout), []
     if event.kind == EventKind.FAILED:
         stage = event.stage or _STAGE_OF[state]
         return _fail_or_retry(spec, row, stage, event.reason or "unspecified", now, rng), []

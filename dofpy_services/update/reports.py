@@ -9,7 +9,10 @@ notified or went further, whatever became of it after), *succeeded* (the
 Version service saw it boot and accept the version: the ``succeeded``
 state, never a written image),
 *failed* (failed, rolled back or timed out); time to update is from a
-device's first transition (scheduled) to its success.
+device's first transition (scheduled) to its success; *image bytes
+delivered* (``bytes_served``) is what the devices reported fetching over the
+network in their signed install reports (the largest each reported; 0 for a
+device that has not reported, or reports from before the count existed).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ CHART_MARGIN = 40
 CHART_ID = "progress-chart"
 CHART_BACKGROUND = "#fdf6e3"
 """The chart's own background, unlike the page's (white): where the chart is."""
+BYTES_LABEL = "image bytes delivered (reported by devices)"
 _SERIES = (("started", "#1f77b4"), ("succeeded", "#2ca02c"), ("failed", "#d62728"))
 
 
@@ -63,6 +67,8 @@ class WaveCounts:
     started: int
     succeeded: int
     failed: int
+    bytes_served: int = 0
+    """Image bytes delivered to the wave's devices (reported by them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +91,13 @@ class CampaignReport:
     states: dict[str, int]
     waves: tuple[WaveCounts, ...]
     failure_reasons: dict[str, dict[str, int]]
-    """Stage -> reason -> devices (the failed state's stage; rolled back and
-    timed out are their own stages)."""
+    """Stage -> reason -> devices: a failed device's stage; ``rolled-back``;
+    a timed-out device's ``timed out in STATE`` (the state it went silent
+    in, its reason how long: ``silent for 30 s``)."""
     time_to_update: dict[str, float | None]
     """``p50``, ``p90``, ``p99`` seconds (``None`` with no success)."""
     bytes_served: int
+    """Image bytes delivered, as the devices reported them (see the module)."""
     progress: tuple[ProgressPoint, ...]
 
     def to_json(self) -> dict[str, Any]:
@@ -107,6 +115,7 @@ class CampaignReport:
                     "started": w.started,
                     "succeeded": w.succeeded,
                     "failed": w.failed,
+                    "bytes_served": w.bytes_served,
                 }
                 for w in self.waves
             ],
@@ -128,6 +137,21 @@ def _percentile(sorted_values: Sequence[float], percent: int) -> float | None:
     return sorted_values[rank - 1]
 
 
+TIMED_OUT = "timed out"
+"""The start of a timed-out device's key in ``failure_reasons``."""
+
+
+def _timed_out_in(record: TrackingRecord) -> str:
+    """Where a timed-out device went silent: the state it was in (the
+    transition before the timeout), else the stage the timeout names."""
+    *before, last = record.transitions
+    if before and before[-1].state in STARTED_STATES:
+        return f"{TIMED_OUT} in {before[-1].state.value}"
+    if last.stage is not None:
+        return f"{TIMED_OUT} in {last.stage.value}"
+    return TIMED_OUT
+
+
 def _failure_key(record: TrackingRecord) -> tuple[str, str] | None:
     state = record.state
     last = record.transitions[-1] if record.transitions else None
@@ -136,7 +160,15 @@ def _failure_key(record: TrackingRecord) -> tuple[str, str] | None:
     if state is DeviceState.FAILED:
         assert last.stage is not None
         return last.stage.value, last.reason or "unknown"
+    if state is DeviceState.TIMED_OUT:
+        return _timed_out_in(record), last.reason or "silent"
     return state.value, last.reason or state.value
+
+
+def _failure_section(key: str) -> str:
+    """The table's section for a ``failure_reasons`` key: a timeout names
+    itself (it did not fail *at* a stage: it went silent in one)."""
+    return key if key.startswith(TIMED_OUT) else f"failed at {key}"
 
 
 def build_report(campaign: str, records: Sequence[TrackingRecord]) -> CampaignReport:
@@ -155,6 +187,7 @@ def build_report(campaign: str, records: Sequence[TrackingRecord]) -> CampaignRe
                 sum(r.started for r in members),
                 sum(r.state is DeviceState.SUCCEEDED for r in members),
                 sum(r.state in FAILED_STATES for r in members),
+                sum(r.bytes_served for r in members),
             )
         )
     reasons: dict[str, dict[str, int]] = {}
@@ -213,7 +246,7 @@ def _summary_rows(report: CampaignReport) -> list[tuple[str, str, str]]:
         ("total", "started", str(report.started)),
         ("total", "succeeded", str(report.succeeded)),
         ("total", "failed", str(report.failed)),
-        ("total", "bytes served", str(report.bytes_served)),
+        ("total", BYTES_LABEL, str(report.bytes_served)),
     ]
     rows += [("state", state, str(n)) for state, n in report.states.items()]
     for wave in report.waves:
@@ -224,8 +257,10 @@ def _summary_rows(report: CampaignReport) -> list[tuple[str, str, str]]:
                 f"{wave.scheduled}/{wave.started}/{wave.succeeded}/{wave.failed}",
             )
         )
+        rows.append((f"wave {wave.wave}", BYTES_LABEL, str(wave.bytes_served)))
     for stage, reasons in report.failure_reasons.items():
-        rows += [(f"failed at {stage}", reason, str(n)) for reason, n in reasons.items()]
+        section = _failure_section(stage)
+        rows += [(section, reason, str(n)) for reason, n in reasons.items()]
     for name, value in report.time_to_update.items():
         rows.append(("time to update", name, "-" if value is None else f"{value:.1f} s"))
     return rows

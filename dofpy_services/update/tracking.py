@@ -121,7 +121,9 @@ class TrackingRecord:
     ``intended_version`` is what the campaign installs; ``actual_version``
     what the Version service last saw the device running (``""``: not yet
     seen) — never inferred from the campaign's progress. ``wave`` is the
-    device's wave (0: the canary); ``bytes_served`` image bytes sent to it."""
+    device's wave (0: the canary); ``bytes_served`` the image bytes delivered
+    to it, as the device reported them (its install report's
+    ``bytes_fetched``)."""
 
     device: str
     wave: int

@@ -39,6 +39,7 @@ class CountingImages(NetsimImages):
         self.manifest = self.provider.publish(NEW.data)
         self.sent = 0
         self.copied = 0
+        self.copied_bytes = 0
 
     async def verify(self, assignment: Assignment, installed: Installed) -> ImageToInstall:
         return ImageToInstall(self.manifest, NEW.slot_image())
@@ -59,6 +60,7 @@ class CountingImages(NetsimImages):
         assert isinstance(event, TransferCompleted)
         self.sent += net.link_statistics(PROVIDER, REQUESTOR).bytes_sent
         self.copied += receiver.local_leaves
+        self.copied_bytes += receiver.local_bytes
 
 
 @pytest.mark.parametrize("layout", [Layout.SEED, Layout.AB], ids=lambda layout: layout.name)
@@ -80,3 +82,6 @@ async def test_an_image_five_percent_different_moves_only_the_changed_leaves(
     leaves = counting.manifest.leaf_count
     assert counting.copied == leaves - CHANGED_LEAVES
     assert counting.sent < len(NEW.data) // 5  # the changed leaves and the hashes, not the image
+    # The report counts the leaves that crossed the network, not the copies.
+    assert report.bytes_fetched == len(NEW.data) - counting.copied_bytes
+    assert 0 < report.bytes_fetched <= CHANGED_LEAVES * counting.manifest.leaf_size

@@ -152,5 +152,8 @@ async def test_a_transfer_lost_half_way_resumes_from_the_verified_leaves(
     first, rest = images.written
     assert leaves // 2 <= first < leaves
     assert first + rest == leaves  # nothing fetched twice, nothing missing
+    # Both attempts' bytes are reported, the resumed ones not again.
+    report = w.updates.progress[DEVICE].report
+    assert report is not None and report.bytes_fetched == len(images.image.data)
     booted = w.boot.booted()
     assert (booted.image, booted.accepted) == (NEW.slot_image(), True)

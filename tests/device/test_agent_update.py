@@ -211,6 +211,9 @@ async def test_a_full_update_boots_the_new_image_accepted_and_reports_it(
     assert (report.outcome, report.running_version, report.failed_stage) == (
         InstallOutcome.SUCCEEDED, "2.0", None,
     )  # fmt: skip
+    # Every byte of the new image came over the network (it shares no leaf
+    # with the old one), counted once, through the reboots that followed.
+    assert report.bytes_fetched == len(NEW.data)
     # The Version service's last record matches what the device runs.
     last = w.versions.reports[-1]
     assert (last.version, last.boot.accepted, last.image_digest) == (
@@ -240,6 +243,7 @@ async def test_a_refused_manifest_changes_nothing(
     assert (report.outcome, report.failed_stage, report.reason) == (
         InstallOutcome.FAILED, Stage.NOTIFIED, "wrong device class",
     )  # fmt: skip
+    assert report.bytes_fetched == 0
 
 
 async def test_a_full_disk_is_refused_before_anything_changes(

@@ -5,7 +5,8 @@ update campaign start`` (population resolved from the Version registry),
 and five real device agents on simulated bootloaders (the seed's layout)
 that check in, are notified in two waves by the engine, authorised through
 ``dofpy update serve``'s device interface, install through Reprogram mode,
-and report signed install reports. One device's new image fails its health
+and report signed install reports (with the image bytes each fetched,
+which the report totals). One device's new image fails its health
 check: it rolls back (to its Reprogram image) and ends failed. The campaign
 completes; its record matches each device's own state."""
 
@@ -82,6 +83,10 @@ async def test_a_campaign_updates_real_agents_end_to_end(
         # The device's own last report, the record and the device itself agree.
         (report,) = outcome.reports
         assert report.campaign == w.spec.name
+        # The image bytes the device reports fetching are what the service
+        # records for it: all of the new image (the seed's layout copies
+        # nothing of the old one; the unhealthy one fetched it too).
+        assert row.bytes_served == report.bytes_fetched == len(NEW), row
         assert report.intended_version == "2.0"
         assert row.actual_version == boot.image.version == report.running_version
         if outcome.unhealthy:
@@ -108,4 +113,6 @@ async def test_a_campaign_updates_real_agents_end_to_end(
     assert (summary["scheduled"], summary["started"]) == (DEVICES, DEVICES)
     assert (summary["succeeded"], summary["failed"]) == (DEVICES - 1, 1)
     assert list(summary["failure_reasons"]) == ["boot"]
+    fetched = sum(report.bytes_fetched for d in result.devices for report in d.reports)
+    assert summary["bytes_served"] == fetched == DEVICES * len(NEW)
     assert result.counts() == {"succeeded": DEVICES - 1, "failed": 1}

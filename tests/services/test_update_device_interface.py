@@ -5,6 +5,9 @@ device; its decoder refuses with BadPacket only."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -66,6 +69,7 @@ REPORTS = st.builds(
     st.none() | st.sampled_from(Stage),
     st.text(max_size=40),
     st.integers(0, 1 << 16),
+    INT63,
 )
 
 
@@ -119,6 +123,35 @@ def signed_by(key: ed25519.Ed25519PrivateKey, device: OID = DEVICE) -> tuple[byt
 
 def raw(key: ed25519.Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+FETCHED = InstallReport(
+    DEVICE, "c1", b"\x01" * 32, "2.0", b"\x01" * 32, "2.0", InstallOutcome.SUCCEEDED, 5.0,
+    bytes_fetched=4096,
+)  # fmt: skip
+
+
+def _encoded(**changes: object) -> bytes:
+    """FETCHED's canonical CBOR map with fields changed (None: left out), as
+    a peer might send it."""
+    fields: dict[str, object] = cbor2.loads(encode_record(FETCHED))
+    fields.update(changes)
+    return cbor2.dumps({k: v for k, v in fields.items() if v is not None}, canonical=True)
+
+
+def test_a_report_from_before_bytes_fetched_decodes_with_zero() -> None:
+    assert decode_install_report_untrusted(_encoded()) == FETCHED
+    older = decode_install_report_untrusted(_encoded(bytes_fetched=None))
+    assert older == replace(FETCHED, bytes_fetched=0)
+
+
+@pytest.mark.parametrize("count", [-1, 1 << 63, 1.5, "4096"])
+def test_bytes_fetched_out_of_range_or_not_an_int_is_refused(count: object) -> None:
+    with pytest.raises(BadPacket, match="bytes_fetched"):
+        decode_install_report_untrusted(_encoded(bytes_fetched=count))
+    if isinstance(count, int):
+        with pytest.raises(ValueError, match="bytes_fetched"):
+            encode_record(replace(FETCHED, bytes_fetched=count))
 
 
 def test_a_report_verifies_only_with_the_enrolled_key_of_the_device_it_names() -> None:

@@ -3,7 +3,8 @@ answers devices), with explicit ``now``: assignments only for devices the
 engine notified, authorisation only when the install may start (running
 campaign, inside the device's local maintenance window; those authorised
 before a pause finish), stages moving the row forward once, accepted boots,
-and signed install reports checked against the enrolled report key."""
+and signed install reports checked against the enrolled report key (and
+the image bytes they report counted once)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from dofpy_services.update.device_interface import (
 )
 from dofpy_services.update.device_provider import NotNow, Refused
 from dofpy_services.update.engine import Command
+from dofpy_services.update.reports import build_report
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.tracking import Stage as FailedStage
 from dofpy_services.update.worker import CampaignWorker
@@ -230,6 +232,41 @@ def test_install_reports_verify_against_the_enrolled_key(db: SyncDatabase) -> No
     )
     kept = worker.db.read(lambda tx: dk.install_reports(tx, "spring"))
     assert [d for d, _, _ in kept] == [str(device(0)), str(device(1))]
+
+
+def _bytes_served(worker: CampaignWorker, n: int) -> int:
+    row = worker.db.read(lambda tx: cs.find_device(tx, "spring", str(device(n))))
+    assert row is not None
+    return row.bytes_served
+
+
+def test_install_reports_record_the_image_bytes_the_device_fetched_once(
+    db: SyncDatabase,
+) -> None:
+    worker, devices = _setup(db)
+    worker.step(NOW + 1)
+    for n in (0, 1):
+        devices.authorise(device(n), "spring", bytes(range(32)), NOW + 2)
+        devices.progress(device(n), "spring", Stage.INSTALLING.value, "", NOW + 3)
+    success = _signed(0, InstallOutcome.SUCCEEDED, bytes_fetched=70_000)
+    devices.install_report(device(0), *success, NOW + 4)
+    devices.install_report(device(0), *success, NOW + 5)  # repeated: not counted twice
+    again = _signed(0, InstallOutcome.SUCCEEDED, bytes_fetched=70_000, at=float(NOW + 6))
+    devices.install_report(device(0), *again, NOW + 6)  # re-signed after a lost answer
+    assert (_state(worker, 0), _bytes_served(worker, 0)) == (DeviceState.INSTALLING, 70_000)
+    failed = _signed(
+        1, InstallOutcome.FAILED, failed_stage=Stage.TRANSFERRING, reason="disk full",
+        bytes_fetched=30_000,
+    )  # fmt: skip
+    devices.install_report(device(1), *failed, NOW + 7)
+    assert (_state(worker, 1), _bytes_served(worker, 1)) == (DeviceState.FAILED, 30_000)
+    # Settled, a later report (its retry fetched more) still raises it.
+    more = _signed(1, InstallOutcome.FAILED, failed_stage=Stage.TRANSFERRING,
+                   reason="disk full", bytes_fetched=45_000, at=float(NOW + 8))  # fmt: skip
+    devices.install_report(device(1), *more, NOW + 8)
+    assert (_state(worker, 1), _bytes_served(worker, 1)) == (DeviceState.FAILED, 45_000)
+    records = worker.db.read(lambda tx: cs.tracking_records(tx, "spring"))
+    assert build_report("spring", records).bytes_served == 115_000
 
 
 def test_an_old_version_seen_before_the_install_is_no_revert(

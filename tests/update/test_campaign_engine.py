@@ -22,6 +22,7 @@ from dofpy_services.update.campaign import (
     next_window_open,
 )
 from dofpy_services.update.engine import Command
+from dofpy_services.update.reports import build_report
 from dofpy_services.update.tracking import DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
 from tests.image.signing_fixtures import DAY, NOW
@@ -63,6 +64,13 @@ def test_success_counts_only_a_confirmed_boot(db_location: str) -> None:
         notified = silent.first([DeviceState.NOTIFIED])
         assert notified is not None
         assert silent.transitions[-1].time - notified.time >= spec.silence_timeout
+        # It says where it went silent and for how long, and so does the
+        # report (not "failed at timed-out").
+        last = silent.transitions[-1]
+        assert (silent.transitions[-2].state, last.stage) == (DeviceState.NOTIFIED, Stage.NOTIFY)
+        assert last.reason == f"silent for {spec.silence_timeout:g} s"
+        label = build_report(spec.name, list(got.values())).failure_reasons
+        assert label["timed out in notified"] == {last.reason: 1}
         # A retryable transfer failure: tried again, then succeeded.
         flaky = got["dev-011"]
         assert flaky.state is DeviceState.SUCCEEDED and flaky.attempts == 2

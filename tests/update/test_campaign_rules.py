@@ -1,7 +1,7 @@
 """The campaign's pure rules: windows in local time (wrapping midnight),
 capped exponential back-off with full jitter, wave sizes, operator commands,
 the spec's JSON form, and the engine's refusal to double-count a repeated
-report."""
+report (its state, or the image bytes it reports)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from dofpy_services.update.engine import (
     EventKind,
     apply_command,
     device_event,
+    device_step,
     start_burst,
     start_tokens,
 )
@@ -116,6 +117,57 @@ def test_a_repeated_or_stale_report_changes_no_state() -> None:
         campaign, row, DeviceEvent(EventKind.PROGRESS, DeviceState.NORMAL_MODE), 100.0, rng
     )
     assert change is not None and change.state is DeviceState.NORMAL_MODE
+
+
+def test_the_devices_per_minute_cap_counts_each_attempt_started_and_nothing_else() -> None:
+    """A first notification takes a start token, a retry's too (a new attempt
+    that fetches again); asking a deferred device again does not (its
+    attempt started when it was first notified), nor does any later step."""
+    campaign = CampaignRow(make_spec(devices_per_minute=6.0), CampaignState.RUNNING, 0, 1)
+    rng = random.Random(0)
+    now = campaign.spec.terms.start + 10.0
+    first = DeviceRow("dev", 0, DeviceState.SCHEDULED)
+    retry = DeviceRow("dev", 0, DeviceState.SCHEDULED, attempts=1, due=now - 1.0)
+    for row in (first, retry):
+        change, actions = device_step(campaign, row, now, rng)
+        assert change is not None and change.state is DeviceState.NOTIFIED and change.starts
+        assert (change.attempts, [a.kind for a in actions]) == (row.attempts + 1, ["notify"])
+    deferred = DeviceRow("dev", 0, DeviceState.DEFERRED, attempts=1, due=now - 1.0)
+    change, _ = device_step(campaign, deferred, now, rng)
+    assert change is not None and change.state is DeviceState.NOTIFIED and not change.starts
+    notified = DeviceRow("dev", 0, DeviceState.NOTIFIED, attempts=1, due=now + 100.0)
+    for event in (
+        DeviceEvent(EventKind.CHECK_IN),
+        DeviceEvent(EventKind.PROGRESS, DeviceState.AUTHORISED),
+        DeviceEvent(EventKind.PROGRESS, DeviceState.TRANSFERRING),
+    ):
+        change, _ = device_event(campaign, notified, event, now, rng)
+        assert change is None or not change.starts
+
+
+@pytest.mark.parametrize(
+    "state", [DeviceState.INSTALLING, DeviceState.SUCCEEDED, DeviceState.FAILED]
+)
+def test_bytes_a_device_reports_are_kept_at_the_largest_whatever_its_state(
+    state: DeviceState,
+) -> None:
+    """The install report's count of image bytes raises ``bytes_served``
+    (settled rows too: the report comes after the Version service saw the
+    success), never lowers it, and a repeat changes nothing."""
+    campaign = CampaignRow(make_spec(), CampaignState.RUNNING, 0, 1)
+    row = DeviceRow("dev", 0, state, revision=5, attempts=1, due=1e12, bytes_served=1000)
+    rng = random.Random(0)
+    for kind in (EventKind.DELIVERED, EventKind.FAILED):
+        event = DeviceEvent(kind, reason="disk full", bytes_delivered=4000)
+        change, _ = device_event(campaign, row, event, 100.0, rng)
+        assert change is not None and change.bytes_served == 4000
+        if kind == EventKind.DELIVERED or state is not DeviceState.INSTALLING:
+            assert (change.state, change.stage, change.reason) == (None, row.stage, row.reason)
+        else:
+            assert change.state is DeviceState.FAILED  # the failure itself still counts
+    for fewer in (1000, 999, 0):
+        event = DeviceEvent(EventKind.DELIVERED, bytes_delivered=fewer)
+        assert device_event(campaign, row, event, 100.0, rng) == (None, [])
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ import shutil
 import struct
 import subprocess
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,14 +100,43 @@ def test_counts() -> None:
         "transfer": {"block timeout": 3, "disk full": 1},
         "verify": {"bad signature": 2},
         "rolled-back": {"reverted": 1},
-        "timed-out": {"timed-out": 1},
+        "timed out in notified": {"silent": 1},  # an export's record: no stage, no reason
     }
     # Device n succeeds 100 + n s after it was scheduled: 100..129 s.
     assert report.time_to_update == {"p50": 114.0, "p90": 126.0, "p99": 129.0}
     assert report.bytes_served == 30_000_000
+    assert [w.bytes_served for w in report.waves] == [2_000_000, 8_000_000, 20_000_000]
     final = report.progress[-1]
     assert (final.started, final.succeeded, final.failed) == (38, 30, 8)
     assert all(a.time < b.time for a, b in zip(report.progress, report.progress[1:], strict=False))
+
+
+def test_a_timeout_names_the_state_the_device_went_silent_in() -> None:
+    """Not "failed at timed-out": the state it was in and how long it was
+    silent (the engine records the stage and the silence), for each state."""
+    base = TrackingRecord("a", 0, "2.0", "1.0", (Transition(T0, S.SCHEDULED),))
+    records = []
+    for n, (state, stage) in enumerate(
+        [(S.TRANSFERRING, Stage.TRANSFER), (S.TRANSFERRING, Stage.TRANSFER),
+         (S.INSTALLING, Stage.INSTALL)]
+    ):  # fmt: skip
+        record = base.with_transition(Transition(T0 + 1, S.NOTIFIED))
+        record = record.with_transition(Transition(T0 + 2, state))
+        timed_out = Transition(T0 + 40, S.TIMED_OUT, stage, "silent for 30 s")
+        records.append(replace(record.with_transition(timed_out), device=f"d{n}"))
+    # A timeout with no state before it in the log: the stage it names.
+    records.append(replace(base, device="d3", transitions=(
+        Transition(T0 + 40, S.TIMED_OUT, Stage.VERIFY, "silent for 30 s"),
+    )))  # fmt: skip
+    report = build_report("x", records)
+    assert report.failure_reasons == {
+        "timed out in transferring": {"silent for 30 s": 2},
+        "timed out in installing": {"silent for 30 s": 1},
+        "timed out in verify": {"silent for 30 s": 1},
+    }
+    table = render_table(report)
+    assert re.search(r"^timed out in transferring +silent for 30 s +2$", table, re.M)
+    assert "failed at timed" not in table
 
 
 def test_cancelled_or_deferred_before_notification_never_started() -> None:
@@ -139,6 +169,9 @@ def test_four_renderings() -> None:
     report = build_report("spring", history())
     table = render_table(report)
     assert re.search(r"^failed at transfer +block timeout +3$", table, re.M)
+    delivered = r"image bytes delivered \(reported by devices\)"
+    assert re.search(rf"^total +{delivered} +30000000$", table, re.M)
+    assert re.search(rf"^wave 1 +{delivered} +8000000$", table, re.M)
     assert json.loads(render_json(report)) == report.to_json()
     rows = list(csv.reader(io.StringIO(render_csv(report))))
     assert rows[0] == ["section", "what", "value"]
