@@ -41,7 +41,6 @@ from dofpy.oap.core import OapConfig
 from dofpy.transfer.core import TransferConfig
 from dofpy.trio import open_transfer_node
 from dofpy.wire.oid import OID
-from dofpy_services.demo import LossyLink
 from dofpy_services.device.agent import AgentPorts, DeviceAgent, Rebooted, UserAnswer
 from dofpy_services.device.fs import OsFs, PowerCut, PowerCutFs
 from dofpy_services.device.images import ServiceImages
@@ -51,6 +50,7 @@ from dofpy_services.device.table import State
 from dofpy_services.device.update_client import UpdateDeviceClient
 from dofpy_services.device.verifier import DeviceVerifier
 from dofpy_services.fleet.enrol import EnrolledDevice, fleet_device_permissions
+from dofpy_services.lossy_link import LossyLink
 from dofpy_services.update.device_interface import InstallOutcome, InstallReport
 from dofpy_services.version.client import VersionClient
 from dofpy_services.version.interface import VersionReport
