@@ -3,7 +3,9 @@ Authenticator, Image, Version and Update daemons (the daemon foundation in
 process, real sockets, each with its own credentials), a published signed
 image, a stored campaign with its approvals, and a simulated fleet enrolled
 in the domain (identities, grants, report keys in the Update service's
-device table)."""
+device table). The campaign store is a SQLite file, or a PostgreSQL URL
+shared by several Update daemons (owners ``update-1``, ``update-2``, ...:
+one service scaled out, one identity, one address each)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import dataclasses
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,9 +105,8 @@ def _enrol_services(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def _campaign(
-    tmp_path: Path, manifest_digest: bytes, **changes: object
+    campaigns: str, manifest_digest: bytes, **changes: object
 ) -> tuple[str, CampaignSpec]:
-    campaigns = str(tmp_path / "campaigns.db")
     wall = int(time.time())
     spec = make_spec(
         terms={
@@ -115,16 +116,15 @@ def _campaign(
             "deadline": wall + 86_400,
         }
     )
-    spec = dataclasses.replace(
-        spec,
-        image_size=len(NEW),
-        image_sequence=20,
-        image_digest=NEW_DIGEST,
-        canary_share=0.4,
-        success_threshold=0.5,
-        failure_threshold=0.5,
-        **changes,  # type: ignore[arg-type]
-    )
+    settings: dict[str, object] = {
+        "image_size": len(NEW),
+        "image_sequence": 20,
+        "image_digest": NEW_DIGEST,
+        "canary_share": 0.4,
+        "success_threshold": 0.5,
+        "failure_threshold": 0.5,
+    }
+    spec = dataclasses.replace(spec, **{**settings, **changes})  # type: ignore[arg-type]
     with opened(campaigns) as db:
         worker = CampaignWorker(db, SERVICE_KEY, "operator")
         worker.create(spec, now=wall, actor="operator")
@@ -140,9 +140,15 @@ async def world(
     devices: int,
     *,
     step_interval: float = 0.05,
+    campaign_store: str | None = None,
+    updates: int = 1,
     **campaign: object,
 ) -> AsyncIterator[World]:
-    """Everything running; the campaign created and approved, not started."""
+    """Everything running; the campaign created and approved, not started.
+    ``campaign_store``: a PostgreSQL URL (a fresh schema) instead of a SQLite
+    file; ``updates``: how many Update daemons share it."""
+    if updates > 1 and campaign_store is None:
+        raise ValueError("several Update daemons share a PostgreSQL campaign store")
     auth_db = _enrol_services(tmp_path, capsys)
     manifest_digest = publish(tmp_path)
     root_file = tmp_path / "root.cose"
@@ -151,7 +157,9 @@ async def world(
     )
     trust_root = load_trust_root(str(root_file), time.time())
     campaigns, spec = await trio.to_thread.run_sync(
-        lambda: _campaign(tmp_path, manifest_digest, **campaign)
+        lambda: _campaign(
+            campaign_store or str(tmp_path / "campaigns.db"), manifest_digest, **campaign
+        )
     )
     service_key = tmp_path / "update.key"
     write_private_key(str(service_key), SERVICE_KEY)
@@ -191,23 +199,29 @@ async def world(
                     store=str(tmp_path / "images"),
                 ),
             ) as image,
-            running(
-                UPDATE,
-                UpdateConfig(
-                    listen=("127.0.0.1", 0),
-                    db=campaigns,
-                    service_key=str(service_key),
-                    version_db=versions,
-                    step_interval=step_interval,
-                    lease=5.0,
-                    owner="update-1",
-                    credentials=cred("update"),
-                ),
-            ) as update,
+            AsyncExitStack() as stack,
         ):
+            daemons = [
+                await stack.enter_async_context(
+                    running(
+                        UPDATE,
+                        UpdateConfig(
+                            listen=("127.0.0.1", 0),
+                            db=campaigns,
+                            service_key=str(service_key),
+                            version_db=versions,
+                            step_interval=step_interval,
+                            lease=5.0,
+                            owner=f"update-{number}",
+                            credentials=cred("update"),
+                        ),
+                    )
+                )
+                for number in range(1, updates + 1)
+            ]
             services = FleetServices(
                 ("127.0.0.1", version.udp[1]),
-                ("127.0.0.1", update.udp[1]),
+                tuple(("127.0.0.1", d.udp[1]) for d in daemons),
                 (("127.0.0.1", image.udp[1]),),
                 OID(3, f"version@{DOMAIN}".encode()),
                 OID(3, f"update@{DOMAIN}".encode()),
@@ -216,7 +230,7 @@ async def world(
                 tmp_path, services, fleet, trust_root, root_file, campaigns, versions,
                 service_key, spec, at,
             )  # fmt: skip
-            for daemon in (update, image, version):
+            for daemon in (*daemons, image, version):
                 await daemon.signals.send(15)
         await authenticator.signals.send(15)
 
