@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +43,7 @@ from dofpy_services.version import VERSION_CHANGES, VERSION_QUERY, VERSION_REPOR
 from dofpy_services.version.service import VERSION, VersionConfig
 from tests.device.test_device_run import KEYS, NEW, OLD, RESCUE, publish
 from tests.image.signing_fixtures import DEVICE_CLASS, VENDOR, make_root, sign_root
-from tests.services.test_daemon_runner import running
+from tests.services.test_daemon_runner import Daemon, running
 from tests.services.test_version_daemon import cli, with_authenticator
 from tests.update.campaign_fixtures import SERVICE_KEY, full_approvals, make_spec, opened
 
@@ -65,6 +65,10 @@ class World:
     service_key: Path
     spec: CampaignSpec
     authenticator: tuple[str, int]
+    updates: list[Daemon] = dataclasses.field(default_factory=list)
+    """The Update daemons, in the order of the services' addresses."""
+    update_config: Callable[[str, int], UpdateConfig] | None = None
+    """Another Update daemon's settings: its owner, its UDP port (0: any)."""
 
     def start_campaign(self) -> None:
         """``dofpy update campaign start`` (blocking): approvals checked, the
@@ -201,21 +205,22 @@ async def world(
             ) as image,
             AsyncExitStack() as stack,
         ):
+
+            def update_config(owner: str, port: int) -> UpdateConfig:
+                return UpdateConfig(
+                    listen=("127.0.0.1", port),
+                    db=campaigns,
+                    service_key=str(service_key),
+                    version_db=versions,
+                    step_interval=step_interval,
+                    lease=5.0,
+                    owner=owner,
+                    credentials=cred("update"),
+                )
+
             daemons = [
                 await stack.enter_async_context(
-                    running(
-                        UPDATE,
-                        UpdateConfig(
-                            listen=("127.0.0.1", 0),
-                            db=campaigns,
-                            service_key=str(service_key),
-                            version_db=versions,
-                            step_interval=step_interval,
-                            lease=5.0,
-                            owner=f"update-{number}",
-                            credentials=cred("update"),
-                        ),
-                    )
+                    running(UPDATE, update_config(f"update-{number}", 0))
                 )
                 for number in range(1, updates + 1)
             ]
@@ -228,10 +233,11 @@ async def world(
             )
             yield World(
                 tmp_path, services, fleet, trust_root, root_file, campaigns, versions,
-                service_key, spec, at,
+                service_key, spec, at, daemons, update_config,
             )  # fmt: skip
             for daemon in (*daemons, image, version):
-                await daemon.signals.send(15)
+                if not daemon.done.is_set():
+                    await daemon.signals.send(15)
         await authenticator.signals.send(15)
 
 
