@@ -414,6 +414,9 @@ async def run_fleet(
                 links.append(made)
                 return made.address
 
+            # Each link its own seed: the first Update link keeps salt 2 (one
+            # address drops as it always did), further ones stay clear of
+            # the Image links' 3 + n.
             targets = FleetServices(
                 link(services.version, 1),
                 tuple(link(a, 2 + 1000 * n) for n, a in enumerate(services.updates)),
