@@ -79,7 +79,14 @@ def _simulate_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--campaign", help="stop once this campaign settles")
     parser.add_argument("--version", required=True, metavar="HOST:PORT")
     parser.add_argument("--version-identity")
-    parser.add_argument("--update", required=True, metavar="HOST:PORT")
+    parser.add_argument(
+        "--update",
+        required=True,
+        action="append",
+        metavar="HOST:PORT",
+        help="an Update process (repeatable: processes sharing one PostgreSQL campaign store,"
+        " device n talks to the (n mod count)-th)",
+    )
     parser.add_argument("--update-identity")
     parser.add_argument("--image", required=True, action="append", metavar="HOST:PORT")
     parser.add_argument("--trust-root", required=True, help="the vendor's signed trust root")
@@ -122,7 +129,7 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         services = FleetServices(
             parse_address(args.version),
-            parse_address(args.update),
+            tuple(parse_address(a) for a in args.update),
             tuple(parse_address(a) for a in args.image),
             _oid(args.version_identity),
             _oid(args.update_identity),

@@ -41,7 +41,6 @@ from dofpy.oap.core import OapConfig
 from dofpy.transfer.core import TransferConfig
 from dofpy.trio import open_transfer_node
 from dofpy.wire.oid import OID
-from dofpy_services.demo import LossyLink
 from dofpy_services.device.agent import AgentPorts, DeviceAgent, Rebooted, UserAnswer
 from dofpy_services.device.fs import OsFs, PowerCut, PowerCutFs
 from dofpy_services.device.images import ServiceImages
@@ -51,6 +50,7 @@ from dofpy_services.device.table import State
 from dofpy_services.device.update_client import UpdateDeviceClient
 from dofpy_services.device.verifier import DeviceVerifier
 from dofpy_services.fleet.enrol import EnrolledDevice, fleet_device_permissions
+from dofpy_services.lossy_link import LossyLink
 from dofpy_services.update.device_interface import InstallOutcome, InstallReport
 from dofpy_services.version.client import VersionClient
 from dofpy_services.version.interface import VersionReport
@@ -68,13 +68,36 @@ _WAITING = frozenset({State.IDLE, State.CHECK_IN, State.POLL})
 
 @dataclass(frozen=True)
 class FleetServices:
-    """Where the services answer, and who they are (their sessions' identities)."""
+    """Where the services answer, and who they are (their sessions' identities).
+
+    ``update``: one Update process's address, or several processes' (sharing
+    one PostgreSQL campaign store, under one identity): device number ``n``
+    talks to the ``n % len``-th only, for its polls, its pushes and every
+    other call, as a device configured with one of a service's addresses
+    does. ``images``: each device starts with the ``n % len``-th provider,
+    the others its fallbacks."""
 
     version: Address
-    update: Address
+    update: Address | tuple[Address, ...]
     images: tuple[Address, ...]
     version_identity: OID | None = None
     update_identity: OID | None = None
+
+    def __post_init__(self) -> None:
+        if not self.updates:
+            raise ValueError("at least one Update address")
+
+    @property
+    def updates(self) -> tuple[Address, ...]:
+        """Every Update process's address."""
+        if self.update and isinstance(self.update[0], str):
+            return (self.update,)
+        return self.update
+
+    def update_for(self, number: int) -> Address:
+        """The Update process device number ``number`` talks to."""
+        updates = self.updates
+        return updates[number % len(updates)]
 
 
 @dataclass(frozen=True)
@@ -256,7 +279,9 @@ async def _run_device(
                 turn = enrolled.number % len(services.images)
                 providers = [*services.images[turn:], *services.images[:turn]]
                 update = UpdateDeviceClient(
-                    node.node, services.update, identity=services.update_identity
+                    node.node,
+                    services.update_for(enrolled.number),
+                    identity=services.update_identity,
                 )
                 ports = AgentPorts(
                     update,
@@ -389,9 +414,12 @@ async def run_fleet(
                 links.append(made)
                 return made.address
 
+            # Each link its own seed: the first Update link keeps salt 2 (one
+            # address drops as it always did), further ones stay clear of
+            # the Image links' 3 + n.
             targets = FleetServices(
                 link(services.version, 1),
-                link(services.update, 2),
+                tuple(link(a, 2 + 1000 * n) for n, a in enumerate(services.updates)),
                 tuple(link(a, 3 + n) for n, a in enumerate(services.images)),
                 services.version_identity,
                 services.update_identity,

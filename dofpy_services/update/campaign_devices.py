@@ -170,9 +170,10 @@ class CampaignDevices:
         return found
 
     def _event(self, campaign: str, device: str, event: DeviceEvent, now: float) -> bool:
-        """Hand ``event`` to the engine; False when another process holds the
-        device's lease (the device asks again: nothing is lost)."""
-        return self.worker.handle(campaign, device, event, now=now) is not None
+        """Hand the device's own ``event`` to the engine, its lease moving to
+        this process if another holds it (the device talks to this one);
+        False when its row is gone (the device asks again)."""
+        return self.worker.handle(campaign, device, event, now=now, from_device=True) is not None
 
     # -- the interface --------------------------------------------------------------------
 

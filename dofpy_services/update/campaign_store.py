@@ -18,7 +18,10 @@ whose lease is free, expired or the caller's, and leases them until ``now +
 lease``: on PostgreSQL with ``SELECT ... FOR UPDATE SKIP LOCKED`` (two
 processes claiming at once take different devices); on SQLite the write
 transaction (``BEGIN IMMEDIATE``) is the lock (one machine). A killed
-process's devices are free for the others once its leases expire.
+process's devices are free for the others once its leases expire. A
+device's own report takes its lease from whichever process holds it
+(:func:`load_device` with ``take``): a device talks to one process, which
+must be able to drive it however often another renews the lease.
 
 **Audit.** Every campaign decision (create, approve, start or refusal, pause,
 resume, stop, cancel, a wave advanced, a halt, completion) is an audit entry
@@ -428,11 +431,22 @@ def claim_devices(
 
 
 def load_device(
-    tx: Transaction, campaign: str, device: str, owner: str, *, now: float, lease: float
+    tx: Transaction,
+    campaign: str,
+    device: str,
+    owner: str,
+    *,
+    now: float,
+    lease: float,
+    take: bool = False,
 ) -> DeviceRow | None:
     """The device's row, leased to ``owner`` (locked for ``tx`` on
     PostgreSQL); ``None`` if it is not in the campaign or another process
-    holds an unexpired lease on it."""
+    holds an unexpired lease on it. ``take``: the lease moves to ``owner``
+    whoever holds it (the device itself reports to ``owner``: the process a
+    device talks to drives it). Taking it is safe under any holder: the
+    holder's next write fails its lease check (:class:`StaleRow`) and its
+    next read sees the lease gone."""
     row = tx.row(
         f"SELECT {_DEVICE_COLUMNS}, lease_owner, lease_expires FROM campaign_devices"
         " WHERE campaign = ? AND device = ?" + _lock(tx),
@@ -441,7 +455,7 @@ def load_device(
     if row is None:
         return None
     holder, expires = row[11], float(row[12])
-    if holder is not None and holder != owner and expires >= now:
+    if holder is not None and holder != owner and expires >= now and not take:
         return None
     tx.execute(
         "UPDATE campaign_devices SET lease_owner = ?, lease_expires = ?"

@@ -278,15 +278,21 @@ class CampaignWorker:
         return actions
 
     def handle(
-        self, name: str, device: str, event: DeviceEvent, *, now: float
+        self, name: str, device: str, event: DeviceEvent, *, now: float, from_device: bool = False
     ) -> list[Action] | None:
         """One report from or about ``device``; the actions it causes, or
-        ``None`` when another process holds the device's lease (the device
-        reports again: it is not lost)."""
+        ``None`` when the device is not in the campaign, or, for a report
+        about it (an observation), when another process holds its lease (that
+        process observes it). ``from_device``: the device itself reported to
+        this process, which takes its lease from any holder: each device talks
+        to one process, and another renewing the lease (its steps' claims and
+        observations) must not keep that process from driving it."""
 
         def run(tx: Transaction) -> list[Action] | None:
             campaign = cs.load_campaign(tx, name)
-            row = cs.load_device(tx, name, device, self.owner, now=now, lease=self.lease)
+            row = cs.load_device(
+                tx, name, device, self.owner, now=now, lease=self.lease, take=from_device
+            )
             if row is None:
                 return None
             change, actions = device_event(campaign, row, event, now, self.rng)

@@ -42,7 +42,7 @@ async def test_fleet_simulate_updates_a_small_lossy_fleet(
     (tmp_path / "old.bin").write_bytes(OLD.data)
     (tmp_path / "rescue.bin").write_bytes(RESCUE.data)
     async with world(tmp_path, capsys, 0, silence_timeout=8.0) as w:
-        update, version, image = w.services.update, w.services.version, w.services.images[0]
+        update, version, image = w.services.updates[0], w.services.version, w.services.images[0]
         argv = [
             "fleet", "simulate", "--devices", str(DEVICES), "--dir", str(tmp_path / "fleet"),
             "--authenticator-db", str(tmp_path / "as.db"), "--domain", DOMAIN,

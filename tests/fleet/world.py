@@ -3,15 +3,17 @@ Authenticator, Image, Version and Update daemons (the daemon foundation in
 process, real sockets, each with its own credentials), a published signed
 image, a stored campaign with its approvals, and a simulated fleet enrolled
 in the domain (identities, grants, report keys in the Update service's
-device table)."""
+device table). The campaign store is a SQLite file, or a PostgreSQL URL
+shared by several Update daemons (owners ``update-1``, ``update-2``, ...:
+one service scaled out, one identity, one address each)."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +43,7 @@ from dofpy_services.version import VERSION_CHANGES, VERSION_QUERY, VERSION_REPOR
 from dofpy_services.version.service import VERSION, VersionConfig
 from tests.device.test_device_run import KEYS, NEW, OLD, RESCUE, publish
 from tests.image.signing_fixtures import DEVICE_CLASS, VENDOR, make_root, sign_root
-from tests.services.test_daemon_runner import running
+from tests.services.test_daemon_runner import Daemon, running
 from tests.services.test_version_daemon import cli, with_authenticator
 from tests.update.campaign_fixtures import SERVICE_KEY, full_approvals, make_spec, opened
 
@@ -63,6 +65,10 @@ class World:
     service_key: Path
     spec: CampaignSpec
     authenticator: tuple[str, int]
+    updates: list[Daemon] = dataclasses.field(default_factory=list)
+    """The Update daemons, in the order of the services' addresses."""
+    update_config: Callable[[str, int], UpdateConfig] | None = None
+    """Another Update daemon's settings: its owner, its UDP port (0: any)."""
 
     def start_campaign(self) -> None:
         """``dofpy update campaign start`` (blocking): approvals checked, the
@@ -103,9 +109,8 @@ def _enrol_services(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def _campaign(
-    tmp_path: Path, manifest_digest: bytes, **changes: object
+    campaigns: str, manifest_digest: bytes, **changes: object
 ) -> tuple[str, CampaignSpec]:
-    campaigns = str(tmp_path / "campaigns.db")
     wall = int(time.time())
     spec = make_spec(
         terms={
@@ -115,16 +120,15 @@ def _campaign(
             "deadline": wall + 86_400,
         }
     )
-    spec = dataclasses.replace(
-        spec,
-        image_size=len(NEW),
-        image_sequence=20,
-        image_digest=NEW_DIGEST,
-        canary_share=0.4,
-        success_threshold=0.5,
-        failure_threshold=0.5,
-        **changes,  # type: ignore[arg-type]
-    )
+    settings: dict[str, object] = {
+        "image_size": len(NEW),
+        "image_sequence": 20,
+        "image_digest": NEW_DIGEST,
+        "canary_share": 0.4,
+        "success_threshold": 0.5,
+        "failure_threshold": 0.5,
+    }
+    spec = dataclasses.replace(spec, **{**settings, **changes})  # type: ignore[arg-type]
     with opened(campaigns) as db:
         worker = CampaignWorker(db, SERVICE_KEY, "operator")
         worker.create(spec, now=wall, actor="operator")
@@ -140,9 +144,15 @@ async def world(
     devices: int,
     *,
     step_interval: float = 0.05,
+    campaign_store: str | None = None,
+    updates: int = 1,
     **campaign: object,
 ) -> AsyncIterator[World]:
-    """Everything running; the campaign created and approved, not started."""
+    """Everything running; the campaign created and approved, not started.
+    ``campaign_store``: a PostgreSQL URL (a fresh schema) instead of a SQLite
+    file; ``updates``: how many Update daemons share it."""
+    if updates > 1 and campaign_store is None:
+        raise ValueError("several Update daemons share a PostgreSQL campaign store")
     auth_db = _enrol_services(tmp_path, capsys)
     manifest_digest = publish(tmp_path)
     root_file = tmp_path / "root.cose"
@@ -151,7 +161,9 @@ async def world(
     )
     trust_root = load_trust_root(str(root_file), time.time())
     campaigns, spec = await trio.to_thread.run_sync(
-        lambda: _campaign(tmp_path, manifest_digest, **campaign)
+        lambda: _campaign(
+            campaign_store or str(tmp_path / "campaigns.db"), manifest_digest, **campaign
+        )
     )
     service_key = tmp_path / "update.key"
     write_private_key(str(service_key), SERVICE_KEY)
@@ -191,33 +203,41 @@ async def world(
                     store=str(tmp_path / "images"),
                 ),
             ) as image,
-            running(
-                UPDATE,
-                UpdateConfig(
-                    listen=("127.0.0.1", 0),
+            AsyncExitStack() as stack,
+        ):
+
+            def update_config(owner: str, port: int) -> UpdateConfig:
+                return UpdateConfig(
+                    listen=("127.0.0.1", port),
                     db=campaigns,
                     service_key=str(service_key),
                     version_db=versions,
                     step_interval=step_interval,
                     lease=5.0,
-                    owner="update-1",
+                    owner=owner,
                     credentials=cred("update"),
-                ),
-            ) as update,
-        ):
+                )
+
+            daemons = [
+                await stack.enter_async_context(
+                    running(UPDATE, update_config(f"update-{number}", 0))
+                )
+                for number in range(1, updates + 1)
+            ]
             services = FleetServices(
                 ("127.0.0.1", version.udp[1]),
-                ("127.0.0.1", update.udp[1]),
+                tuple(("127.0.0.1", d.udp[1]) for d in daemons),
                 (("127.0.0.1", image.udp[1]),),
                 OID(3, f"version@{DOMAIN}".encode()),
                 OID(3, f"update@{DOMAIN}".encode()),
             )
             yield World(
                 tmp_path, services, fleet, trust_root, root_file, campaigns, versions,
-                service_key, spec, at,
+                service_key, spec, at, daemons, update_config,
             )  # fmt: skip
-            for daemon in (update, image, version):
-                await daemon.signals.send(15)
+            for daemon in (*daemons, image, version):
+                if not daemon.done.is_set():
+                    await daemon.signals.send(15)
         await authenticator.signals.send(15)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -31,7 +32,7 @@ from dofpy_services.update.device_interface import (
     sign_install_report,
 )
 from dofpy_services.update.device_provider import NotNow, Refused
-from dofpy_services.update.engine import Command
+from dofpy_services.update.engine import Command, DeviceEvent, EventKind
 from dofpy_services.update.reports import build_report
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.tracking import Stage as FailedStage
@@ -40,7 +41,14 @@ from dofpy_services.version import store as version_store
 from dofpy_services.version.store import SyncVersionStore, open_version_store
 from tests.image.signing_fixtures import NOW
 from tests.services.version_helpers import device, report
-from tests.update.campaign_fixtures import ROOT, SERVICE_KEY, full_approvals, make_spec, opened
+from tests.update.campaign_fixtures import (
+    ROOT,
+    SERVICE_KEY,
+    assert_log_consistent,
+    full_approvals,
+    make_spec,
+    opened,
+)
 from tests.update.test_campaign_rules import windows
 
 IMAGE = hashlib.sha256(b"the new image").digest()
@@ -339,3 +347,66 @@ def test_stop_lets_authorised_devices_finish_and_starts_no_other(db: SyncDatabas
     devices.authorise(device(first), "spring", bytes(range(32)), NOW + 5)  # finishing
     devices.progress(device(first), "spring", Stage.INSTALLING.value, "", NOW + 6)
     assert _state(worker, first) is DeviceState.INSTALLING
+
+
+def test_a_device_talking_to_another_process_takes_its_lease_there(
+    db_location: str, tmp_path: Path
+) -> None:
+    """Two processes on one store: update-1's step notifies the devices, and
+    its observations (every step) keep renewing their leases; device 0 talks
+    to update-2 only. update-2 takes the lease at the device's first report
+    and drives it (before: NotNow for as long as update-1 ran); update-1's
+    observations leave it alone from then on, and an observation never
+    takes a lease another holds."""
+    with open_version_store(str(tmp_path / "version.db")) as store:
+        for n in range(3):
+            store.report(device(n), report("meter", "1.0", 10), float(NOW))
+    versions = SyncVersionStore(
+        open_database_sync(
+            str(tmp_path / "version.db"),
+            service=version_store.SERVICE,
+            migrations=version_store.MIGRATIONS,
+        )
+    )
+    with opened(db_location) as db:
+        notifier, _ = _setup(db)
+        other = CampaignWorker(db, SERVICE_KEY, "update-2", lease=30.0)
+        devices = CampaignDevices(other, retry_after=5.0)
+        notifier.step(NOW + 1)  # all three notified, leased to update-1 until NOW + 31
+        for t in range(2, 60, 10):
+            observe_versions(notifier, versions, NOW + t)  # renewed: until NOW + 82
+        observed = DeviceEvent(EventKind.OBSERVED, version="1.0", accepted=True)
+        assert other.handle("spring", str(device(1)), observed, now=NOW + 55) is None
+        (assignment,) = devices.poll(device(0), NOW + 55)
+        granted = devices.authorise(device(0), "spring", assignment.manifest_digest, NOW + 56)
+        assert granted.campaign == "spring"
+        devices.progress(device(0), "spring", Stage.REPROGRAM_MODE.value, "", NOW + 57)
+        observe_versions(notifier, versions, NOW + 58)
+        notifier.step(NOW + 58)
+        devices.progress(device(0), "spring", Stage.TRANSFERRING.value, "", NOW + 59)
+
+        def leases(tx: Any) -> dict[str, str]:
+            rows = tx.rows("SELECT device, lease_owner FROM campaign_devices ORDER BY device")
+            return {r[0]: r[1] for r in rows}
+
+        def writers(tx: Any) -> list[tuple[str, str]]:
+            rows = tx.rows(
+                "SELECT state, writer FROM campaign_transitions WHERE device = ? ORDER BY revision",
+                (str(device(0)),),
+            )
+            return [(r[0], r[1]) for r in rows]
+
+        assert db.read(leases) == {
+            str(device(0)): "update-2",
+            str(device(1)): "update-1",
+            str(device(2)): "update-1",
+        }
+        assert db.read(writers) == [
+            ("scheduled", "update-1"),
+            ("notified", "update-1"),
+            ("authorised", "update-2"),
+            ("reprogram-mode", "update-2"),
+            ("transferring", "update-2"),
+        ]
+        assert_log_consistent(db, "spring")
+    versions.close()
