@@ -14,8 +14,12 @@
   the approved time frame has begun, and the device's local time is inside
   a maintenance window (NotNow until the next one opens). On the seed's
   layout the download happens in Reprogram mode, so it is the install:
-  authorising at the window's start holds both. The device's row moves to
-  AUTHORISED. Cancelled, settled or past the deadline: Refused.
+  authorising at the window's start holds both. An A/B device may download
+  ahead (its row TRANSFERRING or VERIFYING, marked ahead by the engine):
+  not yet authorised, it waits while paused or halted as a NOTIFIED one
+  does. The device's row moves to AUTHORISED (one that downloaded ahead
+  keeps its stage, its mark cleared). Cancelled, settled or past the
+  deadline: Refused.
 - ``progress``: each stage moves the row on (stale or repeated stages change
   nothing); a stage with a reason is a failure (the engine's retry policy).
 - ``accept_booted``: the Reprogram image is accepted (no campaign here
@@ -69,6 +73,7 @@ from dofpy_services.update.engine import (
     DeviceRow,
     EventKind,
 )
+from dofpy_services.update.engine import authorised as engine_authorised
 from dofpy_services.update.notify import AssignmentPushes
 from dofpy_services.update.tracking import TERMINAL_STATES, DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
@@ -206,7 +211,9 @@ class CampaignDevices:
             raise Refused("the campaign's deadline has passed")
         if row.state not in _STARTED:
             raise NotNow(self.retry_after)  # scheduled or deferred: not its turn yet
-        authorised = row.state is not DeviceState.NOTIFIED
+        # One that downloaded ahead of its window has not been authorised:
+        # held while paused or halted, as a NOTIFIED device.
+        authorised = engine_authorised(row)
         if not authorised and found.state in _FINISHING:
             raise NotNow(self.retry_after)
         if now < spec.terms.start:
