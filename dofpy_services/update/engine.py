@@ -157,6 +157,8 @@ class EventKind:
     DEFER = "defer"
     REFUSE = "refuse"
     CHECK_IN = "check-in"
+    """The device was heard; ``until``: it was told to come back then (its
+    window's opening), so its silence counts from then."""
     OBSERVED = "observed"
     """The Version service saw the device: ``version``, ``accepted``."""
 
@@ -335,9 +337,10 @@ def device_event(
         return None, []
     started = state in _RANK
     if event.kind == EventKind.CHECK_IN:
+        heard = _heard(spec, row, max(now, event.until))
         if state is DeviceState.NOTIFIED:
-            return _heard(spec, row, now), [Action(ActionKind.NOTIFY, row.device, spec.name)]
-        return (_heard(spec, row, now) if started else None), []
+            return heard, [Action(ActionKind.NOTIFY, row.device, spec.name)]
+        return (heard if started else None), []
     if not started:
         return None, []  # a report from an attempt that ended (timed out, retrying)
     if event.kind == EventKind.PROGRESS and event.state is not None:

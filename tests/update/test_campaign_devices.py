@@ -351,3 +351,25 @@ def test_a_device_downloading_ahead_is_held_until_its_window_and_by_a_pause_or_s
     devices.authorise(device(0), "spring", bytes(range(32)), opens + 8)  # finishing
     devices.progress(device(0), "spring", Stage.INSTALLING.value, "", opens + 9)
     assert _state(worker, 0) is DeviceState.INSTALLING
+
+
+def test_a_device_told_to_wait_for_its_window_does_not_time_out_meanwhile(
+    db: SyncDatabase,
+) -> None:
+    """Notified 18 hours before its window (the seed's layout asks before it
+    downloads): told NotNow until the window opens, it is silent only from
+    then, not timed out after the campaign's 900 s silence timeout."""
+    worker, devices = _setup(db, windows=(WINDOW,), failure_threshold=1.0)
+    worker.step(NOW + 1)
+    opens = MIDNIGHT + 86_400 + 7200
+    for n in (0, 1):
+        with pytest.raises(NotNow) as waited:
+            devices.authorise(device(n), "spring", bytes(range(32)), NOW + 2)
+        assert waited.value.retry_after == pytest.approx(opens - NOW - 2)
+        assert _row(worker, n).due == opens + 900.0
+    for now in (NOW + 1000, opens - 1):
+        worker.step(now)
+        assert _state(worker, 0) is _state(worker, 1) is DeviceState.NOTIFIED
+    assert _state(worker, 2) is DeviceState.TIMED_OUT  # never asked: silent
+    devices.authorise(device(0), "spring", bytes(range(32)), opens)
+    assert _state(worker, 0) is DeviceState.AUTHORISED
