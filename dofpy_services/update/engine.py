@@ -238,14 +238,18 @@ def authorised(row: DeviceRow) -> bool:
 
 
 def _verified(
-    spec: CampaignSpec, row: DeviceRow, now: float, bytes_served: int, *, ahead: bool
+    campaign: CampaignRow, row: DeviceRow, now: float, bytes_served: int, *, ahead: bool
 ) -> tuple[DeviceChange, list[Action]]:
     """A device that holds a verified image: allowed to install inside its
     window (and silent past ``now`` + the timeout then times out), else held
     until the window opens. ``ahead``: it has not been authorised yet (it
-    downloaded ahead), and the row keeps saying so."""
+    downloaded ahead), and the row keeps saying so; such a device is also
+    held while the campaign does not run (paused, halted), as a NOTIFIED one
+    is not authorised then."""
+    spec = campaign.spec
     state = DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None
-    if in_window(spec.windows, now, row.utc_offset):
+    inside = in_window(spec.windows, now, row.utc_offset)
+    if inside and (not ahead or _starts_allowed(campaign)):
         change = _change(
             row,
             state,
@@ -254,7 +258,9 @@ def _verified(
             reason=AHEAD if ahead else "",
         )
         return change, [Action(ActionKind.ALLOW_INSTALL, row.device, spec.name)]
-    due = next_window_open(spec.windows, now, row.utc_offset)
+    # Inside the window, only a pause or a halt holds it: looked at again at
+    # every step (device_step), allowed once the campaign runs.
+    due = now if inside else next_window_open(spec.windows, now, row.utc_offset)
     reason = HELD_AHEAD if ahead else HELD
     return _change(row, state, due=due, reason=reason, bytes_served=bytes_served), []
 
@@ -316,8 +322,10 @@ def device_step(
     if now < row.due:
         return None, []
     if state is DeviceState.VERIFYING and row.reason in _HELD:
+        if row.reason == HELD_AHEAD and not _starts_allowed(campaign):
+            return None, []  # downloaded ahead, never authorised: held while paused or halted
         # Its window opened.
-        return _verified(spec, row, now, row.bytes_served, ahead=row.reason in _AHEAD)
+        return _verified(campaign, row, now, row.bytes_served, ahead=row.reason in _AHEAD)
     # A started device silent past its deadline.
     return _fail_or_retry(spec, row, _STAGE_OF[state], "timeout", now, rng), []
 
@@ -350,14 +358,14 @@ def device_event(
             # Downloaded ahead, and now authorised: no longer marked so (its
             # row stays where the download brought it).
             if state is DeviceState.VERIFYING:
-                return _verified(spec, row, now, bytes_served, ahead=False)
+                return _verified(campaign, row, now, bytes_served, ahead=False)
             return _change(row, None, due=now + spec.silence_timeout, reason=""), []
         if event.state not in _RANK or _RANK[event.state] < _RANK[state]:
             return None, []  # stale: from before a state already recorded
         if event.state is DeviceState.VERIFYING:
             # Reached, or repeated while it waits: the permission is repeated
             # too (one sent by another process may not have reached it).
-            return _verified(spec, row, now, bytes_served, ahead=ahead)
+            return _verified(campaign, row, now, bytes_served, ahead=ahead)
         if event.state is state:
             heard = _heard(spec, row, now)
             return replace(heard, bytes_served=bytes_served), []
