@@ -6,26 +6,59 @@ after the authorisation. The seed's layout (its download is written in
 Reprogram mode over the old image: it is the install) and a confidential
 image (its content key comes only with the authorisation) download inside
 the window, as before. A power cut anywhere in the download ahead resumes
-and ends the same. Trio's MockClock is the device's clock too."""
+and ends the same. Against the campaign engine's own device interface, the
+row is held for the window and follows the device. Trio's MockClock is the
+device's clock too."""
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 import trio.testing
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from dofpy_services.device.agent import AgentPorts, DeviceAgent, NotNow, Rebooted, Refused
 from dofpy_services.device.boot_records import Layout, Slot, SlotRecord, SlotState
 from dofpy_services.device.fs import cut_points
+from dofpy_services.device.machine import AgentMachine, RetryPolicy
 from dofpy_services.device.simulated import SimulatedBootloader
-from dofpy_services.update.device_interface import InstallOutcome, Stage
+from dofpy_services.device.table import State
+from dofpy_services.update import campaign_store as cs
+from dofpy_services.update import device_keys as dk
+from dofpy_services.update import device_provider as provider
+from dofpy_services.update.campaign import Window, next_window_open
+from dofpy_services.update.campaign_devices import CampaignDevices
+from dofpy_services.update.device_interface import (
+    Assignment,
+    Authorisation,
+    InstallOutcome,
+    Stage,
+)
 from dofpy_services.update.device_provider import StageEntry
+from dofpy_services.update.engine import HELD_AHEAD, DeviceRow
+from dofpy_services.update.tracking import DeviceState
+from dofpy_services.update.worker import CampaignWorker
+from dofpy_services.version.interface import ImageKind
 from dofpy_services.version.store import open_version_store
 from tests.device.test_agent_confidential import DEVICE_KEY, confidential_world
 from tests.device.test_agent_power_cuts import check_end, fresh, update_with_cuts
-from tests.device.test_agent_update import DEVICE, NEW, OLD, World, world
+from tests.device.test_agent_update import DEVICE, KEY, NEW, OLD, World, world
+from tests.image.signing_fixtures import NOW
+from tests.update.campaign_fixtures import (
+    ROOT,
+    SERVICE_KEY,
+    full_approvals,
+    make_spec,
+    opened,
+    records,
+)
+
+T = TypeVar("T")
 
 OPENS = 7200.0
 """The window opens two hours after the test starts (MockClock time 0)."""
@@ -208,3 +241,122 @@ async def test_a_power_cut_anywhere_in_the_download_ahead_resumes_and_ends_the_s
             assert installing and all(entry.at >= opens for entry in installing), point
         shutil.rmtree(run)
         (tmp_path / f"run-{n}.sqlite").unlink()
+
+
+class CampaignUpdate:
+    """The agent's UpdatePort on the campaign store's device interface in the
+    same process (what ``dofpy update serve`` answers), at the device's
+    POSIX time ``clock()``; its exceptions as the OAP client raises them."""
+
+    def __init__(self, devices: CampaignDevices, clock: Callable[[], float]) -> None:
+        self.devices = devices
+        self.clock = clock
+        self.authorise_calls: list[float] = []
+
+    async def _call(self, method: Callable[..., T], *args: object) -> T:
+        try:
+            return method(DEVICE, *args, self.clock())
+        except provider.NotNow as exc:
+            raise NotNow(exc.retry_after) from None
+        except provider.Refused as exc:
+            raise Refused(exc.reason) from None
+
+    async def poll(self) -> list[Assignment]:
+        return await self._call(self.devices.poll)
+
+    async def authorise(self, campaign: str, manifest_digest: bytes) -> Authorisation:
+        self.authorise_calls.append(self.clock())
+        return await self._call(self.devices.authorise, campaign, manifest_digest)
+
+    async def progress(self, campaign: str, stage: Stage, reason: str) -> None:
+        await self._call(self.devices.progress, campaign, stage.value, reason)
+
+    async def accept_booted(self, campaign: str, kind: ImageKind, digest: bytes) -> bool:
+        return await self._call(self.devices.accept_booted, campaign, kind.value, digest)
+
+    async def install_report(self, data: bytes, signature: bytes) -> None:
+        await self._call(self.devices.install_report, data, signature)
+
+
+async def test_an_ab_device_downloads_ahead_against_the_campaign_engine(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The agent against the Update service's own decisions (the campaign
+    store and engine, the worker stepping every minute): notified at 08:00
+    UTC for a 02:00-04:00 window, it downloads and verifies at once (its row
+    held for the window, not timed out over 18 hours), is authorised at
+    02:00, installs then, and its row follows."""
+    spec = make_spec(
+        windows=(Window.parse("02:00-04:00"),),
+        canary_share=1.0,
+        image_sequence=NEW.sequence,
+        image_digest=NEW.slot_image().digest,
+    )
+
+    def posix() -> float:
+        return float(NOW) + trio.current_time()
+
+    opens = next_window_open(spec.windows, float(NOW), 0)
+    w = world(tmp_path, Layout.AB)
+    switches = watch_switches(w.boot)
+    with opened(str(tmp_path / "campaigns.db")) as db:
+        worker = CampaignWorker(db, SERVICE_KEY, "update-1", lease=30.0)
+        worker.create(spec, now=NOW, actor="operator")
+        for signed in full_approvals(spec.terms):
+            worker.approve(spec.name, signed, ROOT, now=NOW, actor="operator")
+        worker.start(spec.name, ROOT, lambda _s: [(str(DEVICE), 0)], now=NOW, actor="operator")
+        public = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        db.write(lambda tx: dk.enrol_key(tx, str(DEVICE), public, now=NOW))
+        update = CampaignUpdate(CampaignDevices(worker, retry_after=5.0), posix)
+        held: list[DeviceRow] = []
+
+        def row() -> DeviceRow:
+            found = db.read(lambda tx: cs.find_device(tx, spec.name, str(DEVICE)))
+            assert found is not None
+            return found
+
+        async def steps() -> None:
+            while True:
+                worker.step(posix())
+                if posix() < opens and row().state is DeviceState.VERIFYING:
+                    held.append(row())
+                await trio.sleep(60.0)
+
+        def agent() -> DeviceAgent:
+            ports = AgentPorts(update, w.versions, w.images, w.health, w.user)
+            return DeviceAgent(
+                w.boot, ports, w.directory / "agent", identity=DEVICE, key=KEY,
+                device_class="sensor", clock=posix,
+                machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
+            )  # fmt: skip
+
+        def done(agent: DeviceAgent) -> bool:
+            return bool(agent.reports_sent) and agent.machine.state is State.IDLE
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(steps)
+            for _ in range(10):
+                last = agent()
+                try:
+                    await last.run(until=done)
+                except Rebooted:
+                    w.boot.reboot()
+                    continue
+                break
+            nursery.cancel_scope.cancel()
+        booted = w.boot.booted()
+        assert (booted.image, booted.accepted) == (NEW.slot_image(), True)
+        (report,) = last.reports_sent
+        assert (report.outcome, report.running_version) == (InstallOutcome.SUCCEEDED, "2.0")
+        # Held (downloaded ahead, verified) through the 18 hours to the window.
+        assert held and held[-1].state is DeviceState.VERIFYING
+        assert {r.reason for r in held} == {HELD_AHEAD}
+        assert posix() >= opens and held[-1].due == opens
+        assert all(at >= opens for at in update.authorise_calls)
+        assert switches and all(float(NOW) + at >= opens for at, _ in switches)
+        log = records(db, spec.name)[str(DEVICE)]
+        transferring = log.first([DeviceState.TRANSFERRING])
+        installing = log.first([DeviceState.INSTALLING])
+        assert transferring is not None and transferring.time < opens
+        assert installing is not None and installing.time >= opens
+        assert row().state is DeviceState.NORMAL_MODE  # succeeded once the Version service sees it
