@@ -22,11 +22,21 @@ import trio
 import trio.testing
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from dofpy_services.device.agent import AgentPorts, DeviceAgent, NotNow, Rebooted, Refused
+from dofpy.errors import DofError
+from dofpy.transfer.receiver import LocalLeaves
+from dofpy_services.device.agent import (
+    AgentPorts,
+    DeviceAgent,
+    ImageToInstall,
+    NotNow,
+    Rebooted,
+    Refused,
+)
 from dofpy_services.device.boot_records import Layout, Slot, SlotRecord, SlotState
 from dofpy_services.device.fs import cut_points
 from dofpy_services.device.machine import AgentMachine, RetryPolicy
 from dofpy_services.device.simulated import SimulatedBootloader
+from dofpy_services.device.slot_store import SlotBlockStore
 from dofpy_services.device.table import State
 from dofpy_services.update import campaign_store as cs
 from dofpy_services.update import device_keys as dk
@@ -47,7 +57,7 @@ from dofpy_services.version.interface import ImageKind
 from dofpy_services.version.store import open_version_store
 from tests.device.test_agent_confidential import DEVICE_KEY, confidential_world
 from tests.device.test_agent_power_cuts import check_end, fresh, update_with_cuts
-from tests.device.test_agent_update import DEVICE, KEY, NEW, OLD, World, world
+from tests.device.test_agent_update import DEVICE, KEY, NEW, OLD, NetsimImages, World, world
 from tests.image.signing_fixtures import NOW
 from tests.update.campaign_fixtures import (
     ROOT,
@@ -360,3 +370,60 @@ async def test_an_ab_device_downloads_ahead_against_the_campaign_engine(
         assert transferring is not None and transferring.time < opens
         assert installing is not None and installing.time >= opens
         assert row().state is DeviceState.NORMAL_MODE  # succeeded once the Version service sees it
+
+
+class FailingImages(NetsimImages):
+    """Loses the session in its first ``lost`` transfers; with ``flash_fault``
+    the first whole transfer leaves one byte of the slot wrong (after its
+    leaf verified), so the whole-image check fails."""
+
+    def __init__(self, lost: int = 0, flash_fault: bool = False) -> None:
+        super().__init__()
+        self.lost = lost
+        self.flash_fault = flash_fault
+
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None = None
+    ) -> None:
+        if self.lost:
+            self.lost -= 1
+            self.transfers += 1
+            raise DofError("session lost during the transfer")
+        await super().transfer(image, store, local)
+        if self.flash_fault:
+            self.flash_fault = False
+            wrong = store.writer.read(100, 1)[0] ^ 0xFF
+            store.writer.write(100, bytes((wrong,)))
+
+
+async def test_a_download_ahead_that_keeps_failing_gives_up_to_idle_and_begins_again(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Every attempt of the download ahead loses its session (4, the
+    machine's attempts): given up, back to IDLE with nothing changed that
+    boots and no failure reported; the next poll, still before the window,
+    downloads ahead again, and the update ends installed inside the window."""
+    w = in_two_hours(world(tmp_path, Layout.AB, images=FailingImages(lost=4)))
+    switches = watch_switches(w.boot)
+    verified = watch_verified(w)
+    await w.run_update()
+    assert_succeeded(w)
+    assert w.images.transfers == 5
+    ((at, slot, _),) = verified
+    assert at < OPENS and slot.image == NEW.slot_image()
+    assert switches and all(at >= OPENS for at, _ in switches)
+
+
+async def test_an_image_that_does_not_check_whole_is_fetched_again_ahead(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A byte of flash gone bad after its leaf verified: the whole-image check
+    fails, the marks are forgotten, and the download ahead fetches it again
+    (a retry, bounded), still before the window."""
+    w = in_two_hours(world(tmp_path, Layout.AB, images=FailingImages(flash_fault=True)))
+    verified = watch_verified(w)
+    await w.run_update()
+    assert_succeeded(w)
+    assert w.images.transfers == 2
+    ((at, slot, _),) = verified
+    assert at < OPENS and slot.image == NEW.slot_image()
