@@ -427,3 +427,24 @@ async def test_an_image_that_does_not_check_whole_is_fetched_again_ahead(
     assert w.images.transfers == 2
     ((at, slot, _),) = verified
     assert at < OPENS and slot.image == NEW.slot_image()
+
+
+async def test_restarted_while_waiting_for_the_window_it_asks_once_and_waits(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The wait for the window is not kept across a restart: the agent asks
+    at once, and the service's NotNow until the opening is its one retry."""
+    w = in_two_hours(world(tmp_path, Layout.AB))
+    asked: list[float] = []
+    authorise = w.updates.authorise
+
+    def counted(*args: object) -> object:
+        asked.append(trio.current_time())
+        return authorise(*args)  # type: ignore[arg-type]
+
+    w.updates.authorise = counted  # type: ignore[method-assign,assignment]
+    await w.agent().run(until=lambda agent: agent.machine.state is State.AUTHORISE)
+    assert not asked and trio.current_time() < OPENS  # downloaded; the wait not begun
+    await w.run_update()  # a fresh agent, as after a power cut
+    assert_succeeded(w)
+    assert len(asked) == 2 and asked[0] < OPENS <= asked[1] < CLOSES
