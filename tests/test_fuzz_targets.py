@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dofpy.errors import BadPacket
-from dofpy_services.update.device_interface import InstallOutcome
+from dofpy_services.update.device_interface import InstallOutcome, Stage
 from fuzz.targets import device_agent, session_sequence, transfer_sequence
 from fuzz.targets._sequence import MAX_DATAGRAMS, decode_sequence, encode_sequence
 
@@ -75,9 +75,25 @@ def test_device_agent_seeds_replay_whole_updates() -> None:
         InstallOutcome.SUCCEEDED, InstallOutcome.ROLLED_BACK, InstallOutcome.FAILED,
     )  # fmt: skip
     honest = len(device_agent._HONEST_HEADERS)
-    assert outcomes[:honest] == [[ok]] * 8 + [[ok, rolled_back]] * 2 + [[ok, ok]] * 4
+    assert outcomes[:honest] == (
+        [[ok]] * 8 + [[ok, rolled_back]] * 2 + [[ok, ok]] * 4 + [[ok]] * 8  # the window later
+    )
     # The four refused manifests, then a newer image the service does not accept.
     assert outcomes[honest : honest + 5] == [[failed]] * 5
+
+
+def test_device_agent_with_the_window_later_downloads_ahead_only_on_ab() -> None:
+    """Bit 5 of the header: the window opens an hour on. The A/B device's
+    plain update (honest services) is downloaded and verified before its
+    authorisation; the seed's layout, and the updater's image, are
+    authorised first."""
+    for header, ahead in ((0x21, True), (0x23, True), (0x20, False), (0x25, False)):
+        world = device_agent.run_with_faults(header)
+        stages = [e.stage for e in world.updates.progress[device_agent._DEVICE].stages]
+        first = stages.index(Stage.TRANSFERRING) < stages.index(Stage.AUTHORISED)
+        assert first is ahead, (hex(header), stages)
+        assert (Stage.VERIFYING in stages) is ahead, (hex(header), stages)
+        assert [r.outcome for r in world.reports] == [InstallOutcome.SUCCEEDED]
 
 
 def test_sequence_inputs_cut_short_end_the_sequence() -> None:

@@ -23,6 +23,7 @@ at once.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
@@ -115,7 +116,11 @@ class DeviceAgent:
 
     ``state`` holds the agent's files (:data:`RECORD_FILE`, :data:`MARKS_FILE`):
     a :class:`~dofpy_services.device.fs.DeviceFs` (on the simulator, the
-    bootloader's own, so power cuts hit them too) or a directory."""
+    bootloader's own, so power cuts hit them too) or a directory.
+
+    ``clock`` is the device's POSIX clock, which an assignment's window is
+    in (trio's clock, which the agent waits on, is monotonic and need not
+    be; the tests run both on one MockClock)."""
 
     def __init__(
         self,
@@ -130,6 +135,7 @@ class DeviceAgent:
         machine: AgentMachine | None = None,
         check_in_interval: float = 3600.0,
         check_in_jitter: float = 0.5,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.boot = bootloader
         self.ports = ports
@@ -141,6 +147,7 @@ class DeviceAgent:
         self.machine = machine or AgentMachine()
         self.check_in_interval = check_in_interval
         self.check_in_jitter = check_in_jitter
+        self.clock = clock
         poll_interval(check_in_interval, check_in_jitter, self.machine.rng)  # checks them
         self.record = self._load()
         self.machine.state = State(self.record.state)
@@ -355,11 +362,12 @@ class DeviceAgent:
 
     async def _step_ask_user(self) -> tuple[Input, str, float]:
         assignment = self._current()
+        accepted = Input.ACCEPT_AHEAD if await self._downloads_ahead() else Input.ACCEPT
         if not assignment.manual:
-            return Input.ACCEPT, "", 0.0
+            return accepted, "", 0.0
         answer, until = await self.ports.ask_user(assignment)
         if answer is UserAnswer.ACCEPT:
-            return Input.ACCEPT, "", 0.0
+            return accepted, "", 0.0
         if answer is UserAnswer.DEFER:
             await self._progress(Stage.DEFERRED, "")
             return Input.DEFER, "", max(0.0, until - trio.current_time())
@@ -367,6 +375,38 @@ class DeviceAgent:
 
     async def _step_deferred(self) -> tuple[Input, str, float]:
         return Input.TICK, "", 0.0
+
+    async def _downloads_ahead(self) -> bool:
+        """Whether the image is downloaded before the window opens: only the
+        switch to it is the install on an A/B device (the free Normal slot
+        is written while the accepted image runs), so the download need not
+        wait for the authorisation. Not on the seed's layout (the download
+        is written in Reprogram mode over the old image: it is the install),
+        not for the updater's image (written over the Reprogram slot), not a
+        rollback, and not a confidential image (its content key comes only
+        with the authorisation), nor once the window has opened."""
+        assignment = self._current()
+        if assignment.updater or assignment.rollback or self.boot.free_normal_slot() is None:
+            return False
+        if self.clock() >= assignment.window_start:
+            return False
+        return (await self._image_of()).encryption is None
+
+    async def _step_download_ahead(self) -> tuple[Input, str, float]:
+        """TRANSFER and VERIFY_IMAGE's work into the free slot, before the
+        window; then a wait until the window opens before AUTHORISE asks (so
+        the wait is no NotNow counted against the attempts). TRANSFER and
+        VERIFY_IMAGE after the authorisation find the slot valid and go on."""
+        fetched = await self._transfer()
+        if fetched[0] is not Input.OK:
+            return fetched
+        checked, reason, _ = await self._check_image()
+        if checked is not Input.OK:
+            # Its marks are forgotten: fetched again, bounded by the attempts
+            # (a fault that keeps corrupting the slot gives up, to IDLE).
+            return Input.RETRY, reason, 0.0
+        await self._progress(Stage.VERIFYING, "")
+        return Input.OK, "", max(0.0, self._current().window_start - self.clock())
 
     async def _progress(self, stage: Stage, reason: str) -> None:
         await self.ports.update.progress(self._current().campaign, stage, reason)
@@ -434,6 +474,10 @@ class DeviceAgent:
         return Input.OK, "", 0.0
 
     async def _step_transfer(self) -> tuple[Input, str, float]:
+        return await self._transfer()
+
+    async def _transfer(self) -> tuple[Input, str, float]:
+        """The image into the target slot (TRANSFER's step, and DOWNLOAD_AHEAD's first half)."""
         image = await self._image_of()
         slot = self._target_slot()
         entry = self.boot.slot_record(slot)
@@ -502,6 +546,11 @@ class DeviceAgent:
         )
 
     async def _step_verify_image(self) -> tuple[Input, str, float]:
+        return await self._check_image()
+
+    async def _check_image(self) -> tuple[Input, str, float]:
+        """The written image checked whole (VERIFY_IMAGE's step, and
+        DOWNLOAD_AHEAD's second half)."""
         image = await self._image_of()
         slot = self._target_slot()
         entry = self.boot.slot_record(slot)

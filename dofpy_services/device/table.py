@@ -46,6 +46,11 @@ class State(enum.Enum):
     (an automatic campaign accepts at once)."""
     DEFERRED = "deferred"
     """The user deferred: wait until the time they gave, then ask again."""
+    DOWNLOAD_AHEAD = "download_ahead"
+    """Before the window opens, on A/B (a free Normal slot), a plain image
+    that is not the updater's: transfer it into the free slot and check it
+    whole while the accepted image runs (resumable, as TRANSFER), then wait
+    for the window and ask for the authorisation to install (the switch)."""
     AUTHORISE = "authorise"
     """A. The Update service's authorisation (and the wrapped content key)."""
     ENTER_REPROGRAM = "enter_reprogram"
@@ -97,6 +102,9 @@ class Input(enum.Enum):
     """Final refusal: a manifest the device refuses, a campaign the service refuses."""
     NO_SPACE = "no_space"
     ACCEPT = "accept"
+    ACCEPT_AHEAD = "accept_ahead"
+    """Accepted before the window opens, on a device that can download the
+    image without installing it (A/B, a plain image): download it first."""
     DEFER = "defer"
     USER_REFUSED = "user_refused"
     BOOTED_REPROGRAM = "booted_reprogram"
@@ -138,12 +146,23 @@ TRANSITIONS: dict[tuple[State, Input], State] = {
     (S.CHECK_SPACE, On.RETRY): S.CHECK_SPACE,
     (S.CHECK_SPACE, On.GAVE_UP): S.IDLE,
     (S.ASK_USER, On.ACCEPT): S.AUTHORISE,
+    (S.ASK_USER, On.ACCEPT_AHEAD): S.DOWNLOAD_AHEAD,
     (S.ASK_USER, On.DEFER): S.DEFERRED,
     (S.ASK_USER, On.USER_REFUSED): S.REPORT,
     # A deferral is reported to the service, which may fail.
     (S.ASK_USER, On.RETRY): S.ASK_USER,
     (S.ASK_USER, On.GAVE_UP): S.IDLE,
     (S.DEFERRED, On.TICK): S.ASK_USER,
+    # Downloaded and checked whole before the window: the step's wait lasts
+    # until the window opens, then the authorisation is asked for. A lost
+    # session or an image that does not check (its marks forgotten) is
+    # retried, bounded; giving up changed nothing that boots (the free slot
+    # is never the boot target until ENTER_NORMAL): back to IDLE, and the
+    # next poll begins again, resuming from the verified blocks (inside the
+    # window, through AUTHORISE and TRANSFER as on any device).
+    (S.DOWNLOAD_AHEAD, On.OK): S.AUTHORISE,
+    (S.DOWNLOAD_AHEAD, On.RETRY): S.DOWNLOAD_AHEAD,
+    (S.DOWNLOAD_AHEAD, On.GAVE_UP): S.IDLE,
     (S.AUTHORISE, On.OK): S.ENTER_REPROGRAM,
     (S.AUTHORISE, On.UPDATER): S.TRANSFER_UPDATER,
     (S.AUTHORISE, On.REFUSED): S.REPORT,
@@ -224,6 +243,7 @@ STAGE_OF: dict[State, Stage] = {
     State.CHECK_SPACE: Stage.NOTIFIED,
     State.ASK_USER: Stage.NOTIFIED,
     State.DEFERRED: Stage.DEFERRED,
+    State.DOWNLOAD_AHEAD: Stage.TRANSFERRING,
     State.AUTHORISE: Stage.AUTHORISED,
     State.ENTER_REPROGRAM: Stage.REPROGRAM_MODE,
     State.CONFIRM_REPROGRAM: Stage.REPROGRAM_MODE,

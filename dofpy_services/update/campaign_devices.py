@@ -12,10 +12,16 @@
   pause, a stop or a halt finishes; one not yet authorised waits, NotNow,
   while paused or halted, and a stop cancels it: Refused),
   the approved time frame has begun, and the device's local time is inside
-  a maintenance window (NotNow until the next one opens). On the seed's
+  a maintenance window (NotNow until the next one opens; the device's silence
+  deadline then counts from that opening, or the time frame's start, as it
+  was told to wait until then). On the seed's
   layout the download happens in Reprogram mode, so it is the install:
-  authorising at the window's start holds both. The device's row moves to
-  AUTHORISED. Cancelled, settled or past the deadline: Refused.
+  authorising at the window's start holds both. An A/B device may download
+  ahead (its row TRANSFERRING or VERIFYING, marked ahead by the engine):
+  not yet authorised, it waits while paused or halted as a NOTIFIED one
+  does. The device's row moves to AUTHORISED (one that downloaded ahead
+  keeps its stage, its mark cleared). Cancelled, settled or past the
+  deadline: Refused.
 - ``progress``: each stage moves the row on (stale or repeated stages change
   nothing); a stage with a reason is a failure (the engine's retry policy).
 - ``accept_booted``: the Reprogram image is accepted (no campaign here
@@ -71,6 +77,7 @@ from dofpy_services.update.engine import (
     DeviceRow,
     EventKind,
 )
+from dofpy_services.update.engine import authorised as engine_authorised
 from dofpy_services.update.notify import AssignmentPushes
 from dofpy_services.update.tracking import TERMINAL_STATES, DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
@@ -209,13 +216,17 @@ class CampaignDevices:
             raise Refused("the campaign's deadline has passed")
         if row.state not in _STARTED:
             raise NotNow(self.retry_after)  # scheduled or deferred: not its turn yet
-        authorised = row.state is not DeviceState.NOTIFIED
+        # One that downloaded ahead of its window has not been authorised:
+        # held while paused or halted, as a NOTIFIED device.
+        authorised = engine_authorised(row)
         if not authorised and found.state in _FINISHING:
             raise NotNow(self.retry_after)
         if now < spec.terms.start:
+            self._told_to_wait(campaign, device, spec.terms.start, now)
             raise NotNow(spec.terms.start - now)
         if not in_window(spec.windows, now, row.utc_offset):
             opens, _ = window_bounds(spec, now, row.utc_offset)
+            self._told_to_wait(campaign, device, opens, now)
             raise NotNow(max(1.0, opens - now))
         if not authorised:
             event = DeviceEvent(EventKind.PROGRESS, state=DeviceState.AUTHORISED)
@@ -224,6 +235,13 @@ class CampaignDevices:
         _, end = window_bounds(spec, now, row.utc_offset)
         not_after = min(now + spec.silence_timeout, max(end, now))
         return Authorisation(campaign, manifest_digest, not_after)
+
+    def _told_to_wait(self, campaign: str, device: str, until: float, now: float) -> None:
+        """A started device told to ask again at ``until`` (its window, the
+        time frame): heard, and silent only from then, so one notified hours
+        before its window does not time out waiting for it. Best effort: a
+        lease held elsewhere leaves the deadline as it was."""
+        self._event(campaign, device, DeviceEvent(EventKind.CHECK_IN, until=until), now)
 
     def progress(
         self, identity: OID, campaign: str, stage_name: str, reason: str, now: float

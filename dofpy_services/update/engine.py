@@ -12,6 +12,13 @@ already passed changes nothing (devices repeat themselves after a reconnect:
 a transition is never recorded twice). It counts SUCCEEDED only when the
 Version service sees it running the intended version *accepted*; seen
 running another version once it installed, it failed at boot (it reverted).
+
+An A/B device may download ahead of its window: it reports TRANSFERRING and
+VERIFYING while NOTIFIED, before it was authorised (only the switch is the
+install there). Its row moves forward as any, marked by its reason
+(:data:`AHEAD`, :data:`HELD_AHEAD`) until the authorisation clears the mark:
+it has not begun to install, so a stop cancels it and a pause or a halt holds
+it, as a NOTIFIED device (see :func:`authorised`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,10 @@ from dofpy_services.update.planning import Urgency
 from dofpy_services.update.tracking import TERMINAL_STATES, DeviceState, Stage
 
 __all__ = [
+    "AHEAD",
     "FAILURE_STATES",
+    "HELD",
+    "HELD_AHEAD",
     "PROGRESS_ORDER",
     "Action",
     "ActionKind",
@@ -46,6 +56,7 @@ __all__ = [
     "EventKind",
     "WaveCounts",
     "apply_command",
+    "authorised",
     "campaign_step",
     "device_event",
     "device_step",
@@ -146,6 +157,8 @@ class EventKind:
     DEFER = "defer"
     REFUSE = "refuse"
     CHECK_IN = "check-in"
+    """The device was heard; ``until``: it was told to come back then (its
+    window's opening), so its silence counts from then."""
     OBSERVED = "observed"
     """The Version service saw the device: ``version``, ``accepted``."""
     DELIVERED = "delivered"
@@ -236,23 +249,48 @@ def _fail_or_retry(
 HELD = "waiting for the maintenance window"
 """The reason a verified device's row shows while its install is held: its
 ``due`` is then when the window opens (not a silence deadline)."""
+AHEAD = "downloading ahead of its authorisation"
+"""The reason of a device that reported its download before it was
+authorised (an A/B device before its window), until it is."""
+HELD_AHEAD = "downloaded ahead, waiting for the maintenance window"
+"""Both: downloaded ahead and verified, held until the window opens."""
+_HELD = frozenset({HELD, HELD_AHEAD})
+_AHEAD = frozenset({AHEAD, HELD_AHEAD})
+_DOWNLOAD = frozenset({DeviceState.TRANSFERRING, DeviceState.VERIFYING})
+"""The stages an A/B device reports while downloading ahead."""
 
 
-def _verified(spec: CampaignSpec, row: DeviceRow, now: float) -> tuple[DeviceChange, list[Action]]:
+def authorised(row: DeviceRow) -> bool:
+    """Whether the device has been authorised to install: started, past
+    NOTIFIED, and not downloading ahead of its authorisation."""
+    return row.state in _RANK and row.state is not DeviceState.NOTIFIED and row.reason not in _AHEAD
+
+
+def _verified(
+    campaign: CampaignRow, row: DeviceRow, now: float, *, ahead: bool
+) -> tuple[DeviceChange, list[Action]]:
     """A device that holds a verified image: allowed to install inside its
     window (and silent past ``now`` + the timeout then times out), else held
-    until the window opens."""
-    if in_window(spec.windows, now, row.utc_offset):
+    until the window opens. ``ahead``: it has not been authorised yet (it
+    downloaded ahead), and the row keeps saying so; such a device is also
+    held while the campaign does not run (paused, halted), as a NOTIFIED one
+    is not authorised then."""
+    spec = campaign.spec
+    state = DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None
+    inside = in_window(spec.windows, now, row.utc_offset)
+    if inside and (not ahead or _starts_allowed(campaign)):
         change = _change(
             row,
-            DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None,
+            state,
             due=now + spec.silence_timeout,
-            reason="",
+            reason=AHEAD if ahead else "",
         )
         return change, [Action(ActionKind.ALLOW_INSTALL, row.device, spec.name)]
-    due = next_window_open(spec.windows, now, row.utc_offset)
-    state = DeviceState.VERIFYING if row.state is not DeviceState.VERIFYING else None
-    return _change(row, state, due=due, reason=HELD), []
+    # Inside the window, only a pause or a halt holds it: looked at again at
+    # every step (device_step), allowed once the campaign runs.
+    due = now if inside else next_window_open(spec.windows, now, row.utc_offset)
+    reason = HELD_AHEAD if ahead else HELD
+    return _change(row, state, due=due, reason=reason), []
 
 
 def device_step(
@@ -271,9 +309,10 @@ def device_step(
     if campaign.state in (CampaignState.STOPPING, CampaignState.STOPPED):
         if not started:
             return _change(row, DeviceState.CANCELLED, reason="campaign stopped"), []
-        if state is DeviceState.NOTIFIED:
+        if not authorised(row):
             # Told, but not authorised: it has not begun (the Update service
-            # authorises only when the install may start), so it does not.
+            # authorises only when the install may start; one that downloaded
+            # ahead has not installed), so it does not.
             actions = [Action(ActionKind.CANCEL, row.device, name)]
             return _change(row, DeviceState.CANCELLED, reason="campaign stopped"), actions
     deadline = spec.terms.deadline
@@ -310,8 +349,11 @@ def device_step(
         return change, [Action(ActionKind.NOTIFY, row.device, name, mandatory=mandatory)]
     if now < row.due:
         return None, []
-    if state is DeviceState.VERIFYING and row.reason == HELD:
-        return _verified(spec, row, now)  # its window opened
+    if state is DeviceState.VERIFYING and row.reason in _HELD:
+        if row.reason == HELD_AHEAD and not _starts_allowed(campaign):
+            return None, []  # downloaded ahead, never authorised: held while paused or halted
+        # Its window opened.
+        return _verified(campaign, row, now, ahead=row.reason in _AHEAD)
     # A started device silent past its deadline.
     silent = silence_reason(spec)
     return _fail_or_retry(spec, row, _STAGE_OF[state], SILENCE, now, rng, silent), []
@@ -350,21 +392,38 @@ def _state_event(
         return None, []
     started = state in _RANK
     if event.kind == EventKind.CHECK_IN:
+        heard = _heard(spec, row, max(now, event.until))
         if state is DeviceState.NOTIFIED:
-            return _heard(spec, row, now), [Action(ActionKind.NOTIFY, row.device, spec.name)]
-        return (_heard(spec, row, now) if started else None), []
+            return heard, [Action(ActionKind.NOTIFY, row.device, spec.name)]
+        return (heard if started else None), []
     if not started:
         return None, []  # a report from an attempt that ended (timed out, retrying)
     if event.kind == EventKind.PROGRESS and event.state is not None:
+        ahead = state is DeviceState.NOTIFIED or row.reason in _AHEAD
+        if event.state is DeviceState.AUTHORISED and state is not DeviceState.NOTIFIED and ahead:
+            # Downloaded ahead, and now authorised: no longer marked so (its
+            # row stays where the download brought it).
+            if state is DeviceState.VERIFYING:
+                return _verified(campaign, row, now, ahead=False)
+            return _change(row, None, due=now + spec.silence_timeout, reason=""), []
         if event.state not in _RANK or _RANK[event.state] < _RANK[state]:
             return None, []  # stale: from before a state already recorded
         if event.state is DeviceState.VERIFYING:
             # Reached, or repeated while it waits: the permission is repeated
             # too (one sent by another process may not have reached it).
-            return _verified(spec, row, now)
+            return _verified(campaign, row, now, ahead=ahead)
         if event.state is state:
             return _heard(spec, row, now), []
-        return _change(row, event.state, due=now + spec.silence_timeout), []
+        # A download reported before the authorisation (NOTIFIED, or already
+        # ahead): ahead of it, until it comes. Any other stage comes after it.
+        still_ahead = ahead and event.state in _DOWNLOAD
+        change = _change(
+            row,
+            event.state,
+            due=now + spec.silence_timeout,
+            reason=AHEAD if still_ahead else "",
+        )
+        return change, []
     if event.kind == EventKind.FAILED:
         stage = event.stage or _STAGE_OF[state]
         return _fail_or_retry(spec, row, stage, event.reason or "unspecified", now, rng), []
@@ -379,7 +438,7 @@ def _state_event(
 
 
 def _heard(spec: CampaignSpec, row: DeviceRow, now: float) -> DeviceChange:
-    if row.reason == HELD:
+    if row.reason in _HELD:
         return _change(row, None)  # due is the window's opening
     return _change(row, None, due=max(row.due, now + spec.silence_timeout))
 

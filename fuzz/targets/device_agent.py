@@ -43,7 +43,9 @@ crash too).
 The first byte of an input picks the device and the campaign: its low bit
 the layout (seed's or A/B), the next two the campaign (an update, a manual
 one, an update of the updater, a newer image), bits 3-4 the campaign after
-it (none, a rollback, the updater's update, a newer image). The seeds are
+it (none, a rollback, the updater's update, a newer image), bit 5 whether
+the first campaign's window opens an hour on (an A/B device downloads
+ahead of it; the device's clock is the virtual one, as the services'). The seeds are
 honest runs of each, recorded as the wire answers they got, and a few with
 faults.
 """
@@ -55,7 +57,7 @@ import random
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import trio
@@ -135,6 +137,8 @@ _MAX_STEPS = 500
 _MAX_WAIT = _DAY
 """The longest a step may wait (the machine's bound on a retry_after)."""
 _MAX_VIRTUAL_SECONDS = 100 * _DAY
+_WINDOW_LATER = 3600.0
+"""Where bit 5 of the header puts the first campaign's window_start (virtual seconds)."""
 """More than a run takes when each of its answers (at most 64) makes the
 agent wait the longest it may: a run still going then waits on something
 unbounded."""
@@ -597,6 +601,7 @@ class World:
         return DeviceAgent(
             self.boot, self.ports, cast(Any, self.fs), identity=_DEVICE, key=_REPORT_KEY,
             device_class="sensor", machine=machine, check_in_interval=600.0,
+            clock=trio.current_time,
         )  # fmt: skip
 
     async def run(self) -> None:
@@ -773,6 +778,9 @@ def _world(data: bytes, record: list[tuple[int, bytes, int]] | None = None) -> W
         answers.append(_Answer(to % _KINDS, datagram))
         waits.append(step)
     first = _CAMPAIGNS[(header >> 1) & 3]
+    if header & 0x20:
+        later = replace(first.assignment, window_start=_WINDOW_LATER)
+        first = replace(first, assignment=later)
     return World(
         Layout.AB if header & 1 else Layout.SEED,
         first,
@@ -816,8 +824,9 @@ def _recorded(header: int, *faults: tuple[int, int, bytes]) -> bytes:
     return bytes((header,)) + encode_sequence(record)
 
 
-_HONEST_HEADERS = (*range(10), 0x10, 0x11, 0x18, 0x19)
-"""Each device and campaign, and each campaign after the first update."""
+_HONEST_HEADERS = (*range(10), 0x10, 0x11, 0x18, 0x19, *range(0x20, 0x28))
+"""Each device and campaign, each campaign after the first update, and
+each device and campaign with the window an hour on (A/B: downloaded ahead)."""
 
 SEEDS: tuple[bytes, ...] = (
     *(_recorded(header) for header in _HONEST_HEADERS),

@@ -83,13 +83,30 @@ def test_refusals_before_reprogram_mode_go_straight_to_the_report() -> None:
     assert reachable(State.IDLE) - BEFORE_ANY_CHANGE  # the other states exist
 
 
+# Writes only the free Normal slot of an A/B device while the accepted image
+# runs: never the boot target (until ENTER_NORMAL, after AUTHORISE), so giving
+# up leaves what boots as it was.
+AHEAD_OF_THE_WINDOW = {State.DOWNLOAD_AHEAD}
+
+
 def test_failures_after_the_switch_revert_or_retry_never_idle() -> None:
     """Once in Reprogram mode, no outcome leads to IDLE or CHECK_IN without
     passing REPORT: a revert is always reported."""
-    changed = set(State) - BEFORE_ANY_CHANGE - {State.REPORT}
+    changed = set(State) - BEFORE_ANY_CHANGE - AHEAD_OF_THE_WINDOW - {State.REPORT}
     for (state, _), target in TRANSITIONS.items():
         if state in changed:
             assert target not in {State.IDLE, State.CHECK_IN}, (state, target)
+
+
+def test_downloading_ahead_leads_to_the_authorisation_and_switches_nothing() -> None:
+    """DOWNLOAD_AHEAD is entered only from ASK_USER (every check passed) and
+    leads only to AUTHORISE, itself, or (given up) IDLE: the install still
+    waits for the authorisation."""
+    entering = {s for (s, _), t in TRANSITIONS.items() if t is State.DOWNLOAD_AHEAD}
+    assert entering == {State.ASK_USER, State.DOWNLOAD_AHEAD}
+    leaving = {t for (s, _), t in TRANSITIONS.items() if s is State.DOWNLOAD_AHEAD}
+    assert leaving == {State.AUTHORISE, State.DOWNLOAD_AHEAD, State.IDLE}
+    assert next_state(State.DOWNLOAD_AHEAD, Input.GAVE_UP) is State.IDLE
 
 
 def test_an_unlisted_pair_is_an_error_not_a_default() -> None:

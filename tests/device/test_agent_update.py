@@ -116,6 +116,8 @@ class World:
     """The agent's files on the bootloader's own DeviceFs (power cuts hit
     them too) rather than in a directory beside the device."""
     content_key_private: X25519PrivateKey | None = None
+    clock: Callable[[], float] = trio.current_time
+    """The device's POSIX clock (the windows'): the test's MockClock too."""
 
     def agent(self) -> DeviceAgent:
         ports = AgentPorts(
@@ -130,6 +132,7 @@ class World:
             self.boot, ports, state, identity=DEVICE, key=KEY,
             device_class="sensor", content_key_private=self.content_key_private,
             machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
+            clock=self.clock,
         )  # fmt: skip
 
     async def run_update(self) -> DeviceAgent:

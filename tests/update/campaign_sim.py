@@ -32,7 +32,9 @@ class SimDevice:
     once notified), ``reverts`` (boots the new version, then falls back to
     the old one accepted), ``defers`` (its user defers to ``defer_until``),
     ``refuses``, ``flaky`` (its first transfer breaks, retryable),
-    ``bad-image`` (verification fails, not retryable). ``live``: it has a
+    ``bad-image`` (verification fails, not retryable), ``ahead`` (an A/B
+    device before its window: downloads and verifies before it is
+    authorised, installs when allowed). ``live``: it has a
     session (told at once); else it polls every ``poll`` seconds."""
 
     name: str
@@ -130,6 +132,11 @@ class Fleet:
             if device.behaviour == "refuses":
                 if self._send(worker, device, DeviceEvent(EventKind.REFUSE)):
                     device.offered = False
+                return
+            if device.behaviour == "ahead":
+                # An A/B device before its window: downloads before it is
+                # authorised (its install waits for ALLOW_INSTALL).
+                device.phase, device.offered, device.offset = "transferring", False, 0
                 return
             if self._send(worker, device, progress(EventKind.PROGRESS, DeviceState.AUTHORISED)):
                 device.phase, device.offered, device.offset = "authorised", False, 0

@@ -32,7 +32,14 @@ from dofpy_services.update.device_interface import (
     sign_install_report,
 )
 from dofpy_services.update.device_provider import NotNow, Refused
-from dofpy_services.update.engine import Command, DeviceEvent, EventKind
+from dofpy_services.update.engine import (
+    AHEAD,
+    HELD_AHEAD,
+    Command,
+    DeviceEvent,
+    DeviceRow,
+    EventKind,
+)
 from dofpy_services.update.reports import build_report
 from dofpy_services.update.tracking import DeviceState
 from dofpy_services.update.tracking import Stage as FailedStage
@@ -80,6 +87,12 @@ def _setup(db: SyncDatabase, **changes: object) -> tuple[CampaignWorker, Campaig
     for n in range(3):
         db.write(lambda tx, n=n: dk.enrol_key(tx, str(device(n)), _public(n), now=NOW))
     return worker, CampaignDevices(worker, retry_after=5.0)
+
+
+def _row(worker: CampaignWorker, n: int) -> DeviceRow:
+    row = worker.db.read(lambda tx: cs.find_device(tx, "spring", str(device(n))))
+    assert row is not None
+    return row
 
 
 def _state(worker: CampaignWorker, n: int) -> DeviceState:
@@ -410,3 +423,68 @@ def test_a_device_talking_to_another_process_takes_its_lease_there(
         ]
         assert_log_consistent(db, "spring")
     versions.close()
+
+
+def test_a_device_downloading_ahead_is_held_until_its_window_and_by_a_pause_or_stop(
+    db: SyncDatabase,
+) -> None:
+    """An A/B device downloads and verifies before its window, unauthorised:
+    held (not timed out, though the window opens hours after its silence
+    timeout) until the window opens, then authorised; it has not begun to
+    install, so a pause holds it and a stop cancels it, as a NOTIFIED
+    device, while one authorised finishes."""
+    worker, devices = _setup(db, windows=(WINDOW,))
+    worker.step(NOW + 1)
+    opens = MIDNIGHT + 86_400 + 7200  # 02:00 UTC the next day: 18 hours on
+    for n in (0, 1):
+        devices.progress(device(n), "spring", Stage.TRANSFERRING.value, "", NOW + 2)
+        assert _row(worker, n).reason == AHEAD
+        devices.progress(device(n), "spring", Stage.VERIFYING.value, "", NOW + 3)
+        row = _row(worker, n)
+        assert (row.state, row.reason, row.due) == (DeviceState.VERIFYING, HELD_AHEAD, opens)
+        with pytest.raises(NotNow) as waited:
+            devices.authorise(device(n), "spring", bytes(range(32)), NOW + 4)
+        assert waited.value.retry_after == pytest.approx(opens - NOW - 4)
+    now = NOW + 4.0
+    while now < opens:  # the worker steps on; a poll is a check-in
+        worker.step(now)
+        devices.poll(device(0), now)
+        now += 600.0
+    assert _row(worker, 0).state is DeviceState.VERIFYING  # held, not timed out
+    worker.step(opens + 1)
+    assert _row(worker, 0).reason == AHEAD  # its window opened: still unauthorised
+    worker.command("spring", Command.PAUSE, now=opens + 2, actor="operator")
+    with pytest.raises(NotNow):
+        devices.authorise(device(0), "spring", bytes(range(32)), opens + 3)
+    worker.command("spring", Command.RESUME, now=opens + 4, actor="operator")
+    granted = devices.authorise(device(0), "spring", bytes(range(32)), opens + 5)
+    assert granted.not_after > opens + 5
+    assert (_row(worker, 0).state, _row(worker, 0).reason) == (DeviceState.VERIFYING, "")
+    worker.command("spring", Command.STOP, now=opens + 6, actor="operator")
+    worker.step(opens + 7)
+    assert _row(worker, 1).state is DeviceState.CANCELLED  # downloaded, never authorised
+    devices.authorise(device(0), "spring", bytes(range(32)), opens + 8)  # finishing
+    devices.progress(device(0), "spring", Stage.INSTALLING.value, "", opens + 9)
+    assert _state(worker, 0) is DeviceState.INSTALLING
+
+
+def test_a_device_told_to_wait_for_its_window_does_not_time_out_meanwhile(
+    db: SyncDatabase,
+) -> None:
+    """Notified 18 hours before its window (the seed's layout asks before it
+    downloads): told NotNow until the window opens, it is silent only from
+    then, not timed out after the campaign's 900 s silence timeout."""
+    worker, devices = _setup(db, windows=(WINDOW,), failure_threshold=1.0)
+    worker.step(NOW + 1)
+    opens = MIDNIGHT + 86_400 + 7200
+    for n in (0, 1):
+        with pytest.raises(NotNow) as waited:
+            devices.authorise(device(n), "spring", bytes(range(32)), NOW + 2)
+        assert waited.value.retry_after == pytest.approx(opens - NOW - 2)
+        assert _row(worker, n).due == opens + 900.0
+    for now in (NOW + 1000, opens - 1):
+        worker.step(now)
+        assert _state(worker, 0) is _state(worker, 1) is DeviceState.NOTIFIED
+    assert _state(worker, 2) is DeviceState.TIMED_OUT  # never asked: silent
+    devices.authorise(device(0), "spring", bytes(range(32)), opens)
+    assert _state(worker, 0) is DeviceState.AUTHORISED

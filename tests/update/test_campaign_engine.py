@@ -322,6 +322,43 @@ def test_install_is_held_until_the_local_maintenance_window(db_location: str) ->
             assert installing.time >= next_window_open((window,), verified.time, offsets[device])
 
 
+def test_devices_downloading_ahead_are_held_for_their_window_and_by_a_pause(
+    db_location: str,
+) -> None:
+    """A/B devices download and verify at once, never authorised: held (not
+    timed out) until their window opens 18 hours on; a pause over the
+    window's opening holds them too (not authorised, they have not begun to
+    install); resumed inside the window, they install there."""
+    window = Window.parse("02:00-03:00")  # NOW is 08:00 UTC
+    spec = make_spec(windows=(window,), success_threshold=0.0, canary_share=1.0)
+    fleet = make_fleet(spec, {f"dev-{n:03d}": "ahead" for n in range(4)}, count=4)
+    opens = next_window_open((window,), float(NOW), 0)
+    with opened(db_location) as db:
+        worker = CampaignWorker(db, SERVICE_KEY, "w1")
+        start(worker, spec, fleet)
+        for _ in range(20):
+            fleet.tick(worker, 10.0)
+        ahead = records(db, spec.name)
+        assert all(r.state is DeviceState.VERIFYING for r in ahead.values()), ahead
+        worker.command(spec.name, Command.PAUSE, now=fleet.now, actor="operator")
+        while fleet.now < opens + 1800:
+            fleet.tick(worker, 600.0)
+        paused = records(db, spec.name)
+        assert all(r.state is DeviceState.VERIFYING for r in paused.values()), paused
+        worker.command(spec.name, Command.RESUME, now=fleet.now, actor="operator")
+        run_until_settled(worker, fleet, dt=60.0)
+        for device, record in records(db, spec.name).items():
+            assert record.state is DeviceState.SUCCEEDED, device
+            assert record.first([DeviceState.AUTHORISED]) is None  # downloaded ahead
+            verified = record.first([DeviceState.VERIFYING])
+            installing = record.first([DeviceState.INSTALLING])
+            assert verified is not None and installing is not None
+            assert verified.time < opens
+            assert opens + 1800 <= installing.time < opens + 3600
+        assert_log_consistent(db, spec.name)
+        assert_matches_fleet(db, fleet)
+
+
 def test_rate_caps_are_honoured_in_simulated_time(db_location: str) -> None:
     # Tighter than what the devices would fetch (up to 26 kB/s each).
     rate, burst = 30_000.0, 10.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import example, given
@@ -24,12 +25,15 @@ from dofpy_services.update.campaign import (
     wave_sizes,
 )
 from dofpy_services.update.engine import (
+    AHEAD,
+    HELD_AHEAD,
     CampaignRow,
     Command,
     DeviceEvent,
     DeviceRow,
     EventKind,
     apply_command,
+    authorised,
     device_event,
     device_step,
     start_burst,
@@ -221,3 +225,45 @@ def test_the_start_bucket_meets_its_rate_when_steps_are_far_apart(rate: float, s
     assert rate * now / 60.0 - 1.0 - 1e-6 <= started <= rate * now / 60.0 + burst
     after_pause, _ = start_tokens(spec, tokens, at, now + 86_400.0)
     assert after_pause == max(1.0, rate * 15.0 / 60.0) + 1.0
+
+
+def test_a_download_before_the_authorisation_is_marked_ahead_until_it_comes() -> None:
+    """Reported from NOTIFIED, TRANSFERRING and VERIFYING mark the row ahead
+    (not authorised: a stop cancels it); the authorisation clears the mark;
+    a device authorised first is never marked."""
+    window = Window.parse("02:00-03:00")
+    spec = make_spec(windows=(window,))
+    running = CampaignRow(spec, CampaignState.RUNNING, 0, 1)
+    stopping = CampaignRow(spec, CampaignState.STOPPING, 0, 1)
+    rng = random.Random(0)
+    outside = 86_400.0 * 100 + 3600 * 12  # noon UTC
+    notified = DeviceRow("dev", 0, DeviceState.NOTIFIED, attempts=1, due=outside + 900)
+
+    def progress(row: DeviceRow, state: DeviceState, now: float) -> DeviceRow:
+        change, _ = device_event(running, row, DeviceEvent(EventKind.PROGRESS, state), now, rng)
+        assert change is not None
+        return replace(
+            row,
+            state=change.state or row.state,
+            due=change.due,
+            reason=change.reason,
+            stage=change.stage,
+        )
+
+    transferring = progress(notified, DeviceState.TRANSFERRING, outside)
+    assert (transferring.state, transferring.reason) == (DeviceState.TRANSFERRING, AHEAD)
+    assert not authorised(transferring)
+    held = progress(transferring, DeviceState.VERIFYING, outside + 1)
+    assert (held.reason, held.due) == (HELD_AHEAD, next_window_open((window,), outside, 0))
+    assert not authorised(held)
+    change, actions = device_step(stopping, held, outside + 2, rng)
+    assert change is not None and change.state is DeviceState.CANCELLED and actions
+    inside = held.due + 60
+    authorised_now = progress(held, DeviceState.AUTHORISED, inside)
+    assert (authorised_now.state, authorised_now.reason) == (DeviceState.VERIFYING, "")
+    assert authorised(authorised_now) and authorised_now.due == inside + spec.silence_timeout
+    # Authorised first: never ahead, and a stop lets it finish.
+    first = progress(notified, DeviceState.AUTHORISED, outside)
+    first = progress(first, DeviceState.TRANSFERRING, outside + 1)
+    assert (first.reason, authorised(first)) == ("", True)
+    assert device_step(stopping, first, outside + 2, rng) == (None, [])
