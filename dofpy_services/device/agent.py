@@ -252,7 +252,7 @@ class DeviceAgent:
             booted.boot_state(),
             # Room for a new image: the slot it would be written to.
             self.boot.slot_record(self._target_slot()).capacity,
-            trio.current_time(),
+            self.clock(),  # device_clock: POSIX time, not trio's monotonic clock
         )
 
     async def _step_check_in(self) -> tuple[Input, str, float]:
@@ -726,7 +726,7 @@ class DeviceAgent:
             booted.image.digest,
             booted.image.version,
             outcome,
-            trio.current_time(),
+            self.clock(),  # when, in POSIX time
             None if failure is None else failure.stage,
             "" if failure is None else _clip_reason(failure.reason),
             bytes_fetched=self.record.bytes_fetched,

@@ -429,3 +429,22 @@ async def test_rollback_on_the_seed_layout_reinstalls_the_previous_image(
     report = w.updates.progress[DEVICE].report
     assert report is not None
     assert (report.outcome, report.running_version) == (InstallOutcome.ROLLED_BACK, "1.0")
+
+
+@pytest.mark.parametrize("layout", [Layout.SEED, Layout.AB])
+async def test_reports_carry_the_devices_posix_clock_not_trios(
+    tmp_path: Path, layout: Layout, autojump_clock: trio.testing.MockClock
+) -> None:
+    """``device_clock`` in a version report and ``at`` in the install report
+    are the device's POSIX time (its ``clock``), not trio's monotonic clock
+    (which in production counts from an arbitrary origin)."""
+    w = world(tmp_path, layout)
+    posix_origin = 1_800_000_000.0
+    w.clock = lambda: posix_origin + trio.current_time()
+    await w.run_update()
+    assert w.versions.reports
+    for sent in w.versions.reports:
+        assert sent.device_clock >= posix_origin
+    report = w.updates.progress[DEVICE].report
+    assert report is not None
+    assert posix_origin <= report.at <= posix_origin + trio.current_time()
