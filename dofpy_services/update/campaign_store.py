@@ -158,8 +158,11 @@ CREATE TABLE update_audit (
 
 # The totals start from the rows already there (a store created before this
 # migration): the migration runs in one transaction, so they are exact.
-_COUNTS_SCHEMA = """
+_STEP_SCHEMA = """
 CREATE INDEX campaign_devices_state ON campaign_devices (campaign, state, device);
+CREATE INDEX campaign_devices_unsettled ON campaign_devices (campaign, wave, due, device)
+    WHERE state NOT IN ('cancelled', 'failed', 'rolled-back', 'succeeded', 'timed-out');
+DROP INDEX campaign_devices_due;
 CREATE TABLE campaign_wave_counts (
     campaign TEXT NOT NULL,
     wave INTEGER NOT NULL,
@@ -190,13 +193,18 @@ MIGRATIONS = (
     DEVICE_KEYS_MIGRATION,
     Migration(
         3,
-        "devices by campaign and state (the states watched each step); per-wave counts by state",
-        _COUNTS_SCHEMA,
-        _COUNTS_SCHEMA.replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
+        "a step's indexes (devices by state, unsettled by wave and due); wave counts",
+        _STEP_SCHEMA,
+        _STEP_SCHEMA.replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
     ),
 )
 
-_TERMINAL = tuple(s.value for s in TERMINAL_STATES)
+_UNSETTLED = "state NOT IN ('cancelled', 'failed', 'rolled-back', 'succeeded', 'timed-out')"
+"""The condition of the unsettled devices' partial index, spelled as the
+index spells it (literals: only then may the planners use the index)."""
+assert _UNSETTLED.count("'") == 2 * len(TERMINAL_STATES) and all(
+    f"'{s.value}'" in _UNSETTLED for s in TERMINAL_STATES
+)
 _DEVICE_COLUMN_NAMES = (
     "device",
     "wave",
@@ -473,25 +481,22 @@ def claim_devices(
     window opening; ``every``: all of them, to cancel) to ``owner`` until
     ``now + lease`` (those it holds already renewed), soonest due first.
     Devices another process holds an unexpired lease on are left to it."""
-    placeholders = ", ".join("?" * len(_TERMINAL))
     skip = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
-    rows = tx.rows(
-        f"SELECT {_DEVICE_COLUMNS} FROM campaign_devices WHERE campaign = ?"
-        f" AND state NOT IN ({placeholders}) AND wave <= ?"
-        " AND (due <= ? OR ? = 1)"
-        " AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)"
-        f" ORDER BY due, device LIMIT ?{skip}",
-        (
-            campaign,
-            *_TERMINAL,
-            max_wave,
-            now,
-            int(every),
-            owner,
-            now,
-            limit,
-        ),
-    )
+    # One wave at a time, each a range of the unsettled devices' index in
+    # due order that stops after ``limit`` (a single ``wave <= ?`` read would
+    # pass every waiting device of the later waves, all due at 0: the whole
+    # population, early on); the soonest ``limit`` of them all are leased.
+    due = "" if every else " AND due <= ?"
+    found: list[Row] = []
+    for wave in range(max_wave + 1):
+        found += tx.rows(
+            f"SELECT {_DEVICE_COLUMNS} FROM campaign_devices WHERE campaign = ? AND wave = ?"
+            f" AND {_UNSETTLED}{due}"
+            " AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)"
+            f" ORDER BY due, device LIMIT ?{skip}",
+            (campaign, wave, *(() if every else (now,)), owner, now, limit),
+        )
+    rows = sorted(found, key=lambda r: (float(r[5]), r[0]))[:limit]
     tx.executemany(
         "UPDATE campaign_devices SET lease_owner = ?, lease_expires = ?"
         " WHERE campaign = ? AND device = ?",

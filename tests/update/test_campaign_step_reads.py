@@ -207,3 +207,91 @@ def test_the_migration_counts_the_rows_already_there(db_location: str) -> None:
         for wave, counted in enumerate(counts)
         for state, n in counted.by_state.items()
     } == expected
+
+
+def test_claim_takes_the_soonest_due_across_the_waves_up_to_the_current(
+    db_location: str,
+) -> None:
+    spec = make_spec()
+    with opened(db_location) as db:
+        db.write(lambda tx: _started(tx, spec, _waves(9, (3, 3, 3))))
+        # Notified with their silence deadlines (now + 100) at different times.
+        for device, at in (("dev-000", 40), ("dev-001", 10), ("dev-003", 20), ("dev-004", 30)):
+            db.write(
+                lambda tx, d=device, at=at: _move(tx, spec.name, d, DeviceState.NOTIFIED, NOW + at)
+            )
+        db.write(lambda tx: _move(tx, spec.name, "dev-002", DeviceState.SUCCEEDED, NOW))
+        db.write(lambda tx: _move(tx, spec.name, "dev-005", DeviceState.TIMED_OUT, NOW))
+
+        def claim(now: float, limit: int, max_wave: int, every: bool = False) -> list[str]:
+            rows = db.write(
+                lambda tx: cs.claim_devices(
+                    tx,
+                    spec.name,
+                    "worker-b",
+                    now=now,
+                    lease=1.0,
+                    limit=limit,
+                    max_wave=max_wave,
+                    every=every,
+                )
+            )
+            return [r.device for r in rows]
+
+        due_by_125 = claim(NOW + 125, 2, 1)
+        due_by_145 = claim(NOW + 1000, 9, 1)
+        first_wave = claim(NOW + 2000, 9, 0)
+        every = claim(NOW + 3000, 9, 2, every=True)
+    # (Their own leases taken at NOW + at expired long before: free to claim.)
+    assert due_by_125 == ["dev-001", "dev-003"]
+    assert due_by_145 == ["dev-001", "dev-003", "dev-004", "dev-000"]
+    assert first_wave == ["dev-001", "dev-000"]
+    # Settled devices never; with ``every``, the later waves' waiting ones too.
+    assert sorted(every) == [
+        "dev-000",
+        "dev-001",
+        "dev-003",
+        "dev-004",
+        "dev-006",
+        "dev-007",
+        "dev-008",
+    ]
+
+
+def test_claim_reads_the_unsettled_index_on_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "campaigns.db"
+    spec = make_spec()
+    statements: list[tuple[str, tuple[object, ...]]] = []
+
+    class Recording:
+        dialect = "sqlite"
+
+        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
+            statements.append((sql, tuple(params)))
+            return []
+
+        def executemany(self, sql: str, params: object) -> None:
+            pass
+
+    with opened(str(path)) as db:
+        db.write(lambda tx: _started(tx, spec, _waves(40, (10, 30))))
+    for every in (False, True):
+        cs.claim_devices(
+            Recording(),  # type: ignore[arg-type]
+            spec.name,
+            OWNER,
+            now=NOW,
+            lease=60.0,
+            limit=5,
+            max_wave=1,
+            every=every,
+        )
+    assert len(statements) == 4  # one per wave
+    connection = sqlite3.connect(path)
+    connection.execute("ANALYZE")
+    try:
+        for sql, params in statements:
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            assert len(plan) == 1 and "USING INDEX campaign_devices_unsettled" in plan[0], plan
+    finally:
+        connection.close()
