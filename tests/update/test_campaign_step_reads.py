@@ -6,10 +6,13 @@ the migration that introduced them on a store with rows already)."""
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
 from dofpy_services.store import Transaction, open_database_sync
@@ -295,3 +298,57 @@ def test_claim_reads_the_unsettled_index_on_sqlite(tmp_path: Path) -> None:
             assert len(plan) == 1 and "USING INDEX campaign_devices_unsettled" in plan[0], plan
     finally:
         connection.close()
+
+
+def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    nodes = [plan]
+    for child in plan.get("Plans", []):
+        nodes.extend(_plan_nodes(child))
+    return nodes
+
+
+def test_postgres_reads_the_step_indexes(postgres_url: str) -> None:
+    """On a campaign large enough (and analysed) that PostgreSQL's planner
+    weighs a sequential scan against the indexes, the watched states and
+    each wave's claim are read from their indexes."""
+    spec = make_spec()
+    with opened(postgres_url) as db:
+        db.write(lambda tx: _started(tx, spec, _waves(20_000, (20, 19_980))))
+        for n in range(10):
+            db.write(
+                lambda tx, n=n: _move(tx, spec.name, f"dev-{n:03d}", DeviceState.NOTIFIED, NOW)
+            )
+    statements: list[tuple[str, tuple[object, ...]]] = []
+
+    class Recording:
+        dialect = "postgresql"
+
+        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
+            statements.append((sql, tuple(params)))
+            return []
+
+        def executemany(self, sql: str, params: object) -> None:
+            pass
+
+    recording: Any = Recording()
+    cs.devices_in_states(recording, spec.name, {DeviceState.NOTIFIED, DeviceState.FAILED})
+    cs.claim_devices(recording, spec.name, OWNER, now=NOW, lease=60.0, limit=5, max_wave=1)
+    expected = [
+        "campaign_devices_state",
+        "campaign_devices_unsettled",
+        "campaign_devices_unsettled",
+    ]
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute("ANALYZE")
+        for (sql, params), index in zip(statements, expected, strict=True):
+            text = sql.replace("?", "%s").replace(" FOR UPDATE SKIP LOCKED", "")
+            (row,) = connection.execute(f"EXPLAIN (FORMAT JSON) {text}", params).fetchall()
+            plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+            scans = [
+                n
+                for n in _plan_nodes(plan[0]["Plan"])
+                if n.get("Relation Name") == "campaign_devices" or "Index Name" in n
+            ]
+            names = {n.get("Index Name") for n in scans}
+            assert index in names, (sql, scans)
+            assert all(n["Node Type"] != "Seq Scan" for n in scans), (sql, scans)
