@@ -163,6 +163,7 @@ CREATE INDEX campaign_devices_state ON campaign_devices (campaign, state, device
 CREATE INDEX campaign_devices_unsettled ON campaign_devices (campaign, wave, due, device)
     WHERE state NOT IN ('cancelled', 'failed', 'rolled-back', 'succeeded', 'timed-out');
 DROP INDEX campaign_devices_due;
+CREATE INDEX campaign_devices_device ON campaign_devices (device);
 CREATE TABLE campaign_wave_counts (
     campaign TEXT NOT NULL,
     wave INTEGER NOT NULL,
@@ -193,7 +194,7 @@ MIGRATIONS = (
     DEVICE_KEYS_MIGRATION,
     Migration(
         3,
-        "a step's indexes (devices by state, unsettled by wave and due); wave counts",
+        "indexes of a step's reads and of a device's campaigns; per-wave counts",
         _STEP_SCHEMA,
         _STEP_SCHEMA.replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
     ),

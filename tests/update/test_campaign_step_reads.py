@@ -312,8 +312,9 @@ def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 def test_postgres_reads_the_step_indexes(postgres_url: str) -> None:
     """On a campaign large enough (and analysed) that PostgreSQL's planner
-    weighs a sequential scan against the indexes, the watched states and
-    each wave's claim are read from their indexes."""
+    weighs a sequential scan against the indexes, the watched states, each
+    wave's claim and a device's campaigns (each poll) are read from their
+    indexes."""
     spec = make_spec()
     with opened(postgres_url) as db:
         db.write(lambda tx: _started(tx, spec, _waves(20_000, (20, 19_980))))
@@ -336,10 +337,12 @@ def test_postgres_reads_the_step_indexes(postgres_url: str) -> None:
     recording: Any = Recording()
     cs.devices_in_states(recording, spec.name, {DeviceState.NOTIFIED, DeviceState.FAILED})
     cs.claim_devices(recording, spec.name, OWNER, now=NOW, lease=60.0, limit=5, max_wave=1)
+    cs.device_campaigns(recording, "dev-007")
     expected = [
         "campaign_devices_state",
         "campaign_devices_unsettled",
         "campaign_devices_unsettled",
+        "campaign_devices_device",
     ]
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("ANALYZE")
@@ -355,3 +358,38 @@ def test_postgres_reads_the_step_indexes(postgres_url: str) -> None:
             names = {n.get("Index Name") for n in scans}
             assert index in names, (sql, scans)
             assert all(n["Node Type"] != "Seq Scan" for n in scans), (sql, scans)
+
+
+def test_a_devices_campaigns_are_read_from_its_index_on_sqlite(tmp_path: Path) -> None:
+    """What each poll reads first: by the device's own index, not a scan of
+    every campaign's rows."""
+    path = tmp_path / "campaigns.db"
+    spec = make_spec()
+    with opened(str(path)) as db:
+        db.write(lambda tx: _started(tx, spec, _waves(40, (10, 30))))
+        assert db.read(lambda tx: cs.device_campaigns(tx, "dev-007")) == [
+            (spec.name, DeviceState.SCHEDULED)
+        ]
+    statements: list[tuple[str, tuple[object, ...]]] = []
+
+    class Recording:
+        dialect = "sqlite"
+
+        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
+            statements.append((sql, tuple(params)))
+            return []
+
+    cs.device_campaigns(Recording(), "dev-007")  # type: ignore[arg-type]
+    ((sql, params),) = statements
+    connection = sqlite3.connect(path)
+    try:
+        for analyse in ("", "ANALYZE"):
+            connection.execute(analyse)
+            plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            # Its own index, or (analysed: few campaigns) each campaign's
+            # primary key: either finds the device's rows, neither scans them.
+            (on_devices,) = [step for step in plan if step.split()[1] == "d"]
+            assert on_devices.startswith("SEARCH d USING INDEX"), plan
+            assert "device=?" in on_devices, plan
+    finally:
+        connection.close()
