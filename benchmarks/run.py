@@ -14,10 +14,19 @@ from collections.abc import Sequence
 
 import trio
 
-from benchmarks import adaptive, fleet, image, oap_roundtrip, security, transfer, version
+from benchmarks import (
+    adaptive,
+    campaign_step,
+    fleet,
+    image,
+    oap_roundtrip,
+    security,
+    transfer,
+    version,
+)
 from benchmarks.summary import Summary
 
-SECTIONS = ("oap", "security", "transfer", "adaptive", "image", "version", "fleet")
+SECTIONS = ("oap", "security", "transfer", "adaptive", "image", "version", "campaign", "fleet")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(image.run(args.quick, summary=summary), flush=True)
     if "version" not in args.skip:
         print(version.run(args.quick, summary=summary), flush=True)
+    if "campaign" not in args.skip:
+        print()
+        print(campaign_step.run(args.quick, summary=summary), flush=True)
     if "fleet" not in args.skip:
         print()
         print(fleet.run(args.quick, summary=summary), flush=True)

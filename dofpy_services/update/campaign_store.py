@@ -4,8 +4,24 @@ Tables: ``campaigns`` (the spec as JSON, state, current wave, the
 devices-per-minute bucket, a revision), ``campaign_approvals`` (the signed
 approvals submitted), ``campaign_devices`` (the per-device tracking row,
 intended and actual version apart, and its lease), ``campaign_transitions``
-(every transition, once: its primary key is the device's revision) and
-``update_audit`` (the signed, hash-chained audit trail, one row per entry).
+(every transition, once: its primary key is the device's revision),
+``campaign_wave_counts`` and ``campaign_count_changes`` (each wave's devices
+by state, below) and ``update_audit`` (the signed, hash-chained audit trail,
+one row per entry).
+
+**Wave counts.** The campaign step reads each wave's devices by state every
+step; a GROUP BY over the campaign's rows would cost a million-device
+campaign a million rows a step. Instead every state change appends, in the
+transaction that writes it, one row to ``campaign_count_changes`` (keyed like
+its transition: written once) naming the state left and the state entered;
+:func:`fold_wave_counts` (each campaign step) moves those rows into the
+per-(wave, state) totals of ``campaign_wave_counts`` (deleting them as it
+adds them, in one transaction), and :func:`wave_counts` reads the totals plus
+the changes not folded yet in one statement: exact whenever it is read, and
+as cheap as the changes since the last step. Changes are only ever inserted
+(the hot totals are written by the folder alone, in a fixed order), so two
+processes changing devices at once never wait on, nor deadlock over, a
+shared counter row.
 
 **Idempotent transitions.** A change is written only if the row still has
 the revision it was decided from and the writer holds the device's lease
@@ -73,7 +89,9 @@ __all__ = [
     "claim_devices",
     "create_campaign",
     "device_campaigns",
+    "devices_in_states",
     "find_device",
+    "fold_wave_counts",
     "load_campaign",
     "load_device",
     "load_devices",
@@ -141,6 +159,34 @@ CREATE TABLE update_audit (
 );
 """
 
+# The totals start from the rows already there (a store created before this
+# migration): the migration runs in one transaction, so they are exact.
+_STEP_SCHEMA = """
+CREATE INDEX campaign_devices_state ON campaign_devices (campaign, state, device);
+CREATE INDEX campaign_devices_unsettled ON campaign_devices (campaign, wave, due, device)
+    WHERE state NOT IN ('cancelled', 'failed', 'rolled-back', 'succeeded', 'timed-out');
+DROP INDEX campaign_devices_due;
+CREATE INDEX campaign_devices_device ON campaign_devices (device);
+CREATE TABLE campaign_wave_counts (
+    campaign TEXT NOT NULL,
+    wave INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    devices BIGINT NOT NULL,
+    PRIMARY KEY (campaign, wave, state)
+);
+CREATE TABLE campaign_count_changes (
+    campaign TEXT NOT NULL,
+    device TEXT NOT NULL,
+    revision BIGINT NOT NULL,
+    wave INTEGER NOT NULL,
+    left_state TEXT NOT NULL,
+    entered_state TEXT NOT NULL,
+    PRIMARY KEY (campaign, device, revision)
+);
+INSERT INTO campaign_wave_counts (campaign, wave, state, devices)
+    SELECT campaign, wave, state, COUNT(*) FROM campaign_devices GROUP BY campaign, wave, state;
+"""
+
 MIGRATIONS = (
     Migration(
         1,
@@ -149,12 +195,38 @@ MIGRATIONS = (
         _SCHEMA.replace("BLOB", "BYTEA").replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
     ),
     DEVICE_KEYS_MIGRATION,
+    Migration(
+        3,
+        "indexes of a step's reads and of a device's campaigns; per-wave counts",
+        _STEP_SCHEMA,
+        _STEP_SCHEMA.replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
+    ),
 )
 
-_TERMINAL = tuple(s.value for s in TERMINAL_STATES)
-_DEVICE_COLUMNS = (
-    "device, wave, state, revision, attempts, due, utc_offset, actual_version,"
-    " bytes_served, stage, reason"
+_UNSETTLED = "state NOT IN ('cancelled', 'failed', 'rolled-back', 'succeeded', 'timed-out')"
+"""The condition of the unsettled devices' partial index, spelled as the
+index spells it (literals: only then may the planners use the index)."""
+assert _UNSETTLED.count("'") == 2 * len(TERMINAL_STATES) and all(
+    f"'{s.value}'" in _UNSETTLED for s in TERMINAL_STATES
+)
+_DEVICE_COLUMN_NAMES = (
+    "device",
+    "wave",
+    "state",
+    "revision",
+    "attempts",
+    "due",
+    "utc_offset",
+    "actual_version",
+    "bytes_served",
+    "stage",
+    "reason",
+)
+_DEVICE_COLUMNS = ", ".join(_DEVICE_COLUMN_NAMES)
+_ADD_COUNT = (
+    "INSERT INTO campaign_wave_counts (campaign, wave, state, devices) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (campaign, wave, state)"
+    " DO UPDATE SET devices = campaign_wave_counts.devices + excluded.devices"
 )
 
 
@@ -164,6 +236,14 @@ class StaleRow(Exception):
 
 def _lock(tx: Transaction) -> str:
     return " FOR UPDATE" if tx.dialect == "postgresql" else ""
+
+
+def _indexed_by(tx: Transaction, index: str) -> str:
+    """SQLite told which index a step's read takes: without STAT4 its
+    statistics (once analysed) count a state's rows as the average state's,
+    and ten states' worth looks like the whole table. (PostgreSQL's planner
+    keeps the values' frequencies.)"""
+    return f" INDEXED BY {index}" if tx.dialect == "sqlite" else ""
 
 
 # -- audit ------------------------------------------------------------------------------
@@ -341,6 +421,16 @@ def populate(
             for device, _ in members
         ],
     )
+    # Counted from the rows just inserted (duplicates would have failed
+    # their primary key above).
+    tx.executemany(
+        _ADD_COUNT,
+        [
+            (spec.name, number, DeviceState.SCHEDULED.value, len(members))
+            for number, members in enumerate(waves)
+            if members
+        ],
+    )
 
 
 def take_start_token(tx: Transaction, campaign: CampaignRow, now: float) -> bool:
@@ -403,25 +493,24 @@ def claim_devices(
     window opening; ``every``: all of them, to cancel) to ``owner`` until
     ``now + lease`` (those it holds already renewed), soonest due first.
     Devices another process holds an unexpired lease on are left to it."""
-    placeholders = ", ".join("?" * len(_TERMINAL))
     skip = " FOR UPDATE SKIP LOCKED" if tx.dialect == "postgresql" else ""
-    rows = tx.rows(
-        f"SELECT {_DEVICE_COLUMNS} FROM campaign_devices WHERE campaign = ?"
-        f" AND state NOT IN ({placeholders}) AND wave <= ?"
-        " AND (due <= ? OR ? = 1)"
-        " AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)"
-        f" ORDER BY due, device LIMIT ?{skip}",
-        (
-            campaign,
-            *_TERMINAL,
-            max_wave,
-            now,
-            int(every),
-            owner,
-            now,
-            limit,
-        ),
-    )
+    # One wave at a time, each a range of the unsettled devices' index in
+    # due order that stops after ``limit`` (a single ``wave <= ?`` read would
+    # pass every waiting device of the later waves, all due at 0: the whole
+    # population, early on); the soonest ``limit`` of them all are leased.
+    due = "" if every else " AND due <= ?"
+    unsettled = _indexed_by(tx, "campaign_devices_unsettled")
+    found: list[Row] = []
+    for wave in range(max_wave + 1):
+        found += tx.rows(
+            f"SELECT {_DEVICE_COLUMNS} FROM campaign_devices{unsettled}"
+            " WHERE campaign = ? AND wave = ?"
+            f" AND {_UNSETTLED}{due}"
+            " AND (lease_owner IS NULL OR lease_owner = ? OR lease_expires < ?)"
+            f" ORDER BY due, device LIMIT ?{skip}",
+            (campaign, wave, *(() if every else (now,)), owner, now, limit),
+        )
+    rows = sorted(found, key=lambda r: (float(r[5]), r[0]))[:limit]
     tx.executemany(
         "UPDATE campaign_devices SET lease_owner = ?, lease_expires = ?"
         " WHERE campaign = ? AND device = ?",
@@ -537,6 +626,14 @@ def apply_change(
             )
         except StoreConflict:
             raise StaleRow(row.device) from None
+        if state is not row.state:
+            # The row was at row.revision, so in row.state (a state changes
+            # only with the revision): the wave's counts move by this row.
+            tx.execute(
+                "INSERT INTO campaign_count_changes (campaign, device, revision, wave,"
+                " left_state, entered_state) VALUES (?, ?, ?, ?, ?, ?)",
+                (campaign, row.device, revision, row.wave, row.state.value, state.value),
+            )
     return DeviceRow(
         row.device,
         row.wave,
@@ -562,15 +659,68 @@ def load_devices(tx: Transaction, campaign: str) -> list[DeviceRow]:
     ]
 
 
+def devices_in_states(
+    tx: Transaction, campaign: str, states: Iterable[DeviceState]
+) -> list[tuple[DeviceRow, float]]:
+    """The devices of ``campaign`` in one of ``states``, by name, each with
+    when it entered its state (its transition at the row's revision): read
+    from the (campaign, state) index, so it costs the devices in those
+    states, not the campaign's."""
+    wanted = sorted(s.value for s in states)
+    if not wanted:
+        return []
+    columns = ", ".join(f"d.{c}" for c in _DEVICE_COLUMN_NAMES)
+    rows = tx.rows(
+        f"SELECT {columns}, t.at FROM campaign_devices d{_indexed_by(tx, 'campaign_devices_state')}"
+        " LEFT JOIN campaign_transitions t"
+        " ON t.campaign = d.campaign AND t.device = d.device AND t.revision = d.revision"
+        f" WHERE d.campaign = ? AND d.state IN ({', '.join('?' * len(wanted))})",
+        (campaign, *wanted),
+    )
+    # Sorted here, not by the query: asked for the device order, SQLite's
+    # planner reads the primary key's whole range to avoid a sort of the few
+    # rows the state index gives.
+    rows.sort(key=lambda r: str(r[0]))
+    return [(_device(r), 0.0 if r[11] is None else float(r[11])) for r in rows]
+
+
+def fold_wave_counts(tx: Transaction, campaign: str) -> int:
+    """Move ``campaign``'s state changes logged since the last fold into its
+    per-wave totals (the changes deleted as they are added, in ``tx``); how
+    many it folded. Changes committed meanwhile by others wait for the next
+    fold; two folding at once fold each change once (the second's delete
+    finds the first's rows gone)."""
+    folded = tx.rows(
+        "DELETE FROM campaign_count_changes WHERE campaign = ?"
+        " RETURNING wave, left_state, entered_state",
+        (campaign,),
+    )
+    deltas: dict[tuple[int, str], int] = {}
+    for wave, left, entered in folded:
+        deltas[(int(wave), left)] = deltas.get((int(wave), left), 0) - 1
+        deltas[(int(wave), entered)] = deltas.get((int(wave), entered), 0) + 1
+    # In key order: two folders lock the totals in the same order.
+    tx.executemany(
+        _ADD_COUNT,
+        [(campaign, w, state, delta) for (w, state), delta in sorted(deltas.items()) if delta],
+    )
+    return len(folded)
+
+
 def wave_counts(tx: Transaction, campaign: str, waves: int) -> list[WaveCounts]:
-    """Each wave's size and devices by state (one grouped read)."""
+    """Each wave's size and devices by state: the folded totals plus the
+    changes not folded yet, read in one statement (one snapshot)."""
     by_wave: list[dict[DeviceState, int]] = [{} for _ in range(waves)]
     for wave, state, count in tx.rows(
-        "SELECT wave, state, COUNT(*) FROM campaign_devices WHERE campaign = ?"
-        " GROUP BY wave, state",
-        (campaign,),
+        "SELECT wave, state, SUM(devices) FROM ("
+        " SELECT wave, state, devices FROM campaign_wave_counts WHERE campaign = ?"
+        " UNION ALL SELECT wave, left_state, -1 FROM campaign_count_changes WHERE campaign = ?"
+        " UNION ALL SELECT wave, entered_state, 1 FROM campaign_count_changes WHERE campaign = ?"
+        ") AS counted GROUP BY wave, state",
+        (campaign, campaign, campaign),
     ):
-        by_wave[int(wave)][DeviceState(state)] = int(count)
+        if int(count):
+            by_wave[int(wave)][DeviceState(state)] = int(count)
     return [WaveCounts(sum(c.values()), c) for c in by_wave]
 
 

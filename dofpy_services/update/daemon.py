@@ -22,6 +22,7 @@ a worker thread; ``watch`` hands a device its notice object for pushes.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 import time
@@ -48,6 +49,7 @@ from dofpy_services.update.engine import (
     Action,
     DeviceEvent,
     EventKind,
+    device_event,
 )
 from dofpy_services.update.notify import AssignmentPushes, NoticeObjects
 from dofpy_services.update.tracking import DeviceState
@@ -73,8 +75,11 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
     unsettled device of every active campaign (and of each failed device of
     a completed campaign before its deadline: it may boot the new image
     late); how many observations changed a row (blocking: run it in a
-    thread)."""
+    thread). Only those devices' rows are read (the (campaign, state)
+    index), and their records in one batched read: a step costs the devices
+    in flight (and failed), not the campaign's population."""
     changed = 0
+    unused = random.Random(0)  # an observation draws no back-off: device_event takes one
     watched = set(CampaignState) - {CampaignState.CREATED}
     for name in worker.db.read(partial(cs.campaign_names, states=watched)):
         campaign = worker.db.read(partial(cs.load_campaign, name=name))
@@ -82,24 +87,26 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
         completed = campaign.state is CampaignState.COMPLETED
         if completed and now > spec.terms.deadline:
             continue
-        devices = worker.db.read(partial(cs.load_devices, campaign=name))
-        entered = worker.db.read(partial(_last_transitions, campaign=name))
-        for row in devices:
-            # A completed campaign, until its deadline: its failed devices
-            # still, one may yet boot the new image (counted succeeded then).
-            if row.state not in (FAILURE_STATES if completed else _OBSERVED_STATES):
-                continue
+        # A completed campaign, until its deadline: its failed devices
+        # still, one may yet boot the new image (counted succeeded then).
+        states = FAILURE_STATES if completed else _OBSERVED_STATES
+        devices = worker.db.read(partial(cs.devices_in_states, campaign=name, states=states))
+        identities: dict[str, OID] = {}
+        for row, _ in devices:
             try:
-                identity = parse_oid_text_untrusted(row.device)
+                identities[row.device] = parse_oid_text_untrusted(row.device)
             except BadPacket:
                 continue  # not an identity the registry could know
-            record, _ = versions.show(identity, 0)
+        records = versions.records(identities.values())
+        for row, entered in devices:
+            identity = identities.get(row.device)
+            record = None if identity is None else records.get(identity)
             if record is None:
                 continue
             if (
                 row.state in _INSTALLED
                 and record.version != spec.intended_version
-                and record.last_seen < entered.get(row.device, 0.0)
+                and record.last_seen < entered
             ):
                 # Seen on its old version before it began installing: the
                 # device has not reported since (it is rebooting into the new
@@ -108,7 +115,14 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
             event = DeviceEvent(
                 EventKind.OBSERVED, version=record.version, accepted=record.boot.accepted
             )
-            if worker.handle(name, row.device, event, now=now):
+            if device_event(campaign, row, event, now, unused)[0] is None:
+                # Nothing to write for the row as read (most devices, most
+                # steps: seen on the version already recorded): no write
+                # transaction. Had the row moved since, the next step sees it.
+                continue
+            # (An observation sends nothing: handle's actions are always
+            # empty; None means another process holds the device's lease.)
+            if worker.handle(name, row.device, event, now=now) is not None:
                 changed += 1
     return changed
 
@@ -140,15 +154,6 @@ def _currents(
     devices: CampaignDevices, identities: list[OID], now: float
 ) -> list[list[Assignment]]:
     return [devices.current(identity, now) for identity in identities]
-
-
-def _last_transitions(tx: Any, campaign: str) -> dict[str, float]:
-    """When each device of ``campaign`` last changed state."""
-    rows = tx.rows(
-        "SELECT device, MAX(at) FROM campaign_transitions WHERE campaign = ? GROUP BY device",
-        (campaign,),
-    )
-    return {r[0]: float(r[1]) for r in rows}
 
 
 def _open_versions(location: str) -> SyncVersionStore:

@@ -232,6 +232,7 @@ class CampaignWorker:
 
     def _campaign_step(self, tx: Transaction, name: str, now: float) -> None:
         campaign = cs.load_campaign(tx, name)
+        cs.fold_wave_counts(tx, name)  # keeps the changes wave_counts adds up few
         for _ in range(campaign.waves + 2):  # a wave may settle and the next with it
             decided = campaign_step(campaign, cs.wave_counts(tx, name, campaign.waves), now)
             if decided is None:

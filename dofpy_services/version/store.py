@@ -29,7 +29,7 @@ changes to the history.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import cast
@@ -442,6 +442,24 @@ def _show(
     return device_record(row), history
 
 
+_RECORDS_CHUNK = 500  # identities per statement: under every SQLite's parameter limit
+
+
+def _records(tx: Transaction, identities: Iterable[OID]) -> dict[OID, DeviceRecord]:
+    by_key = {identity.encode(): identity for identity in identities}
+    keys = sorted(by_key)
+    found: dict[OID, DeviceRecord] = {}
+    for start in range(0, len(keys), _RECORDS_CHUNK):
+        chunk = keys[start : start + _RECORDS_CHUNK]
+        for row in tx.rows(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices"
+            f" WHERE identity IN ({_placeholders(len(chunk))})",
+            chunk,
+        ):
+            found[by_key[bytes(row[0])]] = device_record(row)
+    return found
+
+
 def _deny(tx: Transaction, identity: OID, reason: str, now: float) -> None:
     tx.execute(
         "INSERT INTO denied (identity, reason, at) VALUES (?, ?, ?)"
@@ -512,6 +530,13 @@ class SyncVersionStore:
         self, identity: OID, history_limit: int = 100
     ) -> tuple[DeviceRecord | None, list[HistoryEntry]]:
         return self.database.read(lambda tx: _show(tx, identity, history_limit), kind="show")
+
+    def records(self, identities: Iterable[OID]) -> dict[OID, DeviceRecord]:
+        """The latest record of each of ``identities`` the registry knows
+        (the others are absent), in one read: primary-key lookups, a few
+        hundred identities a statement."""
+        wanted = tuple(identities)  # read again whole if the read is retried
+        return self.database.read(lambda tx: _records(tx, wanted), kind="records")
 
     def deny(self, identity: OID, reason: str, now: float) -> None:
         self.database.write(lambda tx: _deny(tx, identity, reason, now), kind="deny")

@@ -257,3 +257,24 @@ def test_postgres_serves_every_query_from_an_index(postgres_url: str) -> None:
             assert scans, (sql, nodes)
             kinds = {n["Node Type"] for n in scans}
             assert kinds <= {"Index Scan", "Index Only Scan", "Bitmap Heap Scan"}, (sql, kinds)
+
+
+def test_records_reads_many_identities_at_once(db_location: str) -> None:
+    """The batched read (the Update daemon's observations): every known
+    identity's latest record, the same as ``show``'s, across several
+    statements' worth of identities, and no entry for an unknown one."""
+    with open_version_store(db_location) as store:
+        batch = [
+            PendingReport(device(n), report(version=f"1.{n % 3}"), 100.0 + n) for n in range(1203)
+        ]
+        store.database.write(_writer(batch))
+        store.report(device(7), report(version="2.0", sequence=20), 5000.0)
+        wanted = [device(n) for n in range(1203)] + [device(5000), device(5001)]
+        found = store.records(reversed(wanted))
+        shown = [store.show(device(n))[0] for n in (0, 7, 600, 1202)]
+        nothing = store.records([])
+    assert set(found) == {device(n) for n in range(1203)}
+    assert [found[device(n)] for n in (0, 7, 600, 1202)] == shown
+    assert found[device(7)].version == "2.0" and found[device(7)].last_seen == 5000.0
+    assert found[device(1202)].version == "1.2"
+    assert nothing == {}

@@ -142,6 +142,41 @@ def assert_log_consistent(db: SyncDatabase, name: str) -> None:
         assert revisions == list(range(row.revision + 1)), (row.device, revisions)
     for device, record in records(db, name).items():
         assert record.transitions, device
+    assert_counts_match(db, name)
+
+
+def grouped_counts(db: SyncDatabase, name: str) -> dict[tuple[int, str], int]:
+    """Each (wave, state)'s devices counted from the rows themselves."""
+    return db.read(
+        lambda tx: {
+            (int(r[0]), r[1]): int(r[2])
+            for r in tx.rows(
+                "SELECT wave, state, COUNT(*) FROM campaign_devices WHERE campaign = ?"
+                " GROUP BY wave, state",
+                (name,),
+            )
+        }
+    )
+
+
+def assert_counts_match(db: SyncDatabase, name: str) -> None:
+    """The kept wave counts (totals and changes not folded yet) are the
+    rows' own, before and after folding."""
+    waves = db.read(lambda tx: cs.load_campaign(tx, name)).waves
+    expected = grouped_counts(db, name)
+    for fold in (False, True):
+        if fold:
+            db.write(lambda tx: cs.fold_wave_counts(tx, name))
+        counts = db.read(lambda tx: cs.wave_counts(tx, name, waves))
+        kept = {
+            (wave, state.value): count
+            for wave, counted in enumerate(counts)
+            for state, count in counted.by_state.items()
+        }
+        assert kept == expected, (fold, kept, expected)
+        assert [c.size for c in counts] == [
+            sum(n for (w, _), n in expected.items() if w == wave) for wave in range(waves)
+        ]
 
 
 def assert_matches_fleet(db: SyncDatabase, fleet: Fleet) -> None:

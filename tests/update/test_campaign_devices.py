@@ -314,6 +314,45 @@ def test_an_old_version_seen_before_the_install_is_no_revert(
     versions.close()
 
 
+def test_an_observation_that_changes_nothing_writes_nothing(
+    db: SyncDatabase, tmp_path: Path
+) -> None:
+    """Observed each step, a notified device seen on the version already
+    recorded is left alone (no write, no lease taken); the observations
+    written are counted."""
+    worker, _ = _setup(db)
+    with open_version_store(str(tmp_path / "version.db")) as store:
+        for n in (0, 1):  # device 2 is unknown to the registry
+            store.report(device(n), report("meter", "1.0", 10), float(NOW))
+    versions = SyncVersionStore(
+        open_database_sync(
+            str(tmp_path / "version.db"),
+            service=version_store.SERVICE,
+            migrations=version_store.MIGRATIONS,
+        )
+    )
+
+    def leases() -> list[tuple[object, ...]]:
+        return worker.db.read(
+            lambda tx: [
+                tuple(r)
+                for r in tx.rows(
+                    "SELECT device, actual_version, lease_owner, lease_expires, revision"
+                    " FROM campaign_devices ORDER BY device"
+                )
+            ]
+        )
+
+    worker.step(NOW + 1)
+    assert {_state(worker, n) for n in range(3)} == {DeviceState.NOTIFIED}
+    assert observe_versions(worker, versions, NOW + 2) == 2  # their versions recorded
+    recorded = leases()
+    assert [r[1] for r in recorded] == ["1.0", "1.0", ""]
+    assert observe_versions(worker, versions, NOW + 100) == 0
+    assert leases() == recorded
+    versions.close()
+
+
 def test_device_enrol_registers_the_report_key(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
         NoEncryption,
