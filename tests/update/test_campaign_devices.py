@@ -404,12 +404,13 @@ def test_stop_lets_authorised_devices_finish_and_starts_no_other(db: SyncDatabas
 def test_a_device_talking_to_another_process_takes_its_lease_there(
     db_location: str, tmp_path: Path
 ) -> None:
-    """Two processes on one store: update-1's step notifies the devices, and
-    its observations (every step) keep renewing their leases; device 0 talks
-    to update-2 only. update-2 takes the lease at the device's first report
-    and drives it (before: NotNow for as long as update-1 ran); update-1's
-    observations leave it alone from then on, and an observation never
-    takes a lease another holds."""
+    """Two processes on one store: update-1's step notifies the devices and
+    holds their leases (for 30 s from the claim; before observations stopped
+    writing when nothing changed, they renewed them at every step); device 0
+    talks to update-2 only. update-2 takes the lease at the device's first
+    report and drives it at once (before: NotNow while update-1 held it);
+    update-1's observations leave it alone from then on, and an observation
+    never takes a lease another holds."""
     with open_version_store(str(tmp_path / "version.db")) as store:
         for n in range(3):
             store.report(device(n), report("meter", "1.0", 10), float(NOW))
@@ -425,17 +426,16 @@ def test_a_device_talking_to_another_process_takes_its_lease_there(
         other = CampaignWorker(db, SERVICE_KEY, "update-2", lease=30.0)
         devices = CampaignDevices(other, retry_after=5.0)
         notifier.step(NOW + 1)  # all three notified, leased to update-1 until NOW + 31
-        for t in range(2, 60, 10):
-            observe_versions(notifier, versions, NOW + t)  # renewed: until NOW + 82
+        observe_versions(notifier, versions, NOW + 2)
         observed = DeviceEvent(EventKind.OBSERVED, version="1.0", accepted=True)
-        assert other.handle("spring", str(device(1)), observed, now=NOW + 55) is None
-        (assignment,) = devices.poll(device(0), NOW + 55)
-        granted = devices.authorise(device(0), "spring", assignment.manifest_digest, NOW + 56)
+        assert other.handle("spring", str(device(1)), observed, now=NOW + 5) is None
+        (assignment,) = devices.poll(device(0), NOW + 5)
+        granted = devices.authorise(device(0), "spring", assignment.manifest_digest, NOW + 6)
         assert granted.campaign == "spring"
-        devices.progress(device(0), "spring", Stage.REPROGRAM_MODE.value, "", NOW + 57)
-        observe_versions(notifier, versions, NOW + 58)
-        notifier.step(NOW + 58)
-        devices.progress(device(0), "spring", Stage.TRANSFERRING.value, "", NOW + 59)
+        devices.progress(device(0), "spring", Stage.REPROGRAM_MODE.value, "", NOW + 7)
+        observe_versions(notifier, versions, NOW + 8)
+        notifier.step(NOW + 8)
+        devices.progress(device(0), "spring", Stage.TRANSFERRING.value, "", NOW + 9)
 
         def leases(tx: Any) -> dict[str, str]:
             rows = tx.rows("SELECT device, lease_owner FROM campaign_devices ORDER BY device")
