@@ -60,7 +60,7 @@ def test_the_plans_deadline_is_met_in_a_simulated_campaign(tmp_path: Path) -> No
     )
     fleet = make_fleet(spec, count=population)
     with opened(str(tmp_path / "c.db")) as db:
-        worker = CampaignWorker(db, SERVICE_KEY, "w1", byte_burst=TICK)
+        worker = CampaignWorker(db, SERVICE_KEY, "w1")
         start(worker, spec, fleet)
         run_until_settled(worker, fleet, dt=TICK, max_ticks=int(window / TICK) + 10)
         assert campaign_state(db, spec.name) is CampaignState.COMPLETED
