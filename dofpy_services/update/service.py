@@ -244,6 +244,10 @@ def plan_lines(plan: CampaignPlan) -> list[str]:
         f"device traffic    {_bytes_rate(plan.device_bytes_per_second)}",
         f"server bandwidth  {_bytes_rate(plan.server_bytes_per_second)} "
         f"({plan.server_bytes} bytes)",
+        # The campaign's caps that hold it to the plan's rate; urgent ignores
+        # the first, never the second (both pace starts: see engine.start_rate).
+        f"campaign caps     --devices-per-minute {plan.rate * 60:.2f}"
+        f" --bytes-per-second {plan.device_bytes_per_second:.0f}",
         f"cost              {plan.cost:.2f} = {plan.node_hours:.2f} node-hours x "
         f"{request.price_node_hour} + {plan.server_bytes / 1e9:.3f} GB x {request.price_gb}",
         "capacity per node:",
@@ -280,6 +284,10 @@ def _plan_json(plan: CampaignPlan) -> dict[str, Any]:
         "device_bytes_per_second": plan.device_bytes_per_second,
         "server_bytes_per_second": plan.server_bytes_per_second,
         "server_bytes": plan.server_bytes,
+        "campaign_caps": {
+            "devices_per_minute": plan.rate * 60,
+            "bytes_per_second": plan.device_bytes_per_second,
+        },
         "node_hours": plan.node_hours,
         "cost": plan.cost,
         "meets_deadline": plan.meets_deadline,

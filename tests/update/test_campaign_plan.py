@@ -53,7 +53,7 @@ def test_the_plans_deadline_is_met_in_a_simulated_campaign(tmp_path: Path) -> No
     spec = make_spec(
         terms={"deadline": int(NOW + window)},
         devices_per_minute=plan.rate * 60.0,
-        bytes_per_second=plan.server_bytes_per_second,
+        bytes_per_second=plan.device_bytes_per_second,
         canary_share=0.1,
         growth=2.0,
         success_threshold=0.9,
