@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import math
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from dofpy._core import Address
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 _OPTION = "dofpy.option"
+_log = logging.getLogger(__name__)
 ConfigT = TypeVar("ConfigT", bound="DaemonConfig")
 
 
@@ -202,7 +204,14 @@ def mask_url_password(location: str | None) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    """The settings every daemon has. A service's configuration extends it."""
+    """The settings every daemon has. A service's configuration extends it.
+
+    ``RETIRED``: keys an earlier release had and this one does not, each with
+    why it went. A file that still sets one loads (existing files, and any
+    ``--print-config`` output, keep working): the value is ignored and a
+    warning names the key and the reason. Any other unknown key is an error."""
+
+    RETIRED: ClassVar[Mapping[str, str]] = {}
 
     # option() is a dataclasses.field (RUF009 cannot tell).
     listen: Address = option(  # noqa: RUF009
@@ -299,7 +308,8 @@ def load_config(
     ``flags`` (setting name → the flag's text, ``None`` when not given).
 
     Raises :class:`ConfigError` (one line: the file or flag, the key, what is
-    expected) on an unknown key, a value of the wrong type or form, or a
+    expected) on an unknown key (a retired one is only warned of: see
+    :class:`DaemonConfig`), a value of the wrong type or form, or a
     required setting given nowhere."""
     fields = dict((f.name, (f, spec)) for f, spec in _options(cls))
     values: dict[str, Any] = {}
@@ -308,6 +318,9 @@ def load_config(
         data = _read_file(Path(path))
         where = Path(path).name
         for key, raw in data.items():
+            if key not in fields and key in cls.RETIRED:
+                _log.warning("%s: key %r is ignored: %s", where, key, cls.RETIRED[key])
+                continue
             if key not in fields:
                 known = ", ".join(sorted(fields))
                 raise ConfigError(f"{where}: unknown key {key!r} (known keys: {known})")

@@ -202,10 +202,12 @@ class CampaignSpec:
     ``devices_per_minute`` and ``bytes_per_second``: the rate caps (``0``:
     none); the first counts attempts started (each first notification of an
     attempt, retries included: a notified device goes on to fetch the image),
-    the second image bytes (the engine's byte bucket; the serving path does
-    not ask it yet); an URGENT campaign ignores the devices-per-minute cap
-    (as fast as capacity allows) but never the bytes cap (the uplink's
-    capacity).
+    the second image bytes, enforced by admission too (at most
+    ``bytes_per_second / image_size`` starts a second: each started device
+    fetches the image at most once; see
+    :func:`~dofpy_services.update.engine.start_rate`); an URGENT campaign
+    ignores the devices-per-minute cap (as fast as capacity allows) but never
+    the bytes cap (the uplink's capacity, set explicitly).
     ``canary_share``/``growth``: the waves; ``success_threshold``: the share
     of a settled wave that must succeed before the next starts;
     ``failure_threshold``: the share of a wave whose failure halts the

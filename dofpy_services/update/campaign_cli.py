@@ -78,7 +78,13 @@ def add_store_actions(actions: Any) -> None:
         default="skip",
         help="manual policy: a device still deferred at the deadline (default skip)",
     )
-    create.add_argument("--urgency", choices=[u.value for u in Urgency], default="convenience")
+    create.add_argument(
+        "--urgency",
+        choices=[u.value for u in Urgency],
+        default="convenience",
+        help="urgent ignores --devices-per-minute (as fast as capacity allows), never"
+        " --bytes-per-second",
+    )
     create.add_argument(
         "--window", action="append", default=[], help="maintenance window, local HH:MM-HH:MM"
     )
@@ -93,8 +99,9 @@ def add_store_actions(actions: Any) -> None:
         "--bytes-per-second",
         type=float,
         default=0.0,
-        help="image bytes a second, kept with the campaign (not yet enforced by the Image"
-        " service or relays); 0: no cap",
+        help="image bytes a second, enforced by admission: devices start at most"
+        " bytes-per-second / image-size a second (each fetches the image once; the lesser"
+        " of both caps; urgent too), shared by every Update process; 0: no cap",
     )
     create.add_argument("--canary-share", type=float, default=0.05)
     create.add_argument("--growth", type=float, default=2.0)

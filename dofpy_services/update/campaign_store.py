@@ -1,7 +1,7 @@
 """The Update service's campaign store on the store layer (SQLite or PostgreSQL).
 
 Tables: ``campaigns`` (the spec as JSON, state, current wave, the
-devices-per-minute bucket, a revision), ``campaign_approvals`` (the signed
+start bucket, a revision), ``campaign_approvals`` (the signed
 approvals submitted), ``campaign_devices`` (the per-device tracking row,
 intended and actual version apart, and its lease), ``campaign_transitions``
 (every transition, once: its primary key is the device's revision),
@@ -434,9 +434,10 @@ def populate(
 
 
 def take_start_token(tx: Transaction, campaign: CampaignRow, now: float) -> bool:
-    """Take one devices-per-minute token if the bucket has one and the
-    campaign still runs (the row is locked for the rest of ``tx``: processes
-    starting devices take turns, and a pause committed meanwhile is seen)."""
+    """Take one start token (the bucket paces both the devices-per-minute and
+    the bytes/s cap) if the bucket has one and the campaign still runs (the
+    row is locked for the rest of ``tx``: processes starting devices take
+    turns, and a pause committed meanwhile is seen)."""
     row = tx.row(
         "SELECT start_tokens, start_tokens_at, state FROM campaigns WHERE name = ?" + _lock(tx),
         (campaign.spec.name,),

@@ -185,7 +185,6 @@ async def attach_engine(
         key,
         config.owner or _owner(),
         lease=config.lease,
-        bytes_share=config.bytes_share,
     )
     devices = CampaignDevices(worker, retry_after=max(1.0, config.step_interval))
     # Each notice object is provided for its device's identity only; their

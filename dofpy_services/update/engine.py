@@ -61,6 +61,7 @@ __all__ = [
     "device_event",
     "device_step",
     "start_burst",
+    "start_rate",
     "start_tokens",
 ]
 
@@ -479,34 +480,54 @@ def _observed(
 
 
 START_WINDOW = (2.0, 15.0)
-"""The devices-per-minute bucket holds one step's worth of starts (the time
-since the last refill, kept within these seconds; at least one start): steps
-come every second or more (ten by default), so a bucket of one would cap any
-rate at one start per step (the fleet demo's 600 a minute ran at 30), and an
+"""The start bucket holds one step's worth of starts (the time since the
+last refill, kept within these seconds; at least one start): steps come
+every second or more (ten by default), so a bucket of one would cap any rate
+at one start per step (the fleet demo's 600 a minute ran at 30), and an
 unbounded one would let a long pause end in a flood."""
 
 
+def start_rate(spec: CampaignSpec) -> float:
+    """Devices a minute the campaign may start (``0``: uncapped): the lesser
+    of its devices-per-minute cap and its bytes/s cap over the image size.
+    Each started device fetches the image at most once, so pacing the starts
+    paces the image bytes wherever the devices fetch them (the providers and
+    relays know nothing of campaigns). An URGENT campaign ignores the
+    devices-per-minute cap (as fast as capacity allows) but not the bytes/s
+    cap: that one protects the uplink, and the operator set it explicitly."""
+    rates = []
+    if spec.devices_per_minute > 0 and spec.urgency is not Urgency.URGENT:
+        rates.append(spec.devices_per_minute)
+    if spec.bytes_per_second > 0 and spec.image_size > 0:
+        rates.append(spec.bytes_per_second * 60.0 / spec.image_size)
+    return min(rates, default=0.0)
+
+
 def start_burst(spec: CampaignSpec, elapsed: float) -> float:
-    """The bucket's size after ``elapsed`` seconds without a refill."""
+    """The start bucket's size after ``elapsed`` seconds without a refill."""
     window = min(max(elapsed, START_WINDOW[0]), START_WINDOW[1])
-    return max(1.0, spec.devices_per_minute * window / 60.0)
+    return max(1.0, start_rate(spec) * window / 60.0)
 
 
 def start_tokens(spec: CampaignSpec, tokens: float, at: float, now: float) -> tuple[float, float]:
-    """The devices-per-minute bucket refilled to ``now``: (tokens, now). The
-    time since ``at`` adds ``rate`` a minute, up to :func:`start_burst` plus
-    one: in any ``T`` seconds at most ``rate * T / 60`` plus one burst of at
-    most 15 s worth (and one) start, the rate is met however far apart the
-    steps, and a long pause ends in one burst. Uncapped (or urgent): always
-    one."""
-    if spec.devices_per_minute <= 0 or spec.urgency is Urgency.URGENT:
+    """The start bucket refilled to ``now``: (tokens, now). The time since
+    ``at`` adds :func:`start_rate` (``rate``) a minute, up to
+    :func:`start_burst` plus one: in any ``T`` seconds at most
+    ``rate * T / 60`` plus one burst of at most 15 s worth (and one) start,
+    the rate is met however far apart the steps, and a long pause ends in one
+    burst. In image bytes, with a bytes/s cap ``B`` and an image of ``S``
+    bytes (each start fetching at most ``S``): at most
+    ``B * T + max(S, 15 * B) + S`` bytes started in any ``T`` seconds.
+    Uncapped: always one."""
+    rate = start_rate(spec)
+    if rate <= 0:
         return 1.0, now
     elapsed = now - at
     if elapsed <= 0:
         return tokens, at  # the same step (or a clock gone back): nothing more
     # One start more than the burst: a fraction left over is never lost to
     # the cap (4 a minute at 4 s steps would start 3.75).
-    refilled = tokens + elapsed * spec.devices_per_minute / 60.0
+    refilled = tokens + elapsed * rate / 60.0
     return min(refilled, start_burst(spec, elapsed) + 1.0), now
 
 

@@ -20,9 +20,10 @@ import math
 import re
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from dofpy.errors import BadPacket
 from dofpy.image.cose import decode_cose_untrusted
@@ -38,7 +39,6 @@ from dofpy_services.daemon.config import (
     PATH,
     ConfigError,
     DaemonConfig,
-    Kind,
     mask_url_password,
     option,
 )
@@ -85,22 +85,15 @@ from dofpy_services.version.store import open_version_store
 __all__ = ["UPDATE", "UpdateConfig", "plan_lines"]
 
 
-def _share(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError
-    share = float(value)
-    if not 0 <= share <= 1:
-        raise ValueError
-    return share
-
-
-SHARE = Kind("a number from 0 to 1", _share, repr, from_text=lambda t: _share(float(t)))
-
-
 @dataclass(frozen=True, slots=True)
 class UpdateConfig(DaemonConfig):
     """The Update service's settings: the common ones (``db``: the campaign
     store) and the engine's."""
+
+    RETIRED: ClassVar[Mapping[str, str]] = {
+        "bytes_share": "each campaign's bytes/s cap paces its device starts, in the"
+        " campaign's row shared by every process (no per-process share)",
+    }
 
     service_key: str | None = option(
         PATH, "the Update service's private key: signs the audit trail", default=None
@@ -119,9 +112,6 @@ class UpdateConfig(DaemonConfig):
     owner: str | None = option(
         OPTIONAL_TEXT, "this process's name in leases (default host:pid)", default=None
     )
-    bytes_share: float = option(
-        SHARE, "this process's share of each campaign's bytes/s cap (1/N of N)", default=1.0
-    )
     max_watched: int = option(
         INT,
         "devices this process keeps a notice object for (pushes; the rest poll)",
@@ -136,8 +126,6 @@ def _check(config: UpdateConfig) -> None:
         raise ConfigError("dofpy update serve needs service_key: it signs the audit trail")
     if config.step_interval <= 0 or config.lease <= config.step_interval:
         raise ConfigError("step_interval must be > 0 and lease longer than it")
-    if not 0 < config.bytes_share <= 1:
-        raise ConfigError("bytes_share is in (0, 1]")
     if config.max_watched < 1:
         raise ConfigError("max_watched must be >= 1")
 
@@ -256,6 +244,10 @@ def plan_lines(plan: CampaignPlan) -> list[str]:
         f"device traffic    {_bytes_rate(plan.device_bytes_per_second)}",
         f"server bandwidth  {_bytes_rate(plan.server_bytes_per_second)} "
         f"({plan.server_bytes} bytes)",
+        # The campaign's caps that hold it to the plan's rate; urgent ignores
+        # the first, never the second (both pace starts: see engine.start_rate).
+        f"campaign caps     --devices-per-minute {plan.rate * 60:.2f}"
+        f" --bytes-per-second {plan.device_bytes_per_second:.0f}",
         f"cost              {plan.cost:.2f} = {plan.node_hours:.2f} node-hours x "
         f"{request.price_node_hour} + {plan.server_bytes / 1e9:.3f} GB x {request.price_gb}",
         "capacity per node:",
@@ -292,6 +284,10 @@ def _plan_json(plan: CampaignPlan) -> dict[str, Any]:
         "device_bytes_per_second": plan.device_bytes_per_second,
         "server_bytes_per_second": plan.server_bytes_per_second,
         "server_bytes": plan.server_bytes,
+        "campaign_caps": {
+            "devices_per_minute": plan.rate * 60,
+            "bytes_per_second": plan.device_bytes_per_second,
+        },
         "node_hours": plan.node_hours,
         "cost": plan.cost,
         "meets_deadline": plan.meets_deadline,

@@ -39,7 +39,7 @@ from dofpy_services.update.engine import (
     device_step,
 )
 
-__all__ = ["ByteBucket", "CampaignWorker", "Resolver", "assign_waves"]
+__all__ = ["CampaignWorker", "Resolver", "assign_waves"]
 
 T = TypeVar("T")
 
@@ -68,38 +68,14 @@ def assign_waves(
 
 
 @dataclass(slots=True)
-class ByteBucket:
-    """The image bytes/s cap as a token bucket holding ``burst`` seconds of
-    traffic, in the time the worker is given: in any ``T`` seconds at most
-    ``rate * (T + burst)`` bytes are granted."""
-
-    rate: float
-    burst: float = 1.0
-    tokens: float = 0.0
-    at: float | None = None
-
-    def take(self, wanted: int, now: float) -> int:
-        if self.rate <= 0:
-            return wanted
-        full = self.rate * self.burst
-        if self.at is None:
-            self.tokens, self.at = full, now
-        self.tokens = min(full, self.tokens + max(0.0, now - self.at) * self.rate)
-        self.at = max(self.at, now)
-        granted = max(0, min(wanted, int(self.tokens)))
-        self.tokens -= granted
-        return granted
-
-
-@dataclass(slots=True)
 class CampaignWorker:
     """``owner`` names this process in leases and the transition log;
     ``lease``: how long a claimed device stays this worker's without being
-    touched again (a killed process's devices pass to the others after it);
-    ``bytes_share``: this process's share of each campaign's bytes/s cap
-    (1/N with N processes serving); ``byte_burst``: seconds of traffic the
-    cap lets through at once (at least the interval between grants, or the
-    cap is not reached)."""
+    touched again (a killed process's devices pass to the others after it).
+    Both rate caps, devices per minute and image bytes per second, are
+    enforced by admission: a device starts only with a token of its
+    campaign's start bucket (:func:`~dofpy_services.update.engine.start_tokens`,
+    in the campaign's row, shared by every process)."""
 
     db: SyncDatabase
     key: SigningKey
@@ -107,10 +83,7 @@ class CampaignWorker:
     lease: float = 60.0
     batch: int = 200
     seed: int = 0
-    bytes_share: float = 1.0
-    byte_burst: float = 1.0
     rng: random.Random = field(init=False)
-    _buckets: dict[str, ByteBucket] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.seed}:{self.owner}")
@@ -273,7 +246,7 @@ class CampaignWorker:
             change, sent = device_step(campaign, row, now, self.rng)
             if change is not None:
                 if change.starts and not cs.take_start_token(tx, campaign, now):
-                    continue  # the devices-per-minute cap: this one waits
+                    continue  # the start rate cap (devices/min, bytes/s): this one waits
                 cs.apply_change(tx, name, row, change, self.owner, now=now)
             actions += sent
         return actions
@@ -302,13 +275,3 @@ class CampaignWorker:
             return actions
 
         return self._write(run, "event")
-
-    def grant_bytes(self, spec: CampaignSpec, wanted: int, now: float) -> int:
-        """How many of ``wanted`` image bytes may be sent now under the
-        campaign's bytes/s cap (this process's share of it)."""
-        bucket = self._buckets.get(spec.name)
-        if bucket is None:
-            bucket = self._buckets[spec.name] = ByteBucket(
-                spec.bytes_per_second * self.bytes_share, self.byte_burst
-            )
-        return bucket.take(wanted, now)

@@ -19,6 +19,7 @@ from dofpy_services.daemon.config import (
     load_config,
     option,
 )
+from dofpy_services.update.service import UpdateConfig
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -127,3 +128,19 @@ def test_sample_authenticator_toml_is_a_valid_config() -> None:
     config = load_config(AuthenticatorConfig, DOCS / "examples" / "authenticator.toml")
     assert config.credentials is not None and config.metrics_listen is not None
     assert config.log_format == "json"
+
+
+def test_a_retired_key_is_ignored_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An Update service file from before ``bytes_share`` went (any
+    ``--print-config`` output had it) still loads; another unknown key does not."""
+    path = write(tmp_path, 'db = "c.db"\nbytes_share = 0.5\n', "update.toml")
+    with caplog.at_level("WARNING"):
+        config = load_config(UpdateConfig, path)
+    assert config.db == "c.db" and not hasattr(config, "bytes_share")
+    (warned,) = [r.getMessage() for r in caplog.records]
+    assert warned.startswith("update.toml: key 'bytes_share' is ignored: ")
+    assert "bytes_share" not in config_to_toml(config)
+    with pytest.raises(ConfigError, match="unknown key 'bytes_share'"):
+        load_config(ExampleConfig, write(tmp_path, "bytes_share = 0.5\n"))

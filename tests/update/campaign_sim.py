@@ -24,6 +24,8 @@ from dofpy_services.update.tracking import DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
 
 CHUNK = 64 * 1024
+FETCH_PER_TICK = CHUNK * 4
+"""Image bytes a transferring device fetches per tick (its link's rate)."""
 
 
 @dataclass
@@ -91,19 +93,11 @@ class Fleet:
     def tick(self, worker: CampaignWorker, dt: float) -> None:
         """Every device acts once, then the worker steps; time moves ``dt``."""
         self.deliver(worker.step(self.now))
-        spec = None
         for device in self.devices.values():
-            if spec is None:
-                from dofpy_services.update import campaign_store as cs  # noqa: PLC0415
-
-                def load(tx: Transaction) -> object:
-                    return cs.load_campaign(tx, self.campaign).spec
-
-                spec = worker.db.read(load)
-            self._act(worker, device, spec)
+            self._act(worker, device)
         self.now += dt
 
-    def _act(self, worker: CampaignWorker, device: SimDevice, spec: object) -> None:
+    def _act(self, worker: CampaignWorker, device: SimDevice) -> None:
         now = self.now
         if device.behaviour == "silent" and device.phase != "idle":
             return
@@ -155,11 +149,11 @@ class Fleet:
                     device.phase, device.offset = "idle", 0
                 return
             if device.offset < self.image_size:
-                wanted = min(CHUNK * 4, self.image_size - device.offset)
-                granted = worker.grant_bytes(spec, wanted, now)  # type: ignore[arg-type]
-                if granted:
-                    self.sent_bytes.append((now, granted))
-                device.offset += granted
+                # The device's own fetch rate: the providers and relays pace
+                # nothing; the campaign's caps pace the starts.
+                fetched = min(FETCH_PER_TICK, self.image_size - device.offset)
+                self.sent_bytes.append((now, fetched))
+                device.offset += fetched
             if device.offset >= self.image_size:
                 if device.behaviour == "bad-image":
                     bad = DeviceEvent(EventKind.FAILED, stage=Stage.VERIFY, reason="bad-signature")

@@ -22,6 +22,7 @@ from dofpy_services.update.campaign import (
     next_window_open,
 )
 from dofpy_services.update.engine import Command
+from dofpy_services.update.planning import Urgency
 from dofpy_services.update.reports import build_report
 from dofpy_services.update.tracking import DeviceState, Stage
 from dofpy_services.update.worker import CampaignWorker
@@ -359,16 +360,11 @@ def test_devices_downloading_ahead_are_held_for_their_window_and_by_a_pause(
         assert_matches_fleet(db, fleet)
 
 
-def test_rate_caps_are_honoured_in_simulated_time(db_location: str) -> None:
-    # Tighter than what the devices would fetch (up to 26 kB/s each).
-    rate, burst = 30_000.0, 10.0
-    spec = make_spec(
-        devices_per_minute=3.0, bytes_per_second=rate, success_threshold=0.0, canary_share=1.0
-    )
+def test_the_devices_per_minute_cap_is_honoured_in_simulated_time(db_location: str) -> None:
+    spec = make_spec(devices_per_minute=3.0, success_threshold=0.0, canary_share=1.0)
     fleet = make_fleet(spec, count=12)
     with opened(db_location) as db:
-        # One tick of burst: grants come once per simulated tick.
-        worker = CampaignWorker(db, SERVICE_KEY, "w1", byte_burst=burst)
+        worker = CampaignWorker(db, SERVICE_KEY, "w1")
         start(worker, spec, fleet)
         run_until_settled(worker, fleet)
         got = records(db, spec.name)
@@ -380,15 +376,55 @@ def test_rate_caps_are_honoured_in_simulated_time(db_location: str) -> None:
             within = [s for s in starts if first <= s < first + 60.0]
             assert len(within) <= 3 + 1
         assert starts[-1] - starts[0] >= (len(starts) - 2) * 20.0
-        sent = fleet.sent_bytes
-        assert sum(b for _, b in sent) == 12 * spec.image_size
-        busiest = 0
-        for first, _ in sent:
-            for span in (10.0, 60.0, 300.0):
-                window = sum(b for t, b in sent if first <= t < first + span)
-                assert window <= rate * (span + burst), (first, span, window)
-                if span == 300.0:
-                    busiest = max(busiest, window)
-        # The cap was what held the transfers back (not an idle fleet).
-        assert busiest >= rate * 300.0 * 0.9
+        assert sum(b for _, b in fleet.sent_bytes) == 12 * spec.image_size
         assert sum(r.bytes_served for r in got.values()) == 12 * spec.image_size
+
+
+MIB = 2**20
+
+
+@pytest.mark.parametrize(
+    ("urgency", "devices_per_minute"),
+    [
+        (Urgency.CONVENIENCE, 0.0),  # the bytes/s cap alone
+        (Urgency.CONVENIENCE, 600.0),  # both, the bytes/s cap the lower
+        (Urgency.URGENT, 1.0),  # urgent: devices per minute ignored, bytes/s kept
+    ],
+)
+def test_the_bytes_per_second_cap_paces_the_starts_in_simulated_time(
+    db_location: str, urgency: Urgency, devices_per_minute: float
+) -> None:
+    """200 devices, a 1 MiB image, 100 KiB/s for 10 simulated minutes: the
+    image bytes started (one image per start) in any window of T seconds
+    stay within B * T + max(S, 15 * B) + S, and the cap is reached."""
+    rate, size, minutes = 100 * 1024.0, MIB, 10
+    spec = make_spec(
+        image_size=size,
+        bytes_per_second=rate,
+        devices_per_minute=devices_per_minute,
+        urgency=urgency,
+        success_threshold=0.0,
+        canary_share=1.0,
+    )
+    fleet = make_fleet(spec, count=200)
+    with opened(db_location) as db:
+        worker = CampaignWorker(db, SERVICE_KEY, "w1")
+        start(worker, spec, fleet)
+        for _ in range(minutes * 6):
+            fleet.tick(worker, 10.0)
+        got = records(db, spec.name)
+    starts = sorted(
+        t.time for r in got.values() for t in r.transitions if t.state is DeviceState.NOTIFIED
+    )
+    slack = max(size, 15.0 * rate) + size
+    for first, begin in enumerate(starts):
+        for last in range(first, len(starts)):
+            span = starts[last] - begin
+            assert (last - first + 1) * size <= rate * span + slack, (begin, span)
+    # Reached: the starts the steps' span allows (and the one token at the start).
+    span = (minutes * 6 - 1) * 10.0
+    assert len(starts) >= rate * span / size
+    # What the devices fetched is what the starts let them.
+    assert sum(b for _, b in fleet.sent_bytes) <= len(starts) * size
+    succeeded = sum(r.state is DeviceState.SUCCEEDED for r in got.values())
+    assert succeeded >= len(starts) - 10  # the last ones still on their way

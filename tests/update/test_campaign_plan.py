@@ -53,14 +53,14 @@ def test_the_plans_deadline_is_met_in_a_simulated_campaign(tmp_path: Path) -> No
     spec = make_spec(
         terms={"deadline": int(NOW + window)},
         devices_per_minute=plan.rate * 60.0,
-        bytes_per_second=plan.server_bytes_per_second,
+        bytes_per_second=plan.device_bytes_per_second,
         canary_share=0.1,
         growth=2.0,
         success_threshold=0.9,
     )
     fleet = make_fleet(spec, count=population)
     with opened(str(tmp_path / "c.db")) as db:
-        worker = CampaignWorker(db, SERVICE_KEY, "w1", byte_burst=TICK)
+        worker = CampaignWorker(db, SERVICE_KEY, "w1")
         start(worker, spec, fleet)
         run_until_settled(worker, fleet, dt=TICK, max_ticks=int(window / TICK) + 10)
         assert campaign_state(db, spec.name) is CampaignState.COMPLETED

@@ -1,7 +1,8 @@
 """The campaign's pure rules: windows in local time (wrapping midnight),
 capped exponential back-off with full jitter, wave sizes, operator commands,
 the spec's JSON form, and the engine's refusal to double-count a repeated
-report (its state, or the image bytes it reports)."""
+report (its state, or the image bytes it reports), and the start bucket's
+rate caps (devices per minute, image bytes per second)."""
 
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ from dofpy_services.update.engine import (
     device_event,
     device_step,
     start_burst,
+    start_rate,
     start_tokens,
 )
+from dofpy_services.update.planning import Urgency
 from dofpy_services.update.tracking import DeviceState
 from tests.update.campaign_fixtures import make_spec
 
@@ -267,3 +270,82 @@ def test_a_download_before_the_authorisation_is_marked_ahead_until_it_comes() ->
     first = progress(first, DeviceState.TRANSFERRING, outside + 1)
     assert (first.reason, authorised(first)) == ("", True)
     assert device_step(stopping, first, outside + 2, rng) == (None, [])
+
+
+MIB = 2**20
+
+
+def test_the_start_rate_is_the_lesser_cap_and_urgent_keeps_the_bytes_cap() -> None:
+    # Bytes only: 100 KiB/s of a 1 MiB image is a start every 10.24 s.
+    bytes_only = make_spec(image_size=MIB, bytes_per_second=100 * 1024.0)
+    assert start_rate(bytes_only) == pytest.approx(60.0 / 10.24)
+    # Devices only.
+    assert start_rate(make_spec(image_size=MIB, devices_per_minute=7.0)) == 7.0
+    # Both: the lesser.
+    both = make_spec(image_size=MIB, bytes_per_second=100 * 1024.0, devices_per_minute=3.0)
+    assert start_rate(both) == 3.0
+    both = make_spec(image_size=MIB, bytes_per_second=100 * 1024.0, devices_per_minute=600.0)
+    assert start_rate(both) == pytest.approx(60.0 / 10.24)
+    # Urgent: devices per minute ignored, the bytes/s cap kept.
+    urgent = make_spec(
+        image_size=MIB,
+        bytes_per_second=100 * 1024.0,
+        devices_per_minute=3.0,
+        urgency=Urgency.URGENT,
+    )
+    assert start_rate(urgent) == pytest.approx(60.0 / 10.24)
+    assert start_rate(make_spec(devices_per_minute=3.0, urgency=Urgency.URGENT)) == 0.0
+    # No cap, or no image size to count bytes by: uncapped, one token always.
+    for uncapped in (make_spec(), make_spec(image_size=0, bytes_per_second=1000.0)):
+        assert start_rate(uncapped) == 0.0
+        assert start_tokens(uncapped, 0.0, 0.0, 5.0) == (1.0, 5.0)
+
+
+@given(
+    # Up to 50 starts a second: the loop below starts each one.
+    starts_per_second=st.floats(min_value=0.001, max_value=50.0),
+    image_size=st.integers(1, 8 * 2**30),
+    devices_per_minute=st.sampled_from([0.0, 1.0, 60.0, 600.0]),
+    urgency=st.sampled_from(list(Urgency)),
+    step=st.floats(min_value=0.5, max_value=15.0),
+)
+@example(100 / 1024, MIB, 0.0, Urgency.CONVENIENCE, 10.0)
+def test_the_bytes_started_in_any_window_stay_under_the_stated_bound(
+    starts_per_second: float,
+    image_size: int,
+    devices_per_minute: float,
+    urgency: Urgency,
+    step: float,
+) -> None:
+    """Bytes started (a start, one image) in any T seconds: at most
+    ``B * T + max(S, 15 * B) + S``, whatever the steps and the other cap."""
+    bytes_per_second = starts_per_second * image_size
+    spec = make_spec(
+        image_size=image_size,
+        bytes_per_second=bytes_per_second,
+        devices_per_minute=devices_per_minute,
+        urgency=urgency,
+    )
+    slack = max(image_size, 15.0 * bytes_per_second) + image_size
+    tokens, at, now = 0.0, 0.0, 0.0
+    steps: list[tuple[float, int]] = []  # (time, devices started then)
+    for _ in range(120):
+        now += step
+        tokens, at = start_tokens(spec, tokens, at, now)
+        started = 0
+        while tokens >= 1.0 - 1e-9 and started <= 15 * 50 + 1:  # bounded: more fails below
+            tokens, at = start_tokens(spec, tokens - 1.0, at, now)
+            started += 1
+        steps.append((now, started))
+    # The cap is reached, not only respected: as many as the rate allows.
+    total = sum(n for _, n in steps)
+    assert total >= start_rate(spec) * now / 60.0 - 1.0 - 1e-6
+    for first, (begin, _) in enumerate(steps):
+        started = 0
+        for end, count in steps[first:]:
+            started += count
+            span = end - begin
+            assert started * image_size <= bytes_per_second * span + slack * (1 + 1e-9), (
+                begin,
+                span,
+            )

@@ -145,6 +145,12 @@ def test_cli_prints_the_plan_and_each_default_source(capsys: pytest.CaptureFixtu
     ):
         assert figure.source in out
     assert "the deadline can be met" in out
+    # The caps to create the campaign with: its rate, and its device traffic
+    # as bytes/s (the one an urgent campaign keeps).
+    plan = plan_campaign(PlanRequest(population=100_000, image_size=300 * 10**6, window=7 * 86400))
+    caps = f"--devices-per-minute {plan.rate * 60:.2f} --bytes-per-second "
+    caps += f"{plan.rate * 300 * 10**6:.0f}"
+    assert f"campaign caps     {caps}\n" in out
 
 
 def test_cli_warns_and_exits_3_when_the_deadline_cannot_be_met(
@@ -155,6 +161,9 @@ def test_cli_warns_and_exits_3_when_the_deadline_cannot_be_met(
     plan = json.loads(capsys.readouterr().out)
     assert status == 3
     assert plan["meets_deadline"] is False
+    caps = plan["campaign_caps"]
+    assert caps["devices_per_minute"] == pytest.approx(plan["rate"] * 60)
+    assert caps["bytes_per_second"] == pytest.approx(plan["rate"] * 4 * 2**30)
     assert any("cannot be met" in w for w in plan["warnings"])
 
 
