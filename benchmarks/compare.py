@@ -9,7 +9,10 @@ process (the tree first on ``PYTHONPATH``, so its ``dofpy`` is the one
 imported), alternating which tree goes first in each round, and prints the
 median of each figure for both with their ratio. The peers (raw UDP, TFTP,
 HTTP) are measured by both trees too: their ratios show how much the machine
-moved between runs, the noise a dofpy ratio must be read against.
+moved between runs, the noise a dofpy ratio must be read against. Each part
+starts after a full garbage collection (the same code for both trees: the
+child calls the benchmark functions itself), so that where the collector's
+next full pass falls does not decide a short part's figure.
 
 ``--this REV2`` measures revision ``REV2`` (exported the same way) in place of
 the working tree, so that a long run is not changed by edits made meanwhile,
@@ -35,15 +38,34 @@ REPO = Path(__file__).resolve().parent.parent
 
 # Runs inside each tree: prints one JSON list of [section, name, value, unit].
 _CHILD = r"""
-import json, re, sys, trio
+import gc, json, re, sys, trio
 import dofpy
 from benchmarks import oap_roundtrip, security, transfer
 quick = sys.argv[1] == "quick"
 rows = [["dofpy imported from", dofpy.__file__, 0.0, ""]]
+# A full collection before each measured part: otherwise when the collector's
+# next full pass falls (it follows how many objects each tree's imports and
+# earlier parts left) decides whether a short part pays for it (25 handshakes
+# took 14 ms more with one inside). The parts and sizes are security.run's.
+gc.collect()
 for name, value, unit in trio.run(oap_roundtrip.run, 500 if quick else 5000):
     rows.append(["OAP round trips", name, value, unit])
-for name, value, unit in security.run(quick):
+handshakes, gets = (50, 500) if quick else (300, 5000)
+gc.collect()
+sansio = security.sansio_handshakes(handshakes)
+gc.collect()
+udp = trio.run(security.udp_handshakes, handshakes // 2)
+gc.collect()
+plain, secure = trio.run(security.get_rates, gets)
+for name, value, unit in [
+    ("TEP handshakes, sans-IO (both ends + AS)", sansio, "handshakes/s"),
+    ("TEP handshakes over loopback UDP", udp, "handshakes/s"),
+    ("OAP Get, plaintext", plain, "round trips/s"),
+    ("OAP Get, AES-256-CCM session", secure, "round trips/s"),
+    ("secure / plaintext ratio", secure / plain, ""),
+]:
     rows.append(["secure sessions", name, value, unit])
+gc.collect()
 section = "transfer"
 row = re.compile(
     r"^(?P<name>\S.*?)\s{2,}(?P<mib>[\d.]+)\s+(?P<s>[\d.]+)\s+(?P<mbs>[\d.]+)\s+[\d.]+x"
