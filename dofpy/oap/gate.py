@@ -239,16 +239,10 @@ class Gate:
                     self._last_allowed = _AllowedCheck(permissions, action, binding)
                 return True
         context.counters.permission_denied += 1
-        context.events.append(
-            AccessDenied(peer, identity, action, binding.object_id, binding.interface)
-        )
-        if on_denied is not None:
-            context.counters.requests_refused += 1
-            on_denied(peer, op, binding, now)
-        else:
-            context.refuse(
-                peer, op, OapErrorCode.PERMISSION_DENIED, "permission denied", now, identity
-            )
+        self._deny(
+            peer, identity, action, binding, now, op, on_denied,
+            OapErrorCode.PERMISSION_DENIED, "permission denied",
+        )  # fmt: skip
         return False
 
     def admits_subscriber(
@@ -274,8 +268,29 @@ class Gate:
         """
         if action != Action.SUBSCRIBE or self._admits(binding, identity):
             return True
+        self._context.counters.subscribers_refused += 1
+        self._deny(
+            peer, identity, action, binding, now, op, on_denied,
+            OapErrorCode.NOT_FOUND, NO_SUCH_OBJECT,
+        )  # fmt: skip
+        return False
+
+    def _deny(
+        self,
+        peer: Address,
+        identity: OID | None,
+        action: Action,
+        binding: Binding,
+        now: float,
+        op: int | None,
+        on_denied: DeniedHandler | None,
+        code: OapErrorCode,
+        message: str,
+    ) -> None:
+        """Report a refused command (:class:`AccessDenied`) and answer it: by
+        ``on_denied`` (an intercepted protocol's own terms), else with an OAP
+        error ``code``. The caller counts why it refused."""
         context = self._context
-        context.counters.subscribers_refused += 1
         context.events.append(
             AccessDenied(peer, identity, action, binding.object_id, binding.interface)
         )
@@ -283,8 +298,7 @@ class Gate:
             context.counters.requests_refused += 1
             on_denied(peer, op, binding, now)
         else:
-            context.refuse(peer, op, OapErrorCode.NOT_FOUND, NO_SUCH_OBJECT, now, identity)
-        return False
+            context.refuse(peer, op, code, message, now, identity)
 
     def on_direct_command(
         self,
