@@ -95,6 +95,7 @@ __all__ = [
     "load_campaign",
     "load_device",
     "load_devices",
+    "notified_elsewhere",
     "populate",
     "set_campaign_state",
     "take_start_token",
@@ -187,6 +188,14 @@ INSERT INTO campaign_wave_counts (campaign, wave, state, devices)
     SELECT campaign, wave, state, COUNT(*) FROM campaign_devices GROUP BY campaign, wave, state;
 """
 
+# The devices another process notified lately: read by every process at its
+# step, so that it pushes the ones watching at it (a range of the latest
+# notifications, not the log).
+_NOTIFIED_SCHEMA = """
+CREATE INDEX campaign_transitions_notified ON campaign_transitions (at)
+    WHERE state = 'notified';
+"""
+
 MIGRATIONS = (
     Migration(
         1,
@@ -201,6 +210,7 @@ MIGRATIONS = (
         _STEP_SCHEMA,
         _STEP_SCHEMA.replace("TEXT NOT NULL", 'TEXT COLLATE "C" NOT NULL'),
     ),
+    Migration(4, "an index of the latest notifications", _NOTIFIED_SCHEMA),
 )
 
 _UNSETTLED = "state NOT IN ('cancelled', 'failed', 'rolled-back', 'succeeded', 'timed-out')"
@@ -648,6 +658,19 @@ def apply_change(
         change.stage,
         change.reason,
     )
+
+
+def notified_elsewhere(tx: Transaction, owner: str, since: float) -> list[tuple[str, str, float]]:
+    """(campaign, device, at) of each notification written after ``since`` by
+    a process other than ``owner``, oldest first: a range of the partial
+    index of notifications, so a step pays for the notifications since the
+    last, not for the log."""
+    rows = tx.rows(
+        "SELECT campaign, device, at FROM campaign_transitions"
+        " WHERE state = 'notified' AND at > ? AND writer <> ? ORDER BY at",
+        (since, owner),
+    )
+    return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
 
 
 def load_devices(tx: Transaction, campaign: str) -> list[DeviceRow]:

@@ -5,10 +5,12 @@ The daemon opens the campaign store, and in one task, every
 (:meth:`CampaignWorker.step`, in a worker thread: never on the loop), pushes
 each device the engine just notified its assignment if the device watches
 for pushes here (:mod:`~dofpy_services.update.notify`; the others learn it
-at their next poll), and reads what the Version registry (``version_db``)
-now says of every started device of every active campaign, feeding it to the
-engine as an observation: that is what counts a device succeeded, or failed
-after a revert. Several daemons may share one PostgreSQL campaign store
+at their next poll), and each device watching here that another process
+sharing the store notified since (:class:`NotifiedElsewhere`), and reads
+what the Version registry (``version_db``) now says of every started
+device of every active campaign, feeding it to the engine as an
+observation: that is what counts a device succeeded, or failed after a
+revert. Several daemons may share one PostgreSQL campaign store
 (leases: docs/operations.md, "Scaling out").
 
 The daemon's node provides the device interface (UPDATE_DEVICE on
@@ -47,6 +49,7 @@ from dofpy_services.update.engine import (
     FAILURE_STATES,
     PROGRESS_ORDER,
     Action,
+    ActionKind,
     DeviceEvent,
     EventKind,
     device_event,
@@ -127,6 +130,43 @@ def observe_versions(worker: CampaignWorker, versions: SyncVersionStore, now: fl
     return changed
 
 
+NOTIFIED_OVERLAP = 10.0
+"""Seconds each read of the other processes' notifications reaches back past
+the latest it saw: a notification committed late (its time is when its
+transaction began), or by a process whose clock is a little behind, is still
+seen. A device is pushed at most once per notification."""
+
+
+class NotifiedElsewhere:
+    """The devices the other processes sharing the campaign store notified
+    since the last read, as NOTIFY actions, each notification once: with
+    several processes, the one whose step notifies a device is seldom the
+    one the device watches at, and that one learns it here, at its next step,
+    instead of the device at its next poll. Reads a range of the partial
+    index of notifications (:func:`~dofpy_services.update.campaign_store.notified_elsewhere`);
+    blocking: call it in a worker thread."""
+
+    def __init__(self, owner: str, now: float) -> None:
+        self.owner = owner
+        self._latest = now
+        self._seen: set[tuple[str, str, float]] = set()
+
+    def read(self, worker: CampaignWorker) -> list[Action]:
+        since = self._latest - NOTIFIED_OVERLAP
+        rows = worker.db.read(partial(cs.notified_elsewhere, owner=self.owner, since=since))
+        actions = []
+        for campaign, device, at in rows:
+            if (campaign, device, at) in self._seen:
+                continue
+            self._seen.add((campaign, device, at))
+            self._latest = max(self._latest, at)
+            actions.append(Action(ActionKind.NOTIFY, device, campaign))
+        # What the next read cannot return again is forgotten.
+        floor = self._latest - NOTIFIED_OVERLAP
+        self._seen = {seen for seen in self._seen if seen[2] > floor}
+        return actions
+
+
 async def push_assignments(
     pushes: AssignmentPushes,
     devices: CampaignDevices,
@@ -203,12 +243,16 @@ async def attach_engine(
         else None
     )
 
+    elsewhere = NotifiedElsewhere(worker.owner, clock())
+
     async def drive() -> None:
         try:
             while True:
                 now = clock()
                 try:
                     actions = await context.in_thread(worker.step, now)
+                    if len(pushes.objects):  # only devices watching here are pushed
+                        actions += await context.in_thread(elsewhere.read, worker)
                     await push_assignments(pushes, devices, actions, now, context.in_thread)
                     if versions is not None:
                         await context.in_thread(observe_versions, worker, versions, now)

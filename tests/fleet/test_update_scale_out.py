@@ -52,7 +52,9 @@ async def test_two_update_daemons_on_postgres_drive_a_split_fleet(
     # Waves of 2 then 4 devices: a step claims a whole wave (up to 200
     # devices, no devices-per-minute cap), so the daemon whose step comes
     # first notifies all four of the second, of which at least one talks
-    # to the other daemon.
+    # to the other daemon. The devices poll only every 1,000 s, longer than
+    # the test may run: each learns its assignment by a push from the daemon
+    # it watches at, whichever daemon notified it.
     async with world(
         tmp_path, capsys, DEVICES, campaign_store=postgres_url, updates=UPDATES,
         canary_share=0.3,
@@ -69,7 +71,7 @@ async def test_two_update_daemons_on_postgres_drive_a_split_fleet(
                 result = await run_fleet(
                     w.devices, w.services, trust_root=w.trust_root, vendor_id=VENDOR,
                     class_id=DEVICE_CLASS, class_name=CLASS_NAME,
-                    faults=FleetFaults(unhealthy=1, seed=5), poll_interval=0.2,
+                    faults=FleetFaults(unhealthy=1, seed=5), poll_interval=1000.0,
                     duration=10 * WAIT, done=w.campaign_settled, on_checked_in=starting.set,
                     stop_grace=WAIT,
                 )  # fmt: skip

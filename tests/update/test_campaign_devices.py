@@ -9,6 +9,7 @@ the image bytes they report counted once)."""
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from dofpy_services.update import campaign_store as cs
 from dofpy_services.update import device_keys as dk
 from dofpy_services.update.campaign import Window, in_window
 from dofpy_services.update.campaign_devices import CampaignDevices, window_bounds
-from dofpy_services.update.daemon import observe_versions
+from dofpy_services.update.daemon import NotifiedElsewhere, observe_versions
 from dofpy_services.update.device_interface import (
     InstallOutcome,
     InstallReport,
@@ -35,6 +36,7 @@ from dofpy_services.update.device_provider import NotNow, Refused
 from dofpy_services.update.engine import (
     AHEAD,
     HELD_AHEAD,
+    ActionKind,
     Command,
     DeviceEvent,
     DeviceRow,
@@ -527,3 +529,52 @@ def test_a_device_told_to_wait_for_its_window_does_not_time_out_meanwhile(
     assert _state(worker, 2) is DeviceState.TIMED_OUT  # never asked: silent
     devices.authorise(device(0), "spring", bytes(range(32)), opens)
     assert _state(worker, 0) is DeviceState.AUTHORISED
+
+
+def test_a_process_pushes_devices_another_process_notified(db_location: str) -> None:
+    """With two processes on one store, update-1's step notifies the devices;
+    update-2 (the process they watch at) reads those notifications at its
+    next step as NOTIFY actions, each once, and never its own: before, only
+    the notifying process pushed, so a device watching elsewhere waited for
+    its next poll."""
+    with opened(db_location) as db:
+        notifier, _ = _setup(db)
+        other = CampaignWorker(db, SERVICE_KEY, "update-2", lease=30.0)
+        mine = NotifiedElsewhere("update-1", float(NOW))
+        theirs = NotifiedElsewhere("update-2", float(NOW))
+        assert theirs.read(other) == []
+        notifier.step(NOW + 1)  # all three notified by update-1
+        read = theirs.read(other)
+        assert sorted((a.kind, a.device, a.campaign) for a in read) == [
+            (ActionKind.NOTIFY, str(device(n)), "spring") for n in range(3)
+        ]
+        assert theirs.read(other) == []  # each notification once
+        assert mine.read(notifier) == []  # a process's own are pushed by its step
+
+
+def test_the_latest_notifications_are_read_from_their_index_on_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "campaigns.db"
+    with opened(str(path)) as db:
+        notifier, _ = _setup(db)
+        notifier.step(NOW + 1)
+    statements: list[tuple[str, tuple[object, ...]]] = []
+
+    class Recording:
+        dialect = "sqlite"
+
+        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
+            statements.append((sql, tuple(params)))
+            return []
+
+    cs.notified_elsewhere(Recording(), "update-2", float(NOW))  # type: ignore[arg-type]
+    ((sql, params),) = statements
+    connection = sqlite3.connect(path)
+    try:
+        for analyse in ("", "ANALYZE"):
+            connection.execute(analyse)
+            plan = [r[3] for r in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+            assert plan == [
+                "SEARCH campaign_transitions USING INDEX campaign_transitions_notified (at>?)"
+            ], plan
+    finally:
+        connection.close()
