@@ -1,6 +1,6 @@
 """The gate of an OAP core: every incoming OAP command passes it first.
 
-It checks permissions (one function, :meth:`Gate.permitted`, for the
+It checks permissions (one function, :meth:`Gate.admits`, for the
 decoded-event path and the raw path alike) and hands commands for an
 intercepted interface to their interceptor instead of the provider path.
 Permissions come first, for every request (intercepted ones too): a
@@ -186,9 +186,8 @@ class Gate:
         if action is not None and isinstance(target, Alias | Binding):
             resolved = self._resolve(target)
             on_denied = None if interception is None else interception.on_denied
-            if resolved is not None and not (
-                self.permitted(peer, identity, permissions, action, resolved, now, op, on_denied)
-                and self.admits_subscriber(peer, identity, action, resolved, now, op, on_denied)
+            if resolved is not None and not self.admits(
+                peer, identity, permissions, action, resolved, now, op, on_denied
             ):
                 return None
         if interception is not None:
@@ -199,6 +198,25 @@ class Gate:
         ):
             return None
         return pdu
+
+    def admits(
+        self,
+        peer: Address,
+        identity: OID | None,
+        permissions: PermissionSet | None,
+        action: Action,
+        binding: Binding,
+        now: float,
+        op: int | None = None,
+        on_denied: DeniedHandler | None = None,
+    ) -> bool:
+        """Whether a command may go on: its permission (:meth:`permitted`),
+        then, for a Subscribe or Register, whether the provider admits the
+        identity (:meth:`admits_subscriber`). The one check of both paths; a
+        refusal is counted, reported and answered by whichever refused."""
+        return self.permitted(
+            peer, identity, permissions, action, binding, now, op, on_denied
+        ) and self.admits_subscriber(peer, identity, action, binding, now, op, on_denied)
 
     def permitted(
         self,
@@ -350,9 +368,8 @@ class Gate:
         assert interception.raw is not None and isinstance(head.target, Binding)
         action = _OPCODE_ACTIONS.get(head.opcode)
         on_denied = interception.on_denied
-        if action is not None and not (
-            self.permitted(peer, identity, permissions, action, head.target, now, op, on_denied)
-            and self.admits_subscriber(peer, identity, action, head.target, now, op, on_denied)
+        if action is not None and not self.admits(
+            peer, identity, permissions, action, head.target, now, op, on_denied
         ):
             return True
         interception.raw(peer, identity, op, head, payload, now)
