@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -195,3 +195,21 @@ def assert_matches_fleet(db: SyncDatabase, fleet: Fleet) -> None:
                 record.actual_version,
                 own.version,
             )
+
+
+class RecordingTransaction:
+    """A stand-in transaction that records the reads a store function makes
+    and answers none, so that a test can ask the database itself how it
+    would plan them (``EXPLAIN``). Writes are taken and dropped: with no row
+    read there is nothing they would change."""
+
+    def __init__(self, dialect: str = "sqlite") -> None:
+        self.dialect = dialect
+        self.statements: list[tuple[str, tuple[object, ...]]] = []
+
+    def rows(self, sql: str, params: Sequence[object] = ()) -> list[object]:
+        self.statements.append((sql, tuple(params)))
+        return []
+
+    def executemany(self, sql: str, params: object) -> None:
+        del sql, params  # dropped: see the class's docstring

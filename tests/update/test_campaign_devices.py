@@ -53,6 +53,7 @@ from tests.services.version_helpers import device, report
 from tests.update.campaign_fixtures import (
     ROOT,
     SERVICE_KEY,
+    RecordingTransaction,
     assert_log_consistent,
     full_approvals,
     make_spec,
@@ -557,17 +558,10 @@ def test_the_latest_notifications_are_read_from_their_index_on_sqlite(tmp_path: 
     with opened(str(path)) as db:
         notifier, _ = _setup(db)
         notifier.step(NOW + 1)
-    statements: list[tuple[str, tuple[object, ...]]] = []
+    recording = RecordingTransaction()
 
-    class Recording:
-        dialect = "sqlite"
-
-        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
-            statements.append((sql, tuple(params)))
-            return []
-
-    cs.notified_elsewhere(Recording(), "update-2", float(NOW))  # type: ignore[arg-type]
-    ((sql, params),) = statements
+    cs.notified_elsewhere(recording, "update-2", float(NOW))  # type: ignore[arg-type]
+    ((sql, params),) = recording.statements
     connection = sqlite3.connect(path)
     try:
         for analyse in ("", "ANALYZE"):

@@ -23,6 +23,7 @@ from dofpy_services.update.tracking import DeviceState
 from tests.image.signing_fixtures import NOW
 from tests.update.campaign_fixtures import (
     SERVICE_KEY,
+    RecordingTransaction,
     assert_counts_match,
     grouped_counts,
     make_spec,
@@ -105,17 +106,9 @@ def test_devices_in_states_reads_the_state_index_on_sqlite(tmp_path: Path) -> No
     spec = make_spec()
     with opened(str(path)) as db:
         db.write(lambda tx: _started(tx, spec, _waves(40, (10, 30))))
-        statements: list[tuple[str, tuple[object, ...]]] = []
-
-        class Recording:
-            dialect = "sqlite"
-
-            def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
-                statements.append((sql, tuple(params)))
-                return []
-
-        cs.devices_in_states(Recording(), spec.name, {DeviceState.NOTIFIED})  # type: ignore[arg-type]
-    ((sql, params),) = statements
+        recording = RecordingTransaction()
+        cs.devices_in_states(recording, spec.name, {DeviceState.NOTIFIED})  # type: ignore[arg-type]
+    ((sql, params),) = recording.statements
     connection = sqlite3.connect(path)
     try:
         # Before the planner has statistics (a new store) and after.
@@ -265,23 +258,13 @@ def test_claim_takes_the_soonest_due_across_the_waves_up_to_the_current(
 def test_claim_reads_the_unsettled_index_on_sqlite(tmp_path: Path) -> None:
     path = tmp_path / "campaigns.db"
     spec = make_spec()
-    statements: list[tuple[str, tuple[object, ...]]] = []
-
-    class Recording:
-        dialect = "sqlite"
-
-        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
-            statements.append((sql, tuple(params)))
-            return []
-
-        def executemany(self, sql: str, params: object) -> None:
-            pass
+    recording = RecordingTransaction()
 
     with opened(str(path)) as db:
         db.write(lambda tx: _started(tx, spec, _waves(40, (10, 30))))
     for every in (False, True):
         cs.claim_devices(
-            Recording(),  # type: ignore[arg-type]
+            recording,  # type: ignore[arg-type]
             spec.name,
             OWNER,
             now=NOW,
@@ -290,12 +273,12 @@ def test_claim_reads_the_unsettled_index_on_sqlite(tmp_path: Path) -> None:
             max_wave=1,
             every=every,
         )
-    assert len(statements) == 4  # one per wave
+    assert len(recording.statements) == 4  # one per wave
     connection = sqlite3.connect(path)
     try:
         for analyse in ("", "ANALYZE"):
             connection.execute(analyse)
-            for sql, params in statements:
+            for sql, params in recording.statements:
                 plan = [row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
                 assert len(plan) == 1, plan  # no sort
                 assert "USING INDEX campaign_devices_unsettled" in plan[0], plan
@@ -322,19 +305,7 @@ def test_postgres_reads_the_step_indexes(postgres_url: str) -> None:
             db.write(
                 lambda tx, n=n: _move(tx, spec.name, f"dev-{n:03d}", DeviceState.NOTIFIED, NOW)
             )
-    statements: list[tuple[str, tuple[object, ...]]] = []
-
-    class Recording:
-        dialect = "postgresql"
-
-        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
-            statements.append((sql, tuple(params)))
-            return []
-
-        def executemany(self, sql: str, params: object) -> None:
-            pass
-
-    recording: Any = Recording()
+    recording: Any = RecordingTransaction("postgresql")
     cs.devices_in_states(recording, spec.name, {DeviceState.NOTIFIED, DeviceState.FAILED})
     cs.claim_devices(recording, spec.name, OWNER, now=NOW, lease=60.0, limit=5, max_wave=1)
     cs.device_campaigns(recording, "dev-007")
@@ -346,7 +317,7 @@ def test_postgres_reads_the_step_indexes(postgres_url: str) -> None:
     ]
     with psycopg.connect(postgres_url, autocommit=True) as connection:
         connection.execute("ANALYZE")
-        for (sql, params), index in zip(statements, expected, strict=True):
+        for (sql, params), index in zip(recording.statements, expected, strict=True):
             text = sql.replace("?", "%s").replace(" FOR UPDATE SKIP LOCKED", "")
             (row,) = connection.execute(f"EXPLAIN (FORMAT JSON) {text}", params).fetchall()
             plan = row[0] if not isinstance(row[0], str) else json.loads(row[0])
@@ -370,17 +341,10 @@ def test_a_devices_campaigns_are_read_from_its_index_on_sqlite(tmp_path: Path) -
         assert db.read(lambda tx: cs.device_campaigns(tx, "dev-007")) == [
             (spec.name, DeviceState.SCHEDULED)
         ]
-    statements: list[tuple[str, tuple[object, ...]]] = []
+    recording = RecordingTransaction()
 
-    class Recording:
-        dialect = "sqlite"
-
-        def rows(self, sql: str, params: tuple[object, ...] = ()) -> list[object]:
-            statements.append((sql, tuple(params)))
-            return []
-
-    cs.device_campaigns(Recording(), "dev-007")  # type: ignore[arg-type]
-    ((sql, params),) = statements
+    cs.device_campaigns(recording, "dev-007")  # type: ignore[arg-type]
+    ((sql, params),) = recording.statements
     connection = sqlite3.connect(path)
     try:
         for analyse in ("", "ANALYZE"):
