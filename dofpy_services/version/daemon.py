@@ -243,19 +243,28 @@ class PrefetchStatistics:
 
 
 class _Prefetched:
-    __slots__ = ("done", "page", "started")
+    __slots__ = ("ahead", "done", "page", "started")
 
-    def __init__(self, started: float) -> None:
+    def __init__(self, started: float, ahead: int) -> None:
         self.started = started
+        self.ahead = ahead
         self.done = trio.Event()
         self.page: EncodedPage | None = None
 
 
 class PagePrefetch:
-    """The next ``rows`` page of recent streams, read (in ``nursery``) as
-    soon as the page before it is answered, so that the database works while
-    the client decodes: at most ``max_pages`` pages held (the oldest
-    dropped), each used only within ``max_age`` seconds of its read, once.
+    """The next ``rows`` pages of recent streams, read (in ``nursery``) as
+    soon as the page before them is answered, so that the database works while
+    the client decodes: up to ``ahead`` pages ahead of the last page answered
+    (each read starts the next when it ends, the cursor being its last
+    device), at most ``max_pages`` pages held (the oldest dropped), each used
+    only within ``max_age`` seconds of its read, once.
+
+    Why more than one page ahead: a client that sends its next request
+    before it has decoded the last page (as :meth:`VersionClient.pages` does)
+    asks for a page while the one after it is wanted soon; the database reads
+    in one thread at a time, so a read that waited for the request would
+    leave it idle meanwhile.
 
     A prefetched page is a read of the database a moment before the client
     asked: still a keyset page after the cursor, so a stream neither repeats
@@ -266,13 +275,17 @@ class PagePrefetch:
         store: AsyncVersionStore,
         nursery: trio.Nursery,
         *,
-        max_pages: int = 8,
+        max_pages: int = 16,
         max_age: float = 1.0,
+        ahead: int = 2,
     ) -> None:
+        if ahead < 1:
+            raise ValueError("ahead must be at least 1 (the next page)")
         self._store = store
         self._nursery = nursery
         self._max_pages = max_pages
         self._max_age = max_age
+        self._ahead = ahead
         self._pages: OrderedDict[_PageKey, _Prefetched] = OrderedDict()
         self._reading = 0
         self.used = 0
@@ -284,17 +297,27 @@ class PagePrefetch:
             self._started, self.used, self._waited, self._expired, self._dropped, self._failed
         )
 
-    def start(self, key: _PageKey) -> None:
-        """Read the page ``key`` names, unless it is being read already or
-        ``max_pages`` reads are (pages dropped unused may still be): a client
-        asking for pages it then does not follow costs at most that many
-        reads more."""
-        if key in self._pages or self._reading >= self._max_pages:
+    def start(self, key: _PageKey, ahead: int | None = None) -> None:
+        """Read the page ``key`` names and, once read, the pages after it up
+        to ``ahead`` pages in all (default: the ``ahead`` given at
+        construction), unless it is being read already (then only its reach
+        grows) or ``max_pages`` reads are (pages dropped unused may still
+        be): a client asking for pages it then does not follow costs at most
+        ``ahead`` reads more."""
+        reach = self._ahead if ahead is None else ahead
+        entry = self._pages.get(key)
+        if entry is not None:
+            if reach > entry.ahead:
+                entry.ahead = reach
+                if entry.done.is_set():
+                    self._follow(key, entry)
+            return
+        if self._reading >= self._max_pages:
             return
         while len(self._pages) >= self._max_pages:
             self._pages.popitem(last=False)
             self._dropped += 1
-        entry = self._pages[key] = _Prefetched(trio.current_time())
+        entry = self._pages[key] = _Prefetched(trio.current_time(), reach)
         self._reading += 1
         self._started += 1
         self._nursery.start_soon(self._read, key, entry)
@@ -308,6 +331,17 @@ class PagePrefetch:
         finally:
             self._reading -= 1
             entry.done.set()
+        if self._pages.get(key) is entry:  # not taken nor dropped meanwhile
+            self._follow(key, entry)
+
+    def _follow(self, key: _PageKey, entry: _Prefetched) -> None:
+        """Start the page after ``entry``'s (read), when it reaches further."""
+        if entry.page is None or entry.ahead <= 1:
+            return
+        _, more, last, _ = entry.page
+        if more:
+            query, _, limit = key
+            self.start((query, last, limit), entry.ahead - 1)
 
     async def take(self, key: _PageKey) -> EncodedPage | None:
         """The page ``key`` names, if it was prefetched and is recent enough."""

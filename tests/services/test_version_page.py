@@ -281,7 +281,13 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
     store = _CountingStore()
     query = QueryFilter()
     async with trio.open_nursery() as nursery:
-        prefetch = PagePrefetch(store, nursery, max_pages=2, max_age=1.0)  # type: ignore[arg-type]
+        prefetch = PagePrefetch(  # one page ahead: chained reads are the next test's
+            store,
+            nursery,
+            max_pages=2,
+            max_age=1.0,
+            ahead=1,  # type: ignore[arg-type]
+        )
         prefetch.start((query, b"a", 9))
         prefetch.start((query, b"a", 9))  # being read already: one read
         assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+", 1)
@@ -307,6 +313,51 @@ async def test_a_prefetched_page_is_used_once_while_fresh_and_few_are_held(
     assert prefetch.statistics() == PrefetchStatistics(
         started=6, used=3, waited=2, expired=1, dropped=1, failed=1
     )
+
+
+class _EndingStore(_CountingStore):
+    """Pages whose cursor grows by "+" each page; the page after "a+++" is the last."""
+
+    async def rows(
+        self, query: QueryFilter, after: bytes, limit: int
+    ) -> tuple[bytes, bool, bytes, int]:
+        page, _, last, count = await super().rows(query, after, limit)
+        return page, len(after) < len(b"a+++"), last, count
+
+
+async def test_prefetched_reads_chain_up_to_ahead_pages_and_stop_at_the_end(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = _EndingStore()
+    query = QueryFilter()
+    async with trio.open_nursery() as nursery:
+        prefetch = PagePrefetch(store, nursery, ahead=3, max_age=10.0)  # type: ignore[arg-type]
+        prefetch.start((query, b"a", 9))
+        await trio.sleep(1.0)
+        # Each read started the next: three pages ahead, not four.
+        assert store.reads == [b"a", b"a+", b"a++"]
+        # The client takes "a" and the provider asks for what follows it: the
+        # reach moves on by one page, read once ("a+" and "a++" are not
+        # read again).
+        assert await prefetch.take((query, b"a", 9)) == (b"page a", True, b"a+", 1)
+        prefetch.start((query, b"a+", 9))
+        await trio.sleep(0.5)
+        assert store.reads == [b"a", b"a+", b"a++", b"a+++"]
+        for after in (b"a+", b"a++", b"a+++"):
+            assert await prefetch.take((query, after, 9)) is not None
+            prefetch.start((query, after + b"+", 9))
+        await trio.sleep(0.5)
+    # "a++++" was asked for by the provider after "a+++" (which said more):
+    # read; the page after it said no more, so nothing followed it.
+    assert store.reads == [b"a", b"a+", b"a++", b"a+++", b"a++++"]
+    assert prefetch.statistics() == PrefetchStatistics(
+        started=5, used=4, waited=0, expired=0, dropped=0, failed=0
+    )
+
+
+def test_prefetch_reads_at_least_the_next_page() -> None:
+    with pytest.raises(ValueError, match="ahead"):
+        PagePrefetch(_CountingStore(), None, ahead=0)  # type: ignore[arg-type]
 
 
 # The query interface as a service older than ``rows`` provides it: the same
