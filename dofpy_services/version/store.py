@@ -389,13 +389,16 @@ next page's cursor (the last device's encoded identity) and how many devices
 the page holds."""
 
 
-def _rows(tx: Transaction, query: QueryFilter, after: bytes, limit: int) -> EncodedPage:
+def _rows(
+    tx: Transaction, query: QueryFilter, after: bytes, limit: int, read: int | None = None
+) -> EncodedPage:
     if not 1 <= limit <= MAX_ROWS:
         raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
-    sql, params = query_sql(query, after, limit)
+    read = limit if read is None else max(1, min(read, limit))
+    sql, params = query_sql(query, after, read)
     rows = tx.rows(sql, params)
     page, count = fit_device_page(rows)
-    more = len(rows) == limit or count < len(rows)
+    more = len(rows) == read or count < len(rows)
     return page, more, bytes(rows[count - 1][0]) if count else after, count
 
 
@@ -500,12 +503,21 @@ class SyncVersionStore:
     ) -> tuple[list[DeviceRecord], bool]:
         return self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
 
-    def rows(self, query: QueryFilter, after: bytes = b"", limit: int = MAX_ROWS) -> EncodedPage:
+    def rows(
+        self,
+        query: QueryFilter,
+        after: bytes = b"",
+        limit: int = MAX_ROWS,
+        *,
+        read: int | None = None,
+    ) -> EncodedPage:
         """One page as the ``rows`` method answers it (an encoded
         :mod:`~dofpy_services.version.page`), whether more may follow, the
         next page's cursor (the last device's encoded identity) and how many
-        devices it holds."""
-        return self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
+        devices it holds. ``read``: how many of the ``limit`` devices to read
+        from the database (default all): as many as are expected to fit the
+        page's bytes, so that no read row is only cut off again."""
+        return self.database.read(lambda tx: _rows(tx, query, after, limit, read), kind="rows")
 
     def stream(self, query: QueryFilter, page_size: int = MAX_PAGE) -> Iterator[DeviceRecord]:
         """Every device ``query`` matches, a page at a time."""
@@ -594,8 +606,12 @@ class AsyncVersionStore:
     ) -> tuple[list[DeviceRecord], bool]:
         return await self.database.read(lambda tx: _page(tx, query, after, limit), kind="query")
 
-    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> EncodedPage:
-        return await self.database.read(lambda tx: _rows(tx, query, after, limit), kind="rows")
+    async def rows(
+        self, query: QueryFilter, after: bytes, limit: int, *, read: int | None = None
+    ) -> EncodedPage:
+        return await self.database.read(
+            lambda tx: _rows(tx, query, after, limit, read), kind="rows"
+        )
 
     async def count(self, query: QueryFilter) -> int:
         return await self.database.read(lambda tx: _count(tx, query), kind="count")

@@ -22,7 +22,12 @@ from dofpy.oap.interface import Interface
 from dofpy.wire.oid import OID
 from dofpy_services.store import StoreUnavailable
 from dofpy_services.version import VERSION_OBJECT, VERSION_QUERY, QueryFilter, VersionClient
-from dofpy_services.version.daemon import PagePrefetch, PrefetchStatistics, QueryProvider
+from dofpy_services.version.daemon import (
+    PagePrefetch,
+    PageSizes,
+    PrefetchStatistics,
+    QueryProvider,
+)
 from dofpy_services.version.interface import MAX_PAGE
 from dofpy_services.version.page import (
     COLUMNS,
@@ -266,7 +271,7 @@ class _CountingStore:
         self.fail = False
 
     async def rows(
-        self, query: QueryFilter, after: bytes, limit: int
+        self, query: QueryFilter, after: bytes, limit: int, *, read: int | None = None
     ) -> tuple[bytes, bool, bytes, int]:
         self.reads.append(after)
         await trio.sleep(0.01)
@@ -319,7 +324,7 @@ class _EndingStore(_CountingStore):
     """Pages whose cursor grows by "+" each page; the page after "a+++" is the last."""
 
     async def rows(
-        self, query: QueryFilter, after: bytes, limit: int
+        self, query: QueryFilter, after: bytes, limit: int, *, read: int | None = None
     ) -> tuple[bytes, bool, bytes, int]:
         page, _, last, count = await super().rows(query, after, limit)
         return page, len(after) < len(b"a+++"), last, count
@@ -358,6 +363,25 @@ async def test_prefetched_reads_chain_up_to_ahead_pages_and_stop_at_the_end(
 def test_prefetch_reads_at_least_the_next_page() -> None:
     with pytest.raises(ValueError, match="ahead"):
         PagePrefetch(_CountingStore(), None, ahead=0)  # type: ignore[arg-type]
+
+
+def test_page_sizes_guess_what_fits_a_page_from_the_last_page_of_a_query() -> None:
+    sizes = PageSizes(max_queries=2)
+    sensors, gateways, others = (QueryFilter(device_class=c) for c in ("s", "g", "o"))
+    assert sizes.read_for(sensors, 512) == 512  # nothing known: all asked for
+    sizes.saw(sensors, 512, (b"x" * 59_000, True, b"k", 470))  # 125.5 bytes a device
+    guess = sizes.read_for(sensors, 512)
+    assert 478 <= guess <= 490  # 60,000 / 125.5 = 478, and a little more
+    assert sizes.read_for(sensors, 400) == 400  # another limit: another stream, unknown
+    sizes.saw(others, 512, (b"", False, b"", 0))  # an empty page teaches nothing
+    assert sizes.read_for(others, 512) == 512
+    sizes.saw(others, 100, (b"x" * 1_000, True, b"k", 100))  # small devices
+    assert sizes.read_for(others, 100) == 100  # never more than the limit
+    # Two queries kept: learning a third forgets the one learnt longest ago.
+    sizes.saw(gateways, 512, (b"x" * 60_000, True, b"k", 100))  # 600 bytes a device
+    assert sizes.read_for(gateways, 512) == 103
+    assert sizes.read_for(sensors, 512) == 512
+    assert sizes.read_for(others, 100) == 100
 
 
 # The query interface as a service older than ``rows`` provides it: the same

@@ -19,6 +19,7 @@ import trio
 from dofpy.wire.oid import OID
 from dofpy_services.store import Transaction
 from dofpy_services.version.interface import ImageKind, QueryFilter, VersionCount
+from dofpy_services.version.page import decode_device_page_untrusted
 from dofpy_services.version.store import (
     HISTOGRAM_SQL,
     PendingReport,
@@ -81,6 +82,26 @@ def test_every_filter_pages_through_exactly_what_it_means(db_location: str, page
             assert streamed == expected, query
             assert store.count(query) == len(expected), query
         assert expected  # the last filter matches some devices: the test is not vacuous
+
+
+@pytest.mark.parametrize("read", [1, 5, 60])
+def test_rows_pages_read_as_many_devices_as_asked_and_still_miss_none(
+    db_location: str, read: int
+) -> None:
+    """``read`` below ``limit`` (the service's guess of what fits a page):
+    each page holds at most ``read`` devices, says more while it read that
+    many, and the pages together are every device once, in order."""
+    with open_version_store(db_location) as store:
+        reported = fleet(store)
+        expected = sorted(reported, key=OID.encode)
+        streamed: list[bytes] = []
+        after, more = b"", True
+        while more:
+            page, more, after, count = store.rows(QueryFilter(), after, 50, read=read)
+            assert count <= min(read, 50)
+            streamed.extend(decode_device_page_untrusted(page).keys)
+            assert len(streamed) <= len(expected)  # bounded: ends or fails
+        assert streamed == [identity.encode() for identity in expected]
 
 
 def test_histogram_and_classes(db_location: str) -> None:
