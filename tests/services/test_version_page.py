@@ -84,6 +84,18 @@ def test_a_page_decodes_to_the_records_query_makes_of_the_same_rows(
     assert page.keys == [row[0] for row in rows] and len(page) == len(rows)
 
 
+@settings(max_examples=50, deadline=None)
+@given(device_rows())
+def test_a_page_of_a_driver_giving_memoryviews_is_the_page_of_bytes(
+    rows: list[tuple[Any, ...]],
+) -> None:
+    # (psycopg2 and some adapters give byte columns as memoryview: converted,
+    # the same page as of bytes; a column of bytes already is kept as it is.)
+    viewed = [(memoryview(r[0]), *r[1:4], memoryview(r[4]), *r[5:]) for r in rows]
+    assert encode_device_page(viewed) == encode_device_page(rows)
+    assert fit_device_page(viewed) == fit_device_page(rows)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, MAX_ROWS), st.integers(0, 600), st.integers(0, 64))
 def test_a_fitted_page_is_the_encoding_of_the_devices_it_holds(
