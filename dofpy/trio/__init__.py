@@ -17,7 +17,7 @@
 from dofpy.trio._endpoint import UdpEndpoint, open_udp_endpoint
 from dofpy.trio._endpoint_config import EndpointConfig, EndpointStatistics
 from dofpy.trio._groups import lone_exceptions_unwrapped
-from dofpy.trio._node import DofNode, DofNodeStatistics, Subscription
+from dofpy.trio._node import DofNode, DofNodeStatistics, PendingAnswer, Subscription
 from dofpy.trio._open import open_node
 from dofpy.trio._pcapfile import PcapWriter
 from dofpy.trio._provider import Provider, current_request
@@ -35,6 +35,7 @@ __all__ = [
     "EndpointStatistics",
     "FetchProgress",
     "PcapWriter",
+    "PendingAnswer",
     "Provider",
     "Subscription",
     "TransferNode",

@@ -55,7 +55,7 @@ from dofpy.trio._provider import Provider, current_request_var
 from dofpy.wire.dpp import AppId
 from dofpy.wire.oid import OID
 
-__all__ = ["DofNode", "DofNodeStatistics", "Subscription"]
+__all__ = ["DofNode", "DofNodeStatistics", "PendingAnswer", "Subscription"]
 
 logger = logging.getLogger("dofpy.node")
 
@@ -117,6 +117,65 @@ class _Waiter:
         self.done = trio.Event()
         self.values: tuple[Any, ...] = ()
         self.error: DofError | None = None
+
+
+class PendingAnswer:
+    """A request sent whose answer is awaited later
+    (:meth:`DofNode.start_invoke`): await :meth:`result` once, or
+    :meth:`cancel` it.
+
+    Until one of them, the node keeps the request (retransmitted as any
+    other, until its answer or its timeout), so whoever starts one must end
+    it: ``try``/``finally: pending.cancel()``.
+    """
+
+    __slots__ = ("_awaited", "_node", "_waiter", "request_id")
+
+    def __init__(self, node: DofNode, request_id: int) -> None:
+        self.request_id = request_id
+        self._node = node
+        self._waiter = _Waiter()
+        self._awaited = False
+        node._waiters[request_id] = self._waiter
+
+    @property
+    def done(self) -> bool:
+        """Whether the answer (or the request's failure) has arrived, or it
+        was cancelled: :meth:`result` would not wait."""
+        return self._waiter.done.is_set()
+
+    async def result(self) -> tuple[Any, ...]:
+        """The answer's values; raises what the request failed with
+        (:class:`~dofpy.oap.errors.OapError`, a provider's
+        :class:`~dofpy.oap.errors.ProviderException`, a timeout...), and
+        ``ClosedResourceError`` once cancelled. Awaited once: a second call
+        raises ``RuntimeError``. Cancelled while waiting (trio), the request
+        is abandoned as by :meth:`cancel`."""
+        if self._awaited:
+            raise RuntimeError(f"the answer of request {self.request_id} was awaited already")
+        self._awaited = True
+        waiter = self._waiter
+        try:
+            await waiter.done.wait()
+        finally:
+            self.cancel()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.values
+
+    def cancel(self) -> None:
+        """Abandon the request: the node stops retransmitting it and drops
+        its answer should it arrive later (counted as unmatched). Idempotent;
+        nothing once the answer has arrived."""
+        waiter = self._waiter
+        node = self._node
+        # Only our own waiter: once answered, the request id may be another's.
+        if node._waiters.get(self.request_id) is waiter:
+            del node._waiters[self.request_id]
+            node.core.node.cancel(self.request_id)
+        if not waiter.done.is_set():
+            waiter.error = ClosedResourceError(f"request {self.request_id} was cancelled")
+            waiter.done.set()
 
 
 class DofNode:
@@ -367,18 +426,19 @@ class DofNode:
             logger.exception("provider %r answered %s wrongly", handler, request.item.name)
         self._wakeup()
 
-    async def _await(self, request_id: int) -> tuple[Any, ...]:
-        waiter = _Waiter()
-        self._waiters[request_id] = waiter
+    def _pending(self, request_id: int) -> PendingAnswer:
+        """Await ``request_id``'s answer (the core has just queued it), and
+        send it now."""
+        pending = PendingAnswer(self, request_id)
         try:
             self._wakeup()
-            await waiter.done.wait()
-        finally:
-            if self._waiters.pop(request_id, None) is not None:
-                self.core.node.cancel(request_id)
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.values
+        except BaseException:
+            pending.cancel()
+            raise
+        return pending
+
+    async def _await(self, request_id: int) -> tuple[Any, ...]:
+        return await self._pending(request_id).result()
 
     # -- provider side -------------------------------------------------------------
 
@@ -481,11 +541,28 @@ class DofNode:
         identity: OID | None = None,
     ) -> tuple[Any, ...]:
         """Call a method of a remote object (executed at most once); its results."""
+        return await self.start_invoke(
+            peer, object_id, interface, method, *args, identity=identity
+        ).result()
+
+    def start_invoke(
+        self,
+        peer: Address,
+        object_id: OID,
+        interface: Interface,
+        method: str,
+        *args: Any,
+        identity: OID | None = None,
+    ) -> PendingAnswer:
+        """Send the request of :meth:`invoke` now and await its answer later
+        (:meth:`PendingAnswer.result`): the peer works on it meanwhile (a
+        stream asks for its next page before it decodes the last one).
+        Abandon it with :meth:`PendingAnswer.cancel`."""
         now = trio.current_time()
         request_id = self.core.invoke(
             peer, object_id, interface, method, args, now, identity=identity
         )
-        return await self._await(request_id)
+        return self._pending(request_id)
 
     async def ping(self, peer: Address) -> float:
         """DPP ping; returns the round-trip time in seconds."""

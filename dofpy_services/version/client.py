@@ -28,7 +28,7 @@ import trio
 from dofpy._core import Address
 from dofpy.errors import BadPacket, DofError
 from dofpy.oap.errors import OapError, OapErrorCode, ProviderException
-from dofpy.trio import DofNode
+from dofpy.trio import DofNode, PendingAnswer
 from dofpy.wire.oid import OID, decode_oid_untrusted
 from dofpy_services.version.interface import (
     MAX_PAGE,
@@ -43,7 +43,12 @@ from dofpy_services.version.interface import (
     VersionCount,
     VersionReport,
 )
-from dofpy_services.version.page import MAX_ROWS, DevicePage, decode_device_page_untrusted
+from dofpy_services.version.page import (
+    MAX_ROWS,
+    DevicePage,
+    LoadedPage,
+    load_device_page_untrusted,
+)
 
 __all__ = ["ReportNotStored", "VersionClient"]
 
@@ -136,11 +141,7 @@ class VersionClient:
         ``limit`` devices or does not follow ``after`` is an OAP
         INVALID_VALUE error."""
         encoded, more = await self._invoke("rows", query, after, limit)
-        try:
-            page = decode_device_page_untrusted(encoded)
-        except BadPacket as exc:
-            raise OapError(OapErrorCode.INVALID_VALUE, f"rows answered {exc}") from None
-        _check_follows(page, after, limit, "rows")
+        page = _checked_rows(_loaded_rows(encoded), after, limit)
         return page, bool(more)
 
     async def pages(
@@ -149,25 +150,48 @@ class VersionClient:
         """Every device ``query`` matches, in identity order, a page at a
         time (``page.records()`` are its devices): one page in memory,
         however many devices match. By ``rows``; from a service older than
-        ``rows``, by ``query`` (pages of at most :data:`MAX_PAGE`)."""
+        ``rows``, by ``query`` (pages of at most :data:`MAX_PAGE`).
+
+        By ``rows``, the request for the next page is sent as soon as this
+        page's cursor is known (its CBOR loaded), before the page is checked
+        and consumed: the service reads it meanwhile. That request is
+        abandoned whenever the stream ends early (closed, or an error)."""
         after = b""
-        while True:
-            if self.rows_supported is not False:
-                try:
-                    page, more = await self.rows(query, after, page_size)
-                except OapError as exc:
-                    if exc.error_code is not OapErrorCode.NO_SUCH_ITEM:
-                        raise
-                    self.rows_supported = False
-                    continue  # the same page, by query
-                self.rows_supported = True
-            else:
-                page, more = await self._records_page(query, after, min(page_size, MAX_PAGE))
-            if len(page):
-                yield page
-            if not more or not len(page):
-                return
-            after = page.keys[-1]
+        ahead: PendingAnswer | None = None  # the rows request of the page after ``after``
+        try:
+            while True:
+                if self.rows_supported is not False:
+                    answer = (
+                        ahead if ahead is not None else self._start("rows", query, after, page_size)
+                    )
+                    ahead = None
+                    try:
+                        encoded, more = await answer.result()
+                    except OapError as exc:
+                        if exc.error_code is not OapErrorCode.NO_SUCH_ITEM:
+                            raise
+                        self.rows_supported = False
+                        continue  # the same page, by query
+                    self.rows_supported = True
+                    loaded = _loaded_rows(encoded)
+                    cursor = loaded.last_key
+                    if more and cursor is not None:
+                        ahead = self._start("rows", query, cursor, page_size)
+                    page = _checked_rows(loaded, after, page_size)
+                    if ahead is not None and page.keys[-1] != cursor:
+                        # (the checked page's last key is the one loaded: never)
+                        raise OapError(OapErrorCode.INVALID_VALUE, "rows answered two cursors")
+                    more = bool(more)
+                else:
+                    page, more = await self._records_page(query, after, min(page_size, MAX_PAGE))
+                if len(page):
+                    yield page
+                if not more or not len(page):
+                    return
+                after = page.keys[-1]
+        finally:
+            if ahead is not None:
+                ahead.cancel()
 
     async def _records_page(
         self, query: QueryFilter, after: bytes, limit: int
@@ -240,6 +264,27 @@ class VersionClient:
         return await self._node.invoke(
             self._peer, self._object, VERSION_QUERY, method, *args, identity=self._identity
         )
+
+    def _start(self, method: str, *args: object) -> PendingAnswer:
+        return self._node.start_invoke(
+            self._peer, self._object, VERSION_QUERY, method, *args, identity=self._identity
+        )
+
+
+def _loaded_rows(encoded: bytes) -> LoadedPage:
+    try:
+        return load_device_page_untrusted(encoded)
+    except BadPacket as exc:
+        raise OapError(OapErrorCode.INVALID_VALUE, f"rows answered {exc}") from None
+
+
+def _checked_rows(loaded: LoadedPage, after: bytes, limit: int) -> DevicePage:
+    try:
+        page = loaded.check()
+    except BadPacket as exc:
+        raise OapError(OapErrorCode.INVALID_VALUE, f"rows answered {exc}") from None
+    _check_follows(page, after, limit, "rows")
+    return page
 
 
 def _check_follows(page: DevicePage, after: bytes, limit: int, method: str) -> None:

@@ -24,7 +24,11 @@ is making its identity's ``OID``.
 be exactly the canonical encoding of the columns (cbor2's ``canonical=True``,
 as everywhere in dofpy), CBOR tags are refused before their content is
 interpreted, and every value must be what a :class:`DeviceRecord` field
-holds, identities strictly increasing.
+holds, identities strictly increasing. It is two phases, for a stream that
+asks for its next page while it checks this one:
+:func:`load_device_page_untrusted` (the size, the first byte, the CBOR
+loaded; its :attr:`LoadedPage.last_key` is the candidate cursor) and
+:meth:`LoadedPage.check` (everything else).
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ __all__ = [
     "MAX_PAGE_BYTES",
     "MAX_ROWS",
     "DevicePage",
+    "LoadedPage",
     "decode_device_page_untrusted",
     "encode_device_page",
     "fit_device_page",
+    "load_device_page_untrusted",
 ]
 
 MAX_ROWS = 512
@@ -354,8 +360,53 @@ class _BootStates(dict[tuple[int, str, bool, int], BootState]):
         return boot
 
 
-def decode_device_page_untrusted(data: bytes) -> DevicePage:
-    """The page ``data`` holds. Untrusted input: raises only ``BadPacket``."""
+@dataclass(frozen=True, slots=True)
+class LoadedPage:
+    """A page's CBOR loaded, not yet checked (:func:`load_device_page_untrusted`):
+    enough to learn its cursor (:attr:`last_key`) before the rest of the
+    checks (:meth:`check`), so that a stream can ask for the next page while
+    it checks this one."""
+
+    raw: bytes
+    columns: Any
+    """What cbor2 made of ``raw``: anything its decoder makes, unchecked."""
+
+    @property
+    def last_key(self) -> bytes | None:
+        """The last identity, unchecked (``None`` when the page is out of
+        shape there or empty): what the page's cursor will be if :meth:`check`
+        accepts it."""
+        columns = self.columns
+        if type(columns) is not list or not columns:
+            return None
+        identities = columns[0]
+        if type(identities) is not list or not identities:
+            return None
+        last = identities[-1]
+        return last if type(last) is bytes else None
+
+    def check(self) -> DevicePage:
+        """The page, checked: its columns, its canonical form and its
+        identities. Raises only ``BadPacket``."""
+        columns = self.columns
+        _check_columns(columns)
+        try:
+            canonical = cbor2.dumps(columns, canonical=True)
+        except Exception as exc:  # checked values all encode; this is a last guard
+            raise _bad(f"does not encode: {exc}") from None
+        if canonical != self.raw:
+            raise _bad("not in canonical CBOR form")
+        try:
+            identities = tuple(map(_decode_identity, columns[0]))
+        except BadPacket as exc:
+            raise _bad(f"identity is no OID: {exc}") from None
+        return DevicePage(tuple(columns), identities)
+
+
+def load_device_page_untrusted(data: bytes) -> LoadedPage:
+    """The first half of :func:`decode_device_page_untrusted`: ``data``'s size
+    and first byte checked and its CBOR loaded (tags refused). Untrusted
+    input: raises only ``BadPacket``; :meth:`LoadedPage.check` does the rest."""
     raw = bytes(data)
     if len(raw) > MAX_PAGE_BYTES:
         raise _bad(f"{len(raw)} bytes exceed {MAX_PAGE_BYTES}")
@@ -371,15 +422,9 @@ def decode_device_page_untrusted(data: bytes) -> DevicePage:
         )
     except Exception as exc:  # cbor2 raises several unrelated types (bad UTF-8, EOF...)
         raise _bad(f"does not decode: {exc}") from None
-    _check_columns(columns)
-    try:
-        canonical = cbor2.dumps(columns, canonical=True)
-    except Exception as exc:  # checked values all encode; this is a last guard
-        raise _bad(f"does not encode: {exc}") from None
-    if canonical != raw:
-        raise _bad("not in canonical CBOR form")
-    try:
-        identities = tuple(map(_decode_identity, columns[0]))
-    except BadPacket as exc:
-        raise _bad(f"identity is no OID: {exc}") from None
-    return DevicePage(tuple(columns), identities)
+    return LoadedPage(raw, columns)
+
+
+def decode_device_page_untrusted(data: bytes) -> DevicePage:
+    """The page ``data`` holds. Untrusted input: raises only ``BadPacket``."""
+    return load_device_page_untrusted(data).check()

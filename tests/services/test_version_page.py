@@ -1,12 +1,14 @@
 """A page of devices as one byte string of CBOR columns (the ``rows``
 method): round trips (Hypothesis) against the records the ``query`` method
 makes of the same rows, what the decoder refuses, a page of the largest
-devices within one sealed datagram over OAP, and the client's checks of the
-cursor."""
+devices within one sealed datagram over OAP, the client's checks of the
+cursor, and a stream's request for its next page sent before this page is
+checked (abandoned when the stream ends early)."""
 
 from __future__ import annotations
 
 import math
+from contextlib import aclosing
 from typing import Any
 
 import cbor2
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from dofpy.errors import BadPacket
 from dofpy.oap.errors import OapError, OapErrorCode
 from dofpy.oap.interface import Interface
+from dofpy.trio import DofNode, PendingAnswer
 from dofpy.wire.oid import OID
 from dofpy_services.store import StoreUnavailable
 from dofpy_services.version import VERSION_OBJECT, VERSION_QUERY, QueryFilter, VersionClient
@@ -36,6 +39,7 @@ from dofpy_services.version.page import (
     decode_device_page_untrusted,
     encode_device_page,
     fit_device_page,
+    load_device_page_untrusted,
 )
 from dofpy_services.version.store import PendingReport, device_record, write_reports
 from tests.services.test_daemon_runner import WAIT
@@ -204,6 +208,25 @@ def test_a_page_out_of_shape_or_form_is_refused() -> None:
         encode_device_page([tuple(r) for r in [_row(n) for n in range(MAX_ROWS + 1)]])
 
 
+def test_a_page_loaded_names_its_cursor_before_it_is_checked() -> None:
+    rows = [_row(1), _row(2)]
+    encoded = encode_device_page([tuple(r) for r in rows])
+    loaded = load_device_page_untrusted(encoded)
+    assert loaded.last_key == device(2).encode()
+    assert loaded.check() == decode_device_page_untrusted(encoded)
+    # Loading checks only what comes before cbor2: the rest is check()'s.
+    not_canonical = load_device_page_untrusted(cbor2.dumps(_columns(rows)))
+    assert not_canonical.last_key == device(2).encode()
+    with pytest.raises(BadPacket, match="canonical"):
+        not_canonical.check()
+    # No cursor: an empty page, or one out of shape where the cursor is.
+    assert load_device_page_untrusted(encode_device_page([])).last_key is None
+    unnamed = [[*_columns(rows)[0][:1], "device"], *_columns(rows)[1:]]
+    assert load_device_page_untrusted(cbor2.dumps(unnamed, canonical=True)).last_key is None
+    with pytest.raises(BadPacket, match="does not decode"):
+        load_device_page_untrusted(encoded[:-3])
+
+
 async def test_a_page_of_the_largest_devices_fits_one_sealed_datagram(location: str) -> None:
     count = 300
 
@@ -237,7 +260,29 @@ async def test_a_page_of_the_largest_devices_fits_one_sealed_datagram(location: 
     )
 
 
-class _AnsweringNode:
+class _Answer:
+    """A fake node's :class:`~dofpy.trio.PendingAnswer`: its ``invoke``
+    called when the answer is awaited."""
+
+    def __init__(self, node: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._call = lambda: node.invoke(*args, **kwargs)
+
+    async def result(self) -> tuple[Any, ...]:
+        values: tuple[Any, ...] = await self._call()
+        return values
+
+    def cancel(self) -> None:
+        pass
+
+
+class _FakeNode:
+    """``start_invoke`` by the fake's own ``invoke`` (its answers scripted)."""
+
+    def start_invoke(self, *args: Any, **kwargs: Any) -> _Answer:
+        return _Answer(self, args, kwargs)
+
+
+class _AnsweringNode(_FakeNode):
     """A node whose every invoke answers ``values`` (a service misbehaving)."""
 
     def __init__(self, values: tuple[Any, ...]) -> None:
@@ -449,7 +494,7 @@ async def test_a_client_streams_by_query_pages_from_a_service_older_than_rows(
     assert again == [device(n) for n in range(count) if n % 3 != 0]
 
 
-class _ScriptedQueries:
+class _ScriptedQueries(_FakeNode):
     """A node answering ``rows`` NO_SUCH_ITEM and ``query`` from ``pages``."""
 
     def __init__(self, pages: list[tuple[tuple[Any, ...], bool]]) -> None:
@@ -492,3 +537,97 @@ async def test_query_pages_that_would_not_move_the_cursor_on_are_refused_too() -
         _ = [d async for d in client.devices(QueryFilter())]
     assert refused.value.error_code is OapErrorCode.PERMISSION_DENIED
     assert client.rows_supported is None
+
+
+class _Started:
+    """``node.start_invoke``, each request it started kept."""
+
+    def __init__(self, node: DofNode) -> None:
+        self.node = node
+        self.started: list[PendingAnswer] = []
+        self._start = node.start_invoke
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PendingAnswer:
+        pending = self._start(*args, **kwargs)
+        self.started.append(pending)
+        return pending
+
+    @property
+    def in_flight(self) -> int:
+        return self.node.statistics().oap.node.pending_commands
+
+
+def _started(client: VersionClient) -> _Started:
+    started = _Started(client._node)
+    client._node.start_invoke = started  # type: ignore[method-assign]
+    return started
+
+
+async def test_a_stream_asks_for_the_next_page_before_it_yields_this_one(location: str) -> None:
+    count = 290
+    async with serving(location) as service, service.client(CLIENT_ID) as client:
+        pending = [PendingReport(device(n), report(), 100.0 + n) for n in range(count)]
+        await service.store.database.write(lambda tx: write_reports(tx, pending), kind="load")
+        started = _started(client)
+        in_flight: list[int] = []
+        with trio.fail_after(WAIT):
+            streamed = []
+            async for page in client.pages(QueryFilter(), page_size=50):
+                in_flight.append(started.in_flight)  # the next page's request, sent already
+                streamed.append(page)
+            requests = len(started.started)
+            # The same stream, a page at a time and no page asked for ahead.
+            one_by_one = []
+            after, more = b"", True
+            while more:
+                page, more = await client.rows(QueryFilter(), after, 50)
+                one_by_one.append(page)
+                after = page.keys[-1] if len(page) else after
+    # Six pages (50 x 5, 40): the first five each yielded with the next in flight.
+    assert in_flight == [1, 1, 1, 1, 1, 0]
+    assert requests == 6
+    assert [p.keys for p in streamed] == [p.keys for p in one_by_one]
+    assert [list(p.records()) for p in streamed] == [list(p.records()) for p in one_by_one]
+    identities = [i for page in streamed for i in page.identities]
+    assert identities == [device(n) for n in range(count)]  # every device once, in order
+
+
+async def test_a_stream_closed_early_leaves_no_request_pending(location: str) -> None:
+    async with serving(location) as service, service.client(CLIENT_ID) as client:
+        pending = [PendingReport(device(n), report(), 100.0 + n) for n in range(30)]
+        await service.store.database.write(lambda tx: write_reports(tx, pending), kind="load")
+        started = _started(client)
+        with trio.fail_after(WAIT):
+            async with aclosing(client.pages(QueryFilter(), page_size=8)) as pages:
+                async for page in pages:
+                    assert len(page) == 8 and started.in_flight == 1
+                    break
+            assert started.in_flight == 0  # the second page's request abandoned
+            assert client._node._waiters == {}
+            # The client's node goes on: another stream, to its end.
+            assert len([d async for d in client.devices(QueryFilter(), page_size=8)]) == 30
+    assert len(started.started) == 2 + 4 and started.started[1].done
+
+
+class _NotCanonicalRows(QueryProvider):
+    """Answers pages whose floats take 8 bytes (loaded fine, refused by the check)."""
+
+    async def rows(self, query: QueryFilter, after: bytes, limit: int) -> tuple[bytes, bool]:
+        page, more = await super().rows(query, after, limit)
+        return cbor2.dumps(cbor2.loads(page)), more
+
+
+async def test_a_page_refused_by_the_check_abandons_the_next_request(location: str) -> None:
+    async with serving(location) as service, service.client(CLIENT_ID) as client:
+        pending = [PendingReport(device(n), report(), 100.0 + n) for n in range(30)]
+        await service.store.database.write(lambda tx: write_reports(tx, pending), kind="load")
+        service.node.withdraw(VERSION_OBJECT, VERSION_QUERY)
+        service.node.provide(VERSION_OBJECT, VERSION_QUERY, _NotCanonicalRows(service.store, None))
+        started = _started(client)
+        with trio.fail_after(WAIT), pytest.raises(OapError) as refused:
+            _ = [page async for page in client.pages(QueryFilter(), page_size=8)]
+        assert refused.value.error_code is OapErrorCode.INVALID_VALUE
+        assert "canonical" in str(refused.value)
+        # The second page was asked for (its cursor loaded), then abandoned.
+        assert len(started.started) == 2 and started.started[1].done
+        assert started.in_flight == 0 and client._node._waiters == {}
