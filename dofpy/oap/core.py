@@ -147,6 +147,7 @@ class OapCore:
             node=self.node.statistics(),
             subscribers=self._provider.subscriber_count,
             subscriptions=self._requestor.subscription_count,
+            requests_awaited=self._requestor.awaited_count,
             **asdict(self._context.counters),
         )
 
@@ -307,6 +308,14 @@ class OapCore:
 
     def ping(self, peer: Address, now: float) -> int:
         return self._requestor.ping(peer, now)
+
+    def cancel(self, request_id: int) -> bool:
+        """Abandon our request ``request_id`` (a get, set, invoke or ping):
+        it is no longer retransmitted, its answer should one arrive is
+        dropped (counted as unmatched) and its record is forgotten, so that
+        no event follows for it. True if it was still pending."""
+        self._requestor.forget(request_id)
+        return self.node.cancel(request_id)
 
     def open_session(self, peer: Address, now: float) -> int:
         """Send a DSP Open; :class:`SessionOpened` (or :class:`OapRequestFailed`) follows."""

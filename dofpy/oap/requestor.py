@@ -152,6 +152,10 @@ class RequestorSide:
     def subscription_count(self) -> int:
         return len(self._subscriptions)
 
+    @property
+    def awaited_count(self) -> int:
+        return len(self._outgoing)
+
     def next_deadline(self) -> float | None:
         return self._refresh.next_deadline()
 
@@ -265,7 +269,8 @@ class RequestorSide:
         return request_id
 
     def forget(self, request_id: int) -> None:
-        """Forget a request the node answered itself (a DSP Open)."""
+        """Forget a request the node answered itself (a DSP Open) or one
+        abandoned (:meth:`~dofpy.oap.core.OapCore.cancel`)."""
         self._outgoing.pop(request_id, None)
 
     # -- what comes back -----------------------------------------------------------------

@@ -172,7 +172,7 @@ class PendingAnswer:
         # Only our own waiter: once answered, the request id may be another's.
         if node._waiters.get(self.request_id) is waiter:
             del node._waiters[self.request_id]
-            node.core.node.cancel(self.request_id)
+            node.core.cancel(self.request_id)
         if not waiter.done.is_set():
             waiter.error = ClosedResourceError(f"request {self.request_id} was cancelled")
             waiter.done.set()

@@ -108,9 +108,11 @@ async def test_a_cancelled_request_is_forgotten_and_its_late_answer_dropped(
         pending = requestor.start_invoke(peer, THERMOSTAT_OID, THERMOSTAT, "add", 2, 3)
         await held.asked.wait()
         assert requestor.statistics().oap.node.pending_commands == 1
+        assert requestor.statistics().oap.requests_awaited == 1
         pending.cancel()
         pending.cancel()  # idempotent
         assert requestor.statistics().oap.node.pending_commands == 0
+        assert requestor.statistics().oap.requests_awaited == 0  # its record too
         assert requestor._waiters == {}
         held.release.set()
         for _ in range(100):  # the provider answers; the answer is nobody's
@@ -155,4 +157,5 @@ async def test_a_result_cancelled_while_awaited_abandons_the_request(
             await pending.result()
         assert scope.cancelled_caught
         assert requestor.statistics().oap.node.pending_commands == 0
+        assert requestor.statistics().oap.requests_awaited == 0
         assert requestor._waiters == {}
