@@ -28,5 +28,10 @@ def test_one_backend_reports_every_figure() -> None:
     for kind, _ in version._kinds():
         assert f"query {kind} p50/p99" in names
     assert any(name.startswith("stream 'not running V'") for name in names)
+    # The driver alone read the rows the service streamed, the same SQL.
+    (stream,) = [name for name in names if name.startswith("stream 'not running V'")]
+    (driver,) = [line for line in figures.lines if line[0].endswith("by sqlite3 module alone")]
+    streamed = stream.split("(")[1].removesuffix(" rows)")
+    assert driver[2].startswith(f"{streamed} rows in Python (") and streamed != "0"
     assert all(ratio > 0 for _, ratio, _ in figures.checks)
     assert "targets" in version.report([figures], 2000)
