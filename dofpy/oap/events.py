@@ -187,6 +187,6 @@ class OapStatistics:
     subscribers_refused: int
     subscribers: int
     subscriptions: int
-    requests_awaited: int = 0
+    requests_awaited: int
     """Our requests whose answers are still awaited (each one a record kept
     until its answer, its failure or its cancellation)."""
