@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FUZZ_SECONDS ?= 60
 BENCH_ARGS ?=
+# The suite's worker processes (pytest-xdist): one a core on these two-core machines.
+TEST_WORKERS ?= 2
 
 .PHONY: demo demo-transfer test unit lint examples wheel-check interop bench fuzz soak clean
 
@@ -28,7 +30,7 @@ test: $(STAMP) lint unit
 
 unit: $(STAMP)
 	$(PY) -m coverage erase
-	$(PY) -m coverage run -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --cov --cov-report=
 	$(PY) -m coverage report --include='dofpy/wire/*' --fail-under=95
 	$(PY) -m coverage report --fail-under=85
 
