@@ -22,9 +22,10 @@ at once.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
 import trio
@@ -120,7 +121,11 @@ class DeviceAgent:
 
     ``clock`` is the device's POSIX clock, which an assignment's window is
     in (trio's clock, which the agent waits on, is monotonic and need not
-    be; the tests run both on one MockClock)."""
+    be; the tests run both on one MockClock).
+
+    ``progress_interval``: while a transfer runs, its TRANSFERRING progress
+    is repeated this often (seconds), so that a long transfer is not taken
+    for silence; a campaign's silence timeout must exceed it."""
 
     def __init__(
         self,
@@ -136,7 +141,10 @@ class DeviceAgent:
         check_in_interval: float = 3600.0,
         check_in_jitter: float = 0.5,
         clock: Callable[[], float] = time.time,
+        progress_interval: float = 600.0,
     ) -> None:
+        if not progress_interval > 0:  # also refuses NaN
+            raise ValueError("progress_interval must be positive")
         self.boot = bootloader
         self.ports = ports
         self.fs: DeviceFs = OsFs(state) if isinstance(state, (str, os.PathLike)) else state
@@ -148,6 +156,7 @@ class DeviceAgent:
         self.check_in_interval = check_in_interval
         self.check_in_jitter = check_in_jitter
         self.clock = clock
+        self.progress_interval = progress_interval
         poll_interval(check_in_interval, check_in_jitter, self.machine.rng)  # checks them
         self.record = self._load()
         self.machine.state = State(self.record.state)
@@ -500,11 +509,37 @@ class DeviceAgent:
         step's record write keeps."""
         resumed = store.verified_bytes
         try:
-            await self.ports.images.transfer(image, store, local)
+            await self._reporting_progress(self.ports.images.transfer(image, store, local))
         finally:
             copied = 0 if local is None else local.bytes_copied
             self.record.bytes_fetched += store.verified_bytes - resumed - copied
             store.close()
+
+    async def _reporting_progress(self, transfer: Awaitable[None]) -> None:
+        """Await ``transfer``, repeating the TRANSFERRING progress every
+        :attr:`progress_interval` seconds meanwhile: the campaign's silence
+        timeout counts from a device's last report, and a transfer that is
+        slow (a congested link, a busy relay) is not a device gone silent. A
+        repeat that fails is skipped: the transfer is what matters, and the
+        step's next call to the service tells it the rest."""
+
+        async def keep_reporting() -> None:
+            while True:
+                await trio.sleep(self.progress_interval)
+                with contextlib.suppress(*_TRANSIENT, Refused):
+                    await self._progress(Stage.TRANSFERRING, "")
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_reporting)
+                await transfer
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The repeats raise nothing of their own: the transfer's
+            # exception, as the step (and a power cut's handler) expects it.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     def _local_leaves(
         self, target: Slot, image: ImageToInstall, *, in_place: bool = False

@@ -200,6 +200,9 @@ class _Device:
     rng: random.Random
     class_id: uuid.UUID
     class_name: str
+    updating: bool = False
+    """Inside an update, as the device itself sees it (its agent past
+    check-in and poll, not idle again yet)."""
 
     def open(self) -> SimulatedBootloader:
         # No fsync reaches the host's disk: a device's durability is
@@ -225,10 +228,16 @@ class _Device:
 def _settled(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> bool:
     """The agent's ``until``: idle again after a step (and the power cut armed
     once its update begins)."""
-    device.arm(boot, agent.machine.state)
-    if device.outcome.started_at is None and agent.machine.state not in _WAITING:
-        device.outcome.started_at = time.monotonic()
-    return agent.machine.state is State.IDLE and bool(agent.machine.trail)
+    state = agent.machine.state
+    device.arm(boot, state)
+    if state not in _WAITING:
+        device.updating = True
+        if device.outcome.started_at is None:
+            device.outcome.started_at = time.monotonic()
+    settled = state is State.IDLE and bool(agent.machine.trail)
+    if settled:
+        device.updating = False
+    return settled
 
 
 def _checked_in(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> bool:
@@ -247,6 +256,7 @@ async def _run_device(
     checked_in: Callable[[], None],
     stop: trio.Event,
     start_spread: float = 0.0,
+    progress_interval: float = 10.0,
 ) -> None:
     if start_spread > 0:
         with trio.move_on_after(device.rng.uniform(0.0, start_spread)):
@@ -305,6 +315,7 @@ async def _run_device(
                         identity=enrolled.identity,
                         key=enrolled.report_key,
                         device_class=device.class_name,
+                        progress_interval=progress_interval,
                     )
                     try:
                         until = _checked_in if outcome.offline and not told else _settled
@@ -361,6 +372,7 @@ async def run_fleet(
     updating: Collection[OID] | None = None,
     start_spread: float = 0.0,
     stop_grace: float = 30.0,
+    progress_interval: float = 10.0,
 ) -> FleetResult:
     """Run ``devices`` until ``done()`` (checked every ``check_every`` seconds,
     in a worker thread: it may read a store) or ``duration`` seconds pass.
@@ -373,7 +385,14 @@ async def run_fleet(
     devices power on at random moments over this many seconds (a fleet never
     boots at one instant; all at once, a thousand handshakes queue at each
     service). ``stop_grace``: seconds a device still inside an agent step
-    once the fleet stops is given to finish it."""
+    once the fleet stops is given to finish it. ``progress_interval``: a
+    device's agent repeats its progress this often during a transfer (the
+    campaign's silence timeout must exceed it).
+
+    ``done`` is asked only while no device is inside an update on its own
+    side: on a slow machine, a device the campaign has counted timed out may
+    still be installing (the campaign's record then follows what it boots),
+    and stopping the fleet there would leave it mid-update."""
     classes = classes or {}
     rng = random.Random(f"fleet:{faults.seed}")
     order = list(range(len(devices)))
@@ -428,11 +447,13 @@ async def run_fleet(
             for run in runs:
                 devices_nursery.start_soon(
                     _guarded, run, targets, trust_root, vendor_id, poll_interval, checked_in,
-                    stop, start_spread,
+                    stop, start_spread, progress_interval,
                 )  # fmt: skip
             with trio.move_on_after(duration):
                 while True:
                     await trio.sleep(check_every)
+                    if any(run.updating for run in runs):
+                        continue
                     if done is not None and await trio.to_thread.run_sync(done):
                         break
             stop.set()
@@ -458,3 +479,5 @@ async def _guarded(run: _Device, *args: object) -> None:
         await _run_device(run, *args)  # type: ignore[arg-type]
     except Exception as exc:
         run.outcome.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        run.updating = False  # ended, however: nothing more to wait for

@@ -8,6 +8,7 @@ from its state directory). Trio's MockClock (autojump) keeps time virtual."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,10 +119,13 @@ class World:
     content_key_private: X25519PrivateKey | None = None
     clock: Callable[[], float] = trio.current_time
     """The device's POSIX clock (the windows'): the test's MockClock too."""
+    update_port: object = None
+    """The agent's UpdatePort (None: the in-process one on ``updates``)."""
+    progress_interval: float = 600.0
 
     def agent(self) -> DeviceAgent:
         ports = AgentPorts(
-            InProcessUpdate(self.updates, DEVICE),
+            self.update_port or InProcessUpdate(self.updates, DEVICE),  # type: ignore[arg-type]
             self.versions,
             self.images,
             self.health,
@@ -132,7 +136,7 @@ class World:
             self.boot, ports, state, identity=DEVICE, key=KEY,
             device_class="sensor", content_key_private=self.content_key_private,
             machine=AgentMachine(RetryPolicy(base=1.0, cap=8.0, max_attempts=4)),
-            clock=self.clock,
+            clock=self.clock, progress_interval=self.progress_interval,
         )  # fmt: skip
 
     async def run_update(self) -> DeviceAgent:
@@ -375,6 +379,70 @@ async def test_the_session_lost_during_every_step_is_retried(
     assert set(lossy_update.failed) == update_calls
     assert lossy_version.failed == ["report"]
     assert set(lossy_images.failed) == {"verify", "transfer"}
+    booted = w.boot.booted()
+    assert (booted.image.version, booted.accepted) == ("2.0", True)
+    report = w.updates.progress[DEVICE].report
+    assert report is not None and report.outcome is InstallOutcome.SUCCEEDED
+
+
+class SlowImages(NetsimImages):
+    """A transfer that takes ``seconds`` (a congested link) before it completes."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    async def transfer(
+        self, image: ImageToInstall, store: SlotBlockStore, local: LocalLeaves | None = None
+    ) -> None:
+        await trio.sleep(self.seconds)
+        await super().transfer(image, store, local)
+
+
+async def test_a_long_transfer_repeats_its_progress_so_it_is_not_taken_for_silence(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    w = world(tmp_path, Layout.AB, images=SlowImages(35.0))
+    w.progress_interval = 10.0
+    await w.run_update()
+    assert w.boot.booted().image.version == "2.0"
+    at = [s.at for s in w.updates.progress[DEVICE].stages if s.stage is Stage.TRANSFERRING]
+    # The transfer's first report, then one each 10 s of its 35 s: never a
+    # silence as long as the interval.
+    assert len(at) == 4
+    assert [round(b - a, 6) for a, b in itertools.pairwise(at)] == [10.0, 10.0, 10.0]
+
+
+class RepeatsFail:
+    """An UpdatePort whose repeated TRANSFERRING progress is lost (the
+    session drops it), the rest going through."""
+
+    def __init__(self, inner: InProcessUpdate) -> None:
+        self._inner = inner
+        self.lost = 0
+        self.transferring = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def progress(self, campaign: str, stage: Stage, reason: str) -> None:
+        if stage is Stage.TRANSFERRING:
+            self.transferring += 1
+            if self.transferring > 1:
+                self.lost += 1
+                raise DofError("session lost during progress")
+        await self._inner.progress(campaign, stage, reason)
+
+
+async def test_a_repeated_progress_that_fails_does_not_stop_the_transfer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    w = world(tmp_path, Layout.SEED, images=SlowImages(25.0))
+    w.progress_interval = 10.0
+    port = RepeatsFail(InProcessUpdate(w.updates, DEVICE))
+    w.update_port = port
+    await w.run_update()
+    assert port.lost == 2 and w.images.transfers == 1  # one transfer, never retried
     booted = w.boot.booted()
     assert (booted.image.version, booted.accepted) == ("2.0", True)
     report = w.updates.progress[DEVICE].report

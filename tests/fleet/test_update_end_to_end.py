@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from dofpy_services.cli import main
+from dofpy_services.device.agent_record import load_record
 from dofpy_services.device.boot_records import Slot
 from dofpy_services.device.simulated import SimulatedBootloader
 from dofpy_services.fleet.simulate import FleetFaults, run_fleet
@@ -116,3 +117,46 @@ async def test_a_campaign_updates_real_agents_end_to_end(
     fetched = sum(report.bytes_fetched for d in result.devices for report in d.reports)
     assert summary["bytes_served"] == fetched == DEVICES * len(NEW)
     assert result.counts() == {"succeeded": DEVICES - 1, "failed": 1}
+
+
+async def test_the_fleet_never_stops_with_a_device_mid_update(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``done`` here says stop as soon as any device is recorded transferring
+    (as a campaign that counted slow devices timed out would say settled
+    while they still install); the fleet asks it only while no device is
+    inside an update on its own side, so none is switched off mid-update,
+    even with no grace at the stop."""
+    async with world(tmp_path, capsys, DEVICES) as w:
+        starting = trio.Event()
+
+        async def start_when_checked_in() -> None:
+            await starting.wait()
+            await trio.to_thread.run_sync(w.start_campaign)
+
+        def a_device_transferring() -> bool:
+            with opened(w.campaigns) as db:
+                rows = db.read(lambda tx: cs.load_devices(tx, w.spec.name))
+            if any(r.state is DeviceState.TRANSFERRING for r in rows):
+                return True
+            return w.campaign_settled()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(start_when_checked_in)
+            with trio.fail_after(12 * WAIT):
+                result = await run_fleet(
+                    w.devices, w.services, trust_root=w.trust_root, vendor_id=VENDOR,
+                    class_id=DEVICE_CLASS, class_name=CLASS_NAME, faults=FleetFaults(seed=3),
+                    poll_interval=0.2, duration=10 * WAIT, done=a_device_transferring,
+                    on_checked_in=starting.set, check_every=0.05, stop_grace=0.0,
+                )  # fmt: skip
+    assert not [d.error for d in result.devices if d.error]
+    for device in w.devices:
+        boot = SimulatedBootloader(device.directory)
+        booted = boot.booted()
+        record = load_record(boot.fs)
+        # Between updates (idle, checking in or polling), on an accepted
+        # image: before its update or after it, never inside.
+        waiting = record.state in ("idle", "check_in", "poll")
+        assert (waiting, booted.accepted) == (True, True), (device.identity, record)
+        assert booted.slot.is_normal
