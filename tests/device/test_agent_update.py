@@ -413,6 +413,14 @@ async def test_a_long_transfer_repeats_its_progress_so_it_is_not_taken_for_silen
     assert [round(b - a, 6) for a, b in itertools.pairwise(at)] == [10.0, 10.0, 10.0]
 
 
+@pytest.mark.parametrize("interval", [0.0, -1.0, float("nan")])
+def test_a_progress_interval_must_be_positive(tmp_path: Path, interval: float) -> None:
+    w = world(tmp_path, Layout.AB)
+    w.progress_interval = interval
+    with pytest.raises(ValueError, match="progress_interval"):
+        w.agent()
+
+
 class RepeatsFail:
     """An UpdatePort whose repeated TRANSFERRING progress is lost (the
     session drops it), the rest going through."""
