@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from dofpy.errors import BadPacket, DofError
+from dofpy.trio import lone_exceptions_unwrapped
 from dofpy.wire.oid import OID
 from dofpy_services.device.agent_ports import (
     AgentPorts,
@@ -529,17 +530,13 @@ class DeviceAgent:
                 with contextlib.suppress(*_TRANSIENT, Refused):
                     await self._progress(Stage.TRANSFERRING, "")
 
-        try:
+        # The repeats raise nothing of their own: the transfer's exception
+        # leaves as itself, as the step (and a power cut's handler) expects it.
+        with lone_exceptions_unwrapped():
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(keep_reporting)
                 await transfer
                 nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            # The repeats raise nothing of their own: the transfer's
-            # exception, as the step (and a power cut's handler) expects it.
-            if len(group.exceptions) == 1:
-                raise group.exceptions[0] from None
-            raise
 
     def _local_leaves(
         self, target: Slot, image: ImageToInstall, *, in_place: bool = False

@@ -227,7 +227,8 @@ class _Device:
 
 def _settled(device: _Device, boot: SimulatedBootloader, agent: DeviceAgent) -> bool:
     """The agent's ``until``: idle again after a step (and the power cut armed
-    once its update begins)."""
+    once its update begins; the device marked :attr:`_Device.updating` from
+    then until it is idle again)."""
     state = agent.machine.state
     device.arm(boot, state)
     if state not in _WAITING:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -22,7 +23,7 @@ from dofpy_services.cli import main
 from dofpy_services.device.agent_record import load_record
 from dofpy_services.device.boot_records import Slot
 from dofpy_services.device.simulated import SimulatedBootloader
-from dofpy_services.fleet.simulate import FleetFaults, run_fleet
+from dofpy_services.fleet.simulate import FleetFaults, FleetResult, run_fleet
 from dofpy_services.update import campaign_store as cs
 from dofpy_services.update import device_keys as dk
 from dofpy_services.update.audit import verify_trail
@@ -30,32 +31,39 @@ from dofpy_services.update.campaign import CampaignState
 from dofpy_services.update.device_interface import InstallOutcome, verify_install_report
 from dofpy_services.update.tracking import DeviceState, Stage
 from tests.device.test_device_run import NEW, RESCUE
-from tests.fleet.world import CLASS_NAME, DEVICE_CLASS, NEW_DIGEST, VENDOR, world
+from tests.fleet.world import CLASS_NAME, DEVICE_CLASS, NEW_DIGEST, VENDOR, World, world
 from tests.services.test_daemon_runner import WAIT
 from tests.update.campaign_fixtures import ROOT, SERVICE_KEY, opened
 
 DEVICES = 5
 
 
+async def _fleet_through_campaign(w: World, **fleet: Any) -> FleetResult:
+    """The world's fleet run (``fleet``: more of ``run_fleet``'s arguments),
+    the campaign started once every device has checked in."""
+    starting = trio.Event()
+
+    async def start_when_checked_in() -> None:
+        await starting.wait()
+        await trio.to_thread.run_sync(w.start_campaign)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(start_when_checked_in)
+        with trio.fail_after(12 * WAIT):
+            return await run_fleet(
+                w.devices, w.services, trust_root=w.trust_root, vendor_id=VENDOR,
+                class_id=DEVICE_CLASS, class_name=CLASS_NAME, poll_interval=0.2,
+                duration=10 * WAIT, on_checked_in=starting.set, **fleet,
+            )  # fmt: skip
+
+
 async def test_a_campaign_updates_real_agents_end_to_end(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with world(tmp_path, capsys, DEVICES) as w:
-        starting = trio.Event()
-
-        async def start_when_checked_in() -> None:
-            await starting.wait()
-            await trio.to_thread.run_sync(w.start_campaign)
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(start_when_checked_in)
-            with trio.fail_after(12 * WAIT):
-                result = await run_fleet(
-                    w.devices, w.services, trust_root=w.trust_root, vendor_id=VENDOR,
-                    class_id=DEVICE_CLASS, class_name=CLASS_NAME,
-                    faults=FleetFaults(unhealthy=1, seed=3), poll_interval=0.2,
-                    duration=10 * WAIT, done=w.campaign_settled, on_checked_in=starting.set,
-                )  # fmt: skip
+        result = await _fleet_through_campaign(
+            w, faults=FleetFaults(unhealthy=1, seed=3), done=w.campaign_settled
+        )
         with opened(w.campaigns) as db:
             campaign = db.read(lambda tx: cs.load_campaign(tx, w.spec.name))
             rows = {r.device: r for r in db.read(lambda tx: cs.load_devices(tx, w.spec.name))}
@@ -128,11 +136,6 @@ async def test_the_fleet_never_stops_with_a_device_mid_update(
     inside an update on its own side, so none is switched off mid-update,
     even with no grace at the stop."""
     async with world(tmp_path, capsys, DEVICES) as w:
-        starting = trio.Event()
-
-        async def start_when_checked_in() -> None:
-            await starting.wait()
-            await trio.to_thread.run_sync(w.start_campaign)
 
         def a_device_transferring() -> bool:
             with opened(w.campaigns) as db:
@@ -141,15 +144,10 @@ async def test_the_fleet_never_stops_with_a_device_mid_update(
                 return True
             return w.campaign_settled()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(start_when_checked_in)
-            with trio.fail_after(12 * WAIT):
-                result = await run_fleet(
-                    w.devices, w.services, trust_root=w.trust_root, vendor_id=VENDOR,
-                    class_id=DEVICE_CLASS, class_name=CLASS_NAME, faults=FleetFaults(seed=3),
-                    poll_interval=0.2, duration=10 * WAIT, done=a_device_transferring,
-                    on_checked_in=starting.set, check_every=0.05, stop_grace=0.0,
-                )  # fmt: skip
+        result = await _fleet_through_campaign(
+            w, faults=FleetFaults(seed=3), done=a_device_transferring, check_every=0.05,
+            stop_grace=0.0,
+        )  # fmt: skip
     assert not [d.error for d in result.devices if d.error]
     for device in w.devices:
         boot = SimulatedBootloader(device.directory)
