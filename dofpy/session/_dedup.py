@@ -36,28 +36,53 @@ ResponseT = TypeVar("ResponseT")
 class _Entry(Generic[ResponseT]):
     expires: float
     responses: list[ResponseT] | _Pending
+    size: int = 0
+    """The bytes of ``responses``, as ``weigh`` measures them."""
 
 
 class DuplicateCache(Generic[ResponseT]):
-    """Bounded map of recently seen commands to the responses sent for them."""
+    """Bounded map of recently seen commands to the responses sent for them.
 
-    def __init__(self, max_entries: int = 4096, lifetime: float = 60.0) -> None:
+    ``max_bytes`` bounds the responses kept, as ``weigh`` measures each
+    (``None``: no bound in bytes); ``weigh`` is required with it."""
+
+    def __init__(
+        self,
+        max_entries: int = 4096,
+        lifetime: float = 60.0,
+        *,
+        max_bytes: int | None = None,
+        weigh: Callable[[ResponseT], int] | None = None,
+    ) -> None:
         if max_entries < 1 or lifetime <= 0:
             raise ValueError("max_entries must be >= 1 and lifetime > 0")
+        if max_bytes is not None and (max_bytes < 1 or weigh is None):
+            raise ValueError("max_bytes must be >= 1, and needs weigh")
         self._max_entries = max_entries
         self._lifetime = lifetime
+        self._max_bytes = max_bytes
+        self._weigh = weigh
         self._entries: OrderedDict[Hashable, _Entry[ResponseT]] = OrderedDict()
+        self._bytes = 0
         self.evicted = 0
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        """The bytes of the responses kept (0 without ``weigh``)."""
+        return self._bytes
+
+    def _drop(self, key: Hashable) -> None:
+        self._bytes -= self._entries.pop(key).size
 
     def _expire(self, now: float) -> None:
         while self._entries:
             key, entry = next(iter(self._entries.items()))
             if entry.expires > now:
                 break
-            del self._entries[key]
+            self._drop(key)
 
     def lookup(self, key: Hashable, now: float) -> list[ResponseT] | _Pending | None:
         """``None`` for a new command; ``PENDING``; or the responses already sent."""
@@ -68,10 +93,11 @@ class DuplicateCache(Generic[ResponseT]):
     def begin(self, key: Hashable, now: float) -> None:
         """Record that the command ``key`` is now being handled."""
         self._expire(now)
+        if key in self._entries:
+            self._drop(key)
         self._entries[key] = _Entry[ResponseT](now + self._lifetime, PENDING)
-        self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))
             self.evicted += 1
 
     def add_response(self, key: Hashable, response: ResponseT, now: float) -> None:
@@ -84,13 +110,39 @@ class DuplicateCache(Generic[ResponseT]):
         entry.responses.append(response)
         entry.expires = now + self._lifetime
         self._entries.move_to_end(key)
+        if self._weigh is not None:
+            size = self._weigh(response)
+            entry.size += size
+            self._bytes += size
+        if self._max_bytes is not None and self._bytes > self._max_bytes:
+            self._shed(key)
+
+    def _shed(self, newest: Hashable) -> None:
+        """Drop the least recently used answered entries until the responses
+        fit ``max_bytes``; the entry just answered (``newest``) goes last,
+        when it alone is too large. Entries still being handled weigh
+        nothing and stay (dropping them would free no bytes)."""
+        assert self._max_bytes is not None
+        doomed = []
+        excess = self._bytes - self._max_bytes
+        for key, entry in self._entries.items():
+            if excess <= 0:
+                break
+            if entry.size and key != newest:
+                doomed.append(key)
+                excess -= entry.size
+        if excess > 0:
+            doomed.append(newest)
+        for key in doomed:
+            self._drop(key)
+        self.evicted += len(doomed)
 
     def forget(self, match: Callable[[Any], bool]) -> int:
         """Drop every entry whose key ``match`` accepts (a peer's session
         ended); returns how many. A scan: for rare events, not per packet."""
         doomed = [key for key in self._entries if match(key)]
         for key in doomed:
-            del self._entries[key]
+            self._drop(key)
         return len(doomed)
 
     def earliest_expiry(self) -> float | None:

@@ -200,6 +200,12 @@ class NodeConfig:
     max_peers: int = 4096
     duplicate_entries: int = 8192
     duplicate_lifetime: float = 60.0
+    duplicate_bytes: int = 32 * 2**20
+    """The bytes of the answers the duplicate cache keeps at most (their
+    payloads), the least recently used dropped first and counted: with
+    ``duplicate_entries`` alone, a node answering large pages would keep up
+    to 8192 of them (some 480 MiB) for ``duplicate_lifetime``. At least
+    ``max_datagram``."""
     first_op_count: int | None = None
     """The first operation id; by default 1 without security and a random
     value with it (an explicit value is for tests that replay an id)."""
@@ -227,6 +233,11 @@ class NodeConfig:
                 raise ValueError(f"{name} must be >= 1")
         if not 64 <= self.max_datagram <= 65535:
             raise ValueError(f"max_datagram must be 64..65535, not {self.max_datagram}")
+        if self.duplicate_bytes < self.max_datagram:
+            raise ValueError(
+                f"duplicate_bytes must be at least max_datagram ({self.max_datagram}),"
+                f" not {self.duplicate_bytes}"
+            )
         if self.first_op_count is not None and not 0 <= self.first_op_count <= C4_MAX:
             raise ValueError("first_op_count must be a c4")
         if self.security is not None:

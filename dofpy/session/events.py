@@ -241,6 +241,8 @@ class NodeStatistics:
     duplicate_responses_resent: int
     duplicate_responses_held: int
     duplicate_cache_evictions: int
+    duplicate_cache_bytes: int
+    """The bytes of the answers the duplicate cache keeps (a level)."""
     retransmissions: int
     requests_timed_out: int
     events_dropped: int

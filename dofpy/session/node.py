@@ -89,6 +89,10 @@ __all__ = [
 ]
 
 
+def _payload_size(packet: DppPacket) -> int:
+    return len(packet.payload)
+
+
 class Node:
     """A sans-IO DPS node. Implements :class:`dofpy._core.DatagramCore`."""
 
@@ -107,7 +111,10 @@ class Node:
         self._events: deque[NodeEvent] = deque()
         # Keyed by (address, authenticated identity or None, operation id).
         self._duplicates: DuplicateCache[DppPacket] = DuplicateCache(
-            self.config.duplicate_entries, self.config.duplicate_lifetime
+            self.config.duplicate_entries,
+            self.config.duplicate_lifetime,
+            max_bytes=self.config.duplicate_bytes,
+            weigh=_payload_size,
         )
         self._counts: dict[str, int] = dict.fromkeys(
             (
@@ -209,6 +216,7 @@ class Node:
             **self._counts,
             **self._commands.counts,
             duplicate_cache_evictions=self._duplicates.evicted,
+            duplicate_cache_bytes=self._duplicates.bytes,
             peers=len(self._operations.peers),
             pending_commands=len(self._commands),
             security=None if self._security is None else self._security.statistics(),

@@ -47,6 +47,7 @@ _GAUGES = frozenset(
         "receive_buffer_granted",
         "peers",
         "pending_commands",
+        "duplicate_cache_bytes",
         "subscribers",
         "subscriptions",
         "sessions",

@@ -161,6 +161,8 @@ async def test_health_over_oap_and_metrics_over_http() -> None:
     assert values[("dofpy_endpoint_datagrams_received_total", frozenset())] >= 3
     assert ("dofpy_oap_permission_denied_total", frozenset()) in values
     assert ("dofpy_session_peers", frozenset()) in values
+    # A level, not a count: the answers kept for the requests' retransmission.
+    assert values[("dofpy_session_duplicate_cache_bytes", frozenset())] > 0
 
 
 async def test_first_signal_drains_in_flight_requests() -> None:
