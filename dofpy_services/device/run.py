@@ -99,6 +99,8 @@ class SimulatedDevice:
     update_identity: OID | None = None
     max_boots: int = 20
     max_steps: int = 1000
+    progress_interval: float = 600.0
+    """How often a transfer repeats its TRANSFERRING progress (the agent's)."""
     answer: UserAnswer = UserAnswer.ACCEPT
     """The simulated user's answer to a manual campaign (the manual-update
     hook): accept, refuse, or defer by ``defer_seconds`` (then accept)."""
@@ -172,6 +174,7 @@ async def run_simulated_device(device: SimulatedDevice) -> DeviceRun:
                 key=device.report_key,
                 device_class=device.class_name or str(device.class_id),
                 content_key_private=device.content_key,
+                progress_interval=device.progress_interval,
             )
 
             def finished(agent: DeviceAgent) -> bool:

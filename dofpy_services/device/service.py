@@ -107,6 +107,11 @@ def _run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content-key", help="the device's X25519 key for confidential images")
     parser.add_argument("--max-boots", type=int, default=20, help="boots at most (default 20)")
     parser.add_argument(
+        "--progress-interval", type=_seconds, default=600.0, metavar="SECONDS",
+        help="how often a transfer repeats its progress to the Update service, so a slow one "
+        "is not taken for silence (default 600; keep it under the campaign's silence timeout)",
+    )  # fmt: skip
+    parser.add_argument(
         "--answer", default="accept", metavar="ANSWER",
         help="the user's answer to a manual campaign: accept (default), refuse, "
         "or defer=SECONDS (then accept)",
@@ -121,6 +126,17 @@ def _oid(text: str | None) -> OID | None:
         return OID.from_text(text) if text.startswith("[") else OID(3, text.encode("ascii"))
     except (ValueError, UnicodeEncodeError) as exc:
         raise UsageError(f"bad identity {text!r}: {exc}") from None
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds (argparse's type for a duration)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"a positive number of seconds, not {text!r}")
+    return seconds
 
 
 def _answer(text: str) -> tuple[UserAnswer, float]:
@@ -167,6 +183,7 @@ def _run(args: argparse.Namespace) -> int:
         version_identity=_oid(args.version_identity),
         update_identity=_oid(args.update_identity),
         max_boots=args.max_boots,
+        progress_interval=args.progress_interval,
         answer=answer,
         defer_seconds=defer_seconds,
     )

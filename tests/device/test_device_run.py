@@ -11,6 +11,7 @@ the device runs and the Update service holds its verified install report."""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from dofpy_services.cli import main
 from dofpy_services.daemon.cli import UsageError
 from dofpy_services.device.agent import UserAnswer
 from dofpy_services.device.boot_records import Layout, Slot
-from dofpy_services.device.service import _answer
+from dofpy_services.device.service import _answer, _seconds
 from dofpy_services.device.simulated import FirmwareImage, SimulatedBootloader, inspect_device
 from dofpy_services.image.commands import open_image_store
 from dofpy_services.image.publish import add_image_file
@@ -191,6 +192,7 @@ async def test_device_run_updates_a_simulated_device_against_real_services(
                 "--trust-root", str(root_file), "--vendor", str(VENDOR),
                 "--class", str(DEVICE_CLASS), "--class-name", "sensor",
                 "--report-key", key_file, "--answer", answer, "--format", "json",
+                "--progress-interval", "30",
             ]  # fmt: skip
             with trio.fail_after(6 * WAIT):
                 status = await trio.to_thread.run_sync(main, argv)
@@ -239,3 +241,11 @@ def test_the_answer_flag_reads_accept_refuse_and_defer() -> None:
     for bad in ("maybe", "defer", "defer=-1", "accept=3", "defer=soon"):
         with pytest.raises(UsageError):
             _answer(bad)
+
+
+def test_the_progress_interval_flag_takes_positive_seconds_only() -> None:
+    assert _seconds("30") == 30.0
+    assert _seconds("0.5") == 0.5
+    for bad in ("0", "-5", "nan", "inf", "soon", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="positive number of seconds"):
+            _seconds(bad)
