@@ -94,15 +94,19 @@ class _PostgresTransaction:
     def dialect(self) -> Dialect:
         return "postgresql"
 
-    def _cursor(self, sql: str, params: Sequence[object]) -> psycopg.Cursor[Row]:
+    def _cursor(
+        self, sql: str, params: Sequence[object], binary: bool = False
+    ) -> psycopg.Cursor[Row]:
         try:
             # Without parameters psycopg leaves ``%`` alone (and allows scripts).
+            if binary:
+                return self._conn.execute(sql.replace("?", "%s"), params or None, binary=True)
             return self._conn.execute(sql.replace("?", "%s"), params or None)
         except psycopg.Error as exc:
             raise _translate(exc, self._conn, self._kind) or exc from None
 
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        cursor = self._cursor(sql, params)
+    def rows(self, sql: str, params: Sequence[object] = (), *, binary: bool = False) -> list[Row]:
+        cursor = self._cursor(sql, params, binary)
         try:
             return cursor.fetchall() if cursor.description is not None else []
         except psycopg.Error as exc:

@@ -85,7 +85,7 @@ class _SqliteTransaction:
     def dialect(self) -> Dialect:
         return "sqlite"
 
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+    def rows(self, sql: str, params: Sequence[object] = (), *, binary: bool = False) -> list[Row]:
         try:
             return self._conn.execute(sql, params).fetchall()
         except sqlite3.Error as exc:

@@ -379,7 +379,7 @@ def _page(
     if not 1 <= limit <= MAX_ROWS:
         raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
     sql, params = query_sql(query, after, limit)
-    rows = tx.rows(sql, params)
+    rows = tx.rows(sql, params, binary=True)
     return [device_record(row) for row in rows], len(rows) == limit
 
 
@@ -396,7 +396,7 @@ def _rows(
         raise ValueError(f"a page holds 1..{MAX_ROWS} devices, not {limit}")
     read = limit if read is None else max(1, min(read, limit))
     sql, params = query_sql(query, after, read)
-    rows = tx.rows(sql, params)
+    rows = tx.rows(sql, params, binary=True)  # every column bytea, text, integer or float
     page, count = fit_device_page(rows)
     more = len(rows) == read or count < len(rows)
     return page, more, bytes(rows[count - 1][0]) if count else after, count

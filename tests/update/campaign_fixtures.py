@@ -207,7 +207,9 @@ class RecordingTransaction:
         self.dialect = dialect
         self.statements: list[tuple[str, tuple[object, ...]]] = []
 
-    def rows(self, sql: str, params: Sequence[object] = ()) -> list[object]:
+    def rows(
+        self, sql: str, params: Sequence[object] = (), *, binary: bool = False
+    ) -> list[object]:
         self.statements.append((sql, tuple(params)))
         return []
 
