@@ -63,6 +63,10 @@ class DuplicateCache(Generic[ResponseT]):
         self._max_bytes = max_bytes
         self._weigh = weigh
         self._entries: OrderedDict[Hashable, _Entry[ResponseT]] = OrderedDict()
+        # The keys of the entries holding answer bytes, least recently
+        # answered first: what shedding drops, in order, without walking
+        # past the entries still being handled (however many there are).
+        self._weighed: OrderedDict[Hashable, None] = OrderedDict()
         self._bytes = 0
         self.evicted = 0
 
@@ -76,6 +80,7 @@ class DuplicateCache(Generic[ResponseT]):
 
     def _drop(self, key: Hashable) -> None:
         self._bytes -= self._entries.pop(key).size
+        self._weighed.pop(key, None)
 
     def _expire(self, now: float) -> None:
         while self._entries:
@@ -114,6 +119,9 @@ class DuplicateCache(Generic[ResponseT]):
             size = self._weigh(response)
             entry.size += size
             self._bytes += size
+            if entry.size:
+                self._weighed[key] = None
+                self._weighed.move_to_end(key)
         if self._max_bytes is not None and self._bytes > self._max_bytes:
             self._shed(key)
 
@@ -125,12 +133,11 @@ class DuplicateCache(Generic[ResponseT]):
         assert self._max_bytes is not None
         doomed = []
         excess = self._bytes - self._max_bytes
-        for key, entry in self._entries.items():
-            if excess <= 0:
+        for key in self._weighed:  # ``newest`` is the last
+            if excess <= 0 or key == newest:
                 break
-            if entry.size and key != newest:
-                doomed.append(key)
-                excess -= entry.size
+            doomed.append(key)
+            excess -= self._entries[key].size
         if excess > 0:
             doomed.append(newest)
         for key in doomed:

@@ -188,3 +188,21 @@ def test_the_node_refuses_a_byte_bound_below_one_datagram() -> None:
     with pytest.raises(ValueError, match="duplicate_bytes must be at least max_datagram"):
         NodeConfig(duplicate_bytes=60_000)
     NodeConfig(duplicate_bytes=9000, max_datagram=9000)
+
+
+def test_answers_are_shed_past_many_commands_still_being_handled() -> None:
+    # 50,000 commands pending at the front of the cache (the oldest), then
+    # 2,000 answers over a budget of 1,000 bytes: each answer sheds the one
+    # before it, never a pending command. (Shedding goes through the answered
+    # entries only, so it does not walk past the pending ones each time.)
+    cache = _cache(max_bytes=1000, entries=100_000)
+    for key in range(50_000):
+        cache.begin(("pending", key), 0.0)
+    for key in range(2_000):
+        _answer(cache, ("answered", key), 600)
+    assert cache.bytes == 600
+    assert cache.evicted == 1_999
+    assert len(cache) == 50_001
+    assert cache.lookup(("pending", 0), 1.0) is PENDING
+    assert cache.lookup(("pending", 49_999), 1.0) is PENDING
+    assert cache.lookup(("answered", 1_999), 1.0) == [b"x" * 600]
