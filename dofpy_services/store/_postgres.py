@@ -99,9 +99,7 @@ class _PostgresTransaction:
     ) -> psycopg.Cursor[Row]:
         try:
             # Without parameters psycopg leaves ``%`` alone (and allows scripts).
-            if binary:
-                return self._conn.execute(sql.replace("?", "%s"), params or None, binary=True)
-            return self._conn.execute(sql.replace("?", "%s"), params or None)
+            return self._conn.execute(sql.replace("?", "%s"), params or None, binary=binary)
         except psycopg.Error as exc:
             raise _translate(exc, self._conn, self._kind) or exc from None
 
