@@ -29,6 +29,9 @@ class OapCounters:
 
     bad_oap_payloads: int = 0
     requests_refused: int = 0
+    requests_busy: int = 0
+    """Of those, refused BUSY: beyond max_incoming, max_incoming_per_peer or
+    max_incoming_bytes (each also counted in requests_refused)."""
     notifications_sent: int = 0
     notifications_received: int = 0
     notifications_unmatched: int = 0

@@ -148,6 +148,8 @@ class OapCore:
             subscribers=self._provider.subscriber_count,
             subscriptions=self._requestor.subscription_count,
             requests_awaited=self._requestor.awaited_count,
+            requests_in_progress=self._provider.incoming_count,
+            request_bytes_in_progress=self._provider.incoming_bytes,
             **asdict(self._context.counters),
         )
 

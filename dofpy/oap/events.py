@@ -178,6 +178,7 @@ class OapStatistics:
     node: NodeStatistics
     bad_oap_payloads: int
     requests_refused: int
+    requests_busy: int
     notifications_sent: int
     notifications_received: int
     notifications_unmatched: int
@@ -190,3 +191,7 @@ class OapStatistics:
     requests_awaited: int
     """Our requests whose answers are still awaited (each one a record kept
     until its answer, its failure or its cancellation)."""
+    requests_in_progress: int = 0
+    """Requests to our objects received and not yet answered."""
+    request_bytes_in_progress: int = 0
+    """Their OAP payloads' bytes (bounded by ``max_incoming_bytes``)."""

@@ -74,6 +74,8 @@ class _Incoming:
     kind: RequestKind
     item: Item
     identity: OID | None = None  # who asked: the answer goes to it only
+    who: OID | Address | None = None  # whose share of max_incoming_per_peer it is
+    size: int = 0  # its payload's bytes, its share of max_incoming_bytes
 
 
 _SubscriberKey = tuple[Address, OID, IID, int, RequestKind]
@@ -103,6 +105,10 @@ class ProviderSide:
         self._admitted: dict[tuple[OID, IID], frozenset[OID]] = {}
         self._aliases: dict[int, Binding] = {}
         self._incoming: dict[int, _Incoming] = {}
+        # Requests in progress by requestor (identity, or address in the
+        # clear), and their payloads' bytes: max_incoming_per_peer, _bytes.
+        self._incoming_by: dict[OID | Address, int] = {}
+        self._incoming_bytes = 0
         self._next_handle = 1
         # Subscribers and registrants, by their lease's end; and the peers
         # subscribed to each item, so that a notification visits only those.
@@ -189,10 +195,31 @@ class ProviderSide:
             return self._aliases.get(target.value)
         return target
 
-    def respond(self, request: IncomingRequest, values: Sequence[Any], now: float) -> None:
-        record = self._incoming.pop(request.handle, None)
+    @property
+    def incoming_count(self) -> int:
+        """Requests received and not yet answered."""
+        return len(self._incoming)
+
+    @property
+    def incoming_bytes(self) -> int:
+        """Their OAP payloads' bytes."""
+        return self._incoming_bytes
+
+    def _answered(self, handle: int) -> _Incoming:
+        record = self._incoming.pop(handle, None)
         if record is None:
-            raise LocalProtocolError(f"request {request.handle} was already answered")
+            raise LocalProtocolError(f"request {handle} was already answered")
+        self._incoming_bytes -= record.size
+        assert record.who is not None
+        left = self._incoming_by[record.who] - 1
+        if left:
+            self._incoming_by[record.who] = left
+        else:
+            del self._incoming_by[record.who]
+        return record
+
+    def respond(self, request: IncomingRequest, values: Sequence[Any], now: float) -> None:
+        record = self._answered(request.handle)
         values = tuple(values)
         item = record.item
         try:
@@ -230,9 +257,7 @@ class ProviderSide:
     def respond_error(
         self, request: IncomingRequest, error: ProviderException | OapError, now: float
     ) -> None:
-        record = self._incoming.pop(request.handle, None)
-        if record is None:
-            raise LocalProtocolError(f"request {request.handle} was already answered")
+        record = self._answered(request.handle)
         if isinstance(error, ProviderException):
             definition = error.definition
             try:
@@ -322,14 +347,25 @@ class ProviderSide:
         if kind in (RequestKind.SUBSCRIBE, RequestKind.REGISTER):
             self._add_subscriber(peer, op, binding, item, kind, now, identity)
             return
-        if len(self._incoming) >= context.config.max_incoming:
-            context.refuse(
-                peer, op, OapErrorCode.BUSY, "too many requests in progress", now, identity
-            )
+        config = context.config
+        who: OID | Address = peer if identity is None else identity
+        size = len(event.payload)
+        busy = None
+        if len(self._incoming) >= config.max_incoming:
+            busy = "too many requests in progress"
+        elif self._incoming_by.get(who, 0) >= config.max_incoming_per_peer:
+            busy = "too many of your requests in progress"
+        elif self._incoming_bytes + size > config.max_incoming_bytes:
+            busy = "too many bytes of requests in progress"
+        if busy is not None:
+            context.counters.requests_busy += 1
+            context.refuse(peer, op, OapErrorCode.BUSY, busy, now, identity)
             return
         handle = self._next_handle
         self._next_handle += 1
-        self._incoming[handle] = _Incoming(peer, op, kind, item, identity)
+        self._incoming[handle] = _Incoming(peer, op, kind, item, identity, who, size)
+        self._incoming_by[who] = self._incoming_by.get(who, 0) + 1
+        self._incoming_bytes += size
         context.events.append(
             IncomingRequest(
                 handle,
