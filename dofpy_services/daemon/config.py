@@ -160,6 +160,18 @@ OPTIONAL_ADDRESS = Kind(
 )
 
 
+def at_least(low: int) -> Kind:
+    """A kind that is an integer of at least ``low``."""
+
+    def read(value: object) -> int:
+        number = _int(value)
+        if number < low:
+            raise ValueError
+        return number
+
+    return Kind(f"an integer >= {low}", read, str, from_text=lambda text: read(int(text, 10)))
+
+
 def choice(*choices: str) -> Kind:
     """A kind that is one of ``choices``."""
 
@@ -254,6 +266,26 @@ class DaemonConfig:
         PATH,
         "once serving, write the bound addresses here as JSON (for supervisors and tests)",
         default=None,
+    )
+    max_requests_in_progress: int = option(
+        at_least(1),
+        "requests received and not yet answered at most; more are refused BUSY",
+        default=4096,
+    )
+    max_requests_per_peer: int = option(
+        at_least(1),
+        "of those, from one requestor (its authenticated identity) at most",
+        default=256,
+    )
+    max_request_bytes: int = option(
+        at_least(65507),
+        "bytes of the requests in progress at most (their OAP payloads)",
+        default=64 * 2**20,
+    )
+    duplicate_bytes: int = option(
+        at_least(65507),
+        "bytes of answers kept for retransmitted requests at most",
+        default=32 * 2**20,
     )
 
 

@@ -209,6 +209,13 @@ async def _run(
         if service.applications:
             applications = tuple(dict.fromkeys((*oap.node.applications, *service.applications)))
             oap = replace(oap, node=replace(oap.node, applications=applications))
+        oap = replace(
+            oap,
+            node=replace(oap.node, duplicate_bytes=config.duplicate_bytes),
+            max_incoming=config.max_requests_in_progress,
+            max_incoming_per_peer=config.max_requests_per_peer,
+            max_incoming_bytes=config.max_request_bytes,
+        )
         if service.transfer_store is not None:
             transfer = await stack.enter_async_context(
                 open_transfer_node(

@@ -56,6 +56,9 @@ def test_defaults_then_file_then_flags(tmp_path: Path) -> None:
         ("workers = true", "example.toml: key 'workers': expected an integer, got True"),
         ('log_format = "xml"', "key 'log_format': expected text or json, got 'xml'"),
         ("drain_timeout = -1", "key 'drain_timeout': expected a number of seconds >= 0"),
+        ("max_requests_per_peer = 0", "key 'max_requests_per_peer': expected an integer >= 1"),
+        ("max_request_bytes = 1000", "key 'max_request_bytes': expected an integer >= 65507"),
+        ("duplicate_bytes = 1.5", "key 'duplicate_bytes': expected an integer >= 65507"),
         (
             "lisen = 3",
             "example.toml: unknown key 'lisen' (known keys: allow_plaintext, credentials, db,",
@@ -67,6 +70,13 @@ def test_a_wrong_key_type_or_value_is_one_line(tmp_path: Path, text: str, messag
     with pytest.raises(ConfigError) as caught:
         load_config(ExampleConfig, write(tmp_path, text + "\n"))
     assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_request_limits_read_from_flags(tmp_path: Path) -> None:
+    loaded = load_config(ExampleConfig, None, {"max_requests_per_peer": "8"})
+    assert (loaded.max_requests_per_peer, loaded.max_requests_in_progress) == (8, 4096)
+    with pytest.raises(ConfigError, match=r"^--duplicate-bytes: expected an integer >= 65507"):
+        load_config(ExampleConfig, None, {"duplicate_bytes": "100"})
 
 
 def test_a_wrong_flag_names_the_flag(tmp_path: Path) -> None:

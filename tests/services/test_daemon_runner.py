@@ -393,3 +393,42 @@ async def test_a_daemon_without_credentials_refuses_a_non_loopback_address_unles
             assert await client.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "hi") == ("hi",)
         await daemon.signals.send(15)
     assert daemon.status == 0
+
+
+async def test_the_request_limits_are_settings_of_the_daemon() -> None:
+    provider = Echo()
+    async with (
+        running(echo_service(provider), config(max_requests_per_peer=2)) as daemon,
+        open_node() as flooder,
+        open_node() as other,
+        trio.open_nursery() as requests,
+    ):
+        answers: list[tuple[Any, ...]] = []
+
+        async def wait() -> None:
+            answers.append(await flooder.invoke(daemon.udp, ECHO_OBJECT, ECHO, "wait"))
+
+        with trio.fail_after(WAIT):
+            requests.start_soon(wait)
+            requests.start_soon(wait)
+            await provider.waiting.wait()
+            # Both held by the provider: the flooder's third is refused, another
+            # requestor (in the clear: another address) is still served.
+            while True:
+                _, text = await trio.to_thread.run_sync(
+                    scrape, daemon.addresses["metrics"], "/metrics"
+                )
+                if samples(text).get(("dofpy_oap_requests_in_progress", frozenset())) == 2:
+                    break
+                await trio.sleep(0.01)
+            with pytest.raises(OapError, match="too many of your requests in progress"):
+                await flooder.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "more")
+            assert await other.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "hi") == ("hi",)
+            _, text = await trio.to_thread.run_sync(scrape, daemon.addresses["metrics"], "/metrics")
+            assert samples(text)[("dofpy_oap_requests_busy_total", frozenset())] == 1
+            provider.gate.set()
+        with trio.fail_after(WAIT):
+            while len(answers) < 2:
+                await trio.sleep(0.01)
+        assert answers == [(True,), (True,)]
+        await daemon.signals.send(15)
