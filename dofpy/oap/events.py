@@ -191,7 +191,7 @@ class OapStatistics:
     requests_awaited: int
     """Our requests whose answers are still awaited (each one a record kept
     until its answer, its failure or its cancellation)."""
-    requests_in_progress: int = 0
+    requests_in_progress: int
     """Requests to our objects received and not yet answered."""
-    request_bytes_in_progress: int = 0
+    request_bytes_in_progress: int
     """Their OAP payloads' bytes (bounded by ``max_incoming_bytes``)."""

@@ -74,8 +74,13 @@ class _Incoming:
     kind: RequestKind
     item: Item
     identity: OID | None = None  # who asked: the answer goes to it only
-    who: OID | Address | None = None  # whose share of max_incoming_per_peer it is
     size: int = 0  # its payload's bytes, its share of max_incoming_bytes
+
+    @property
+    def requestor(self) -> OID | Address:
+        """Whose share of ``max_incoming_per_peer`` it is: the authenticated
+        identity, or the address of a command in the clear."""
+        return self.peer if self.identity is None else self.identity
 
 
 _SubscriberKey = tuple[Address, OID, IID, int, RequestKind]
@@ -210,12 +215,12 @@ class ProviderSide:
         if record is None:
             raise LocalProtocolError(f"request {handle} was already answered")
         self._incoming_bytes -= record.size
-        assert record.who is not None
-        left = self._incoming_by[record.who] - 1
+        requestor = record.requestor
+        left = self._incoming_by[requestor] - 1
         if left:
-            self._incoming_by[record.who] = left
+            self._incoming_by[requestor] = left
         else:
-            del self._incoming_by[record.who]
+            del self._incoming_by[requestor]
         return record
 
     def respond(self, request: IncomingRequest, values: Sequence[Any], now: float) -> None:
@@ -348,14 +353,14 @@ class ProviderSide:
             self._add_subscriber(peer, op, binding, item, kind, now, identity)
             return
         config = context.config
-        who: OID | Address = peer if identity is None else identity
-        size = len(event.payload)
+        record = _Incoming(peer, op, kind, item, identity, len(event.payload))
+        requestor = record.requestor
         busy = None
         if len(self._incoming) >= config.max_incoming:
             busy = "too many requests in progress"
-        elif self._incoming_by.get(who, 0) >= config.max_incoming_per_peer:
+        elif self._incoming_by.get(requestor, 0) >= config.max_incoming_per_peer:
             busy = "too many of your requests in progress"
-        elif self._incoming_bytes + size > config.max_incoming_bytes:
+        elif self._incoming_bytes + record.size > config.max_incoming_bytes:
             busy = "too many bytes of requests in progress"
         if busy is not None:
             context.counters.requests_busy += 1
@@ -363,9 +368,9 @@ class ProviderSide:
             return
         handle = self._next_handle
         self._next_handle += 1
-        self._incoming[handle] = _Incoming(peer, op, kind, item, identity, who, size)
-        self._incoming_by[who] = self._incoming_by.get(who, 0) + 1
-        self._incoming_bytes += size
+        self._incoming[handle] = record
+        self._incoming_by[requestor] = self._incoming_by.get(requestor, 0) + 1
+        self._incoming_bytes += record.size
         context.events.append(
             IncomingRequest(
                 handle,

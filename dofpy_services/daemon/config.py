@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dofpy._core import Address
 from dofpy.credentials import format_address, parse_address, toml_string
+from dofpy.oap.config import OapConfig
 
 __all__ = [
     "ADDRESS",
@@ -160,6 +161,9 @@ OPTIONAL_ADDRESS = Kind(
 )
 
 
+_OAP = OapConfig()  # the defaults of the request limits below
+
+
 def at_least(low: int) -> Kind:
     """A kind that is an integer of at least ``low``."""
 
@@ -267,25 +271,26 @@ class DaemonConfig:
         "once serving, write the bound addresses here as JSON (for supervisors and tests)",
         default=None,
     )
+    # The defaults are the OAP core's and the node's own.
     max_requests_in_progress: int = option(
         at_least(1),
         "requests received and not yet answered at most; more are refused BUSY",
-        default=4096,
+        default=_OAP.max_incoming,
     )
     max_requests_per_peer: int = option(
         at_least(1),
         "of those, from one requestor (its authenticated identity) at most",
-        default=256,
+        default=_OAP.max_incoming_per_peer,
     )
     max_request_bytes: int = option(
-        at_least(65507),
+        at_least(_OAP.node.max_datagram),
         "bytes of the requests in progress at most (their OAP payloads)",
-        default=64 * 2**20,
+        default=_OAP.max_incoming_bytes,
     )
     duplicate_bytes: int = option(
-        at_least(65507),
+        at_least(_OAP.node.max_datagram),
         "bytes of answers kept for retransmitted requests at most",
-        default=32 * 2**20,
+        default=_OAP.node.duplicate_bytes,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import threading
 import urllib.error
 import urllib.request
@@ -59,12 +60,15 @@ class Echo(Provider):
     def __init__(self) -> None:
         self.gate = trio.Event()
         self.waiting = trio.Event()
+        # One item per ``wait`` entered: the request is held in progress.
+        self._entered, self.entered = trio.open_memory_channel[None](math.inf)
 
     def echo(self, text: str) -> str:
         return text
 
     async def wait(self) -> bool:
         self.waiting.set()
+        self._entered.send_nowait(None)
         await self.gate.wait()
         return True
 
@@ -397,38 +401,32 @@ async def test_a_daemon_without_credentials_refuses_a_non_loopback_address_unles
 
 async def test_the_request_limits_are_settings_of_the_daemon() -> None:
     provider = Echo()
+    answers: list[tuple[Any, ...]] = []
     async with (
         running(echo_service(provider), config(max_requests_per_peer=2)) as daemon,
         open_node() as flooder,
         open_node() as other,
-        trio.open_nursery() as requests,
     ):
-        answers: list[tuple[Any, ...]] = []
 
         async def wait() -> None:
             answers.append(await flooder.invoke(daemon.udp, ECHO_OBJECT, ECHO, "wait"))
 
-        with trio.fail_after(WAIT):
-            requests.start_soon(wait)
-            requests.start_soon(wait)
-            await provider.waiting.wait()
-            # Both held by the provider: the flooder's third is refused, another
-            # requestor (in the clear: another address) is still served.
-            while True:
+        async with trio.open_nursery() as requests:
+            with trio.fail_after(WAIT):
+                requests.start_soon(wait)
+                requests.start_soon(wait)
+                for _ in range(2):
+                    await provider.entered.receive()
+                # Both held by the provider: the flooder's third is refused,
+                # another requestor (in the clear: another address) still served.
+                with pytest.raises(OapError, match="too many of your requests in progress"):
+                    await flooder.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "more")
+                assert await other.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "hi") == ("hi",)
                 _, text = await trio.to_thread.run_sync(
                     scrape, daemon.addresses["metrics"], "/metrics"
                 )
-                if samples(text).get(("dofpy_oap_requests_in_progress", frozenset())) == 2:
-                    break
-                await trio.sleep(0.01)
-            with pytest.raises(OapError, match="too many of your requests in progress"):
-                await flooder.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "more")
-            assert await other.invoke(daemon.udp, ECHO_OBJECT, ECHO, "echo", "hi") == ("hi",)
-            _, text = await trio.to_thread.run_sync(scrape, daemon.addresses["metrics"], "/metrics")
-            assert samples(text)[("dofpy_oap_requests_busy_total", frozenset())] == 1
-            provider.gate.set()
-        with trio.fail_after(WAIT):
-            while len(answers) < 2:
-                await trio.sleep(0.01)
+                assert samples(text)[("dofpy_oap_requests_in_progress", frozenset())] == 2
+                assert samples(text)[("dofpy_oap_requests_busy_total", frozenset())] == 1
+                provider.gate.set()
         assert answers == [(True,), (True,)]
         await daemon.signals.send(15)
